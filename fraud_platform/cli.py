@@ -1,0 +1,186 @@
+"""The ``fraud-platform`` command line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import timedelta
+from typing import Annotated
+
+import typer
+
+from fraud_platform.settings import Settings
+
+# Rich tracebacks with locals would render the whole simulation on an error: minutes, GBs.
+app = typer.Typer(
+    help="Real-time fraud-detection ML platform on Dagster.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+services_app = typer.Typer(help="Embedded services: Kafka-protocol broker and Redis.", no_args_is_help=True)
+features_app = typer.Typer(help="The feature registry.", no_args_is_help=True)
+models_app = typer.Typer(help="The model registry (BentoML model store).", no_args_is_help=True)
+app.add_typer(services_app, name="services")
+app.add_typer(features_app, name="features")
+app.add_typer(models_app, name="models")
+
+
+def _settings() -> Settings:
+    return Settings.from_env()
+
+
+@app.command()
+def demo(
+    days: Annotated[int, typer.Option(help="Days of traffic to simulate.")] = 30,
+    users: Annotated[int, typer.Option(help="Simulated users.")] = 2000,
+    seed: Annotated[int, typer.Option(help="Simulation seed.")] = 7,
+    holdout_days: Annotated[int, typer.Option(help="Final days kept out of Kafka and replayed through /score.")] = 2,
+    replay_limit: Annotated[int, typer.Option(help="At most this many held-out transactions are replayed.")] = 2000,
+) -> None:
+    """Run the whole pipeline end to end on the embedded defaults and print a summary."""
+    from fraud_platform.demo import DemoConfig, run_demo
+
+    run_demo(_settings(), DemoConfig(days=days, users=users, seed=seed, holdout_days=holdout_days, replay_limit=replay_limit))
+
+
+@app.command()
+def simulate(
+    days: Annotated[int, typer.Option(help="Days of traffic.")] = 30,
+    users: Annotated[int, typer.Option(help="Number of users.")] = 2000,
+    seed: Annotated[int, typer.Option(help="Seed: same seed, same events.")] = 7,
+    rate: Annotated[float, typer.Option(help="Multiplier of ordinary transaction volume.")] = 1.0,
+    drift_at: Annotated[int | None, typer.Option(help="Day from which fraud mix and behaviour change.")] = None,
+) -> None:
+    """Simulate traffic and publish it to the transactions, account_events and labels topics."""
+    from fraud_platform.demo import recent_start
+    from fraud_platform.lib import brokers
+    from fraud_platform.lib.contracts import TOPICS
+    from fraud_platform.lib.simulator import SimulationConfig, publish
+    from fraud_platform.lib.simulator import simulate as run_simulation
+
+    settings = _settings()
+    brokers.check_kafka(settings.kafka_bootstrap)
+    brokers.ensure_topics(settings.kafka_bootstrap, list(TOPICS))
+    start = recent_start(days)
+    simulation = run_simulation(
+        SimulationConfig(days=days, users=users, seed=seed, rate=rate, drift_at=drift_at, start=start)
+    )
+    end = start + timedelta(days=days)
+    counts = publish(
+        simulation, settings.kafka_bootstrap, until=end,
+        progress=lambda done, total: typer.echo(f"\r{done:,}/{total:,}", nl=False) if done % 20000 == 0 or done == total else None,
+    )
+    typer.echo(f"\npublished {json.dumps(counts)} to {settings.kafka_bootstrap}")
+
+
+@app.command()
+def materialize(
+    layer: Annotated[list[str] | None, typer.Option(help="Layer(s) to run; default all.")] = None,
+) -> None:
+    """Materialize the asset graph in-process (same Definitions and instance as the UI)."""
+    from dagster import DagsterInstance
+
+    from fraud_platform.instance import prepare_dagster_home
+    from fraud_platform.pipeline import LAYERS, prepare_dbt_manifest, run_layers
+
+    settings = _settings()
+    prepare_dagster_home(settings)
+    prepare_dbt_manifest()
+    run_layers(DagsterInstance.get(), layer or list(LAYERS))
+
+
+@app.command()
+def serve(port: Annotated[int | None, typer.Option(help="Port (default FRAUD_PLATFORM_SERVICE_PORT or 3030).")] = None) -> None:
+    """Run the BentoML scoring service in the foreground."""
+    from fraud_platform.serving_process import REPO_ROOT, service_env
+
+    settings = _settings()
+    port = port or settings.service_port
+    subprocess.run(
+        [sys.executable, "-m", "bentoml", "serve", "models_bento.service:FraudScorer",
+         "--host", "127.0.0.1", "--port", str(port)],
+        cwd=REPO_ROOT, env=service_env(settings), check=False,
+    )
+
+
+@app.command()
+def ui(port: Annotated[int | None, typer.Option(help="Port of the Dagster UI.")] = None) -> None:
+    """Start ``dagster dev`` on this project (UI at http://127.0.0.1:PORT)."""
+    from fraud_platform.instance import prepare_dagster_home
+    from fraud_platform.pipeline import prepare_dbt_manifest
+    from fraud_platform.serving_process import REPO_ROOT
+
+    settings = _settings()
+    prepare_dagster_home(settings)
+    prepare_dbt_manifest()
+    subprocess.run(
+        [sys.executable, "-m", "dagster", "dev", "-w", str(REPO_ROOT / "workspace.yaml"),
+         "-h", "127.0.0.1", "-p", str(port or settings.ui_port)],
+        cwd=REPO_ROOT, check=False,
+    )
+
+
+@services_app.command("up")
+def services_up() -> None:
+    """Start the embedded broker (and Redis if none answers); check external ones."""
+    from fraud_platform.services import services_up as up
+
+    for line in up(_settings()).lines():
+        typer.echo(line)
+
+
+@services_app.command("down")
+def services_down() -> None:
+    """Stop the embedded services this data directory started."""
+    from fraud_platform.services import services_down as down
+
+    stopped = down(_settings())
+    typer.echo(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+
+
+@services_app.command("status")
+def services_status() -> None:
+    """Show whether Kafka and Redis answer (exit code 1 if one does not)."""
+    from fraud_platform.services import services_status as status
+
+    state = status(_settings())
+    for line in state.lines():
+        typer.echo(line)
+    if not (state.kafka_reachable and state.redis_reachable):
+        raise typer.Exit(1)
+
+
+@features_app.command("list")
+def features_list() -> None:
+    """Every feature group and feature with its definition."""
+    from fraud_platform.lib.features.catalog import FEATURE_GROUPS
+
+    for group in FEATURE_GROUPS:
+        typer.echo(
+            f"{group.versioned_name}  entity={group.entity.name}({','.join(group.entity.join_keys)}) "
+            f"source={group.source} ttl={group.ttl} owner={group.owner}\n  {group.description}"
+        )
+        for f in group.features:
+            where = f" where {' '.join(map(str, f.where))}" if f.where else ""
+            typer.echo(f"    {f.name:40s} {f.function}({f.column or '*'}) over {f.window or 'lifetime'}{where} [{f.dtype}]")
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """Registered fraud models, newest first, with test metrics; * marks the champion."""
+    from fraud_platform.resources.model_store import ModelStoreResource
+
+    store = ModelStoreResource(home=str(_settings().bentoml_home))
+    champion = store.champion("fraud_catboost")
+    for model in store.list("fraud_catboost"):
+        metrics = model.info.metadata.get("metrics", {})
+        mark = "*" if str(model.tag) == champion else " "
+        typer.echo(
+            f"{mark} {model.tag}  created {model.info.creation_time:%Y-%m-%d %H:%M}  "
+            f"AUC {metrics.get('auc_roc', float('nan')):.4f}  AP {metrics.get('average_precision', float('nan')):.4f}"
+        )
+
+
+if __name__ == "__main__":
+    app()

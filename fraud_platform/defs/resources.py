@@ -1,0 +1,52 @@
+"""Resource wiring only. The settings are read here, at load time, never at import time."""
+
+
+import sys
+from pathlib import Path
+
+import dagster as dg
+from dagster_dbt import DbtCliResource
+
+from fraud_platform.defs.transform.project import dbt_project
+from fraud_platform.resources import (
+    AlertResource,
+    DeltaResource,
+    FilesResource,
+    KafkaResource,
+    ModelStoreResource,
+    RedisResource,
+    ScoreLogResource,
+    WarehouseResource,
+)
+from fraud_platform.services import resolve_redis_url
+from fraud_platform.settings import Settings
+
+
+def dbt_executable() -> str:
+    """The dbt next to this interpreter (works without an activated virtualenv)."""
+    beside = Path(sys.executable).parent / "dbt"
+    return str(beside) if beside.exists() else "dbt"
+
+
+def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
+    return {
+        "kafka": KafkaResource(bootstrap_servers=settings.kafka_bootstrap),
+        "redis": RedisResource(url=resolve_redis_url(settings)),
+        "delta": DeltaResource(
+            root=settings.delta_uri, storage_options=settings.delta_storage_options
+        ),
+        "warehouse": WarehouseResource(path=str(settings.warehouse_path)),
+        "model_store": ModelStoreResource(home=str(settings.bentoml_home)),
+        "score_log": ScoreLogResource(path=str(settings.score_log_dir)),
+        "files": FilesResource(root=str(settings.data_dir)),
+        "alerts": AlertResource(
+            log_path=str(settings.data_dir / "alerts.jsonl"),
+            webhook_url=dg.EnvVar("FRAUD_PLATFORM_ALERT_WEBHOOK") if settings.alert_webhook else None,
+        ),
+        "dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=dbt_executable()),
+    }
+
+
+@dg.definitions
+def resources() -> dg.Definitions:
+    return dg.Definitions(resources=build_resources(Settings.from_env()))

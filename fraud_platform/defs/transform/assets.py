@@ -1,0 +1,37 @@
+"""dbt-duckdb: bronze (Delta) -> staging -> intermediate -> silver -> gold. dbt tests are asset checks."""
+
+
+import os
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import dagster as dg
+from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
+
+from fraud_platform.defs.transform.project import dbt_project
+from fraud_platform.resources import DeltaResource, WarehouseResource
+
+
+class LayeredTranslator(DagsterDbtTranslator):
+    """Keys are ``[layer, model]`` (the layer is the model's schema); bronze sources map onto the
+    ingestion assets' keys, which draws the Kafka -> bronze -> dbt lineage."""
+
+    def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
+        if dbt_resource_props["resource_type"] == "source":
+            return dg.AssetKey([dbt_resource_props["source_name"], dbt_resource_props["name"]])
+        return dg.AssetKey([dbt_resource_props["config"]["schema"], dbt_resource_props["name"]])
+
+    def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
+        return "transform"
+
+
+@dbt_assets(manifest=dbt_project.manifest_path, dagster_dbt_translator=LayeredTranslator())
+def fraud_dbt_models(
+    context: dg.AssetExecutionContext,
+    dbt: DbtCliResource,
+    warehouse: WarehouseResource,
+    delta: DeltaResource,
+) -> Iterator[Any]:
+    """Silver and gold tables built by ``dbt build``, streamed as they finish."""
+    os.environ.update(warehouse.dbt_env(delta.root))  # dbt's profile and sources read these
+    yield from dbt.cli(["build"], context=context).stream()

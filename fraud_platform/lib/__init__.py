@@ -1,0 +1,1 @@
+"""Pure code (no Dagster imports): contracts, simulator, features, training, scoring."""

@@ -1,0 +1,221 @@
+"""Event contracts of the three Kafka topics, and their validation.
+
+Every event is a JSON object carrying ``schema_version``. ``validate_event`` turns a raw Kafka
+value into a typed record or a reject reason; bronze stores the typed record, the dead-letter
+table stores the reason with the raw payload. Nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pyarrow as pa
+
+SCHEMA_VERSION = 1
+MAX_PAYLOAD_BYTES = 16_384
+MAX_FUTURE_SKEW = timedelta(minutes=10)
+
+TRANSACTIONS = "transactions"
+ACCOUNT_EVENTS = "account_events"
+LABELS = "labels"
+TOPICS: tuple[str, ...] = (TRANSACTIONS, ACCOUNT_EVENTS, LABELS)
+
+CHANNELS = frozenset({"card_present", "ecommerce", "p2p", "withdrawal", "deposit"})
+ACCOUNT_EVENT_TYPES = frozenset(
+    {
+        "login",
+        "login_failed",
+        "password_change",
+        "device_added",
+        "twofa_disabled",
+        "withdrawal_address_added",
+    }
+)
+FRAUD_TYPES = frozenset(
+    {"card_testing", "account_takeover", "stolen_card", "p2p_scam", "compromised_merchant"}
+)
+
+# Columns bronze adds to every event: where it came from in Kafka and when it was ingested.
+KAFKA_COLUMNS: dict[str, pa.DataType] = {
+    "_topic": pa.string(),
+    "_partition": pa.int32(),
+    "_offset": pa.int64(),
+    "_ingested_at": pa.timestamp("us", tz="UTC"),
+}
+
+TS = pa.timestamp("us", tz="UTC")
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    kind: str  # "str" | "float" | "bool" | "ts"
+    required: bool = True
+    choices: frozenset[str] | None = None
+    positive: bool = False
+
+    @property
+    def arrow_type(self) -> pa.DataType:
+        return {"str": pa.string(), "float": pa.float64(), "bool": pa.bool_(), "ts": TS}[self.kind]
+
+
+EVENT_FIELDS: dict[str, tuple[Field, ...]] = {
+    TRANSACTIONS: (
+        Field("transaction_id", "str"),
+        Field("event_time", "ts"),
+        Field("user_id", "str"),
+        Field("card_id", "str"),
+        Field("merchant_id", "str"),
+        Field("merchant_category", "str"),
+        Field("amount", "float", positive=True),
+        Field("currency", "str"),
+        Field("channel", "str", choices=CHANNELS),
+        Field("counterparty_id", "str", required=False),
+        Field("device_id", "str"),
+        Field("ip", "str"),
+        Field("country", "str"),
+    ),
+    ACCOUNT_EVENTS: (
+        Field("event_id", "str"),
+        Field("event_time", "ts"),
+        Field("user_id", "str"),
+        Field("event_type", "str", choices=ACCOUNT_EVENT_TYPES),
+        Field("device_id", "str"),
+        Field("ip", "str"),
+        Field("country", "str"),
+    ),
+    LABELS: (
+        Field("transaction_id", "str"),
+        Field("label_time", "ts"),
+        Field("is_fraud", "bool"),
+        Field("fraud_type", "str", required=False, choices=FRAUD_TYPES),
+    ),
+}
+
+EVENT_ID_FIELD = {TRANSACTIONS: "transaction_id", ACCOUNT_EVENTS: "event_id", LABELS: "transaction_id"}
+EVENT_TIME_FIELD = {TRANSACTIONS: "event_time", ACCOUNT_EVENTS: "event_time", LABELS: "label_time"}
+
+
+def bronze_schema(topic: str) -> pa.Schema:
+    """Arrow schema of the bronze Delta table of ``topic``: contract fields, then Kafka columns."""
+    fields = [pa.field("schema_version", pa.int32(), nullable=False)]
+    fields += [pa.field(f.name, f.arrow_type, nullable=not f.required) for f in EVENT_FIELDS[topic]]
+    fields += [pa.field(name, dtype, nullable=False) for name, dtype in KAFKA_COLUMNS.items()]
+    return pa.schema(fields)
+
+
+DEAD_LETTER_SCHEMA = pa.schema(
+    [
+        pa.field("topic", pa.string(), nullable=False),
+        pa.field("partition", pa.int32(), nullable=False),
+        pa.field("offset", pa.int64(), nullable=False),
+        pa.field("raw_payload", pa.binary()),
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("rejected_at", TS, nullable=False),
+    ]
+)
+
+
+class RejectedEvent(ValueError):
+    """An event that breaks its contract; the message is the reason stored in the DLQ."""
+
+
+def parse_timestamp(value: Any) -> datetime:
+    """ISO-8601 string with an offset (or ``Z``) to an aware UTC datetime."""
+    if not isinstance(value, str):
+        raise RejectedEvent(f"expected an ISO-8601 string, got {type(value).__name__}")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise RejectedEvent(f"not an ISO-8601 timestamp: {value!r}") from exc
+    if parsed.tzinfo is None:
+        raise RejectedEvent(f"timestamp without a UTC offset: {value!r}")
+    return parsed.astimezone(UTC)
+
+
+def format_timestamp(value: datetime) -> str:
+    """The wire format of timestamps: ISO-8601 in UTC with microseconds and ``Z``."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _check_field(spec: Field, value: Any) -> Any:
+    if spec.kind == "str":
+        if not isinstance(value, str) or not value:
+            raise RejectedEvent(f"field {spec.name!r} must be a non-empty string")
+        if spec.choices is not None and value not in spec.choices:
+            raise RejectedEvent(
+                f"field {spec.name!r} has unknown value {value!r}; "
+                f"expected one of {sorted(spec.choices)}"
+            )
+        return value
+    if spec.kind == "float":
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise RejectedEvent(f"field {spec.name!r} must be a number, got {type(value).__name__}")
+        value = float(value)
+        if value != value or value in (float("inf"), float("-inf")):
+            raise RejectedEvent(f"field {spec.name!r} must be finite")
+        if spec.positive and value <= 0:
+            raise RejectedEvent(f"field {spec.name!r} must be > 0, got {value}")
+        return value
+    if spec.kind == "bool":
+        if not isinstance(value, bool):
+            raise RejectedEvent(f"field {spec.name!r} must be a boolean")
+        return value
+    try:
+        return parse_timestamp(value)
+    except RejectedEvent as exc:
+        raise RejectedEvent(f"field {spec.name!r}: {exc}") from None
+
+
+def validate_record(topic: str, event: Any, now: datetime | None = None) -> dict[str, Any]:
+    """Check a decoded event against its contract; returns the typed record or raises."""
+    if topic not in EVENT_FIELDS:
+        raise RejectedEvent(f"unknown topic {topic!r}")
+    if not isinstance(event, dict):
+        raise RejectedEvent(f"event must be a JSON object, got {type(event).__name__}")
+    version = event.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise RejectedEvent(f"unsupported schema_version {version!r}; expected {SCHEMA_VERSION}")
+    record: dict[str, Any] = {"schema_version": SCHEMA_VERSION}
+    for spec in EVENT_FIELDS[topic]:
+        value = event.get(spec.name)
+        if value is None:
+            if spec.required:
+                raise RejectedEvent(f"missing required field {spec.name!r}")
+            record[spec.name] = None
+            continue
+        record[spec.name] = _check_field(spec, value)
+    event_time = record[EVENT_TIME_FIELD[topic]]
+    now = now or datetime.now(UTC)
+    if event_time > now + MAX_FUTURE_SKEW:
+        raise RejectedEvent(
+            f"{EVENT_TIME_FIELD[topic]} {format_timestamp(event_time)} is in the future "
+            f"(more than {MAX_FUTURE_SKEW} ahead of {format_timestamp(now)})"
+        )
+    if topic == TRANSACTIONS and record["channel"] == "p2p" and not record["counterparty_id"]:
+        raise RejectedEvent("p2p transactions need a counterparty_id")
+    return record
+
+
+def validate_event(topic: str, payload: bytes | None, now: datetime | None = None) -> dict[str, Any]:
+    """Raw Kafka value to a typed record; raises ``RejectedEvent`` with the reason."""
+    if payload is None:
+        raise RejectedEvent("empty message (null value)")
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise RejectedEvent(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES} bytes")
+    try:
+        event = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RejectedEvent(f"not valid JSON: {exc}") from None
+    return validate_record(topic, event, now)
+
+
+def encode_event(event: dict[str, Any]) -> bytes:
+    """The wire encoding: JSON with timestamps in ``format_timestamp`` form."""
+    return json.dumps(
+        {k: format_timestamp(v) if isinstance(v, datetime) else v for k, v in event.items()},
+        separators=(",", ":"),
+    ).encode()

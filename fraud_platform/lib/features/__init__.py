@@ -1,0 +1,1 @@
+"""Feature store: registry, offline computation, point-in-time joins, online store."""

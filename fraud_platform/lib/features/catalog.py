@@ -1,0 +1,150 @@
+"""The fraud feature library: every feature group, declared once."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from fraud_platform.lib.features.registry import (
+    Entity,
+    Feature,
+    FeatureGroup,
+    validate_registry,
+)
+
+MINUTE = timedelta(minutes=1)
+HOUR = timedelta(hours=1)
+DAY = timedelta(days=1)
+
+USER = Entity("user", ("user_id",), "An account holder.")
+CARD = Entity("card", ("card_id",), "A payment-card token.")
+USER_DEVICE = Entity("user_device", ("user_id", "device_id"), "A device as used by one user.")
+USER_COUNTRY = Entity("user_country", ("user_id", "country"), "A country as seen for one user.")
+
+TXN = "fct_transactions"
+ACCOUNT = "fct_account_events"
+OWNER = "risk-data-science"
+
+
+def _txn(name: str, function: str, column: str | None, window: timedelta | None, **kw) -> Feature:
+    return Feature(name=name, function=function, column=column, window=window, **kw)  # type: ignore[arg-type]
+
+
+USER_TXN_VELOCITY = FeatureGroup(
+    name="user_txn_velocity",
+    version=1,
+    entity=USER,
+    source=TXN,
+    event_time_column="event_time",
+    ttl=30 * DAY,
+    owner=OWNER,
+    description="How much and how fast a user spends, over sliding windows up to 30 days.",
+    features=(
+        _txn("user_txn_count_1h", "count", None, HOUR, dtype="int"),
+        _txn("user_txn_count_24h", "count", None, DAY, dtype="int"),
+        _txn("user_txn_count_7d", "count", None, 7 * DAY, dtype="int"),
+        _txn("user_amount_sum_1h", "sum", "amount", HOUR),
+        _txn("user_amount_sum_24h", "sum", "amount", DAY),
+        _txn("user_amount_max_7d", "max", "amount", 7 * DAY),
+        _txn("user_amount_mean_30d", "mean", "amount", 30 * DAY),
+        _txn("user_amount_std_30d", "std", "amount", 30 * DAY),
+        _txn("user_distinct_merchants_24h", "n_unique", "merchant_id", DAY, dtype="int"),
+        _txn("user_distinct_countries_24h", "n_unique", "country", DAY, dtype="int"),
+        _txn("user_distinct_devices_7d", "n_unique", "device_id", 7 * DAY, dtype="int"),
+        _txn("user_p2p_count_24h", "count", "amount", DAY, where=("channel", "==", "p2p"), dtype="int"),
+        _txn("user_withdrawal_sum_24h", "sum", "amount", DAY, where=("channel", "==", "withdrawal")),
+        _txn("user_last_txn_time", "max", "event_time", None, dtype="ts"),
+    ),
+)
+
+CARD_VELOCITY = FeatureGroup(
+    name="card_velocity",
+    version=1,
+    entity=CARD,
+    source=TXN,
+    event_time_column="event_time",
+    ttl=7 * DAY,
+    owner=OWNER,
+    description="Card-testing and stolen-card signals: bursts of use on one card.",
+    features=(
+        _txn("card_txn_count_10m", "count", None, 10 * MINUTE, dtype="int"),
+        _txn("card_txn_count_1h", "count", None, HOUR, dtype="int"),
+        _txn("card_small_txn_count_1h", "count", "amount", HOUR, where=("amount", "<", 5.0), dtype="int"),
+        _txn("card_amount_sum_1h", "sum", "amount", HOUR),
+        _txn("card_distinct_merchants_1h", "n_unique", "merchant_id", HOUR, dtype="int"),
+        _txn("card_txn_count_24h", "count", None, DAY, dtype="int"),
+        _txn("card_distinct_countries_24h", "n_unique", "country", DAY, dtype="int"),
+        _txn("card_last_txn_time", "max", "event_time", None, dtype="ts"),
+    ),
+)
+
+ACCOUNT_SECURITY = FeatureGroup(
+    name="account_security",
+    version=1,
+    entity=USER,
+    source=ACCOUNT,
+    event_time_column="event_time",
+    ttl=30 * DAY,
+    owner=OWNER,
+    description="Account-takeover signals from logins and security changes.",
+    features=(
+        _txn("failed_logins_1h", "count", None, HOUR, where=("event_type", "==", "login_failed"), dtype="int"),
+        _txn("failed_logins_24h", "count", None, DAY, where=("event_type", "==", "login_failed"), dtype="int"),
+        _txn("logins_24h", "count", None, DAY, where=("event_type", "==", "login"), dtype="int"),
+        _txn("login_countries_24h", "n_unique", "country", DAY, dtype="int"),
+        _txn("login_devices_24h", "n_unique", "device_id", DAY, dtype="int"),
+        _txn("last_password_change_time", "max", "event_time", None,
+             where=("event_type", "==", "password_change"), dtype="ts"),
+        _txn("last_twofa_disabled_time", "max", "event_time", None,
+             where=("event_type", "==", "twofa_disabled"), dtype="ts"),
+        _txn("last_device_added_time", "max", "event_time", None,
+             where=("event_type", "==", "device_added"), dtype="ts"),
+        _txn("last_withdrawal_address_added_time", "max", "event_time", None,
+             where=("event_type", "==", "withdrawal_address_added"), dtype="ts"),
+    ),
+)
+
+USER_DEVICE_HISTORY = FeatureGroup(
+    name="user_device_history",
+    version=1,
+    entity=USER_DEVICE,
+    source=TXN,
+    event_time_column="event_time",
+    ttl=90 * DAY,
+    owner=OWNER,
+    description="Has this user paid from this device before? Null means a new device.",
+    features=(
+        _txn("user_device_txn_count", "count", None, None, dtype="int"),
+        _txn("user_device_first_seen_time", "min", "event_time", None, dtype="ts"),
+    ),
+)
+
+USER_COUNTRY_HISTORY = FeatureGroup(
+    name="user_country_history",
+    version=1,
+    entity=USER_COUNTRY,
+    source=TXN,
+    event_time_column="event_time",
+    ttl=90 * DAY,
+    owner=OWNER,
+    description="Has this user transacted in this country before? Null means a new country.",
+    features=(
+        _txn("user_country_txn_count", "count", None, None, dtype="int"),
+        _txn("user_country_first_seen_time", "min", "event_time", None, dtype="ts"),
+    ),
+)
+
+FEATURE_GROUPS: tuple[FeatureGroup, ...] = (
+    USER_TXN_VELOCITY,
+    CARD_VELOCITY,
+    ACCOUNT_SECURITY,
+    USER_DEVICE_HISTORY,
+    USER_COUNTRY_HISTORY,
+)
+validate_registry(FEATURE_GROUPS)
+
+
+def feature_group(name: str) -> FeatureGroup:
+    for group in FEATURE_GROUPS:
+        if group.name == name or group.versioned_name == name:
+            return group
+    raise KeyError(f"no feature group {name!r}; known: {[g.name for g in FEATURE_GROUPS]}")

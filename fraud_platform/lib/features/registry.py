@@ -1,0 +1,130 @@
+"""The feature registry: feature groups declared once, as data.
+
+A ``FeatureGroup`` names its entity, its source table, and features that are windowed
+aggregations over the source's events. The same declaration drives the offline computation
+(``compute.py``), the point-in-time join (``pit.py``), the online key layout and the
+serving-side reader (``online.py``).
+
+Semantics (stated once, tested in tests/unit/test_features_*):
+- A group emits one row per (entity, source event time). The row's ``feature_time`` is that
+  event time: the moment the values became known. Window aggregates cover source events with
+  time in ``(feature_time - window, feature_time]`` (all events sharing the timestamp included).
+- A lookup at time ``t`` sees the latest row with ``feature_time < t`` (strictly before; an
+  event never sees itself or anything at its own timestamp) and ``t - feature_time <= ttl``;
+  otherwise every feature of the group is null.
+- Every aggregation is incremental in the event stream (count/sum/mean/std/max/min over a
+  sliding window, cumulative lifetime versions, latest value), so a stream worker can maintain
+  the same declaration without a batch recompute.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Literal
+
+AggFunction = Literal["count", "sum", "mean", "std", "max", "min", "n_unique", "last"]
+Dtype = Literal["float", "int", "str", "ts"]
+WhereOp = Literal["==", "<", ">"]
+
+FEATURE_TIME = "feature_time"
+ENTITY_KEY = "entity_key"
+
+
+@dataclass(frozen=True)
+class Entity:
+    """What a feature describes; ``join_keys`` name the columns that identify one instance."""
+
+    name: str
+    join_keys: tuple[str, ...]
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One value per entity and time: ``function`` of ``column`` over ``window``.
+
+    ``window=None`` means the entity's whole history (a lifetime aggregate). ``where`` keeps
+    only source events matching ``(column, op, value)`` with op one of ``==``, ``<``, ``>``
+    (e.g. ``("event_type", "==", "login_failed")``).
+    ``column=None`` with ``count`` counts events.
+    """
+
+    name: str
+    function: AggFunction
+    column: str | None = None
+    window: timedelta | None = None
+    where: tuple[str, WhereOp, str | float] | None = None
+    dtype: Dtype = "float"
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class FeatureGroup:
+    name: str
+    version: int
+    entity: Entity
+    source: str  # silver table the events come from
+    event_time_column: str
+    features: tuple[Feature, ...]
+    ttl: timedelta
+    owner: str
+    description: str
+    tags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def versioned_name(self) -> str:
+        return f"{self.name}_v{self.version}"
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    def feature(self, name: str) -> Feature:
+        for feature in self.features:
+            if feature.name == name:
+                return feature
+        raise KeyError(f"feature {name!r} is not in group {self.versioned_name}")
+
+
+@dataclass(frozen=True)
+class RequestFeature:
+    """A feature computed at request time from the transaction and looked-up features."""
+
+    name: str
+    dtype: Dtype
+    description: str
+    categorical: bool = False
+
+
+@dataclass(frozen=True)
+class FeatureService:
+    """The versioned set of features a model consumes (pins groups and their versions)."""
+
+    name: str
+    groups: tuple[FeatureGroup, ...]
+    model_features: tuple[str, ...]
+    categorical_features: tuple[str, ...]
+
+    @property
+    def numeric_features(self) -> list[str]:
+        return [f for f in self.model_features if f not in self.categorical_features]
+
+
+def validate_registry(groups: tuple[FeatureGroup, ...]) -> None:
+    """Feature names are unique across groups; windows and TTLs are positive."""
+    seen: dict[str, str] = {}
+    for group in groups:
+        if group.ttl <= timedelta(0):
+            raise ValueError(f"{group.versioned_name}: ttl must be positive")
+        for feature in group.features:
+            if feature.name in seen:
+                raise ValueError(
+                    f"feature {feature.name!r} declared twice: in {seen[feature.name]} "
+                    f"and {group.versioned_name}"
+                )
+            seen[feature.name] = group.versioned_name
+            if feature.window is not None and feature.window <= timedelta(0):
+                raise ValueError(f"{feature.name}: window must be positive")
+            if feature.column is None and feature.function != "count":
+                raise ValueError(f"{feature.name}: {feature.function} needs a column")

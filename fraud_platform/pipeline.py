@@ -1,0 +1,168 @@
+"""Run the asset graph in-process, layer by layer, with progress: what the CLI and the demo use.
+
+It runs the same ``Definitions`` the Dagster UI loads, on the same instance (DAGSTER_HOME), so
+runs started here show up in the UI's run history and asset catalog.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dagster as dg
+
+from fraud_platform.defs.transform.project import DBT_PROJECT_DIR
+
+# Layer name -> asset groups run together. Training and serving share a run so the blocking
+# quality check on the model gates the promotion in the same run.
+LAYERS: dict[str, tuple[str, ...]] = {
+    "ingestion": ("ingestion",),
+    "transform": ("transform",),
+    "features": ("features",),
+    "training": ("training", "serving"),
+    "monitoring": ("monitoring",),
+}
+QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+def prepare_dbt_manifest() -> None:
+    """``dbt parse`` so ``@dbt_assets`` can read target/manifest.json at import."""
+    dbt = Path(sys.executable).parent / "dbt"
+    subprocess.run(
+        [str(dbt) if dbt.exists() else "dbt", "parse", "--quiet",
+         "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR)],
+        check=True,
+    )
+
+
+def load_definitions() -> dg.Definitions:
+    from fraud_platform.definitions import defs
+
+    return defs()
+
+
+@dataclass
+class LayerResult:
+    layer: str
+    seconds: float
+    assets: list[str]
+    metadata: dict[str, dict] = field(default_factory=dict)
+    checks: dict[str, bool] = field(default_factory=dict)
+
+
+def _materializations(result: dg.ExecuteInProcessResult) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    for event in result.get_asset_materialization_events():
+        materialization = event.step_materialization_data.materialization
+        out[materialization.asset_key.to_user_string()] = {
+            k: v.value for k, v in materialization.metadata.items()
+        }
+    return out
+
+
+def _check_results(result: dg.ExecuteInProcessResult) -> dict[str, bool]:
+    checks: dict[str, bool] = {}
+    for event in result.all_events:
+        if event.event_type_value == "ASSET_CHECK_EVALUATION":
+            data = event.event_specific_data
+            checks[f"{data.asset_key.to_user_string()}:{data.check_name}"] = data.passed
+    return checks
+
+
+def _config_for(run_config: dict, keys: Sequence[dg.AssetKey]) -> dict:
+    """Dagster rejects config for ops outside the selection: keep only the selected ones."""
+    names = {key.to_python_identifier() for key in keys}
+    ops = {name: value for name, value in run_config["ops"].items() if name in names}
+    return {**run_config, "ops": ops} if ops else {k: v for k, v in run_config.items() if k != "ops"}
+
+
+class LayerFailed(RuntimeError):
+    """A step of a layer failed for another reason than a blocking quality gate."""
+
+
+def _raise_unless_only_gated(result: dg.ExecuteInProcessResult, layer: str) -> None:
+    """A failed blocking check is an outcome (the gate did its job: nothing downstream ran);
+    any other step failure stops the pipeline with the step's error."""
+    if result.success:
+        return
+    for event in result.all_events:
+        if event.is_step_failure:
+            error = event.step_failure_data.error
+            text = error.to_string() if error else ""
+            if "blocking asset check" not in text:
+                raise LayerFailed(f"layer {layer}: step {event.step_key} failed:\n{text}")
+
+
+@contextlib.contextmanager
+def _captured_stdout(log_dir: Path | None, layer: str) -> Iterator[None]:
+    if log_dir is None:
+        yield
+        return
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with (log_dir / f"{layer}.log").open("a") as log, contextlib.redirect_stdout(log):
+        yield
+
+
+def run_layers(
+    instance: dg.DagsterInstance,
+    layers: Sequence[str] = tuple(LAYERS),
+    *,
+    defs: dg.Definitions | None = None,
+    on_progress: Callable[[str], None] = print,
+    log_dir: Path | None = None,
+    asset_config: dict[str, dict] | None = None,
+) -> list[LayerResult]:
+    """Materialize each layer (a Dagster asset group) in order; raise on the first failure.
+
+    With ``log_dir``, what tools print while a layer runs (dbt's log lines) goes to
+    ``<log_dir>/<layer>.log`` instead of the terminal.
+    """
+    defs = defs or load_definitions()
+    run_config = {
+        **QUIET_LOGS,
+        "ops": {
+            dg.AssetKey.from_user_string(key).to_python_identifier(): {"config": config}
+            for key, config in (asset_config or {}).items()
+        },
+    }
+    job = defs.resolve_implicit_global_asset_job_def()
+    graph = defs.resolve_asset_graph()
+    results: list[LayerResult] = []
+    for index, layer in enumerate(layers, start=1):
+        selected = [
+            key
+            for key in graph.get_all_asset_keys()
+            if graph.get(key).group_name in LAYERS[layer] and graph.get(key).is_materializable
+        ]
+        keys = selected
+        on_progress(f"[{index}/{len(layers)}] {layer}: materializing {len(keys)} assets ...")
+        started = time.perf_counter()
+        with _captured_stdout(log_dir, layer):
+            result = job.execute_in_process(
+                instance=instance,
+                asset_selection=keys,
+                run_config=_config_for(run_config, keys),
+                raise_on_error=False,
+                tags={"fraud_platform/layer": layer},
+            )
+        seconds = time.perf_counter() - started
+        _raise_unless_only_gated(result, layer)
+        layer_result = LayerResult(
+            layer=layer,
+            seconds=seconds,
+            assets=sorted(k.to_user_string() for k in keys),
+            metadata=_materializations(result),
+            checks=_check_results(result),
+        )
+        failed = [name for name, ok in layer_result.checks.items() if not ok]
+        on_progress(
+            f"[{index}/{len(layers)}] {layer}: done in {seconds:.1f}s"
+            + (f" (failed checks: {', '.join(failed)})" if failed else "")
+        )
+        results.append(layer_result)
+    return results

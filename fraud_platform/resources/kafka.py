@@ -1,0 +1,42 @@
+"""Kafka (or any Kafka-protocol broker): topic set-up and ingestion into bronze."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from fraud_platform.lib import brokers, bronze
+from fraud_platform.lib.contracts import TOPICS
+from fraud_platform.resources.delta import DeltaResource
+
+
+class KafkaResource(dg.ConfigurableResource):
+    """A Kafka cluster, Redpanda, or the embedded broker, reached at ``bootstrap_servers``."""
+
+    bootstrap_servers: str
+    partitions: int = 3
+    retention_ms: int = 14 * 24 * 3600 * 1000
+    max_events_per_batch: int = 2_000_000
+
+    def check(self) -> None:
+        brokers.check_kafka(self.bootstrap_servers)
+
+    def ensure_topics(self) -> None:
+        brokers.ensure_topics(
+            self.bootstrap_servers,
+            list(TOPICS),
+            partitions=self.partitions,
+            retention_ms=self.retention_ms,
+        )
+
+    def end_offsets(self, topic: str) -> dict[int, int]:
+        return bronze.kafka_end_offsets(topic, self.bootstrap_servers)
+
+    def ingest(self, topic: str, delta: DeltaResource, progress=None) -> bronze.IngestResult:
+        return bronze.ingest_topic(
+            topic,
+            bootstrap=self.bootstrap_servers,
+            delta_root=delta.root,
+            storage_options=delta.storage_options or None,
+            max_events=self.max_events_per_batch,
+            progress=progress,
+        )

@@ -1,0 +1,1 @@
+"""The BentoML scoring service (``bentoml serve models_bento.service:FraudScorer``)."""

@@ -1,0 +1,182 @@
+"""Latency of the scoring path, in process and over HTTP (not collected by pytest).
+
+    .venv/bin/python -m tests.serving.bench_serving [--quick]
+
+In process (real Redis on 127.0.0.1:6379): Redis lookup, ``ScoringModel.score`` (model row,
+prediction, rules, SHAP when flagged), score-log append; each and all together, p50/p99.
+Over HTTP: a real ``bentoml serve`` (one worker), sequential keep-alive requests to the built-in
+``/livez``, the no-op API ``/ping`` and ``/score``, same run, same client.
+
+The model is a 400-tree depth-6 CatBoost on synthetic rows (``--quick``: 100 trees) with
+exactly FRAUD_SCORING_V1's features. The last line printed is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import redis
+
+from fraud_platform.lib import training
+from fraud_platform.lib.contracts import TRANSACTIONS, validate_record
+from fraud_platform.lib.features.request import FRAUD_SCORING_V1
+from fraud_platform.lib.score_log import ScoreLog
+from fraud_platform.lib.scoring import FeatureLookup, ScoringModel, log_record
+from tests.serving.conftest import (
+    REDIS_URL,
+    THRESHOLDS,
+    Registered,
+    start_server,
+    stop_server,
+    synthetic_rows,
+    write_customer,
+)
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+    return {
+        "p50": round(statistics.median(ordered), 4),
+        "p99": round(ordered[max(0, int(len(ordered) * 0.99) - 1)], 4),
+    }
+
+
+def timed(fn: Callable[[], Any], n: int, warm: int = 50) -> dict[str, float]:
+    for _ in range(warm):
+        fn()
+    out = []
+    for _ in range(n):
+        started = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - started) * 1000)
+    return percentiles(out)
+
+
+def train(iterations: int) -> Any:
+    from catboost import CatBoostClassifier
+
+    categorical = list(FRAUD_SCORING_V1.categorical_features)
+    features = [*FRAUD_SCORING_V1.numeric_features, *categorical]
+    rows, labels = synthetic_rows(10_000, seed=3)
+    model = CatBoostClassifier(
+        iterations=iterations, depth=6, thread_count=2, verbose=0, allow_writing_files=False
+    )
+    model.fit(training.to_model_input(rows, features, categorical, label=labels))
+    return model
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    n = 300 if args.quick else 2_000
+    model = train(100 if args.quick else 400)
+    metadata = {
+        "features": list(model.feature_names_),
+        "categorical_features": list(FRAUD_SCORING_V1.categorical_features),
+        "thresholds": THRESHOLDS,
+    }
+    client = redis.Redis.from_url(REDIS_URL, socket_timeout=0.05, socket_connect_timeout=0.05)
+    customer = write_customer(client, datetime.now(UTC) - timedelta(minutes=5))
+    body = customer.transaction()
+    txn = validate_record(
+        TRANSACTIONS, {"schema_version": 1, **body, "event_time": datetime.now(UTC).isoformat()}
+    )
+    flagged_txn = {**txn, "amount": 900.0, "channel": "p2p", "counterparty_id": "u-x"}
+    scoring = ScoringModel.from_metadata(model, metadata, "fraud_catboost:bench")
+    lookup = FeatureLookup(client)
+    results: dict[str, Any] = {"trees": int(model.tree_count_), "n": n}
+
+    with tempfile.TemporaryDirectory() as tmp:
+        log = ScoreLog(Path(tmp) / "score_log")
+        found = lookup.lookup(txn)
+        assert not found.degraded, found.degraded_reason
+
+        def full(t: dict[str, Any] = txn) -> None:
+            got = lookup.lookup(t)
+            result = scoring.score(t, got.values, degraded=got.degraded)
+            log.append(
+                log_record(
+                    request_id="b", scored_at=datetime.now(UTC), txn=t, result=result, lookup=got
+                )
+            )
+
+        flagged = scoring.score(flagged_txn, found.values)
+        results["in_process_ms"] = {
+            "redis_lookup": timed(lambda: lookup.lookup(txn), n),
+            "score_approve_no_shap": timed(lambda: scoring.score(txn, found.values), n),
+            "score_flagged_shap_approx": timed(lambda: scoring.score(flagged_txn, found.values), n),
+            "score_shap_regular": timed(
+                lambda: training.top_reasons(model, scoring._row(txn, found.values)), n // 4
+            ),
+            "log_append": timed(
+                lambda: log.append({"request_id": "x", "features": found.values}), n
+            ),
+            "total_approve": timed(full, n),
+            "total_flagged": timed(lambda: full(flagged_txn), n),
+        }
+        results["flagged_decision"] = flagged.decision
+
+        # the alternative the log could use: serialise + write + flush on the request thread
+        with (Path(tmp) / "sync.jsonl").open("a") as handle:
+            record = log_record(
+                request_id="s",
+                scored_at=datetime.now(UTC),
+                txn=txn,
+                result=scoring.score(txn, found.values),
+                lookup=found,
+            )
+
+            def sync_write() -> None:
+                handle.write(json.dumps(record, separators=(",", ":")) + "\n")
+                handle.flush()
+
+            results["in_process_ms"]["log_sync_write_flush"] = timed(sync_write, n)
+        log.close()
+
+        # over HTTP
+        from fraud_platform.resources.model_store import ModelStoreResource
+
+        data_dir = Path(tmp) / "platform"
+        store = ModelStoreResource(home=str(data_dir / "bentoml"))
+        tag = store.save_catboost("fraud_catboost", model, metadata=metadata, labels={})
+        store.promote(tag)
+        registered = Registered(data_dir, data_dir / "bentoml", tag, model, metadata)
+        started = time.perf_counter()
+        server = start_server(registered, REDIS_URL, "bench")
+        results["server_ready_s"] = round(time.perf_counter() - started, 2)
+        try:
+            http: dict[str, Any] = {}
+            with httpx.Client(base_url=server.url, timeout=10) as h:
+                calls = {
+                    "/livez": lambda: h.get("/livez"),
+                    "/ping": lambda: h.post("/ping", json={}),
+                    "/score": lambda: h.post("/score", json=body),
+                    "/score_flagged": lambda: h.post(
+                        "/score",
+                        json={**body, "amount": 900.0, "channel": "p2p", "counterparty_id": "u"},
+                    ),
+                }
+                for name, call in calls.items():
+                    http[name] = timed(call, n)
+                for name, call in calls.items():  # again: drift between rounds
+                    http[name + "_round2"] = timed(call, n, warm=0)
+            results["http_ms"] = http
+        finally:
+            stop_server(server)
+    for key, value in results.items():
+        print(f"{key}: {value}")
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,303 @@
+"""Fixtures for the scoring tests: a tiny model in a temporary model store, online features in
+the real Redis (127.0.0.1:6379), and real ``bentoml serve`` processes.
+
+Redis keys follow the fixed online layout, so each session uses its own user/card ids.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import polars as pl
+import pytest
+import redis
+
+from fraud_platform.lib import training
+from fraud_platform.lib.features.catalog import FEATURE_GROUPS
+from fraud_platform.lib.features.compute import KEY_SEPARATOR
+from fraud_platform.lib.features.online import write_snapshot
+from fraud_platform.lib.features.registry import ENTITY_KEY, FEATURE_TIME, FeatureGroup
+from fraud_platform.lib.features.request import FRAUD_SCORING_V1
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BENTOML = Path(sys.executable).with_name("bentoml")
+REDIS_URL = "redis://127.0.0.1:6379/0"
+MODEL_NAME = "fraud_catboost"
+THRESHOLDS = {"review": 0.5, "decline": 0.9}
+READY_DEADLINE_S = 60.0
+CHANNELS = ["card_present", "ecommerce", "p2p", "withdrawal", "deposit"]
+CATEGORIES = ["grocery", "travel", "electronics", "gaming", "fuel"]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# ---------------------------------------------------------------------------------------------
+# the model
+
+
+def synthetic_rows(n: int, seed: int) -> tuple[list[dict[str, Any]], np.ndarray]:
+    """Model rows with every FRAUD_SCORING_V1 feature; fraud = big amounts on risky channels."""
+    rng = random.Random(seed)
+    numeric = FRAUD_SCORING_V1.numeric_features
+    rows, labels = [], []
+    for _ in range(n):
+        row: dict[str, Any] = {
+            name: None if rng.random() < 0.2 else rng.uniform(0, 100) for name in numeric
+        }
+        row["amount"] = rng.lognormvariate(3.5, 1.2)
+        row["channel"] = rng.choice(CHANNELS)
+        row["merchant_category"] = rng.choice(CATEGORIES)
+        risky = row["amount"] > 150 and row["channel"] in ("p2p", "withdrawal")
+        rows.append(row)
+        labels.append(int(risky or rng.random() < 0.02))
+    return rows, np.array(labels)
+
+
+def train_tiny_model(seed: int = 7) -> Any:
+    from catboost import CatBoostClassifier
+
+    categorical = list(FRAUD_SCORING_V1.categorical_features)
+    features = [*FRAUD_SCORING_V1.numeric_features, *categorical]
+    rows, labels = synthetic_rows(2_000, seed)
+    model = CatBoostClassifier(
+        iterations=40,
+        depth=4,
+        random_seed=seed,
+        thread_count=1,
+        verbose=0,
+        allow_writing_files=False,
+    )
+    model.fit(training.to_model_input(rows, features, categorical, label=labels))
+    return model
+
+
+@dataclass(frozen=True)
+class Registered:
+    data_dir: Path
+    bentoml_home: Path
+    tag: str
+    model: Any
+    metadata: dict[str, Any]
+
+
+@pytest.fixture(scope="session")
+def registered_model(tmp_path_factory: pytest.TempPathFactory) -> Registered:
+    """A tiny CatBoost model registered and promoted in a temporary platform data dir."""
+    from fraud_platform.resources.model_store import ModelStoreResource
+
+    data_dir = tmp_path_factory.mktemp("platform")
+    home = data_dir / "bentoml"
+    model = train_tiny_model()
+    metadata = {
+        "features": list(model.feature_names_),
+        "categorical_features": list(FRAUD_SCORING_V1.categorical_features),
+        "thresholds": THRESHOLDS,
+        "metrics": {"test_average_precision": 0.5},
+    }
+    store = ModelStoreResource(home=str(home))
+    tag = store.save_catboost(MODEL_NAME, model, metadata=metadata, labels={"stage": "test"})
+    store.promote(tag)
+    return Registered(data_dir=data_dir, bentoml_home=home, tag=tag, model=model, metadata=metadata)
+
+
+# ---------------------------------------------------------------------------------------------
+# online features
+
+
+@pytest.fixture(scope="session")
+def redis_client() -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(REDIS_URL, socket_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        pytest.fail(f"the serving tests need Redis at {REDIS_URL}: {exc}")
+    yield client
+    client.close()
+
+
+def _group_value(group: FeatureGroup, name: str, feature_time: datetime) -> Any:
+    dtype = group.feature(name).dtype
+    if dtype == "ts":
+        return feature_time - timedelta(minutes=30)
+    if dtype == "int":
+        return 2
+    return 40.0
+
+
+@dataclass(frozen=True)
+class Customer:
+    """Entity ids whose online features were written for this session."""
+
+    user_id: str
+    card_id: str
+    device_id: str
+    country: str
+    feature_time: datetime
+
+    def transaction(self, **overrides: Any) -> dict[str, Any]:
+        body = {
+            "transaction_id": f"t-{uuid.uuid4().hex[:12]}",
+            "user_id": self.user_id,
+            "card_id": self.card_id,
+            "merchant_id": "m-1",
+            "merchant_category": "electronics",
+            "amount": 42.5,
+            "currency": "EUR",
+            "channel": "ecommerce",
+            "device_id": self.device_id,
+            "ip": "203.0.113.7",
+            "country": self.country,
+        }
+        body.update(overrides)
+        return body
+
+
+def write_customer(client: redis.Redis, feature_time: datetime) -> Customer:
+    """Every feature group of FRAUD_SCORING_V1 for a fresh user/card/device/country."""
+    run = uuid.uuid4().hex[:10]
+    customer = Customer(
+        user_id=f"u-test-{run}",
+        card_id=f"c-test-{run}",
+        device_id=f"d-test-{run}",
+        country="DE",
+        feature_time=feature_time,
+    )
+    ids = {
+        "user_id": customer.user_id,
+        "card_id": customer.card_id,
+        "device_id": customer.device_id,
+        "country": customer.country,
+    }
+    for group in FEATURE_GROUPS:
+        key = KEY_SEPARATOR.join(ids[k] for k in group.entity.join_keys)
+        row = {ENTITY_KEY: key, FEATURE_TIME: feature_time}
+        row.update({name: _group_value(group, name, feature_time) for name in group.feature_names})
+        write_snapshot(client, group, pl.DataFrame([row]))
+    return customer
+
+
+@pytest.fixture(scope="session")
+def customer(redis_client: redis.Redis) -> Iterator[Customer]:
+    known = write_customer(redis_client, datetime.now(UTC) - timedelta(minutes=5))
+    yield known
+    keys = [
+        k
+        for k in redis_client.scan_iter(match="fp:*test-*")
+        if any(i in k.decode() for i in (known.user_id, known.card_id))
+    ]
+    if keys:
+        redis_client.delete(*keys)
+
+
+# ---------------------------------------------------------------------------------------------
+# servers
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    data_dir: Path
+
+    def log_tail(self, chars: int = 6_000) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:]
+
+
+def start_server(registered: Registered, redis_url: str, name: str) -> Server:
+    port = free_port()
+    env = {
+        **os.environ,
+        "FRAUD_PLATFORM_DATA_DIR": str(registered.data_dir),
+        "BENTOML_HOME": str(registered.bentoml_home),
+        "REDIS_URL": redis_url,
+        "BENTOML_DO_NOT_TRACK": "true",
+    }
+    log_path = registered.data_dir / f"{name}-{port}.log"
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [
+                str(BENTOML),
+                "serve",
+                "models_bento.service:FraudScorer",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    server = Server(f"http://127.0.0.1:{port}", process, log_path, registered.data_dir)
+    deadline = time.monotonic() + READY_DEADLINE_S
+    while True:
+        if process.poll() is not None:
+            pytest.fail(
+                f"bentoml serve ({name}) exited with {process.returncode} before it was ready; "
+                f"log {log_path}:\n{server.log_tail()}"
+            )
+        try:
+            if httpx.get(f"{server.url}/readyz", timeout=1.0).status_code == 200:
+                return server
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            stop_server(server)
+            pytest.fail(
+                f"bentoml serve ({name}) not ready after {READY_DEADLINE_S:.0f}s; "
+                f"log {log_path}:\n{server.log_tail()}"
+            )
+        time.sleep(0.2)
+
+
+def stop_server(server: Server, grace_s: float = 15.0) -> None:
+    """SIGTERM the server's process group, SIGKILL it if it lingers."""
+    if server.process.poll() is not None:
+        return
+    pgid = os.getpgid(server.process.pid)
+    os.killpg(pgid, signal.SIGTERM)
+    try:
+        server.process.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(pgid, signal.SIGKILL)
+        server.process.wait(5)
+    try:  # workers of the group that outlived the arbiter
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+@pytest.fixture(scope="module")
+def scorer(registered_model: Registered, customer: Customer) -> Iterator[Server]:
+    server = start_server(registered_model, REDIS_URL, "scorer")
+    yield server
+    stop_server(server)
+
+
+@pytest.fixture(scope="module")
+def degraded_scorer(registered_model: Registered) -> Iterator[Server]:
+    closed_port = free_port()  # nothing listens there
+    server = start_server(registered_model, f"redis://127.0.0.1:{closed_port}/0", "degraded")
+    yield server
+    stop_server(server)

@@ -1,0 +1,343 @@
+"""In-process tests of the scoring library: decisions, rules, ScoringModel, FeatureLookup,
+the request schema. No network except a connection refused on a closed local port."""
+
+from __future__ import annotations
+
+import math
+import typing
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import redis
+from pydantic import ValidationError
+
+from fraud_platform.lib.contracts import CHANNELS, EVENT_FIELDS, TRANSACTIONS
+from fraud_platform.lib.features.request import FRAUD_SCORING_V1
+from fraud_platform.lib.scoring import (
+    DEFAULT_RULES,
+    FeatureLookup,
+    Rule,
+    RuleConfig,
+    RuleInput,
+    ScoringModel,
+    Thresholds,
+    decide,
+    default_rules,
+    log_record,
+    most_severe,
+)
+from models_bento.schemas import EXAMPLE_TRANSACTION, TransactionRequest
+
+from .conftest import THRESHOLDS, free_port, train_tiny_model
+
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def txn(**overrides: Any) -> dict[str, Any]:
+    base = {
+        **EXAMPLE_TRANSACTION,
+        "event_time": NOW,
+        "transaction_id": "t-1",
+    }
+    base.update(overrides)
+    return base
+
+
+# ---------------------------------------------------------------------------------------------
+# decide / thresholds
+
+
+@pytest.mark.parametrize(
+    ("score", "expected"),
+    [
+        (0.0, "approve"),
+        (0.49, "approve"),
+        (0.5, "review"),
+        (0.89, "review"),
+        (0.9, "decline"),
+        (1.0, "decline"),
+    ],
+)
+def test_decide_thresholds_are_inclusive(score: float, expected: str):
+    assert decide(score, {"review": 0.5, "decline": 0.9}) == expected
+    assert decide(score, Thresholds(review=0.5, decline=0.9)) == expected
+
+
+def test_decide_equal_thresholds_never_review():
+    assert decide(0.7, {"review": 0.7, "decline": 0.7}) == "decline"
+    assert decide(0.69, {"review": 0.7, "decline": 0.7}) == "approve"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"review": 0.9, "decline": 0.5},
+        {"review": -0.1, "decline": 0.5},
+        {"review": 0.5},
+        {"review": 0.5, "decline": 1.5},
+    ],
+)
+def test_thresholds_reject_inconsistent_values(bad: dict):
+    with pytest.raises(ValueError):
+        Thresholds.of(bad)
+
+
+def test_most_severe_orders_decisions():
+    assert most_severe("approve", "review") == "review"
+    assert most_severe("decline", "approve", "review") == "decline"
+    assert most_severe("approve") == "approve"
+
+
+# ---------------------------------------------------------------------------------------------
+# rules
+
+
+def rule(name: str) -> Rule:
+    return next(r for r in DEFAULT_RULES if r.name == name)
+
+
+def facts(row: dict[str, Any], degraded: bool = False, **txn_fields: Any) -> RuleInput:
+    return RuleInput(txn=txn(**txn_fields), row={"amount": 10.0, **row}, degraded=degraded)
+
+
+def test_rule_ato_fires_only_with_all_three_conditions():
+    ato = rule("large_amount_new_device_after_password_change")
+    hit = {"amount": 5_000.0, "is_new_device_for_user": 1, "minutes_since_password_change": 12.0}
+    assert ato.action == "decline"
+    assert ato.fires(facts(hit))
+    assert not ato.fires(facts({**hit, "amount": 900.0}))
+    assert not ato.fires(facts({**hit, "is_new_device_for_user": 0}))
+    assert not ato.fires(facts({**hit, "minutes_since_password_change": 61.0}))
+    assert not ato.fires(facts({**hit, "minutes_since_password_change": None}))
+
+
+def test_rule_limits_come_from_config():
+    ato = next(
+        r
+        for r in default_rules(RuleConfig(hard_limit_amount=100.0))
+        if r.name == "large_amount_new_device_after_password_change"
+    )
+    row = {"amount": 150.0, "is_new_device_for_user": 1, "minutes_since_password_change": 5.0}
+    assert ato.fires(facts(row))
+    assert "100" in ato.description
+
+
+def test_rule_card_testing_and_twofa_withdrawal():
+    assert rule("card_testing_burst").fires(facts({"card_small_txn_count_1h": 5}))
+    assert not rule("card_testing_burst").fires(facts({"card_small_txn_count_1h": 4}))
+    assert not rule("card_testing_burst").fires(facts({"card_small_txn_count_1h": None}))
+    twofa = rule("withdrawal_after_twofa_disabled")
+    assert twofa.fires(facts({"minutes_since_twofa_disabled": 3.0}, channel="withdrawal"))
+    assert not twofa.fires(facts({"minutes_since_twofa_disabled": 3.0}, channel="ecommerce"))
+
+
+def test_rule_degraded_large_amount_needs_degraded():
+    degraded = rule("degraded_large_amount")
+    assert degraded.fires(facts({"amount": 600.0}, degraded=True))
+    assert not degraded.fires(facts({"amount": 600.0}, degraded=False))
+    assert not degraded.fires(facts({"amount": 100.0}, degraded=True))
+
+
+# ---------------------------------------------------------------------------------------------
+# ScoringModel
+
+
+@pytest.fixture(scope="module")
+def scoring() -> ScoringModel:
+    model = train_tiny_model()
+    metadata = {
+        "features": list(model.feature_names_),
+        "categorical_features": list(FRAUD_SCORING_V1.categorical_features),
+        "thresholds": THRESHOLDS,
+    }
+    return ScoringModel.from_metadata(model, metadata, "fraud_catboost:test")
+
+
+def test_scoring_model_scores_with_and_without_lookups(scoring: ScoringModel):
+    looked_up = {"user_amount_mean_30d": 40.0, "user_amount_std_30d": 10.0, "card_txn_count_1h": 2}
+    result = scoring.score(txn(), looked_up)
+    assert 0.0 <= result.score <= 1.0
+    assert result.decision == decide(result.score, THRESHOLDS) == result.model_decision
+    assert result.model_tag == "fraud_catboost:test"
+    assert set(result.features) == set(scoring.features)
+    assert result.features["amount_to_user_mean_30d"] == pytest.approx(129.99 / 40.0)
+    empty = scoring.score(txn(), {})
+    assert 0.0 <= empty.score <= 1.0
+    assert empty.features["is_new_device_for_user"] == 1
+
+
+def test_scoring_model_explains_only_flagged_by_default(scoring: ScoringModel):
+    approved = scoring.score(txn(amount=5.0, channel="card_present"), {})
+    assert approved.decision == "approve"
+    assert approved.reasons == []
+    flagged = scoring.score(txn(amount=900.0, channel="p2p", counterparty_id="u-9"), {})
+    assert flagged.decision != "approve"
+    model_reasons = [r for r in flagged.reasons if r["kind"] == "model"]
+    assert 1 <= len(model_reasons) <= 3
+    assert model_reasons[0]["name"] in ("amount", "channel")
+    explained = scoring.score(txn(amount=5.0, channel="card_present"), {}, explain="always")
+    assert all(r["contribution"] > 0 for r in explained.reasons)
+
+
+def test_scoring_model_rule_overrides_model_and_is_named(scoring: ScoringModel):
+    now_txn = txn(amount=5_000.0, channel="card_present")
+    looked_up = {"last_password_change_time": NOW - timedelta(minutes=10)}  # new device: no row
+    result = scoring.score(now_txn, looked_up)
+    assert result.decision == "decline"
+    assert result.rule_hits == ["large_amount_new_device_after_password_change"]
+    rule_reasons = [r for r in result.reasons if r["kind"] == "rule"]
+    assert rule_reasons[0]["name"] == "large_amount_new_device_after_password_change"
+    assert rule_reasons[0]["action"] == "decline"
+
+
+def test_scoring_model_score_many_matches_score(scoring: ScoringModel):
+    txns = [txn(amount=a, transaction_id=f"t-{a}") for a in (5.0, 90.0, 700.0)]
+    lookups = [{}, {"user_amount_mean_30d": 30.0}, {"card_txn_count_1h": 4}]
+    batch = scoring.score_many(txns, lookups)
+    single = [scoring.score(t, lk) for t, lk in zip(txns, lookups, strict=True)]
+    assert [r.score for r in batch] == pytest.approx([r.score for r in single])
+    assert [r.decision for r in batch] == [r.decision for r in single]
+
+
+def test_scoring_model_rejects_metadata_that_does_not_match_model(scoring: ScoringModel):
+    metadata = {
+        "features": [*scoring.features, "not_a_feature"],
+        "categorical_features": list(scoring.categorical),
+        "thresholds": THRESHOLDS,
+    }
+    with pytest.raises(ValueError, match="not_a_feature"):
+        ScoringModel.from_metadata(scoring.model, metadata, "x:1")
+    with pytest.raises(ValueError, match="thresholds"):
+        ScoringModel.from_metadata(scoring.model, {"features": [], "categorical_features": []}, "x")
+
+
+def test_log_record_is_json_ready(scoring: ScoringModel):
+    import json
+
+    from fraud_platform.lib.scoring import Lookup
+
+    t = txn()
+    result = scoring.score(t, {})
+    lookup = Lookup(values={}, age_seconds={"card_velocity_v1": None}, degraded_reason="x")
+    record = log_record(request_id="r1", scored_at=NOW, txn=t, result=result, lookup=lookup)
+    decoded = json.loads(json.dumps(record, allow_nan=False))
+    assert decoded["transaction"]["event_time"] == "2026-03-01T12:00:00.000000Z"
+    assert decoded["transaction"]["counterparty_id"] is None
+    assert decoded["degraded"] is True
+    assert not any(isinstance(v, float) and math.isnan(v) for v in decoded["features"].values())
+
+
+# ---------------------------------------------------------------------------------------------
+# FeatureLookup without Redis
+
+
+def test_feature_lookup_degrades_when_redis_is_down():
+    client = redis.Redis(port=free_port(), socket_timeout=0.05, socket_connect_timeout=0.05)
+    lookup = FeatureLookup(client, retry_after_s=60.0)
+    first = lookup.lookup(txn())
+    assert first.degraded and "online store unavailable" in first.degraded_reason
+    assert first.values == {}
+    assert set(first.age_seconds) == {g.versioned_name for g in FRAUD_SCORING_V1.groups}
+    assert all(age is None for age in first.age_seconds.values())
+    # within retry_after_s Redis is not tried again: same answer, no timeout paid
+    second = lookup.lookup(txn())
+    assert second.degraded_reason == first.degraded_reason
+
+
+# ---------------------------------------------------------------------------------------------
+# request schema == contract
+
+
+def test_transaction_request_mirrors_the_contract():
+    contract = {f.name: f for f in EVENT_FIELDS[TRANSACTIONS]}
+    fields = TransactionRequest.model_fields
+    assert list(fields) == list(contract)
+    for name, spec in contract.items():
+        required = spec.required and name != "event_time"  # event_time defaults to now
+        assert fields[name].is_required() == required, name
+    assert set(typing.get_args(fields["channel"].annotation)) == set(CHANNELS)
+
+
+def test_transaction_request_defaults_event_time_to_now():
+    body = {k: v for k, v in EXAMPLE_TRANSACTION.items() if k != "event_time"}
+    before = datetime.now(UTC)
+    request = TransactionRequest.model_validate(body)
+    assert before <= request.event_time <= datetime.now(UTC)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"amount": 0}, "greater than 0"),
+        ({"amount": "12"}, "valid number"),
+        ({"channel": "fax"}, "Input should be"),
+        ({"channel": "p2p", "counterparty_id": None}, "counterparty_id"),
+        ({"event_time": "2099-01-01T00:00:00Z"}, "in the future"),
+        ({"merchant_id": ""}, "at least 1 character"),
+        ({"extra": 1}, "Extra inputs"),
+    ],
+)
+def test_transaction_request_rejects_contract_violations(change: dict, message: str):
+    with pytest.raises(ValidationError, match=message):
+        TransactionRequest.model_validate({**EXAMPLE_TRANSACTION, **change})
+
+
+def test_online_store_client_gives_up_fast_on_a_hung_redis():
+    """A server that accepts connections and never answers: one timeout, no retries."""
+    import socket
+    import time
+
+    from models_bento.service import online_store_client
+
+    with socket.socket() as hung:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(8)
+        client = online_store_client(f"redis://127.0.0.1:{hung.getsockname()[1]}/0")
+        lookup = FeatureLookup(client, retry_after_s=60.0)
+        started = time.perf_counter()
+        first = lookup.lookup(txn())
+        first_ms = (time.perf_counter() - started) * 1000
+        started = time.perf_counter()
+        second = lookup.lookup(txn())
+        second_ms = (time.perf_counter() - started) * 1000
+    assert first.degraded and "Timeout" in first.degraded_reason
+    assert second.degraded
+    assert first_ms < 500, first_ms  # 50 ms timeout (redis-py's default retries: ~5 s)
+    assert second_ms < 5, second_ms  # skipped while retry_after_s runs
+
+
+def test_service_module_does_not_import_dagster():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, models_bento.service, fraud_platform.lib.score_log;"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('dagster', 'dagster_dbt'));"
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_resolve_model_tag_prefers_champion_then_newest(tmp_path, scoring: ScoringModel):
+    from fraud_platform.resources.model_store import ModelStoreResource
+    from models_bento.service import load_scoring_model, resolve_model_tag
+
+    home = tmp_path / "bentoml"
+    with pytest.raises(RuntimeError, match="no model 'fraud_catboost'"):
+        resolve_model_tag(home)
+    store = ModelStoreResource(home=str(home))
+    metadata = {
+        "features": list(scoring.features),
+        "categorical_features": list(scoring.categorical),
+        "thresholds": THRESHOLDS,
+    }
+    first = store.save_catboost("fraud_catboost", scoring.model, metadata=metadata, labels={})
+    second = store.save_catboost("fraud_catboost", scoring.model, metadata=metadata, labels={})
+    assert resolve_model_tag(home) == (second, False)
+    store.promote(first)
+    assert resolve_model_tag(home) == (first, True)
+    loaded, info = load_scoring_model(home)
+    assert loaded.tag == first and info["champion"] is True
+    assert loaded.thresholds == Thresholds(**THRESHOLDS)
