@@ -18,7 +18,9 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )
-services_app = typer.Typer(help="Embedded services: Kafka-protocol broker and Redis.", no_args_is_help=True)
+services_app = typer.Typer(
+    help="Embedded services: Kafka-protocol broker and Redis.", no_args_is_help=True
+)
 features_app = typer.Typer(help="The feature registry.", no_args_is_help=True)
 models_app = typer.Typer(help="The model registry (BentoML model store).", no_args_is_help=True)
 app.add_typer(services_app, name="services")
@@ -35,13 +37,22 @@ def demo(
     days: Annotated[int, typer.Option(help="Days of traffic to simulate.")] = 30,
     users: Annotated[int, typer.Option(help="Simulated users.")] = 2000,
     seed: Annotated[int, typer.Option(help="Simulation seed.")] = 7,
-    holdout_days: Annotated[int, typer.Option(help="Final days kept out of Kafka and replayed through /score.")] = 2,
-    replay_limit: Annotated[int, typer.Option(help="At most this many held-out transactions are replayed.")] = 2000,
+    holdout_days: Annotated[
+        int, typer.Option(help="Final days kept out of Kafka and replayed through /score.")
+    ] = 2,
+    replay_limit: Annotated[
+        int, typer.Option(help="At most this many held-out transactions are replayed.")
+    ] = 2000,
 ) -> None:
     """Run the whole pipeline end to end on the embedded defaults and print a summary."""
     from fraud_platform.demo import DemoConfig, run_demo
 
-    run_demo(_settings(), DemoConfig(days=days, users=users, seed=seed, holdout_days=holdout_days, replay_limit=replay_limit))
+    run_demo(
+        _settings(),
+        DemoConfig(
+            days=days, users=users, seed=seed, holdout_days=holdout_days, replay_limit=replay_limit
+        ),
+    )
 
 
 @app.command()
@@ -50,7 +61,9 @@ def simulate(
     users: Annotated[int, typer.Option(help="Number of users.")] = 2000,
     seed: Annotated[int, typer.Option(help="Seed: same seed, same events.")] = 7,
     rate: Annotated[float, typer.Option(help="Multiplier of ordinary transaction volume.")] = 1.0,
-    drift_at: Annotated[int | None, typer.Option(help="Day from which fraud mix and behaviour change.")] = None,
+    drift_at: Annotated[
+        int | None, typer.Option(help="Day from which fraud mix and behaviour change.")
+    ] = None,
 ) -> None:
     """Simulate traffic and publish it to the transactions, account_events and labels topics."""
     from fraud_platform.demo import recent_start
@@ -64,12 +77,20 @@ def simulate(
     brokers.ensure_topics(settings.kafka_bootstrap, list(TOPICS))
     start = recent_start(days)
     simulation = run_simulation(
-        SimulationConfig(days=days, users=users, seed=seed, rate=rate, drift_at=drift_at, start=start)
+        SimulationConfig(
+            days=days, users=users, seed=seed, rate=rate, drift_at=drift_at, start=start
+        )
     )
     end = start + timedelta(days=days)
     counts = publish(
-        simulation, settings.kafka_bootstrap, until=end,
-        progress=lambda done, total: typer.echo(f"\r{done:,}/{total:,}", nl=False) if done % 20000 == 0 or done == total else None,
+        simulation,
+        settings.kafka_bootstrap,
+        until=end,
+        progress=lambda done, total: (
+            typer.echo(f"\r{done:,}/{total:,}", nl=False)
+            if done % 20000 == 0 or done == total
+            else None
+        ),
     )
     typer.echo(f"\npublished {json.dumps(counts)} to {settings.kafka_bootstrap}")
 
@@ -91,16 +112,31 @@ def materialize(
 
 
 @app.command()
-def serve(port: Annotated[int | None, typer.Option(help="Port (default FRAUD_PLATFORM_SERVICE_PORT or 3030).")] = None) -> None:
+def serve(
+    port: Annotated[
+        int | None, typer.Option(help="Port (default FRAUD_PLATFORM_SERVICE_PORT or 3030).")
+    ] = None,
+) -> None:
     """Run the BentoML scoring service in the foreground."""
     from fraud_platform.serving_process import REPO_ROOT, service_env
 
     settings = _settings()
     port = port or settings.service_port
     subprocess.run(
-        [sys.executable, "-m", "bentoml", "serve", "models_bento.service:FraudScorer",
-         "--host", "127.0.0.1", "--port", str(port)],
-        cwd=REPO_ROOT, env=service_env(settings), check=False,
+        [
+            sys.executable,
+            "-m",
+            "bentoml",
+            "serve",
+            "models_bento.service:FraudScorer",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        cwd=REPO_ROOT,
+        env=service_env(settings),
+        check=False,
     )
 
 
@@ -115,9 +151,20 @@ def ui(port: Annotated[int | None, typer.Option(help="Port of the Dagster UI.")]
     prepare_dagster_home(settings)
     prepare_dbt_manifest()
     subprocess.run(
-        [sys.executable, "-m", "dagster", "dev", "-w", str(REPO_ROOT / "workspace.yaml"),
-         "-h", "127.0.0.1", "-p", str(port or settings.ui_port)],
-        cwd=REPO_ROOT, check=False,
+        [
+            sys.executable,
+            "-m",
+            "dagster",
+            "dev",
+            "-w",
+            str(REPO_ROOT / "workspace.yaml"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port or settings.ui_port),
+        ],
+        cwd=REPO_ROOT,
+        check=False,
     )
 
 
@@ -163,7 +210,9 @@ def features_list() -> None:
         )
         for f in group.features:
             where = f" where {' '.join(map(str, f.where))}" if f.where else ""
-            typer.echo(f"    {f.name:40s} {f.function}({f.column or '*'}) over {f.window or 'lifetime'}{where} [{f.dtype}]")
+            typer.echo(
+                f"    {f.name:40s} {f.function}({f.column or '*'}) over {f.window or 'lifetime'}{where} [{f.dtype}]"
+            )
 
 
 @models_app.command("list")

@@ -89,7 +89,11 @@ def _replay(settings: Settings, transactions: list[dict], truth: dict[str, str])
     degraded = 0
     with httpx.Client(timeout=10) as client:
         for index, txn in enumerate(transactions, start=1):
-            body = {k: (format_timestamp(v) if k == "event_time" else v) for k, v in txn.items() if k != "schema_version"}
+            body = {
+                k: (format_timestamp(v) if k == "event_time" else v)
+                for k, v in txn.items()
+                if k != "schema_version"
+            }
             started = time.perf_counter()
             response = client.post(url, json=body)
             latencies.append((time.perf_counter() - started) * 1000)
@@ -110,8 +114,27 @@ def _replay(settings: Settings, transactions: list[dict], truth: dict[str, str])
         "score_p99_ms": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], 3),
         "replay_frauds": sum(labels),
         "replay_auc": round(roc_auc(labels, scores), 4) if 0 < sum(labels) < len(labels) else None,
-        "replay_average_precision": round(average_precision(labels, scores), 4) if sum(labels) else None,
+        "replay_average_precision": round(average_precision(labels, scores), 4)
+        if sum(labels)
+        else None,
     }
+
+
+def _warehouse_rows(settings: Settings) -> dict[str, int]:
+    """Row counts of the dbt-built silver and gold tables."""
+    import duckdb
+
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as connection:
+        tables = connection.sql(
+            "select table_schema, table_name from information_schema.tables "
+            "where table_schema in ('silver', 'gold') and table_type = 'BASE TABLE'"
+        ).fetchall()
+        return {
+            f"{schema}/{name}": connection.sql(
+                f'select count(*) from "{schema}"."{name}"'
+            ).fetchone()[0]
+            for schema, name in tables
+        }
 
 
 def _rows_per_asset(layer_results) -> dict[str, int]:
@@ -158,7 +181,13 @@ def run_demo(settings: Settings, config: DemoConfig) -> dict[str, Any]:
     instance = DagsterInstance.get()
     defs = load_definitions()
     log_dir = settings.data_dir / "logs"
-    layers = run_layers(instance, ("ingestion", "transform", "features", "training"), defs=defs, on_progress=_say, log_dir=log_dir)
+    layers = run_layers(
+        instance,
+        ("ingestion", "transform", "features", "training"),
+        defs=defs,
+        on_progress=_say,
+        log_dir=log_dir,
+    )
 
     _say("starting the scoring service ...")
     service = start_scoring_service(settings)
@@ -166,14 +195,21 @@ def run_demo(settings: Settings, config: DemoConfig) -> dict[str, Any]:
         holdout = [t for t in simulation.transactions if t["event_time"] >= cutoff]
         stride = max(1, len(holdout) // config.replay_limit)
         sample = holdout[::stride][: config.replay_limit]
-        _say(f"replaying {len(sample):,} of {len(holdout):,} held-out transactions through /score ...")
+        _say(
+            f"replaying {len(sample):,} of {len(holdout):,} held-out transactions through /score ..."
+        )
         replay = _replay(settings, sample, simulation.fraud_type_by_transaction)
     finally:
         stop_scoring_service(service)
     layers += run_layers(instance, ("monitoring",), defs=defs, on_progress=_say, log_dir=log_dir)
 
     model_meta = next(
-        (layer.metadata.get("models/fraud_catboost", {}) for layer in layers if layer.layer == "training"), {}
+        (
+            layer.metadata.get("models/fraud_catboost", {})
+            for layer in layers
+            if layer.layer == "training"
+        ),
+        {},
     )
     ingested = sum(
         int(meta.get("rows_added", 0))
@@ -184,7 +220,7 @@ def run_demo(settings: Settings, config: DemoConfig) -> dict[str, Any]:
     summary: dict[str, Any] = {
         "events_published": sum(published.values()),
         "events_ingested": ingested,
-        "rows_per_asset": _rows_per_asset(layers),
+        "rows_per_asset": {**_rows_per_asset(layers), **_warehouse_rows(settings)},
         "model_tag": model_meta.get("model_tag"),
         "test_auc": model_meta.get("test_auc_roc"),
         "test_average_precision": model_meta.get("test_average_precision"),
@@ -204,16 +240,26 @@ def run_demo(settings: Settings, config: DemoConfig) -> dict[str, Any]:
 
 def _print_summary(summary: dict[str, Any], path: Path) -> None:
     _say("\n=== fraud-platform demo summary ===")
-    _say(f"events published / ingested this run: {summary['events_published']:,} / {summary['events_ingested']:,}")
+    _say(
+        f"events published / ingested this run: {summary['events_published']:,} / {summary['events_ingested']:,}"
+    )
     _say("rows per asset:")
     for asset, rows in sorted(summary["rows_per_asset"].items()):
         _say(f"  {asset:45s} {rows:>10,}")
-    _say(f"model {summary['model_tag']}: test AUC {summary['test_auc']:.4f}, AP {summary['test_average_precision']:.4f}")
-    _say(f"held-out replay: {summary['scored']:,} scored, decisions {summary['decisions']}, degraded {summary['degraded']}")
+    _say(
+        f"model {summary['model_tag']}: test AUC {summary['test_auc']:.4f}, AP {summary['test_average_precision']:.4f}"
+    )
+    _say(
+        f"held-out replay: {summary['scored']:,} scored, decisions {summary['decisions']}, degraded {summary['degraded']}"
+    )
     _say(f"  replay AUC {summary['replay_auc']}, AP {summary['replay_average_precision']}")
-    _say(f"scoring latency (HTTP, client side): p50 {summary['score_p50_ms']} ms, p99 {summary['score_p99_ms']} ms")
+    _say(
+        f"scoring latency (HTTP, client side): p50 {summary['score_p50_ms']} ms, p99 {summary['score_p99_ms']} ms"
+    )
     failed = [name for name, ok in summary["checks"].items() if not ok]
-    _say(f"asset checks: {len(summary['checks']) - len(failed)} passed, {len(failed)} failed {failed or ''}")
+    _say(
+        f"asset checks: {len(summary['checks']) - len(failed)} passed, {len(failed)} failed {failed or ''}"
+    )
     _say(f"Dagster UI: {summary['dagster_ui']}")
     _say(f"scoring service: {summary['scoring_service']}")
     _say(f"wall time: {summary['wall_s']} s; summary written to {path}")

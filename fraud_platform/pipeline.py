@@ -34,8 +34,15 @@ def prepare_dbt_manifest() -> None:
     """``dbt parse`` so ``@dbt_assets`` can read target/manifest.json at import."""
     dbt = Path(sys.executable).parent / "dbt"
     subprocess.run(
-        [str(dbt) if dbt.exists() else "dbt", "parse", "--quiet",
-         "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR)],
+        [
+            str(dbt) if dbt.exists() else "dbt",
+            "parse",
+            "--quiet",
+            "--project-dir",
+            str(DBT_PROJECT_DIR),
+            "--profiles-dir",
+            str(DBT_PROJECT_DIR),
+        ],
         check=True,
     )
 
@@ -78,7 +85,9 @@ def _config_for(run_config: dict, keys: Sequence[dg.AssetKey]) -> dict:
     """Dagster rejects config for ops outside the selection: keep only the selected ones."""
     names = {key.to_python_identifier() for key in keys}
     ops = {name: value for name, value in run_config["ops"].items() if name in names}
-    return {**run_config, "ops": ops} if ops else {k: v for k, v in run_config.items() if k != "ops"}
+    return (
+        {**run_config, "ops": ops} if ops else {k: v for k, v in run_config.items() if k != "ops"}
+    )
 
 
 class LayerFailed(RuntimeError):

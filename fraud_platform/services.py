@@ -60,10 +60,23 @@ def start_embedded_redis(settings: Settings, timeout_s: float = 10.0) -> str:
     folder.mkdir(parents=True, exist_ok=True)
     subprocess.run(
         [
-            binary, "--port", str(settings.embedded_redis_port), "--bind", "127.0.0.1",
-            "--daemonize", "yes", "--save", "", "--appendonly", "no",
-            "--dir", str(folder), "--logfile", str(folder / "redis.log"),
-            "--pidfile", str(folder / "redis.pid"),
+            binary,
+            "--port",
+            str(settings.embedded_redis_port),
+            "--bind",
+            "127.0.0.1",
+            "--daemonize",
+            "yes",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(folder),
+            "--logfile",
+            str(folder / "redis.log"),
+            "--pidfile",
+            str(folder / "redis.pid"),
         ],
         check=True,
     )

@@ -30,15 +30,29 @@ def service_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def start_scoring_service(settings: Settings, *, port: int | None = None, timeout_s: float = 90) -> subprocess.Popen:
+def start_scoring_service(
+    settings: Settings, *, port: int | None = None, timeout_s: float = 90
+) -> subprocess.Popen:
     """``bentoml serve models_bento.service:FraudScorer``; returns once /readyz answers 200."""
     port = port or settings.service_port
     log_path = settings.data_dir / "scoring_service.log"
     log = log_path.open("ab")
     process = subprocess.Popen(
-        [sys.executable, "-m", "bentoml", "serve", "models_bento.service:FraudScorer",
-         "--host", "127.0.0.1", "--port", str(port)],
-        cwd=REPO_ROOT, env=service_env(settings), stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "bentoml",
+            "serve",
+            "models_bento.service:FraudScorer",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        cwd=REPO_ROOT,
+        env=service_env(settings),
+        stdout=log,
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     deadline = time.monotonic() + timeout_s

@@ -1,6 +1,5 @@
 """Resource wiring only. The settings are read here, at load time, never at import time."""
 
-
 import sys
 from pathlib import Path
 
@@ -41,7 +40,9 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
         "files": FilesResource(root=str(settings.data_dir)),
         "alerts": AlertResource(
             log_path=str(settings.data_dir / "alerts.jsonl"),
-            webhook_url=dg.EnvVar("FRAUD_PLATFORM_ALERT_WEBHOOK") if settings.alert_webhook else None,
+            webhook_url=dg.EnvVar("FRAUD_PLATFORM_ALERT_WEBHOOK")
+            if settings.alert_webhook
+            else None,
         ),
         "dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=dbt_executable()),
     }

@@ -95,7 +95,11 @@ EVENT_FIELDS: dict[str, tuple[Field, ...]] = {
     ),
 }
 
-EVENT_ID_FIELD = {TRANSACTIONS: "transaction_id", ACCOUNT_EVENTS: "event_id", LABELS: "transaction_id"}
+EVENT_ID_FIELD = {
+    TRANSACTIONS: "transaction_id",
+    ACCOUNT_EVENTS: "event_id",
+    LABELS: "transaction_id",
+}
 EVENT_TIME_FIELD = {TRANSACTIONS: "event_time", ACCOUNT_EVENTS: "event_time", LABELS: "label_time"}
 
 
@@ -200,7 +204,9 @@ def validate_record(topic: str, event: Any, now: datetime | None = None) -> dict
     return record
 
 
-def validate_event(topic: str, payload: bytes | None, now: datetime | None = None) -> dict[str, Any]:
+def validate_event(
+    topic: str, payload: bytes | None, now: datetime | None = None
+) -> dict[str, Any]:
     """Raw Kafka value to a typed record; raises ``RejectedEvent`` with the reason."""
     if payload is None:
         raise RejectedEvent("empty message (null value)")

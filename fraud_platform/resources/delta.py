@@ -38,7 +38,9 @@ class DeltaResource(dg.ConfigurableResource):
     def read(self, table: str, version: int | None = None) -> pl.DataFrame:
         return pl.read_delta(self.uri(table), version=version, storage_options=self._options())
 
-    def overwrite(self, table: str, frame: pl.DataFrame, metadata: dict[str, Any] | None = None) -> int:
+    def overwrite(
+        self, table: str, frame: pl.DataFrame, metadata: dict[str, Any] | None = None
+    ) -> int:
         """Replace the table's content in one commit (older versions stay readable); returns the version."""
         from deltalake import CommitProperties
 

@@ -36,7 +36,8 @@ class AlertResource(dg.ConfigurableResource):
             handle.write(json.dumps(record, default=str) + "\n")
         if self.webhook_url:
             response = httpx.post(
-                self.webhook_url, json={"text": f"{title}\n{json.dumps(details, default=str)}"},
+                self.webhook_url,
+                json={"text": f"{title}\n{json.dumps(details, default=str)}"},
                 timeout=self.timeout_s,
             )
             response.raise_for_status()

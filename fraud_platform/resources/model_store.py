@@ -35,7 +35,9 @@ class ModelStoreResource(dg.ConfigurableResource):
         BentoMLContainer.bentoml_home.set(self.home)
         BentoMLContainer.model_store.set(ModelStore(os.path.join(self.home, "models")))
 
-    def save_catboost(self, name: str, model: Any, *, metadata: dict[str, Any], labels: dict[str, str]) -> str:
+    def save_catboost(
+        self, name: str, model: Any, *, metadata: dict[str, Any], labels: dict[str, str]
+    ) -> str:
         """Register a CatBoost model; returns its tag (``name:version``)."""
         self._activate()
         import bentoml

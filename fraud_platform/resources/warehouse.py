@@ -14,7 +14,10 @@ class WarehouseResource(dg.ConfigurableResource):
 
     def dbt_env(self, delta_root: str) -> dict[str, str]:
         """Environment the dbt project reads its warehouse path and bronze location from."""
-        return {"FRAUD_PLATFORM_WAREHOUSE": self.path, "FRAUD_PLATFORM_DELTA_ROOT_LOCAL": delta_root}
+        return {
+            "FRAUD_PLATFORM_WAREHOUSE": self.path,
+            "FRAUD_PLATFORM_DELTA_ROOT_LOCAL": delta_root,
+        }
 
     def query(self, sql: str) -> pl.DataFrame:
         """Run ``sql``; timestamps come back in ``UTC`` (DuckDB says ``Etc/UTC``)."""

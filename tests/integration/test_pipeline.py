@@ -24,8 +24,12 @@ pytestmark = pytest.mark.integration
 REDIS_DB_URL = "redis://127.0.0.1:6379/7"  # a database of its own: flushed by this test
 DAYS = 16
 SMALL_MODEL = {
-    "iterations": 120, "test_days": 3.0, "validation_days": 3.0, "gap_days": 0.5,
-    "min_auc_roc": 0.0, "min_average_precision": 0.0,
+    "iterations": 120,
+    "test_days": 3.0,
+    "validation_days": 3.0,
+    "gap_days": 0.5,
+    "min_auc_roc": 0.0,
+    "min_average_precision": 0.0,
 }
 
 
@@ -50,7 +54,9 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         settings = Settings.from_env()
         prepare_dagster_home(settings)
         prepare_dbt_manifest()
-        start = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=DAYS)
+        start = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(
+            days=DAYS
+        )
         simulation = simulate(SimulationConfig(days=DAYS, users=600, seed=11, start=start))
         from fraud_platform.lib.brokers import ensure_topics
 
@@ -59,13 +65,24 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         instance = dg.DagsterInstance.get()
         defs = load_definitions()
         results = run_layers(
-            instance, list(LAYERS), defs=defs, on_progress=lambda _: None,
+            instance,
+            list(LAYERS),
+            defs=defs,
+            on_progress=lambda _: None,
             log_dir=data_dir / "logs",
-            asset_config={"models/fraud_catboost": SMALL_MODEL, "training/fraud_training_set": {"maturity_days": 3.0}},
+            asset_config={
+                "models/fraud_catboost": SMALL_MODEL,
+                "training/fraud_training_set": {"maturity_days": 3.0},
+            },
         )
         yield {
-            "settings": settings, "simulation": simulation, "published": published, "instance": instance,
-            "defs": defs, "results": {r.layer: r for r in results}, "data_dir": data_dir,
+            "settings": settings,
+            "simulation": simulation,
+            "published": published,
+            "instance": instance,
+            "defs": defs,
+            "results": {r.layer: r for r in results},
+            "data_dir": data_dir,
         }
     finally:
         patch.undo()
@@ -89,7 +106,9 @@ def test_pipeline_bronze_holds_every_published_event_once(platform: dict) -> Non
 def test_pipeline_second_ingestion_adds_nothing(platform: dict) -> None:
     settings = platform["settings"]
     before = _delta(settings, "bronze/transactions").height
-    again = run_layers(platform["instance"], ["ingestion"], defs=platform["defs"], on_progress=lambda _: None)
+    again = run_layers(
+        platform["instance"], ["ingestion"], defs=platform["defs"], on_progress=lambda _: None
+    )
     assert again[0].metadata["bronze/transactions"]["rows_added"] == 0
     assert _delta(settings, "bronze/transactions").height == before
 
@@ -99,9 +118,15 @@ def test_pipeline_every_layer_materialized_and_checks_passed(platform: dict) -> 
     assert set(results) == set(LAYERS)
     materialized = {asset for r in results.values() for asset in r.metadata}
     for expected in [
-        "bronze/transactions", "silver/fct_transactions", "gold/agg_user_daily",
-        "features/user_txn_velocity_v1", "online/feature_snapshot", "training/fraud_training_set",
-        "models/fraud_catboost", "serving/fraud_catboost_champion", "monitoring/training_profile",
+        "bronze/transactions",
+        "silver/fct_transactions",
+        "gold/agg_user_daily",
+        "features/user_txn_velocity_v1",
+        "online/feature_snapshot",
+        "training/fraud_training_set",
+        "models/fraud_catboost",
+        "serving/fraud_catboost_champion",
+        "monitoring/training_profile",
     ]:
         assert expected in materialized, expected
     failed = {name for r in results.values() for name, ok in r.checks.items() if not ok}
@@ -114,7 +139,8 @@ def test_pipeline_model_is_registered_with_lineage_and_promoted(platform: dict) 
     store = ModelStoreResource(home=str(settings.bentoml_home))
     assert store.champion("fraud_catboost") == meta["model_tag"]
     info = store.get(meta["model_tag"]).info.metadata
-    assert info["features"] == list(FRAUD_SCORING_V1.model_features)
+    assert sorted(info["features"]) == sorted(FRAUD_SCORING_V1.model_features)
+    assert sorted(info["categorical_features"]) == sorted(FRAUD_SCORING_V1.categorical_features)
     assert info["training_set_delta_version"] == meta["training_set_delta_version"]
     assert 0.6 < meta["test_auc_roc"] <= 1.0  # the simulated fraud is learnable
 
@@ -122,7 +148,9 @@ def test_pipeline_model_is_registered_with_lineage_and_promoted(platform: dict) 
 def test_pipeline_online_store_serves_latest_offline_values(platform: dict) -> None:
     settings = platform["settings"]
     offline = _delta(settings, f"features/{USER_TXN_VELOCITY.versioned_name}")
-    latest = offline.sort("feature_time").group_by("entity_key", maintain_order=True).last().head(20)
+    latest = (
+        offline.sort("feature_time").group_by("entity_key", maintain_order=True).last().head(20)
+    )
     reader = OnlineFeatureReader(redis.Redis.from_url(REDIS_DB_URL), FRAUD_SCORING_V1)
     now = datetime.now(UTC)
     for row in latest.iter_rows(named=True):
@@ -139,3 +167,29 @@ def test_pipeline_training_set_records_input_versions(platform: dict) -> None:
     assert set(versions) == {g.versioned_name for g in FRAUD_SCORING_V1.groups}
     assert meta["dagster/row_count"] > 1000 and meta["positives"] > 10
     assert Path(platform["data_dir"], "profiles", "training_profile.bin").exists()
+
+
+def test_pipeline_sensor_skips_when_bronze_is_current_and_fires_on_arrivals(platform: dict) -> None:
+    from fraud_platform.defs.resources import build_resources
+    from fraud_platform.lib.contracts import encode_event
+    from fraud_platform.lib.simulator import SimulationConfig, simulate
+
+    settings = platform["settings"]
+    sensor = platform["defs"].get_sensor_def("kafka_arrivals_sensor")
+    resources = build_resources(settings)
+    context = dg.build_sensor_context(instance=platform["instance"], resources=resources)
+    assert isinstance(sensor(context), dg.SkipReason)
+
+    from confluent_kafka import Producer
+
+    extra = simulate(
+        SimulationConfig(days=1, users=20, seed=99, start=datetime.now(UTC) - timedelta(days=1))
+    )
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
+    for txn in extra.transactions[:5]:
+        producer.produce("transactions", encode_event(txn), key=txn["user_id"].encode())
+    assert producer.flush(10) == 0
+    result = sensor(dg.build_sensor_context(instance=platform["instance"], resources=resources))
+    assert isinstance(result, dg.SensorResult)
+    assert len(result.run_requests) == 1
+    assert '"transactions": 5' in result.run_requests[0].tags["arrivals"]

@@ -4,7 +4,6 @@ One asset per declared feature group, generated from the registry; the online sn
 the same tables, so offline and online values come from one computation.
 """
 
-
 import time
 
 import dagster as dg
@@ -56,7 +55,9 @@ def _feature_group_asset(group: FeatureGroup) -> dg.AssetsDefinition:
         started = time.perf_counter()
         source = warehouse.table(group.source)
         rows = compute_feature_group(group, source)
-        version = delta.overwrite(feature_table(group), rows, {"feature_group": group.versioned_name})
+        version = delta.overwrite(
+            feature_table(group), rows, {"feature_group": group.versioned_name}
+        )
         elapsed = time.perf_counter() - started
         context.log.info(f"{group.versioned_name}: {rows.height} rows in {elapsed:.1f}s")
         return dg.MaterializeResult(
@@ -79,11 +80,11 @@ def _feature_group_asset(group: FeatureGroup) -> dg.AssetsDefinition:
     def _no_null_keys(delta: DeltaResource) -> dg.AssetCheckResult:
         rows = delta.read(feature_table(group)).select(ENTITY_KEY, FEATURE_TIME)
         nulls = rows.null_count().sum_horizontal().item()
-        return dg.AssetCheckResult(passed=nulls == 0, metadata={"null_keys": nulls, "rows": rows.height})
+        return dg.AssetCheckResult(
+            passed=nulls == 0, metadata={"null_keys": nulls, "rows": rows.height}
+        )
 
     return dg.Definitions(assets=[_asset], asset_checks=[_no_null_keys])
-
-
 
 
 class OnlineSnapshotConfig(dg.Config):
@@ -124,7 +125,9 @@ def feature_snapshot(
 def feature_snapshot_is_fresh(
     context: dg.AssetCheckExecutionContext, config: OnlineSnapshotConfig
 ) -> dg.AssetCheckResult:
-    event = context.instance.get_latest_materialization_event(dg.AssetKey(["online", "feature_snapshot"]))
+    event = context.instance.get_latest_materialization_event(
+        dg.AssetKey(["online", "feature_snapshot"])
+    )
     if event is None:
         return dg.AssetCheckResult(passed=False, metadata={"reason": "never materialized"})
     age_min = (time.time() - event.timestamp) / 60

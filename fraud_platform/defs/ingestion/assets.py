@@ -1,5 +1,6 @@
 """Bronze: Kafka topics into append-only Delta tables, exactly once, rejects to a dead-letter table."""
 
+import json
 
 import dagster as dg
 
@@ -47,22 +48,29 @@ def _bronze_asset(topic: str) -> dg.Definitions:
                 "rows_added": result.accepted,
                 "rejected": result.rejected,
                 "delta_version": result.delta_version if result.delta_version is not None else -1,
-                "offsets": dg.MetadataValue.json({str(p): o for p, o in result.offsets_after.items()}),
+                "offsets": dg.MetadataValue.json(
+                    {str(p): o for p, o in result.offsets_after.items()}
+                ),
                 "lag": dg.MetadataValue.json({str(p): o for p, o in result.lag.items()}),
-                "events_per_s": round(result.read / result.elapsed_s, 1) if result.elapsed_s else 0.0,
+                "events_per_s": round(result.read / result.elapsed_s, 1)
+                if result.elapsed_s
+                else 0.0,
                 "dead_letter_uri": dead_letter_path(delta.root),
             },
             check_results=[
                 dg.AssetCheckResult(
                     check_name=check_name,
                     passed=rate <= config.max_rejection_rate,
-                    metadata={"rejection_rate": rate, "rejected": result.rejected, "read": result.read},
+                    metadata={
+                        "rejection_rate": rate,
+                        "rejected": result.rejected,
+                        "read": result.read,
+                    },
                 )
             ],
         )
 
     return dg.Definitions(assets=[_asset])
-
 
 
 ingest_and_refresh_job = dg.define_asset_job(
@@ -95,11 +103,13 @@ def kafka_arrivals_sensor(
         ends[topic] = {str(p): o for p, o in end.items()}
         if waiting:
             arrivals[topic] = waiting
-    cursor = dg.serialize_value(ends)
+    cursor = json.dumps(ends, sort_keys=True)
     if not arrivals:
         return dg.SkipReason("no new events in Kafka beyond what bronze holds")
     return dg.SensorResult(
-        run_requests=[dg.RunRequest(run_key=cursor, tags={"arrivals": dg.serialize_value(arrivals)})],
+        run_requests=[
+            dg.RunRequest(run_key=cursor, tags={"arrivals": json.dumps(arrivals, sort_keys=True)})
+        ],
         cursor=cursor,
     )
 
@@ -107,5 +117,16 @@ def kafka_arrivals_sensor(
 # A module holding a Definitions object contributes only that object: put everything in it.
 defs = dg.Definitions.merge(
     *[_bronze_asset(topic) for topic in TOPICS],
-    dg.Definitions(jobs=[ingest_and_refresh_job], sensors=[kafka_arrivals_sensor]),
+    dg.Definitions(
+        jobs=[ingest_and_refresh_job],
+        sensors=[kafka_arrivals_sensor],
+        schedules=[
+            dg.ScheduleDefinition(
+                name="feature_refresh_schedule",
+                job=ingest_and_refresh_job,
+                cron_schedule="*/15 * * * *",
+                description="Bounds online-store staleness to 15 minutes even without arrivals.",
+            )
+        ],
+    ),
 )

@@ -1,13 +1,17 @@
 """Promotion: the model the scoring service serves."""
 
-
 import dagster as dg
 
 from fraud_platform.defs.training.assets import MODEL_NAME, fraud_catboost
 from fraud_platform.resources import ModelStoreResource
 
 
-@dg.asset(key=["serving", "fraud_catboost_champion"], group_name="serving", deps=[fraud_catboost], kinds={"bentoml"})
+@dg.asset(
+    key=["serving", "fraud_catboost_champion"],
+    group_name="serving",
+    deps=[fraud_catboost],
+    kinds={"bentoml"},
+)
 def fraud_catboost_champion(
     context: dg.AssetExecutionContext, model_store: ModelStoreResource
 ) -> dg.MaterializeResult:
@@ -31,3 +35,14 @@ def fraud_catboost_champion(
             "model_store": model_store.home,
         }
     )
+
+
+retrain_job = dg.define_asset_job(
+    "retrain_job",
+    selection=dg.AssetSelection.groups("training", "serving", "monitoring"),
+    description="Rebuild the training set, train and gate a candidate, promote it if it passes.",
+)
+
+retrain_schedule = dg.ScheduleDefinition(
+    name="retrain_schedule", job=retrain_job, cron_schedule="0 3 * * *"
+)

@@ -1,6 +1,5 @@
 """Point-in-time training set, the CatBoost model, its evaluation and registration."""
 
-
 import time
 from datetime import timedelta
 
@@ -175,7 +174,9 @@ def fraud_catboost(
     result, images = _evaluation_metadata(split.test, test_scores, config, thresholds)
     importances = trained.model.get_feature_importance()
     images["feature_importance"] = dg.MetadataValue.md(
-        plots.png_markdown(plots.feature_importance_png(trained.features, importances), "Feature importance")
+        plots.png_markdown(
+            plots.feature_importance_png(trained.features, importances), "Feature importance"
+        )
     )
     metrics = result.to_dict()
     tag = model_store.save_catboost(
@@ -197,7 +198,9 @@ def fraud_catboost(
         },
         labels={"feature_service": SERVICE.name, "stage": "candidate"},
     )
-    context.log.info(f"registered {tag}: test AUC {metrics['auc_roc']:.4f} AP {metrics['average_precision']:.4f}")
+    context.log.info(
+        f"registered {tag}: test AUC {metrics['auc_roc']:.4f} AP {metrics['average_precision']:.4f}"
+    )
     passed = (
         metrics["auc_roc"] >= config.min_auc_roc
         and metrics["average_precision"] >= config.min_average_precision
@@ -227,5 +230,5 @@ def fraud_catboost(
             "train_rows": split.train.height,
             "test_rows": split.test.height,
             **images,
-        }
+        },
     )

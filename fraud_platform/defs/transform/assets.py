@@ -1,6 +1,5 @@
 """dbt-duckdb: bronze (Delta) -> staging -> intermediate -> silver -> gold. dbt tests are asset checks."""
 
-
 import os
 from collections.abc import Iterator, Mapping
 from typing import Any

@@ -23,9 +23,9 @@ def entity_key_expr(join_keys: tuple[str, ...]) -> pl.Expr:
     """The entity key as one string: join keys joined by ``|`` (also the Redis key suffix)."""
     if len(join_keys) == 1:
         return pl.col(join_keys[0]).cast(pl.String).alias(ENTITY_KEY)
-    return pl.concat_str([pl.col(k).cast(pl.String) for k in join_keys], separator=KEY_SEPARATOR).alias(
-        ENTITY_KEY
-    )
+    return pl.concat_str(
+        [pl.col(k).cast(pl.String) for k in join_keys], separator=KEY_SEPARATOR
+    ).alias(ENTITY_KEY)
 
 
 def _where_mask(feature: Feature) -> pl.Expr | None:
@@ -95,7 +95,10 @@ def compute_feature_group(group: FeatureGroup, source: pl.DataFrame | pl.LazyFra
     keys = list(group.entity.join_keys)
     events = (
         source.lazy()
-        .with_columns(entity_key_expr(group.entity.join_keys), pl.col(group.event_time_column).alias(FEATURE_TIME))
+        .with_columns(
+            entity_key_expr(group.entity.join_keys),
+            pl.col(group.event_time_column).alias(FEATURE_TIME),
+        )
         .sort(ENTITY_KEY, FEATURE_TIME)
     )
     frames: list[pl.LazyFrame] = []
@@ -109,14 +112,17 @@ def compute_feature_group(group: FeatureGroup, source: pl.DataFrame | pl.LazyFra
 
     for window, features in windows.items():
         frames.append(
-            events.rolling(index_column=FEATURE_TIME, period=window, group_by=ENTITY_KEY, closed="right")
+            events.rolling(
+                index_column=FEATURE_TIME, period=window, group_by=ENTITY_KEY, closed="right"
+            )
             .agg(*[_window_agg(f) for f in features])
             .unique(subset=[ENTITY_KEY, FEATURE_TIME], keep="last", maintain_order=True)
         )
     if lifetime:
         frames.append(
-            events.select(ENTITY_KEY, FEATURE_TIME, *[_lifetime_agg(f) for f in lifetime])
-            .unique(subset=[ENTITY_KEY, FEATURE_TIME], keep="last", maintain_order=True)
+            events.select(ENTITY_KEY, FEATURE_TIME, *[_lifetime_agg(f) for f in lifetime]).unique(
+                subset=[ENTITY_KEY, FEATURE_TIME], keep="last", maintain_order=True
+            )
         )
 
     rows = events.select(ENTITY_KEY, FEATURE_TIME, *keys).unique(

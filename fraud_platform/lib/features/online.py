@@ -122,7 +122,8 @@ class OnlineFeatureReader:
         self._client = client
         self._groups: Sequence[FeatureGroup] = service.groups
         self._dtypes = {
-            group.versioned_name: {f.name: f.dtype for f in group.features} for group in self._groups
+            group.versioned_name: {f.name: f.dtype for f in group.features}
+            for group in self._groups
         }
 
     def keys_for(self, entities: Mapping[str, Any]) -> list[str]:

@@ -58,8 +58,12 @@ def request_features(txn: Mapping[str, Any], looked_up: Mapping[str, Any]) -> di
         "hour_of_day": event_time.hour,
         "amount_to_user_mean_30d": amount / mean if mean else None,
         "amount_zscore_30d": (amount - mean) / std if mean is not None and std else None,
-        "seconds_since_last_user_txn": _seconds_between(event_time, looked_up.get("user_last_txn_time")),
-        "seconds_since_last_card_txn": _seconds_between(event_time, looked_up.get("card_last_txn_time")),
+        "seconds_since_last_user_txn": _seconds_between(
+            event_time, looked_up.get("user_last_txn_time")
+        ),
+        "seconds_since_last_card_txn": _seconds_between(
+            event_time, looked_up.get("card_last_txn_time")
+        ),
         "is_new_device_for_user": int(looked_up.get("user_device_txn_count") is None),
         "is_new_country_for_user": int(looked_up.get("user_country_txn_count") is None),
     }
@@ -86,7 +90,12 @@ FRAUD_SCORING_V1 = FeatureService(
 )
 
 
-def model_row(txn: Mapping[str, Any], looked_up: Mapping[str, Any], service: FeatureService = FRAUD_SCORING_V1) -> dict[str, Any]:
+def model_row(
+    txn: Mapping[str, Any], looked_up: Mapping[str, Any], service: FeatureService = FRAUD_SCORING_V1
+) -> dict[str, Any]:
     """The model's input for one transaction: request features plus looked-up group features."""
     derived = request_features(txn, looked_up)
-    return {name: derived[name] if name in derived else looked_up.get(name) for name in service.model_features}
+    return {
+        name: derived[name] if name in derived else looked_up.get(name)
+        for name in service.model_features
+    }

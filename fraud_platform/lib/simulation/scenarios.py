@@ -246,4 +246,3 @@ def simulate_fraud_day(world: World, rec: Recorder, day_for: Callable[[str], Day
             mean *= DRIFT_FACTOR[fraud_type]
         for _ in range(poisson(day.rng, mean)):
             scenario(Incident(world, rec, day, fraud_type))
-

@@ -192,9 +192,7 @@ def _merchants(rng: random.Random, count: int) -> list[Merchant]:
         category = rng.choices(pool, weights=[c.weight for c in pool])[0]
         popularity = rng.paretovariate(1.2)
         scale = category.scale * rng.lognormvariate(0.0, 0.25)
-        merchants.append(
-            Merchant(f"m_{i:05d}", category.name, channel, country, popularity, scale)
-        )
+        merchants.append(Merchant(f"m_{i:05d}", category.name, channel, country, popularity, scale))
     return merchants
 
 

@@ -1,6 +1,6 @@
 """Latency of the scoring path, in process and over HTTP (not collected by pytest).
 
-    .venv/bin/python -m tests.serving.bench_serving [--quick]
+    .venv/bin/python benchmarks/scoring.py [--quick]
 
 In process (real Redis on 127.0.0.1:6379): Redis lookup, ``ScoringModel.score`` (model row,
 prediction, rules, SHAP when flagged), score-log append; each and all together, p50/p99.
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -25,6 +26,9 @@ from typing import Any
 
 import httpx
 import redis
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: tests' fixtures
+
 
 from fraud_platform.lib import training
 from fraud_platform.lib.contracts import TRANSACTIONS, validate_record
