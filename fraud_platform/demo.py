@@ -125,12 +125,12 @@ def _warehouse_rows(settings: Settings) -> dict[str, int]:
     import duckdb
 
     with duckdb.connect(str(settings.warehouse_path), read_only=True) as connection:
-        tables = connection.sql(
+        tables = connection.execute(
             "select table_schema, table_name from information_schema.tables "
             "where table_schema in ('silver', 'gold') and table_type = 'BASE TABLE'"
         ).fetchall()
         return {
-            f"{schema}/{name}": connection.sql(
+            f"{schema}/{name}": connection.execute(
                 f'select count(*) from "{schema}"."{name}"'
             ).fetchone()[0]
             for schema, name in tables
