@@ -35,6 +35,13 @@ class DeltaResource(dg.ConfigurableResource):
     def version(self, table: str) -> int | None:
         return self.table(table).version() if self.exists(table) else None
 
+    def row_count(self, table: str) -> int:
+        """Rows in the current version, from the Delta log's file statistics (no data read)."""
+        if not self.exists(table):
+            return 0
+        actions = pl.DataFrame(self.table(table).get_add_actions(flatten=True))
+        return int(actions["num_records"].sum()) if actions.height else 0
+
     def read(self, table: str, version: int | None = None) -> pl.DataFrame:
         return pl.read_delta(self.uri(table), version=version, storage_options=self._options())
 
