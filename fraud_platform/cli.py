@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from datetime import timedelta
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -164,6 +166,10 @@ def ui(port: Annotated[int | None, typer.Option(help="Port of the Dagster UI.")]
             str(port or settings.ui_port),
         ],
         cwd=REPO_ROOT,
+        env={
+            **os.environ,
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        },
         check=False,
     )
 

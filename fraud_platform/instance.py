@@ -9,6 +9,8 @@ import yaml
 
 from fraud_platform.settings import Settings
 
+PG_URL_VARIABLE = "FRAUD_PLATFORM_DAGSTER_PG_URL"
+
 
 def dagster_yaml(settings: Settings) -> dict:
     config: dict = {
@@ -20,7 +22,7 @@ def dagster_yaml(settings: Settings) -> dict:
     }
     if settings.dagster_postgres_url:
         # the URL (with any password) stays in the environment, never in the file
-        config["storage"] = {"postgres": {"postgres_url": {"env": "FRAUD_PLATFORM_DAGSTER_PG_URL"}}}
+        config["storage"] = {"postgres": {"postgres_url": {"env": PG_URL_VARIABLE}}}
     return config
 
 
@@ -30,4 +32,15 @@ def prepare_dagster_home(settings: Settings) -> Path:
     home.mkdir(parents=True, exist_ok=True)
     (home / "dagster.yaml").write_text(yaml.safe_dump(dagster_yaml(settings), sort_keys=False))
     os.environ["DAGSTER_HOME"] = str(home)
+    if settings.dagster_postgres_url:
+        os.environ[PG_URL_VARIABLE] = sqlalchemy_postgres_url(settings.dagster_postgres_url)
     return home
+
+
+def sqlalchemy_postgres_url(url: str) -> str:
+    """``postgresql://`` / ``postgres://`` with the psycopg2 driver named explicitly: SQLAlchemy
+    2.1 maps a bare ``postgresql://`` to psycopg 3, which is not installed (psycopg2 is)."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg2://" + url.removeprefix(prefix)
+    return url
