@@ -238,8 +238,13 @@ def consumer_config(bootstrap: str, group_id: str) -> dict[str, Any]:
 
     ``auto.offset.reset=error``: an offset the broker no longer has must surface as an error,
     never as a silent jump (``earliest`` would re-read, ``latest`` would skip).
+    ``receive.message.max.bytes``: noida ignores ``fetch.max.bytes`` and answers one fetch with
+    the whole backlog (~111 MB for 300k transactions); above librdkafka's default 100 MB the
+    response is dropped and ingestion fails with _BAD_MSG. Brokers that honour the fetch limits
+    never send that much, so raising the ceiling costs nothing there.
     """
     return {
+        "receive.message.max.bytes": 2_000_000_000,
         "bootstrap.servers": bootstrap,
         "group.id": group_id,
         "enable.auto.commit": False,
