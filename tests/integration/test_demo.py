@@ -1,0 +1,93 @@
+"""`fraud-platform demo` end to end in a subprocess, twice: the main job works and a second run
+adds nothing. Real embedded broker, real Redis, real dbt, a real BentoML server."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.integration.conftest import free_port
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+REDIS_DB_URL = "redis://127.0.0.1:6379/6"
+SUMMARY_KEYS = {
+    "events_ingested",
+    "rows_per_asset",
+    "test_auc",
+    "test_average_precision",
+    "decisions",
+    "score_p50_ms",
+    "score_p99_ms",
+    "wall_s",
+}
+
+
+def _demo(env: dict[str, str]) -> dict:
+    done = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "fraud-platform"),
+            "demo",
+            "--days",
+            "24",
+            "--users",
+            "400",
+            "--replay-limit",
+            "150",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "=== fraud-platform demo summary ===" in done.stdout
+    return json.loads(Path(env["FRAUD_PLATFORM_DATA_DIR"], "demo_summary.json").read_text())
+
+
+def test_demo_runs_end_to_end_and_a_second_run_adds_nothing(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "FRAUD_PLATFORM_DATA_DIR": str(tmp_path / "data"),
+        "FRAUD_PLATFORM_KAFKA_PORT": str(free_port()),
+        "FRAUD_PLATFORM_SERVICE_PORT": str(free_port()),
+        "REDIS_URL": REDIS_DB_URL,
+    }
+    for name in ("KAFKA_BOOTSTRAP_SERVERS", "DAGSTER_HOME", "FRAUD_PLATFORM_DAGSTER_PG_URL"):
+        env.pop(name, None)
+    redis.Redis.from_url(REDIS_DB_URL).flushdb()
+    try:
+        first = _demo(env)
+        assert SUMMARY_KEYS <= set(first)
+        assert first["events_ingested"] == first["events_published"] > 10_000
+        assert first["scored"] == sum(first["decisions"].values()) > 100
+        assert 0.5 < first["test_auc"] <= 1.0
+        assert (
+            first["rows_per_asset"]["silver/fct_transactions"]
+            == first["rows_per_asset"]["bronze/transactions"]
+        )
+
+        second = _demo(env)
+        assert second["events_published"] == 0 and second["events_ingested"] == 0
+        for table in (
+            "bronze/transactions",
+            "silver/fct_transactions",
+            "silver/fct_labels",
+            "training/fraud_training_set",
+        ):
+            assert second["rows_per_asset"][table] == first["rows_per_asset"][table], table
+        assert second["test_auc"] == first["test_auc"]  # same data, same seed: same model
+    finally:
+        subprocess.run(
+            [str(Path(sys.executable).parent / "fraud-platform"), "services", "down"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            timeout=60,
+        )
+        redis.Redis.from_url(REDIS_DB_URL).flushdb()
