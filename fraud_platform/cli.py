@@ -237,5 +237,51 @@ def models_list() -> None:
         )
 
 
+def _store():
+    from fraud_platform.resources.model_store import ModelStoreResource
+
+    return ModelStoreResource(home=str(_settings().bentoml_home))
+
+
+@models_app.command("show")
+def models_show(
+    tag: Annotated[
+        str, typer.Argument(help="Model tag, e.g. fraud_catboost:abc123 or fraud_catboost:latest.")
+    ],
+) -> None:
+    """Everything registered with a model: training-set version, features, metrics, thresholds."""
+    model = _store().get(tag)
+    typer.echo(
+        json.dumps(
+            {"tag": str(model.tag), "labels": model.info.labels, **model.info.metadata},
+            indent=2,
+            default=str,
+        )
+    )
+
+
+@models_app.command("promote")
+def models_promote(
+    tag: Annotated[str, typer.Argument(help="Model tag to make the champion.")],
+) -> None:
+    """Make a registered model the champion the scoring service loads."""
+    store = _store()
+    store.promote(tag)
+    typer.echo(f"champion of {tag.split(':')[0]}: {store.champion(tag.split(':')[0])}")
+
+
+@models_app.command("rollback")
+def models_rollback(
+    name: Annotated[str, typer.Argument(help="Model name.")] = "fraud_catboost",
+) -> None:
+    """Make the previous champion the champion again."""
+    try:
+        previous = _store().rollback(name)
+    except ValueError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"champion of {name}: {previous}")
+
+
 if __name__ == "__main__":
     app()

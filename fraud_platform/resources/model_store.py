@@ -10,6 +10,7 @@ from typing import Any
 import dagster as dg
 
 CHAMPION_FILE = "champions.json"
+HISTORY_FILE = "champion_history.json"
 
 
 def _without_nulls(value: Any) -> Any:
@@ -79,12 +80,43 @@ class ModelStoreResource(dg.ConfigurableResource):
             return None
         return json.loads(path.read_text()).get(name)
 
+    def _history_path(self) -> Path:
+        return Path(self.home, HISTORY_FILE)
+
+    def history(self, name: str) -> list[str]:
+        """Champions of ``name`` in promotion order, the current one last."""
+        path = self._history_path()
+        return json.loads(path.read_text()).get(name, []) if path.exists() else []
+
     def promote(self, tag: str) -> None:
         """Point the champion of the model's name at ``tag`` (atomic file replace)."""
-        self.get(tag)  # fails loudly on an unknown tag
-        path = self._champions_path()
-        champions = json.loads(path.read_text()) if path.exists() else {}
-        champions[tag.split(":")[0]] = tag
+        tag = str(self.get(tag).tag)  # fails loudly on an unknown tag; resolves "name:latest"
+        name = tag.split(":")[0]
+        if self.champion(name) == tag:
+            return
+        self._write(self._champions_path(), name, tag)
+        self._write_history(name, [*self.history(name), tag])
+
+    def rollback(self, name: str) -> str:
+        """Make the previous champion the champion again; returns its tag."""
+        history = self.history(name)
+        if len(history) < 2:
+            raise ValueError(
+                f"{name} has no previous champion to roll back to (history: {history})"
+            )
+        previous = history[-2]
+        self.get(previous)
+        self._write(self._champions_path(), name, previous)
+        self._write_history(name, history[:-1])
+        return previous
+
+    def _write_history(self, name: str, tags: list[str]) -> None:
+        self._write(self._history_path(), name, tags)
+
+    @staticmethod
+    def _write(path: Path, name: str, value: Any) -> None:
+        content = json.loads(path.read_text()) if path.exists() else {}
+        content[name] = value
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(champions, indent=2))
+        tmp.write_text(json.dumps(content, indent=2))
         tmp.replace(path)
