@@ -25,6 +25,9 @@ runner = CliRunner()
         ["services", "status"],
         ["features", "list"],
         ["models", "list"],
+        ["models", "show"],
+        ["models", "promote"],
+        ["models", "rollback"],
     ],
 )
 def test_cli_every_command_has_help(command: list[str]) -> None:
