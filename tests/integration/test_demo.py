@@ -82,6 +82,8 @@ def test_demo_runs_end_to_end_and_a_second_run_adds_nothing(tmp_path: Path) -> N
         ):
             assert second["rows_per_asset"][table] == first["rows_per_asset"][table], table
         assert second["test_auc"] == first["test_auc"]  # same data, same seed: same model
+        assert second["checks"]["monitoring/served_traffic_profile:served_features_match_offline"]
+        _skew_check_catches_a_tampered_value(Path(env["FRAUD_PLATFORM_DATA_DIR"]))
     finally:
         subprocess.run(
             [str(Path(sys.executable).parent / "fraud-platform"), "services", "down"],
@@ -91,3 +93,24 @@ def test_demo_runs_end_to_end_and_a_second_run_adds_nothing(tmp_path: Path) -> N
             timeout=60,
         )
         redis.Redis.from_url(REDIS_DB_URL).flushdb()
+
+
+def _skew_check_catches_a_tampered_value(data_dir: Path) -> None:
+    """The served-vs-offline comparison is exact on the demo's log, and sees one changed value."""
+    import polars as pl
+
+    from fraud_platform.defs.monitoring.assets import compare_served_with_offline
+    from fraud_platform.resources import DeltaResource, ScoreLogResource
+
+    log = ScoreLogResource(path=str(data_dir / "score_log")).read().filter(~pl.col("degraded"))
+    delta = DeltaResource(root=str(data_dir / "delta"))
+    assert compare_served_with_offline(log, delta)["max_mismatch_rate"] == 0.0
+    tampered = log.with_columns(
+        pl.when(pl.int_range(pl.len()) == 0)
+        .then(pl.col("f_user_txn_count_24h") + 1)
+        .otherwise(pl.col("f_user_txn_count_24h"))
+        .alias("f_user_txn_count_24h")
+    )
+    report = compare_served_with_offline(tampered, delta)
+    assert report["features_with_skew"] == ["user_txn_count_24h"]
+    assert report["features"]["user_txn_count_24h"]["mismatches"] == 1

@@ -13,9 +13,9 @@ def _model(seed: int) -> CatBoostClassifier:
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(60, 3))
     y = (x[:, 0] > 0).astype(int)
-    return CatBoostClassifier(iterations=5, verbose=False, random_seed=seed, thread_count=1).fit(
-        x, y
-    )
+    return CatBoostClassifier(
+        iterations=5, verbose=False, random_seed=seed, thread_count=1, allow_writing_files=False
+    ).fit(x, y)
 
 
 def test_model_store_promote_and_rollback(tmp_path: Path) -> None:

@@ -4,9 +4,12 @@ and failure alerts."""
 import dagster as dg
 import polars as pl
 
+from fraud_platform.defs.features.assets import feature_table
 from fraud_platform.defs.training.assets import TRAINING_SET_TABLE, fraud_training_set
 from fraud_platform.lib import monitoring, plots
+from fraud_platform.lib.features.pit import point_in_time_join
 from fraud_platform.lib.features.request import FRAUD_SCORING_V1
+from fraud_platform.lib.features.training_frame import model_frame
 from fraud_platform.resources import AlertResource, DeltaResource, FilesResource, ScoreLogResource
 
 GROUP = "monitoring"
@@ -100,6 +103,70 @@ def served_features_have_not_drifted(
             "drift_plot": dg.MetadataValue.md(
                 plots.png_markdown(plots.drift_png(report), "Feature drift")
             ),
+        },
+    )
+
+
+class SkewConfig(dg.Config):
+    max_mismatch_rate: float = 0.01
+    """Fail when more than this share of any feature's served values differ from offline."""
+    max_requests: int = 5_000
+    """Compare the most recent scored requests only."""
+
+
+ENTITY_COLUMNS = ("transaction_id", "event_time", "user_id", "card_id", "device_id", "country")
+REQUEST_COLUMNS = ("amount", "channel", "merchant_category")
+
+
+def offline_features_for(log: pl.DataFrame, delta: DeltaResource) -> pl.DataFrame:
+    """What the offline path gives for each scored request: the point-in-time join at the
+    request's event_time plus the same request-time feature code."""
+    rows = log.select("request_id", *ENTITY_COLUMNS, *REQUEST_COLUMNS)
+    group_rows = {g.versioned_name: delta.read(feature_table(g)) for g in FRAUD_SCORING_V1.groups}
+    joined = point_in_time_join(rows, FRAUD_SCORING_V1.groups, group_rows)
+    return pl.concat(
+        [joined.select("request_id"), model_frame(joined, FRAUD_SCORING_V1)], how="horizontal"
+    )
+
+
+def compare_served_with_offline(log: pl.DataFrame, delta: DeltaResource) -> dict:
+    """Per-feature mismatch between served values (score log) and the offline path."""
+    served = pl.concat([log.select("request_id"), served_features(log)], how="horizontal")
+    return monitoring.skew_report(
+        offline_features_for(log, delta), served, ["request_id"], FEATURES
+    )
+
+
+@dg.asset_check(
+    asset=served_traffic_profile,
+    additional_deps=[dg.AssetKey(["features", g.versioned_name]) for g in FRAUD_SCORING_V1.groups],
+    description=(
+        "Training-serving skew: the features the service used for each request equal what the "
+        "offline point-in-time path gives for the same entities and time."
+    ),
+)
+def served_features_match_offline(
+    config: SkewConfig, delta: DeltaResource, score_log: ScoreLogResource
+) -> dg.AssetCheckResult:
+    log = score_log.read()
+    if log.height:
+        log = log.filter(~pl.col("degraded")).tail(config.max_requests)
+    if log.height == 0:
+        return dg.AssetCheckResult(
+            passed=True,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"compared": 0, "note": "no non-degraded scored requests to compare"},
+        )
+    report = compare_served_with_offline(log, delta)
+    worst = float(report["max_mismatch_rate"])
+    return dg.AssetCheckResult(
+        passed=worst <= config.max_mismatch_rate,
+        metadata={
+            "compared": log.height,
+            "worst_mismatch_rate": worst,
+            "features_with_skew": dg.MetadataValue.json(report["features_with_skew"]),
+            "limit": config.max_mismatch_rate,
+            "report": dg.MetadataValue.json(report),
         },
     )
 
