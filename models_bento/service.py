@@ -11,6 +11,16 @@ the model is the champion of ``fraud_catboost`` named in ``<bentoml_home>/champi
 ``Settings.bentoml_home``; Redis is ``resolve_redis_url(settings)``, read with a 50 ms socket
 timeout; scored requests go to ``Settings.score_log_dir``.
 
+Hot reload: a request checks the champion pointer at most once per ``CHAMPION_CHECK_INTERVAL_S``
+(a monotonic-clock comparison per request; one ``os.stat`` of champions.json per interval).
+When the pointer changed and names another tag, a background thread loads that model, warms it
+up and swaps it in with one attribute assignment (``ServedModel`` is immutable): a request in
+flight keeps the model it started with, and its ``model_version`` is the tag it was scored with.
+A model that fails to load (files missing, corrupt, features that do not match) is not swapped
+in: the service keeps the old one, logs the error once per tag and reports it in ``/model``
+(``reload_error``). A champions.json that disappears or no longer names a champion also keeps
+the current model (the newest-model fallback is for startup only).
+
 Endpoints (BentoML routes are POST): ``/score``, ``/model``, ``/ping`` (a no-op to measure the
 framework's own overhead), plus the built-in ``/livez``, ``/readyz``, ``/metrics``.
 
@@ -22,13 +32,18 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import threading
+import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import bentoml
 import redis
+from pydantic import Field
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -51,6 +66,7 @@ MODEL_NAME = "fraud_catboost"
 CHAMPION_FILE = "champions.json"  # written by fraud_platform.resources.model_store.promote
 REDIS_TIMEOUT_S = 0.05
 REDIS_RETRY_AFTER_S = 1.0
+CHAMPION_CHECK_INTERVAL_S = 1.0
 REQUEST_ID_HEADER = "x-request-id"
 BENTOML_ERROR_LOGGER = "bentoml._internal.server.http_app"  # where log_exception() writes
 
@@ -92,15 +108,23 @@ def online_store_client(url: str, timeout_s: float = REDIS_TIMEOUT_S) -> redis.R
     )
 
 
+def read_champion(bentoml_home: Path, name: str = MODEL_NAME) -> str | None:
+    """The champion tag of ``name`` in champions.json; None without the file or the entry."""
+    try:
+        text = (bentoml_home / CHAMPION_FILE).read_text()
+    except FileNotFoundError:
+        return None
+    return json.loads(text).get(name) or None
+
+
 def resolve_model_tag(bentoml_home: Path, name: str = MODEL_NAME) -> tuple[str, bool]:
     """(tag, is_champion): the champion from champions.json, else the newest model ``name``."""
     from bentoml._internal.models import ModelStore
 
     champions = bentoml_home / CHAMPION_FILE
-    if champions.exists():
-        tag = json.loads(champions.read_text()).get(name)
-        if tag:
-            return tag, True
+    tag = read_champion(bentoml_home, name)
+    if tag:
+        return tag, True
     store = ModelStore(bentoml_home / "models")
     try:
         models = store.list(name)
@@ -116,15 +140,48 @@ def resolve_model_tag(bentoml_home: Path, name: str = MODEL_NAME) -> tuple[str, 
     return str(newest.tag), False
 
 
-def load_scoring_model(bentoml_home: Path, name: str = MODEL_NAME) -> tuple[ScoringModel, Any]:
-    """The champion as a ScoringModel, plus its bentoml.Model entry (for /model)."""
+def load_scoring_model(
+    bentoml_home: Path, name: str = MODEL_NAME, tag: str | None = None
+) -> tuple[ScoringModel, Any]:
+    """The champion (or ``tag``, a champion) as a ScoringModel, plus its bentoml.Model entry
+    (for /model)."""
     from bentoml._internal.models import ModelStore
 
-    tag, is_champion = resolve_model_tag(bentoml_home, name)
+    if tag is None:
+        tag, is_champion = resolve_model_tag(bentoml_home, name)
+    else:
+        is_champion = True
     entry = ModelStore(bentoml_home / "models").get(tag)
     booster = bentoml.catboost.load_model(entry)
     scoring = ScoringModel.from_metadata(booster, entry.info.metadata, str(entry.tag))
     return scoring, {"entry": entry, "champion": is_champion}
+
+
+def pointer_of(path: Path) -> tuple[int, int, int] | None:
+    """What changes when champions.json is rewritten (promote replaces it: new inode)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_mtime_ns, st.st_ino, st.st_size
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """The model in service; swapped as a whole, never mutated."""
+
+    scoring: ScoringModel
+    entry: Any  # bentoml.Model
+    champion: bool
+    loaded_at: datetime
+
+
+class ServedModelInfo(ModelInfo):
+    loaded_at: str = Field(description="When this process loaded the model (UTC).")
+    reload_error: str | None = Field(
+        description="Why the latest champion could not be loaded (the model above is still "
+        "served); null when the champion is the model in service."
+    )
 
 
 @bentoml.service(
@@ -141,18 +198,24 @@ class FraudScorer:
         self._log_filter = QuietRejectedRequests()
         logging.getLogger(BENTOML_ERROR_LOGGER).addFilter(self._log_filter)
         self._check_bentoml_home(settings.bentoml_home)
-        self.scoring, loaded = load_scoring_model(settings.bentoml_home)
-        self._entry = loaded["entry"]
-        self._is_champion = loaded["champion"]
+        self._home = settings.bentoml_home
+        self._champions = self._home / CHAMPION_FILE
+        self._pointer = pointer_of(self._champions)  # before loading: a change meanwhile counts
+        self._next_check = time.monotonic() + CHAMPION_CHECK_INTERVAL_S
+        self._reload_lock = threading.Lock()
+        self._reload_error: str | None = None
+        self._failed_tag: str | None = None
+        scoring, loaded = load_scoring_model(self._home)
+        self._warm_up(scoring)
+        self._served = ServedModel(scoring, loaded["entry"], loaded["champion"], datetime.now(UTC))
         redis_url = resolve_redis_url(settings)
         self._redis = online_store_client(redis_url)
         self.lookup = FeatureLookup(self._redis, retry_after_s=REDIS_RETRY_AFTER_S)
         self.score_log = ScoreLog(settings.score_log_dir)
-        self._warm_up()
         log.info(
             "FraudScorer ready: model %s (%s), redis %s, score log %s",
-            self.scoring.tag,
-            "champion" if self._is_champion else "newest, no champion",
+            scoring.tag,
+            "champion" if loaded["champion"] else "newest, no champion",
             redis.connection.parse_url(redis_url).get("host", "?"),
             self.score_log.path,
         )
@@ -171,11 +234,90 @@ class FraudScorer:
                 expected,
             )
 
-    def _warm_up(self) -> None:
-        """First CatBoost calls allocate; pay that before /readyz says ready."""
+    @staticmethod
+    def _warm_up(scoring: ScoringModel) -> None:
+        """First CatBoost calls allocate; pay that before /readyz says ready (or before a new
+        champion is swapped in)."""
         txn = TransactionRequest.model_validate({**EXAMPLE_TRANSACTION, "event_time": None})
         txn = txn.model_dump()
-        self.scoring.score(txn, {}, explain="always")
+        scoring.score(txn, {}, explain="always")
+
+    @property
+    def scoring(self) -> ScoringModel:
+        return self._served.scoring
+
+    # -- hot reload ---------------------------------------------------------------------------
+
+    def _current(self) -> ServedModel:
+        """The model for this request; at most once per interval, look for a new champion."""
+        now = time.monotonic()
+        if now >= self._next_check:
+            self._next_check = now + CHAMPION_CHECK_INTERVAL_S
+            self._check_champion()
+        return self._served
+
+    def _check_champion(self) -> None:
+        pointer = pointer_of(self._champions)
+        if pointer == self._pointer or not self._reload_lock.acquire(blocking=False):
+            return  # unchanged, or a reload is running (a later check sees any newer change)
+        try:
+            threading.Thread(
+                target=self._reload, args=(pointer,), name="champion-reload", daemon=True
+            ).start()
+        except BaseException:
+            self._reload_lock.release()
+            raise
+
+    def _reload(self, pointer: tuple[int, int, int] | None) -> None:
+        """Load the champion champions.json now names and swap it in (background thread)."""
+        try:
+            self._pointer = pointer
+            current = self._served
+            try:
+                tag = read_champion(self._home)
+            except Exception as exc:  # noqa: BLE001  (unreadable or not a JSON object)
+                self._failed(f"{self._champions}", exc, current)
+                return
+            if tag is None:
+                log.warning(
+                    "%s names no champion for %s; still serving %s",
+                    self._champions,
+                    MODEL_NAME,
+                    current.scoring.tag,
+                )
+                return
+            if tag == current.scoring.tag:
+                self._reload_error = self._failed_tag = None
+                return
+            started = time.perf_counter()
+            try:
+                scoring, loaded = load_scoring_model(self._home, tag=tag)
+                self._warm_up(scoring)
+            except Exception as exc:  # noqa: BLE001  (any failure: keep the model in service)
+                self._failed(tag, exc, current)
+                return
+            self._served = ServedModel(scoring, loaded["entry"], True, datetime.now(UTC))
+            self._reload_error = self._failed_tag = None
+            log.info(
+                "new champion in service: %s (was %s), loaded in %.0f ms",
+                scoring.tag,
+                current.scoring.tag,
+                (time.perf_counter() - started) * 1000,
+            )
+        finally:
+            self._reload_lock.release()
+
+    def _failed(self, what: str, exc: Exception, current: ServedModel) -> None:
+        self._reload_error = f"{what}: {type(exc).__name__}: {exc}"
+        if what != self._failed_tag:  # once per tag, not on every pointer change
+            self._failed_tag = what
+            log.error(
+                "could not load champion %s; still serving %s: %s: %s",
+                what,
+                current.scoring.tag,
+                type(exc).__name__,
+                exc,
+            )
 
     # -- endpoints ----------------------------------------------------------------------------
 
@@ -183,8 +325,9 @@ class FraudScorer:
     def score(self, ctx: bentoml.Context, **txn: Any) -> ScoreResponse:
         """Score one transaction: score, decision, reasons, model version, feature freshness."""
         request_id = ctx.request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
+        scoring = self._current().scoring  # this request's model, whatever is swapped in meanwhile
         found = self.lookup.lookup(txn)
-        result = self.scoring.score(txn, found.values, degraded=found.degraded)
+        result = scoring.score(txn, found.values, degraded=found.degraded)
         self.score_log.append(
             log_record(
                 request_id=request_id,
@@ -207,21 +350,25 @@ class FraudScorer:
         )
 
     @bentoml.api(route="/model")
-    def model_info(self) -> ModelInfo:
-        """The model in service: tag, features, thresholds, metrics and rules."""
-        metadata = dict(self._entry.info.metadata)
-        described = self.scoring.describe()
-        return ModelInfo(
-            model_version=self.scoring.tag,
+    def model_info(self) -> ServedModelInfo:
+        """The model in service: tag, features, thresholds, metrics and rules, when it was
+        loaded, and why the latest champion could not be (if so)."""
+        served = self._current()
+        metadata = dict(served.entry.info.metadata)
+        described = served.scoring.describe()
+        return ServedModelInfo(
+            model_version=served.scoring.tag,
             features=described["features"],
             categorical_features=described["categorical_features"],
             thresholds=described["thresholds"],
             metrics=metadata.get("metrics") or {},
             rules=described["rules"],
             explain=described["explain"],
-            created_at=self._entry.info.creation_time.isoformat(),
-            champion=self._is_champion,
+            created_at=served.entry.info.creation_time.isoformat(),
+            champion=served.champion,
             metadata=metadata,
+            loaded_at=served.loaded_at.isoformat(),
+            reload_error=self._reload_error,
         )
 
     @bentoml.api(route="/ping")
