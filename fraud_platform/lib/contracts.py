@@ -137,7 +137,10 @@ def parse_timestamp(value: Any) -> datetime:
         raise RejectedEvent(f"not an ISO-8601 timestamp: {value!r}") from exc
     if parsed.tzinfo is None:
         raise RejectedEvent(f"timestamp without a UTC offset: {value!r}")
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        raise RejectedEvent(f"timestamp out of range in UTC: {value!r}") from None
 
 
 def format_timestamp(value: datetime) -> str:
@@ -154,11 +157,19 @@ def _check_field(spec: Field, value: Any) -> Any:
                 f"field {spec.name!r} has unknown value {value!r}; "
                 f"expected one of {sorted(spec.choices)}"
             )
+        if not value.isascii():
+            try:
+                value.encode()
+            except UnicodeEncodeError:  # a lone surrogate from a \\u escape: not storable
+                raise RejectedEvent(f"field {spec.name!r} is not valid Unicode") from None
         return value
     if spec.kind == "float":
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise RejectedEvent(f"field {spec.name!r} must be a number, got {type(value).__name__}")
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:  # an integer beyond the range of a double
+            raise RejectedEvent(f"field {spec.name!r} must be finite") from None
         if value != value or value in (float("inf"), float("-inf")):
             raise RejectedEvent(f"field {spec.name!r} must be finite")
         if spec.positive and value <= 0:
