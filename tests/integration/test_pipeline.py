@@ -193,3 +193,16 @@ def test_pipeline_sensor_skips_when_bronze_is_current_and_fires_on_arrivals(plat
     assert isinstance(result, dg.SensorResult)
     assert len(result.run_requests) == 1
     assert '"transactions": 5' in result.run_requests[0].tags["arrivals"]
+
+
+def test_pipeline_maintenance_job_keeps_every_row(platform: dict) -> None:
+    from fraud_platform.lib.bronze import committed_offsets
+
+    settings = platform["settings"]
+    before = _delta(settings, "bronze/transactions").height
+    offsets = committed_offsets("transactions", settings.delta_uri)
+    job = platform["defs"].resolve_job_def("delta_maintenance_job")
+    result = job.execute_in_process(instance=platform["instance"])
+    assert result.success
+    assert _delta(settings, "bronze/transactions").height == before
+    assert committed_offsets("transactions", settings.delta_uri) == offsets
