@@ -1,0 +1,53 @@
+"""The one Definitions object loads (no services needed) and holds the whole graph."""
+
+import dagster as dg
+
+from fraud_platform.pipeline import LAYERS, load_definitions, prepare_dbt_manifest
+
+
+def test_definitions_load_with_every_layer_sensor_schedule_and_job() -> None:
+    prepare_dbt_manifest()
+    defs = load_definitions()
+    graph = defs.resolve_asset_graph()
+    keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
+    for expected in [
+        "bronze/transactions",
+        "silver/fct_transactions",
+        "gold/agg_user_daily",
+        "features/user_txn_velocity_v1",
+        "online/feature_snapshot",
+        "training/fraud_training_set",
+        "models/fraud_catboost",
+        "serving/fraud_catboost_champion",
+        "monitoring/served_traffic_profile",
+    ]:
+        assert expected in keys, expected
+    groups = {
+        graph.get(key).group_name
+        for key in graph.get_all_asset_keys()
+        if graph.get(key).is_materializable
+    }
+    assert groups == {g for layer in LAYERS.values() for g in layer}
+    assert {s.name for s in defs.sensors} == {"kafka_arrivals_sensor", "run_failure_alert_sensor"}
+    assert {s.name for s in defs.schedules} == {
+        "feature_refresh_schedule",
+        "retrain_schedule",
+        "delta_maintenance_schedule",
+    }
+    defs.resolve_job_def("ingest_and_refresh_job")
+
+
+def test_definitions_every_own_asset_has_a_description() -> None:
+    graph = load_definitions().resolve_asset_graph()
+    missing = [
+        key.to_user_string()
+        for key in graph.get_all_asset_keys()
+        if graph.get(key).is_materializable and not graph.get(key).description
+    ]
+    assert not missing, missing
+
+
+def test_definitions_model_promotion_is_gated_by_a_blocking_check() -> None:
+    graph = load_definitions().resolve_asset_graph()
+    checks = graph.get_check_keys_for_assets({dg.AssetKey(["models", "fraud_catboost"])})
+    assert any(c.name == "fraud_catboost_meets_minimum_quality" for c in checks)
