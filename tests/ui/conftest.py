@@ -140,7 +140,11 @@ def dagster_dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DagsterDev
         mp.setenv("FRAUD_PLATFORM_DATA_DIR", str(data_dir))
         mp.setenv("DAGSTER_HOME", str(data_dir / "dagster_home"))
         mp.delenv("FRAUD_PLATFORM_DAGSTER_PG_URL", raising=False)  # this instance: SQLite
-        prepare_dagster_home(Settings.from_env())
+        home = prepare_dagster_home(Settings.from_env())
+        # the "Join the Dagster community" modal is shown once per DAGSTER_HOME; its click
+        # handler could time out under CI load, so mark it as seen (what "Skip" writes)
+        (home / ".nux").mkdir(parents=True, exist_ok=True)
+        (home / ".nux" / "nux.yaml").write_text("seen: 1\n")
         prepare_dbt_manifest()
         env = dict(os.environ)
     # dagster-dbt's prepare_if_dev() runs `dbt parse` under `dagster dev` with the `dbt` found on
