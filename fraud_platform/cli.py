@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from datetime import timedelta
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -120,56 +118,31 @@ def serve(
     ] = None,
 ) -> None:
     """Run the BentoML scoring service in the foreground."""
-    from fraud_platform.serving_process import REPO_ROOT, service_env
+    from fraud_platform.serving_process import REPO_ROOT, serve_command, service_env
 
     settings = _settings()
     port = port or settings.service_port
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bentoml",
-            "serve",
-            "models_bento.service:FraudScorer",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        cwd=REPO_ROOT,
-        env=service_env(settings),
-        check=False,
-    )
+    subprocess.run(serve_command(port), cwd=REPO_ROOT, env=service_env(settings), check=False)
 
 
 @app.command()
 def ui(port: Annotated[int | None, typer.Option(help="Port of the Dagster UI.")] = None) -> None:
     """Start ``dagster dev`` on this project (UI at http://127.0.0.1:PORT)."""
     from fraud_platform.instance import prepare_dagster_home
-    from fraud_platform.pipeline import prepare_dbt_manifest
+    from fraud_platform.pipeline import (
+        dagster_dev_command,
+        env_with_venv_on_path,
+        prepare_dbt_manifest,
+    )
     from fraud_platform.serving_process import REPO_ROOT
 
     settings = _settings()
     prepare_dagster_home(settings)
     prepare_dbt_manifest()
     subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "dagster",
-            "dev",
-            "-w",
-            str(REPO_ROOT / "workspace.yaml"),
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(port or settings.ui_port),
-        ],
+        dagster_dev_command(port or settings.ui_port),
         cwd=REPO_ROOT,
-        env={
-            **os.environ,
-            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-        },
+        env=env_with_venv_on_path(dict(os.environ)),
         check=False,
     )
 

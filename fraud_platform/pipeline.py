@@ -7,6 +7,7 @@ runs started here show up in the UI's run history and asset catalog.
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import sys
 import time
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from fraud_platform.defs.transform.project import DBT_PROJECT_DIR
+from fraud_platform.defs.transform.project import DBT_PROJECT_DIR, dbt_executable
 
 # Layer name -> asset groups run together. Training and serving share a run so the blocking
 # quality check on the model gates the promotion in the same run.
@@ -32,10 +33,9 @@ QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 def prepare_dbt_manifest() -> None:
     """``dbt parse`` so ``@dbt_assets`` can read target/manifest.json at import."""
-    dbt = Path(sys.executable).parent / "dbt"
     subprocess.run(
         [
-            str(dbt) if dbt.exists() else "dbt",
+            dbt_executable(),
             "parse",
             "--quiet",
             "--project-dir",
@@ -45,6 +45,29 @@ def prepare_dbt_manifest() -> None:
         ],
         check=True,
     )
+
+
+def dagster_dev_command(port: int) -> list[str]:
+    """``dagster dev`` on this project's workspace, bound to localhost."""
+    workspace = DBT_PROJECT_DIR.parent / "workspace.yaml"
+    return [
+        sys.executable,
+        "-m",
+        "dagster",
+        "dev",
+        "-w",
+        str(workspace),
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(port),
+    ]
+
+
+def env_with_venv_on_path(env: dict[str, str]) -> dict[str, str]:
+    """``env`` with this interpreter's bin first on PATH: dagster-dbt's ``prepare_if_dev()``
+    under ``dagster dev`` runs the ``dbt`` found on PATH, even without an activated venv."""
+    return {**env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"}
 
 
 def load_definitions() -> dg.Definitions:

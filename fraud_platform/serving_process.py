@@ -30,6 +30,21 @@ def service_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+def serve_command(port: int) -> list[str]:
+    """``bentoml serve`` of the FraudScorer service on localhost (run from the repo root)."""
+    return [
+        sys.executable,
+        "-m",
+        "bentoml",
+        "serve",
+        "models_bento.service:FraudScorer",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+
+
 def start_scoring_service(
     settings: Settings, *, port: int | None = None, timeout_s: float = 90
 ) -> subprocess.Popen:
@@ -38,17 +53,7 @@ def start_scoring_service(
     log_path = settings.data_dir / "scoring_service.log"
     log = log_path.open("ab")
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bentoml",
-            "serve",
-            "models_bento.service:FraudScorer",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
+        serve_command(port),
         cwd=REPO_ROOT,
         env=service_env(settings),
         stdout=log,

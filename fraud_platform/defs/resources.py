@@ -1,12 +1,9 @@
 """Resource wiring only. The settings are read here, at load time, never at import time."""
 
-import sys
-from pathlib import Path
-
 import dagster as dg
 from dagster_dbt import DbtCliResource
 
-from fraud_platform.defs.transform.project import dbt_project
+from fraud_platform.defs.transform.project import dbt_executable, dbt_project
 from fraud_platform.resources import (
     AlertResource,
     DeltaResource,
@@ -19,12 +16,6 @@ from fraud_platform.resources import (
 )
 from fraud_platform.services import resolve_redis_url
 from fraud_platform.settings import Settings
-
-
-def dbt_executable() -> str:
-    """The dbt next to this interpreter (works without an activated virtualenv)."""
-    beside = Path(sys.executable).parent / "dbt"
-    return str(beside) if beside.exists() else "dbt"
 
 
 def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:

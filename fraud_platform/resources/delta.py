@@ -6,7 +6,7 @@ from typing import Any
 
 import dagster as dg
 import polars as pl
-from deltalake import DeltaTable, write_deltalake
+from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 
 
@@ -49,7 +49,6 @@ class DeltaResource(dg.ConfigurableResource):
         self, table: str, frame: pl.DataFrame, metadata: dict[str, Any] | None = None
     ) -> int:
         """Replace the table's content in one commit (older versions stay readable); returns the version."""
-        from deltalake import CommitProperties
 
         write_deltalake(
             self.uri(table),

@@ -11,7 +11,6 @@ import random
 import signal
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -32,9 +31,9 @@ from fraud_platform.lib.features.compute import KEY_SEPARATOR
 from fraud_platform.lib.features.online import write_snapshot
 from fraud_platform.lib.features.registry import ENTITY_KEY, FEATURE_TIME, FeatureGroup
 from fraud_platform.lib.features.request import FRAUD_SCORING_V1
+from fraud_platform.serving_process import serve_command
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-BENTOML = Path(sys.executable).with_name("bentoml")
 REDIS_URL = "redis://127.0.0.1:6379/0"
 MODEL_NAME = "fraud_catboost"
 THRESHOLDS = {"review": 0.5, "decline": 0.9}
@@ -234,15 +233,7 @@ def start_server(registered: Registered, redis_url: str, name: str) -> Server:
     log_path = registered.data_dir / f"{name}-{port}.log"
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
-            [
-                str(BENTOML),
-                "serve",
-                "models_bento.service:FraudScorer",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
+            serve_command(port),
             cwd=REPO_ROOT,
             env=env,
             stdout=log_file,

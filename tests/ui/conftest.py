@@ -11,7 +11,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,7 +20,11 @@ import httpx
 import pytest
 
 from fraud_platform.instance import prepare_dagster_home
-from fraud_platform.pipeline import prepare_dbt_manifest
+from fraud_platform.pipeline import (
+    dagster_dev_command,
+    env_with_venv_on_path,
+    prepare_dbt_manifest,
+)
 from fraud_platform.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -147,25 +150,12 @@ def dagster_dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DagsterDev
         (home / ".nux" / "nux.yaml").write_text("seen: 1\n")
         prepare_dbt_manifest()
         env = dict(os.environ)
-    # dagster-dbt's prepare_if_dev() runs `dbt parse` under `dagster dev` with the `dbt` found on
-    # PATH: make it the one next to this interpreter even when the venv is not activated
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env = env_with_venv_on_path(env)
     env["PYTHONUNBUFFERED"] = "1"
     dev = DagsterDev(url=f"http://127.0.0.1:{port}", tmp_dir=tmp_dir, log_path=log_path)
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "dagster",
-                "dev",
-                "-w",
-                str(REPO_ROOT / "workspace.yaml"),
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(port),
-            ],
+            dagster_dev_command(port),
             cwd=REPO_ROOT,
             env=env,
             stdout=log,
