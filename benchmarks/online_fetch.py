@@ -63,6 +63,8 @@ def entity(i: int) -> dict[str, str]:
         "card_id": f"bc{i:06d}",
         "device_id": f"bd{i:06d}",
         "country": COUNTRIES[i % len(COUNTRIES)],
+        "merchant_id": f"bm{i:06d}",
+        "counterparty_id": f"bp{i:06d}",
     }
 
 

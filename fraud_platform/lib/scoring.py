@@ -33,7 +33,7 @@ from typing import Any, Literal
 
 from fraud_platform.lib import training
 from fraud_platform.lib.contracts import EVENT_FIELDS, TRANSACTIONS, format_timestamp
-from fraud_platform.lib.features.catalog import USER_COUNTRY_HISTORY, USER_DEVICE_HISTORY
+from fraud_platform.lib.features.catalog import FEATURE_GROUPS
 from fraud_platform.lib.features.online import OnlineFeatureReader
 from fraud_platform.lib.features.registry import FeatureService
 from fraud_platform.lib.features.request import FRAUD_SCORING_V1, model_row
@@ -47,9 +47,10 @@ _SEVERITY = {name: rank for rank, name in enumerate(DECISIONS)}
 TRANSACTION_FIELDS: tuple[str, ...] = tuple(f.name for f in EVENT_FIELDS[TRANSACTIONS])
 
 # Groups whose absence is information, not an outage: no row means "the user never paid from
-# this device / in this country" (see catalog). Missing any other group makes the answer degraded.
+# this device", "no fraud known at this merchant" (see catalog). Missing any other group makes
+# the answer degraded.
 ABSENCE_IS_SIGNAL: frozenset[str] = frozenset(
-    {USER_DEVICE_HISTORY.versioned_name, USER_COUNTRY_HISTORY.versioned_name}
+    g.versioned_name for g in FEATURE_GROUPS if g.absence_is_signal
 )
 
 

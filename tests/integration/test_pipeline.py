@@ -1,6 +1,7 @@
 """The whole asset graph materializes in-process on a small simulation, on real services:
 an embedded Kafka-protocol broker, the local Redis, Delta tables, dbt and the model store."""
 
+import random
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -206,3 +207,77 @@ def test_pipeline_maintenance_job_keeps_every_row(platform: dict) -> None:
     assert result.success
     assert _delta(settings, "bronze/transactions").height == before
     assert committed_offsets("transactions", settings.delta_uri) == offsets
+
+
+REPLAY_REDIS_URL = "redis://127.0.0.1:6379/8"  # flushed before every replayed instant
+REPLAY_INSTANTS = 40
+REPLAY_TXNS_PER_INSTANT = 25
+
+
+def _shift_times(frame: pl.DataFrame, shift: timedelta) -> pl.DataFrame:
+    return frame.with_columns(
+        [pl.col(name) + shift for name, dtype in frame.schema.items() if dtype == pl.Datetime]
+    )
+
+
+def test_pipeline_replay_online_equals_point_in_time_at_many_instants(platform: dict) -> None:
+    """At random instants t: refresh the online store from the silver events before t (what a
+    refresh at t would write) and score the next transactions through the online path; the
+    pipeline's offline tables joined point in time at t give every feature identically.
+
+    Redis expires keys on the wall clock, so the whole history is moved forward by whole days
+    (hour-of-day features unchanged) until every instant lies in the future.
+    """
+    from fraud_platform.defs.features.assets import feature_table
+    from fraud_platform.lib.features.compute import compute_feature_group, latest_per_entity
+    from fraud_platform.lib.features.online import write_snapshot
+    from fraud_platform.lib.features.pit import point_in_time_join
+    from fraud_platform.lib.features.request import model_row
+    from fraud_platform.resources import WarehouseResource
+
+    settings = platform["settings"]
+    service = FRAUD_SCORING_V1
+    shift = timedelta(days=DAYS + 2)
+    warehouse = WarehouseResource(path=str(settings.warehouse_path))
+    sources = {
+        name: _shift_times(warehouse.table(name), shift)
+        for name in {g.source for g in service.groups}
+    }
+    offline = {
+        g.versioned_name: _shift_times(_delta(settings, feature_table(g)), shift)
+        for g in service.groups
+    }
+    transactions = sources["fct_transactions"].sort("event_time")
+    first_index = transactions["event_time"].search_sorted(
+        transactions["event_time"].max() - timedelta(days=8)
+    )
+    client = redis.Redis.from_url(REPLAY_REDIS_URL)
+    reader = OnlineFeatureReader(client, service)
+    rng = random.Random(5)
+    compared = 0
+    try:
+        for _ in range(REPLAY_INSTANTS):
+            # just before (or exactly at: equal timestamps must stay invisible) a transaction
+            index = rng.randrange(first_index, transactions.height - REPLAY_TXNS_PER_INSTANT)
+            t = transactions["event_time"][index] - timedelta(seconds=rng.choice([0, 1, 97, 3600]))
+            client.flushdb()
+            for group in service.groups:
+                seen = sources[group.source].filter(pl.col(group.event_time_column) < t)
+                write_snapshot(client, group, latest_per_entity(compute_feature_group(group, seen)))
+            upcoming = transactions.filter(pl.col("event_time") >= t).head(REPLAY_TXNS_PER_INSTANT)
+            at_t = upcoming.with_columns(
+                pl.lit(t).cast(upcoming["event_time"].dtype).alias("event_time")
+            )
+            pit_rows = point_in_time_join(at_t, service.groups, offline).iter_rows(named=True)
+            for txn, pit in zip(at_t.iter_rows(named=True), pit_rows, strict=True):
+                online = reader.get_online_features(txn, now=t)
+                served = model_row(txn, online.values, service)
+                trained = model_row(pit, pit, service)
+                assert served == trained, (t, txn["transaction_id"])
+                for group in service.groups:
+                    for name in group.feature_names:
+                        assert online.values[name] == pit[name], (t, txn["transaction_id"], name)
+                compared += 1
+    finally:
+        client.flushdb()
+    assert compared == REPLAY_INSTANTS * REPLAY_TXNS_PER_INSTANT

@@ -29,6 +29,7 @@ def _events(rows: list[tuple[str, float, float]]) -> pl.DataFrame:
                 "merchant_id": "m",
                 "merchant_category": "grocery",
                 "channel": "ecommerce",
+                "counterparty_id": None,
                 "amount": amount,
                 "event_time": at(minutes),
             }
@@ -116,7 +117,9 @@ def test_training_frame_has_every_model_feature() -> None:
             groups[g.versioned_name] = compute_feature_group(
                 g,
                 events.head(0).with_columns(
-                    pl.lit("login").alias("event_type"), pl.lit("1.1.1.1").alias("ip")
+                    pl.lit("login").alias("event_type"),
+                    pl.lit("1.1.1.1").alias("ip"),
+                    pl.col("event_time").alias("label_time"),
                 ),
             )
     labelled = events.with_columns(

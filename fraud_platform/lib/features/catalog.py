@@ -19,9 +19,16 @@ USER = Entity("user", ("user_id",), "An account holder.")
 CARD = Entity("card", ("card_id",), "A payment-card token.")
 USER_DEVICE = Entity("user_device", ("user_id", "device_id"), "A device as used by one user.")
 USER_COUNTRY = Entity("user_country", ("user_id", "country"), "A country as seen for one user.")
+MERCHANT = Entity("merchant", ("merchant_id",), "A merchant (payee of card payments).")
+COUNTERPARTY = Entity("counterparty", ("counterparty_id",), "The receiver of a p2p transfer.")
+USER_COUNTERPARTY = Entity(
+    "user_counterparty", ("user_id", "counterparty_id"), "A p2p receiver as paid by one user."
+)
 
 TXN = "fct_transactions"
 ACCOUNT = "fct_account_events"
+MERCHANT_FRAUD_LABELS = "fct_merchant_fraud_labels"
+P2P = ("channel", "==", "p2p")
 OWNER = "risk-data-science"
 
 
@@ -170,6 +177,7 @@ USER_DEVICE_HISTORY = FeatureGroup(
         _txn("user_device_txn_count", "count", None, None, dtype="int"),
         _txn("user_device_first_seen_time", "min", "event_time", None, dtype="ts"),
     ),
+    absence_is_signal=True,
 )
 
 USER_COUNTRY_HISTORY = FeatureGroup(
@@ -185,6 +193,81 @@ USER_COUNTRY_HISTORY = FeatureGroup(
         _txn("user_country_txn_count", "count", None, None, dtype="int"),
         _txn("user_country_first_seen_time", "min", "event_time", None, dtype="ts"),
     ),
+    absence_is_signal=True,
+)
+
+MERCHANT_ACTIVITY = FeatureGroup(
+    name="merchant_activity",
+    version=1,
+    entity=MERCHANT,
+    source=TXN,
+    event_time_column="event_time",
+    ttl=30 * DAY,
+    owner=OWNER,
+    description="How busy a merchant is: the denominator of its fraud rate, and bursts.",
+    features=(
+        _txn("merchant_txn_count_1h", "count", None, HOUR, dtype="int"),
+        _txn("merchant_txn_count_24h", "count", None, DAY, dtype="int"),
+        _txn("merchant_txn_count_30d", "count", None, 30 * DAY, dtype="int"),
+        _txn("merchant_amount_mean_30d", "mean", "amount", 30 * DAY),
+        _txn("merchant_distinct_users_24h", "n_unique", "user_id", DAY, dtype="int"),
+    ),
+)
+
+MERCHANT_FRAUD = FeatureGroup(
+    name="merchant_fraud",
+    version=1,
+    entity=MERCHANT,
+    source=MERCHANT_FRAUD_LABELS,
+    event_time_column="label_time",
+    ttl=30 * DAY,
+    owner=OWNER,
+    description=(
+        "Frauds at a merchant counted when their label became known (label_time), never when "
+        "they happened: label-delay aware. No row means no fraud known in 30 days."
+    ),
+    features=(
+        _txn("merchant_fraud_labels_30d", "count", None, 30 * DAY, dtype="int"),
+        _txn("merchant_fraud_labels_7d", "count", None, 7 * DAY, dtype="int"),
+        _txn("merchant_last_fraud_label_time", "max", "label_time", None, dtype="ts"),
+    ),
+    absence_is_signal=True,
+)
+
+COUNTERPARTY_INBOUND = FeatureGroup(
+    name="counterparty_inbound",
+    version=1,
+    entity=COUNTERPARTY,
+    source=TXN,
+    event_time_column="event_time",
+    ttl=7 * DAY,
+    owner=OWNER,
+    description=(
+        "Money-mule signals: how many different senders paid this p2p receiver. No row means "
+        "nobody paid it in 7 days."
+    ),
+    features=(
+        _txn("counterparty_senders_24h", "n_unique", "user_id", DAY, where=P2P, dtype="int"),
+        _txn("counterparty_p2p_count_24h", "count", "amount", DAY, where=P2P, dtype="int"),
+        _txn("counterparty_p2p_amount_sum_24h", "sum", "amount", DAY, where=P2P),
+    ),
+    absence_is_signal=True,
+)
+
+USER_COUNTERPARTY_HISTORY = FeatureGroup(
+    name="user_counterparty_history",
+    version=1,
+    entity=USER_COUNTERPARTY,
+    source=TXN,
+    event_time_column="event_time",
+    ttl=180 * DAY,
+    owner=OWNER,
+    description="Has this user paid this p2p receiver before? No row means a first transfer.",
+    features=(
+        _txn("user_counterparty_transfer_count", "count", "amount", None, where=P2P, dtype="int"),
+        _txn("user_counterparty_first_time", "min", "event_time", None, dtype="ts"),
+    ),
+    absence_is_signal=True,
 )
 
 FEATURE_GROUPS: tuple[FeatureGroup, ...] = (
@@ -193,6 +276,10 @@ FEATURE_GROUPS: tuple[FeatureGroup, ...] = (
     ACCOUNT_SECURITY,
     USER_DEVICE_HISTORY,
     USER_COUNTRY_HISTORY,
+    MERCHANT_ACTIVITY,
+    MERCHANT_FRAUD,
+    COUNTERPARTY_INBOUND,
+    USER_COUNTERPARTY_HISTORY,
 )
 validate_registry(FEATURE_GROUPS)
 

@@ -95,6 +95,7 @@ def compute_feature_group(group: FeatureGroup, source: pl.DataFrame | pl.LazyFra
     keys = list(group.entity.join_keys)
     events = (
         source.lazy()
+        .filter(pl.all_horizontal([pl.col(k).is_not_null() for k in keys]))
         .with_columns(
             entity_key_expr(group.entity.join_keys),
             pl.col(group.event_time_column).alias(FEATURE_TIME),

@@ -126,23 +126,32 @@ class OnlineFeatureReader:
             for group in self._groups
         }
 
-    def keys_for(self, entities: Mapping[str, Any]) -> list[str]:
-        return [
-            online_key(g, KEY_SEPARATOR.join(str(entities[k]) for k in g.entity.join_keys))
-            for g in self._groups
-        ]
+    def keys_for(self, entities: Mapping[str, Any]) -> list[str | None]:
+        """Each group's key; None where a join key is null (no entity: nothing to fetch)."""
+        keys: list[str | None] = []
+        for group in self._groups:
+            parts = [entities.get(k) for k in group.entity.join_keys]
+            if any(part is None for part in parts):
+                keys.append(None)
+            else:
+                keys.append(online_key(group, KEY_SEPARATOR.join(map(str, parts))))
+        return keys
 
     def get_online_features(
         self, entities: Mapping[str, Any], now: datetime | None = None
     ) -> OnlineFeatures:
         """Values known for ``entities`` (a mapping with every join key) as of ``now``.
 
-        A group whose row is older than its TTL at ``now`` is null, exactly as offline.
+        A group whose row is older than its TTL at ``now`` is null, exactly as offline; so is a
+        group whose join key is null in ``entities`` (e.g. the counterparty of a card payment).
         """
+        keys = self.keys_for(entities)
         pipe = self._client.pipeline(transaction=False)
-        for key in self.keys_for(entities):
-            pipe.hgetall(key)
-        raw_rows: list[dict[bytes, bytes]] = pipe.execute()
+        for key in keys:
+            if key is not None:
+                pipe.hgetall(key)
+        fetched = iter(pipe.execute())
+        raw_rows = [next(fetched) if key is not None else {} for key in keys]
         now = now or datetime.now(UTC)
         return self._decode(raw_rows, now)
 

@@ -12,6 +12,8 @@ Semantics (stated once, tested in tests/unit/test_features_*):
 - A lookup at time ``t`` sees the latest row with ``feature_time < t`` (strictly before; an
   event never sees itself or anything at its own timestamp) and ``t - feature_time <= ttl``;
   otherwise every feature of the group is null.
+- Source events whose join keys are null (e.g. a card payment has no p2p counterparty) belong
+  to no entity: they emit no row, and a lookup with a null join key finds nothing.
 - Every aggregation is incremental in the event stream (count/sum/mean/std/max/min over a
   sliding window, cumulative lifetime versions, latest value), so a stream worker can maintain
   the same declaration without a batch recompute.
@@ -71,6 +73,10 @@ class FeatureGroup:
     owner: str
     description: str
     tags: dict[str, str] = field(default_factory=dict)
+    absence_is_signal: bool = False
+    """True when most entities have no row and that absence means something (a first-time
+    device, a merchant with no known fraud): a missing row online is then an answer, not a
+    degraded lookup."""
 
     @property
     def versioned_name(self) -> str:

@@ -31,6 +31,16 @@ REQUEST_FEATURES: tuple[RequestFeature, ...] = (
     ),
     RequestFeature("is_new_device_for_user", "int", "1 if the user never paid from this device."),
     RequestFeature("is_new_country_for_user", "int", "1 if the user never paid in this country."),
+    RequestFeature(
+        "merchant_fraud_rate_30d",
+        "float",
+        "Frauds known at the merchant in 30 days over its transactions in 30 days.",
+    ),
+    RequestFeature(
+        "is_first_transfer_to_counterparty",
+        "int",
+        "1 for a p2p transfer to a receiver this user never paid before.",
+    ),
 )
 
 _SINCE_MINUTES = {
@@ -43,6 +53,14 @@ _SINCE_MINUTES = {
 
 def _seconds_between(later: datetime, earlier: datetime | None) -> float | None:
     return None if earlier is None else (later - earlier).total_seconds()
+
+
+def _merchant_fraud_rate(looked_up: Mapping[str, Any]) -> float | None:
+    """Known frauds over transactions, both over 30 days; no known fraud counts as zero."""
+    transactions = looked_up.get("merchant_txn_count_30d")
+    if not transactions:
+        return None
+    return (looked_up.get("merchant_fraud_labels_30d") or 0) / transactions
 
 
 def request_features(txn: Mapping[str, Any], looked_up: Mapping[str, Any]) -> dict[str, Any]:
@@ -66,6 +84,12 @@ def request_features(txn: Mapping[str, Any], looked_up: Mapping[str, Any]) -> di
         ),
         "is_new_device_for_user": int(looked_up.get("user_device_txn_count") is None),
         "is_new_country_for_user": int(looked_up.get("user_country_txn_count") is None),
+        "merchant_fraud_rate_30d": _merchant_fraud_rate(looked_up),
+        "is_first_transfer_to_counterparty": int(
+            txn.get("channel") == "p2p"
+            and txn.get("counterparty_id") is not None
+            and not looked_up.get("user_counterparty_transfer_count")
+        ),
     }
     for name, source in _SINCE_MINUTES.items():
         seconds = _seconds_between(event_time, looked_up.get(source))
