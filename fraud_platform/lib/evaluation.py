@@ -432,6 +432,36 @@ def evaluate(
     )
 
 
+def metrics_by_day(
+    y_true: Any, scores: Any, event_time: Any, review_budget_per_day: int
+) -> list[dict[str, Any]]:
+    """Ranking and budget metrics per UTC day (of ``event_time``), oldest day first.
+
+    Each item: ``day`` (ISO date), ``rows``, ``positives``, ``auc_roc`` (``None`` with one
+    class), ``average_precision`` and ``recall_at_budget`` (``None`` without fraud). The budget
+    is the same daily top-k review as in ``evaluate``.
+    """
+    y, s = _labels_scores(y_true, scores)
+    days = _day_index(event_time, y.size)
+    reviewed = _budget_mask(s, days, review_budget_per_day)
+    out = []
+    for day in np.unique(days).tolist():
+        sel = days == day
+        y_d, s_d = y[sel], s[sel]
+        positives = int(y_d.sum())
+        out.append(
+            {
+                "day": date.fromordinal(date(1970, 1, 1).toordinal() + int(day)).isoformat(),
+                "rows": int(sel.sum()),
+                "positives": positives,
+                "auc_roc": roc_auc(y_d, s_d),
+                "average_precision": average_precision(y_d, s_d),
+                "recall_at_budget": _safe_div(int((reviewed[sel] & y_d).sum()), positives),
+            }
+        )
+    return _clean(out)
+
+
 __all__ = [
     "Evaluation",
     "Thresholds",
@@ -439,6 +469,7 @@ __all__ = [
     "binary_clf_curve",
     "choose_thresholds",
     "evaluate",
+    "metrics_by_day",
     "precision_recall_curve",
     "recall_at_fpr",
     "review_budget_mask",

@@ -524,3 +524,38 @@ def top_reasons(
             value = None
         reasons.append({"feature": features[index], "value": value, "contribution": contribution})
     return reasons
+
+
+def shap_values(
+    model: TrainedModel | CatBoostClassifier,
+    frame: pl.DataFrame,
+    max_rows: int = 2000,
+    seed: int = 0,
+    *,
+    thread_count: int = 2,
+) -> tuple[np.ndarray, pl.DataFrame, list[str]]:
+    """SHAP contributions (log-odds) of a deterministic sample of ``frame``'s rows.
+
+    Returns ``(shap, values, features)``: ``shap`` has one row per sampled row and one column
+    per feature (CatBoost's expected-value column dropped: ``shap.sum(axis=1) + expected value``
+    is the raw log-odds prediction); ``values`` are the model-input values of the same rows, in
+    the same order (after ``to_model_input``'s normalisation: floats with NaN, category
+    strings); ``features`` is the model's feature order. With more than ``max_rows`` rows, a
+    sample drawn by ``numpy.random.default_rng(seed)`` is kept in its original order.
+    """
+    if max_rows < 1:
+        raise ValueError(f"max_rows must be >= 1, got {max_rows}")
+    if frame.is_empty():
+        raise ValueError("shap_values: the frame has no rows")
+    cb_model, features, categorical = _model_signature(model)
+    if frame.height > max_rows:
+        rng = np.random.default_rng(seed)
+        index = np.sort(rng.choice(frame.height, size=max_rows, replace=False))
+        frame = frame[index.tolist()]
+    values = _normalise_frame(frame, features, frozenset(categorical))
+    pool = to_model_input(values, features, categorical)
+    shap = np.asarray(
+        cb_model.get_feature_importance(pool, type="ShapValues", thread_count=thread_count),
+        dtype=np.float64,
+    )
+    return shap[:, :-1], values, features

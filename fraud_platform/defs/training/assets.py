@@ -4,10 +4,11 @@ import time
 from datetime import timedelta
 
 import dagster as dg
+import numpy as np
 import polars as pl
 
 from fraud_platform.defs.features.assets import feature_table
-from fraud_platform.lib import evaluation, plots, training
+from fraud_platform.lib import evaluation, plots, search, training
 from fraud_platform.lib.features.request import FRAUD_SCORING_V1
 from fraud_platform.lib.features.training_frame import build_training_frame, label_transactions
 from fraud_platform.lib.versioning import code_version
@@ -96,6 +97,13 @@ class ModelConfig(dg.Config):
     """Promotion gate: the candidate needs at least this test AUC..."""
     min_average_precision: float = 0.10
     """...and at least this test average precision."""
+    search_trials: int = 0
+    """Optuna hyper-parameter trials on time-ordered folds of the train part before the final
+    fit; 0 = no search (the fixed parameters above)."""
+    search_time_budget_s: float = 120.0
+    """Stop the search after this long (checked between trials; a started trial finishes)."""
+    search_folds: int = 3
+    """Expanding-window folds of the train part used by the search."""
 
 
 def _evaluation_metadata(
@@ -120,6 +128,46 @@ def _evaluation_metadata(
         ),
     }
     return result, {name: dg.MetadataValue.md(md) for name, md in images.items()}
+
+
+SHAP_SAMPLE_ROWS = 2000
+SHAP_TOP_FEATURES = 15
+
+
+def _explanation_metadata(
+    trained: training.TrainedModel, test: pl.DataFrame, scores, config: ModelConfig
+) -> dict[str, dg.MetadataValue]:
+    """SHAP beeswarm and top mean |SHAP| on a test sample, and daily metrics of the test period."""
+    shap, values, features = training.shap_values(
+        trained, test, max_rows=SHAP_SAMPLE_ROWS, seed=config.seed
+    )
+    mean_abs = np.abs(shap).mean(axis=0)
+    order = np.argsort(-mean_abs, kind="stable")[:SHAP_TOP_FEATURES]
+    daily = evaluation.metrics_by_day(
+        test["is_fraud"].to_numpy(),
+        scores,
+        test["event_time"].to_numpy(),
+        config.review_budget_per_day,
+    )
+    over_time = plots.metric_over_time_png(
+        [d["day"] for d in daily],
+        {m: [d[m] for d in daily] for m in ("auc_roc", "average_precision", "recall_at_budget")},
+        f"Daily metrics (test; recall at {config.review_budget_per_day}/day)",
+    )
+    summary = plots.shap_summary_png(
+        shap, values, features, max_features=SHAP_TOP_FEATURES, title="SHAP (test sample)"
+    )
+    return {
+        "shap_summary": dg.MetadataValue.md(
+            plots.png_markdown(summary, f"SHAP summary ({values.height} test rows)")
+        ),
+        "shap_mean_abs": dg.MetadataValue.json(
+            {features[i]: round(float(mean_abs[i]), 6) for i in order}
+        ),
+        "metric_over_time": dg.MetadataValue.md(
+            plots.png_markdown(over_time, "Daily metrics (test)")
+        ),
+    }
 
 
 @dg.asset(
@@ -156,6 +204,23 @@ def fraud_catboost(
         gap_days=config.gap_days,
     )
     split = training.time_split(frame, train_config)
+    search_result = None
+    if config.search_trials > 0:
+        search_result = search.search_hyperparameters(
+            split,
+            SERVICE.numeric_features,
+            list(SERVICE.categorical_features),
+            train_config,
+            n_trials=config.search_trials,
+            time_budget_s=config.search_time_budget_s,
+            n_folds=config.search_folds,
+            seed=config.seed,
+            log=context.log.info,
+        )
+        train_config = search.to_train_config(search_result.best_params, train_config)
+    search_summary = (
+        {"enabled": True, **search_result.summary()} if search_result else {"enabled": False}
+    )
     trained = training.train_model(
         split,
         SERVICE.numeric_features,
@@ -178,6 +243,7 @@ def fraud_catboost(
             plots.feature_importance_png(trained.features, importances), "Feature importance"
         )
     )
+    images.update(_explanation_metadata(trained, split.test, test_scores, config))
     metrics = result.to_dict()
     tag = model_store.save_catboost(
         MODEL_NAME,
@@ -195,6 +261,7 @@ def fraud_catboost(
             "best_iteration": trained.best_iteration,
             "code_version": code_version(),
             "split": split.summary(),
+            "search": search_summary,
         },
         labels={"feature_service": SERVICE.name, "stage": "candidate"},
     )
@@ -229,6 +296,7 @@ def fraud_catboost(
             "training_set_delta_version": set_version,
             "train_rows": split.train.height,
             "test_rows": split.test.height,
+            "search": dg.MetadataValue.json(search_summary),
             **images,
         },
     )
