@@ -11,6 +11,7 @@ import dagster as dg
 
 CHAMPION_FILE = "champions.json"
 HISTORY_FILE = "champion_history.json"
+PROMOTION_LOG_FILE = "promotion_log.json"
 
 
 def _without_nulls(value: Any) -> Any:
@@ -109,6 +110,18 @@ class ModelStoreResource(dg.ConfigurableResource):
         self._write(self._champions_path(), name, previous)
         self._write_history(name, history[:-1])
         return previous
+
+    def _promotion_log_path(self) -> Path:
+        return Path(self.home, PROMOTION_LOG_FILE)
+
+    def promotion_log(self, name: str) -> list[dict[str, Any]]:
+        """Every promotion-gate decision for ``name``, oldest first."""
+        path = self._promotion_log_path()
+        return json.loads(path.read_text()).get(name, []) if path.exists() else []
+
+    def record_decision(self, name: str, decision: dict[str, Any]) -> None:
+        """Append one gate decision (promoted or not) to ``promotion_log.json``."""
+        self._write(self._promotion_log_path(), name, [*self.promotion_log(name), decision])
 
     def _write_history(self, name: str, tags: list[str]) -> None:
         self._write(self._history_path(), name, tags)

@@ -149,14 +149,20 @@ class Customer:
     card_id: str
     device_id: str
     country: str
+    merchant_id: str
+    counterparty_id: str
     feature_time: datetime
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        return (self.user_id, self.card_id, self.device_id, self.merchant_id, self.counterparty_id)
 
     def transaction(self, **overrides: Any) -> dict[str, Any]:
         body = {
             "transaction_id": f"t-{uuid.uuid4().hex[:12]}",
             "user_id": self.user_id,
             "card_id": self.card_id,
-            "merchant_id": "m-1",
+            "merchant_id": self.merchant_id,
             "merchant_category": "electronics",
             "amount": 42.5,
             "currency": "EUR",
@@ -177,6 +183,8 @@ def write_customer(client: redis.Redis, feature_time: datetime) -> Customer:
         card_id=f"c-test-{run}",
         device_id=f"d-test-{run}",
         country="DE",
+        merchant_id=f"m-test-{run}",
+        counterparty_id=f"p-test-{run}",
         feature_time=feature_time,
     )
     ids = {
@@ -184,6 +192,8 @@ def write_customer(client: redis.Redis, feature_time: datetime) -> Customer:
         "card_id": customer.card_id,
         "device_id": customer.device_id,
         "country": customer.country,
+        "merchant_id": customer.merchant_id,
+        "counterparty_id": customer.counterparty_id,
     }
     for group in FEATURE_GROUPS:
         key = KEY_SEPARATOR.join(ids[k] for k in group.entity.join_keys)
@@ -200,7 +210,7 @@ def customer(redis_client: redis.Redis) -> Iterator[Customer]:
     keys = [
         k
         for k in redis_client.scan_iter(match="fp:*test-*")
-        if any(i in k.decode() for i in (known.user_id, known.card_id))
+        if any(i in k.decode() for i in known.ids)
     ]
     if keys:
         redis_client.delete(*keys)

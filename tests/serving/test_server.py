@@ -28,7 +28,8 @@ def client(scorer: Server):
 def test_score_valid_transaction(
     client: httpx.Client, customer: Customer, registered_model: Registered
 ):
-    body = customer.transaction()
+    # a p2p transfer to the customer's known counterparty: every feature group applies
+    body = customer.transaction(channel="p2p", counterparty_id=customer.counterparty_id)
     response = client.post("/score", json=body, headers={"x-request-id": "req-valid-1"})
     assert response.status_code == 200, response.text
     answer = response.json()

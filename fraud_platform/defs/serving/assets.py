@@ -1,46 +1,319 @@
-"""Promotion: the model the scoring service serves."""
+"""Promotion (the champion-vs-challenger gate), backtest / shadow scoring, and retraining."""
+
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
+import polars as pl
+from deltalake import write_deltalake
 
-from fraud_platform.defs.training.assets import MODEL_NAME, fraud_catboost
-from fraud_platform.resources import ModelStoreResource
-
-
-@dg.asset(
-    key=["serving", "fraud_catboost_champion"],
-    group_name="serving",
-    deps=[fraud_catboost],
-    kinds={"bentoml"},
+from fraud_platform.defs.features.assets import feature_table
+from fraud_platform.defs.training.assets import (
+    MODEL_NAME,
+    SERVICE,
+    TRAINING_SET_TABLE,
+    fraud_catboost,
+    fraud_training_set,
 )
-def fraud_catboost_champion(
-    context: dg.AssetExecutionContext, model_store: ModelStoreResource
-) -> dg.MaterializeResult:
-    """The champion pointer the scoring service loads. Runs only after the candidate passed the
-    blocking quality gate on ``models/fraud_catboost``."""
+from fraud_platform.lib import backtest as backtesting
+from fraud_platform.lib import promotion
+from fraud_platform.resources import DeltaResource, ModelStoreResource, WarehouseResource
+
+GROUP = "serving"
+GATE_CHECK = "challenger_beats_champion"
+CHAMPION_KEY = dg.AssetKey(["serving", "fraud_catboost_champion"])
+BACKTEST_SCORES_TABLE = "serving/backtest_scores"
+
+
+class PromotionConfig(dg.Config):
+    margin: float = 0.005
+    """The challenger must beat the champion's metric by at least this much (absolute)."""
+    metric: str = "average_precision"
+    """One of average_precision, auc_roc, precision_at_budget, recall_at_budget."""
+    review_budget_per_day: int = 50
+
+
+def _latest_candidate(context: dg.AssetExecutionContext) -> str:
     event = context.instance.get_latest_materialization_event(dg.AssetKey(["models", MODEL_NAME]))
     if event is None or event.asset_materialization is None:
         raise dg.Failure("models/fraud_catboost has never been materialized")
-    tag = str(event.asset_materialization.metadata["model_tag"].value)
+    return str(event.asset_materialization.metadata["model_tag"].value)
+
+
+def decide_promotion(
+    challenger_tag: str,
+    config: PromotionConfig,
+    delta: DeltaResource,
+    model_store: ModelStoreResource,
+) -> promotion.GateDecision:
+    """Score champion and challenger on the challenger's test period (same rows, same training
+    set version the challenger was evaluated on) and apply ``promotion.compare``."""
+    challenger_entry = model_store.get(challenger_tag)
+    challenger_tag = str(challenger_entry.tag)
+    metadata = dict(challenger_entry.info.metadata)
+    champion_tag = model_store.champion(MODEL_NAME)
+    table = str(metadata.get("training_set_table") or TRAINING_SET_TABLE)
+    version = metadata.get("training_set_delta_version")
+    frame = delta.read(table, version=int(version) if version is not None else None)
+    period = promotion.comparison_period(frame, metadata)
+    champion_model, problem = None, None
+    if champion_tag is not None and champion_tag != challenger_tag:
+        try:
+            champion_model = model_store.load_catboost(champion_tag)
+        except Exception as exc:  # noqa: BLE001 - a champion that cannot load cannot defend
+            problem = f"cannot be loaded: {type(exc).__name__}: {exc}"
+    return promotion.run_gate(
+        period,
+        model_store.load_catboost(challenger_tag),
+        champion_model,
+        challenger_tag=challenger_tag,
+        champion_tag=champion_tag,
+        champion_problem=problem,
+        metric=config.metric,
+        margin=config.margin,
+        review_budget_per_day=config.review_budget_per_day,
+    )
+
+
+def _metric(values: dict, name: str) -> float:
+    value = values.get(name)
+    return float(value) if value is not None else float("nan")
+
+
+@dg.asset(
+    key=CHAMPION_KEY,
+    group_name=GROUP,
+    deps=[fraud_catboost],
+    kinds={"bentoml"},
+    check_specs=[
+        dg.AssetCheckSpec(
+            GATE_CHECK,
+            asset=CHAMPION_KEY,
+            description=(
+                "Champion vs challenger on the same recent test period: the challenger is "
+                "promoted only if its metric beats the champion's by the configured margin. "
+                "A refused promotion is a WARN, not an error: the champion stays in service."
+            ),
+        )
+    ],
+)
+def fraud_catboost_champion(
+    context: dg.AssetExecutionContext,
+    config: PromotionConfig,
+    delta: DeltaResource,
+    model_store: ModelStoreResource,
+) -> dg.MaterializeResult:
+    """The champion pointer the scoring service loads (it hot-reloads it, no restart).
+
+    Runs only after the candidate passed the blocking minimum-quality check on
+    ``models/fraud_catboost``; then the ``challenger_beats_champion`` gate decides whether the
+    candidate replaces the champion. Every decision is logged in the model store
+    (``promotion_log.json``)."""
+    challenger = _latest_candidate(context)
+    decision = decide_promotion(challenger, config, delta, model_store)
     previous = model_store.champion(MODEL_NAME)
-    model_store.promote(tag)
-    info = model_store.get(tag).info
-    metrics = info.metadata.get("metrics", {})
-    context.log.info(f"champion {previous} -> {tag}")
+    if decision.promote:
+        model_store.promote(decision.challenger_tag or challenger)
+    champion = model_store.champion(MODEL_NAME) or ""
+    record = {
+        **decision.to_dict(),
+        "decided_at": datetime.now(UTC).isoformat(),
+        "run_id": context.run.run_id,
+        "champion_after": champion,
+    }
+    model_store.record_decision(MODEL_NAME, record)
+    context.log.info(
+        f"promotion gate: {decision.decision} ({decision.reason}); champion {previous} -> {champion}"
+    )
+    gate_metadata = {
+        "decision": decision.decision,
+        "reason": decision.reason,
+        "challenger_tag": decision.challenger_tag or "",
+        "champion_tag": decision.champion_tag or "",
+        "metric": decision.metric,
+        "margin": decision.margin,
+        f"challenger_{decision.metric}": _metric(decision.challenger, decision.metric),
+        f"champion_{decision.metric}": _metric(decision.champion, decision.metric),
+        "period_start": decision.period_start or "",
+        "period_end": decision.period_end or "",
+        "rows": decision.rows,
+        "positives": decision.positives,
+        "challenger_metrics": dg.MetadataValue.json(decision.to_dict()["challenger"]),
+        "champion_metrics": dg.MetadataValue.json(decision.to_dict()["champion"]),
+    }
+    gate = dg.AssetCheckResult(
+        check_name=GATE_CHECK,
+        passed=decision.decision != promotion.KEPT,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata=gate_metadata,
+    )
+    info = model_store.get(champion).info if champion else None
+    metrics = info.metadata.get("metrics", {}) if info else {}
     return dg.MaterializeResult(
+        check_results=[gate],
         metadata={
-            "champion": tag,
+            "champion": champion,
             "previous_champion": previous or "",
+            "decision": decision.decision,
+            "reason": decision.reason,
+            "challenger": decision.challenger_tag or "",
             "test_auc_roc": metrics.get("auc_roc", 0.0),
             "test_average_precision": metrics.get("average_precision", 0.0),
             "model_store": model_store.home,
+        },
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# backtest / shadow scoring
+
+
+class BacktestConfig(dg.Config):
+    start: str = ""
+    """ISO date/time, inclusive. Default: ``days`` before the newest row of the source."""
+    end: str = ""
+    """ISO date/time, exclusive. Default: just after the newest row of the source."""
+    days: float = 7.0
+    models: list[str] = []
+    """Model tags. Default: the champion and the newest registered model."""
+    source: str = "training_set"
+    """``training_set`` (matured, labelled rows) or ``silver`` (every transaction in silver,
+    joined point-in-time to the feature tables; labels where known)."""
+    review_budget_per_day: int = 50
+
+
+def backtest_rows(
+    source: str,
+    start: datetime | None,
+    end: datetime | None,
+    days: float,
+    delta: DeltaResource,
+    warehouse: WarehouseResource | None,
+) -> tuple[pl.DataFrame, datetime, datetime]:
+    """(point-in-time rows, start, end) of the source for the range (defaults filled in)."""
+    if source == "training_set":
+        frame = delta.read(TRAINING_SET_TABLE)
+    elif source == "silver":
+        if warehouse is None:
+            raise ValueError("source 'silver' needs the warehouse")
+        frame = warehouse.table("fct_transactions")
+    else:
+        raise ValueError(f"source must be 'training_set' or 'silver', got {source!r}")
+    newest = backtesting.as_utc(frame["event_time"].max())
+    end = end or newest + timedelta(microseconds=1)
+    start = start or end - timedelta(days=days)
+    if source == "silver":
+        group_rows = {g.versioned_name: delta.read(feature_table(g)) for g in SERVICE.groups}
+        frame = backtesting.pit_rows(
+            frame, group_rows, SERVICE, start, end, labels=warehouse.table("fct_labels")
+        )
+    return frame, start, end
+
+
+def store_scores(
+    delta: DeltaResource, scores: pl.DataFrame, tags: list[str], start: datetime, end: datetime
+) -> int:
+    """Replace the rows of these models in [start, end) in ``serving/backtest_scores`` (so a
+    re-run does not duplicate them); returns the table version."""
+    quoted = ", ".join("'" + t.replace("'", "''") + "'" for t in tags)
+    predicate = (
+        f"model_tag IN ({quoted}) AND event_time >= '{start.isoformat()}'"
+        f" AND event_time < '{end.isoformat()}'"
+    )
+    data = scores.with_columns(pl.col("event_time").dt.convert_time_zone("UTC")).to_arrow()
+    uri = delta.uri(BACKTEST_SCORES_TABLE)
+    options = delta.storage_options or None
+    if delta.exists(BACKTEST_SCORES_TABLE):
+        write_deltalake(uri, data, mode="overwrite", predicate=predicate, storage_options=options)
+    else:
+        write_deltalake(uri, data, mode="overwrite", storage_options=options)
+    return delta.version(BACKTEST_SCORES_TABLE) or 0
+
+
+@dg.asset(
+    key=["serving", "fraud_backtest"],
+    group_name=GROUP,
+    deps=[fraud_training_set, fraud_catboost_champion],
+    kinds={"catboost", "delta"},
+)
+def fraud_backtest(
+    context: dg.AssetExecutionContext,
+    config: BacktestConfig,
+    delta: DeltaResource,
+    model_store: ModelStoreResource,
+    warehouse: WarehouseResource,
+) -> dg.MaterializeResult:
+    """Shadow scoring: champion and challenger (or any registered models) batch-score the same
+    point-in-time rows of a time range; per-model and per-day metrics, scored rows in the Delta
+    table ``serving/backtest_scores`` (model_tag, transaction_id, event_time, score, is_fraud)."""
+    tags = list(config.models) or backtesting.default_tags(model_store, MODEL_NAME)
+    if not tags:
+        return dg.MaterializeResult(metadata={"note": "no registered model to backtest"})
+    start = backtesting.as_utc(config.start) if config.start else None
+    end = backtesting.as_utc(config.end) if config.end else None
+    frame, start, end = backtest_rows(config.source, start, end, config.days, delta, warehouse)
+    models, thresholds = backtesting.load_models(model_store, tags)
+    skipped = {
+        tag: missing
+        for tag, model in models.items()
+        if (missing := [f for f in promotion.model_features(model) if f not in frame.columns])
+    }
+    models = {tag: model for tag, model in models.items() if tag not in skipped}
+    if skipped:
+        context.log.warning(f"models without all their features in the rows, skipped: {skipped}")
+    if not models:
+        return dg.MaterializeResult(
+            metadata={
+                "note": "no model can score these rows",
+                "skipped": dg.MetadataValue.json(skipped),
+            }
+        )
+    result = backtesting.backtest(
+        models,
+        frame,
+        start,
+        end,
+        review_budget_per_day=config.review_budget_per_day,
+        thresholds=thresholds,
+    )
+    version = store_scores(delta, result.scores, list(models), start, end) if result.rows else None
+    context.log.info(f"backtest {start} .. {end}:\n{result.markdown()}")
+    summary = result.to_dict()
+    return dg.MaterializeResult(
+        metadata={
+            "start": start.isoformat(),
+            "end": end.isoformat(),
+            "source": config.source,
+            "models": dg.MetadataValue.json(list(models)),
+            "dagster/row_count": result.rows,
+            "table": dg.MetadataValue.md(result.markdown()),
+            "metrics": dg.MetadataValue.json(
+                {
+                    name: {k: v for k, v in m.items() if k != "per_day"}
+                    for name, m in summary["models"].items()
+                }
+            ),
+            "per_day": dg.MetadataValue.json(
+                {name: m["per_day"] for name, m in summary["models"].items()}
+            ),
+            "skipped_models": dg.MetadataValue.json(skipped),
+            "scores_table": BACKTEST_SCORES_TABLE,
+            "scores_delta_version": version if version is not None else -1,
         }
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# retraining
 
 
 retrain_job = dg.define_asset_job(
     "retrain_job",
     selection=dg.AssetSelection.groups("training", "serving", "monitoring"),
-    description="Rebuild the training set, train and gate a candidate, promote it if it passes.",
+    description=(
+        "Rebuild the training set, train a candidate, gate it (minimum quality, then champion "
+        "vs challenger) and promote it only if it wins. On a schedule, on demand (launch it), "
+        "and from retrain_on_drift_sensor."
+    ),
 )
 
 retrain_schedule = dg.ScheduleDefinition(
