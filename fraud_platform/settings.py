@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+DEFAULT_PROFILES_PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
 
 def _env(environ: Mapping[str, str], name: str) -> str | None:
     value = environ.get(name, "").strip()
@@ -23,6 +25,10 @@ class Settings:
 
     ``kafka_bootstrap_servers`` / ``redis_url`` left unset mean "embedded": the platform starts a
     local Kafka-protocol broker and uses (or starts) a local Redis.
+
+    ``profiles_pg_url`` (FRAUD_PLATFORM_PROFILES_PG_URL, default
+    ``postgresql://postgres@127.0.0.1:5432/test``) is the libpq URL of the PostgreSQL database
+    holding the ``account_profiles`` table read into ``bronze/account_profiles``.
     """
 
     data_dir: Path = Path(".fraud_platform")
@@ -38,6 +44,7 @@ class Settings:
     ui_port: int = 3000
     delta_storage_options: dict[str, str] = field(default_factory=dict)
     alert_webhook: bool = False  # the URL itself stays a secret, read by Dagster's EnvVar
+    profiles_pg_url: str | None = DEFAULT_PROFILES_PG_URL
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -63,6 +70,7 @@ class Settings:
             ui_port=int(_env(env, "FRAUD_PLATFORM_UI_PORT") or 3000),
             delta_storage_options=storage_options,
             alert_webhook=_env(env, "FRAUD_PLATFORM_ALERT_WEBHOOK") is not None,
+            profiles_pg_url=_env(env, "FRAUD_PLATFORM_PROFILES_PG_URL") or DEFAULT_PROFILES_PG_URL,
         )
 
     @property

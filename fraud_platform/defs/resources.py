@@ -3,6 +3,7 @@
 import dagster as dg
 from dagster_dbt import DbtCliResource
 
+from fraud_platform.defs.ingestion.profiles import ProfilesSourceResource
 from fraud_platform.defs.transform.project import dbt_executable, dbt_project
 from fraud_platform.resources import (
     AlertResource,
@@ -35,6 +36,7 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             if settings.alert_webhook
             else None,
         ),
+        "profiles_pg": ProfilesSourceResource(url=settings.profiles_pg_url),
         "dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=dbt_executable()),
     }
 
