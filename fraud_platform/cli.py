@@ -65,8 +65,9 @@ def simulate(
         int | None, typer.Option(help="Day from which fraud mix and behaviour change.")
     ] = None,
 ) -> None:
-    """Simulate traffic and publish it to the transactions, account_events and labels topics."""
-    from fraud_platform.demo import recent_start
+    """Simulate traffic and publish it to the transactions, account_events and labels topics;
+    upsert the users' account profiles into PostgreSQL (skipped if it is not reachable)."""
+    from fraud_platform.demo import recent_start, seed_simulated_profiles
     from fraud_platform.lib import brokers
     from fraud_platform.lib.contracts import TOPICS
     from fraud_platform.lib.simulator import SimulationConfig, publish
@@ -93,6 +94,7 @@ def simulate(
         ),
     )
     typer.echo(f"\npublished {json.dumps(counts)} to {settings.kafka_bootstrap}")
+    seed_simulated_profiles(settings, seed, users, start, typer.echo)
 
 
 @app.command()
@@ -254,6 +256,74 @@ def models_rollback(
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from exc
     typer.echo(f"champion of {name}: {previous}")
+
+
+@models_app.command("backtest")
+def models_backtest(
+    start: Annotated[
+        str | None, typer.Option(help="ISO date/time, inclusive (default: end - days).")
+    ] = None,
+    end: Annotated[
+        str | None, typer.Option(help="ISO date/time, exclusive (default: after the newest row).")
+    ] = None,
+    days: Annotated[float, typer.Option(help="Range length when --start is not given.")] = 7.0,
+    model: Annotated[
+        list[str] | None,
+        typer.Option(help="Model tag (repeatable); default the champion and the newest model."),
+    ] = None,
+    source: Annotated[
+        str,
+        typer.Option(help="training_set (matured, labelled) or silver (any ingested events)."),
+    ] = "training_set",
+    budget: Annotated[int, typer.Option(help="Review budget per day.")] = 50,
+    per_day: Annotated[bool, typer.Option(help="Also print the per-day metrics.")] = False,
+    store_scores: Annotated[
+        bool, typer.Option(help="Write the scores to the Delta table serving/backtest_scores.")
+    ] = True,
+) -> None:
+    """Batch-score a time range of history with registered models (same point-in-time features
+    and model-input conversion as online) and print their metrics side by side."""
+    from fraud_platform.defs.serving import assets as serving
+    from fraud_platform.lib import backtest as backtesting
+    from fraud_platform.resources import DeltaResource, WarehouseResource
+
+    settings = _settings()
+    store = _store()
+    delta = DeltaResource(root=settings.delta_uri, storage_options=settings.delta_storage_options)
+    warehouse = WarehouseResource(path=str(settings.warehouse_path))
+    tags = list(model or []) or backtesting.default_tags(store, "fraud_catboost")
+    if not tags:
+        typer.echo("no registered model", err=True)
+        raise typer.Exit(1)
+    frame, range_start, range_end = serving.backtest_rows(
+        source,
+        backtesting.as_utc(start) if start else None,
+        backtesting.as_utc(end) if end else None,
+        days,
+        delta,
+        warehouse,
+    )
+    models, thresholds = backtesting.load_models(store, tags)
+    result = backtesting.backtest(
+        models, frame, range_start, range_end, review_budget_per_day=budget, thresholds=thresholds
+    )
+    typer.echo(
+        f"backtest {range_start.isoformat()} .. {range_end.isoformat()} (end exclusive), "
+        f"source {source}, {result.rows:,} rows, review budget {budget}/day"
+    )
+    typer.echo(result.markdown())
+    if per_day:
+        for name, outcome in result.models.items():
+            typer.echo(f"\n{name} per day:")
+            for day in outcome.per_day:
+                typer.echo(
+                    f"  {day['day']}  rows {day['rows']:>6,}  positives {day['positives']:>4}  "
+                    f"AP {backtesting.fmt(day['average_precision'])}  "
+                    f"recall@budget {backtesting.fmt(day['recall_at_budget'])}"
+                )
+    if store_scores and result.rows:
+        version = serving.store_scores(delta, result.scores, list(models), range_start, range_end)
+        typer.echo(f"scores written to {serving.BACKTEST_SCORES_TABLE} (Delta version {version})")
 
 
 if __name__ == "__main__":

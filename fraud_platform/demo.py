@@ -11,6 +11,7 @@ import hashlib
 import json
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -148,6 +149,36 @@ def _rows_per_asset(layer_results) -> dict[str, int]:
     return rows
 
 
+def seed_simulated_profiles(
+    settings: Settings, seed: int, users: int, start: datetime, say: Callable[[str], None] = print
+) -> bool:
+    """Upsert the simulated users' account profiles into PostgreSQL (the profiles source).
+
+    False, after one line saying so, when PostgreSQL is not reachable: the pipeline then goes
+    on without ``bronze/account_profiles`` (its asset is told to skip instead of failing).
+    """
+    from fraud_platform.lib.profiles import (
+        PostgresUnreachable,
+        connection,
+        ensure_schema,
+        seed_profiles,
+    )
+    from fraud_platform.lib.simulation.profiles import simulated_profiles
+
+    if not settings.profiles_pg_url:
+        say("account profiles skipped: no PostgreSQL URL configured")
+        return False
+    try:
+        with connection(settings.profiles_pg_url, timeout_s=3) as conn:
+            ensure_schema(conn)
+            changed = seed_profiles(conn, simulated_profiles(seed, users, start))
+    except PostgresUnreachable as exc:
+        say(f"account profiles skipped: {exc}")
+        return False
+    say(f"  account profiles in PostgreSQL: {changed:,} inserted or changed")
+    return True
+
+
 def run_demo(settings: Settings, config: DemoConfig) -> dict[str, Any]:
     from fraud_platform.instance import prepare_dagster_home
     from fraud_platform.lib.simulator import SimulationConfig, simulate
@@ -173,6 +204,7 @@ def run_demo(settings: Settings, config: DemoConfig) -> dict[str, Any]:
         f"events, {len(simulation.labels):,} labels; held out from {format_timestamp(cutoff)}"
     )
     published = _publish_once(settings, config, simulation, start, cutoff)
+    profiles = seed_simulated_profiles(settings, config.seed, config.users, start, _say)
 
     from dagster import DagsterInstance
 
@@ -187,6 +219,9 @@ def run_demo(settings: Settings, config: DemoConfig) -> dict[str, Any]:
         defs=defs,
         on_progress=_say,
         log_dir=log_dir,
+        asset_config=None
+        if profiles
+        else {"bronze/account_profiles": {"when_unreachable": "skip"}},
     )
 
     _say("starting the scoring service ...")
@@ -211,6 +246,14 @@ def run_demo(settings: Settings, config: DemoConfig) -> dict[str, Any]:
         ),
         {},
     )
+    gate_meta = next(
+        (
+            layer.metadata.get("serving/fraud_catboost_champion", {})
+            for layer in layers
+            if layer.layer == "training"
+        ),
+        {},
+    )
     ingested = sum(
         int(meta.get("rows_added", 0))
         for layer in layers
@@ -224,6 +267,8 @@ def run_demo(settings: Settings, config: DemoConfig) -> dict[str, Any]:
         "model_tag": model_meta.get("model_tag"),
         "test_auc": model_meta.get("test_auc_roc"),
         "test_average_precision": model_meta.get("test_average_precision"),
+        "champion": gate_meta.get("champion"),
+        "promotion": {k: gate_meta.get(k) for k in ("decision", "reason")},
         "checks": {name: ok for layer in layers for name, ok in layer.checks.items()},
         **replay,
         "layer_seconds": {layer.layer: round(layer.seconds, 1) for layer in layers},
@@ -248,6 +293,10 @@ def _print_summary(summary: dict[str, Any], path: Path) -> None:
         _say(f"  {asset:45s} {rows:>10,}")
     _say(
         f"model {summary['model_tag']}: test AUC {summary['test_auc']:.4f}, AP {summary['test_average_precision']:.4f}"
+    )
+    _say(
+        f"promotion gate: {summary['promotion']['decision']} ({summary['promotion']['reason']}); "
+        f"champion {summary['champion']}"
     )
     _say(
         f"held-out replay: {summary['scored']:,} scored, decisions {summary['decisions']}, degraded {summary['degraded']}"

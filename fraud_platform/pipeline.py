@@ -140,6 +140,23 @@ def _captured_stdout(log_dir: Path | None, layer: str) -> Iterator[None]:
         yield
 
 
+def _whole_history_tags(layer: str, on_progress: Callable[[str], None]) -> dict[str, str]:
+    """Run tags for one single-run backfill over every date partition the data covers."""
+    from fraud_platform.defs.features.assets import history_partition_range
+    from fraud_platform.resources import WarehouseResource
+    from fraud_platform.settings import Settings
+
+    warehouse = WarehouseResource(path=str(Settings.from_env().warehouse_path))
+    bounds = history_partition_range(warehouse)
+    if bounds is None:
+        raise LayerFailed(f"layer {layer}: the silver tables hold no events to compute from")
+    on_progress(f"  partitions {bounds[0]} .. {bounds[1]}")
+    return {
+        "dagster/asset_partition_range_start": bounds[0],
+        "dagster/asset_partition_range_end": bounds[1],
+    }
+
+
 def run_layers(
     instance: dg.DagsterInstance,
     layers: Sequence[str] = tuple(LAYERS),
@@ -172,6 +189,9 @@ def run_layers(
             if graph.get(key).group_name in LAYERS[layer] and graph.get(key).is_materializable
         ]
         keys = selected
+        tags = {"fraud_platform/layer": layer}
+        if any(graph.get(key).is_partitioned for key in keys):
+            tags.update(_whole_history_tags(layer, on_progress))
         on_progress(f"[{index}/{len(layers)}] {layer}: materializing {len(keys)} assets ...")
         started = time.perf_counter()
         with _captured_stdout(log_dir, layer):
@@ -180,7 +200,7 @@ def run_layers(
                 asset_selection=keys,
                 run_config=_config_for(run_config, keys),
                 raise_on_error=False,
-                tags={"fraud_platform/layer": layer},
+                tags=tags,
             )
         seconds = time.perf_counter() - started
         _raise_unless_only_gated(result, layer)

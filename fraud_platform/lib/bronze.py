@@ -54,10 +54,11 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
@@ -66,6 +67,8 @@ from fraud_platform.lib.batch_validation import validate_batch
 from fraud_platform.lib.brokers import admin_config
 from fraud_platform.lib.contracts import (
     DEAD_LETTER_SCHEMA,
+    EVENT_DATE_COLUMN,
+    EVENT_TIME_FIELD,
     bronze_schema,
 )
 
@@ -117,6 +120,8 @@ class IngestResult:
     lag: dict[int, int]
     elapsed_s: float
     skipped: dict[int, tuple[int, int]] = field(default_factory=dict)
+    event_dates: tuple[date, date] | None = None
+    """First and last event date (bronze partition) among the accepted rows."""
 
     @property
     def read(self) -> int:
@@ -144,13 +149,22 @@ def dead_letter_app_id(topic: str, partition: int) -> str:
 
 
 def _open_or_create(
-    path: str, schema: pa.Schema, name: str, storage_options: dict[str, str] | None
+    path: str,
+    schema: pa.Schema,
+    name: str,
+    storage_options: dict[str, str] | None,
+    partition_by: list[str] | None = None,
 ) -> DeltaTable:
     if DeltaTable.is_deltatable(path, storage_options=storage_options):
         return DeltaTable(path, storage_options=storage_options)
     try:
         return DeltaTable.create(
-            path, schema, mode="ignore", name=name, storage_options=storage_options
+            path,
+            schema,
+            mode="ignore",
+            name=name,
+            partition_by=partition_by,
+            storage_options=storage_options,
         )
     except Exception:  # created concurrently by another process
         if DeltaTable.is_deltatable(path, storage_options=storage_options):
@@ -170,6 +184,7 @@ def ensure_bronze_tables(
         bronze_schema(contract or topic),
         f"bronze_{topic}",
         storage_options,
+        partition_by=[EVENT_DATE_COLUMN],
     )
     dead = _open_or_create(
         dead_letter_path(delta_root), DEAD_LETTER_SCHEMA, "bronze_dead_letter", storage_options
@@ -278,6 +293,7 @@ class _Batch:
         self.chunks: list[pa.RecordBatch] = []
         self.rejects: list[tuple[int, int, bytes | None, str]] = []
         self.accepted = 0
+        self.event_dates: tuple[date, date] | None = None
 
     def add(self, partition: int, offset: int, payload: bytes | None) -> None:
         self.payloads.append(payload)
@@ -308,10 +324,16 @@ class _Batch:
             pa.array(partitions, type=pa.int32()).take(take),
             pa.array(offsets, type=pa.int64()).take(take),
             pa.repeat(pa.scalar(self.now, self.schema.field("_ingested_at").type), n),
+            pc.cast(records.column(EVENT_TIME_FIELD[self.contract]), pa.date32()),
         ]
         table = pa.Table.from_arrays(columns, schema=self.schema)
         self.chunks.extend(table.to_batches())
         self.accepted += n
+        low, high = pc.min_max(table.column(EVENT_DATE_COLUMN)).values()
+        first, last = low.as_py(), high.as_py()
+        if self.event_dates is not None:
+            first, last = min(first, self.event_dates[0]), max(last, self.event_dates[1])
+        self.event_dates = (first, last)
 
     def bronze_table(self) -> pa.Table:
         self.finish()
@@ -640,6 +662,7 @@ def ingest_topic(
         lag={p: max((part.bound or 0) - part.position, 0) for p, part in parts.items()},
         elapsed_s=time.monotonic() - started,
         skipped=skipped,
+        event_dates=batch.event_dates,
     )
 
 

@@ -47,6 +47,9 @@ KAFKA_COLUMNS: dict[str, pa.DataType] = {
 }
 
 TS = pa.timestamp("us", tz="UTC")
+# Bronze tables are partitioned by the UTC date of the event's own time (``EVENT_TIME_FIELD``),
+# not of its arrival: a late event lands in its own date's partition.
+EVENT_DATE_COLUMN = "_event_date"
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,7 @@ def bronze_schema(topic: str) -> pa.Schema:
     fields = [pa.field("schema_version", pa.int32(), nullable=False)]
     fields += [pa.field(f.name, f.arrow_type, nullable=not f.required) for f in EVENT_FIELDS[topic]]
     fields += [pa.field(name, dtype, nullable=False) for name, dtype in KAFKA_COLUMNS.items()]
+    fields.append(pa.field(EVENT_DATE_COLUMN, pa.date32(), nullable=False))
     return pa.schema(fields)
 
 

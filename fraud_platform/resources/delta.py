@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 import dagster as dg
@@ -60,4 +61,49 @@ class DeltaResource(dg.ConfigurableResource):
                 custom_metadata={k: str(v) for k, v in (metadata or {}).items()}
             ),
         )
+        return self.table(table).version()
+
+    def replace_range(
+        self,
+        table: str,
+        frame: pl.DataFrame,
+        *,
+        partition_column: str,
+        first: date,
+        last: date,
+        metadata: dict[str, Any] | None = None,
+    ) -> int:
+        """Replace the date partitions ``first..last`` (inclusive) of a table partitioned by
+        ``partition_column`` with ``frame``, in one commit; other partitions are untouched.
+        Creates the table on first use; new columns are merged into the schema."""
+        bad = frame.filter(
+            (pl.col(partition_column) < first) | (pl.col(partition_column) > last)
+        ).height
+        if bad:
+            raise ValueError(
+                f"{table}: {bad} rows fall outside the partitions {first}..{last} being replaced"
+            )
+        commit = CommitProperties(custom_metadata={k: str(v) for k, v in (metadata or {}).items()})
+        if not self.exists(table):
+            write_deltalake(
+                self.uri(table),
+                frame.to_arrow(),
+                mode="overwrite",
+                partition_by=[partition_column],
+                storage_options=self._options(),
+                commit_properties=commit,
+            )
+        else:
+            write_deltalake(
+                self.uri(table),
+                frame.to_arrow(),
+                mode="overwrite",
+                predicate=(
+                    f"{partition_column} >= '{first.isoformat()}' "
+                    f"AND {partition_column} <= '{last.isoformat()}'"
+                ),
+                schema_mode="merge",
+                storage_options=self._options(),
+                commit_properties=commit,
+            )
         return self.table(table).version()

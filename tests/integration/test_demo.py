@@ -67,6 +67,9 @@ def test_demo_runs_end_to_end_and_a_second_run_adds_nothing(tmp_path: Path) -> N
         assert first["events_ingested"] == first["events_published"] > 10_000
         assert first["scored"] == sum(first["decisions"].values()) > 100
         assert 0.5 < first["test_auc"] <= 1.0
+        assert all(first["checks"].values()), [k for k, ok in first["checks"].items() if not ok]
+        assert first["promotion"]["decision"] == "promoted"
+        assert first["champion"] == first["model_tag"]
         assert (
             first["rows_per_asset"]["silver/fct_transactions"]
             == first["rows_per_asset"]["bronze/transactions"]
@@ -82,6 +85,10 @@ def test_demo_runs_end_to_end_and_a_second_run_adds_nothing(tmp_path: Path) -> N
         ):
             assert second["rows_per_asset"][table] == first["rows_per_asset"][table], table
         assert second["test_auc"] == first["test_auc"]  # same data, same seed: same model
+        # an identical challenger is not better by the margin: the gate keeps the champion
+        assert second["promotion"]["decision"] == "kept champion", second["promotion"]
+        assert second["champion"] == first["model_tag"]
+        assert not second["checks"]["serving/fraud_catboost_champion:challenger_beats_champion"]
         assert second["checks"]["monitoring/served_traffic_profile:served_features_match_offline"]
         _skew_check_catches_a_tampered_value(Path(env["FRAUD_PLATFORM_DATA_DIR"]))
     finally:

@@ -281,3 +281,90 @@ def test_pipeline_replay_online_equals_point_in_time_at_many_instants(platform: 
     finally:
         client.flushdb()
     assert compared == REPLAY_INSTANTS * REPLAY_TXNS_PER_INSTANT
+
+
+def _partition_files(settings: Settings, table: str) -> dict[str, set[str]]:
+    from deltalake import DeltaTable
+
+    actions = pl.DataFrame(
+        DeltaTable(f"{settings.delta_uri}/{table}").get_add_actions(flatten=True)
+    )
+    files: dict[str, set[str]] = {}
+    for path, day in zip(actions["path"], actions["partition.feature_date"], strict=True):
+        files.setdefault(str(day), set()).add(path)
+    return files
+
+
+def test_pipeline_late_event_recomputes_exactly_the_stale_partitions(platform: dict) -> None:
+    """A transaction arriving 5 days late lands in its own bronze date partition; after the
+    ingestion run the sensor asks for feature partitions from its date to today, and the
+    recomputed table equals a full recomputation while older partitions keep their files."""
+    from confluent_kafka import Producer
+
+    from fraud_platform.defs.features.assets import feature_table
+    from fraud_platform.lib.contracts import SCHEMA_VERSION, encode_event
+    from fraud_platform.lib.features.catalog import FEATURE_GROUPS
+    from fraud_platform.lib.features.compute import compute_feature_group
+    from fraud_platform.resources import WarehouseResource
+
+    settings, instance, defs = platform["settings"], platform["instance"], platform["defs"]
+    warehouse = WarehouseResource(path=str(settings.warehouse_path))
+    latest = warehouse.query(
+        "select * from silver.fct_transactions order by event_time desc limit 1"
+    ).row(0, named=True)
+    late_time = latest["event_time"].replace(hour=12, minute=0, second=0) - timedelta(days=5)
+    late = {
+        **{k: latest[k] for k in ("user_id", "card_id", "merchant_id", "merchant_category")},
+        **{k: latest[k] for k in ("currency", "device_id", "ip", "country", "amount")},
+        "schema_version": SCHEMA_VERSION,
+        "transaction_id": "late-0001",
+        "event_time": late_time,
+        "channel": "ecommerce",
+        "counterparty_id": None,
+    }
+    late_day = late_time.date().isoformat()
+    table = feature_table(USER_TXN_VELOCITY)
+    before = _partition_files(settings, table)
+
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
+    producer.produce("transactions", encode_event(late), key=late["user_id"].encode())
+    assert producer.flush(10) == 0
+    ingest = defs.resolve_job_def("ingest_job").execute_in_process(instance=instance)
+    assert ingest.success
+    bronze = pl.read_delta(f"{settings.delta_uri}/bronze/transactions")
+    assert bronze.filter(pl.col("transaction_id") == "late-0001")["_event_date"].to_list() == [
+        late_time.date()
+    ]
+
+    sensor = defs.get_sensor_def("stale_feature_partitions_sensor")
+    success = instance.get_records_for_run(
+        ingest.run_id, of_type=dg.DagsterEventType.RUN_SUCCESS
+    ).records[0]
+    context = dg.build_run_status_sensor_context(
+        sensor_name=sensor.name,
+        dagster_instance=instance,
+        dagster_run=ingest.dagster_run,
+        dagster_event=success.event_log_entry.dagster_event,
+    )
+    request = sensor(context)
+    assert isinstance(request, dg.RunRequest)
+    start = request.tags["dagster/asset_partition_range_start"]
+    end = request.tags["dagster/asset_partition_range_end"]
+    assert start == late_day
+    refresh = defs.resolve_job_def("feature_refresh_job").execute_in_process(
+        instance=instance, tags=request.tags
+    )
+    assert refresh.success
+
+    after = _partition_files(settings, table)
+    for day, files in before.items():
+        if day < late_day:
+            assert after[day] == files, f"partition {day} was rewritten"
+        elif day <= end:
+            assert not (after.get(day, set()) & files), f"partition {day} was not recomputed"
+    silver = {name: warehouse.table(name) for name in {g.source for g in FEATURE_GROUPS}}
+    for group in FEATURE_GROUPS:
+        stored = _delta(settings, feature_table(group)).drop("feature_date")
+        expected = compute_feature_group(group, silver[group.source])
+        order = ["feature_time", "entity_key"]
+        assert stored.sort(order).equals(expected.sort(order)), group.versioned_name

@@ -28,13 +28,22 @@ def test_definitions_load_with_every_layer_sensor_schedule_and_job() -> None:
         if graph.get(key).is_materializable
     }
     assert groups == {g for layer in LAYERS.values() for g in layer}
-    assert {s.name for s in defs.sensors} == {"kafka_arrivals_sensor", "run_failure_alert_sensor"}
+    assert {s.name for s in defs.sensors} == {
+        "kafka_arrivals_sensor",
+        "stale_feature_partitions_sensor",
+        "run_failure_alert_sensor",
+        "retrain_on_drift_sensor",
+    }
     assert {s.name for s in defs.schedules} == {
         "feature_refresh_schedule",
         "retrain_schedule",
         "delta_maintenance_schedule",
     }
-    defs.resolve_job_def("ingest_and_refresh_job")
+    defs.resolve_job_def("ingest_job")
+    refresh = defs.resolve_job_def("feature_refresh_job")
+    assert refresh.partitions_def is not None
+    for group in ("user_txn_velocity_v1", "merchant_fraud_v1"):
+        assert graph.get(dg.AssetKey(["features", group])).is_partitioned
 
 
 def test_definitions_every_own_asset_has_a_description() -> None:

@@ -1,6 +1,8 @@
 """Monitoring: whylogs profiles of the training set and of served traffic, drift checks,
 and failure alerts."""
 
+from datetime import timedelta
+
 import dagster as dg
 import polars as pl
 
@@ -26,15 +28,33 @@ def served_features(log: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+REFERENCE_DAYS = 7.0
+
+
+def recent_training_rows(frame: pl.DataFrame, days: float) -> pl.DataFrame:
+    """The training set's last ``days``: the drift reference. The early days carry the warm-up
+    of history features (30-day counts, lifetime counts grow from zero when the history
+    starts), which live traffic never shows."""
+    last = frame["event_time"].max()
+    return frame.filter(pl.col("event_time") > last - timedelta(days=days))
+
+
+class ReferenceConfig(dg.Config):
+    reference_days: float = REFERENCE_DAYS
+    """Profile the training set's most recent days only (see ``recent_training_rows``)."""
+
+
 @dg.asset(
     key=["monitoring", "training_profile"],
     group_name=GROUP,
     deps=[fraud_training_set],
     kinds={"whylogs"},
 )
-def training_profile(delta: DeltaResource, files: FilesResource) -> dg.MaterializeResult:
-    """whylogs profile of the training set's features: the reference for drift."""
-    frame = delta.read(TRAINING_SET_TABLE)
+def training_profile(
+    config: ReferenceConfig, delta: DeltaResource, files: FilesResource
+) -> dg.MaterializeResult:
+    """whylogs profile of the training set's recent features: the reference for drift."""
+    frame = recent_training_rows(delta.read(TRAINING_SET_TABLE), config.reference_days)
     summary = monitoring.profile_frame(frame, FEATURES)
     path = files.path("profiles", "training_profile.bin")
     monitoring.write_profile(summary, path)
@@ -43,6 +63,7 @@ def training_profile(delta: DeltaResource, files: FilesResource) -> dg.Materiali
             "dagster/row_count": frame.height,
             "profile_path": str(path),
             "columns": len(FEATURES),
+            "reference_days": config.reference_days,
         }
     )
 
@@ -71,6 +92,8 @@ class DriftConfig(dg.Config):
     min_psi: float = 0.1
     """Ignore shifts below this population stability index: with thousands of rows the KS and
     null-rate tests flag even negligible shifts (0.1 is the usual "moderate shift" line)."""
+    reference_days: float = REFERENCE_DAYS
+    """Compare with the training set's most recent days (see ``recent_training_rows``)."""
 
 
 @dg.asset_check(
@@ -91,7 +114,8 @@ def served_features_have_not_drifted(
                 "note": "too little served traffic to judge drift",
             },
         )
-    reference = delta.read(TRAINING_SET_TABLE).select(served.columns)
+    reference = recent_training_rows(delta.read(TRAINING_SET_TABLE), config.reference_days)
+    reference = reference.select(served.columns)
     report = monitoring.drift_report(reference, served, served.columns, min_psi=config.min_psi)
     return dg.AssetCheckResult(
         passed=report.share_drifted <= config.max_share_drifted,
@@ -114,14 +138,17 @@ class SkewConfig(dg.Config):
     """Compare the most recent scored requests only."""
 
 
-ENTITY_COLUMNS = ("transaction_id", "event_time", "user_id", "card_id", "device_id", "country")
+JOIN_KEYS = tuple(sorted({k for g in FRAUD_SCORING_V1.groups for k in g.entity.join_keys}))
+ENTITY_COLUMNS = ("transaction_id", "event_time", *JOIN_KEYS)
 REQUEST_COLUMNS = ("amount", "channel", "merchant_category")
 
 
 def offline_features_for(log: pl.DataFrame, delta: DeltaResource) -> pl.DataFrame:
     """What the offline path gives for each scored request: the point-in-time join at the
     request's event_time plus the same request-time feature code."""
-    rows = log.select("request_id", *ENTITY_COLUMNS, *REQUEST_COLUMNS)
+    rows = log.select("request_id", *ENTITY_COLUMNS, *REQUEST_COLUMNS).with_columns(
+        pl.col(JOIN_KEYS).cast(pl.String)  # a key never seen in the log reads back as Null
+    )
     group_rows = {g.versioned_name: delta.read(feature_table(g)) for g in FRAUD_SCORING_V1.groups}
     joined = point_in_time_join(rows, FRAUD_SCORING_V1.groups, group_rows)
     return pl.concat(

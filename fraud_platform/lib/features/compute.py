@@ -5,7 +5,7 @@ One row per (entity, source event time); see ``registry`` for the semantics.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import polars as pl
 
@@ -136,6 +136,24 @@ def compute_feature_group(group: FeatureGroup, source: pl.DataFrame | pl.LazyFra
         .sort(FEATURE_TIME, ENTITY_KEY)
         .collect()
     )
+
+
+def compute_feature_group_between(
+    group: FeatureGroup,
+    source: pl.DataFrame | pl.LazyFrame,
+    start: datetime,
+    end: datetime,
+) -> pl.DataFrame:
+    """The rows of ``group`` with ``start <= feature_time < end``: exactly (bit for bit) those
+    rows of ``compute_feature_group(group, source)``.
+
+    It reads every source event before ``end``, not only the longest window before ``start``:
+    polars' sliding-window kernels add and subtract floating-point values incrementally from an
+    entity's first event, so a history cut at ``start - window`` changes the last bits of sums.
+    """
+    events = source.lazy().filter(pl.col(group.event_time_column) < end)
+    rows = compute_feature_group(group, events)
+    return rows.filter(pl.col(FEATURE_TIME) >= start)
 
 
 def latest_per_entity(rows: pl.DataFrame) -> pl.DataFrame:
