@@ -24,6 +24,8 @@ from deltalake import write_deltalake
 
 from fraud_platform.lib.contracts import (
     ACCOUNT_EVENTS,
+    EVENT_DATE_COLUMN,
+    EVENT_TIME_FIELD,
     LABELS,
     SCHEMA_VERSION,
     TOPICS,
@@ -55,6 +57,7 @@ def bronze_row(
         "_partition": partition,
         "_offset": offset,
         "_ingested_at": ingested_at,
+        EVENT_DATE_COLUMN: fields[EVENT_TIME_FIELD[topic]].astimezone(UTC).date(),
     }
 
 
@@ -185,7 +188,9 @@ def write_bronze(delta_root: Path, rows_by_topic: dict[str, list[dict[str, Any]]
     for topic in TOPICS:
         schema = bronze_schema(topic)
         table = pa.Table.from_pylist(rows_by_topic.get(topic, []), schema=schema)
-        write_deltalake(str(delta_root / "bronze" / topic), table)
+        write_deltalake(
+            str(delta_root / "bronze" / topic), table, partition_by=[EVENT_DATE_COLUMN]
+        )
 
 
 def dbt_build(workdir: Path, rows_by_topic: dict[str, list[dict[str, Any]]]) -> DbtRun:

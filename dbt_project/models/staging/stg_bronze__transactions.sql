@@ -3,6 +3,8 @@ with
 source as (
 
     select * from {{ source('bronze', 'transactions') }}
+    -- replay: rebuild from bronze as it stood up to a date (`--vars '{replay_to: 2026-11-01}'`)
+    where _event_date <= cast('{{ var("replay_to", "9999-12-31") }}' as date)
 
 ),
 

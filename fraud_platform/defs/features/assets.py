@@ -76,7 +76,9 @@ def history_partition_range(warehouse: WarehouseResource) -> tuple[str, str] | N
     return first_key, max(first_key, last_key)
 
 
-def _feature_group_asset(group: FeatureGroup) -> dg.Definitions:
+def feature_group_definitions(group: FeatureGroup) -> dg.Definitions:
+    """The offline-store asset of one group (daily partitions) and its key check."""
+
     @dg.asset(
         name=group.versioned_name,
         key_prefix=["features"],
@@ -197,6 +199,6 @@ def feature_snapshot_is_fresh(
 
 # A module holding a Definitions object contributes only that object: put everything in it.
 defs = dg.Definitions.merge(
-    *[_feature_group_asset(g) for g in FEATURE_GROUPS],
+    *[feature_group_definitions(g) for g in FEATURE_GROUPS],
     dg.Definitions(assets=[feature_snapshot], asset_checks=[feature_snapshot_is_fresh]),
 )

@@ -18,7 +18,8 @@ final as (
         transactions.merchant_id,
         transactions.event_date,
         count(*) as txn_count,
-        sum(transactions.amount) as amount_sum,
+        -- exact decimal sum: a float sum depends on row order, a replay must not
+        cast(sum(cast(transactions.amount as decimal(38, 6))) as double) as amount_sum,
         count(distinct transactions.card_id) as distinct_cards,
         count(labels.transaction_id) as labelled_count,
         count(*) filter (where labels.is_fraud) as labelled_fraud_count,

@@ -18,7 +18,8 @@ final as (
         transactions.user_id,
         transactions.event_date,
         count(*) as txn_count,
-        sum(transactions.amount) as amount_sum,
+        -- exact decimal sum: a float sum depends on row order, a replay must not
+        cast(sum(cast(transactions.amount as decimal(38, 6))) as double) as amount_sum,
         max(transactions.amount) as amount_max,
         count(distinct transactions.merchant_id) as distinct_merchants,
         count(distinct transactions.country) as distinct_countries,
