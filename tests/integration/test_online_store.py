@@ -1,16 +1,32 @@
 """The online store on a real Redis serves exactly what the offline point-in-time join gives."""
 
+import json
+import math
 import random
+import struct
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import polars as pl
 import pytest
 import redis
 
 from fraud_platform.lib.features.compute import compute_feature_group, latest_per_entity
-from fraud_platform.lib.features.online import OnlineFeatureReader, online_key, write_snapshot
+from fraud_platform.lib.features.online import (
+    EXPIRY_MARGIN_MS,
+    ONLINE_LAYOUT_VERSION,
+    OnlineFeatureReader,
+    _plain_tcp,
+    _write_pipeline,
+    encode_rows,
+    online_key,
+    to_micros,
+    write_snapshot,
+)
 from fraud_platform.lib.features.pit import point_in_time_join
+from fraud_platform.lib.features.registry import Entity, Feature, FeatureGroup, FeatureService
 from fraud_platform.lib.features.request import FRAUD_SCORING_V1
 
 pytestmark = pytest.mark.integration
@@ -31,6 +47,7 @@ def _random_transactions(seed: int, users: list[str], n: int) -> pl.DataFrame:
     rows = []
     for i in range(n):
         user = rng.choice(users)
+        channel = rng.choice(["ecommerce", "p2p", "card_present"])
         rows.append(
             {
                 "transaction_id": f"t{i}",
@@ -38,16 +55,19 @@ def _random_transactions(seed: int, users: list[str], n: int) -> pl.DataFrame:
                 "card_id": f"{user}-c{rng.randint(0, 1)}",
                 "device_id": f"{user}-d{rng.randint(0, 2)}",
                 "country": rng.choice(["DE", "DE", "FR"]),
-                "merchant_id": f"m{rng.randint(0, 9)}",
+                "merchant_id": f"{users[0]}-m{rng.randint(0, 9)}",  # found by the cleanup
                 "merchant_category": "grocery",
-                "channel": rng.choice(["ecommerce", "p2p", "card_present"]),
+                "channel": channel,
+                # a p2p transfer's receiver; named after the user so the cleanup finds its keys
+                "counterparty_id": f"{user}-p{rng.randint(0, 1)}" if channel == "p2p" else None,
                 "amount": round(rng.uniform(1, 300), 2),
                 "event_time": T0 + timedelta(minutes=rng.randint(0, 3 * 24 * 60)),
             }
         )
-    return pl.DataFrame(rows, schema_overrides={"event_time": pl.Datetime("us", "UTC")}).sort(
-        "event_time"
-    )
+    return pl.DataFrame(
+        rows,
+        schema_overrides={"event_time": pl.Datetime("us", "UTC"), "counterparty_id": pl.String},
+    ).sort("event_time")
 
 
 def _cleanup(client: redis.Redis, users: list[str]) -> None:
@@ -72,6 +92,8 @@ def test_online_value_equals_latest_offline_value(client: redis.Redis) -> None:
                 "card_id": latest["card_id"],
                 "device_id": latest["device_id"],
                 "country": latest["country"],
+                "merchant_id": latest["merchant_id"],
+                "counterparty_id": latest["counterparty_id"],
             }
             online = reader.get_online_features(entities, now=now)
             expected = point_in_time_join(
@@ -111,6 +133,8 @@ def test_replay_online_matches_point_in_time_at_random_instants(client: redis.Re
                     "card_id": f"{user}-c0",
                     "device_id": f"{user}-d0",
                     "country": "DE",
+                    "merchant_id": f"{users[0]}-m0",
+                    "counterparty_id": f"{user}-p0",
                 }
                 online = reader.get_online_features(entities, now=t)
                 offline = point_in_time_join(
@@ -123,7 +147,11 @@ def test_replay_online_matches_point_in_time_at_random_instants(client: redis.Re
                 ).row(0, named=True)
                 for group in TXN_GROUPS:
                     for name in group.feature_names:
-                        assert online.values[name] == offline[name], (t, user, name)
+                        assert online.values[name] == offline[name], (
+                            t,
+                            user,
+                            name,
+                        )
     finally:
         _cleanup(client, users)
 
@@ -145,3 +173,209 @@ def test_expired_rows_are_not_served(client: redis.Redis) -> None:
         assert online.values["card_txn_count_24h"] is None
     finally:
         _cleanup(client, users)
+
+
+# --- layout 2: one JSON string per key, written with one SET ... PXAT per row ----------------
+
+THING = Entity("thing", ("thing_id",), "A test entity.")
+ROUND_TRIP = FeatureGroup(
+    name="online_round_trip_test",
+    version=1,
+    entity=THING,
+    source="none",
+    event_time_column="event_time",
+    features=(
+        Feature("rt_float", "last", "a"),
+        Feature("rt_int", "count", dtype="int"),
+        Feature("rt_ts", "last", "b", dtype="ts"),
+        Feature("rt_str", "last", "c", dtype="str"),
+    ),
+    ttl=timedelta(days=30),
+    owner="tests",
+    description="Every dtype, for the online store's round trip.",
+)
+ROUND_TRIP_SERVICE = FeatureService("online_round_trip_test", (ROUND_TRIP,), (), ())
+OWN_DB = "redis://127.0.0.1:6379/12"  # this module's tests below flush it
+
+
+@pytest.fixture
+def own_db() -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(OWN_DB, socket_timeout=5)
+    client.flushdb()
+    yield client
+    client.flushdb()
+    client.close()
+
+
+def _adversarial_doubles(n: int, seed: int) -> list[float]:
+    rng = random.Random(seed)
+    special = [1e-300, 1e300, 0.1 + 0.2, -0.0, 0.0, 5e-324, -5e-324, 2.2250738585072014e-308]
+    special += [1.7976931348623157e308, -1.7976931348623157e308, 1e16, 1e15, 1e23, 2.0**53 + 2]
+    special += [float("inf"), float("-inf"), 1 / 3, -123.456, 40.0]
+    randoms = []
+    while len(randoms) < n:  # uniformly random bit patterns: every exponent, subnormals too
+        value = struct.unpack("<d", rng.getrandbits(64).to_bytes(8, "little"))[0]
+        if math.isfinite(value):
+            randoms.append(value)
+    return special + randoms
+
+
+def _frame(ids: list[str], times: list[datetime], **features: list[Any]) -> pl.DataFrame:
+    ts = pl.Datetime("us", "UTC")
+    columns = {
+        "entity_key": pl.Series(ids, dtype=pl.String),
+        "thing_id": pl.Series(ids, dtype=pl.String),
+        "feature_time": pl.Series(times, dtype=ts),
+        "rt_float": pl.Series([None] * len(ids), dtype=pl.Float64),
+        "rt_int": pl.Series([None] * len(ids), dtype=pl.Int64),
+        "rt_ts": pl.Series([None] * len(ids), dtype=ts),
+        "rt_str": pl.Series([None] * len(ids), dtype=pl.String),
+    }
+    for name, values in features.items():
+        columns[name] = pl.Series(values, dtype=columns[name].dtype)
+    return pl.DataFrame(columns)
+
+
+def test_floats_round_trip_bit_exact(own_db: redis.Redis) -> None:
+    floats = _adversarial_doubles(3_000, seed=7)
+    n = len(floats)
+    ids = [f"thing-{i}-ü" for i in range(n)]  # a non-ASCII key: RESP lengths are in bytes
+    ft = datetime.now(UTC).replace(microsecond=123_456) - timedelta(hours=1)
+    rng = random.Random(8)
+    ints = [rng.randint(-(2**63), 2**63 - 1) for _ in range(n)]
+    stamps = [ft - timedelta(microseconds=rng.randint(0, 10**13)) for _ in range(n)]
+    texts = [f'q"uote\\ {i}\n\t,é€😀]' for i in range(n)]
+    frame = _frame(ids, [ft] * n, rt_float=floats, rt_int=ints, rt_ts=stamps, rt_str=texts)
+    assert write_snapshot(own_db, ROUND_TRIP, frame, batch_size=1_000) == n
+    assert own_db.dbsize() == n
+    reader = OnlineFeatureReader(own_db, ROUND_TRIP_SERVICE)
+    got = reader.get_online_features_many([{"thing_id": i} for i in ids], now=ft + timedelta(1))
+    for i, features in enumerate(got):
+        value = features.values["rt_float"]
+        assert type(value) is float
+        assert struct.pack("<d", value) == struct.pack("<d", floats[i]), (i, floats[i], value)
+        assert features.values["rt_int"] == ints[i] and type(features.values["rt_int"]) is int
+        assert features.values["rt_ts"] == stamps[i] and features.values["rt_ts"].tzinfo == UTC
+        assert features.values["rt_str"] == texts[i]
+        assert features.feature_times[ROUND_TRIP.versioned_name] == ft
+    nan = _frame(["nan"], [ft], rt_float=[float("nan")])
+    write_snapshot(own_db, ROUND_TRIP, nan)
+    assert math.isnan(
+        reader.get_online_features({"thing_id": "nan"}, now=ft + timedelta(1)).values["rt_float"]
+    )
+
+
+def test_null_features_and_a_feature_turned_null_leaves_no_stale_value(
+    own_db: redis.Redis,
+) -> None:
+    ft = datetime.now(UTC) - timedelta(hours=2)
+    reader = OnlineFeatureReader(own_db, ROUND_TRIP_SERVICE)
+    write_snapshot(own_db, ROUND_TRIP, _frame(["a", "b"], [ft, ft]))  # every feature null
+    for thing in ("a", "b"):
+        online = reader.get_online_features({"thing_id": thing}, now=ft + timedelta(hours=1))
+        assert online.feature_times[ROUND_TRIP.versioned_name] == ft
+        assert online.missing_groups == []
+        assert online.values == dict.fromkeys(ROUND_TRIP.feature_names)
+
+    full = _frame(["a"], [ft], rt_float=[1.5], rt_int=[3], rt_ts=[ft], rt_str=["x"])
+    write_snapshot(own_db, ROUND_TRIP, full)
+    now = ft + timedelta(hours=1)
+    assert reader.get_online_features({"thing_id": "a"}, now=now).values == {
+        "rt_float": 1.5,
+        "rt_int": 3,
+        "rt_ts": ft,
+        "rt_str": "x",
+    }
+    later = ft + timedelta(minutes=5)
+    write_snapshot(own_db, ROUND_TRIP, _frame(["a"], [later], rt_int=[4]))  # the rest is null now
+    online = reader.get_online_features({"thing_id": "a"}, now=now)
+    assert online.values == {"rt_float": None, "rt_int": 4, "rt_ts": None, "rt_str": None}
+    assert online.feature_times[ROUND_TRIP.versioned_name] == later
+    assert own_db.dbsize() == 2
+
+
+def test_keys_expire_at_feature_time_plus_ttl(own_db: redis.Redis) -> None:
+    grace = timedelta(milliseconds=EXPIRY_MARGIN_MS)
+    ft = datetime.now(UTC) - ROUND_TRIP.ttl - grace + timedelta(hours=1)  # ~1 h left
+    write_snapshot(own_db, ROUND_TRIP, _frame(["a"], [ft], rt_int=[1]))
+    key = online_key(ROUND_TRIP, "a")
+    assert key.startswith(f"fp:{ONLINE_LAYOUT_VERSION}:online_round_trip_test:v1:")
+    expected_ms = (ft + ROUND_TRIP.ttl + grace - datetime.now(UTC)).total_seconds() * 1000
+    pttl = own_db.pttl(key)
+    assert 0 < pttl <= expected_ms + 50
+    assert pttl == pytest.approx(expected_ms, abs=5_000)
+    assert json.loads(own_db.get(key)) == [to_micros(ft), None, 1, None, None]
+
+    # already past its TTL: Redis drops it at once (SET with a PXAT in the past)
+    write_snapshot(own_db, ROUND_TRIP, _frame(["old"], [ft - timedelta(hours=2)], rt_int=[1]))
+    assert not own_db.exists(online_key(ROUND_TRIP, "old"))
+
+
+def test_raw_socket_writer_raises_redis_errors(own_db: redis.Redis) -> None:
+    ft = datetime.now(UTC) - timedelta(hours=1)
+    # feature_time in 1900: PXAT would be negative, which Redis refuses
+    bad = _frame(
+        ["ok1", "bad", "ok2"], [ft, datetime(1900, 1, 1, tzinfo=UTC), ft], rt_int=[1, 2, 3]
+    )
+    with pytest.raises(redis.ResponseError, match=r"1 of 3 SET commands failed.*expire"):
+        write_snapshot(own_db, ROUND_TRIP, bad)
+    assert own_db.exists(online_key(ROUND_TRIP, "ok1"), online_key(ROUND_TRIP, "ok2")) == 2
+
+    wrong_password = redis.Redis(host="127.0.0.1", port=6379, db=12, password="not-the-password")
+    with pytest.raises(redis.ResponseError, match="AUTH/SELECT commands failed"):
+        write_snapshot(wrong_password, ROUND_TRIP, _frame(["a"], [ft], rt_int=[1]))
+
+    with pytest.raises(ValueError, match="without entity_key"):
+        write_snapshot(own_db, ROUND_TRIP, _frame([None], [ft]))  # type: ignore[list-item]
+
+
+def test_pipeline_fallback_stores_what_the_socket_writer_stores(own_db: redis.Redis) -> None:
+    assert _plain_tcp(redis.Redis(unix_socket_path="/nonexistent/redis.sock")) is None
+    assert _plain_tcp(redis.Redis(host="127.0.0.1", ssl=True)) is None
+    assert _plain_tcp(own_db) is not None
+
+    n = 500
+    rng = random.Random(5)
+    ft = datetime.now(UTC) - timedelta(hours=3)
+    times = [ft + timedelta(microseconds=rng.randint(0, 10**9)) for _ in range(n)]
+    frame = _frame(
+        [f"t{i}" for i in range(n)],
+        times,
+        rt_float=[rng.choice([None, rng.random() * 10 ** rng.randint(-20, 20)]) for _ in range(n)],
+        rt_int=[rng.choice([None, rng.randint(0, 10**6)]) for _ in range(n)],
+        rt_ts=[rng.choice([None, t]) for t in times],
+        rt_str=[rng.choice([None, f's{i}"é']) for i in range(n)],
+    )
+    keys = [online_key(ROUND_TRIP, f"t{i}") for i in range(n)]
+    assert write_snapshot(own_db, ROUND_TRIP, frame, batch_size=64) == n
+    fast = own_db.mget(keys)
+    fast_pttl = [own_db.pttl(k) for k in keys]
+    own_db.flushdb()
+    assert _write_pipeline(own_db, encode_rows(ROUND_TRIP, frame).iter_slices(64)) == n
+    assert own_db.mget(keys) == fast
+    for key, before in zip(keys, fast_pttl, strict=True):
+        assert own_db.pttl(key) == pytest.approx(before, abs=5_000)
+
+    # a client that decodes responses reads the same values
+    text_client = redis.Redis.from_url(OWN_DB, decode_responses=True)
+    now = ft + timedelta(hours=1)
+    ents = [{"thing_id": f"t{i}"} for i in range(n)]
+    assert [
+        f.values
+        for f in OnlineFeatureReader(text_client, ROUND_TRIP_SERVICE).get_online_features_many(
+            ents, now
+        )
+    ] == [
+        f.values
+        for f in OnlineFeatureReader(own_db, ROUND_TRIP_SERVICE).get_online_features_many(ents, now)
+    ]
+    text_client.close()
+
+
+def test_a_value_that_is_not_a_layout_2_row_is_an_error(own_db: redis.Redis) -> None:
+    reader = OnlineFeatureReader(own_db, ROUND_TRIP_SERVICE)
+    now = datetime.now(UTC)
+    for junk in (b"[1,", b"x", b"5", b'{"a": 1}', b"[1, 2]", b"[1.5, 1, 2, 3, 4]", b"[1] [2]"):
+        own_db.set(online_key(ROUND_TRIP, "junk"), junk)
+        with pytest.raises(ValueError, match="not"):
+            reader.get_online_features({"thing_id": "junk"}, now=now)

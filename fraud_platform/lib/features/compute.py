@@ -17,6 +17,7 @@ from fraud_platform.lib.features.registry import (
 )
 
 KEY_SEPARATOR = "|"
+_TIEBREAK = "__tiebreak"
 
 
 def entity_key_expr(join_keys: tuple[str, ...]) -> pl.Expr:
@@ -93,14 +94,19 @@ def _cast(feature: Feature) -> pl.Expr:
 def compute_feature_group(group: FeatureGroup, source: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
     """All rows of ``group`` from its source events: entity key columns, feature_time, features."""
     keys = list(group.entity.join_keys)
+    source = source.lazy()
+    columns = source.collect_schema().names()
     events = (
-        source.lazy()
-        .filter(pl.all_horizontal([pl.col(k).is_not_null() for k in keys]))
+        source.filter(pl.all_horizontal([pl.col(k).is_not_null() for k in keys]))
         .with_columns(
             entity_key_expr(group.entity.join_keys),
             pl.col(group.event_time_column).alias(FEATURE_TIME),
+            # Events of one entity at the same instant are ordered by their content, never by
+            # arrival: window kernels add floats incrementally, so a different order of equal
+            # timestamps would change the last bits of sums and deviations between runs.
+            pl.struct(columns).hash(seed=0).alias(_TIEBREAK),
         )
-        .sort(ENTITY_KEY, FEATURE_TIME)
+        .sort(ENTITY_KEY, FEATURE_TIME, _TIEBREAK)
     )
     frames: list[pl.LazyFrame] = []
     windows: dict[timedelta, list[Feature]] = {}
