@@ -14,6 +14,8 @@ import polars as pl
 from fraud_platform.lib.features.compute import entity_key_expr
 from fraud_platform.lib.features.registry import ENTITY_KEY, FEATURE_TIME, FeatureGroup
 
+_ROW, _MATCH, _KEY, _TIME = "__row", "__match", "__key", "__feature_time"
+
 
 def point_in_time_join(
     entity_rows: pl.DataFrame,
@@ -27,46 +29,46 @@ def point_in_time_join(
 
     ``group_rows`` maps a group's versioned name to its offline rows (``compute_feature_group``
     output). ``features`` restricts the columns fetched. Row order of ``entity_rows`` is kept.
+
+    Only narrow frames are sorted and joined: per group, an as-of join of (entity key, time)
+    against (entity key, feature_time, row number) finds the matching feature row of each
+    entity row (the TTL is the join's tolerance); the feature columns are then gathered once,
+    directly in the entity rows' order.
     """
     wanted = set(features) if features is not None else None
-    order_col = "__row_nr"
-    result = entity_rows.lazy().with_row_index(order_col).sort(time_column)
+    keys = sorted({k for g in groups for k in g.entity.join_keys})
+    left = (
+        entity_rows.lazy()
+        .select(time_column, *keys)
+        .with_row_index(_ROW)
+        .sort(time_column)
+        .collect(engine="in-memory")
+    )
+    parts = [entity_rows]
     for group in groups:
         names = [n for n in group.feature_names if wanted is None or n in wanted]
         if not names:
             continue
-        key_col = f"__key_{group.versioned_name}"
-        time_col = f"__ft_{group.versioned_name}"
+        rows = group_rows[group.versioned_name].lazy().collect(engine="in-memory")
         right = (
-            group_rows[group.versioned_name]
-            .lazy()
-            .select(
-                pl.col(ENTITY_KEY).alias(key_col),
-                pl.col(FEATURE_TIME).alias(time_col),
-                *names,
-            )
-            .sort(time_col)
+            rows.select(pl.col(ENTITY_KEY).alias(_KEY), pl.col(FEATURE_TIME).alias(_TIME))
+            .with_row_index(_MATCH)
+            .sort(_TIME)
         )
-        result = (
-            result.with_columns(entity_key_expr(group.entity.join_keys).alias(key_col))
+        matched = (
+            left.select(_ROW, time_column, entity_key_expr(group.entity.join_keys).alias(_KEY))
             .join_asof(
                 right,
                 left_on=time_column,
-                right_on=time_col,
-                by=key_col,
+                right_on=_TIME,
+                by=_KEY,
                 strategy="backward",
-                allow_exact_matches=False,
+                allow_exact_matches=False,  # strictly before: an event never sees itself
                 check_sortedness=False,
+                tolerance=group.ttl,  # t - feature_time <= ttl, else no match (nulls)
             )
-            .with_columns(
-                [
-                    pl.when(pl.col(time_column) - pl.col(time_col) <= group.ttl)
-                    .then(pl.col(n))
-                    .otherwise(None)
-                    .alias(n)
-                    for n in names
-                ]
-            )
-            .drop(key_col, time_col)
+            .select(_ROW, _MATCH)
+            .sort(_ROW)
         )
-    return result.sort(order_col).drop(order_col).collect()
+        parts.append(rows.select(pl.col(names).gather(matched[_MATCH])))
+    return pl.concat(parts, how="horizontal")
