@@ -100,6 +100,13 @@ def simulate(
 @app.command()
 def materialize(
     layer: Annotated[list[str] | None, typer.Option(help="Layer(s) to run; default all.")] = None,
+    config: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="ASSET=JSON run config of one asset (repeatable), e.g. "
+            'models/fraud_catboost=\'{"search_trials": 10, "search_time_budget_s": 600}\''
+        ),
+    ] = None,
 ) -> None:
     """Materialize the asset graph in-process (same Definitions and instance as the UI)."""
     from dagster import DagsterInstance
@@ -107,10 +114,23 @@ def materialize(
     from fraud_platform.instance import prepare_dagster_home
     from fraud_platform.pipeline import LAYERS, prepare_dbt_manifest, run_layers
 
+    asset_config: dict[str, dict] = {}
+    for item in config or []:
+        asset, sep, text = item.partition("=")
+        try:
+            value = json.loads(text) if sep else None
+        except json.JSONDecodeError as exc:
+            raise typer.BadParameter(f"{item!r}: the config is not JSON ({exc})") from None
+        if not isinstance(value, dict):
+            raise typer.BadParameter(f"{item!r}: expected ASSET={{...JSON object...}}")
+        asset_config[asset] = value
+    unknown = [name for name in layer or [] if name not in LAYERS]
+    if unknown:
+        raise typer.BadParameter(f"unknown layer(s) {unknown}; known: {list(LAYERS)}")
     settings = _settings()
     prepare_dagster_home(settings)
     prepare_dbt_manifest()
-    run_layers(DagsterInstance.get(), layer or list(LAYERS))
+    run_layers(DagsterInstance.get(), layer or list(LAYERS), asset_config=asset_config)
 
 
 @app.command()

@@ -28,6 +28,7 @@ runner = CliRunner()
         ["models", "show"],
         ["models", "promote"],
         ["models", "rollback"],
+        ["models", "backtest"],
     ],
 )
 def test_cli_every_command_has_help(command: list[str]) -> None:
@@ -76,3 +77,17 @@ def test_cli_services_up_status_down_embedded_broker(tmp_path, monkeypatch) -> N
     after = runner.invoke(app, ["services", "status"])
     assert after.exit_code == 1
     assert "DOWN" in after.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--config", "models/fraud_catboost=not json"], "the config is not JSON"),
+        (["--config", "models/fraud_catboost=[1]"], "expected ASSET="),
+        (["--layer", "nonsense"], "unknown layer"),
+    ],
+)
+def test_cli_materialize_rejects_bad_options_before_running(args: list[str], message: str) -> None:
+    result = runner.invoke(app, ["materialize", *args])
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.output.split())
