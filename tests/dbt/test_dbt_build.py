@@ -188,9 +188,7 @@ def write_bronze(delta_root: Path, rows_by_topic: dict[str, list[dict[str, Any]]
     for topic in TOPICS:
         schema = bronze_schema(topic)
         table = pa.Table.from_pylist(rows_by_topic.get(topic, []), schema=schema)
-        write_deltalake(
-            str(delta_root / "bronze" / topic), table, partition_by=[EVENT_DATE_COLUMN]
-        )
+        write_deltalake(str(delta_root / "bronze" / topic), table, partition_by=[EVENT_DATE_COLUMN])
 
 
 def dbt_build(workdir: Path, rows_by_topic: dict[str, list[dict[str, Any]]]) -> DbtRun:
@@ -359,3 +357,43 @@ def test_dbt_build_fails_on_missing_transaction_id(tmp_path: Path) -> None:
     failed = sorted(uid for uid, s in run.statuses().items() if s == "fail")
     assert failed and all("transaction_id" in uid for uid in failed), failed
     assert any(uid.startswith("test.fraud_platform.not_null_") for uid in failed), failed
+
+
+def test_dbt_docs_generate_catalogs_every_model(built: DbtRun, tmp_path: Path) -> None:
+    target = tmp_path / "docs"
+    env = {
+        **os.environ,
+        "FRAUD_PLATFORM_WAREHOUSE": str(built.warehouse),
+        "FRAUD_PLATFORM_DELTA_ROOT_LOCAL": str(built.warehouse.parent / "delta"),
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+    }
+    done = subprocess.run(
+        [
+            str(DBT_EXECUTABLE),
+            "docs",
+            "generate",
+            "--project-dir",
+            str(DBT_PROJECT_DIR),
+            "--profiles-dir",
+            str(DBT_PROJECT_DIR),
+            "--target-path",
+            str(target),
+            "--log-path",
+            str(tmp_path / "logs"),
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=DBT_TIMEOUT_SECONDS,
+    )
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert (target / "index.html").exists()
+    catalog = json.loads((target / "catalog.json").read_text())
+    tables = {node["metadata"]["name"] for node in catalog["nodes"].values()}
+    assert {
+        "fct_transactions",
+        "fct_merchant_fraud_labels",
+        "agg_user_daily",
+        "dim_users",
+    } <= tables
