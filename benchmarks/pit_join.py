@@ -377,7 +377,9 @@ def write_inputs(
     tx.write_parquet(spec["entity_path"])
     for g in GROUPS:
         path = data / f"{g.name}.parquet"
-        groups[g.name].write_parquet(path)
+        # as the offline store keeps a feature table: rows in feature_time order (Feast reads
+        # the same files)
+        groups[g.name].sort(FEATURE_TIME, maintain_order=True).write_parquet(path)
         spec["groups"].append(
             {
                 "name": g.name,

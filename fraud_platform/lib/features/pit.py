@@ -44,20 +44,26 @@ def point_in_time_join(
         .sort(time_column)
         .collect(engine="in-memory")
     )
+    # where each entity row went in the time order: gathers the matches back in row order
+    back_to_row_order = left[_ROW].arg_sort()
     parts = [entity_rows]
     for group in groups:
         names = [n for n in group.feature_names if wanted is None or n in wanted]
         if not names:
             continue
-        rows = group_rows[group.versioned_name].lazy().collect(engine="in-memory")
-        right = (
-            rows.select(pl.col(ENTITY_KEY).alias(_KEY), pl.col(FEATURE_TIME).alias(_TIME))
-            .with_row_index(_MATCH)
-            .sort(_TIME)
+        rows = (
+            group_rows[group.versioned_name]
+            .lazy()
+            .select(ENTITY_KEY, FEATURE_TIME, *names)
+            .collect(engine="in-memory")
         )
+        right = rows.select(
+            pl.col(ENTITY_KEY).alias(_KEY), pl.col(FEATURE_TIME).alias(_TIME)
+        ).with_row_index(_MATCH)
+        if not right[_TIME].is_sorted():  # offline tables are written in feature_time order
+            right = right.sort(_TIME)
         matched = (
-            left.select(_ROW, time_column, entity_key_expr(group.entity.join_keys).alias(_KEY))
-            .join_asof(
+            left.select(time_column, entity_key_expr(group.entity.join_keys).alias(_KEY)).join_asof(
                 right,
                 left_on=time_column,
                 right_on=_TIME,
@@ -67,8 +73,6 @@ def point_in_time_join(
                 check_sortedness=False,
                 tolerance=group.ttl,  # t - feature_time <= ttl, else no match (nulls)
             )
-            .select(_ROW, _MATCH)
-            .sort(_ROW)
-        )
-        parts.append(rows.select(pl.col(names).gather(matched[_MATCH])))
+        )[_MATCH].gather(back_to_row_order)
+        parts.append(rows.select(pl.col(names).gather(matched)))
     return pl.concat(parts, how="horizontal")
