@@ -5,6 +5,7 @@ the same tables, so offline and online values come from one computation.
 """
 
 import time
+import warnings
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
@@ -15,6 +16,9 @@ from fraud_platform.lib.features.compute import compute_feature_group_between, l
 from fraud_platform.lib.features.online import write_snapshot
 from fraud_platform.lib.features.registry import ENTITY_KEY, FEATURE_TIME, FeatureGroup
 from fraud_platform.resources import DeltaResource, RedisResource, WarehouseResource
+
+# single-run backfills are a deliberate choice (a range of days is one polars computation)
+warnings.filterwarnings("ignore", message="Parameter `backfill_policy`", category=dg.BetaWarning)
 
 GROUP = "features"
 FEATURE_DATE = "feature_date"
