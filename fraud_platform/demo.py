@@ -270,6 +270,7 @@ def run_demo(settings: Settings, config: DemoConfig) -> dict[str, Any]:
         "champion": gate_meta.get("champion"),
         "promotion": {k: gate_meta.get(k) for k in ("decision", "reason")},
         "checks": {name: ok for layer in layers for name, ok in layer.checks.items()},
+        "check_warnings": [name for layer in layers for name in layer.warnings],
         **replay,
         "layer_seconds": {layer.layer: round(layer.seconds, 1) for layer in layers},
         "dagster_ui": f"run `fraud-platform ui`, then open http://127.0.0.1:{settings.ui_port}",
@@ -305,9 +306,12 @@ def _print_summary(summary: dict[str, Any], path: Path) -> None:
     _say(
         f"scoring latency (HTTP, client side): p50 {summary['score_p50_ms']} ms, p99 {summary['score_p99_ms']} ms"
     )
-    failed = [name for name, ok in summary["checks"].items() if not ok]
+    warned = summary["check_warnings"]
+    failed = [name for name, ok in summary["checks"].items() if not ok and name not in warned]
     _say(
-        f"asset checks: {len(summary['checks']) - len(failed)} passed, {len(failed)} failed {failed or ''}"
+        f"asset checks: {len(summary['checks']) - len(failed) - len(warned)} passed, "
+        f"{len(failed)} failed {failed or ''}"
+        + (f", {len(warned)} warning(s) {warned}" if warned else "")
     )
     _say(f"Dagster UI: {summary['dagster_ui']}")
     _say(f"scoring service: {summary['scoring_service']}")

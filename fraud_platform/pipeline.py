@@ -83,6 +83,8 @@ class LayerResult:
     assets: list[str]
     metadata: dict[str, dict] = field(default_factory=dict)
     checks: dict[str, bool] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    """Failed checks of WARN severity: reported outcomes (e.g. a refused promotion), not errors."""
 
 
 def _materializations(result: dg.ExecuteInProcessResult) -> dict[str, dict]:
@@ -95,13 +97,18 @@ def _materializations(result: dg.ExecuteInProcessResult) -> dict[str, dict]:
     return out
 
 
-def _check_results(result: dg.ExecuteInProcessResult) -> dict[str, bool]:
+def _check_results(result: dg.ExecuteInProcessResult) -> tuple[dict[str, bool], list[str]]:
+    """Every check's outcome, and the failed ones of WARN severity."""
     checks: dict[str, bool] = {}
+    warnings: list[str] = []
     for event in result.all_events:
         if event.event_type_value == "ASSET_CHECK_EVALUATION":
             data = event.event_specific_data
-            checks[f"{data.asset_key.to_user_string()}:{data.check_name}"] = data.passed
-    return checks
+            name = f"{data.asset_key.to_user_string()}:{data.check_name}"
+            checks[name] = data.passed
+            if not data.passed and data.severity == dg.AssetCheckSeverity.WARN:
+                warnings.append(name)
+    return checks, warnings
 
 
 def _config_for(run_config: dict, keys: Sequence[dg.AssetKey]) -> dict:
@@ -209,12 +216,17 @@ def run_layers(
             seconds=seconds,
             assets=sorted(k.to_user_string() for k in keys),
             metadata=_materializations(result),
-            checks=_check_results(result),
         )
-        failed = [name for name, ok in layer_result.checks.items() if not ok]
+        layer_result.checks, layer_result.warnings = _check_results(result)
+        failed = [
+            name
+            for name, ok in layer_result.checks.items()
+            if not ok and name not in layer_result.warnings
+        ]
         on_progress(
             f"[{index}/{len(layers)}] {layer}: done in {seconds:.1f}s"
             + (f" (failed checks: {', '.join(failed)})" if failed else "")
+            + (f" (warnings: {', '.join(layer_result.warnings)})" if layer_result.warnings else "")
         )
         results.append(layer_result)
     return results

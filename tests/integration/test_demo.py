@@ -88,7 +88,8 @@ def test_demo_runs_end_to_end_and_a_second_run_adds_nothing(tmp_path: Path) -> N
         # an identical challenger is not better by the margin: the gate keeps the champion
         assert second["promotion"]["decision"] == "kept champion", second["promotion"]
         assert second["champion"] == first["model_tag"]
-        assert not second["checks"]["serving/fraud_catboost_champion:challenger_beats_champion"]
+        gate = "serving/fraud_catboost_champion:challenger_beats_champion"
+        assert not second["checks"][gate] and second["check_warnings"] == [gate]
         assert second["checks"]["monitoring/served_traffic_profile:served_features_match_offline"]
         _skew_check_catches_a_tampered_value(Path(env["FRAUD_PLATFORM_DATA_DIR"]))
     finally:
