@@ -191,6 +191,22 @@ def write_bronze(delta_root: Path, rows_by_topic: dict[str, list[dict[str, Any]]
         write_deltalake(str(delta_root / "bronze" / topic), table, partition_by=[EVENT_DATE_COLUMN])
 
 
+def run_dbt(
+    command: str, env: dict[str, str], target_path: Path, log_path: Path
+) -> subprocess.CompletedProcess[str]:
+    """The dbt CLI on dbt_project/ (``command`` like "build" or "docs generate")."""
+    return subprocess.run(
+        [str(DBT_EXECUTABLE), *command.split()]
+        + ["--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR)]
+        + ["--target-path", str(target_path), "--log-path", str(log_path)],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=DBT_TIMEOUT_SECONDS,
+    )
+
+
 def dbt_build(workdir: Path, rows_by_topic: dict[str, list[dict[str, Any]]]) -> DbtRun:
     delta_root = workdir / "delta"
     warehouse = workdir / "warehouse.duckdb"
@@ -202,25 +218,7 @@ def dbt_build(workdir: Path, rows_by_topic: dict[str, list[dict[str, Any]]]) -> 
         "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
     }
     target_path = workdir / "target"
-    completed = subprocess.run(
-        [
-            str(DBT_EXECUTABLE),
-            "build",
-            "--project-dir",
-            str(DBT_PROJECT_DIR),
-            "--profiles-dir",
-            str(DBT_PROJECT_DIR),
-            "--target-path",
-            str(target_path),
-            "--log-path",
-            str(workdir / "logs"),
-        ],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=DBT_TIMEOUT_SECONDS,
-    )
+    completed = run_dbt("build", env, target_path, workdir / "logs")
     run_results_file = target_path / "run_results.json"
     run_results = json.loads(run_results_file.read_text()) if run_results_file.exists() else {}
     return DbtRun(completed.returncode, completed.stdout + completed.stderr, warehouse, run_results)
@@ -367,26 +365,7 @@ def test_dbt_docs_generate_catalogs_every_model(built: DbtRun, tmp_path: Path) -
         "FRAUD_PLATFORM_DELTA_ROOT_LOCAL": str(built.warehouse.parent / "delta"),
         "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
     }
-    done = subprocess.run(
-        [
-            str(DBT_EXECUTABLE),
-            "docs",
-            "generate",
-            "--project-dir",
-            str(DBT_PROJECT_DIR),
-            "--profiles-dir",
-            str(DBT_PROJECT_DIR),
-            "--target-path",
-            str(target),
-            "--log-path",
-            str(tmp_path / "logs"),
-        ],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=DBT_TIMEOUT_SECONDS,
-    )
+    done = run_dbt("docs generate", env, target, tmp_path / "logs")
     assert done.returncode == 0, done.stdout[-3000:]
     assert (target / "index.html").exists()
     catalog = json.loads((target / "catalog.json").read_text())
