@@ -315,18 +315,22 @@ def models_backtest(
     if not tags:
         typer.echo("no registered model", err=True)
         raise typer.Exit(1)
-    frame, range_start, range_end = serving.backtest_rows(
+    result, skipped = serving.run_backtest(
+        tags,
         source,
         backtesting.as_utc(start) if start else None,
         backtesting.as_utc(end) if end else None,
         days,
+        budget,
         delta,
         warehouse,
+        store,
     )
-    models, thresholds = backtesting.load_models(store, tags)
-    result = backtesting.backtest(
-        models, frame, range_start, range_end, review_budget_per_day=budget, thresholds=thresholds
-    )
+    for tag, missing in skipped.items():
+        typer.echo(f"skipped {tag}: the rows lack its features {missing}", err=True)
+    if result is None:
+        raise typer.Exit(1)
+    range_start, range_end = result.start, result.end
     typer.echo(
         f"backtest {range_start.isoformat()} .. {range_end.isoformat()} (end exclusive), "
         f"source {source}, {result.rows:,} rows, review budget {budget}/day"
@@ -342,7 +346,9 @@ def models_backtest(
                     f"recall@budget {backtesting.fmt(day['recall_at_budget'])}"
                 )
     if store_scores and result.rows:
-        version = serving.store_scores(delta, result.scores, list(models), range_start, range_end)
+        version = serving.store_scores(
+            delta, result.scores, list(result.models), range_start, range_end
+        )
         typer.echo(f"scores written to {serving.BACKTEST_SCORES_TABLE} (Delta version {version})")
 
 

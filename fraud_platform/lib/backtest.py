@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from typing import Any
 
 import numpy as np
@@ -94,25 +94,6 @@ def _nan_to_none(value: Any) -> Any:
     if isinstance(value, np.generic):
         value = value.item()
     return None if isinstance(value, float) and not math.isfinite(value) else value
-
-
-def _label_metrics(
-    y: np.ndarray, s: np.ndarray, days: np.ndarray, review_budget_per_day: int
-) -> dict[str, Any]:
-    """Metrics of the labelled rows (``y`` bool, no nulls)."""
-    positives = int(y.sum())
-    reviewed = evaluation._budget_mask(s, days, review_budget_per_day)
-    caught = int((reviewed & y).sum())
-    return {
-        "labelled": int(y.size),
-        "positives": positives,
-        "auc_roc": evaluation.roc_auc(y, s) if y.size else math.nan,
-        "average_precision": evaluation.average_precision(y, s) if y.size else math.nan,
-        "reviewed_at_budget": int(reviewed.sum()),
-        "frauds_caught_at_budget": caught,
-        "precision_at_budget": caught / int(reviewed.sum()) if reviewed.any() else math.nan,
-        "recall_at_budget": caught / positives if positives else math.nan,
-    }
 
 
 @dataclass(frozen=True)
@@ -298,17 +279,17 @@ def _model_backtest(
     review_budget_per_day: int,
     limits: dict[str, float] | None,
 ) -> ModelBacktest:
-    overall = _label_metrics(y[known], s[known], days[known], review_budget_per_day)
+    overall = evaluation.sample_metrics(y[known], s[known], days[known], review_budget_per_day)
     decisions, flagged, declined = _decisions(s, limits)
     per_day = []
     for day in np.unique(days):
         sel = days == day
         lab = sel & known
-        day_metrics = _label_metrics(y[lab], s[lab], days[lab], review_budget_per_day)
+        day_metrics = evaluation.sample_metrics(y[lab], s[lab], days[lab], review_budget_per_day)
         day_decisions, day_flagged, day_declined = _decisions(s[sel], limits)
         per_day.append(
             {
-                "day": (date(1970, 1, 1) + timedelta(days=int(day))).isoformat(),
+                "day": evaluation.day_iso(day),
                 "rows": int(sel.sum()),
                 **{k: _nan_to_none(v) for k, v in day_metrics.items()},
                 "flagged": day_flagged,

@@ -432,6 +432,29 @@ def evaluate(
     )
 
 
+def sample_metrics(
+    y: np.ndarray, s: np.ndarray, days: np.ndarray, review_budget_per_day: int
+) -> dict[str, Any]:
+    """Ranking and daily-review-budget metrics of one labelled sample (``nan`` where undefined).
+
+    ``y`` bool labels, ``s`` scores and ``days`` UTC day indexes (``_day_index``), aligned. The
+    one implementation behind ``metrics_by_day``, the promotion gate and backtests.
+    """
+    reviewed = _budget_mask(s, days, review_budget_per_day)
+    caught = int((reviewed & y).sum())
+    positives = int(y.sum())
+    return {
+        "labelled": int(y.size),
+        "positives": positives,
+        "auc_roc": roc_auc(y, s) if y.size else float("nan"),
+        "average_precision": average_precision(y, s) if y.size else float("nan"),
+        "reviewed_at_budget": int(reviewed.sum()),
+        "frauds_caught_at_budget": caught,
+        "precision_at_budget": _safe_div(caught, int(reviewed.sum())),
+        "recall_at_budget": _safe_div(caught, positives),
+    }
+
+
 def metrics_by_day(
     y_true: Any, scores: Any, event_time: Any, review_budget_per_day: int
 ) -> list[dict[str, Any]]:
@@ -443,23 +466,26 @@ def metrics_by_day(
     """
     y, s = _labels_scores(y_true, scores)
     days = _day_index(event_time, y.size)
-    reviewed = _budget_mask(s, days, review_budget_per_day)
     out = []
     for day in np.unique(days).tolist():
         sel = days == day
-        y_d, s_d = y[sel], s[sel]
-        positives = int(y_d.sum())
+        metrics = sample_metrics(y[sel], s[sel], days[sel], review_budget_per_day)
         out.append(
             {
-                "day": date.fromordinal(date(1970, 1, 1).toordinal() + int(day)).isoformat(),
-                "rows": int(sel.sum()),
-                "positives": positives,
-                "auc_roc": roc_auc(y_d, s_d),
-                "average_precision": average_precision(y_d, s_d),
-                "recall_at_budget": _safe_div(int((reviewed[sel] & y_d).sum()), positives),
+                "day": day_iso(day),
+                "rows": metrics["labelled"],
+                **{k: metrics[k] for k in _DAILY_KEYS},
             }
         )
     return _clean(out)
+
+
+_DAILY_KEYS = ("positives", "auc_roc", "average_precision", "recall_at_budget")
+
+
+def day_iso(day: int) -> str:
+    """The ISO date of a ``_day_index`` value (days since 1970-01-01, UTC)."""
+    return date.fromordinal(date(1970, 1, 1).toordinal() + int(day)).isoformat()
 
 
 __all__ = [
@@ -473,6 +499,7 @@ __all__ = [
     "precision_recall_curve",
     "recall_at_fpr",
     "review_budget_mask",
+    "sample_metrics",
     "roc_auc",
     "roc_curve",
 ]

@@ -62,15 +62,9 @@ def metrics(
     """Ranking and review-budget metrics of one model on one labelled sample."""
     y_arr = np.asarray(evaluation._as_numpy(y)).astype(bool)
     s = np.asarray(evaluation._as_numpy(scores), dtype=np.float64)
-    reviewed = evaluation.review_budget_mask(s, event_time, review_budget_per_day)
-    caught = int((reviewed & y_arr).sum())
-    positives = int(y_arr.sum())
-    return {
-        "auc_roc": evaluation.roc_auc(y_arr, s),
-        "average_precision": evaluation.average_precision(y_arr, s),
-        "precision_at_budget": caught / int(reviewed.sum()) if reviewed.any() else math.nan,
-        "recall_at_budget": caught / positives if positives else math.nan,
-    }
+    days = evaluation._day_index(event_time, s.size)
+    found = evaluation.sample_metrics(y_arr, s, days, review_budget_per_day)
+    return {name: found[name] for name in METRICS}
 
 
 def _iso(value: Any) -> str | None:

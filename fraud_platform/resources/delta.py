@@ -63,6 +63,32 @@ class DeltaResource(dg.ConfigurableResource):
         )
         return self.table(table).version()
 
+    def replace_where(
+        self,
+        table: str,
+        frame: pl.DataFrame,
+        predicate: str,
+        *,
+        partition_by: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> int:
+        """Replace the rows matching the SQL ``predicate`` with ``frame`` in one commit (the
+        other rows are untouched); creates the table (partitioned by ``partition_by``) on first
+        use; new columns are merged into the schema. Returns the new version."""
+        commit = CommitProperties(custom_metadata={k: str(v) for k, v in (metadata or {}).items()})
+        existing = self.exists(table)
+        write_deltalake(
+            self.uri(table),
+            frame.to_arrow(),
+            mode="overwrite",
+            predicate=predicate if existing else None,
+            partition_by=None if existing else partition_by,
+            schema_mode="merge" if existing else None,
+            storage_options=self._options(),
+            commit_properties=commit,
+        )
+        return self.table(table).version()
+
     def replace_range(
         self,
         table: str,
@@ -74,8 +100,7 @@ class DeltaResource(dg.ConfigurableResource):
         metadata: dict[str, Any] | None = None,
     ) -> int:
         """Replace the date partitions ``first..last`` (inclusive) of a table partitioned by
-        ``partition_column`` with ``frame``, in one commit; other partitions are untouched.
-        Creates the table on first use; new columns are merged into the schema."""
+        ``partition_column`` with ``frame``; other partitions are untouched."""
         bad = frame.filter(
             (pl.col(partition_column) < first) | (pl.col(partition_column) > last)
         ).height
@@ -83,27 +108,10 @@ class DeltaResource(dg.ConfigurableResource):
             raise ValueError(
                 f"{table}: {bad} rows fall outside the partitions {first}..{last} being replaced"
             )
-        commit = CommitProperties(custom_metadata={k: str(v) for k, v in (metadata or {}).items()})
-        if not self.exists(table):
-            write_deltalake(
-                self.uri(table),
-                frame.to_arrow(),
-                mode="overwrite",
-                partition_by=[partition_column],
-                storage_options=self._options(),
-                commit_properties=commit,
-            )
-        else:
-            write_deltalake(
-                self.uri(table),
-                frame.to_arrow(),
-                mode="overwrite",
-                predicate=(
-                    f"{partition_column} >= '{first.isoformat()}' "
-                    f"AND {partition_column} <= '{last.isoformat()}'"
-                ),
-                schema_mode="merge",
-                storage_options=self._options(),
-                commit_properties=commit,
-            )
-        return self.table(table).version()
+        predicate = (
+            f"{partition_column} >= '{first.isoformat()}' "
+            f"AND {partition_column} <= '{last.isoformat()}'"
+        )
+        return self.replace_where(
+            table, frame, predicate, partition_by=[partition_column], metadata=metadata
+        )

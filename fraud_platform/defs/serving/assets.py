@@ -4,7 +4,6 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import polars as pl
-from deltalake import write_deltalake
 
 from fraud_platform.defs.features.assets import feature_table
 from fraud_platform.defs.training.assets import (
@@ -209,6 +208,41 @@ def backtest_rows(
     return frame, start, end
 
 
+def run_backtest(
+    tags: list[str],
+    source: str,
+    start: datetime | None,
+    end: datetime | None,
+    days: float,
+    review_budget_per_day: int,
+    delta: DeltaResource,
+    warehouse: WarehouseResource,
+    model_store: ModelStoreResource,
+) -> tuple[backtesting.BacktestResult | None, dict[str, list[str]]]:
+    """Score the source's rows of the range with the models of ``tags`` (the asset and the CLI
+    both run this). Returns the result (None when no model can score these rows) and the
+    models skipped because the rows lack some of their features."""
+    frame, start, end = backtest_rows(source, start, end, days, delta, warehouse)
+    models, thresholds = backtesting.load_models(model_store, tags)
+    skipped = {
+        tag: missing
+        for tag, model in models.items()
+        if (missing := [f for f in promotion.model_features(model) if f not in frame.columns])
+    }
+    models = {tag: model for tag, model in models.items() if tag not in skipped}
+    if not models:
+        return None, skipped
+    result = backtesting.backtest(
+        models,
+        frame,
+        start,
+        end,
+        review_budget_per_day=review_budget_per_day,
+        thresholds=thresholds,
+    )
+    return result, skipped
+
+
 def store_scores(
     delta: DeltaResource, scores: pl.DataFrame, tags: list[str], start: datetime, end: datetime
 ) -> int:
@@ -219,14 +253,8 @@ def store_scores(
         f"model_tag IN ({quoted}) AND event_time >= '{start.isoformat()}'"
         f" AND event_time < '{end.isoformat()}'"
     )
-    data = scores.with_columns(pl.col("event_time").dt.convert_time_zone("UTC")).to_arrow()
-    uri = delta.uri(BACKTEST_SCORES_TABLE)
-    options = delta.storage_options or None
-    if delta.exists(BACKTEST_SCORES_TABLE):
-        write_deltalake(uri, data, mode="overwrite", predicate=predicate, storage_options=options)
-    else:
-        write_deltalake(uri, data, mode="overwrite", storage_options=options)
-    return delta.version(BACKTEST_SCORES_TABLE) or 0
+    data = scores.with_columns(pl.col("event_time").dt.convert_time_zone("UTC"))
+    return delta.replace_where(BACKTEST_SCORES_TABLE, data, predicate)
 
 
 @dg.asset(
@@ -248,34 +276,28 @@ def fraud_backtest(
     tags = list(config.models) or backtesting.default_tags(model_store, MODEL_NAME)
     if not tags:
         return dg.MaterializeResult(metadata={"note": "no registered model to backtest"})
-    start = backtesting.as_utc(config.start) if config.start else None
-    end = backtesting.as_utc(config.end) if config.end else None
-    frame, start, end = backtest_rows(config.source, start, end, config.days, delta, warehouse)
-    models, thresholds = backtesting.load_models(model_store, tags)
-    skipped = {
-        tag: missing
-        for tag, model in models.items()
-        if (missing := [f for f in promotion.model_features(model) if f not in frame.columns])
-    }
-    models = {tag: model for tag, model in models.items() if tag not in skipped}
+    result, skipped = run_backtest(
+        tags,
+        config.source,
+        backtesting.as_utc(config.start) if config.start else None,
+        backtesting.as_utc(config.end) if config.end else None,
+        config.days,
+        config.review_budget_per_day,
+        delta,
+        warehouse,
+        model_store,
+    )
     if skipped:
         context.log.warning(f"models without all their features in the rows, skipped: {skipped}")
-    if not models:
+    if result is None:
         return dg.MaterializeResult(
             metadata={
                 "note": "no model can score these rows",
                 "skipped": dg.MetadataValue.json(skipped),
             }
         )
-    result = backtesting.backtest(
-        models,
-        frame,
-        start,
-        end,
-        review_budget_per_day=config.review_budget_per_day,
-        thresholds=thresholds,
-    )
-    version = store_scores(delta, result.scores, list(models), start, end) if result.rows else None
+    start, end, models = result.start, result.end, list(result.models)
+    version = store_scores(delta, result.scores, models, start, end) if result.rows else None
     context.log.info(f"backtest {start} .. {end}:\n{result.markdown()}")
     summary = result.to_dict()
     return dg.MaterializeResult(
@@ -283,7 +305,7 @@ def fraud_backtest(
             "start": start.isoformat(),
             "end": end.isoformat(),
             "source": config.source,
-            "models": dg.MetadataValue.json(list(models)),
+            "models": dg.MetadataValue.json(models),
             "dagster/row_count": result.rows,
             "table": dg.MetadataValue.md(result.markdown()),
             "metrics": dg.MetadataValue.json(
