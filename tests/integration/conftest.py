@@ -11,6 +11,7 @@ import socket
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 
+import psycopg2
 import pytest
 from confluent_kafka import Producer
 
@@ -75,3 +76,25 @@ def produce(kafka_broker: BrokerSpec) -> Callable[..., None]:
         assert producer.flush(30) == 0, "messages left unsent"
 
     return send
+
+
+PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
+
+
+@pytest.fixture
+def pg_database() -> Iterator[str]:
+    """A fresh, uniquely named PostgreSQL database; dropped afterwards. Yields its libpq URL."""
+    try:
+        admin = psycopg2.connect(f"{PG_SERVER}/postgres", connect_timeout=5)
+    except psycopg2.OperationalError as exc:
+        pytest.fail(f"PostgreSQL on 127.0.0.1:5432 not reachable as role postgres: {exc}")
+    admin.autocommit = True  # CREATE/DROP DATABASE cannot run inside a transaction
+    name = f"fp_test_{uuid.uuid4().hex[:10]}"
+    try:
+        with admin.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{name}"')
+        yield f"{PG_SERVER}/{name}"
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()

@@ -7,8 +7,6 @@ database's ``runs`` table.
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -22,7 +20,6 @@ from fraud_platform.settings import Settings
 
 pytestmark = pytest.mark.integration
 
-PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
 # SQLAlchemy 2.1 maps a bare ``postgresql://`` URL to the psycopg (3) driver, which is not
 # installed (dagster-postgres depends on psycopg2): prepare_dagster_home names psycopg2, so
 # both spellings a user may set must work.
@@ -30,30 +27,6 @@ URL_SCHEMES = [
     pytest.param("postgresql+psycopg2", id="psycopg2"),
     pytest.param("postgresql", id="bare"),
 ]
-
-
-def _admin_connection() -> psycopg2.extensions.connection:
-    try:
-        conn = psycopg2.connect(f"{PG_SERVER}/postgres", connect_timeout=5)
-    except psycopg2.OperationalError as exc:
-        pytest.fail(f"PostgreSQL on 127.0.0.1:5432 not reachable as role postgres: {exc}")
-    conn.autocommit = True  # CREATE/DROP DATABASE cannot run inside a transaction
-    return conn
-
-
-@pytest.fixture
-def pg_database() -> Iterator[str]:
-    """A fresh, uniquely named database; dropped afterwards. Yields its libpq URL."""
-    name = f"fp_test_{uuid.uuid4().hex[:8]}"
-    conn = _admin_connection()
-    try:
-        with conn.cursor() as cur:
-            cur.execute(f'CREATE DATABASE "{name}"')
-        yield f"{PG_SERVER}/{name}"
-    finally:
-        with conn.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.close()
 
 
 @dg.asset

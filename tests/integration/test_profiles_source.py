@@ -1,11 +1,9 @@
 """The PostgreSQL account-profiles source against a real PostgreSQL (127.0.0.1:5432, trust auth)
-and real Delta tables. Every test gets a fresh database ``fraud_profiles_<uuid>``, dropped after.
+and real Delta tables. Every test gets a fresh database (the ``pg_database`` fixture), dropped after.
 """
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -46,22 +44,8 @@ T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A fresh, uniquely named database; dropped afterwards. Yields its libpq URL."""
-    try:
-        admin = psycopg2.connect(f"{PG_SERVER}/postgres", connect_timeout=5)
-    except psycopg2.OperationalError as exc:
-        pytest.fail(f"PostgreSQL on 127.0.0.1:5432 not reachable as role postgres: {exc}")
-    admin.autocommit = True
-    name = f"fraud_profiles_{uuid.uuid4().hex[:10]}"
-    try:
-        with admin.cursor() as cur:
-            cur.execute(f'CREATE DATABASE "{name}"')
-        yield f"{PG_SERVER}/{name}"
-    finally:
-        with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+def pg_url(pg_database: str) -> str:
+    return pg_database
 
 
 def _profile(i: int, kyc: int = 1, account_type: str = "personal") -> Profile:

@@ -31,7 +31,10 @@ CHROMIUM_ARGS = [
 # when it has to zoom out below 0.6 to fit, and only renders nodes inside the viewport. At
 # 3200x2600 today's graph fits whole at the 0.75 autocenter zoom, with full-size nodes (full
 # names); at 2560 wide it falls back to minimal nodes. A much wider graph needs a wider viewport.
-VIEWPORT = {"width": 4000, "height": 5200}  # the whole graph on screen: offscreen nodes are not drawn
+VIEWPORT = {
+    "width": 4000,
+    "height": 5200,
+}  # the whole graph on screen: offscreen nodes are not drawn
 EXPECTED_ASSETS = [
     "transactions",  # bronze/transactions
     "fct_transactions",
