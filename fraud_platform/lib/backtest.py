@@ -90,12 +90,6 @@ def pit_rows(
 # metrics
 
 
-def _nan_to_none(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        value = value.item()
-    return None if isinstance(value, float) and not math.isfinite(value) else value
-
-
 @dataclass(frozen=True)
 class ModelBacktest:
     model: str
@@ -116,7 +110,7 @@ class ModelBacktest:
     per_day: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return evaluation._clean(asdict(self))
+        return evaluation.json_safe(asdict(self))
 
 
 @dataclass(frozen=True)
@@ -220,7 +214,7 @@ def backtest(
         known = np.zeros(n, dtype=bool)
         y = np.zeros(n, dtype=bool)
     times = rows[training.TIME_COLUMN].to_numpy() if n else np.array([], dtype="datetime64[us]")
-    days = evaluation._day_index(times, n) if n else np.array([], dtype=np.int64)
+    days = evaluation.day_index(times, n) if n else np.array([], dtype=np.int64)
     results: dict[str, ModelBacktest] = {}
     score_frames: list[pl.DataFrame] = []
     for name, model in models.items():
@@ -291,7 +285,7 @@ def _model_backtest(
             {
                 "day": evaluation.day_iso(day),
                 "rows": int(sel.sum()),
-                **{k: _nan_to_none(v) for k, v in day_metrics.items()},
+                **{k: evaluation.json_safe(v) for k, v in day_metrics.items()},
                 "flagged": day_flagged,
                 "declined": day_declined,
                 "decisions": day_decisions,
@@ -302,13 +296,13 @@ def _model_backtest(
         rows=int(s.size),
         labelled=overall["labelled"],
         positives=overall["positives"],
-        auc_roc=_nan_to_none(overall["auc_roc"]),
-        average_precision=_nan_to_none(overall["average_precision"]),
+        auc_roc=evaluation.json_safe(overall["auc_roc"]),
+        average_precision=evaluation.json_safe(overall["average_precision"]),
         review_budget_per_day=int(review_budget_per_day),
         reviewed_at_budget=overall["reviewed_at_budget"],
         frauds_caught_at_budget=overall["frauds_caught_at_budget"],
-        precision_at_budget=_nan_to_none(overall["precision_at_budget"]),
-        recall_at_budget=_nan_to_none(overall["recall_at_budget"]),
+        precision_at_budget=evaluation.json_safe(overall["precision_at_budget"]),
+        recall_at_budget=evaluation.json_safe(overall["recall_at_budget"]),
         thresholds=limits,
         flagged=flagged,
         declined=declined,

@@ -35,7 +35,7 @@ _US_PER_DAY = 86_400 * 1_000_000
 # input normalisation
 
 
-def _as_numpy(values: Any) -> np.ndarray:
+def as_numpy(values: Any) -> np.ndarray:
     """numpy view of a numpy array, a polars/pandas Series or a sequence (no polars import)."""
     if isinstance(values, np.ndarray):
         return values
@@ -46,8 +46,8 @@ def _as_numpy(values: Any) -> np.ndarray:
 
 
 def _labels_scores(y_true: Any, scores: Any) -> tuple[np.ndarray, np.ndarray]:
-    y = _as_numpy(y_true)
-    s = _as_numpy(scores).astype(np.float64, copy=False).ravel()
+    y = as_numpy(y_true)
+    s = as_numpy(scores).astype(np.float64, copy=False).ravel()
     if y.dtype != np.bool_:
         if y.dtype == object or not np.all(np.isin(y, (0, 1))):
             raise ValueError("y_true must be boolean or 0/1 (no nulls)")
@@ -60,9 +60,9 @@ def _labels_scores(y_true: Any, scores: Any) -> tuple[np.ndarray, np.ndarray]:
     return y, s
 
 
-def _day_index(event_time: Any, n: int) -> np.ndarray:
+def day_index(event_time: Any, n: int) -> np.ndarray:
     """UTC day number (days since 1970-01-01) of each event time."""
-    values = _as_numpy(event_time)
+    values = as_numpy(event_time)
     if values.dtype == object:
         # Python datetimes/dates (aware datetimes are converted to UTC first).
         def to_day(v: Any) -> int:
@@ -88,7 +88,7 @@ def _day_index(event_time: Any, n: int) -> np.ndarray:
 
 def _groups(values: Any, n: int) -> np.ndarray:
     """Group labels as a str object array; nulls become ``__missing__``."""
-    arr = _as_numpy(values).ravel()
+    arr = as_numpy(values).ravel()
     if arr.shape[0] != n:
         raise ValueError(f"group column has {arr.shape[0]} values, expected {n}")
     return np.array(
@@ -243,8 +243,8 @@ def choose_thresholds(
 
 def review_budget_mask(scores: Any, event_time: Any, review_budget_per_day: int) -> np.ndarray:
     """True for the transactions reviewed under a daily budget (each UTC day's top-k scores)."""
-    s = _as_numpy(scores).astype(np.float64, copy=False).ravel()
-    return _budget_mask(s, _day_index(event_time, s.size), review_budget_per_day)
+    s = as_numpy(scores).astype(np.float64, copy=False).ravel()
+    return _budget_mask(s, day_index(event_time, s.size), review_budget_per_day)
 
 
 def _budget_mask(s: np.ndarray, days: np.ndarray, review_budget_per_day: int) -> np.ndarray:
@@ -268,12 +268,12 @@ def _safe_div(num: float, den: float) -> float:
     return float(num) / float(den) if den else float("nan")
 
 
-def _clean(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """JSON-safe: numpy scalars to Python, nan/inf to None."""
     if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
+        return [json_safe(v) for v in value]
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
@@ -320,7 +320,7 @@ class Evaluation:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable (plain floats/ints/str, ``None`` for undefined metrics)."""
-        return _clean(asdict(self))
+        return json_safe(asdict(self))
 
 
 def _cost(missed: int, flagged: int, cost_missed_fraud: float, cost_review: float) -> float:
@@ -352,7 +352,7 @@ def evaluate(
     if n == 0:
         raise ValueError("evaluate needs at least one row")
     n_pos = int(y.sum())
-    days = _day_index(event_time, n)
+    days = day_index(event_time, n)
     fraud_types = _groups(fraud_type, n)
     channels = _groups(channel, n)
 
@@ -437,7 +437,7 @@ def sample_metrics(
 ) -> dict[str, Any]:
     """Ranking and daily-review-budget metrics of one labelled sample (``nan`` where undefined).
 
-    ``y`` bool labels, ``s`` scores and ``days`` UTC day indexes (``_day_index``), aligned. The
+    ``y`` bool labels, ``s`` scores and ``days`` UTC day indexes (``day_index``), aligned. The
     one implementation behind ``metrics_by_day``, the promotion gate and backtests.
     """
     reviewed = _budget_mask(s, days, review_budget_per_day)
@@ -465,7 +465,7 @@ def metrics_by_day(
     is the same daily top-k review as in ``evaluate``.
     """
     y, s = _labels_scores(y_true, scores)
-    days = _day_index(event_time, y.size)
+    days = day_index(event_time, y.size)
     out = []
     for day in np.unique(days).tolist():
         sel = days == day
@@ -477,14 +477,14 @@ def metrics_by_day(
                 **{k: metrics[k] for k in _DAILY_KEYS},
             }
         )
-    return _clean(out)
+    return json_safe(out)
 
 
 _DAILY_KEYS = ("positives", "auc_roc", "average_precision", "recall_at_budget")
 
 
 def day_iso(day: int) -> str:
-    """The ISO date of a ``_day_index`` value (days since 1970-01-01, UTC)."""
+    """The ISO date of a ``day_index`` value (days since 1970-01-01, UTC)."""
     return date.fromordinal(date(1970, 1, 1).toordinal() + int(day)).isoformat()
 
 

@@ -34,6 +34,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
+from fraud_platform.lib.evaluation import json_safe
+
 if TYPE_CHECKING:
     from whylogs.core import DatasetProfileView
 
@@ -74,18 +76,6 @@ def _dataset_profile_view_class() -> Any:
     return DatasetProfileView
 
 
-def _clean(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def _column_summary(view: DatasetProfileView, column: str) -> dict[str, Any]:
     col = view.get_column(column)
     counts = col.get_metric("counts")
@@ -115,7 +105,7 @@ def _column_summary(view: DatasetProfileView, column: str) -> dict[str, Any]:
     if frequent is not None:
         items = frequent.to_summary_dict().get("frequent_strings", [])[:FREQUENT_ITEMS]
         summary["frequent_items"] = [{"value": i.value, "count": int(i.est)} for i in items]
-    return _clean(summary)
+    return json_safe(summary)
 
 
 @dataclass(frozen=True)
@@ -211,7 +201,7 @@ class DriftReport:
         return len(self.drifted_columns) / len(self.columns) if self.columns else 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return _clean(
+        return json_safe(
             {
                 "source": self.source,
                 "reference_rows": self.reference_rows,
@@ -593,7 +583,7 @@ def skew_report(
             "examples": [{k: _json_value(v) for k, v in e.items()} for e in examples],
         }
     rates = {k: v["mismatch_rate"] for k, v in per_feature.items() if v["mismatch_rate"]}
-    return _clean(
+    return json_safe(
         {
             "rows_offline": offline.height,
             "rows_served": served.height,

@@ -53,16 +53,16 @@ class GateDecision:
     positives: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return evaluation._clean(asdict(self))
+        return evaluation.json_safe(asdict(self))
 
 
 def metrics(
     y: Any, scores: Any, event_time: Any, *, review_budget_per_day: int = 50
 ) -> dict[str, float]:
     """Ranking and review-budget metrics of one model on one labelled sample."""
-    y_arr = np.asarray(evaluation._as_numpy(y)).astype(bool)
-    s = np.asarray(evaluation._as_numpy(scores), dtype=np.float64)
-    days = evaluation._day_index(event_time, s.size)
+    y_arr = np.asarray(evaluation.as_numpy(y)).astype(bool)
+    s = np.asarray(evaluation.as_numpy(scores), dtype=np.float64)
+    days = evaluation.day_index(event_time, s.size)
     found = evaluation.sample_metrics(y_arr, s, days, review_budget_per_day)
     return {name: found[name] for name in METRICS}
 
@@ -96,8 +96,8 @@ def compare(
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
     if margin < 0:
         raise ValueError(f"margin must be >= 0, got {margin}")
-    y_arr = np.asarray(evaluation._as_numpy(y)).astype(bool)
-    times = evaluation._as_numpy(event_time)
+    y_arr = np.asarray(evaluation.as_numpy(y)).astype(bool)
+    times = evaluation.as_numpy(event_time)
     period = (_iso(_item(times.min())), _iso(_item(times.max()))) if len(times) else (None, None)
     common: dict[str, Any] = {
         "metric": metric,

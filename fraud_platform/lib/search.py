@@ -230,18 +230,18 @@ def search_hyperparameters(
         raise ValueError(f"n_trials must be >= 1, got {n_trials}")
     if time_budget_s is not None and time_budget_s <= 0:
         raise ValueError(f"time_budget_s must be > 0 or None, got {time_budget_s}")
-    training._check_features(numeric_features, categorical_features)
+    training.check_features(numeric_features, categorical_features)
     features = [*numeric_features, *categorical_features]
     folds = time_folds(split.train, split.train_end, n_folds, base.gap_days)
     pools = [
         (
             training.to_model_input(
-                fold_train, features, categorical_features, label=training._labels(fold_train)
+                fold_train, features, categorical_features, label=training.labels_of(fold_train)
             ),
             training.to_model_input(
-                fold_val, features, categorical_features, label=training._labels(fold_val)
+                fold_val, features, categorical_features, label=training.labels_of(fold_val)
             ),
-            training._labels(fold_val).astype(bool),
+            training.labels_of(fold_val).astype(bool),
         )
         for _, fold_train, fold_val in folds
     ]

@@ -377,7 +377,7 @@ class _ProgressCallback:
         return True
 
 
-def _check_features(numeric: Sequence[str], categorical: Sequence[str]) -> None:
+def check_features(numeric: Sequence[str], categorical: Sequence[str]) -> None:
     overlap = set(numeric) & set(categorical)
     if overlap:
         raise ValueError(f"features listed as both numeric and categorical: {sorted(overlap)}")
@@ -406,13 +406,13 @@ def train_model(
     from catboost import CatBoostClassifier
 
     config = config or TrainConfig()
-    _check_features(numeric_features, categorical_features)
+    check_features(numeric_features, categorical_features)
     features = [*numeric_features, *categorical_features]
     train_pool = to_model_input(
-        split.train, features, categorical_features, label=_labels(split.train)
+        split.train, features, categorical_features, label=labels_of(split.train)
     )
     validation_pool = to_model_input(
-        split.validation, features, categorical_features, label=_labels(split.validation)
+        split.validation, features, categorical_features, label=labels_of(split.validation)
     )
     params = config.catboost_params()
     model = CatBoostClassifier(**params)
@@ -448,7 +448,7 @@ def train_model(
     )
 
 
-def _labels(frame: pl.DataFrame) -> np.ndarray:
+def labels_of(frame: pl.DataFrame) -> np.ndarray:
     return frame[LABEL_COLUMN].cast(pl.Int8).to_numpy()
 
 

@@ -39,7 +39,6 @@ from tests.integration.conftest import free_port
 
 pytestmark = pytest.mark.integration
 
-PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
