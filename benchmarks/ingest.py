@@ -51,9 +51,9 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from deltalake import DeltaTable
 
 from benchmarks._common import emit, free_port, profiled
-from fraud_platform.lib import bronze
-from fraud_platform.lib.brokers import BrokerSpec, ensure_topics, start_broker, stop_broker
-from fraud_platform.lib.bronze import (
+from fraud_platform.lib.contracts.events import TRANSACTIONS, encode_event
+from fraud_platform.lib.ingestion import bronze
+from fraud_platform.lib.ingestion.bronze import (
     CONSUME_CHUNK,
     bronze_path,
     consumer_config,
@@ -61,9 +61,9 @@ from fraud_platform.lib.bronze import (
     ensure_bronze_tables,
     ingest_topic,
 )
-from fraud_platform.lib.contracts import TRANSACTIONS, encode_event
+from fraud_platform.lib.simulation import SimulationConfig, simulate
 from fraud_platform.lib.simulation.publisher import PRODUCER_CONFIG
-from fraud_platform.lib.simulator import SimulationConfig, simulate
+from fraud_platform.tools.brokers import BrokerSpec, ensure_topics, start_broker, stop_broker
 
 TOPIC = TRANSACTIONS
 PARTITIONS = 3

@@ -30,11 +30,11 @@ import redis
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: tests' fixtures
 
 
-from fraud_platform.lib import training
-from fraud_platform.lib.contracts import TRANSACTIONS, validate_record
+from fraud_platform.lib.contracts.events import TRANSACTIONS, validate_record
 from fraud_platform.lib.features.request import FRAUD_SCORING_V1
-from fraud_platform.lib.score_log import ScoreLog
-from fraud_platform.lib.scoring import FeatureLookup, ScoringModel, log_record
+from fraud_platform.lib.serving.score_log import ScoreLog
+from fraud_platform.lib.serving.scoring import FeatureLookup, ScoringModel, log_record
+from fraud_platform.lib.training import fit as training
 from tests.serving.conftest import (
     REDIS_URL,
     THRESHOLDS,

@@ -1,6 +1,6 @@
 """Request and response types of the FraudScorer service.
 
-``TransactionRequest`` mirrors the transaction contract (``fraud_platform.lib.contracts``) field
+``TransactionRequest`` mirrors the transaction contract (``fraud_platform.lib.contracts.events``) field
 by field, with descriptions for the OpenAPI page; its final validator runs the contract's own
 ``validate_record``, so the service accepts exactly what the Kafka ingestion accepts (plus an
 optional ``event_time`` that defaults to now). A unit test keeps the two in step.
@@ -18,7 +18,7 @@ from typing import Any, Literal
 import bentoml
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
-from fraud_platform.lib.contracts import (
+from fraud_platform.lib.contracts.events import (
     CHANNELS,
     SCHEMA_VERSION,
     TRANSACTIONS,

@@ -47,10 +47,10 @@ from pydantic import Field
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from fraud_platform.lib.score_log import ScoreLog
-from fraud_platform.lib.scoring import FeatureLookup, ScoringModel, log_record
-from fraud_platform.services import resolve_redis_url
+from fraud_platform.lib.serving.score_log import ScoreLog
+from fraud_platform.lib.serving.scoring import FeatureLookup, ScoringModel, log_record
 from fraud_platform.settings import Settings
+from fraud_platform.tools.services import resolve_redis_url
 from models_bento.schemas import (
     EXAMPLE_TRANSACTION,
     ModelInfo,

@@ -15,8 +15,8 @@ from fraud_platform.resources import (
     ScoreLogResource,
     WarehouseResource,
 )
-from fraud_platform.services import resolve_redis_url
 from fraud_platform.settings import Settings
+from fraud_platform.tools.services import resolve_redis_url
 
 
 def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:

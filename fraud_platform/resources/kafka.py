@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import dagster as dg
 
-from fraud_platform.lib import brokers, bronze
-from fraud_platform.lib.contracts import TOPICS
+from fraud_platform.lib.contracts.events import TOPICS
+from fraud_platform.lib.ingestion import bronze
 from fraud_platform.resources.delta import DeltaResource
+from fraud_platform.tools import brokers
 
 
 class KafkaResource(dg.ConfigurableResource):

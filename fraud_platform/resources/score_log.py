@@ -14,7 +14,7 @@ class ScoreLogResource(dg.ConfigurableResource):
     path: str
 
     def read(self) -> pl.DataFrame:
-        from fraud_platform.lib.score_log import read_score_log
+        from fraud_platform.lib.serving.score_log import read_score_log
 
         folder = Path(self.path)
         return read_score_log(folder) if folder.exists() else pl.DataFrame()

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pytest
 from deltalake import write_deltalake
 
-from fraud_platform.lib.contracts import (
+from fraud_platform.lib.contracts.events import (
     ACCOUNT_EVENTS,
     EVENT_DATE_COLUMN,
     EVENT_TIME_FIELD,

@@ -15,7 +15,7 @@ import psycopg2
 import pytest
 from confluent_kafka import Producer
 
-from fraud_platform.lib.brokers import (
+from fraud_platform.tools.brokers import (
     BrokerSpec,
     admin_config,
     ensure_topics,

@@ -3,7 +3,7 @@
 import pytest
 from typer.testing import CliRunner
 
-from fraud_platform.cli import app
+from fraud_platform.tools.cli import app
 from tests.integration.conftest import free_port
 
 pytestmark = pytest.mark.integration

@@ -15,8 +15,8 @@ import pytest
 import yaml
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage
 
-from fraud_platform.instance import prepare_dagster_home
 from fraud_platform.settings import Settings
+from fraud_platform.tools.instance import prepare_dagster_home
 
 pytestmark = pytest.mark.integration
 

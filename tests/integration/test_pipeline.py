@@ -14,14 +14,14 @@ import polars as pl
 import pytest
 import redis
 
-from fraud_platform.lib.brokers import BrokerSpec, start_broker, stop_broker
 from fraud_platform.lib.features.catalog import USER_TXN_VELOCITY
 from fraud_platform.lib.features.online import OnlineFeatureReader
 from fraud_platform.lib.features.request import FRAUD_SCORING_V1
-from fraud_platform.lib.simulator import SimulationConfig, publish, simulate
-from fraud_platform.pipeline import LAYERS, load_definitions, prepare_dbt_manifest, run_layers
+from fraud_platform.lib.simulation import SimulationConfig, publish, simulate
 from fraud_platform.resources.model_store import ModelStoreResource
 from fraud_platform.settings import Settings
+from fraud_platform.tools.brokers import BrokerSpec, start_broker, stop_broker
+from fraud_platform.tools.pipeline import LAYERS, load_definitions, prepare_dbt_manifest, run_layers
 from tests.integration.conftest import free_port
 
 pytestmark = pytest.mark.integration
@@ -53,7 +53,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         patch.setenv(key, value)
     redis.Redis.from_url(REDIS_DB_URL).flushdb()
     try:
-        from fraud_platform.instance import prepare_dagster_home
+        from fraud_platform.tools.instance import prepare_dagster_home
 
         settings = Settings.from_env()
         prepare_dagster_home(settings)
@@ -62,7 +62,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
             days=DAYS
         )
         simulation = simulate(SimulationConfig(days=DAYS, users=600, seed=11, start=start))
-        from fraud_platform.lib.brokers import ensure_topics
+        from fraud_platform.tools.brokers import ensure_topics
 
         ensure_topics(spec.bootstrap, ["transactions", "account_events", "labels"])
         published = publish(simulation, spec.bootstrap, until=start + timedelta(days=DAYS))
@@ -175,8 +175,8 @@ def test_pipeline_training_set_records_input_versions(platform: dict) -> None:
 
 def test_pipeline_sensor_skips_when_bronze_is_current_and_fires_on_arrivals(platform: dict) -> None:
     from fraud_platform.defs.resources import build_resources
-    from fraud_platform.lib.contracts import encode_event
-    from fraud_platform.lib.simulator import SimulationConfig, simulate
+    from fraud_platform.lib.contracts.events import encode_event
+    from fraud_platform.lib.simulation import SimulationConfig, simulate
 
     settings = platform["settings"]
     sensor = platform["defs"].get_sensor_def("kafka_arrivals_sensor")
@@ -200,7 +200,7 @@ def test_pipeline_sensor_skips_when_bronze_is_current_and_fires_on_arrivals(plat
 
 
 def test_pipeline_maintenance_job_keeps_every_row(platform: dict) -> None:
-    from fraud_platform.lib.bronze import committed_offsets
+    from fraud_platform.lib.ingestion.bronze import committed_offsets
 
     settings = platform["settings"]
     before = _delta(settings, "bronze/transactions").height
@@ -305,7 +305,7 @@ def test_pipeline_late_event_recomputes_exactly_the_stale_partitions(platform: d
     from confluent_kafka import Producer
 
     from fraud_platform.defs.features.assets import feature_table
-    from fraud_platform.lib.contracts import SCHEMA_VERSION, encode_event
+    from fraud_platform.lib.contracts.events import SCHEMA_VERSION, encode_event
     from fraud_platform.lib.features.catalog import FEATURE_GROUPS
     from fraud_platform.lib.features.compute import compute_feature_group
     from fraud_platform.resources import WarehouseResource

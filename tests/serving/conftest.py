@@ -25,13 +25,13 @@ import polars as pl
 import pytest
 import redis
 
-from fraud_platform.lib import training
 from fraud_platform.lib.features.catalog import FEATURE_GROUPS
 from fraud_platform.lib.features.compute import KEY_SEPARATOR
 from fraud_platform.lib.features.online import write_snapshot
 from fraud_platform.lib.features.registry import ENTITY_KEY, FEATURE_TIME, FeatureGroup
 from fraud_platform.lib.features.request import FRAUD_SCORING_V1
-from fraud_platform.serving_process import serve_command
+from fraud_platform.lib.training import fit as training
+from fraud_platform.tools.serving_process import serve_command
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 REDIS_URL = "redis://127.0.0.1:6379/0"

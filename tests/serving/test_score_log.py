@@ -12,7 +12,7 @@ from typing import Any
 import polars as pl
 import pytest
 
-from fraud_platform.lib.score_log import ScoreLog, log_file_name, read_score_log
+from fraud_platform.lib.serving.score_log import ScoreLog, log_file_name, read_score_log
 
 
 def record(i: int, **overrides: Any) -> dict[str, Any]:

@@ -12,9 +12,9 @@ import pytest
 import redis
 from pydantic import ValidationError
 
-from fraud_platform.lib.contracts import CHANNELS, EVENT_FIELDS, TRANSACTIONS
+from fraud_platform.lib.contracts.events import CHANNELS, EVENT_FIELDS, TRANSACTIONS
 from fraud_platform.lib.features.request import FRAUD_SCORING_V1
-from fraud_platform.lib.scoring import (
+from fraud_platform.lib.serving.scoring import (
     DEFAULT_RULES,
     FeatureLookup,
     Rule,
@@ -215,7 +215,7 @@ def test_scoring_model_rejects_metadata_that_does_not_match_model(scoring: Scori
 def test_log_record_is_json_ready(scoring: ScoringModel):
     import json
 
-    from fraud_platform.lib.scoring import Lookup
+    from fraud_platform.lib.serving.scoring import Lookup
 
     t = txn()
     result = scoring.score(t, {})
@@ -312,7 +312,7 @@ def test_service_module_does_not_import_dagster():
     import sys
 
     code = (
-        "import sys, models_bento.service, fraud_platform.lib.score_log;"
+        "import sys, models_bento.service, fraud_platform.lib.serving.score_log;"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('dagster', 'dagster_dbt'));"
         "print(bad); sys.exit(1 if bad else 0)"
     )

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from fraud_platform.lib.features.request import FRAUD_SCORING_V1
-from fraud_platform.lib.score_log import read_score_log
+from fraud_platform.lib.serving.score_log import read_score_log
 from fraud_platform.settings import Settings
 
 from .conftest import Customer, Registered, Server

@@ -19,13 +19,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from fraud_platform.instance import prepare_dagster_home
-from fraud_platform.pipeline import (
+from fraud_platform.settings import Settings
+from fraud_platform.tools.instance import prepare_dagster_home
+from fraud_platform.tools.pipeline import (
     dagster_dev_command,
     env_with_venv_on_path,
     prepare_dbt_manifest,
 )
-from fraud_platform.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LOAD_DEADLINE_S = 120.0

@@ -5,8 +5,8 @@ import json
 import dagster as dg
 
 from fraud_platform.defs.features.assets import FEATURE_PARTITIONS
-from fraud_platform.lib.bronze import committed_offsets, dead_letter_path
-from fraud_platform.lib.contracts import TOPICS
+from fraud_platform.lib.contracts.events import TOPICS
+from fraud_platform.lib.ingestion.bronze import committed_offsets, dead_letter_path
 from fraud_platform.resources import DeltaResource, KafkaResource
 
 GROUP = "ingestion"

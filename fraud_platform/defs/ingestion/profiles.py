@@ -8,7 +8,7 @@ so a demo without PostgreSQL still runs; scheduled runs keep the default and sur
 
 import dagster as dg
 
-from fraud_platform.lib.profiles import (
+from fraud_platform.lib.ingestion.profiles import (
     BRONZE_TABLE,
     REJECTED_TABLE,
     SOURCE_TABLE,

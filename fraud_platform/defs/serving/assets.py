@@ -13,8 +13,8 @@ from fraud_platform.defs.training.assets import (
     fraud_catboost,
     fraud_training_set,
 )
-from fraud_platform.lib import backtest as backtesting
-from fraud_platform.lib import promotion
+from fraud_platform.lib.training import backtest as backtesting
+from fraud_platform.lib.training import promotion
 from fraud_platform.resources import DeltaResource, ModelStoreResource, WarehouseResource
 
 GROUP = "serving"

@@ -8,10 +8,12 @@ import numpy as np
 import polars as pl
 
 from fraud_platform.defs.features.assets import feature_table
-from fraud_platform.lib import evaluation, plots, search, training
+from fraud_platform.lib import plots
 from fraud_platform.lib.features.request import FRAUD_SCORING_V1
 from fraud_platform.lib.features.training_frame import build_training_frame, label_transactions
-from fraud_platform.lib.versioning import code_version
+from fraud_platform.lib.training import evaluation, search
+from fraud_platform.lib.training import fit as training
+from fraud_platform.lib.training.versioning import code_version
 from fraud_platform.resources import DeltaResource, ModelStoreResource, WarehouseResource
 
 GROUP = "training"

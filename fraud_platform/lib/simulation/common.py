@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from fraud_platform.lib.contracts import SCHEMA_VERSION
+from fraud_platform.lib.contracts.events import SCHEMA_VERSION
 
 if TYPE_CHECKING:
     from fraud_platform.lib.simulation.world import Country, Merchant, User

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from fraud_platform.lib.contracts import ACCOUNT_EVENTS, LABELS, TRANSACTIONS
+from fraud_platform.lib.contracts.events import ACCOUNT_EVENTS, LABELS, TRANSACTIONS
 from fraud_platform.lib.simulation.common import Day, Recorder, stream
 from fraud_platform.lib.simulation.labels import make_labels
 from fraud_platform.lib.simulation.ordinary import simulate_ordinary_day

@@ -14,7 +14,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from fraud_platform.lib.contracts import SCHEMA_VERSION
+from fraud_platform.lib.contracts.events import SCHEMA_VERSION
 from fraud_platform.lib.simulation.common import chargeback_delay_days, stream
 
 UNREPORTED_SHARE = 0.10

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
-from fraud_platform.lib.contracts import EVENT_TIME_FIELD, LABELS, encode_event
+from fraud_platform.lib.contracts.events import EVENT_TIME_FIELD, LABELS, encode_event
 from fraud_platform.lib.simulation.engine import Simulation
 
 PRODUCER_CONFIG: dict[str, Any] = {

@@ -1,0 +1,356 @@
+"""The ``fraud-platform`` command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from datetime import timedelta
+from typing import Annotated
+
+import typer
+
+from fraud_platform.settings import Settings
+
+# Rich tracebacks with locals would render the whole simulation on an error: minutes, GBs.
+app = typer.Typer(
+    help="Real-time fraud-detection ML platform on Dagster.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+services_app = typer.Typer(
+    help="Embedded services: Kafka-protocol broker and Redis.", no_args_is_help=True
+)
+features_app = typer.Typer(help="The feature registry.", no_args_is_help=True)
+models_app = typer.Typer(help="The model registry (BentoML model store).", no_args_is_help=True)
+app.add_typer(services_app, name="services")
+app.add_typer(features_app, name="features")
+app.add_typer(models_app, name="models")
+
+
+def _settings() -> Settings:
+    return Settings.from_env()
+
+
+@app.command()
+def demo(
+    days: Annotated[int, typer.Option(help="Days of traffic to simulate.")] = 30,
+    users: Annotated[int, typer.Option(help="Simulated users.")] = 2000,
+    seed: Annotated[int, typer.Option(help="Simulation seed.")] = 7,
+    holdout_days: Annotated[
+        int, typer.Option(help="Final days kept out of Kafka and replayed through /score.")
+    ] = 2,
+    replay_limit: Annotated[
+        int, typer.Option(help="At most this many held-out transactions are replayed.")
+    ] = 2000,
+) -> None:
+    """Run the whole pipeline end to end on the embedded defaults and print a summary."""
+    from fraud_platform.tools.demo import DemoConfig, run_demo
+
+    run_demo(
+        _settings(),
+        DemoConfig(
+            days=days, users=users, seed=seed, holdout_days=holdout_days, replay_limit=replay_limit
+        ),
+    )
+
+
+@app.command()
+def simulate(
+    days: Annotated[int, typer.Option(help="Days of traffic.")] = 30,
+    users: Annotated[int, typer.Option(help="Number of users.")] = 2000,
+    seed: Annotated[int, typer.Option(help="Seed: same seed, same events.")] = 7,
+    rate: Annotated[float, typer.Option(help="Multiplier of ordinary transaction volume.")] = 1.0,
+    drift_at: Annotated[
+        int | None, typer.Option(help="Day from which fraud mix and behaviour change.")
+    ] = None,
+) -> None:
+    """Simulate traffic and publish it to the transactions, account_events and labels topics;
+    upsert the users' account profiles into PostgreSQL (skipped if it is not reachable)."""
+    from fraud_platform.lib.contracts.events import TOPICS
+    from fraud_platform.lib.simulation import SimulationConfig, publish
+    from fraud_platform.lib.simulation import simulate as run_simulation
+    from fraud_platform.tools import brokers
+    from fraud_platform.tools.demo import recent_start, seed_simulated_profiles
+
+    settings = _settings()
+    brokers.check_kafka(settings.kafka_bootstrap)
+    brokers.ensure_topics(settings.kafka_bootstrap, list(TOPICS))
+    start = recent_start(days)
+    simulation = run_simulation(
+        SimulationConfig(
+            days=days, users=users, seed=seed, rate=rate, drift_at=drift_at, start=start
+        )
+    )
+    end = start + timedelta(days=days)
+    counts = publish(
+        simulation,
+        settings.kafka_bootstrap,
+        until=end,
+        progress=lambda done, total: (
+            typer.echo(f"\r{done:,}/{total:,}", nl=False)
+            if done % 20000 == 0 or done == total
+            else None
+        ),
+    )
+    typer.echo(f"\npublished {json.dumps(counts)} to {settings.kafka_bootstrap}")
+    seed_simulated_profiles(settings, seed, users, start, typer.echo)
+
+
+@app.command()
+def materialize(
+    layer: Annotated[list[str] | None, typer.Option(help="Layer(s) to run; default all.")] = None,
+    config: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="ASSET=JSON run config of one asset (repeatable), e.g. "
+            'models/fraud_catboost=\'{"search_trials": 10, "search_time_budget_s": 600}\''
+        ),
+    ] = None,
+) -> None:
+    """Materialize the asset graph in-process (same Definitions and instance as the UI)."""
+    from dagster import DagsterInstance
+
+    from fraud_platform.tools.instance import prepare_dagster_home
+    from fraud_platform.tools.pipeline import LAYERS, prepare_dbt_manifest, run_layers
+
+    asset_config: dict[str, dict] = {}
+    for item in config or []:
+        asset, sep, text = item.partition("=")
+        try:
+            value = json.loads(text) if sep else None
+        except json.JSONDecodeError as exc:
+            raise typer.BadParameter(f"{item!r}: the config is not JSON ({exc})") from None
+        if not isinstance(value, dict):
+            raise typer.BadParameter(f"{item!r}: expected ASSET={{...JSON object...}}")
+        asset_config[asset] = value
+    unknown = [name for name in layer or [] if name not in LAYERS]
+    if unknown:
+        raise typer.BadParameter(f"unknown layer(s) {unknown}; known: {list(LAYERS)}")
+    settings = _settings()
+    prepare_dagster_home(settings)
+    prepare_dbt_manifest()
+    run_layers(DagsterInstance.get(), layer or list(LAYERS), asset_config=asset_config)
+
+
+@app.command()
+def serve(
+    port: Annotated[
+        int | None, typer.Option(help="Port (default FRAUD_PLATFORM_SERVICE_PORT or 3030).")
+    ] = None,
+) -> None:
+    """Run the BentoML scoring service in the foreground."""
+    from fraud_platform.tools.serving_process import REPO_ROOT, serve_command, service_env
+
+    settings = _settings()
+    port = port or settings.service_port
+    subprocess.run(serve_command(port), cwd=REPO_ROOT, env=service_env(settings), check=False)
+
+
+@app.command()
+def ui(port: Annotated[int | None, typer.Option(help="Port of the Dagster UI.")] = None) -> None:
+    """Start ``dagster dev`` on this project (UI at http://127.0.0.1:PORT)."""
+    from fraud_platform.tools.instance import prepare_dagster_home
+    from fraud_platform.tools.pipeline import (
+        dagster_dev_command,
+        env_with_venv_on_path,
+        prepare_dbt_manifest,
+    )
+    from fraud_platform.tools.serving_process import REPO_ROOT
+
+    settings = _settings()
+    prepare_dagster_home(settings)
+    prepare_dbt_manifest()
+    subprocess.run(
+        dagster_dev_command(port or settings.ui_port),
+        cwd=REPO_ROOT,
+        env=env_with_venv_on_path(dict(os.environ)),
+        check=False,
+    )
+
+
+@services_app.command("up")
+def services_up() -> None:
+    """Start the embedded broker (and Redis if none answers); check external ones."""
+    from fraud_platform.tools.services import services_up as up
+
+    for line in up(_settings()).lines():
+        typer.echo(line)
+
+
+@services_app.command("down")
+def services_down() -> None:
+    """Stop the embedded services this data directory started."""
+    from fraud_platform.tools.services import services_down as down
+
+    stopped = down(_settings())
+    typer.echo(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+
+
+@services_app.command("status")
+def services_status() -> None:
+    """Show whether Kafka and Redis answer (exit code 1 if one does not)."""
+    from fraud_platform.tools.services import services_status as status
+
+    state = status(_settings())
+    for line in state.lines():
+        typer.echo(line)
+    if not (state.kafka_reachable and state.redis_reachable):
+        raise typer.Exit(1)
+
+
+@features_app.command("list")
+def features_list() -> None:
+    """Every feature group and feature with its definition."""
+    from fraud_platform.lib.features.catalog import FEATURE_GROUPS
+
+    for group in FEATURE_GROUPS:
+        typer.echo(
+            f"{group.versioned_name}  entity={group.entity.name}({','.join(group.entity.join_keys)}) "
+            f"source={group.source} ttl={group.ttl} owner={group.owner}\n  {group.description}"
+        )
+        for f in group.features:
+            where = f" where {' '.join(map(str, f.where))}" if f.where else ""
+            typer.echo(
+                f"    {f.name:40s} {f.function}({f.column or '*'}) over {f.window or 'lifetime'}{where} [{f.dtype}]"
+            )
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """Registered fraud models, newest first, with test metrics; * marks the champion."""
+    from fraud_platform.resources.model_store import ModelStoreResource
+
+    store = ModelStoreResource(home=str(_settings().bentoml_home))
+    champion = store.champion("fraud_catboost")
+    for model in store.list("fraud_catboost"):
+        metrics = model.info.metadata.get("metrics", {})
+        mark = "*" if str(model.tag) == champion else " "
+        typer.echo(
+            f"{mark} {model.tag}  created {model.info.creation_time:%Y-%m-%d %H:%M}  "
+            f"AUC {metrics.get('auc_roc', float('nan')):.4f}  AP {metrics.get('average_precision', float('nan')):.4f}"
+        )
+
+
+def _store():
+    from fraud_platform.resources.model_store import ModelStoreResource
+
+    return ModelStoreResource(home=str(_settings().bentoml_home))
+
+
+@models_app.command("show")
+def models_show(
+    tag: Annotated[
+        str, typer.Argument(help="Model tag, e.g. fraud_catboost:abc123 or fraud_catboost:latest.")
+    ],
+) -> None:
+    """Everything registered with a model: training-set version, features, metrics, thresholds."""
+    model = _store().get(tag)
+    typer.echo(
+        json.dumps(
+            {"tag": str(model.tag), "labels": model.info.labels, **model.info.metadata},
+            indent=2,
+            default=str,
+        )
+    )
+
+
+@models_app.command("promote")
+def models_promote(
+    tag: Annotated[str, typer.Argument(help="Model tag to make the champion.")],
+) -> None:
+    """Make a registered model the champion the scoring service loads."""
+    store = _store()
+    store.promote(tag)
+    typer.echo(f"champion of {tag.split(':')[0]}: {store.champion(tag.split(':')[0])}")
+
+
+@models_app.command("rollback")
+def models_rollback(
+    name: Annotated[str, typer.Argument(help="Model name.")] = "fraud_catboost",
+) -> None:
+    """Make the previous champion the champion again."""
+    try:
+        previous = _store().rollback(name)
+    except ValueError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"champion of {name}: {previous}")
+
+
+@models_app.command("backtest")
+def models_backtest(
+    start: Annotated[
+        str | None, typer.Option(help="ISO date/time, inclusive (default: end - days).")
+    ] = None,
+    end: Annotated[
+        str | None, typer.Option(help="ISO date/time, exclusive (default: after the newest row).")
+    ] = None,
+    days: Annotated[float, typer.Option(help="Range length when --start is not given.")] = 7.0,
+    model: Annotated[
+        list[str] | None,
+        typer.Option(help="Model tag (repeatable); default the champion and the newest model."),
+    ] = None,
+    source: Annotated[
+        str,
+        typer.Option(help="training_set (matured, labelled) or silver (any ingested events)."),
+    ] = "training_set",
+    budget: Annotated[int, typer.Option(help="Review budget per day.")] = 50,
+    per_day: Annotated[bool, typer.Option(help="Also print the per-day metrics.")] = False,
+    store_scores: Annotated[
+        bool, typer.Option(help="Write the scores to the Delta table serving/backtest_scores.")
+    ] = True,
+) -> None:
+    """Batch-score a time range of history with registered models (same point-in-time features
+    and model-input conversion as online) and print their metrics side by side."""
+    from fraud_platform.defs.serving import assets as serving
+    from fraud_platform.lib.training import backtest as backtesting
+    from fraud_platform.resources import DeltaResource, WarehouseResource
+
+    settings = _settings()
+    store = _store()
+    delta = DeltaResource(root=settings.delta_uri, storage_options=settings.delta_storage_options)
+    warehouse = WarehouseResource(path=str(settings.warehouse_path))
+    tags = list(model or []) or backtesting.default_tags(store, "fraud_catboost")
+    if not tags:
+        typer.echo("no registered model", err=True)
+        raise typer.Exit(1)
+    result, skipped = serving.run_backtest(
+        tags,
+        source,
+        backtesting.as_utc(start) if start else None,
+        backtesting.as_utc(end) if end else None,
+        days,
+        budget,
+        delta,
+        warehouse,
+        store,
+    )
+    for tag, missing in skipped.items():
+        typer.echo(f"skipped {tag}: the rows lack its features {missing}", err=True)
+    if result is None:
+        raise typer.Exit(1)
+    range_start, range_end = result.start, result.end
+    typer.echo(
+        f"backtest {range_start.isoformat()} .. {range_end.isoformat()} (end exclusive), "
+        f"source {source}, {result.rows:,} rows, review budget {budget}/day"
+    )
+    typer.echo(result.markdown())
+    if per_day:
+        for name, outcome in result.models.items():
+            typer.echo(f"\n{name} per day:")
+            for day in outcome.per_day:
+                typer.echo(
+                    f"  {day['day']}  rows {day['rows']:>6,}  positives {day['positives']:>4}  "
+                    f"AP {backtesting.fmt(day['average_precision'])}  "
+                    f"recall@budget {backtesting.fmt(day['recall_at_budget'])}"
+                )
+    if store_scores and result.rows:
+        version = serving.store_scores(
+            delta, result.scores, list(result.models), range_start, range_end
+        )
+        typer.echo(f"scores written to {serving.BACKTEST_SCORES_TABLE} (Delta version {version})")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,321 @@
+"""``fraud-platform demo``: the whole loop on one machine with the embedded defaults.
+
+Services up -> simulate ~30 days onto Kafka -> the asset graph (bronze, dbt, features, online
+store, training set, model, promotion) -> the scoring service -> replay of a held-out period
+through ``/score`` -> monitoring -> a summary (printed, and JSON in the data directory).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from fraud_platform.lib.contracts.events import format_timestamp
+from fraud_platform.lib.training.evaluation import average_precision, roc_auc
+from fraud_platform.settings import Settings
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    days: int = 30
+    users: int = 2000
+    seed: int = 7
+    holdout_days: int = 2
+    replay_limit: int = 2000
+
+
+def recent_start(days: int) -> datetime:
+    """Simulate the ``days`` up to today's UTC midnight: online TTLs run on the wall clock."""
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return today - timedelta(days=days)
+
+
+def _say(message: str) -> None:
+    print(message, flush=True)
+
+
+def _previous_start(settings: Settings, config: DemoConfig) -> datetime | None:
+    """A re-run reuses the first run's time window, so it regenerates the very same events."""
+    marker = settings.data_dir / "published_simulation.json"
+    if not marker.exists():
+        return None
+    previous = json.loads(marker.read_text())["simulation"]
+    if {k: v for k, v in previous.items() if k != "start"} != asdict(config):
+        return None
+    return datetime.fromisoformat(previous["start"].replace("Z", "+00:00"))
+
+
+def _publish_once(
+    settings: Settings, config: DemoConfig, simulation, simulation_start: datetime, cutoff: datetime
+) -> dict[str, int]:
+    """Publish events before ``cutoff`` unless this exact simulation was already published:
+    a producer does not send the same events twice, so a second demo run adds nothing."""
+    from fraud_platform.lib.simulation import publish
+
+    marker = settings.data_dir / "published_simulation.json"
+    identity = {**asdict(config), "start": format_timestamp(simulation_start)}
+    key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+    if marker.exists() and json.loads(marker.read_text()).get("key") == key:
+        _say("simulation already published to Kafka (same config): not sending it again")
+        return {}
+
+    last = {"n": 0}
+
+    def progress(done: int, total: int) -> None:
+        if done - last["n"] >= max(total // 10, 1) or done == total:
+            last["n"] = done
+            _say(f"  published {done:,}/{total:,} events")
+
+    counts = publish(simulation, settings.kafka_bootstrap, until=cutoff, progress=progress)
+    marker.write_text(json.dumps({"key": key, "simulation": identity, "counts": counts}))
+    return counts
+
+
+def _replay(settings: Settings, transactions: list[dict], truth: dict[str, str]) -> dict[str, Any]:
+    """Send held-out transactions to ``/score`` one by one; latency measured client-side."""
+    url = f"http://127.0.0.1:{settings.service_port}/score"
+    latencies: list[float] = []
+    decisions: dict[str, int] = {}
+    scores: list[float] = []
+    labels: list[int] = []
+    degraded = 0
+    with httpx.Client(timeout=10) as client:
+        for index, txn in enumerate(transactions, start=1):
+            body = {
+                k: (format_timestamp(v) if k == "event_time" else v)
+                for k, v in txn.items()
+                if k != "schema_version"
+            }
+            started = time.perf_counter()
+            response = client.post(url, json=body)
+            latencies.append((time.perf_counter() - started) * 1000)
+            response.raise_for_status()
+            answer = response.json()
+            decisions[answer["decision"]] = decisions.get(answer["decision"], 0) + 1
+            degraded += bool(answer.get("degraded"))
+            scores.append(float(answer["score"]))
+            labels.append(int(txn["transaction_id"] in truth))
+            if index % 500 == 0:
+                _say(f"  scored {index:,}/{len(transactions):,}")
+    ordered = sorted(latencies)
+    return {
+        "scored": len(latencies),
+        "decisions": decisions,
+        "degraded": degraded,
+        "score_p50_ms": round(statistics.median(ordered), 3),
+        "score_p99_ms": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], 3),
+        "replay_frauds": sum(labels),
+        "replay_auc": round(roc_auc(labels, scores), 4) if 0 < sum(labels) < len(labels) else None,
+        "replay_average_precision": round(average_precision(labels, scores), 4)
+        if sum(labels)
+        else None,
+    }
+
+
+def _warehouse_rows(settings: Settings) -> dict[str, int]:
+    """Row counts of the dbt-built silver and gold tables."""
+    import duckdb
+
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as connection:
+        tables = connection.execute(
+            "select table_schema, table_name from information_schema.tables "
+            "where table_schema in ('silver', 'gold') and table_type = 'BASE TABLE'"
+        ).fetchall()
+        return {
+            f"{schema}/{name}": connection.execute(
+                f'select count(*) from "{schema}"."{name}"'
+            ).fetchone()[0]
+            for schema, name in tables
+        }
+
+
+def _rows_per_asset(layer_results) -> dict[str, int]:
+    rows: dict[str, int] = {}
+    for layer in layer_results:
+        for asset, metadata in layer.metadata.items():
+            for key in ("dagster/row_count", "keys_written", "rows_added"):
+                if key in metadata and isinstance(metadata[key], int | float):
+                    rows[asset] = int(metadata[key])
+                    break
+    return rows
+
+
+def seed_simulated_profiles(
+    settings: Settings, seed: int, users: int, start: datetime, say: Callable[[str], None] = print
+) -> bool:
+    """Upsert the simulated users' account profiles into PostgreSQL (the profiles source).
+
+    False, after one line saying so, when PostgreSQL is not reachable: the pipeline then goes
+    on without ``bronze/account_profiles`` (its asset is told to skip instead of failing).
+    """
+    from fraud_platform.lib.ingestion.profiles import (
+        PostgresUnreachable,
+        connection,
+        ensure_schema,
+        seed_profiles,
+    )
+    from fraud_platform.lib.simulation.profiles import simulated_profiles
+
+    if not settings.profiles_pg_url:
+        say("account profiles skipped: no PostgreSQL URL configured")
+        return False
+    try:
+        with connection(settings.profiles_pg_url, timeout_s=3) as conn:
+            ensure_schema(conn)
+            changed = seed_profiles(conn, simulated_profiles(seed, users, start))
+    except PostgresUnreachable as exc:
+        say(f"account profiles skipped: {exc}")
+        return False
+    say(f"  account profiles in PostgreSQL: {changed:,} inserted or changed")
+    return True
+
+
+def run_demo(settings: Settings, config: DemoConfig) -> dict[str, Any]:
+    from fraud_platform.lib.simulation import SimulationConfig, simulate
+    from fraud_platform.tools.instance import prepare_dagster_home
+    from fraud_platform.tools.pipeline import load_definitions, prepare_dbt_manifest, run_layers
+    from fraud_platform.tools.services import services_up
+    from fraud_platform.tools.serving_process import start_scoring_service, stop_scoring_service
+
+    wall = time.perf_counter()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    _say(f"data directory: {settings.data_dir}")
+    _say("services:")
+    for line in services_up(settings).lines():
+        _say(f"  {line}")
+
+    _say(f"simulating {config.days} days, {config.users} users (seed {config.seed}) ...")
+    start = _previous_start(settings, config) or recent_start(config.days)
+    simulation = simulate(
+        SimulationConfig(days=config.days, users=config.users, seed=config.seed, start=start)
+    )
+    cutoff = start + timedelta(days=config.days - config.holdout_days)
+    _say(
+        f"  {len(simulation.transactions):,} transactions, {len(simulation.account_events):,} account "
+        f"events, {len(simulation.labels):,} labels; held out from {format_timestamp(cutoff)}"
+    )
+    published = _publish_once(settings, config, simulation, start, cutoff)
+    profiles = seed_simulated_profiles(settings, config.seed, config.users, start, _say)
+
+    from dagster import DagsterInstance
+
+    prepare_dagster_home(settings)
+    prepare_dbt_manifest()
+    instance = DagsterInstance.get()
+    defs = load_definitions()
+    log_dir = settings.data_dir / "logs"
+    layers = run_layers(
+        instance,
+        ("ingestion", "transform", "features", "training"),
+        defs=defs,
+        on_progress=_say,
+        log_dir=log_dir,
+        asset_config=None
+        if profiles
+        else {"bronze/account_profiles": {"when_unreachable": "skip"}},
+    )
+
+    _say("starting the scoring service ...")
+    service = start_scoring_service(settings)
+    try:
+        holdout = [t for t in simulation.transactions if t["event_time"] >= cutoff]
+        stride = max(1, len(holdout) // config.replay_limit)
+        sample = holdout[::stride][: config.replay_limit]
+        _say(
+            f"replaying {len(sample):,} of {len(holdout):,} held-out transactions through /score ..."
+        )
+        replay = _replay(settings, sample, simulation.fraud_type_by_transaction)
+    finally:
+        stop_scoring_service(service)
+    layers += run_layers(instance, ("monitoring",), defs=defs, on_progress=_say, log_dir=log_dir)
+
+    model_meta = next(
+        (
+            layer.metadata.get("models/fraud_catboost", {})
+            for layer in layers
+            if layer.layer == "training"
+        ),
+        {},
+    )
+    gate_meta = next(
+        (
+            layer.metadata.get("serving/fraud_catboost_champion", {})
+            for layer in layers
+            if layer.layer == "training"
+        ),
+        {},
+    )
+    ingested = sum(
+        int(meta.get("rows_added", 0))
+        for layer in layers
+        for asset, meta in layer.metadata.items()
+        if asset.startswith("bronze/")
+    )
+    summary: dict[str, Any] = {
+        "events_published": sum(published.values()),
+        "events_ingested": ingested,
+        "rows_per_asset": {**_rows_per_asset(layers), **_warehouse_rows(settings)},
+        "model_tag": model_meta.get("model_tag"),
+        "test_auc": model_meta.get("test_auc_roc"),
+        "test_average_precision": model_meta.get("test_average_precision"),
+        "champion": gate_meta.get("champion"),
+        "promotion": {k: gate_meta.get(k) for k in ("decision", "reason")},
+        "checks": {name: ok for layer in layers for name, ok in layer.checks.items()},
+        "check_warnings": [name for layer in layers for name in layer.warnings],
+        **replay,
+        "layer_seconds": {layer.layer: round(layer.seconds, 1) for layer in layers},
+        "dagster_ui": f"run `fraud-platform ui`, then open http://127.0.0.1:{settings.ui_port}",
+        "scoring_service": f"run `fraud-platform serve`, then POST http://127.0.0.1:{settings.service_port}/score",
+        "data_dir": str(settings.data_dir),
+        "wall_s": round(time.perf_counter() - wall, 1),
+    }
+    path = Path(settings.data_dir, "demo_summary.json")
+    path.write_text(json.dumps(summary, indent=2, default=str))
+    _print_summary(summary, path)
+    return summary
+
+
+def _print_summary(summary: dict[str, Any], path: Path) -> None:
+    _say("\n=== fraud-platform demo summary ===")
+    _say(
+        f"events published / ingested this run: {summary['events_published']:,} / {summary['events_ingested']:,}"
+    )
+    _say("rows per asset:")
+    for asset, rows in sorted(summary["rows_per_asset"].items()):
+        _say(f"  {asset:45s} {rows:>10,}")
+    _say(
+        f"model {summary['model_tag']}: test AUC {summary['test_auc']:.4f}, AP {summary['test_average_precision']:.4f}"
+    )
+    _say(
+        f"promotion gate: {summary['promotion']['decision']} ({summary['promotion']['reason']}); "
+        f"champion {summary['champion']}"
+    )
+    _say(
+        f"held-out replay: {summary['scored']:,} scored, decisions {summary['decisions']}, degraded {summary['degraded']}"
+    )
+    _say(f"  replay AUC {summary['replay_auc']}, AP {summary['replay_average_precision']}")
+    _say(
+        f"scoring latency (HTTP, client side): p50 {summary['score_p50_ms']} ms, p99 {summary['score_p99_ms']} ms"
+    )
+    warned = summary["check_warnings"]
+    failed = [name for name, ok in summary["checks"].items() if not ok and name not in warned]
+    _say(
+        f"asset checks: {len(summary['checks']) - len(failed) - len(warned)} passed, "
+        f"{len(failed)} failed {failed or ''}"
+        + (f", {len(warned)} warning(s) {warned}" if warned else "")
+    )
+    _say(f"Dagster UI: {summary['dagster_ui']}")
+    _say(f"scoring service: {summary['scoring_service']}")
+    _say(f"wall time: {summary['wall_s']} s; summary written to {path}")
+
+
+__all__ = ["DemoConfig", "run_demo"]
