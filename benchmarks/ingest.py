@@ -61,9 +61,10 @@ from fraud_platform.lib.ingestion.bronze import (
     ensure_bronze_tables,
     ingest_topic,
 )
+from fraud_platform.lib.kafka.admin import ensure_topics
 from fraud_platform.lib.simulation import SimulationConfig, simulate
 from fraud_platform.lib.simulation.publisher import PRODUCER_CONFIG
-from fraud_platform.tools.brokers import BrokerSpec, ensure_topics, start_broker, stop_broker
+from fraud_platform.tools.brokers import BrokerSpec, start_broker, stop_broker
 
 TOPIC = TRANSACTIONS
 PARTITIONS = 3

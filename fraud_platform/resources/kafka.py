@@ -6,8 +6,8 @@ import dagster as dg
 
 from fraud_platform.lib.contracts.events import TOPICS
 from fraud_platform.lib.ingestion import bronze
+from fraud_platform.lib.kafka import admin as kafka_admin
 from fraud_platform.resources.delta import DeltaResource
-from fraud_platform.tools import brokers
 
 
 class KafkaResource(dg.ConfigurableResource):
@@ -19,10 +19,10 @@ class KafkaResource(dg.ConfigurableResource):
     max_events_per_batch: int = 2_000_000
 
     def check(self) -> None:
-        brokers.check_kafka(self.bootstrap_servers)
+        kafka_admin.check_kafka(self.bootstrap_servers)
 
     def ensure_topics(self) -> None:
-        brokers.ensure_topics(
+        kafka_admin.ensure_topics(
             self.bootstrap_servers,
             list(TOPICS),
             partitions=self.partitions,

@@ -1,4 +1,4 @@
-"""Embedded Kafka-protocol brokers for development and tests, and Kafka helpers.
+"""Embedded Kafka-protocol brokers for development and tests.
 
 Two brokers run here without Docker or Java (see FINDINGS): ``noida`` (noida-db, persists its
 state under the data directory) and ``tansu`` (memory-only build). Each runs as a detached child
@@ -7,9 +7,6 @@ process (own session, output to ``<data_dir>/<kind>.log``) whose pid is kept in
 
 Readiness is "the broker answers a metadata request listing brokers", never "the port accepts
 TCP connections" nor an exit code (tansu exits with status 0 when its port is taken).
-
-The helpers ``check_kafka`` and ``ensure_topics`` speak only the Kafka protocol, so they work the
-same against a production cluster.
 """
 
 from __future__ import annotations
@@ -20,27 +17,20 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from fraud_platform.lib.kafka.admin import KafkaUnavailable, check_kafka
 
 log = logging.getLogger(__name__)
 
 BrokerKind = Literal["noida", "tansu"]
 HOST = "127.0.0.1"
-DEFAULT_RETENTION_MS = 7 * 24 * 3600 * 1000
 
 # Popen objects of brokers started by this process: kept so they are reaped (no zombies that
 # would look alive to ``os.kill(pid, 0)``) and never garbage-collected while running.
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
-
-
-class KafkaUnavailable(RuntimeError):
-    """No Kafka-protocol broker answers at the given bootstrap address."""
 
 
 class BrokerStartError(RuntimeError):
@@ -66,108 +56,6 @@ class BrokerSpec:
     @property
     def log_file(self) -> Path:
         return Path(self.data_dir) / f"{self.kind}.log"
-
-
-# --------------------------------------------------------------------------------------------
-# Kafka helpers
-
-
-def admin_config(bootstrap: str, timeout_s: float = 5) -> dict[str, Any]:
-    """Client settings that fail fast and send librdkafka's logs to Python logging."""
-    timeout_ms = max(int(timeout_s * 1000), 1000)
-    return {
-        "bootstrap.servers": bootstrap,
-        "socket.timeout.ms": timeout_ms,
-        "socket.connection.setup.timeout.ms": timeout_ms,
-        "reconnect.backoff.max.ms": 1000,
-        "logger": logging.getLogger("fraud_platform.librdkafka"),
-    }
-
-
-def _tcp_error(bootstrap: str, timeout_s: float) -> str | None:
-    """None if some bootstrap address accepts a TCP connection, else the last error."""
-    error = "no address"
-    for address in bootstrap.split(","):
-        host, _, port = address.strip().rpartition(":")
-        try:
-            with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
-                return None
-        except (OSError, ValueError) as exc:
-            error = f"{address.strip()}: {exc}"
-    return error
-
-
-def check_kafka(bootstrap: str, timeout_s: float = 5) -> None:
-    """Raise ``KafkaUnavailable`` unless a broker answers a metadata request within ``timeout_s``.
-
-    A refused TCP connection fails at once; otherwise the metadata request is bounded by
-    ``timeout_s``.
-    """
-    tcp_error = _tcp_error(bootstrap, min(timeout_s, 2))
-    if tcp_error is not None:
-        raise KafkaUnavailable(f"Kafka not reachable at {bootstrap}: {tcp_error}")
-    try:
-        metadata = AdminClient(admin_config(bootstrap, timeout_s)).list_topics(timeout=timeout_s)
-    except KafkaException as exc:
-        raise KafkaUnavailable(f"Kafka not reachable at {bootstrap}: {exc.args[0]}") from None
-    if not metadata.brokers:
-        raise KafkaUnavailable(f"Kafka not reachable at {bootstrap}: no broker in metadata")
-
-
-def _topic_partitions(topics: Mapping[str, int] | Sequence[str], partitions: int) -> dict[str, int]:
-    if isinstance(topics, str):
-        return {topics: partitions}
-    if isinstance(topics, Mapping):
-        return dict(topics)
-    return {name: partitions for name in topics}
-
-
-def ensure_topics(
-    bootstrap: str,
-    topics: Mapping[str, int] | Sequence[str],
-    *,
-    partitions: int = 3,
-    retention_ms: int = DEFAULT_RETENTION_MS,
-    timeout_s: float = 30,
-) -> None:
-    """Create the missing topics (with ``retention.ms``) and wait until the broker lists them.
-
-    ``topics`` is either a mapping name -> partition count or names using ``partitions``.
-    Existing topics are left as they are.
-    """
-    wanted = _topic_partitions(topics, partitions)
-    admin = AdminClient(admin_config(bootstrap))
-    existing = admin.list_topics(timeout=10).topics
-    missing = [
-        NewTopic(name, count, 1, config={"retention.ms": str(retention_ms)})
-        for name, count in wanted.items()
-        if name not in existing
-    ]
-    if missing:
-        for name, future in admin.create_topics(missing, request_timeout=timeout_s).items():
-            try:
-                future.result()
-            except KafkaException as exc:
-                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                    raise
-                log.debug("topic %s created concurrently", name)
-    _wait_for_topics(admin, wanted, timeout_s)
-
-
-def _wait_for_topics(admin: AdminClient, wanted: Mapping[str, int], timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        topics = admin.list_topics(timeout=5).topics
-        pending = [
-            name
-            for name in wanted
-            if name not in topics or topics[name].error is not None or not topics[name].partitions
-        ]
-        if not pending:
-            return
-        if time.monotonic() > deadline:
-            raise KafkaException(f"topics not ready after {timeout_s} s: {pending}")
-        time.sleep(0.1)
 
 
 # --------------------------------------------------------------------------------------------

@@ -68,14 +68,14 @@ def simulate(
     """Simulate traffic and publish it to the transactions, account_events and labels topics;
     upsert the users' account profiles into PostgreSQL (skipped if it is not reachable)."""
     from fraud_platform.lib.contracts.events import TOPICS
+    from fraud_platform.lib.kafka import admin as kafka_admin
     from fraud_platform.lib.simulation import SimulationConfig, publish
     from fraud_platform.lib.simulation import simulate as run_simulation
-    from fraud_platform.tools import brokers
     from fraud_platform.tools.demo import recent_start, seed_simulated_profiles
 
     settings = _settings()
-    brokers.check_kafka(settings.kafka_bootstrap)
-    brokers.ensure_topics(settings.kafka_bootstrap, list(TOPICS))
+    kafka_admin.check_kafka(settings.kafka_bootstrap)
+    kafka_admin.ensure_topics(settings.kafka_bootstrap, list(TOPICS))
     start = recent_start(days)
     simulation = run_simulation(
         SimulationConfig(

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import redis
 
+from fraud_platform.lib.kafka import admin as kafka_admin
 from fraud_platform.settings import Settings
 from fraud_platform.tools import brokers
 
@@ -110,7 +111,7 @@ def services_up(settings: Settings) -> ServiceStatus:
     """Start what is embedded and not running; check what is external. Idempotent."""
     if settings.kafka_embedded:
         brokers.start_broker(broker_spec(settings))
-    brokers.check_kafka(settings.kafka_bootstrap)
+    kafka_admin.check_kafka(settings.kafka_bootstrap)
     redis_url = resolve_redis_url(settings)
     if redis_url == embedded_redis_url(settings):
         start_embedded_redis(settings)
@@ -130,7 +131,7 @@ def services_down(settings: Settings) -> list[str]:
 
 def services_status(settings: Settings) -> ServiceStatus:
     try:
-        brokers.check_kafka(settings.kafka_bootstrap, timeout_s=3)
+        kafka_admin.check_kafka(settings.kafka_bootstrap, timeout_s=3)
         reachable, detail = True, ""
     except Exception as exc:  # noqa: BLE001 - reported to the user as the status detail
         reachable, detail = False, str(exc)

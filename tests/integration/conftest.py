@@ -15,13 +15,8 @@ import psycopg2
 import pytest
 from confluent_kafka import Producer
 
-from fraud_platform.tools.brokers import (
-    BrokerSpec,
-    admin_config,
-    ensure_topics,
-    start_broker,
-    stop_broker,
-)
+from fraud_platform.lib.kafka.admin import admin_config, ensure_topics
+from fraud_platform.tools.brokers import BrokerSpec, start_broker, stop_broker
 
 
 def free_port() -> int:

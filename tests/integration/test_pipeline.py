@@ -62,7 +62,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
             days=DAYS
         )
         simulation = simulate(SimulationConfig(days=DAYS, users=600, seed=11, start=start))
-        from fraud_platform.tools.brokers import ensure_topics
+        from fraud_platform.lib.kafka.admin import ensure_topics
 
         ensure_topics(spec.bootstrap, ["transactions", "account_events", "labels"])
         published = publish(simulation, spec.bootstrap, until=start + timedelta(days=DAYS))

@@ -70,7 +70,7 @@ from fraud_platform.lib.contracts.events import (
     bronze_schema,
 )
 from fraud_platform.lib.ingestion.batch_validation import validate_batch
-from fraud_platform.tools.brokers import admin_config
+from fraud_platform.lib.kafka.admin import admin_config
 
 log = logging.getLogger(__name__)
 

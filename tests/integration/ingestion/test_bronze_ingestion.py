@@ -33,14 +33,16 @@ from fraud_platform.lib.ingestion.bronze import (
     ingest_topic,
     kafka_end_offsets,
 )
+from fraud_platform.lib.kafka.admin import (
+    KafkaUnavailable,
+    admin_config,
+    check_kafka,
+    ensure_topics,
+)
 from fraud_platform.tools.brokers import (
     BrokerSpec,
     BrokerStartError,
-    KafkaUnavailable,
-    admin_config,
     broker_status,
-    check_kafka,
-    ensure_topics,
     start_broker,
     stop_broker,
 )

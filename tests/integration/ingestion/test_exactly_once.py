@@ -40,8 +40,9 @@ from fraud_platform.lib.ingestion.bronze import (
     ingest_topic,
     kafka_end_offsets,
 )
+from fraud_platform.lib.kafka.admin import admin_config, ensure_topics
 from fraud_platform.lib.simulation import SimulationConfig, simulate
-from fraud_platform.tools.brokers import BrokerSpec, admin_config, ensure_topics
+from fraud_platform.tools.brokers import BrokerSpec
 
 pytestmark = pytest.mark.integration
 
