@@ -3,7 +3,6 @@
 import dagster as dg
 from dagster_dbt import DbtCliResource
 
-from fraud_platform.defs.ingestion.profiles import ProfilesSourceResource
 from fraud_platform.defs.transform.project import dbt_executable, dbt_project
 from fraud_platform.resources import (
     AlertResource,
@@ -11,6 +10,7 @@ from fraud_platform.resources import (
     FilesResource,
     KafkaResource,
     ModelStoreResource,
+    ProfilesSourceResource,
     RedisResource,
     ScoreLogResource,
     WarehouseResource,

@@ -35,7 +35,7 @@ def test_definitions_load_with_every_layer_sensor_schedule_and_job() -> None:
         "retrain_on_drift_sensor",
     }
     assert {s.name for s in defs.schedules} == {
-        "feature_refresh_schedule",
+        "ingest_schedule",
         "retrain_schedule",
         "delta_maintenance_schedule",
     }

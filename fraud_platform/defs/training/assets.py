@@ -7,18 +7,17 @@ import dagster as dg
 import numpy as np
 import polars as pl
 
-from fraud_platform.defs.features.assets import feature_table
+from fraud_platform import names
 from fraud_platform.lib import plots
 from fraud_platform.lib.features.request import FRAUD_SCORING_V1
 from fraud_platform.lib.features.training_frame import build_training_frame, label_transactions
 from fraud_platform.lib.training import evaluation, search
 from fraud_platform.lib.training import fit as training
 from fraud_platform.lib.training.versioning import code_version
+from fraud_platform.names import MODEL_NAME, TRAINING_SET_TABLE
 from fraud_platform.resources import DeltaResource, ModelStoreResource, WarehouseResource
 
 GROUP = "training"
-TRAINING_SET_TABLE = "training/fraud_training_set"
-MODEL_NAME = "fraud_catboost"
 SERVICE = FRAUD_SCORING_V1
 QUALITY_CHECK = "fraud_catboost_meets_minimum_quality"
 
@@ -55,9 +54,9 @@ def fraud_training_set(
     labelled = label_transactions(
         transactions, labels, as_of=as_of, maturity=timedelta(days=config.maturity_days)
     )
-    input_versions = {g.versioned_name: delta.version(feature_table(g)) for g in SERVICE.groups}
+    input_versions = {g.versioned_name: delta.version(names.feature_table(g.versioned_name)) for g in SERVICE.groups}
     group_rows = {
-        g.versioned_name: delta.read(feature_table(g), version=input_versions[g.versioned_name])
+        g.versioned_name: delta.read(names.feature_table(g.versioned_name), version=input_versions[g.versioned_name])
         for g in SERVICE.groups
     }
     started = time.perf_counter()
