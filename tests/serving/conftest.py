@@ -30,7 +30,7 @@ from fraud_platform.lib.features.compute import KEY_SEPARATOR
 from fraud_platform.lib.features.online import write_snapshot
 from fraud_platform.lib.features.registry import ENTITY_KEY, FEATURE_TIME, FeatureGroup
 from fraud_platform.lib.features.request import FRAUD_SCORING_V1
-from fraud_platform.lib.training import fit as training
+from fraud_platform.lib.model.input import to_model_input
 from fraud_platform.tools.serving_process import serve_command
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -84,7 +84,7 @@ def train_tiny_model(seed: int = 7) -> Any:
         verbose=0,
         allow_writing_files=False,
     )
-    model.fit(training.to_model_input(rows, features, categorical, label=labels))
+    model.fit(to_model_input(rows, features, categorical, label=labels))
     return model
 
 

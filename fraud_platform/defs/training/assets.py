@@ -11,6 +11,8 @@ from fraud_platform import names
 from fraud_platform.lib import plots
 from fraud_platform.lib.features.request import FRAUD_SCORING_V1
 from fraud_platform.lib.features.training_frame import build_training_frame, label_transactions
+from fraud_platform.lib.model.explain import shap_values
+from fraud_platform.lib.model.input import TrainedModel, predict_proba
 from fraud_platform.lib.training import evaluation, search
 from fraud_platform.lib.training import fit as training
 from fraud_platform.lib.training.versioning import code_version
@@ -136,10 +138,10 @@ SHAP_TOP_FEATURES = 15
 
 
 def _explanation_metadata(
-    trained: training.TrainedModel, test: pl.DataFrame, scores, config: ModelConfig
+    trained: TrainedModel, test: pl.DataFrame, scores, config: ModelConfig
 ) -> dict[str, dg.MetadataValue]:
     """SHAP beeswarm and top mean |SHAP| on a test sample, and daily metrics of the test period."""
-    shap, values, features = training.shap_values(
+    shap, values, features = shap_values(
         trained, test, max_rows=SHAP_SAMPLE_ROWS, seed=config.seed
     )
     mean_abs = np.abs(shap).mean(axis=0)
@@ -229,14 +231,14 @@ def fraud_catboost(
         train_config,
         log=context.log.info,
     )
-    val_scores = training.predict_proba(trained, split.validation)
+    val_scores = predict_proba(trained, split.validation)
     thresholds = evaluation.choose_thresholds(
         split.validation["is_fraud"].to_numpy(),
         val_scores,
         review_rate=config.review_rate,
         decline_precision=config.decline_precision,
     )
-    test_scores = training.predict_proba(trained, split.test)
+    test_scores = predict_proba(trained, split.test)
     result, images = _evaluation_metadata(split.test, test_scores, config, thresholds)
     importances = trained.model.get_feature_importance()
     images["feature_importance"] = dg.MetadataValue.md(
