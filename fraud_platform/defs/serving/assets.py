@@ -9,6 +9,7 @@ from fraud_platform import names
 from fraud_platform.lib.features.request import FRAUD_SCORING_V1 as SERVICE
 from fraud_platform.lib.training import backtest as backtesting
 from fraud_platform.lib.training import promotion
+from fraud_platform.lib.training.pipeline import PipelineConfig
 from fraud_platform.names import BACKTEST_SCORES_TABLE, MODEL_NAME, TRAINING_SET_TABLE
 from fraud_platform.resources import DeltaResource, ModelStoreResource, WarehouseResource
 
@@ -17,6 +18,7 @@ GATE_CHECK = "challenger_beats_champion"
 CHAMPION_KEY = dg.AssetKey(names.CHAMPION_ASSET.split("/"))
 MODEL_KEY = dg.AssetKey(names.MODEL_ASSET.split("/"))
 TRAINING_SET_KEY = dg.AssetKey(TRAINING_SET_TABLE.split("/"))
+REVIEW_BUDGET_PER_DAY = PipelineConfig().review_budget_per_day
 
 
 class PromotionConfig(dg.Config):
@@ -24,7 +26,7 @@ class PromotionConfig(dg.Config):
     """The challenger must beat the champion's metric by at least this much (absolute)."""
     metric: str = "average_precision"
     """One of average_precision, auc_roc, precision_at_budget, recall_at_budget."""
-    review_budget_per_day: int = 50
+    review_budget_per_day: int = REVIEW_BUDGET_PER_DAY
 
 
 def _latest_candidate(context: dg.AssetExecutionContext) -> str:
@@ -173,7 +175,7 @@ class BacktestConfig(dg.Config):
     source: str = "training_set"
     """``training_set`` (matured, labelled rows) or ``silver`` (every transaction in silver,
     joined point-in-time to the feature tables; labels where known)."""
-    review_budget_per_day: int = 50
+    review_budget_per_day: int = REVIEW_BUDGET_PER_DAY
 
 
 def backtest_rows(

@@ -226,9 +226,7 @@ def backtest(
             pl.DataFrame(
                 {
                     "model_tag": [name] * n,
-                    "transaction_id": rows[ID_COLUMN]
-                    if ID_COLUMN in rows.columns
-                    else [None] * n,
+                    "transaction_id": rows[ID_COLUMN] if ID_COLUMN in rows.columns else [None] * n,
                     "event_time": rows[TIME_COLUMN],
                     "score": s,
                     "is_fraud": rows[LABEL_COLUMN]
