@@ -168,6 +168,16 @@ def services_up(settings: Settings) -> ServiceStatus:
     return services_status(settings)
 
 
+def started_services(settings: Settings) -> list[str]:
+    """What ``services up`` started with this data directory and is still running."""
+    running = []
+    if settings.kafka_embedded and brokers.broker_status(broker_spec(settings))["running"]:
+        running.append(f"the embedded Kafka broker ({settings.kafka_bootstrap})")
+    if _private_redis_pid(settings) is not None:
+        running.append(f"the private Redis ({redact_url(settings.redis_url)})")
+    return running
+
+
 def services_down(settings: Settings) -> list[str]:
     stopped = []
     if settings.kafka_embedded and brokers.stop_broker(broker_spec(settings)):
