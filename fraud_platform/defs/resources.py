@@ -16,13 +16,12 @@ from fraud_platform.resources import (
     WarehouseResource,
 )
 from fraud_platform.settings import Settings
-from fraud_platform.tools.services import resolve_redis_url
 
 
 def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     return {
         "kafka": KafkaResource(bootstrap_servers=settings.kafka_bootstrap),
-        "redis": RedisResource(url=resolve_redis_url(settings)),
+        "redis": RedisResource(url=settings.redis_url),
         "delta": DeltaResource(
             root=settings.delta_uri, storage_options=settings.delta_storage_options
         ),

@@ -21,7 +21,8 @@ from fraud_platform.lib.simulation import SimulationConfig, publish, simulate
 from fraud_platform.resources.model_store import ModelStoreResource
 from fraud_platform.settings import Settings
 from fraud_platform.tools.brokers import BrokerSpec, start_broker, stop_broker
-from fraud_platform.tools.pipeline import LAYERS, load_definitions, prepare_dbt_manifest, run_layers
+from fraud_platform.tools.layers import LAYERS
+from fraud_platform.tools.pipeline import load_definitions, prepare_dbt_manifest, run_layers
 from tests.asset_keys import LAYER_ASSETS
 from tests.integration.conftest import free_port
 

@@ -2,7 +2,8 @@
 
 import dagster as dg
 
-from fraud_platform.tools.pipeline import LAYERS, load_definitions, prepare_dbt_manifest
+from fraud_platform.tools.layers import LAYERS
+from fraud_platform.tools.pipeline import load_definitions, prepare_dbt_manifest
 from tests.asset_keys import LAYER_ASSETS
 
 

@@ -1,4 +1,5 @@
-"""Bronze account profiles: a second source kind, PostgreSQL, read incrementally (lib/ingestion/profiles.py).
+"""Bronze account profiles: a second source kind, PostgreSQL, read incrementally
+(``lib/ingestion/profiles.py``).
 
 When PostgreSQL is unreachable the asset fails with a clear error, except when its config says
 ``when_unreachable: skip``: then it materializes nothing (and its freshness check, which runs

@@ -5,7 +5,7 @@ aggregations over the source's events. The same declaration drives the offline c
 (``compute.py``), the point-in-time join (``pit.py``), the online key layout and the
 serving-side reader (``online.py``).
 
-Semantics (stated once, tested in tests/unit/test_features_*):
+Semantics (stated once, tested in tests/unit/features/):
 - A group emits one row per (entity, source event time). The row's ``feature_time`` is that
   event time: the moment the values became known. Window aggregates cover source events with
   time in ``(feature_time - window, feature_time]`` (all events sharing the timestamp included).
