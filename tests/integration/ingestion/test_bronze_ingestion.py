@@ -24,20 +24,22 @@ from fraud_platform.lib.contracts.events import (
 )
 from fraud_platform.lib.ingestion import bronze
 from fraud_platform.lib.ingestion.bronze import (
-    BrokerOffsetsWentBackwards,
     IngestResult,
-    TopicNotFound,
     bronze_path,
     committed_offsets,
     dead_letter_path,
     ingest_topic,
-    kafka_end_offsets,
 )
 from fraud_platform.lib.kafka.admin import (
     KafkaUnavailable,
     admin_config,
     check_kafka,
     ensure_topics,
+)
+from fraud_platform.lib.kafka.reader import (
+    BrokerOffsetsWentBackwards,
+    TopicNotFound,
+    kafka_end_offsets,
 )
 from fraud_platform.tools.brokers import (
     BrokerSpec,
