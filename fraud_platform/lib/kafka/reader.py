@@ -50,7 +50,7 @@ class TopicNotFound(KafkaReadError):
 
 
 class BrokerOffsetsWentBackwards(KafkaReadError):
-    """Kafka's high watermark is below the position bronze recorded (broker reset/recreated)."""
+    """Kafka's high watermark is below the position the caller recorded (broker reset/recreated)."""
 
     def __init__(self, topic: str, partition: int, committed: int, high_watermark: int) -> None:
         self.topic = topic

@@ -170,7 +170,7 @@ def test_ingest_exactly_once(
     assert {(r["_topic"], r["_partition"]) for r in rows} == {(topic, 0), (topic, 1)}
     assert all(r["_ingested_at"] == NOW and r["schema_version"] == 1 for r in rows)
     assert committed_offsets(topic, str(tmp_path)) == {0: 3, 1: 3}
-    if kafka_broker.kind == "noida":  # tansu's ListOffsets under-reports (see bronze docstring)
+    if kafka_broker.kind == "noida":  # tansu's ListOffsets under-reports (see reader docstring)
         assert kafka_end_offsets(topic, kafka_broker.bootstrap) == {0: 3, 1: 3}
 
     again = ingest(kafka_broker, topic, tmp_path)

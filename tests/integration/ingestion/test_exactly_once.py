@@ -174,7 +174,7 @@ def check_exactly_once(root: Path, topic: str, produced: Produced, bootstrap: st
     assert sum(highs.values()) == len(produced.at), "offsets are not contiguous"
     assert committed_offsets(topic, str(root)) == highs
     listed = kafka_end_offsets(topic, bootstrap)
-    # ListOffsets of tansu under-reports the high watermark (see bronze's module doc).
+    # ListOffsets of tansu under-reports the high watermark (see lib/kafka/reader.py).
     assert all(listed[p] <= highs[p] for p in highs), (listed, highs)
 
 
