@@ -167,7 +167,7 @@ def test_pipeline_training_set_records_input_versions(platform: dict) -> None:
 
 def test_pipeline_sensor_skips_when_bronze_is_current_and_fires_on_arrivals(platform: dict) -> None:
     from fraud_platform.defs.resources import build_resources
-    from fraud_platform.lib.contracts.events import encode_event
+    from fraud_platform.lib.kafka.producer import event_messages, produce
     from fraud_platform.lib.simulation import SimulationConfig, simulate
 
     settings = platform["settings"]
@@ -176,15 +176,11 @@ def test_pipeline_sensor_skips_when_bronze_is_current_and_fires_on_arrivals(plat
     context = dg.build_sensor_context(instance=platform["instance"], resources=resources)
     assert isinstance(sensor(context), dg.SkipReason)
 
-    from confluent_kafka import Producer
-
     extra = simulate(
         SimulationConfig(days=1, users=20, seed=99, start=datetime.now(UTC) - timedelta(days=1))
     )
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
-    for txn in extra.transactions[:5]:
-        producer.produce("transactions", encode_event(txn), key=txn["user_id"].encode())
-    assert producer.flush(10) == 0
+    events = [("transactions", txn) for txn in extra.transactions[:5]]
+    produce(settings.kafka_bootstrap, event_messages(events), flush_timeout_s=10)
     result = sensor(dg.build_sensor_context(instance=platform["instance"], resources=resources))
     assert isinstance(result, dg.SensorResult)
     assert len(result.run_requests) == 1
@@ -294,12 +290,11 @@ def test_pipeline_late_event_recomputes_exactly_the_stale_partitions(platform: d
     """A transaction arriving 5 days late lands in its own bronze date partition; after the
     ingestion run the sensor asks for feature partitions from its date to today, and the
     recomputed table equals a full recomputation while older partitions keep their files."""
-    from confluent_kafka import Producer
-
     from fraud_platform.defs.features.assets import feature_table
-    from fraud_platform.lib.contracts.events import SCHEMA_VERSION, encode_event
+    from fraud_platform.lib.contracts.events import SCHEMA_VERSION
     from fraud_platform.lib.features.catalog import FEATURE_GROUPS
     from fraud_platform.lib.features.compute import compute_feature_group
+    from fraud_platform.lib.kafka.producer import event_messages, produce
     from fraud_platform.resources import WarehouseResource
 
     settings, instance, defs = platform["settings"], platform["instance"], platform["defs"]
@@ -321,9 +316,7 @@ def test_pipeline_late_event_recomputes_exactly_the_stale_partitions(platform: d
     table = feature_table(USER_TXN_VELOCITY)
     before = _partition_files(settings, table)
 
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
-    producer.produce("transactions", encode_event(late), key=late["user_id"].encode())
-    assert producer.flush(10) == 0
+    produce(settings.kafka_bootstrap, event_messages([("transactions", late)]), flush_timeout_s=10)
     ingest = defs.resolve_job_def("ingest_job").execute_in_process(instance=instance)
     assert ingest.success
     bronze = pl.read_delta(f"{settings.delta_uri}/bronze/transactions")
