@@ -1,19 +1,13 @@
 """The platform's shared names, in one place: Delta tables (whose path is also the Dagster asset
-key), Kafka topics and their message keys, the model, and the jobs other domains refer to.
+key), the model, and the jobs other domains refer to. Topics and their message keys are part of
+the event contract (``lib/contracts/events.py``: ``TOPICS``, ``KEY_FIELD``).
 
 Pure data: no Dagster, no I/O. ``dg.AssetKey(name.split("/"))`` turns a table name into its key.
 """
 
 from __future__ import annotations
 
-from fraud_platform.lib.contracts.events import ACCOUNT_EVENTS, LABELS, TOPICS, TRANSACTIONS
-
-# Kafka topics -> the event field used as the message key (Kafka keeps one key's events in order).
-TOPIC_KEY_FIELDS: dict[str, str] = {
-    TRANSACTIONS: "user_id",
-    ACCOUNT_EVENTS: "user_id",
-    LABELS: "transaction_id",
-}
+from fraud_platform.lib.contracts.events import TOPICS
 
 # Delta tables (= asset keys)
 BRONZE_TABLES: dict[str, str] = {topic: f"bronze/{topic}" for topic in TOPICS}
