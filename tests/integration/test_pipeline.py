@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from fraud_platform.lib.features.catalog import USER_TXN_VELOCITY
-from fraud_platform.lib.features.online import OnlineFeatureReader
+from fraud_platform.lib.features.online.reader import OnlineFeatureReader
 from fraud_platform.lib.features.request import FRAUD_SCORING_V1
 from fraud_platform.lib.simulation import SimulationConfig, publish, simulate
 from fraud_platform.resources.model_store import ModelStoreResource
@@ -233,7 +233,7 @@ def test_pipeline_replay_online_equals_point_in_time_at_many_instants(platform: 
     """
     from fraud_platform.defs.features.assets import feature_table
     from fraud_platform.lib.features.compute import compute_feature_group, latest_per_entity
-    from fraud_platform.lib.features.online import write_snapshot
+    from fraud_platform.lib.features.online.writer import write_snapshot
     from fraud_platform.lib.features.pit import point_in_time_join
     from fraud_platform.lib.features.request import model_row
     from fraud_platform.resources import WarehouseResource
@@ -463,7 +463,7 @@ def test_pipeline_new_feature_backfills_over_history_without_touching_other_grou
     from fraud_platform.defs.resources import build_resources
     from fraud_platform.lib.features.catalog import FEATURE_GROUPS
     from fraud_platform.lib.features.compute import compute_feature_group, latest_per_entity
-    from fraud_platform.lib.features.online import write_snapshot
+    from fraud_platform.lib.features.online.writer import write_snapshot
     from fraud_platform.lib.features.registry import Feature, FeatureService
     from fraud_platform.resources import DeltaResource, WarehouseResource
 

@@ -33,7 +33,7 @@ from typing import Any, Literal
 
 from fraud_platform.lib.contracts.events import EVENT_FIELDS, TRANSACTIONS, format_timestamp
 from fraud_platform.lib.features.catalog import FEATURE_GROUPS
-from fraud_platform.lib.features.online import OnlineFeatureReader
+from fraud_platform.lib.features.online.reader import OnlineFeatureReader
 from fraud_platform.lib.features.registry import FeatureService
 from fraud_platform.lib.features.request import FRAUD_SCORING_V1, model_row
 from fraud_platform.lib.training import fit as training
