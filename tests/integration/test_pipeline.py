@@ -16,7 +16,7 @@ import redis
 
 from fraud_platform.lib.features.catalog import USER_TXN_VELOCITY
 from fraud_platform.lib.features.online.reader import OnlineFeatureReader
-from fraud_platform.lib.features.request import FRAUD_SCORING_V1
+from fraud_platform.lib.features.services import FRAUD_SCORING_V1
 from fraud_platform.lib.simulation import SimulationConfig, publish, simulate
 from fraud_platform.resources.model_store import ModelStoreResource
 from fraud_platform.settings import Settings

@@ -29,7 +29,7 @@ from fraud_platform.lib.features.catalog import FEATURE_GROUPS
 from fraud_platform.lib.features.compute import KEY_SEPARATOR
 from fraud_platform.lib.features.online.writer import write_snapshot
 from fraud_platform.lib.features.registry import ENTITY_KEY, FEATURE_TIME, FeatureGroup
-from fraud_platform.lib.features.request import FRAUD_SCORING_V1
+from fraud_platform.lib.features.services import FRAUD_SCORING_V1
 from fraud_platform.lib.training import fit as training
 from fraud_platform.tools.serving_process import serve_command
 

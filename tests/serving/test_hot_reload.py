@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from fraud_platform.lib.features.request import FRAUD_SCORING_V1
+from fraud_platform.lib.features.services import FRAUD_SCORING_V1
 from fraud_platform.resources.model_store import ModelStoreResource
 
 from .conftest import (

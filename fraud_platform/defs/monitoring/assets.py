@@ -10,7 +10,7 @@ from fraud_platform.defs.features.assets import feature_table
 from fraud_platform.defs.training.assets import TRAINING_SET_TABLE, fraud_training_set
 from fraud_platform.lib import plots
 from fraud_platform.lib.features.pit import point_in_time_join
-from fraud_platform.lib.features.request import FRAUD_SCORING_V1
+from fraud_platform.lib.features.services import FRAUD_SCORING_V1
 from fraud_platform.lib.features.training_frame import model_frame
 from fraud_platform.lib.monitoring import drift as monitoring
 from fraud_platform.resources import AlertResource, DeltaResource, FilesResource, ScoreLogResource

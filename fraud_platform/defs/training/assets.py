@@ -9,7 +9,7 @@ import polars as pl
 
 from fraud_platform.defs.features.assets import feature_table
 from fraud_platform.lib import plots
-from fraud_platform.lib.features.request import FRAUD_SCORING_V1
+from fraud_platform.lib.features.services import FRAUD_SCORING_V1, SERVICE_METADATA_KEY
 from fraud_platform.lib.features.training_frame import build_training_frame, label_transactions
 from fraud_platform.lib.training import evaluation, search
 from fraud_platform.lib.training import fit as training
@@ -253,7 +253,7 @@ def fraud_catboost(
         metadata={
             "features": list(trained.features),
             "categorical_features": list(trained.categorical),
-            "feature_service": SERVICE.name,
+            SERVICE_METADATA_KEY: SERVICE.name,  # what the scoring path reads online
             "feature_group_versions": {g.name: g.version for g in SERVICE.groups},
             "training_set_table": TRAINING_SET_TABLE,
             "training_set_delta_version": set_version,
@@ -289,6 +289,7 @@ def fraud_catboost(
         check_results=[gate],
         metadata={
             "model_tag": tag,
+            "feature_service": SERVICE.name,
             "test_auc_roc": metrics["auc_roc"],
             "test_average_precision": metrics["average_precision"],
             "precision_at_budget": metrics["precision_at_budget"],

@@ -74,6 +74,7 @@ class OnlineFeatureReader:
 
     def __init__(self, client: redis.Redis, service: FeatureService) -> None:
         self._client = client
+        self.service = service
         self._groups: Sequence[FeatureGroup] = service.groups
         self._layout = [
             _GroupLayout(
