@@ -3,12 +3,12 @@
 Start (from the repository root)::
 
     BENTOML_HOME=$FRAUD_PLATFORM_DATA_DIR/bentoml \\
-        bentoml serve models_bento.service:FraudScorer --port 3000
+        bentoml serve models_bento.service:FraudScorer --port 3030
 
 Everything is configured once, in ``__init__``, from ``Settings.from_env()``:
 the model is the champion of ``fraud_catboost`` named in ``<bentoml_home>/champions.json``
 (fallback: the newest ``fraud_catboost`` in the store), read from the platform's model store at
-``Settings.bentoml_home``; Redis is ``resolve_redis_url(settings)``, read with a 50 ms socket
+``Settings.bentoml_home``; Redis is ``Settings.redis_url``, read with a 50 ms socket
 timeout; scored requests go to ``Settings.score_log_dir``.
 
 Hot reload: a request checks the champion pointer at most once per ``CHAMPION_CHECK_INTERVAL_S``
@@ -54,7 +54,6 @@ from redis.retry import Retry
 from fraud_platform.lib.serving.score_log import ScoreLog
 from fraud_platform.lib.serving.scoring import FeatureLookup, ScoringModel, log_record
 from fraud_platform.settings import Settings
-from fraud_platform.tools.services import resolve_redis_url
 from models_bento.schemas import (
     EXAMPLE_TRANSACTION,
     ModelInfo,
@@ -212,8 +211,7 @@ class FraudScorer:
         scoring, loaded = load_scoring_model(self._home)
         self._warm_up(scoring)
         self._served = ServedModel(scoring, loaded["entry"], loaded["champion"], datetime.now(UTC))
-        redis_url = resolve_redis_url(settings)
-        self._redis = online_store_client(redis_url)
+        self._redis = online_store_client(settings.redis_url)
         self.lookup = FeatureLookup(self._redis, scoring.service, retry_after_s=REDIS_RETRY_AFTER_S)
         self.score_log = ScoreLog(settings.score_log_dir)
         log.info(
@@ -221,7 +219,7 @@ class FraudScorer:
             scoring.tag,
             "champion" if loaded["champion"] else "newest, no champion",
             scoring.service.name,
-            redis.connection.parse_url(redis_url).get("host", "?"),
+            redis.connection.parse_url(settings.redis_url).get("host", "?"),
             self.score_log.path,
         )
 

@@ -3,7 +3,6 @@
 import dagster as dg
 from dagster_dbt import DbtCliResource
 
-from fraud_platform.defs.ingestion.profiles import ProfilesSourceResource
 from fraud_platform.defs.transform.project import dbt_executable, dbt_project
 from fraud_platform.resources import (
     AlertResource,
@@ -11,18 +10,18 @@ from fraud_platform.resources import (
     FilesResource,
     KafkaResource,
     ModelStoreResource,
+    ProfilesSourceResource,
     RedisResource,
     ScoreLogResource,
     WarehouseResource,
 )
 from fraud_platform.settings import Settings
-from fraud_platform.tools.services import resolve_redis_url
 
 
 def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     return {
         "kafka": KafkaResource(bootstrap_servers=settings.kafka_bootstrap),
-        "redis": RedisResource(url=resolve_redis_url(settings)),
+        "redis": RedisResource(url=settings.redis_url),
         "delta": DeltaResource(
             root=settings.delta_uri, storage_options=settings.delta_storage_options
         ),

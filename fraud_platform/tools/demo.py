@@ -183,7 +183,7 @@ def run_demo(settings: Settings, config: DemoConfig) -> dict[str, Any]:
     from fraud_platform.lib.simulation import SimulationConfig, simulate
     from fraud_platform.tools.instance import prepare_dagster_home
     from fraud_platform.tools.pipeline import load_definitions, prepare_dbt_manifest, run_layers
-    from fraud_platform.tools.services import services_up
+    from fraud_platform.tools.services import services_up, started_services
     from fraud_platform.tools.serving_process import start_scoring_service, stop_scoring_service
 
     wall = time.perf_counter()
@@ -281,6 +281,9 @@ def run_demo(settings: Settings, config: DemoConfig) -> dict[str, Any]:
     path = Path(settings.data_dir, "demo_summary.json")
     path.write_text(json.dumps(summary, indent=2, default=str))
     _print_summary(summary, path)
+    running = started_services(settings)
+    if running:
+        _say(f"still running: {' and '.join(running)}; stop with `fraud-platform services down`")
     return summary
 
 

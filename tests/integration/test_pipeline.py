@@ -21,7 +21,9 @@ from fraud_platform.lib.simulation import SimulationConfig, publish, simulate
 from fraud_platform.resources.model_store import ModelStoreResource
 from fraud_platform.settings import Settings
 from fraud_platform.tools.brokers import BrokerSpec, start_broker, stop_broker
-from fraud_platform.tools.pipeline import LAYERS, load_definitions, prepare_dbt_manifest, run_layers
+from fraud_platform.tools.layers import LAYERS
+from fraud_platform.tools.pipeline import load_definitions, prepare_dbt_manifest, run_layers
+from tests.asset_keys import LAYER_ASSETS
 from tests.integration.conftest import free_port
 
 pytestmark = pytest.mark.integration
@@ -121,17 +123,7 @@ def test_pipeline_every_layer_materialized_and_checks_passed(platform: dict) -> 
     results = platform["results"]
     assert set(results) == set(LAYERS)
     materialized = {asset for r in results.values() for asset in r.metadata}
-    for expected in [
-        "bronze/transactions",
-        "silver/fct_transactions",
-        "gold/agg_user_daily",
-        "features/user_txn_velocity_v1",
-        "online/feature_snapshot",
-        "training/fraud_training_set",
-        "models/fraud_catboost",
-        "serving/fraud_catboost_champion",
-        "monitoring/training_profile",
-    ]:
+    for expected in [*LAYER_ASSETS, "monitoring/training_profile"]:
         assert expected in materialized, expected
     failed = {name for r in results.values() for name, ok in r.checks.items() if not ok}
     assert not failed, failed

@@ -35,7 +35,7 @@ from fraud_platform.lib.features.registry import (
     FeatureService,
 )
 from fraud_platform.lib.features.services import FRAUD_SCORING_V1
-from fraud_platform.lib.training import fit as training
+from fraud_platform.lib.model.input import to_model_input
 from fraud_platform.tools.serving_process import serve_command
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -91,7 +91,7 @@ def train_tiny_model(seed: int = 7, service: FeatureService = FRAUD_SCORING_V1) 
         verbose=0,
         allow_writing_files=False,
     )
-    model.fit(training.to_model_input(rows, features, categorical, label=labels))
+    model.fit(to_model_input(rows, features, categorical, label=labels))
     return model
 
 

@@ -11,6 +11,8 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 import polars as pl
 
+from fraud_platform import names
+from fraud_platform.defs.partitions import FEATURE_PARTITIONS
 from fraud_platform.lib.features.catalog import FEATURE_GROUPS
 from fraud_platform.lib.features.compute import compute_feature_group_between, latest_per_entity
 from fraud_platform.lib.features.online.writer import write_snapshot
@@ -22,12 +24,10 @@ warnings.filterwarnings("ignore", message="Parameter `backfill_policy`", categor
 
 GROUP = "features"
 FEATURE_DATE = "feature_date"
-# Daily partitions by feature_time (UTC); today included so the live day can be refreshed.
-FEATURE_PARTITIONS = dg.DailyPartitionsDefinition(start_date="2024-01-01", end_offset=1)
 
 
 def feature_table(group: FeatureGroup) -> str:
-    return f"features/{group.versioned_name}"
+    return names.feature_table(group.versioned_name)
 
 
 def definition_markdown(group: FeatureGroup) -> str:

@@ -1,4 +1,5 @@
-"""Bronze account profiles: a second source kind, PostgreSQL, read incrementally (lib/profiles.py).
+"""Bronze account profiles: a second source kind, PostgreSQL, read incrementally
+(``lib/ingestion/profiles.py``).
 
 When PostgreSQL is unreachable the asset fails with a clear error, except when its config says
 ``when_unreachable: skip``: then it materializes nothing (and its freshness check, which runs
@@ -17,27 +18,10 @@ from fraud_platform.lib.ingestion.profiles import (
     create_table_if_missing,
     ingest_profiles,
     profiles_freshness,
-    redact_url,
 )
-from fraud_platform.resources import DeltaResource
+from fraud_platform.resources import DeltaResource, ProfilesSourceResource
 
 ACCOUNT_PROFILES = dg.AssetKey(["bronze", "account_profiles"])
-
-
-class ProfilesSourceResource(dg.ConfigurableResource):
-    """The PostgreSQL database holding the ``account_profiles`` table (libpq URL)."""
-
-    url: str | None = None
-
-    def require_url(self) -> str:
-        if not self.url:
-            raise ProfilesSourceError(
-                "no PostgreSQL URL for the account profiles: set FRAUD_PLATFORM_PROFILES_PG_URL"
-            )
-        return self.url
-
-    def display_url(self) -> str:
-        return redact_url(self.url) if self.url else "(not configured)"
 
 
 class ProfilesIngestConfig(dg.Config):

@@ -6,13 +6,13 @@ from datetime import timedelta
 import dagster as dg
 import polars as pl
 
-from fraud_platform.defs.features.assets import feature_table
-from fraud_platform.defs.training.assets import TRAINING_SET_TABLE, fraud_training_set
+from fraud_platform import names
 from fraud_platform.lib import plots
 from fraud_platform.lib.features.pit import point_in_time_join
 from fraud_platform.lib.features.services import FRAUD_SCORING_V1
 from fraud_platform.lib.features.training_frame import model_frame
 from fraud_platform.lib.monitoring import drift as monitoring
+from fraud_platform.names import TRAINING_SET_TABLE
 from fraud_platform.resources import AlertResource, DeltaResource, FilesResource, ScoreLogResource
 
 GROUP = "monitoring"
@@ -48,7 +48,7 @@ class ReferenceConfig(dg.Config):
 @dg.asset(
     key=["monitoring", "training_profile"],
     group_name=GROUP,
-    deps=[fraud_training_set],
+    deps=[dg.AssetKey(TRAINING_SET_TABLE.split("/"))],
     kinds={"whylogs"},
 )
 def training_profile(
@@ -150,7 +150,7 @@ def offline_features_for(log: pl.DataFrame, delta: DeltaResource) -> pl.DataFram
     rows = log.select("request_id", *ENTITY_COLUMNS, *REQUEST_COLUMNS).with_columns(
         pl.col(JOIN_KEYS).cast(pl.String)  # a key never seen in the log reads back as Null
     )
-    group_rows = {g.versioned_name: delta.read(feature_table(g)) for g in FRAUD_SCORING_V1.groups}
+    group_rows = {g.versioned_name: delta.read(names.feature_table(g.versioned_name)) for g in FRAUD_SCORING_V1.groups}
     joined = point_in_time_join(rows, FRAUD_SCORING_V1.groups, group_rows)
     return pl.concat(
         [joined.select("request_id"), model_frame(joined, FRAUD_SCORING_V1)], how="horizontal"

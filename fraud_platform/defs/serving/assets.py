@@ -5,22 +5,20 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 import polars as pl
 
-from fraud_platform.defs.features.assets import feature_table
-from fraud_platform.defs.training.assets import (
-    MODEL_NAME,
-    SERVICE,
-    TRAINING_SET_TABLE,
-    fraud_catboost,
-    fraud_training_set,
-)
+from fraud_platform import names
+from fraud_platform.lib.features.services import FRAUD_SCORING_V1 as SERVICE
 from fraud_platform.lib.training import backtest as backtesting
 from fraud_platform.lib.training import promotion
+from fraud_platform.lib.training.pipeline import PipelineConfig
+from fraud_platform.names import BACKTEST_SCORES_TABLE, MODEL_NAME, TRAINING_SET_TABLE
 from fraud_platform.resources import DeltaResource, ModelStoreResource, WarehouseResource
 
 GROUP = "serving"
 GATE_CHECK = "challenger_beats_champion"
-CHAMPION_KEY = dg.AssetKey(["serving", "fraud_catboost_champion"])
-BACKTEST_SCORES_TABLE = "serving/backtest_scores"
+CHAMPION_KEY = dg.AssetKey(names.CHAMPION_ASSET.split("/"))
+MODEL_KEY = dg.AssetKey(names.MODEL_ASSET.split("/"))
+TRAINING_SET_KEY = dg.AssetKey(TRAINING_SET_TABLE.split("/"))
+REVIEW_BUDGET_PER_DAY = PipelineConfig().review_budget_per_day
 
 
 class PromotionConfig(dg.Config):
@@ -28,11 +26,11 @@ class PromotionConfig(dg.Config):
     """The challenger must beat the champion's metric by at least this much (absolute)."""
     metric: str = "average_precision"
     """One of average_precision, auc_roc, precision_at_budget, recall_at_budget."""
-    review_budget_per_day: int = 50
+    review_budget_per_day: int = REVIEW_BUDGET_PER_DAY
 
 
 def _latest_candidate(context: dg.AssetExecutionContext) -> str:
-    event = context.instance.get_latest_materialization_event(dg.AssetKey(["models", MODEL_NAME]))
+    event = context.instance.get_latest_materialization_event(MODEL_KEY)
     if event is None or event.asset_materialization is None:
         raise dg.Failure("models/fraud_catboost has never been materialized")
     return str(event.asset_materialization.metadata["model_tag"].value)
@@ -81,7 +79,7 @@ def _metric(values: dict, name: str) -> float:
 @dg.asset(
     key=CHAMPION_KEY,
     group_name=GROUP,
-    deps=[fraud_catboost],
+    deps=[MODEL_KEY],
     kinds={"bentoml"},
     check_specs=[
         dg.AssetCheckSpec(
@@ -177,7 +175,7 @@ class BacktestConfig(dg.Config):
     source: str = "training_set"
     """``training_set`` (matured, labelled rows) or ``silver`` (every transaction in silver,
     joined point-in-time to the feature tables; labels where known)."""
-    review_budget_per_day: int = 50
+    review_budget_per_day: int = REVIEW_BUDGET_PER_DAY
 
 
 def backtest_rows(
@@ -201,7 +199,7 @@ def backtest_rows(
     end = end or newest + timedelta(microseconds=1)
     start = start or end - timedelta(days=days)
     if source == "silver":
-        group_rows = {g.versioned_name: delta.read(feature_table(g)) for g in SERVICE.groups}
+        group_rows = {g.versioned_name: delta.read(names.feature_table(g.versioned_name)) for g in SERVICE.groups}
         frame = backtesting.pit_rows(
             frame, group_rows, SERVICE, start, end, labels=warehouse.table("fct_labels")
         )
@@ -260,7 +258,7 @@ def store_scores(
 @dg.asset(
     key=["serving", "fraud_backtest"],
     group_name=GROUP,
-    deps=[fraud_training_set, fraud_catboost_champion],
+    deps=[TRAINING_SET_KEY, fraud_catboost_champion],
     kinds={"catboost", "delta"},
 )
 def fraud_backtest(

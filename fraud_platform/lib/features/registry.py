@@ -10,7 +10,7 @@ consumes. Versioned names are unique in the catalog, so ``user_txn_velocity_v2``
 ``user_txn_velocity_v1`` (its own table, asset and online keys); feature names are unique
 within a service, so a model's input columns are unambiguous.
 
-Semantics (stated once, tested in tests/unit/features/test_features_*):
+Semantics (stated once, tested in tests/unit/features/):
 - A group emits one row per (entity, source event time). The row's ``feature_time`` is that
   event time: the moment the values became known. Window aggregates cover source events with
   time in ``(feature_time - window, feature_time]`` (all events sharing the timestamp included).

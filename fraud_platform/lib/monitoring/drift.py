@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
+from fraud_platform.lib.model.input import MISSING_CATEGORY
 from fraud_platform.lib.training.evaluation import json_safe
 
 if TYPE_CHECKING:
@@ -44,7 +45,6 @@ POSSIBLE_DRIFT = "POSSIBLE_DRIFT"
 NO_DRIFT = "NO_DRIFT"
 DRIFT_PVALUE = 0.05  # whylogs' KSTestConfig / ChiSquareConfig thresholds
 POSSIBLE_DRIFT_PVALUE = 0.15
-MISSING_CATEGORY = "__missing__"
 OTHER_CATEGORY = "__other__"
 MAX_CATEGORIES = 50  # categories beyond the most frequent are pooled into __other__
 PSI_BINS = 10

@@ -2,7 +2,7 @@
 
 ``ScoringModel.score`` is the one scoring path. The BentoML service calls it per request, a
 batch or backtest job calls it (or ``score_many``) on historical rows; both build the model
-input with ``model_row`` (request.py) and feed it through ``training.predict_proba``, exactly as
+input with ``model_row`` (request.py) and feed it through ``predict_proba``, exactly as
 training did.
 
 Decision = the most severe of
@@ -10,7 +10,7 @@ Decision = the most severe of
 * every rule that fires (a rule is named, has an action and a description; its name appears in
   the reasons).
 
-Reasons: the top SHAP contributions (``training.top_reasons``) and the rule hits. SHAP for one
+Reasons: the top SHAP contributions (``top_reasons``) and the rule hits. SHAP for one
 row costs ~1 ms (Approximate) to ~5 ms (Regular) on a 400-tree model, against ~0.1 ms for the
 prediction itself, so by default (``explain="flagged"``) only transactions that are not
 approved are explained.
@@ -37,7 +37,8 @@ from fraud_platform.lib.features.online.reader import OnlineFeatureReader
 from fraud_platform.lib.features.registry import FeatureService
 from fraud_platform.lib.features.request import model_row
 from fraud_platform.lib.features.services import FRAUD_SCORING_V1, service_for_model
-from fraud_platform.lib.training import fit as training
+from fraud_platform.lib.model.explain import top_reasons
+from fraud_platform.lib.model.input import predict_proba
 
 log = logging.getLogger(__name__)
 
@@ -305,7 +306,7 @@ class ScoringModel:
                     "value": _json_value(r["value"]),
                     "contribution": r["contribution"],
                 }
-                for r in training.top_reasons(
+                for r in top_reasons(
                     self.model,
                     row,
                     k=self.reasons_k,
@@ -339,7 +340,7 @@ class ScoringModel:
         """Score one transaction (a validated contract record, ``event_time`` a datetime) given
         the features looked up for it (``{}`` when none could be)."""
         row = self._row(txn, looked_up)
-        score = float(training.predict_proba(self.model, row, allow_missing=True)[0])
+        score = float(predict_proba(self.model, row, allow_missing=True)[0])
         return self._finish(score, txn, row, degraded, explain or self.explain)
 
     def score_many(
@@ -355,7 +356,7 @@ class ScoringModel:
         if not txns:
             return []
         rows = [self._row(t, lk) for t, lk in zip(txns, looked_ups, strict=True)]
-        scores = training.predict_proba(self.model, rows, allow_missing=True)
+        scores = predict_proba(self.model, rows, allow_missing=True)
         return [
             self._finish(float(s), t, r, False, explain or self.explain)
             for s, t, r in zip(scores, txns, rows, strict=True)

@@ -2,7 +2,7 @@
 
 Rows are point-in-time feature rows (what each transaction could have known when it happened),
 so a model sees offline exactly what it would have seen online; scoring goes through
-``training.predict_proba`` (the same model-input conversion as the scoring service). Rows come
+``predict_proba`` (the same model-input conversion as the scoring service). Rows come
 from
 
 * the training set (``training/fraud_training_set``): matured transactions with labels, or
@@ -30,8 +30,8 @@ import polars as pl
 
 from fraud_platform.lib.features.registry import FeatureService
 from fraud_platform.lib.features.training_frame import build_training_frame
+from fraud_platform.lib.model.input import ID_COLUMN, LABEL_COLUMN, TIME_COLUMN, predict_proba
 from fraud_platform.lib.training import evaluation
-from fraud_platform.lib.training import fit as training
 
 SCORE_COLUMNS = ("model_tag", "transaction_id", "event_time", "score", "is_fraud")
 DECISIONS = ("approve", "review", "decline")
@@ -51,11 +51,11 @@ def in_range(frame: pl.DataFrame, start: Any, end: Any) -> pl.DataFrame:
     start_utc, end_utc = as_utc(start), as_utc(end)
     if end_utc <= start_utc:
         raise ValueError(f"backtest range is empty: end {end_utc} <= start {start_utc}")
-    column = frame.schema[training.TIME_COLUMN]
+    column = frame.schema[TIME_COLUMN]
     if getattr(column, "time_zone", None) is None:
         start_utc, end_utc = start_utc.replace(tzinfo=None), end_utc.replace(tzinfo=None)
-    t = pl.col(training.TIME_COLUMN)
-    order = [c for c in (training.TIME_COLUMN, training.ID_COLUMN) if c in frame.columns]
+    t = pl.col(TIME_COLUMN)
+    order = [c for c in (TIME_COLUMN, ID_COLUMN) if c in frame.columns]
     return frame.filter((t >= start_utc) & (t < end_utc)).sort(order)
 
 
@@ -198,7 +198,7 @@ def backtest(
 ) -> BacktestResult:
     """Score the rows of ``frame`` with ``start <= event_time < end`` with every model.
 
-    ``models``: name (normally the tag) -> CatBoost model or ``training.TrainedModel``.
+    ``models``: name (normally the tag) -> CatBoost model or ``TrainedModel``.
     ``thresholds``: name -> ``{"review", "decline"}`` (the model's registered thresholds); a
     model without thresholds gets empty decision counts.
     """
@@ -207,32 +207,30 @@ def backtest(
     rows = in_range(frame, start, end)
     thresholds = thresholds or {}
     n = rows.height
-    if training.LABEL_COLUMN in rows.columns:
-        label = rows[training.LABEL_COLUMN]
+    if LABEL_COLUMN in rows.columns:
+        label = rows[LABEL_COLUMN]
         known = ~label.is_null().to_numpy()
         y = label.fill_null(False).cast(pl.Boolean).to_numpy()
     else:
         known = np.zeros(n, dtype=bool)
         y = np.zeros(n, dtype=bool)
-    times = rows[training.TIME_COLUMN].to_numpy() if n else np.array([], dtype="datetime64[us]")
+    times = rows[TIME_COLUMN].to_numpy() if n else np.array([], dtype="datetime64[us]")
     days = evaluation.day_index(times, n) if n else np.array([], dtype=np.int64)
     results: dict[str, ModelBacktest] = {}
     score_frames: list[pl.DataFrame] = []
     for name, model in models.items():
-        s = training.predict_proba(model, rows) if n else np.array([], dtype=np.float64)
+        s = predict_proba(model, rows) if n else np.array([], dtype=np.float64)
         limits = _thresholds_of(thresholds.get(name))
         results[name] = _model_backtest(name, s, y, known, days, review_budget_per_day, limits)
         score_frames.append(
             pl.DataFrame(
                 {
                     "model_tag": [name] * n,
-                    "transaction_id": rows[training.ID_COLUMN]
-                    if training.ID_COLUMN in rows.columns
-                    else [None] * n,
-                    "event_time": rows[training.TIME_COLUMN],
+                    "transaction_id": rows[ID_COLUMN] if ID_COLUMN in rows.columns else [None] * n,
+                    "event_time": rows[TIME_COLUMN],
                     "score": s,
-                    "is_fraud": rows[training.LABEL_COLUMN]
-                    if training.LABEL_COLUMN in rows.columns
+                    "is_fraud": rows[LABEL_COLUMN]
+                    if LABEL_COLUMN in rows.columns
                     else pl.Series([None] * n, dtype=pl.Boolean),
                 },
                 schema_overrides={

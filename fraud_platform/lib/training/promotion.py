@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from fraud_platform.lib.model.input import LABEL_COLUMN, TIME_COLUMN, TrainedModel, predict_proba
 from fraud_platform.lib.training import evaluation
 from fraud_platform.lib.training import fit as training
 
@@ -181,17 +182,17 @@ def comparison_period(frame: pl.DataFrame, model_metadata: Mapping[str, Any]) ->
         if "test_start" not in split:
             raise
         start = datetime.fromisoformat(split["test_start"])
-        column = frame[training.TIME_COLUMN]
+        column = frame[TIME_COLUMN]
         tz = getattr(column.dtype, "time_zone", None)
         if tz and start.tzinfo is None:
             from zoneinfo import ZoneInfo
 
             start = start.replace(tzinfo=ZoneInfo(tz))
-        return frame.filter(pl.col(training.TIME_COLUMN) >= start).sort(training.TIME_COLUMN)
+        return frame.filter(pl.col(TIME_COLUMN) >= start).sort(TIME_COLUMN)
 
 
 def model_features(model: Any) -> list[str]:
-    if isinstance(model, training.TrainedModel):
+    if isinstance(model, TrainedModel):
         return list(model.features)
     return list(model.feature_names_)
 
@@ -202,7 +203,7 @@ def score(model: Any, frame: pl.DataFrame) -> tuple[np.ndarray | None, str | Non
     if missing:
         return None, f"features not in the comparison frame: {missing}"
     try:
-        return training.predict_proba(model, frame), None
+        return predict_proba(model, frame), None
     except Exception as exc:  # noqa: BLE001 - any scoring error disqualifies the champion
         return None, f"{type(exc).__name__}: {exc}"
 
@@ -221,8 +222,8 @@ def run_gate(
 ) -> GateDecision:
     """Score both models on ``period`` and ``compare`` them. ``champion`` is the loaded
     champion model (None when there is none or it could not be loaded: ``champion_problem``)."""
-    y = period[training.LABEL_COLUMN].to_numpy()
-    times = period[training.TIME_COLUMN].to_numpy()
+    y = period[LABEL_COLUMN].to_numpy()
+    times = period[TIME_COLUMN].to_numpy()
     kwargs: dict[str, Any] = {
         "metric": metric,
         "margin": margin,

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 import polars as pl
 import pytest
 
-from fraud_platform.defs.ingestion.assets import stale_partition_range
+from fraud_platform.defs.features.jobs import stale_partition_range
 from fraud_platform.lib.features.catalog import FEATURE_GROUPS
 from fraud_platform.lib.features.compute import (
     compute_feature_group,

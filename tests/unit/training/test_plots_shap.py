@@ -9,14 +9,10 @@ import polars as pl
 import pytest
 
 from fraud_platform.lib import plots
+from fraud_platform.lib.model.explain import shap_values
+from fraud_platform.lib.model.input import predict_proba, to_model_input
 from fraud_platform.lib.training import evaluation
-from fraud_platform.lib.training.fit import (
-    TrainConfig,
-    shap_values,
-    time_split,
-    to_model_input,
-    train_model,
-)
+from fraud_platform.lib.training.fit import TrainConfig, time_split, train_model
 from tests.unit.training.test_training import CATEGORICAL, NUMERIC, make_frame
 
 FAST = TrainConfig(iterations=40, depth=4, early_stopping_rounds=20, thread_count=1)
@@ -79,8 +75,6 @@ def test_shap_summary_png(trained, split) -> None:
 
 
 def test_metrics_by_day_and_metric_over_time_png(trained, split) -> None:
-    from fraud_platform.lib.training.fit import predict_proba
-
     test = split.test
     scores = predict_proba(trained, test)
     daily = evaluation.metrics_by_day(test["is_fraud"], scores, test["event_time"], 5)

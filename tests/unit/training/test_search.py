@@ -7,7 +7,8 @@ from datetime import timedelta
 import polars as pl
 import pytest
 
-from fraud_platform.lib.training.fit import TrainConfig, predict_proba, time_split, train_model
+from fraud_platform.lib.model.input import predict_proba
+from fraud_platform.lib.training.fit import TrainConfig, time_split, train_model
 from fraud_platform.lib.training.search import (
     SearchResult,
     search_hyperparameters,
