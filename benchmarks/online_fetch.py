@@ -37,13 +37,10 @@ import polars as pl
 
 from benchmarks._common import emit, latency_ms, profiled, redis_client
 from fraud_platform.lib.features.compute import KEY_SEPARATOR
-from fraud_platform.lib.features.online import (
-    OnlineFeatureReader,
-    OnlineFeatures,
-    write_snapshot,
-)
+from fraud_platform.lib.features.online.reader import OnlineFeatureReader, OnlineFeatures
+from fraud_platform.lib.features.online.writer import write_snapshot
 from fraud_platform.lib.features.registry import ENTITY_KEY, FEATURE_TIME, FeatureGroup
-from fraud_platform.lib.features.request import FRAUD_SCORING_V1
+from fraud_platform.lib.features.services import FRAUD_SCORING_V1
 
 SERVICE = FRAUD_SCORING_V1
 COUNTRIES = ["DE", "FR", "GB", "US", "NL", "ES", "IT", "PL"]

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: t
 
 
 from fraud_platform.lib.contracts.events import TRANSACTIONS, validate_record
-from fraud_platform.lib.features.request import FRAUD_SCORING_V1
+from fraud_platform.lib.features.services import FRAUD_SCORING_V1
 from fraud_platform.lib.model.explain import top_reasons
 from fraud_platform.lib.model.input import to_model_input
 from fraud_platform.lib.serving.score_log import ScoreLog

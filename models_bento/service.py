@@ -21,6 +21,10 @@ in: the service keeps the old one, logs the error once per tag and reports it in
 (``reload_error``). A champions.json that disappears or no longer names a champion also keeps
 the current model (the newest-model fallback is for startup only).
 
+Features are read online for the feature service the model in service was trained on (its
+``feature_service`` metadata; ``fraud_scoring_v1`` for models that predate the field), so a
+champion pinned to another service brings its group versions with it.
+
 Endpoints (BentoML routes are POST): ``/score``, ``/model``, ``/ping`` (a no-op to measure the
 framework's own overhead), plus the built-in ``/livez``, ``/readyz``, ``/metrics``.
 
@@ -208,12 +212,13 @@ class FraudScorer:
         self._warm_up(scoring)
         self._served = ServedModel(scoring, loaded["entry"], loaded["champion"], datetime.now(UTC))
         self._redis = online_store_client(settings.redis_url)
-        self.lookup = FeatureLookup(self._redis, retry_after_s=REDIS_RETRY_AFTER_S)
+        self.lookup = FeatureLookup(self._redis, scoring.service, retry_after_s=REDIS_RETRY_AFTER_S)
         self.score_log = ScoreLog(settings.score_log_dir)
         log.info(
-            "FraudScorer ready: model %s (%s), redis %s, score log %s",
+            "FraudScorer ready: model %s (%s, feature service %s), redis %s, score log %s",
             scoring.tag,
             "champion" if loaded["champion"] else "newest, no champion",
+            scoring.service.name,
             redis.connection.parse_url(settings.redis_url).get("host", "?"),
             self.score_log.path,
         )
@@ -297,9 +302,10 @@ class FraudScorer:
             self._served = ServedModel(scoring, loaded["entry"], True, datetime.now(UTC))
             self._reload_error = self._failed_tag = None
             log.info(
-                "new champion in service: %s (was %s), loaded in %.0f ms",
+                "new champion in service: %s (was %s), feature service %s, loaded in %.0f ms",
                 scoring.tag,
                 current.scoring.tag,
+                scoring.service.name,
                 (time.perf_counter() - started) * 1000,
             )
         finally:
@@ -324,7 +330,7 @@ class FraudScorer:
         """Score one transaction: score, decision, reasons, model version, feature freshness."""
         request_id = ctx.request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
         scoring = self._current().scoring  # this request's model, whatever is swapped in meanwhile
-        found = self.lookup.lookup(txn)
+        found = self.lookup.lookup(txn, scoring.service)  # what this model's service pins
         result = scoring.score(txn, found.values, degraded=found.degraded)
         self.score_log.append(
             log_record(

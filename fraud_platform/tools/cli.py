@@ -270,8 +270,9 @@ def services_status() -> None:
 
 @features_app.command("list")
 def features_list() -> None:
-    """Every feature group and feature with its definition."""
+    """Every feature group and feature with its definition, then the feature services."""
     from fraud_platform.lib.features.catalog import FEATURE_GROUPS
+    from fraud_platform.lib.features.services import FEATURE_SERVICES
 
     for group in FEATURE_GROUPS:
         typer.echo(
@@ -283,6 +284,11 @@ def features_list() -> None:
             typer.echo(
                 f"    {f.name:40s} {f.function}({f.column or '*'}) over {f.window or 'lifetime'}{where} [{f.dtype}]"
             )
+    for service in FEATURE_SERVICES:
+        typer.echo(
+            f"service {service.name}: {len(service.model_features)} model features from "
+            f"{', '.join(service.group_names)} and request features"
+        )
 
 
 @models_app.command("list")

@@ -15,8 +15,8 @@ import pytest
 import redis
 
 from fraud_platform.lib.features.catalog import USER_TXN_VELOCITY
-from fraud_platform.lib.features.online import OnlineFeatureReader
-from fraud_platform.lib.features.request import FRAUD_SCORING_V1
+from fraud_platform.lib.features.online.reader import OnlineFeatureReader
+from fraud_platform.lib.features.services import FRAUD_SCORING_V1
 from fraud_platform.lib.simulation import SimulationConfig, publish, simulate
 from fraud_platform.resources.model_store import ModelStoreResource
 from fraud_platform.settings import Settings
@@ -137,6 +137,7 @@ def test_pipeline_model_is_registered_with_lineage_and_promoted(platform: dict) 
     info = store.get(meta["model_tag"]).info.metadata
     assert sorted(info["features"]) == sorted(FRAUD_SCORING_V1.model_features)
     assert sorted(info["categorical_features"]) == sorted(FRAUD_SCORING_V1.categorical_features)
+    assert info["feature_service"] == FRAUD_SCORING_V1.name  # what the scoring path reads
     assert info["training_set_delta_version"] == meta["training_set_delta_version"]
     assert 0.6 < meta["test_auc_roc"] <= 1.0  # the simulated fraud is learnable
 
@@ -221,7 +222,7 @@ def test_pipeline_replay_online_equals_point_in_time_at_many_instants(platform: 
     """
     from fraud_platform.defs.features.assets import feature_table
     from fraud_platform.lib.features.compute import compute_feature_group, latest_per_entity
-    from fraud_platform.lib.features.online import write_snapshot
+    from fraud_platform.lib.features.online.writer import write_snapshot
     from fraud_platform.lib.features.pit import point_in_time_join
     from fraud_platform.lib.features.request import model_row
     from fraud_platform.resources import WarehouseResource
@@ -435,37 +436,29 @@ def test_pipeline_replay_from_bronze_rebuilds_silver_and_gold_byte_for_byte(
 def test_pipeline_new_feature_backfills_over_history_without_touching_other_groups(
     platform: dict,
 ) -> None:
-    """A new version of a group with one more feature is materialized over every partition of
+    """A new version of a group with one more feature (user_txn_velocity_v2, declared in the
+    catalog beside v1) is an asset of the definitions, materialized over every partition of
     history; the other groups' tables are not written, and the online store serves the new
-    version beside the old one."""
-    import dataclasses
+    version beside the old one: fraud_scoring_v2 reads v2, fraud_scoring_v1 still reads v1."""
+    import shutil
 
-    from fraud_platform.defs.features.assets import (
-        feature_group_definitions,
-        feature_table,
-        history_partition_range,
-    )
+    from fraud_platform.defs.features.assets import feature_table, history_partition_range
     from fraud_platform.defs.resources import build_resources
-    from fraud_platform.lib.features.catalog import FEATURE_GROUPS
+    from fraud_platform.lib.features.catalog import FEATURE_GROUPS, USER_TXN_VELOCITY_V2
     from fraud_platform.lib.features.compute import compute_feature_group, latest_per_entity
-    from fraud_platform.lib.features.online import write_snapshot
-    from fraud_platform.lib.features.registry import Feature, FeatureService
+    from fraud_platform.lib.features.online.writer import write_snapshot
+    from fraud_platform.lib.features.services import FRAUD_SCORING_V2
     from fraud_platform.resources import DeltaResource, WarehouseResource
 
     settings, instance = platform["settings"], platform["instance"]
-    v2 = dataclasses.replace(
-        USER_TXN_VELOCITY,
-        version=2,
-        features=(
-            *USER_TXN_VELOCITY.features,
-            Feature("user_amount_min_7d", "min", "amount", timedelta(days=7)),
-        ),
-    )
+    v2 = USER_TXN_VELOCITY_V2
+    others = [g for g in FEATURE_GROUPS if g is not v2]
     delta = DeltaResource(root=settings.delta_uri)
     warehouse = WarehouseResource(path=str(settings.warehouse_path))
-    before = {g.versioned_name: delta.version(feature_table(g)) for g in FEATURE_GROUPS}
+    shutil.rmtree(delta.uri(feature_table(v2)))  # as if v2 had just been added to the catalog
+    before = {g.versioned_name: delta.version(feature_table(g)) for g in others}
     first, last = history_partition_range(warehouse)
-    assets = feature_group_definitions(v2).assets
+    assets = [platform["defs"].get_assets_def(dg.AssetKey(["features", v2.versioned_name]))]
     result = dg.materialize(
         assets,
         resources=build_resources(settings),
@@ -482,7 +475,7 @@ def test_pipeline_new_feature_backfills_over_history_without_touching_other_grou
         for e in result.get_asset_materialization_events()
     }
     assert min(partitions) == first and max(partitions) == last
-    assert {g.versioned_name: delta.version(feature_table(g)) for g in FEATURE_GROUPS} == before
+    assert {g.versioned_name: delta.version(feature_table(g)) for g in others} == before
 
     stored = delta.read(feature_table(v2)).drop("feature_date")
     expected = compute_feature_group(v2, warehouse.table("fct_transactions"))
@@ -495,8 +488,9 @@ def test_pipeline_new_feature_backfills_over_history_without_touching_other_grou
     write_snapshot(
         client, v2, latest_per_entity(stored).filter(pl.col("entity_key") == latest["entity_key"])
     )
-    reader = OnlineFeatureReader(client, FeatureService("v2", (USER_TXN_VELOCITY, v2), (), ()))
     now = latest["feature_time"] + timedelta(seconds=1)
-    online = reader.get_online_features({"user_id": latest["user_id"]}, now=now)
+    entities = {"user_id": latest["user_id"]}
+    online = OnlineFeatureReader(client, FRAUD_SCORING_V2).get_online_features(entities, now=now)
     assert online.values["user_amount_min_7d"] == latest["user_amount_min_7d"]
-    assert online.feature_times[USER_TXN_VELOCITY.versioned_name] is not None  # v1 still served
+    served_v1 = OnlineFeatureReader(client, FRAUD_SCORING_V1).get_online_features(entities, now=now)
+    assert served_v1.feature_times[USER_TXN_VELOCITY.versioned_name] is not None  # v1 still served

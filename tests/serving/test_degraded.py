@@ -7,7 +7,7 @@ import time
 import httpx
 import pytest
 
-from fraud_platform.lib.features.request import FRAUD_SCORING_V1
+from fraud_platform.lib.features.services import FRAUD_SCORING_V1
 
 from .conftest import Customer, Registered, Server
 

@@ -13,7 +13,7 @@ import redis
 from pydantic import ValidationError
 
 from fraud_platform.lib.contracts.events import CHANNELS, EVENT_FIELDS, TRANSACTIONS
-from fraud_platform.lib.features.request import FRAUD_SCORING_V1
+from fraud_platform.lib.features.services import FRAUD_SCORING_V1
 from fraud_platform.lib.serving.scoring import (
     DEFAULT_RULES,
     FeatureLookup,

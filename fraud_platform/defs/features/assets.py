@@ -15,7 +15,7 @@ from fraud_platform import names
 from fraud_platform.defs.partitions import FEATURE_PARTITIONS
 from fraud_platform.lib.features.catalog import FEATURE_GROUPS
 from fraud_platform.lib.features.compute import compute_feature_group_between, latest_per_entity
-from fraud_platform.lib.features.online import write_snapshot
+from fraud_platform.lib.features.online.writer import write_snapshot
 from fraud_platform.lib.features.registry import ENTITY_KEY, FEATURE_TIME, FeatureGroup
 from fraud_platform.resources import DeltaResource, RedisResource, WarehouseResource
 

@@ -9,7 +9,7 @@ import polars as pl
 from fraud_platform import names
 from fraud_platform.lib import plots
 from fraud_platform.lib.features.pit import point_in_time_join
-from fraud_platform.lib.features.request import FRAUD_SCORING_V1
+from fraud_platform.lib.features.services import FRAUD_SCORING_V1
 from fraud_platform.lib.features.training_frame import model_frame
 from fraud_platform.lib.monitoring import drift as monitoring
 from fraud_platform.names import TRAINING_SET_TABLE

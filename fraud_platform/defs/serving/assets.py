@@ -6,7 +6,7 @@ import dagster as dg
 import polars as pl
 
 from fraud_platform import names
-from fraud_platform.lib.features.request import FRAUD_SCORING_V1 as SERVICE
+from fraud_platform.lib.features.services import FRAUD_SCORING_V1 as SERVICE
 from fraud_platform.lib.training import backtest as backtesting
 from fraud_platform.lib.training import promotion
 from fraud_platform.lib.training.pipeline import PipelineConfig

@@ -6,7 +6,7 @@ from datetime import timedelta
 import dagster as dg
 
 from fraud_platform import names
-from fraud_platform.lib.features.request import FRAUD_SCORING_V1
+from fraud_platform.lib.features.services import FRAUD_SCORING_V1
 from fraud_platform.lib.training import pipeline
 from fraud_platform.lib.training.fit import TrainConfig
 from fraud_platform.names import MODEL_NAME, TRAINING_SET_TABLE
@@ -172,6 +172,7 @@ def fraud_catboost(
         check_results=[gate],
         metadata={
             "model_tag": tag,
+            "feature_service": SERVICE.name,
             "test_auc_roc": metrics["auc_roc"],
             "test_average_precision": metrics["average_precision"],
             "precision_at_budget": metrics["precision_at_budget"],

@@ -1,7 +1,12 @@
-"""The fraud feature library: every feature group, declared once."""
+"""The fraud feature library: every feature group version, declared once.
+
+Versions of a group coexist (``user_txn_velocity_v1`` and ``_v2``): each has its own table,
+asset and online keys. Which versions a model consumes is its feature service (services.py).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 
 from fraud_platform.lib.features.registry import (
@@ -69,6 +74,19 @@ USER_TXN_VELOCITY = FeatureGroup(
             "user_withdrawal_sum_24h", "sum", "amount", DAY, where=("channel", "==", "withdrawal")
         ),
         _txn("user_last_txn_time", "max", "event_time", None, dtype="ts"),
+    ),
+)
+
+USER_TXN_VELOCITY_V2 = dataclasses.replace(
+    USER_TXN_VELOCITY,
+    version=2,
+    description=(
+        "Version 1 plus the user's smallest amount in 7 days (small test payments before a "
+        "large one)."
+    ),
+    features=(
+        *USER_TXN_VELOCITY.features,
+        _txn("user_amount_min_7d", "min", "amount", 7 * DAY),
     ),
 )
 
@@ -272,6 +290,7 @@ USER_COUNTERPARTY_HISTORY = FeatureGroup(
 
 FEATURE_GROUPS: tuple[FeatureGroup, ...] = (
     USER_TXN_VELOCITY,
+    USER_TXN_VELOCITY_V2,
     CARD_VELOCITY,
     ACCOUNT_SECURITY,
     USER_DEVICE_HISTORY,
@@ -285,7 +304,15 @@ validate_registry(FEATURE_GROUPS)
 
 
 def feature_group(name: str) -> FeatureGroup:
+    """The group of versioned name ``name`` (or of plain name ``name`` if it has one version)."""
     for group in FEATURE_GROUPS:
-        if group.name == name or group.versioned_name == name:
+        if group.versioned_name == name:
             return group
-    raise KeyError(f"no feature group {name!r}; known: {[g.name for g in FEATURE_GROUPS]}")
+    versions = [group for group in FEATURE_GROUPS if group.name == name]
+    if len(versions) == 1:
+        return versions[0]
+    if versions:
+        names = [g.versioned_name for g in versions]
+        raise KeyError(f"feature group {name!r} has versions {names}: name one")
+    known = [g.versioned_name for g in FEATURE_GROUPS]
+    raise KeyError(f"no feature group {name!r}; known: {known}")

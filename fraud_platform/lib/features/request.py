@@ -1,4 +1,4 @@
-"""Request-time features and the feature service the fraud model consumes.
+"""Request-time features: derived at scoring time from the transaction and the lookup.
 
 ``request_features`` is THE implementation of every feature derived at scoring time. The
 offline training frame applies it row by row to point-in-time-joined rows, and the scoring
@@ -11,7 +11,6 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from fraud_platform.lib.features.catalog import FEATURE_GROUPS
 from fraud_platform.lib.features.registry import FeatureService, RequestFeature
 
 REQUEST_FEATURES: tuple[RequestFeature, ...] = (
@@ -97,25 +96,8 @@ def request_features(txn: Mapping[str, Any], looked_up: Mapping[str, Any]) -> di
     return features
 
 
-def _numeric_group_features() -> tuple[str, ...]:
-    return tuple(
-        feature.name
-        for group in FEATURE_GROUPS
-        for feature in group.features
-        if feature.dtype in ("int", "float")
-    )
-
-
-FRAUD_SCORING_V1 = FeatureService(
-    name="fraud_scoring_v1",
-    groups=FEATURE_GROUPS,
-    model_features=tuple(f.name for f in REQUEST_FEATURES) + _numeric_group_features(),
-    categorical_features=tuple(f.name for f in REQUEST_FEATURES if f.categorical),
-)
-
-
 def model_row(
-    txn: Mapping[str, Any], looked_up: Mapping[str, Any], service: FeatureService = FRAUD_SCORING_V1
+    txn: Mapping[str, Any], looked_up: Mapping[str, Any], service: FeatureService
 ) -> dict[str, Any]:
     """The model's input for one transaction: request features plus looked-up group features."""
     derived = request_features(txn, looked_up)

@@ -33,9 +33,10 @@ from typing import Any, Literal
 
 from fraud_platform.lib.contracts.events import EVENT_FIELDS, TRANSACTIONS, format_timestamp
 from fraud_platform.lib.features.catalog import FEATURE_GROUPS
-from fraud_platform.lib.features.online import OnlineFeatureReader
+from fraud_platform.lib.features.online.reader import OnlineFeatureReader
 from fraud_platform.lib.features.registry import FeatureService
-from fraud_platform.lib.features.request import FRAUD_SCORING_V1, model_row
+from fraud_platform.lib.features.request import model_row
+from fraud_platform.lib.features.services import FRAUD_SCORING_V1, service_for_model
 from fraud_platform.lib.model.explain import top_reasons
 from fraud_platform.lib.model.input import predict_proba
 
@@ -263,8 +264,8 @@ class ScoringModel:
     def from_metadata(
         cls, model: Any, metadata: Mapping[str, Any], tag: str, **options: Any
     ) -> ScoringModel:
-        """Build from a model-store entry: metadata holds features, categorical_features and
-        thresholds {review, decline}."""
+        """Build from a model-store entry: metadata holds features, categorical_features,
+        thresholds {review, decline} and the feature service it was trained on (v1 if none)."""
         required = ("features", "categorical_features", "thresholds")
         missing = [key for key in required if key not in metadata]
         if missing:
@@ -276,7 +277,7 @@ class ScoringModel:
             thresholds=Thresholds.of(metadata["thresholds"]),
             tag=tag,
             metadata=dict(metadata),
-            **options,
+            **{"service": service_for_model(metadata), **options},
         )
 
     # -- scoring ------------------------------------------------------------------------------
@@ -393,7 +394,8 @@ class Lookup:
 
 
 class FeatureLookup:
-    """Reads a feature service's groups for one transaction (one Redis round trip).
+    """Reads a feature service's groups for one transaction (one Redis round trip): the
+    scoring model's service (``lookup(txn, scoring.service)``), else the one given here.
 
     Never raises on Redis trouble: the lookup comes back empty with a ``degraded_reason``. After
     a failure Redis is not tried again for ``retry_after_s``, so an outage costs one timeout per
@@ -408,27 +410,38 @@ class FeatureLookup:
         retry_after_s: float = 1.0,
         absence_is_signal: frozenset[str] = ABSENCE_IS_SIGNAL,
     ) -> None:
+        self._client = client
+        self._service = service
         self._reader = OnlineFeatureReader(client, service)
-        self._groups = [g.versioned_name for g in service.groups]
         self._retry_after_s = retry_after_s
         self._absence_is_signal = absence_is_signal
         self._skip_until = 0.0
         self._last_error = ""
 
-    def _unavailable(self, reason: str) -> Lookup:
-        return Lookup(values={}, age_seconds=dict.fromkeys(self._groups), degraded_reason=reason)
+    def _reader_for(self, service: FeatureService) -> OnlineFeatureReader:
+        reader = self._reader  # one read: another thread may swap it meanwhile
+        if reader.service is not service:  # a model pinned to another service was swapped in
+            reader = self._reader = OnlineFeatureReader(self._client, service)
+        return reader
 
-    def lookup(self, txn: Mapping[str, Any]) -> Lookup:
-        """Features known strictly before ``txn["event_time"]`` (point-in-time, as offline)."""
+    @staticmethod
+    def _unavailable(reason: str, service: FeatureService) -> Lookup:
+        groups = [g.versioned_name for g in service.groups]
+        return Lookup(values={}, age_seconds=dict.fromkeys(groups), degraded_reason=reason)
+
+    def lookup(self, txn: Mapping[str, Any], service: FeatureService | None = None) -> Lookup:
+        """Features of ``service`` (default: this lookup's) known strictly before
+        ``txn["event_time"]`` (point-in-time, as offline)."""
+        service = service or self._service
         if time.monotonic() < self._skip_until:
-            return self._unavailable(f"online store unavailable: {self._last_error}")
+            return self._unavailable(f"online store unavailable: {self._last_error}", service)
         try:
-            online = self._reader.get_online_features(txn, now=txn["event_time"])
+            online = self._reader_for(service).get_online_features(txn, now=txn["event_time"])
         except Exception as exc:  # noqa: BLE001 - any Redis failure degrades, loudly (logged)
             self._last_error = f"{type(exc).__name__}: {exc}"
             self._skip_until = time.monotonic() + self._retry_after_s
             log.error("online feature lookup failed, scoring degraded: %s", self._last_error)
-            return self._unavailable(f"online store unavailable: {self._last_error}")
+            return self._unavailable(f"online store unavailable: {self._last_error}", service)
         missing = [g for g in online.missing_groups if g not in self._absence_is_signal]
         reason = f"no online features for groups: {', '.join(missing)}" if missing else None
         return Lookup(values=online.values, age_seconds=online.age_seconds, degraded_reason=reason)

@@ -19,6 +19,7 @@ import polars as pl
 
 from fraud_platform.lib import plots
 from fraud_platform.lib.features.registry import FeatureService
+from fraud_platform.lib.features.services import SERVICE_METADATA_KEY
 from fraud_platform.lib.features.training_frame import build_training_frame, label_transactions
 from fraud_platform.lib.model.explain import shap_values
 from fraud_platform.lib.model.input import TrainedModel, predict_proba
@@ -109,7 +110,7 @@ class TrainingResult:
         return {
             "features": list(self.trained.features),
             "categorical_features": list(self.trained.categorical),
-            "feature_service": service.name,
+            SERVICE_METADATA_KEY: service.name,  # what the scoring path reads online
             "feature_group_versions": {g.name: g.version for g in service.groups},
             "training_set_table": training_set_table,
             "training_set_delta_version": training_set_version,

@@ -14,20 +14,18 @@ import pytest
 import redis
 
 from fraud_platform.lib.features.compute import compute_feature_group, latest_per_entity
-from fraud_platform.lib.features.online import (
+from fraud_platform.lib.features.online.layout import (
     EXPIRY_MARGIN_MS,
     ONLINE_LAYOUT_VERSION,
-    OnlineFeatureReader,
-    _plain_tcp,
-    _write_pipeline,
     encode_rows,
     online_key,
     to_micros,
-    write_snapshot,
 )
+from fraud_platform.lib.features.online.reader import OnlineFeatureReader
+from fraud_platform.lib.features.online.writer import _plain_tcp, _write_pipeline, write_snapshot
 from fraud_platform.lib.features.pit import point_in_time_join
 from fraud_platform.lib.features.registry import Entity, Feature, FeatureGroup, FeatureService
-from fraud_platform.lib.features.request import FRAUD_SCORING_V1
+from fraud_platform.lib.features.services import FRAUD_SCORING_V1
 
 pytestmark = pytest.mark.integration
 # recent, so the keys are not already past their TTL on the wall clock that Redis expires by

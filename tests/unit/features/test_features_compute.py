@@ -12,7 +12,7 @@ from fraud_platform.lib.features.catalog import (
     USER_TXN_VELOCITY,
 )
 from fraud_platform.lib.features.compute import compute_feature_group, latest_per_entity
-from fraud_platform.lib.features.registry import Entity, Feature, FeatureGroup, validate_registry
+from fraud_platform.lib.features.registry import Entity, Feature, FeatureGroup, FeatureService
 
 T0 = datetime(2026, 10, 1, 12, 0, tzinfo=UTC)
 
@@ -145,7 +145,7 @@ def test_latest_per_entity_keeps_the_newest_row() -> None:
     assert latest.row(0, named=True)["feature_time"] == at(90)
 
 
-def test_registry_rejects_a_feature_declared_twice() -> None:
+def test_feature_service_rejects_a_feature_declared_twice() -> None:
     duplicate = FeatureGroup(
         name="dup",
         version=1,
@@ -158,4 +158,4 @@ def test_registry_rejects_a_feature_declared_twice() -> None:
         features=(Feature("user_txn_count_1h", "count", window=timedelta(hours=1)),),
     )
     with pytest.raises(ValueError, match="declared twice"):
-        validate_registry((USER_TXN_VELOCITY, duplicate))
+        FeatureService("dup_service", (USER_TXN_VELOCITY, duplicate), (), ())

@@ -10,7 +10,7 @@ import pytest
 
 from fraud_platform.defs.serving.assets import BacktestConfig, PromotionConfig
 from fraud_platform.defs.training.assets import ModelConfig
-from fraud_platform.lib.features.request import FRAUD_SCORING_V1
+from fraud_platform.lib.features.services import FRAUD_SCORING_V1
 from fraud_platform.lib.model.input import predict_proba
 from fraud_platform.lib.training import evaluation
 from fraud_platform.lib.training.fit import TrainConfig, time_split
