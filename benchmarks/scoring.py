@@ -34,8 +34,9 @@ from fraud_platform.lib.contracts.events import TRANSACTIONS, validate_record
 from fraud_platform.lib.features.services import FRAUD_SCORING_V1
 from fraud_platform.lib.model.explain import top_reasons
 from fraud_platform.lib.model.input import to_model_input
+from fraud_platform.lib.serving.lookup import FeatureLookup
 from fraud_platform.lib.serving.score_log import ScoreLog
-from fraud_platform.lib.serving.scoring import FeatureLookup, ScoringModel, log_record
+from fraud_platform.lib.serving.scoring import ScoringModel, log_record
 from tests.serving.conftest import (
     REDIS_URL,
     THRESHOLDS,

@@ -51,8 +51,9 @@ from pydantic import Field
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from fraud_platform.lib.serving.lookup import FeatureLookup
 from fraud_platform.lib.serving.score_log import ScoreLog
-from fraud_platform.lib.serving.scoring import FeatureLookup, ScoringModel, log_record
+from fraud_platform.lib.serving.scoring import ScoringModel, log_record
 from fraud_platform.settings import Settings
 from models_bento.schemas import (
     EXAMPLE_TRANSACTION,

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 
 from fraud_platform.lib.contracts.events import format_timestamp
-from fraud_platform.lib.training.evaluation import average_precision, roc_auc
+from fraud_platform.lib.training.metrics import average_precision, roc_auc
 from fraud_platform.settings import Settings
 
 

@@ -20,7 +20,8 @@ from fraud_platform.lib.features.online.layout import online_key
 from fraud_platform.lib.features.online.writer import write_snapshot
 from fraud_platform.lib.features.registry import ENTITY_KEY, FEATURE_TIME, FeatureService
 from fraud_platform.lib.features.services import FRAUD_SCORING_V1, FRAUD_SCORING_V2
-from fraud_platform.lib.serving.scoring import FeatureLookup, ScoringModel
+from fraud_platform.lib.serving.lookup import FeatureLookup
+from fraud_platform.lib.serving.scoring import ScoringModel
 from fraud_platform.resources.model_store import ModelStoreResource
 
 from .conftest import (

@@ -43,7 +43,8 @@ def decide_promotion(
     model_store: ModelStoreResource,
 ) -> promotion.GateDecision:
     """Score champion and challenger on the challenger's test period (same rows, same training
-    set version the challenger was evaluated on) and apply ``promotion.compare``."""
+    set version the challenger was evaluated on) and apply ``promotion.compare``; each model's
+    served policy (its registered thresholds and the rules) is measured on those rows too."""
     challenger_entry = model_store.get(challenger_tag)
     challenger_tag = str(challenger_entry.tag)
     metadata = dict(challenger_entry.info.metadata)
@@ -52,10 +53,11 @@ def decide_promotion(
     version = metadata.get("training_set_delta_version")
     frame = delta.read(table, version=int(version) if version is not None else None)
     period = promotion.comparison_period(frame, metadata)
-    champion_model, problem = None, None
+    champion_model, champion_thresholds, problem = None, None, None
     if champion_tag is not None and champion_tag != challenger_tag:
         try:
             champion_model = model_store.load_catboost(champion_tag)
+            champion_thresholds = model_store.get(champion_tag).info.metadata.get("thresholds")
         except Exception as exc:  # noqa: BLE001 - a champion that cannot load cannot defend
             problem = f"cannot be loaded: {type(exc).__name__}: {exc}"
     return promotion.run_gate(
@@ -68,6 +70,8 @@ def decide_promotion(
         metric=config.metric,
         margin=config.margin,
         review_budget_per_day=config.review_budget_per_day,
+        challenger_thresholds=metadata.get("thresholds"),
+        champion_thresholds=champion_thresholds,
     )
 
 
@@ -136,6 +140,8 @@ def fraud_catboost_champion(
         "positives": decision.positives,
         "challenger_metrics": dg.MetadataValue.json(decision.to_dict()["challenger"]),
         "champion_metrics": dg.MetadataValue.json(decision.to_dict()["champion"]),
+        "challenger_policy": dg.MetadataValue.json(record["challenger_policy"]),
+        "champion_policy": dg.MetadataValue.json(record["champion_policy"]),
     }
     gate = dg.AssetCheckResult(
         check_name=GATE_CHECK,
@@ -315,6 +321,7 @@ def fraud_backtest(
             "per_day": dg.MetadataValue.json(
                 {name: m["per_day"] for name, m in summary["models"].items()}
             ),
+            "rules_unmeasured": dg.MetadataValue.json(summary["rules_unmeasured"]),
             "skipped_models": dg.MetadataValue.json(skipped),
             "scores_table": BACKTEST_SCORES_TABLE,
             "scores_delta_version": version if version is not None else -1,

@@ -178,6 +178,7 @@ def fraud_catboost(
             "precision_at_budget": metrics["precision_at_budget"],
             "recall_at_budget": metrics["recall_at_budget"],
             "thresholds": dg.MetadataValue.json(result.thresholds.to_dict()),
+            "policy": dg.MetadataValue.json(metrics["policy"]),
             "metrics": dg.MetadataValue.json(metrics),
             "training_set_delta_version": set_version,
             "train_rows": result.split.train.height,

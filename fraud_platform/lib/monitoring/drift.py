@@ -35,7 +35,7 @@ import numpy as np
 import polars as pl
 
 from fraud_platform.lib.model.input import MISSING_CATEGORY
-from fraud_platform.lib.training.evaluation import json_safe
+from fraud_platform.lib.training.metrics import json_safe
 
 if TYPE_CHECKING:
     from whylogs.core import DatasetProfileView

@@ -23,8 +23,10 @@ from fraud_platform.lib.features.services import SERVICE_METADATA_KEY
 from fraud_platform.lib.features.training_frame import build_training_frame, label_transactions
 from fraud_platform.lib.model.explain import shap_values
 from fraud_platform.lib.model.input import TrainedModel, predict_proba
+from fraud_platform.lib.serving.policy import Thresholds
 from fraud_platform.lib.training import evaluation, search
 from fraud_platform.lib.training.fit import Log, Split, TrainConfig, time_split, train_model
+from fraud_platform.lib.training.metrics import metrics_by_day
 from fraud_platform.lib.training.versioning import code_version
 
 SHAP_SAMPLE_ROWS = 2000
@@ -96,7 +98,7 @@ class TrainingResult:
 
     trained: TrainedModel
     split: Split
-    thresholds: evaluation.Thresholds
+    thresholds: Thresholds
     metrics: dict[str, Any]  # evaluation.Evaluation.to_dict() on the test part
     search: dict[str, Any]  # {"enabled": False} or {"enabled": True, **SearchResult.summary()}
     plots: dict[str, str]  # metadata name -> markdown embedding a PNG
@@ -132,7 +134,8 @@ def train_and_evaluate(
     log: Log | None = None,
 ) -> TrainingResult:
     """Time split, optional hyper-parameter search, fit, thresholds chosen on the validation
-    part, evaluation, plots and SHAP on the test part (the latest period)."""
+    part, evaluation (with the served policy's decisions on the test rows), plots and SHAP on
+    the test part (the latest period)."""
     config = config or PipelineConfig()
     train_config = config.train
     split = time_split(frame, train_config)
@@ -170,6 +173,7 @@ def train_and_evaluate(
         review_budget_per_day=config.review_budget_per_day,
         thresholds=thresholds,
         decline_precision=config.decline_precision,
+        policy_rows=test,
     ).to_dict()
     images = {
         "pr_curve": plots.png_markdown(plots.pr_curve_png(y, scores), "Precision-recall (test)"),
@@ -212,7 +216,7 @@ def _explain(
     )
     mean_abs = np.abs(shap).mean(axis=0)
     order = np.argsort(-mean_abs, kind="stable")[:SHAP_TOP_FEATURES]
-    daily = evaluation.metrics_by_day(
+    daily = metrics_by_day(
         test["is_fraud"].to_numpy(),
         scores,
         test["event_time"].to_numpy(),

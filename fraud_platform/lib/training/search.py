@@ -40,8 +40,8 @@ import numpy as np
 import polars as pl
 
 from fraud_platform.lib.model.input import LABEL_COLUMN, TIME_COLUMN, check_features, to_model_input
-from fraud_platform.lib.training import evaluation
 from fraud_platform.lib.training import fit as training
+from fraud_platform.lib.training import metrics
 from fraud_platform.lib.training.fit import Log, TrainConfig
 
 CLASS_WEIGHTS: tuple[str, ...] = ("Balanced", "SqrtBalanced")
@@ -278,7 +278,7 @@ def search_hyperparameters(
             scores = model.predict(
                 val_pool, prediction_type="Probability", thread_count=base.thread_count
             )[:, 1]
-            fold_values.append(evaluation.average_precision(y_val, scores))
+            fold_values.append(metrics.average_precision(y_val, scores))
             best_iterations.append(int(model.get_best_iteration()))
         value = float(np.mean(fold_values))
         seconds = time.perf_counter() - started

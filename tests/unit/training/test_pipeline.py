@@ -12,7 +12,7 @@ from fraud_platform.defs.serving.assets import BacktestConfig, PromotionConfig
 from fraud_platform.defs.training.assets import ModelConfig
 from fraud_platform.lib.features.services import FRAUD_SCORING_V1
 from fraud_platform.lib.model.input import predict_proba
-from fraud_platform.lib.training import evaluation
+from fraud_platform.lib.training import evaluation, metrics
 from fraud_platform.lib.training.fit import TrainConfig, time_split
 from fraud_platform.lib.training.pipeline import PipelineConfig, train_and_evaluate
 from tests.unit.training.test_training import CATEGORICAL, FAST, NUMERIC, make_frame
@@ -54,7 +54,7 @@ def test_train_and_evaluate_publishes_test_metrics_thresholds_and_plots() -> Non
     assert result.trained.features == tuple(NUMERIC + CATEGORICAL)
     scores = predict_proba(result.trained, split.test)
     y = split.test["is_fraud"].to_numpy()
-    assert result.metrics["auc_roc"] == pytest.approx(evaluation.roc_auc(y, scores))
+    assert result.metrics["auc_roc"] == pytest.approx(metrics.roc_auc(y, scores))
     assert result.metrics["review_budget_per_day"] == 5
     expected = evaluation.choose_thresholds(
         split.validation["is_fraud"].to_numpy(),
