@@ -394,16 +394,14 @@ def test_the_frame_exercises_every_offline_rule(rows, model) -> None:
 def test_evaluation_reports_the_policy_row_by_row(rows, model) -> None:
     scores = predict_proba(model, rows)
     y = rows["is_fraud"].to_numpy()
-    ev = evaluation.evaluate(
-        y,
-        scores,
-        event_time=rows["event_time"].to_numpy(),
-        fraud_type=rows["fraud_type"].to_list(),
-        channel=rows["channel"].to_list(),
-        review_budget_per_day=5,
-        thresholds=LIMITS,
-        policy_rows=rows,
-    )
+    sample = {
+        "event_time": rows["event_time"].to_numpy(),
+        "fraud_type": rows["fraud_type"].to_list(),
+        "channel": rows["channel"].to_list(),
+        "review_budget_per_day": 5,
+        "thresholds": LIMITS,
+    }
+    ev = evaluation.evaluate(y, scores, **sample, policy_rows=rows)
     verdicts = by_hand(scores, rows, LIMITS)
     assert_report(ev.policy, expected_report(verdicts, y))
     assert ev.policy["rules_unmeasured"] == {}
@@ -411,15 +409,7 @@ def test_evaluation_reports_the_policy_row_by_row(rows, model) -> None:
     # the model-only figures stay the thresholds' decision
     assert ev.declined == sum(v.model_decision == "decline" for v in verdicts)
     assert ev.to_dict()["policy"]["decisions"] == ev.policy["decisions"]
-    without = evaluation.evaluate(
-        y,
-        scores,
-        event_time=rows["event_time"].to_numpy(),
-        fraud_type=rows["fraud_type"].to_list(),
-        channel=rows["channel"].to_list(),
-        review_budget_per_day=5,
-        thresholds=LIMITS,
-    )
+    without = evaluation.evaluate(y, scores, **sample)
     assert without.policy is None and without.declined == ev.declined
 
 
