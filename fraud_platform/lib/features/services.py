@@ -52,19 +52,19 @@ FRAUD_SCORING_V1 = fraud_scoring_service(
     ),
 )
 
+
+def swap_group(
+    groups: tuple[FeatureGroup, ...], old: FeatureGroup, new: FeatureGroup
+) -> tuple[FeatureGroup, ...]:
+    """``groups`` with ``old`` replaced by ``new`` in its place (the order is the feature order)."""
+    if old not in groups:
+        raise ValueError(f"{old.versioned_name} is not among the groups to swap it in")
+    return tuple(new if group == old else group for group in groups)
+
+
 FRAUD_SCORING_V2 = fraud_scoring_service(
     "fraud_scoring_v2",
-    (
-        catalog.USER_TXN_VELOCITY_V2,
-        catalog.CARD_VELOCITY,
-        catalog.ACCOUNT_SECURITY,
-        catalog.USER_DEVICE_HISTORY,
-        catalog.USER_COUNTRY_HISTORY,
-        catalog.MERCHANT_ACTIVITY,
-        catalog.MERCHANT_FRAUD,
-        catalog.COUNTERPARTY_INBOUND,
-        catalog.USER_COUNTERPARTY_HISTORY,
-    ),
+    swap_group(FRAUD_SCORING_V1.groups, catalog.USER_TXN_VELOCITY, catalog.USER_TXN_VELOCITY_V2),
 )
 
 FEATURE_SERVICES: tuple[FeatureService, ...] = (FRAUD_SCORING_V1, FRAUD_SCORING_V2)

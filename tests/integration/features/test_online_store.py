@@ -21,7 +21,7 @@ from fraud_platform.lib.features.online.layout import (
     online_key,
     to_micros,
 )
-from fraud_platform.lib.features.online.reader import OnlineFeatureReader
+from fraud_platform.lib.features.online.reader import OnlineFeatureReader, OnlineFeatures
 from fraud_platform.lib.features.online.writer import _plain_tcp, _write_pipeline, write_snapshot
 from fraud_platform.lib.features.pit import point_in_time_join
 from fraud_platform.lib.features.registry import Entity, Feature, FeatureGroup, FeatureService
@@ -74,6 +74,29 @@ def _cleanup(client: redis.Redis, users: list[str]) -> None:
             client.delete(key)
 
 
+def _assert_online_equals_point_in_time(
+    reader: OnlineFeatureReader,
+    entities: dict[str, str],
+    at: datetime,
+    offline: dict[str, pl.DataFrame],
+    context: tuple[Any, ...],
+) -> OnlineFeatures:
+    """Read online at ``at``; every feature equals the point-in-time join of ``offline`` there."""
+    online = reader.get_online_features(entities, now=at)
+    expected = point_in_time_join(
+        pl.DataFrame(
+            [{**entities, "event_time": at}],
+            schema_overrides={"event_time": pl.Datetime("us", "UTC")},
+        ),
+        TXN_GROUPS,
+        offline,
+    ).row(0, named=True)
+    for group in TXN_GROUPS:
+        for name in group.feature_names:
+            assert online.values[name] == expected[name], (*context, name)
+    return online
+
+
 def test_online_value_equals_latest_offline_value(client: redis.Redis) -> None:
     users = [f"it-{uuid.uuid4().hex[:8]}-{i}" for i in range(5)]
     events = _random_transactions(1, users, 300)
@@ -93,18 +116,7 @@ def test_online_value_equals_latest_offline_value(client: redis.Redis) -> None:
                 "merchant_id": latest["merchant_id"],
                 "counterparty_id": latest["counterparty_id"],
             }
-            online = reader.get_online_features(entities, now=now)
-            expected = point_in_time_join(
-                pl.DataFrame(
-                    [{**entities, "event_time": now}],
-                    schema_overrides={"event_time": pl.Datetime("us", "UTC")},
-                ),
-                TXN_GROUPS,
-                offline,
-            ).row(0, named=True)
-            for group in TXN_GROUPS:
-                for name in group.feature_names:
-                    assert online.values[name] == expected[name], (user, name)
+            online = _assert_online_equals_point_in_time(reader, entities, now, offline, (user,))
             assert online.age_seconds["user_txn_velocity_v1"] == pytest.approx(
                 (now - events.filter(pl.col("user_id") == user)["event_time"].max()).total_seconds()
             )
@@ -134,22 +146,7 @@ def test_replay_online_matches_point_in_time_at_random_instants(client: redis.Re
                     "merchant_id": f"{users[0]}-m0",
                     "counterparty_id": f"{user}-p0",
                 }
-                online = reader.get_online_features(entities, now=t)
-                offline = point_in_time_join(
-                    pl.DataFrame(
-                        [{**entities, "event_time": t}],
-                        schema_overrides={"event_time": pl.Datetime("us", "UTC")},
-                    ),
-                    TXN_GROUPS,
-                    offline_full,
-                ).row(0, named=True)
-                for group in TXN_GROUPS:
-                    for name in group.feature_names:
-                        assert online.values[name] == offline[name], (
-                            t,
-                            user,
-                            name,
-                        )
+                _assert_online_equals_point_in_time(reader, entities, t, offline_full, (t, user))
     finally:
         _cleanup(client, users)
 

@@ -9,18 +9,7 @@ import pytest
 
 from fraud_platform.lib.model.explain import top_reasons
 from fraud_platform.lib.model.input import MISSING_CATEGORY, predict_proba, to_model_input
-from fraud_platform.lib.training.fit import time_split, train_model
-from tests.unit.training.test_training import CATEGORICAL, FAST, NUMERIC, make_frame
-
-
-@pytest.fixture(scope="module")
-def frame() -> pl.DataFrame:
-    return make_frame()
-
-
-@pytest.fixture(scope="module")
-def trained(frame: pl.DataFrame):
-    return train_model(time_split(frame, FAST), NUMERIC, CATEGORICAL, FAST)
+from tests.unit.training.synthetic import CATEGORICAL, NUMERIC
 
 
 def test_predict_proba_single_row_equals_batch(frame: pl.DataFrame, trained) -> None:

@@ -15,7 +15,7 @@ from fraud_platform.lib.model.input import predict_proba
 from fraud_platform.lib.training import evaluation, metrics
 from fraud_platform.lib.training.fit import TrainConfig, time_split
 from fraud_platform.lib.training.pipeline import PipelineConfig, train_and_evaluate
-from tests.unit.training.test_training import CATEGORICAL, FAST, NUMERIC, make_frame
+from tests.unit.training.synthetic import CATEGORICAL, FAST, NUMERIC, make_frame
 
 PLOTS = (
     "pr_curve",

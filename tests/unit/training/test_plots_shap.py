@@ -12,16 +12,10 @@ from fraud_platform.lib import plots
 from fraud_platform.lib.model.explain import shap_values
 from fraud_platform.lib.model.input import predict_proba, to_model_input
 from fraud_platform.lib.training import metrics
-from fraud_platform.lib.training.fit import TrainConfig, time_split, train_model
-from tests.unit.training.test_training import CATEGORICAL, NUMERIC, make_frame
+from fraud_platform.lib.training.fit import time_split, train_model
+from tests.unit.training.synthetic import CATEGORICAL, FAST, NUMERIC
 
-FAST = TrainConfig(iterations=40, depth=4, early_stopping_rounds=20, thread_count=1)
 PNG = b"\x89PNG"
-
-
-@pytest.fixture(scope="module")
-def frame() -> pl.DataFrame:
-    return make_frame()
 
 
 @pytest.fixture(scope="module")

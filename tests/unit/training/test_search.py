@@ -15,7 +15,7 @@ from fraud_platform.lib.training.search import (
     time_folds,
     to_train_config,
 )
-from tests.unit.training.test_training import CATEGORICAL, NUMERIC, make_frame
+from tests.unit.training.synthetic import CATEGORICAL, NUMERIC, make_frame
 
 BASE = TrainConfig(iterations=40, depth=4, early_stopping_rounds=15, thread_count=1)
 
