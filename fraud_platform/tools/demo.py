@@ -157,7 +157,7 @@ def seed_simulated_profiles(
     False, after one line saying so, when PostgreSQL is not reachable: the pipeline then goes
     on without ``bronze/account_profiles`` (its asset is told to skip instead of failing).
     """
-    from fraud_platform.lib.ingestion.profiles import (
+    from fraud_platform.lib.ingestion.profiles_source import (
         PostgresUnreachable,
         connection,
         ensure_schema,

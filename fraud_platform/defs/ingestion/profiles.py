@@ -11,12 +11,14 @@ import dagster as dg
 from fraud_platform.lib.ingestion.profiles import (
     BRONZE_TABLE,
     REJECTED_TABLE,
+    ingest_profiles,
+    profiles_freshness,
+)
+from fraud_platform.lib.ingestion.profiles_source import (
     SOURCE_TABLE,
     PostgresUnreachable,
     ProfilesSourceError,
     create_table_if_missing,
-    ingest_profiles,
-    profiles_freshness,
     redact_url,
 )
 from fraud_platform.resources import DeltaResource

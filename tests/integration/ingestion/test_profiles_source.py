@@ -19,15 +19,13 @@ from fraud_platform.defs.ingestion.profiles import (
     account_profiles_fresh,
 )
 from fraud_platform.lib.ingestion import profiles
-from fraud_platform.lib.ingestion.profiles import (
-    BRONZE_TABLE,
-    REJECTED_TABLE,
+from fraud_platform.lib.ingestion.profiles import BRONZE_TABLE, REJECTED_TABLE, ingest_profiles
+from fraud_platform.lib.ingestion.profiles_source import (
     PostgresUnreachable,
     Profile,
     ProfilesSourceError,
     connect,
     ensure_schema,
-    ingest_profiles,
     read_increment,
     reject_reason,
     seed_profiles,
