@@ -376,3 +376,14 @@ def profiles_freshness(
         pending=int(pending),
         unreadable=int(unreadable),
     )
+
+
+def ensure_bronze_tables(
+    delta_root: str, storage_options: dict[str, str] | None = None
+) -> tuple[DeltaTable, DeltaTable]:
+    """Open the bronze profiles table and its rejected table, creating them empty if missing:
+    dbt reads the bronze table even when PostgreSQL was never reachable (no profile features)."""
+    return (
+        _open_or_create(table_uri(delta_root, BRONZE_TABLE), BRONZE_SCHEMA, storage_options),
+        _open_or_create(table_uri(delta_root, REJECTED_TABLE), REJECTED_SCHEMA, storage_options),
+    )
