@@ -128,7 +128,9 @@ def served_features_have_not_drifted(
     if not reference_path.exists():
         return dg.AssetCheckResult(
             passed=False,
-            description=f"no training profile at {reference_path}: materialize monitoring/training_profile",
+            description=(
+                f"no training profile at {reference_path}: materialize monitoring/training_profile"
+            ),
         )
     reference = read_profile(reference_path)
     columns = [c for c in FEATURES if c in served.columns and c in reference.columns]
