@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from fraud_platform.lib.ingestion.profiles import ProfilesSourceError, redact_url
+from fraud_platform.lib.ingestion.profiles_source import ProfilesSourceError, redact_url
 
 
 class ProfilesSourceResource(dg.ConfigurableResource):

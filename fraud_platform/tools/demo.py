@@ -154,10 +154,13 @@ def seed_simulated_profiles(
 ) -> bool:
     """Upsert the simulated users' account profiles into PostgreSQL (the profiles source).
 
+    They describe the users as of ``start``, and are stamped so (``updated_at = start``): the
+    simulated transactions, all after it, see them point in time (the account_profile group).
+
     False, after one line saying so, when PostgreSQL is not reachable: the pipeline then goes
     on without ``bronze/account_profiles`` (its asset is told to skip instead of failing).
     """
-    from fraud_platform.lib.ingestion.profiles import (
+    from fraud_platform.lib.ingestion.profiles_source import (
         PostgresUnreachable,
         connection,
         ensure_schema,
@@ -171,7 +174,7 @@ def seed_simulated_profiles(
     try:
         with connection(settings.profiles_pg_url, timeout_s=3) as conn:
             ensure_schema(conn)
-            changed = seed_profiles(conn, simulated_profiles(seed, users, start))
+            changed = seed_profiles(conn, simulated_profiles(seed, users, start), now=start)
     except PostgresUnreachable as exc:
         say(f"account profiles skipped: {exc}")
         return False

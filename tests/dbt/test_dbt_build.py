@@ -1,6 +1,6 @@
 """`dbt build` of dbt_project/ on tiny hand-written bronze Delta tables, checked in DuckDB.
 
-Each scenario writes the three bronze tables with the real bronze schema, runs the dbt CLI in a
+Each scenario writes the four bronze tables with the real bronze schemas, runs the dbt CLI in a
 subprocess (its own environment: warehouse and Delta root in tmp_path, target and logs in
 tmp_path so the project's own target/ is left alone) and reads the resulting warehouse. Expected
 values are worked out by hand from the rows below, not by the code under test.
@@ -32,6 +32,8 @@ from fraud_platform.lib.contracts.events import (
     TRANSACTIONS,
     bronze_schema,
 )
+from fraud_platform.lib.ingestion.profiles import BRONZE_SCHEMA as PROFILES_SCHEMA
+from fraud_platform.lib.ingestion.profiles import BRONZE_TABLE as PROFILES_TABLE
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
@@ -172,6 +174,30 @@ LABEL_ROWS = [
 ]
 
 
+def profile(
+    batch: int, user_id: str, kyc_level: int, account_type: str, updated_at: datetime
+) -> dict[str, Any]:
+    return {
+        "user_id": user_id,
+        "signup_time": datetime(2025, 1, 1, tzinfo=UTC),
+        "kyc_level": kyc_level,
+        "home_country": "FR",
+        "account_type": account_type,
+        "updated_at": updated_at,
+        "_batch": batch,
+        "_ingested_at": updated_at,
+    }
+
+
+# u1's KYC level goes from 1 to 3 on 2 March; u2 has one version.
+PROFILE_ROWS = [
+    profile(1, "u2", 2, "premium", ts(1, 0)),
+    profile(1, "u1", 1, "personal", ts(1, 8)),
+    profile(2, "u1", 3, "personal", ts(2, 10)),
+]
+PROFILES = "account_profiles"
+
+
 @dataclass(frozen=True)
 class DbtRun:
     returncode: int
@@ -189,6 +215,8 @@ def write_bronze(delta_root: Path, rows_by_topic: dict[str, list[dict[str, Any]]
         schema = bronze_schema(topic)
         table = pa.Table.from_pylist(rows_by_topic.get(topic, []), schema=schema)
         write_deltalake(str(delta_root / "bronze" / topic), table, partition_by=[EVENT_DATE_COLUMN])
+    profiles = pa.Table.from_pylist(rows_by_topic.get(PROFILES, []), schema=PROFILES_SCHEMA)
+    write_deltalake(str(delta_root / PROFILES_TABLE), profiles)
 
 
 def run_dbt(
@@ -236,7 +264,12 @@ def query(warehouse: Path, sql: str) -> list[tuple[Any, ...]]:
 def built(tmp_path_factory: pytest.TempPathFactory) -> DbtRun:
     run = dbt_build(
         tmp_path_factory.mktemp("dbt_build"),
-        {TRANSACTIONS: TRANSACTION_ROWS, ACCOUNT_EVENTS: ACCOUNT_EVENT_ROWS, LABELS: LABEL_ROWS},
+        {
+            TRANSACTIONS: TRANSACTION_ROWS,
+            ACCOUNT_EVENTS: ACCOUNT_EVENT_ROWS,
+            LABELS: LABEL_ROWS,
+            PROFILES: PROFILE_ROWS,
+        },
     )
     assert run.returncode == 0, run.output[-5000:]
     return run
@@ -337,6 +370,7 @@ def test_dbt_build_works_on_empty_bronze_tables(tmp_path: Path) -> None:
         "silver.fct_account_events",
         "silver.fct_labels",
         "silver.dim_users",
+        "silver.dim_account_profile_versions",
         "gold.agg_user_daily",
         "gold.agg_merchant_daily",
     ):
@@ -366,3 +400,16 @@ def test_dbt_docs_generate_catalogs_every_model(built: DbtRun, tmp_path: Path) -
         "agg_user_daily",
         "dim_users",
     } <= tables
+
+
+def test_dbt_build_dim_account_profile_versions(built: DbtRun) -> None:
+    rows = query(
+        built.warehouse,
+        "select profile_version_id, user_id, kyc_level, account_type, valid_from, valid_to"
+        " from silver.dim_account_profile_versions order by user_id, valid_from",
+    )
+    assert rows == [
+        ("u1@2026-03-01T08:00:00.000000Z", "u1", 1, "personal", ts(1, 8), ts(2, 10)),
+        ("u1@2026-03-02T10:00:00.000000Z", "u1", 3, "personal", ts(2, 10), None),
+        ("u2@2026-03-01T00:00:00.000000Z", "u2", 2, "premium", ts(1, 0), None),
+    ]

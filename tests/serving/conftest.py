@@ -71,6 +71,8 @@ def synthetic_rows(
         row["amount"] = rng.lognormvariate(3.5, 1.2)
         row["channel"] = rng.choice(CHANNELS)
         row["merchant_category"] = rng.choice(CATEGORIES)
+        for name in FRAUD_SCORING_V1.categorical_features:  # e.g. account_type: no profile
+            row.setdefault(name, None)
         risky = row["amount"] > 150 and row["channel"] in ("p2p", "withdrawal")
         rows.append(row)
         labels.append(int(risky or rng.random() < 0.02))

@@ -33,6 +33,7 @@ USER_COUNTERPARTY = Entity(
 TXN = "fct_transactions"
 ACCOUNT = "fct_account_events"
 MERCHANT_FRAUD_LABELS = "fct_merchant_fraud_labels"
+PROFILE_VERSIONS = "dim_account_profile_versions"
 P2P = ("channel", "==", "p2p")
 OWNER = "risk-data-science"
 
@@ -288,6 +289,30 @@ USER_COUNTERPARTY_HISTORY = FeatureGroup(
     absence_is_signal=True,
 )
 
+ACCOUNT_PROFILE = FeatureGroup(
+    name="account_profile",
+    version=1,
+    entity=USER,
+    source=PROFILE_VERSIONS,
+    event_time_column="valid_from",
+    ttl=10 * 365 * DAY,  # a profile holds until it changes; the ttl only has to be positive
+    owner=OWNER,
+    description=(
+        "The account's profile from PostgreSQL: signup time, KYC level, account type, home "
+        "country. A version holds from its updated_at: a transaction at t sees the latest "
+        "version with updated_at strictly before t (as every group), so a change is visible "
+        "only to later transactions. No row means no profile known (none written before t, or "
+        "PostgreSQL not ingested): the features are null and the answer is not degraded."
+    ),
+    features=(
+        _txn("signup_time", "last", "signup_time", None, dtype="ts"),
+        _txn("kyc_level", "last", "kyc_level", None, dtype="int"),
+        _txn("profile_account_type", "last", "account_type", None, dtype="str"),
+        _txn("home_country", "last", "home_country", None, dtype="str"),
+    ),
+    absence_is_signal=True,
+)
+
 FEATURE_GROUPS: tuple[FeatureGroup, ...] = (
     USER_TXN_VELOCITY,
     USER_TXN_VELOCITY_V2,
@@ -299,6 +324,7 @@ FEATURE_GROUPS: tuple[FeatureGroup, ...] = (
     MERCHANT_FRAUD,
     COUNTERPARTY_INBOUND,
     USER_COUNTERPARTY_HISTORY,
+    ACCOUNT_PROFILE,
 )
 validate_registry(FEATURE_GROUPS)
 

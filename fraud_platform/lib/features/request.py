@@ -40,6 +40,15 @@ REQUEST_FEATURES: tuple[RequestFeature, ...] = (
         "int",
         "1 for a p2p transfer to a receiver this user never paid before.",
     ),
+    RequestFeature(
+        "account_age_days", "float", "Days from the account's signup to the transaction."
+    ),
+    RequestFeature(
+        "is_away_from_home_country",
+        "int",
+        "1 if the transaction's country is not the profile's home country.",
+    ),
+    RequestFeature("account_type", "str", "The profile's account type.", categorical=True),
 )
 
 _SINCE_MINUTES = {
@@ -62,8 +71,14 @@ def _merchant_fraud_rate(looked_up: Mapping[str, Any]) -> float | None:
     return (looked_up.get("merchant_fraud_labels_30d") or 0) / transactions
 
 
+def _away_from_home(txn: Mapping[str, Any], looked_up: Mapping[str, Any]) -> int | None:
+    home = looked_up.get("home_country")
+    return None if home is None else int(txn.get("country") != home)
+
+
 def request_features(txn: Mapping[str, Any], looked_up: Mapping[str, Any]) -> dict[str, Any]:
-    """Features computed from the transaction itself and the features known before it."""
+    """Features computed from the transaction itself and the features known before it
+    (profile-derived ones are null when no profile was known)."""
     event_time: datetime = txn["event_time"]
     amount = float(txn["amount"])
     mean = looked_up.get("user_amount_mean_30d")
@@ -89,7 +104,11 @@ def request_features(txn: Mapping[str, Any], looked_up: Mapping[str, Any]) -> di
             and txn.get("counterparty_id") is not None
             and not looked_up.get("user_counterparty_transfer_count")
         ),
+        "is_away_from_home_country": _away_from_home(txn, looked_up),
+        "account_type": looked_up.get("profile_account_type"),
     }
+    signup = _seconds_between(event_time, looked_up.get("signup_time"))
+    features["account_age_days"] = None if signup is None else signup / 86_400.0
     for name, source in _SINCE_MINUTES.items():
         seconds = _seconds_between(event_time, looked_up.get(source))
         features[name] = None if seconds is None else seconds / 60.0

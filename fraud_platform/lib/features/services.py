@@ -49,6 +49,7 @@ FRAUD_SCORING_V1 = fraud_scoring_service(
         catalog.MERCHANT_FRAUD,
         catalog.COUNTERPARTY_INBOUND,
         catalog.USER_COUNTERPARTY_HISTORY,
+        catalog.ACCOUNT_PROFILE,
     ),
 )
 

@@ -64,7 +64,7 @@ def test_services_pin_explicit_group_versions() -> None:
     assert USER_TXN_VELOCITY_V2 in FRAUD_SCORING_V2.groups
     assert USER_TXN_VELOCITY not in FRAUD_SCORING_V2.groups
     # v1's model input is unchanged by v2's arrival in the catalog
-    assert len(FRAUD_SCORING_V1.model_features) == 54
+    assert len(FRAUD_SCORING_V1.model_features) == 58  # 54 + the account-profile features
     assert "user_amount_min_7d" not in FRAUD_SCORING_V1.model_features
     assert set(FRAUD_SCORING_V2.model_features) - set(FRAUD_SCORING_V1.model_features) == {
         "user_amount_min_7d"

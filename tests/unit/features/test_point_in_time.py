@@ -120,6 +120,11 @@ def test_training_frame_has_every_model_feature() -> None:
                     pl.lit("login").alias("event_type"),
                     pl.lit("1.1.1.1").alias("ip"),
                     pl.col("event_time").alias("label_time"),
+                    pl.col("event_time").alias("valid_from"),
+                    pl.col("event_time").alias("signup_time"),
+                    pl.lit(1).alias("kyc_level"),
+                    pl.lit("personal").alias("account_type"),
+                    pl.col("country").alias("home_country"),
                 ),
             )
     labelled = events.with_columns(
