@@ -22,7 +22,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 from fraud_platform.lib.contracts.events import CHANNELS
@@ -59,8 +59,29 @@ AGE_BUCKETS: tuple[float, ...] = (
 )  # fmt: skip
 
 
-def bounded(value: Any, allowed: frozenset[str] | tuple[str, ...]) -> str:
-    return value if value in allowed else OTHER
+class Children:
+    """The children of one labelled metric by label values. A value outside its label's
+    ``allowed`` set (``None``: any) is recorded as ``"other"``; only allowed values are
+    cached, so the cache stays as bounded as the labels."""
+
+    __slots__ = ("_metric", "_allowed", "_cache")
+
+    def __init__(self, metric: Any, *allowed: Collection[str] | None) -> None:
+        self._metric = metric
+        self._allowed = allowed
+        self._cache: dict[tuple[Any, ...], Any] = {}
+
+    def __call__(self, *labels: Any) -> Any:
+        child = self._cache.get(labels)
+        if child is None:
+            key = tuple(
+                str(value) if values is None or value in values else OTHER
+                for value, values in zip(labels, self._allowed, strict=True)
+            )
+            child = self._cache.get(key)
+            if child is None:
+                child = self._cache[key] = self._metric.labels(*key)
+        return child
 
 
 def redis_error_kind(exc: BaseException) -> str:
@@ -167,58 +188,56 @@ class ServingMetrics:
             ["worker"],
             namespace=ns,
         )
-        self._children: dict[tuple[Any, ...], Any] = {}
+        self._decisions = Children(self.decisions, DECISIONS, CHANNELS, ("true", "false"))
+        self._degraded = Children(self.degraded, DEGRADED_REASONS)
+        self._missing = Children(self.missing_groups, GROUPS)
+        self._redis_errors = Children(self.redis_errors, None)  # redis_error_kind: bounded
+        self._lookup = Children(self.lookup_seconds, ("ok", "error"))
+        self._stages = Children(self.stage_seconds, STAGES)
+        self._ages = Children(self.feature_age, GROUPS)
+        self._shed = Children(self.shed, SHED_REASONS)
+        self._dropped = Children(self.log_dropped, DROPPED_REASONS)
+        self._rss = Children(self.worker_rss, None)  # worker index: bounded by the config
+        self._cpu = Children(self.worker_cpu, None)
         self._model: tuple[str, str, str] | None = None
         self._model_lock = threading.Lock()
-        for stage in STAGES:  # present (at 0) before the first request: rate() needs a start
-            self._child(self.stage_seconds, stage)
-        for reason in DEGRADED_REASONS:
-            self._child(self.degraded, reason)
-        for reason in SHED_REASONS:
-            self._child(self.shed, reason)
-        for reason in DROPPED_REASONS:
-            self._child(self.log_dropped, reason)
-
-    def _child(self, metric: Any, *labels: str) -> Any:
-        key = (id(metric), *labels)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(*labels)
-        return child
+        for children, values in (  # present (at 0) before the first event: rate() needs a start
+            (self._stages, STAGES),
+            (self._degraded, DEGRADED_REASONS),
+            (self._shed, SHED_REASONS),
+            (self._dropped, DROPPED_REASONS),
+        ):
+            for label in values:
+                children(label)
 
     # -- request path -------------------------------------------------------------------------
 
     def decision(self, decision: str, channel: Any, degraded: bool) -> None:
-        self._child(
-            self.decisions,
-            bounded(decision, DECISIONS),
-            bounded(channel, CHANNELS),
-            "true" if degraded else "false",
-        ).inc()
+        self._decisions(decision, channel, "true" if degraded else "false").inc()
 
     def degraded_answer(self, reason: str, missing: Iterable[str] = ()) -> None:
-        self._child(self.degraded, bounded(reason, DEGRADED_REASONS)).inc()
+        self._degraded(reason).inc()
         for group in missing:
-            self._child(self.missing_groups, bounded(group, GROUPS)).inc()
+            self._missing(group).inc()
 
     def lookup(self, seconds: float, error: BaseException | None = None) -> None:
         if error is None:
-            self._child(self.lookup_seconds, "ok").observe(seconds)
+            self._lookup("ok").observe(seconds)
         else:
-            self._child(self.lookup_seconds, "error").observe(seconds)
-            self._child(self.redis_errors, redis_error_kind(error)).inc()
+            self._lookup("error").observe(seconds)
+            self._redis_errors(redis_error_kind(error)).inc()
 
     def stage(self, stage: str, seconds: float) -> None:
-        self._child(self.stage_seconds, bounded(stage, STAGES)).observe(seconds)
+        self._stages(stage).observe(seconds)
 
     def stages(self, seconds: Mapping[str, float]) -> None:
         for stage, value in seconds.items():
-            self.stage(stage, value)
+            self._stages(stage).observe(value)
 
     def feature_ages(self, ages: Mapping[str, float | None]) -> None:
         for group, age in ages.items():
             if age is not None:
-                self._child(self.feature_age, bounded(group, GROUPS)).observe(age)
+                self._ages(group).observe(age)
 
     def model_in_service(self, tag: str, feature_service: str, champion: bool) -> None:
         """Cheap when unchanged (one tuple comparison); on a change the old tag goes to 0."""
@@ -237,19 +256,19 @@ class ServingMetrics:
     # -- called by other parts of the service -------------------------------------------------
 
     def shed_request(self, reason: str = "overload") -> None:
-        self._child(self.shed, bounded(reason, SHED_REASONS)).inc()
+        self._shed(reason).inc()
 
     def decision_log_dropped(self, count: int = 1, reason: str = "buffer_full") -> None:
-        self._child(self.log_dropped, bounded(reason, DROPPED_REASONS)).inc(count)
+        self._dropped(reason).inc(count)
 
     def sample_process(self, worker: str, state: dict[str, float]) -> None:
         """Resident memory and CPU time of this process into the per-worker metrics;
         ``state`` keeps the CPU time already counted."""
         rss, cpu = process_usage()
-        self._child(self.worker_rss, worker).set(rss)
+        self._rss(worker).set(rss)
         counted = state.get("cpu", 0.0)
         if cpu > counted:
-            self._child(self.worker_cpu, worker).inc(cpu - counted)
+            self._cpu(worker).inc(cpu - counted)
             state["cpu"] = cpu
 
 
