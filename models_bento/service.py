@@ -52,6 +52,14 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from fraud_platform.lib.serving.lookup import FeatureLookup
+from fraud_platform.lib.serving.metrics import (
+    HTTP_BUCKETS,
+    ProcessSampler,
+    bound_endpoints,
+    mark_process_dead,
+    metrics,
+    record_scored,
+)
 from fraud_platform.lib.serving.score_log import ScoreLog
 from fraud_platform.lib.serving.scoring import ScoringModel, log_record
 from fraud_platform.settings import Settings
@@ -73,6 +81,7 @@ REDIS_RETRY_AFTER_S = 1.0
 CHAMPION_CHECK_INTERVAL_S = 1.0
 REQUEST_ID_HEADER = "x-request-id"
 BENTOML_ERROR_LOGGER = "bentoml._internal.server.http_app"  # where log_exception() writes
+SYSTEM_PATHS = ("/", "/livez", "/readyz", "/healthz", "/metrics", "/docs.json")
 
 
 class QuietRejectedRequests(logging.Filter):
@@ -193,6 +202,7 @@ class ServedModelInfo(ModelInfo):
     traffic={"timeout": 10},
     resources={"cpu": "1"},
     workers=1,
+    metrics={"duration": {"buckets": list(HTTP_BUCKETS)}},  # sub-ms buckets for /score
 )
 class FraudScorer:
     """Scores transactions with the champion CatBoost model, online features and rules."""
@@ -215,6 +225,8 @@ class FraudScorer:
         self._redis = online_store_client(settings.redis_url)
         self.lookup = FeatureLookup(self._redis, scoring.service, retry_after_s=REDIS_RETRY_AFTER_S)
         self.score_log = ScoreLog(settings.score_log_dir)
+        metrics().model_in_service(scoring.tag, scoring.service.name, loaded["champion"])
+        self._sampler = ProcessSampler(str(bentoml.server_context.worker_index or 0)).start()
         log.info(
             "FraudScorer ready: model %s (%s, feature service %s), redis %s, score log %s",
             scoring.tag,
@@ -329,9 +341,13 @@ class FraudScorer:
     @bentoml.api(route="/score", input_spec=TransactionRequest)
     def score(self, ctx: bentoml.Context, **txn: Any) -> ScoreResponse:
         """Score one transaction: score, decision, reasons, model version, feature freshness."""
+        started = time.perf_counter()
         request_id = ctx.request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
-        scoring = self._current().scoring  # this request's model, whatever is swapped in meanwhile
+        served = self._current()  # this request's model, whatever is swapped in meanwhile
+        scoring = served.scoring
+        metrics().model_in_service(scoring.tag, scoring.service.name, served.champion)
         found = self.lookup.lookup(txn, scoring.service)  # what this model's service pins
+        lookup_s = time.perf_counter() - started
         result = scoring.score(txn, found.values, degraded=found.degraded)
         self.score_log.append(
             log_record(
@@ -342,7 +358,7 @@ class FraudScorer:
                 lookup=found,
             )
         )
-        return ScoreResponse(
+        response = ScoreResponse(
             request_id=request_id,
             transaction_id=txn["transaction_id"],
             score=result.score,
@@ -353,6 +369,18 @@ class FraudScorer:
             degraded=found.degraded,
             degraded_reason=found.degraded_reason,
         )
+        record_scored(
+            decision=result.decision,
+            channel=txn["channel"],
+            degraded=found.degraded,
+            feature_ages=found.age_seconds,
+            stage_seconds={
+                "lookup": lookup_s,
+                **result.stage_seconds,
+                "total": time.perf_counter() - started,
+            },
+        )
+        return response
 
     @bentoml.api(route="/model")
     def model_info(self) -> ServedModelInfo:
@@ -381,8 +409,15 @@ class FraudScorer:
         """No-op: the framework's own request overhead, for latency comparisons."""
         return Pong()
 
+    def __metrics__(self, exposition: str) -> str:
+        """BentoML's hook on /metrics (called with the text it will serve): unknown request
+        paths collapse into one ``endpoint="other"`` series."""
+        return bound_endpoints(exposition, (*bentoml.server_context.service_routes, *SYSTEM_PATHS))
+
     @bentoml.on_shutdown
     def _shutdown(self) -> None:
+        self._sampler.stop()
+        mark_process_dead()
         self.score_log.close()
         self._redis.close()
         logging.getLogger(BENTOML_ERROR_LOGGER).removeFilter(self._log_filter)

@@ -244,7 +244,9 @@ class Server:
         return self.log_path.read_text(errors="replace")[-chars:]
 
 
-def start_server(registered: Registered, redis_url: str, name: str) -> Server:
+def start_server(
+    registered: Registered, redis_url: str, name: str, extra_env: dict[str, str] | None = None
+) -> Server:
     port = free_port()
     env = {
         **os.environ,
@@ -252,6 +254,7 @@ def start_server(registered: Registered, redis_url: str, name: str) -> Server:
         "BENTOML_HOME": str(registered.bentoml_home),
         "REDIS_URL": redis_url,
         "BENTOML_DO_NOT_TRACK": "true",
+        **(extra_env or {}),
     }
     log_path = registered.data_dir / f"{name}-{port}.log"
     with log_path.open("wb") as log_file:

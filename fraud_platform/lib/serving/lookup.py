@@ -21,6 +21,7 @@ from fraud_platform.lib.features.catalog import FEATURE_GROUPS
 from fraud_platform.lib.features.online.reader import OnlineFeatureReader
 from fraud_platform.lib.features.registry import FeatureService
 from fraud_platform.lib.features.services import FRAUD_SCORING_V1
+from fraud_platform.lib.serving.metrics import metrics
 
 log = logging.getLogger(__name__)
 
@@ -86,14 +87,21 @@ class FeatureLookup:
         ``txn["event_time"]`` (point-in-time, as offline)."""
         service = service or self._service
         if time.monotonic() < self._skip_until:
+            metrics().degraded_answer("online_store_skipped")
             return self._unavailable(f"online store unavailable: {self._last_error}", service)
+        started = time.perf_counter()
         try:
             online = self._reader_for(service).get_online_features(txn, now=txn["event_time"])
         except Exception as exc:  # noqa: BLE001 - any Redis failure degrades, loudly (logged)
+            metrics().lookup(time.perf_counter() - started, exc)
+            metrics().degraded_answer("online_store_error")
             self._last_error = f"{type(exc).__name__}: {exc}"
             self._skip_until = time.monotonic() + self._retry_after_s
             log.error("online feature lookup failed, scoring degraded: %s", self._last_error)
             return self._unavailable(f"online store unavailable: {self._last_error}", service)
+        metrics().lookup(time.perf_counter() - started)
         missing = [g for g in online.missing_groups if g not in self._absence_is_signal]
+        if missing:
+            metrics().degraded_answer("missing_features", missing)
         reason = f"no online features for groups: {', '.join(missing)}" if missing else None
         return Lookup(values=online.values, age_seconds=online.age_seconds, degraded_reason=reason)

@@ -22,6 +22,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from time import perf_counter
 from typing import Any, Literal
 
 from fraud_platform.lib.contracts.events import EVENT_FIELDS, TRANSACTIONS, format_timestamp
@@ -60,6 +61,7 @@ class ScoreResult:
     features: dict[str, Any]
     model_tag: str
     degraded: bool = False
+    stage_seconds: dict[str, float] = field(default_factory=dict)  # model, explain, policy
 
 
 def _json_value(value: Any) -> Any:
@@ -137,12 +139,17 @@ class ScoringModel:
         row: dict[str, Any],
         degraded: bool,
         explain: Explain,
+        stage_seconds: dict[str, float] | None = None,
     ) -> ScoreResult:
+        stage_seconds = {} if stage_seconds is None else stage_seconds
+        started = perf_counter()
         verdict = apply_policy(
             score, RuleInput(txn=txn, row=row, degraded=degraded), self.thresholds, self.rules
         )
+        stage_seconds["policy"] = perf_counter() - started
         reasons: list[dict[str, Any]] = []
         if explain == "always" or (explain == "flagged" and verdict.decision != "approve"):
+            started = perf_counter()
             reasons = [
                 {
                     "kind": "model",
@@ -158,6 +165,7 @@ class ScoringModel:
                     shap_calc_type=self.shap_calc_type,
                 )
             ]
+            stage_seconds["explain"] = perf_counter() - started
         reasons += [
             {"kind": "rule", "name": rule.name, "action": rule.action, "detail": rule.description}
             for rule in verdict.hits
@@ -171,6 +179,7 @@ class ScoringModel:
             features={name: _json_value(row.get(name)) for name in self.features},
             model_tag=self.tag,
             degraded=degraded,
+            stage_seconds=stage_seconds,
         )
 
     def score(
@@ -183,9 +192,11 @@ class ScoringModel:
     ) -> ScoreResult:
         """Score one transaction (a validated contract record, ``event_time`` a datetime) given
         the features looked up for it (``{}`` when none could be)."""
+        started = perf_counter()
         row = self._row(txn, looked_up)
         score = float(predict_proba(self.model, row, allow_missing=True)[0])
-        return self._finish(score, txn, row, degraded, explain or self.explain)
+        stages = {"model": perf_counter() - started}
+        return self._finish(score, txn, row, degraded, explain or self.explain, stages)
 
     def score_many(
         self,
