@@ -9,7 +9,8 @@ Everything is configured once, in ``__init__``, from ``Settings.from_env()``:
 the model is the champion of ``fraud_catboost`` named in ``<bentoml_home>/champions.json``
 (fallback: the newest ``fraud_catboost`` in the store), read from the platform's model store at
 ``Settings.bentoml_home``; Redis is ``Settings.redis_url``, read with a 50 ms socket
-timeout; scored requests go to ``Settings.score_log_dir``.
+timeout; every decision is produced to the ``scores`` topic at ``Settings.kafka_bootstrap``
+(``DecisionLog``: never blocks a request; drops, counted, when its bounded buffer is full).
 
 Hot reload: a request checks the champion pointer at most once per ``CHAMPION_CHECK_INTERVAL_S``
 (a monotonic-clock comparison per request; one ``os.stat`` of champions.json per interval).
@@ -51,9 +52,9 @@ from pydantic import Field
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from fraud_platform.lib.serving.decision_log import DecisionLog
 from fraud_platform.lib.serving.lookup import FeatureLookup
-from fraud_platform.lib.serving.score_log import ScoreLog
-from fraud_platform.lib.serving.scoring import ScoringModel, log_record
+from fraud_platform.lib.serving.scoring import ScoringModel, decision_event
 from fraud_platform.settings import Settings
 from models_bento.schemas import (
     EXAMPLE_TRANSACTION,
@@ -214,14 +215,16 @@ class FraudScorer:
         self._served = ServedModel(scoring, loaded["entry"], loaded["champion"], datetime.now(UTC))
         self._redis = online_store_client(settings.redis_url)
         self.lookup = FeatureLookup(self._redis, scoring.service, retry_after_s=REDIS_RETRY_AFTER_S)
-        self.score_log = ScoreLog(settings.score_log_dir)
+        self.decision_log = DecisionLog(
+            settings.kafka_bootstrap, max_buffered=settings.decision_log_buffer, logger=log
+        )
         log.info(
-            "FraudScorer ready: model %s (%s, feature service %s), redis %s, score log %s",
+            "FraudScorer ready: model %s (%s, feature service %s), redis %s, decisions to %s",
             scoring.tag,
             "champion" if loaded["champion"] else "newest, no champion",
             scoring.service.name,
             redis.connection.parse_url(settings.redis_url).get("host", "?"),
-            self.score_log.path,
+            f"{self.decision_log.topic}@{settings.kafka_bootstrap}",
         )
 
     @staticmethod
@@ -333,13 +336,14 @@ class FraudScorer:
         scoring = self._current().scoring  # this request's model, whatever is swapped in meanwhile
         found = self.lookup.lookup(txn, scoring.service)  # what this model's service pins
         result = scoring.score(txn, found.values, degraded=found.degraded)
-        self.score_log.append(
-            log_record(
+        self.decision_log.append(
+            decision_event(
                 request_id=request_id,
                 scored_at=datetime.now(UTC),
                 txn=txn,
                 result=result,
                 lookup=found,
+                feature_service=scoring.service.name,
             )
         )
         return ScoreResponse(
@@ -383,6 +387,6 @@ class FraudScorer:
 
     @bentoml.on_shutdown
     def _shutdown(self) -> None:
-        self.score_log.close()
+        self.decision_log.close()
         self._redis.close()
         logging.getLogger(BENTOML_ERROR_LOGGER).removeFilter(self._log_filter)
