@@ -56,7 +56,7 @@ def read_decision_rows(
     if last is not None:
         filters.append((EVENT_DATE_COLUMN, "<=", last.isoformat()))
     table = DeltaTable(path, storage_options=storage_options)
-    return table.to_pyarrow_dataset(partitions=filters or None).to_table()
+    return table.to_pyarrow_dataset(file_pruning_predicate=filters or None).to_table()
 
 
 def _column(name: str, values: list[Any]) -> pl.Series:
