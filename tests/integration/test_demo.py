@@ -72,6 +72,7 @@ def test_demo_runs_end_to_end_and_a_second_run_adds_nothing(
         assert SUMMARY_KEYS <= set(first)
         assert first["events_ingested"] == first["events_published"] > 10_000
         assert first["scored"] == sum(first["decisions"].values()) > 100
+        assert first["decisions_ingested"] == first["scored"]  # every decision, once
         assert 0.5 < first["test_auc"] <= 1.0
         assert all(first["checks"].values()), [k for k, ok in first["checks"].items() if not ok]
         assert first["promotion"]["decision"] == "promoted"
