@@ -9,7 +9,8 @@ Everything is configured once, in ``__init__``, from ``Settings.from_env()``:
 the model is the champion of ``fraud_catboost`` named in ``<bentoml_home>/champions.json``
 (fallback: the newest ``fraud_catboost`` in the store), read from the platform's model store at
 ``Settings.bentoml_home``; Redis is ``Settings.redis_url``, read with a 50 ms socket
-timeout; scored requests go to ``Settings.score_log_dir``.
+timeout; every decision is produced to the ``scores`` topic at ``Settings.kafka_bootstrap``
+(``DecisionLog``: never blocks a request; drops, counted, when its bounded buffer is full).
 
 Hot reload: a request checks the champion pointer at most once per ``CHAMPION_CHECK_INTERVAL_S``
 (a monotonic-clock comparison per request; one ``os.stat`` of champions.json per interval).
@@ -51,6 +52,7 @@ from pydantic import Field
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from fraud_platform.lib.serving.decision_log import DecisionLog
 from fraud_platform.lib.serving.lookup import FeatureLookup
 from fraud_platform.lib.serving.metrics import (
     HTTP_BUCKETS,
@@ -60,8 +62,7 @@ from fraud_platform.lib.serving.metrics import (
     metrics,
     record_scored,
 )
-from fraud_platform.lib.serving.score_log import ScoreLog
-from fraud_platform.lib.serving.scoring import ScoringModel, log_record
+from fraud_platform.lib.serving.scoring import ScoringModel, decision_event
 from fraud_platform.settings import Settings
 from models_bento.schemas import (
     EXAMPLE_TRANSACTION,
@@ -224,16 +225,21 @@ class FraudScorer:
         self._served = ServedModel(scoring, loaded["entry"], loaded["champion"], datetime.now(UTC))
         self._redis = online_store_client(settings.redis_url)
         self.lookup = FeatureLookup(self._redis, scoring.service, retry_after_s=REDIS_RETRY_AFTER_S)
-        self.score_log = ScoreLog(settings.score_log_dir)
+        self.decision_log = DecisionLog(
+            settings.kafka_bootstrap,
+            max_buffered=settings.decision_log_buffer,
+            on_drop=metrics().decision_log_dropped,
+            logger=log,
+        )
         metrics().model_in_service(scoring.tag, scoring.service.name, loaded["champion"])
         self._sampler = ProcessSampler(str(bentoml.server_context.worker_index or 0)).start()
         log.info(
-            "FraudScorer ready: model %s (%s, feature service %s), redis %s, score log %s",
+            "FraudScorer ready: model %s (%s, feature service %s), redis %s, decisions to %s",
             scoring.tag,
             "champion" if loaded["champion"] else "newest, no champion",
             scoring.service.name,
             redis.connection.parse_url(settings.redis_url).get("host", "?"),
-            self.score_log.path,
+            f"{self.decision_log.topic}@{settings.kafka_bootstrap}",
         )
 
     @staticmethod
@@ -349,13 +355,14 @@ class FraudScorer:
         found = self.lookup.lookup(txn, scoring.service)  # what this model's service pins
         lookup_s = time.perf_counter() - started
         result = scoring.score(txn, found.values, degraded=found.degraded)
-        self.score_log.append(
-            log_record(
+        self.decision_log.append(
+            decision_event(
                 request_id=request_id,
                 scored_at=datetime.now(UTC),
                 txn=txn,
                 result=result,
                 lookup=found,
+                feature_service=scoring.service.name,
             )
         )
         response = ScoreResponse(
@@ -418,6 +425,6 @@ class FraudScorer:
     def _shutdown(self) -> None:
         self._sampler.stop()
         mark_process_dead()
-        self.score_log.close()
+        self.decision_log.close()
         self._redis.close()
         logging.getLogger(BENTOML_ERROR_LOGGER).removeFilter(self._log_filter)

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from fraud_platform.lib.contracts.events import TOPICS
+from fraud_platform.lib.contracts.events import ALL_TOPICS
 from fraud_platform.lib.features.catalog import FEATURE_GROUPS
 from fraud_platform.lib.ingestion.bronze import bronze_path, dead_letter_path
 from fraud_platform.lib.storage.maintenance import compact_and_vacuum
@@ -15,7 +15,9 @@ class MaintenanceConfig(dg.Config):
 
 
 def maintained_tables(delta: DeltaResource) -> list[str]:
-    tables = [bronze_path(delta.root, topic) for topic in TOPICS] + [dead_letter_path(delta.root)]
+    tables = [bronze_path(delta.root, topic) for topic in ALL_TOPICS] + [
+        dead_letter_path(delta.root)
+    ]
     tables += [delta.uri(f"features/{g.versioned_name}") for g in FEATURE_GROUPS]
     tables += [delta.uri("training/fraud_training_set")]
     return tables

@@ -16,7 +16,8 @@ goes through the reference ``validate_event``, which decides (and words the reje
   counterparty).
 
 So the accepted rows and the reject reasons are exactly those of ``validate_event``; the fast
-path only decides what is certainly valid, faster.
+path only decides what is certainly valid, faster. Contracts with ``json`` fields (the
+``scores`` topic) have no fast path: every event goes through ``validate_event``.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def record_schema(contract: str) -> pa.Schema:
 def _parse_schema(contract: str) -> pa.Schema:
     kinds = {"str": pa.string(), "float": pa.float64(), "bool": pa.bool_(), "ts": pa.string()}
     fields = [pa.field("schema_version", pa.int64())]
-    fields += [pa.field(f.name, kinds[f.kind]) for f in EVENT_FIELDS[contract]]
+    fields += [pa.field(f.name, kinds[f.kind]) for f in EVENT_FIELDS[contract] if f.kind in kinds]
     return pa.schema(fields)
 
 
@@ -172,6 +173,8 @@ def validate_batch(
     # starts with "{", so it yields one row, an error, or several rows (``{..}{..}``, caught by
     # the row count); a line break inside a payload would break the framing.
     fast = [p is not None and 0 < len(p) <= MAX_PAYLOAD_BYTES and p[0] == 0x7B for p in payloads]
+    if any(f.kind == "json" for f in EVENT_FIELDS[contract]):
+        fast = [False] * len(payloads)
     if all(fast):
         positions = np.arange(len(payloads), dtype=np.int64)
         candidates: list[bytes] = payloads  # type: ignore[assignment]
