@@ -242,7 +242,8 @@ class FraudScorer:
     def _warm_up(scoring: ScoringModel) -> None:
         """First CatBoost calls allocate; pay that before /readyz says ready (or before a new
         champion is swapped in)."""
-        txn = TransactionRequest.model_validate({**EXAMPLE_TRANSACTION, "event_time": None})
+        example = {k: v for k, v in EXAMPLE_TRANSACTION.items() if k != "event_time"}  # now
+        txn = TransactionRequest.model_validate(example)
         txn = txn.model_dump()
         scoring.score(txn, {}, explain="always")
 

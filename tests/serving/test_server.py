@@ -69,7 +69,7 @@ def test_score_unknown_user_is_degraded_but_answers(client: httpx.Client, custom
 @pytest.mark.parametrize(
     ("case", "change", "expected"),
     [
-        ("negative amount", {"amount": -5.0}, "greater than 0"),
+        ("negative amount", {"amount": -5.0}, "must be > 0"),
         ("unknown channel", {"channel": "pigeon"}, "Input should be 'card_present'"),
         ("missing field", {"user_id": None}, "user_id"),
         ("p2p without counterparty", {"channel": "p2p"}, "p2p transactions need a counterparty_id"),
