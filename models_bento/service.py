@@ -55,6 +55,7 @@ from fraud_platform.lib.serving.lookup import FeatureLookup
 from fraud_platform.lib.serving.score_log import ScoreLog
 from fraud_platform.lib.serving.scoring import ScoringModel, log_record
 from fraud_platform.settings import Settings
+from models_bento.errors import RequestGuard
 from models_bento.schemas import (
     EXAMPLE_TRANSACTION,
     ModelInfo,
@@ -387,3 +388,7 @@ class FraudScorer:
         self.score_log.close()
         self._redis.close()
         logging.getLogger(BENTOML_ERROR_LOGGER).removeFilter(self._log_filter)
+
+
+# Content type and size limits before BentoML parses a body; the OpenAPI 3.0 /docs.json.
+FraudScorer.add_asgi_middleware(RequestGuard, service=FraudScorer)
