@@ -74,7 +74,7 @@ def test_score_unknown_user_is_degraded_but_answers(client: httpx.Client, custom
         ("missing field", {"user_id": None}, "user_id"),
         ("p2p without counterparty", {"channel": "p2p"}, "p2p transactions need a counterparty_id"),
         ("extra field", {"favourite_colour": "red"}, "Extra inputs are not permitted"),
-        ("naive event_time", {"event_time": "2026-03-01T12:00:00"}, "timezone"),
+        ("naive event_time", {"event_time": "2026-03-01T12:00:00"}, "without a UTC offset"),
     ],
 )
 def test_score_rejects_bad_request(
