@@ -44,7 +44,7 @@ def schemathesis_command(url: str, report_dir: Path) -> list[str]:
         "--report",
         "junit",
         "--report-dir",
-        str(report_dir),
+        str(report_dir / "reports"),
         "--no-color",
     ]
 
@@ -53,7 +53,7 @@ def test_schemathesis_finds_no_failure(scorer: Server, tmp_path: Path):
     env = {**os.environ, "SCHEMATHESIS_HOOKS": HOOKS, "PYTHONPATH": str(REPO_ROOT)}
     result = subprocess.run(
         schemathesis_command(scorer.url, tmp_path),
-        cwd=REPO_ROOT,
+        cwd=tmp_path,  # schemathesis keeps a .schemathesis/ cache in its working directory
         env=env,
         capture_output=True,
         text=True,
