@@ -64,6 +64,7 @@ from fraud_platform.lib.serving.metrics import (
 )
 from fraud_platform.lib.serving.scoring import ScoringModel, decision_event
 from fraud_platform.settings import Settings
+from models_bento.errors import RequestGuard
 from models_bento.schemas import (
     EXAMPLE_TRANSACTION,
     ModelInfo,
@@ -260,7 +261,8 @@ class FraudScorer:
     def _warm_up(scoring: ScoringModel) -> None:
         """First CatBoost calls allocate; pay that before /readyz says ready (or before a new
         champion is swapped in)."""
-        txn = TransactionRequest.model_validate({**EXAMPLE_TRANSACTION, "event_time": None})
+        example = {k: v for k, v in EXAMPLE_TRANSACTION.items() if k != "event_time"}  # now
+        txn = TransactionRequest.model_validate(example)
         txn = txn.model_dump()
         scoring.score(txn, {}, explain="always")
 
@@ -428,3 +430,7 @@ class FraudScorer:
         self.decision_log.close()
         self._redis.close()
         logging.getLogger(BENTOML_ERROR_LOGGER).removeFilter(self._log_filter)
+
+
+# Content type and size limits before BentoML parses a body; the OpenAPI 3.0 /docs.json.
+FraudScorer.add_asgi_middleware(RequestGuard, service=FraudScorer)

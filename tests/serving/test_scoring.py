@@ -193,7 +193,12 @@ def test_transaction_request_defaults_event_time_to_now():
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"amount": 0}, "greater than 0"),
+        ({"amount": 0}, "must be > 0"),
+        ({"amount": 1e308}, "must be between"),
+        ({"event_time": None}, "expected an ISO-8601 string, got NoneType"),
+        ({"event_time": 1700000000}, "expected an ISO-8601 string, got int"),
+        ({"event_time": "9999-12-31T23:00:00-14:00"}, "out of range in UTC"),
+        ({"user_id": "   "}, "blank"),
         ({"amount": "12"}, "valid number"),
         ({"channel": "fax"}, "Input should be"),
         ({"channel": "p2p", "counterparty_id": None}, "counterparty_id"),

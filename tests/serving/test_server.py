@@ -66,12 +66,12 @@ def test_score_unknown_user_is_degraded_but_answers(client: httpx.Client, custom
 @pytest.mark.parametrize(
     ("case", "change", "expected"),
     [
-        ("negative amount", {"amount": -5.0}, "greater than 0"),
+        ("negative amount", {"amount": -5.0}, "must be > 0"),
         ("unknown channel", {"channel": "pigeon"}, "Input should be 'card_present'"),
         ("missing field", {"user_id": None}, "user_id"),
         ("p2p without counterparty", {"channel": "p2p"}, "p2p transactions need a counterparty_id"),
         ("extra field", {"favourite_colour": "red"}, "Extra inputs are not permitted"),
-        ("naive event_time", {"event_time": "2026-03-01T12:00:00"}, "timezone"),
+        ("naive event_time", {"event_time": "2026-03-01T12:00:00"}, "without a UTC offset"),
     ],
 )
 def test_score_rejects_bad_request(

@@ -10,6 +10,7 @@ table stores the reason with the raw payload. Nothing is dropped silently.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,6 +20,17 @@ import pyarrow as pa
 SCHEMA_VERSION = 1
 MAX_PAYLOAD_BYTES = 16_384
 MAX_FUTURE_SKEW = timedelta(minutes=10)
+# Events older than this are rejected: a 1900 or year-1 time is a client bug, not a transaction.
+EARLIEST_EVENT_TIME = datetime(2000, 1, 1, tzinfo=UTC)
+# Ids and codes: at most this many characters (12 such fields of \u-escaped characters still fit
+# in MAX_PAYLOAD_BYTES), no control characters, not blank.
+MAX_STRING_CHARS = 100
+CONTROL_CHARACTERS = r"\x00-\x1f\x7f-\x9f"  # Unicode category Cc, as a regex class body
+_CONTROL = re.compile(f"[{CONTROL_CHARACTERS}]")
+# Amounts in currency units: from the smallest minor unit of any ISO-4217 currency (4 decimals)
+# up to a bound no real payment reaches (1e12 IDR is ~60M EUR); 5e-324 or 1e308 is a bug.
+MIN_AMOUNT = 0.0001
+MAX_AMOUNT = 1e12
 
 TRANSACTIONS = "transactions"
 ACCOUNT_EVENTS = "account_events"
@@ -64,6 +76,7 @@ class Field:
     required: bool = True
     choices: frozenset[str] | None = None
     positive: bool = False
+    limits: tuple[float, float] | None = None  # inclusive bounds, checked after ``positive``
 
     @property
     def arrow_type(self) -> pa.DataType:
@@ -79,7 +92,7 @@ EVENT_FIELDS: dict[str, tuple[Field, ...]] = {
         Field("card_id", "str"),
         Field("merchant_id", "str"),
         Field("merchant_category", "str"),
-        Field("amount", "float", positive=True),
+        Field("amount", "float", positive=True, limits=(MIN_AMOUNT, MAX_AMOUNT)),
         Field("currency", "str"),
         Field("channel", "str", choices=CHANNELS),
         Field("counterparty_id", "str", required=False),
@@ -195,6 +208,14 @@ def _check_field(spec: Field, value: Any) -> Any:
     if spec.kind == "str":
         if not isinstance(value, str) or not value:
             raise RejectedEvent(f"field {spec.name!r} must be a non-empty string")
+        if len(value) > MAX_STRING_CHARS:
+            raise RejectedEvent(
+                f"field {spec.name!r} is longer than {MAX_STRING_CHARS} characters ({len(value)})"
+            )
+        if _CONTROL.search(value):
+            raise RejectedEvent(f"field {spec.name!r} contains a control character")
+        if not value.strip():
+            raise RejectedEvent(f"field {spec.name!r} is blank (only whitespace)")
         if spec.choices is not None and value not in spec.choices:
             raise RejectedEvent(
                 f"field {spec.name!r} has unknown value {value!r}; "
@@ -217,6 +238,11 @@ def _check_field(spec: Field, value: Any) -> Any:
             raise RejectedEvent(f"field {spec.name!r} must be finite")
         if spec.positive and value <= 0:
             raise RejectedEvent(f"field {spec.name!r} must be > 0, got {value}")
+        if spec.limits is not None and not spec.limits[0] <= value <= spec.limits[1]:
+            raise RejectedEvent(
+                f"field {spec.name!r} must be between {spec.limits[0]:g} and "
+                f"{spec.limits[1]:g}, got {value:g}"
+            )
         return value
     if spec.kind == "bool":
         if not isinstance(value, bool):
@@ -251,6 +277,11 @@ def validate_record(topic: str, event: Any, now: datetime | None = None) -> dict
             continue
         record[spec.name] = _check_field(spec, value)
     event_time = record[EVENT_TIME_FIELD[topic]]
+    if event_time < EARLIEST_EVENT_TIME:
+        raise RejectedEvent(
+            f"{EVENT_TIME_FIELD[topic]} {format_timestamp(event_time)} is before "
+            f"{format_timestamp(EARLIEST_EVENT_TIME)}"
+        )
     now = now or datetime.now(UTC)
     if event_time > now + MAX_FUTURE_SKEW:
         raise RejectedEvent(
