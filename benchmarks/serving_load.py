@@ -222,7 +222,7 @@ def run(args: argparse.Namespace, tmp: Path) -> tuple[dict[str, Any], list[str]]
     tag = store.save_catboost("fraud_catboost", model, metadata=metadata, labels={})
     store.promote(tag)
     registered = Registered(data_dir, data_dir / "bentoml", tag, model, metadata)
-    server = start_server(registered, BENCH_REDIS_URL, "load")
+    server = start_server(registered, BENCH_REDIS_URL, "load", workers=None)
     results: dict[str, Any] = {
         "rate": 300,
         "p50_ms": None,

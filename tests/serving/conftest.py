@@ -244,7 +244,11 @@ class Server:
         return self.log_path.read_text(errors="replace")[-chars:]
 
 
-def start_server(registered: Registered, redis_url: str, name: str) -> Server:
+def start_server(
+    registered: Registered, redis_url: str, name: str, workers: int | None = 1
+) -> Server:
+    """``workers=None``: the service's default (one per core). The tests use one worker unless
+    they say otherwise: which worker answers a request is then not a variable."""
     port = free_port()
     env = {
         **os.environ,
@@ -253,6 +257,8 @@ def start_server(registered: Registered, redis_url: str, name: str) -> Server:
         "REDIS_URL": redis_url,
         "BENTOML_DO_NOT_TRACK": "true",
     }
+    if workers is not None:
+        env["FRAUD_PLATFORM_SCORING_WORKERS"] = str(workers)
     log_path = registered.data_dir / f"{name}-{port}.log"
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
