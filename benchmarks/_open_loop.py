@@ -27,6 +27,9 @@ from urllib.parse import urlsplit
 
 TIMEOUT_S = 10.0
 MAX_CONNECTIONS = 4_000
+# uvicorn closes a keep-alive connection idle for 5 s; one idle longer than this is not reused
+# (else a request written as the server closes it fails: the client's race, not the server's)
+IDLE_REUSE_S = 2.0
 SHED_STATUSES = (429, 503)
 # uvloop's loop.time() moves in whole milliseconds: every timestamp here is perf_counter's
 now = time.perf_counter
@@ -42,6 +45,7 @@ def _percentile(ordered: list[float], q: float) -> float | None:
 class Conn:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader, self.writer = reader, writer
+        self.used = time.perf_counter()
 
     async def exchange(self, request: bytes) -> tuple[int, bool]:
         """Send ``request``, read the whole answer: (status, connection still usable)."""
@@ -93,8 +97,12 @@ class Generator:
         self.connect_errors = 0
 
     async def _conn(self) -> Conn | None:
-        if self.idle:
-            return self.idle.pop()
+        while self.idle:
+            conn = self.idle.pop()  # the most recently used first
+            if now() - conn.used < IDLE_REUSE_S:
+                return conn
+            conn.close()
+            self.open -= 1
         if self.open >= MAX_CONNECTIONS:
             return None
         self.open += 1
@@ -120,6 +128,7 @@ class Generator:
             except (OSError, asyncio.IncompleteReadError, ValueError):
                 status = -1
             if keep:
+                conn.used = now()
                 self.idle.append(conn)
             else:
                 conn.close()
