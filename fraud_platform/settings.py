@@ -97,7 +97,7 @@ class Settings:
     CPU core), ``scoring_max_concurrency`` (FRAUD_PLATFORM_SCORING_MAX_CONCURRENCY, requests in
     flight across all workers beyond which it answers 429 at once; 0 = unbounded) and
     ``scoring_access_log`` (FRAUD_PLATFORM_SCORING_ACCESS_LOG, BentoML's per-request log line;
-    off by default: it costs CPU on the request path and the score log records every decision).
+    off by default: it costs CPU on the request path and the decision log records every decision).
 
     ``profiles_pg_url`` (FRAUD_PLATFORM_PROFILES_PG_URL, default
     ``postgresql://postgres@127.0.0.1:5432/postgres``) is the libpq URL of the PostgreSQL

@@ -202,7 +202,7 @@ class ServedModelInfo(ModelInfo):
 
 # Worker count, the concurrency bound and the access log are fixed when the class is defined.
 # Past max_concurrency in flight BentoML answers 429 at once instead of queueing (split evenly
-# over the workers); access log lines cost CPU per request and the score log has every decision.
+# over the workers); access log lines cost CPU per request and the decision log (Kafka) has every decision.
 _SERVING = Settings.from_env()
 
 
