@@ -56,7 +56,7 @@ def test_cli_features_list_shows_every_group() -> None:
     assert "last_password_change_time" in result.output
     assert "user_txn_velocity_v2" in result.output
     assert "service fraud_scoring_v1: 58 model features from user_txn_velocity_v1," in result.output
-    assert "service fraud_scoring_v2: 55 model features from user_txn_velocity_v2," in result.output
+    assert "service fraud_scoring_v2: 59 model features from user_txn_velocity_v2," in result.output
 
 
 def test_cli_status_reports_an_unreachable_kafka(tmp_path, monkeypatch) -> None:
