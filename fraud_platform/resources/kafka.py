@@ -7,7 +7,7 @@ import dagster as dg
 from fraud_platform.lib.contracts.events import TOPICS
 from fraud_platform.lib.ingestion import bronze
 from fraud_platform.lib.kafka import admin as kafka_admin
-from fraud_platform.resources.delta import DeltaResource
+from fraud_platform.lib.storage.delta import DeltaStore
 
 
 class KafkaResource(dg.ConfigurableResource):
@@ -32,12 +32,11 @@ class KafkaResource(dg.ConfigurableResource):
     def end_offsets(self, topic: str) -> dict[int, int]:
         return bronze.kafka_end_offsets(topic, self.bootstrap_servers)
 
-    def ingest(self, topic: str, delta: DeltaResource, progress=None) -> bronze.IngestResult:
+    def ingest(self, topic: str, delta: DeltaStore, progress=None) -> bronze.IngestResult:
         return bronze.ingest_topic(
             topic,
             bootstrap=self.bootstrap_servers,
-            delta_root=delta.root,
-            storage_options=delta.storage_options or None,
+            store=delta,
             max_events=self.max_events_per_batch,
             progress=progress,
         )

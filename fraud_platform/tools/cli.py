@@ -304,12 +304,13 @@ def models_backtest(
     """Batch-score a time range of history with registered models (same point-in-time features
     and model-input conversion as online) and print their metrics side by side."""
     from fraud_platform.defs.serving import assets as serving
+    from fraud_platform.lib.storage.delta import DeltaStore
     from fraud_platform.lib.training import backtest as backtesting
-    from fraud_platform.resources import DeltaResource, WarehouseResource
+    from fraud_platform.resources import WarehouseResource
 
     settings = _settings()
     store = _store()
-    delta = DeltaResource(root=settings.delta_uri, storage_options=settings.delta_storage_options)
+    delta = DeltaStore(settings.delta_uri, settings.delta_storage_options)
     warehouse = WarehouseResource(path=str(settings.warehouse_path))
     tags = list(model or []) or backtesting.default_tags(store, "fraud_catboost")
     if not tags:

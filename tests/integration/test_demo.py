@@ -108,10 +108,11 @@ def _skew_check_catches_a_tampered_value(data_dir: Path) -> None:
     import polars as pl
 
     from fraud_platform.defs.monitoring.assets import compare_served_with_offline
-    from fraud_platform.resources import DeltaResource, ScoreLogResource
+    from fraud_platform.lib.storage.delta import DeltaStore
+    from fraud_platform.resources import ScoreLogResource
 
     log = ScoreLogResource(path=str(data_dir / "score_log")).read().filter(~pl.col("degraded"))
-    delta = DeltaResource(root=str(data_dir / "delta"))
+    delta = DeltaStore(str(data_dir / "delta"))
     assert compare_served_with_offline(log, delta)["max_mismatch_rate"] == 0.0
     tampered = log.with_columns(
         pl.when(pl.int_range(pl.len()) == 0)

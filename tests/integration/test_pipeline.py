@@ -18,6 +18,7 @@ from fraud_platform.lib.features.catalog import USER_TXN_VELOCITY
 from fraud_platform.lib.features.online import OnlineFeatureReader
 from fraud_platform.lib.features.request import FRAUD_SCORING_V1
 from fraud_platform.lib.simulation import SimulationConfig, publish, simulate
+from fraud_platform.lib.storage.delta import DeltaStore
 from fraud_platform.resources.model_store import ModelStoreResource
 from fraud_platform.settings import Settings
 from fraud_platform.tools.brokers import BrokerSpec, start_broker, stop_broker
@@ -203,13 +204,14 @@ def test_pipeline_maintenance_job_keeps_every_row(platform: dict) -> None:
     from fraud_platform.lib.ingestion.bronze import committed_offsets
 
     settings = platform["settings"]
+    store = DeltaStore(settings.delta_uri)
     before = _delta(settings, "bronze/transactions").height
-    offsets = committed_offsets("transactions", settings.delta_uri)
+    offsets = committed_offsets("transactions", store)
     job = platform["defs"].resolve_job_def("delta_maintenance_job")
     result = job.execute_in_process(instance=platform["instance"])
     assert result.success
     assert _delta(settings, "bronze/transactions").height == before
-    assert committed_offsets("transactions", settings.delta_uri) == offsets
+    assert committed_offsets("transactions", store) == offsets
 
 
 REPLAY_REDIS_URL = "redis://127.0.0.1:6379/8"  # flushed before every replayed instant
@@ -465,7 +467,7 @@ def test_pipeline_new_feature_backfills_over_history_without_touching_other_grou
     from fraud_platform.lib.features.compute import compute_feature_group, latest_per_entity
     from fraud_platform.lib.features.online import write_snapshot
     from fraud_platform.lib.features.registry import Feature, FeatureService
-    from fraud_platform.resources import DeltaResource, WarehouseResource
+    from fraud_platform.resources import WarehouseResource
 
     settings, instance = platform["settings"], platform["instance"]
     v2 = dataclasses.replace(
@@ -476,7 +478,7 @@ def test_pipeline_new_feature_backfills_over_history_without_touching_other_grou
             Feature("user_amount_min_7d", "min", "amount", timedelta(days=7)),
         ),
     )
-    delta = DeltaResource(root=settings.delta_uri)
+    delta = DeltaStore(settings.delta_uri)
     warehouse = WarehouseResource(path=str(settings.warehouse_path))
     before = {g.versioned_name: delta.version(feature_table(g)) for g in FEATURE_GROUPS}
     first, last = history_partition_range(warehouse)

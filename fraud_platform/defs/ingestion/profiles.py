@@ -19,7 +19,7 @@ from fraud_platform.lib.ingestion.profiles import (
     profiles_freshness,
     redact_url,
 )
-from fraud_platform.resources import DeltaResource
+from fraud_platform.lib.storage.delta import DeltaStore
 
 ACCOUNT_PROFILES = dg.AssetKey(["bronze", "account_profiles"])
 
@@ -74,7 +74,7 @@ def account_profiles(
     context: dg.AssetExecutionContext,
     config: ProfilesIngestConfig,
     profiles_pg: ProfilesSourceResource,
-    delta: DeltaResource,
+    delta: dg.ResourceParam[DeltaStore],
 ):
     if config.when_unreachable not in ("fail", "skip"):
         raise ValueError(
@@ -83,12 +83,7 @@ def account_profiles(
     try:
         if config.create_table_if_missing and create_table_if_missing(profiles_pg.require_url()):
             context.log.warning(f"created the empty source table {SOURCE_TABLE}")
-        result = ingest_profiles(
-            profiles_pg.require_url(),
-            delta.root,
-            delta.storage_options or None,
-            batch_size=config.batch_size,
-        )
+        result = ingest_profiles(profiles_pg.require_url(), delta, batch_size=config.batch_size)
     except PostgresUnreachable as exc:
         if config.when_unreachable == "skip":
             context.log.warning(f"account profiles skipped: {exc}")
@@ -120,12 +115,12 @@ def account_profiles(
     ),
 )
 def account_profiles_fresh(
-    config: ProfilesFreshnessConfig, profiles_pg: ProfilesSourceResource, delta: DeltaResource
+    config: ProfilesFreshnessConfig,
+    profiles_pg: ProfilesSourceResource,
+    delta: dg.ResourceParam[DeltaStore],
 ) -> dg.AssetCheckResult:
     try:
-        state = profiles_freshness(
-            profiles_pg.require_url(), delta.root, delta.storage_options or None
-        )
+        state = profiles_freshness(profiles_pg.require_url(), delta)
     except ProfilesSourceError as exc:
         return dg.AssetCheckResult(passed=False, description=str(exc))
     lag_min = state.lag_s / 60

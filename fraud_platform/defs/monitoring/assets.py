@@ -13,7 +13,8 @@ from fraud_platform.lib.features.pit import point_in_time_join
 from fraud_platform.lib.features.request import FRAUD_SCORING_V1
 from fraud_platform.lib.features.training_frame import model_frame
 from fraud_platform.lib.monitoring import drift as monitoring
-from fraud_platform.resources import AlertResource, DeltaResource, FilesResource, ScoreLogResource
+from fraud_platform.lib.storage.delta import DeltaStore
+from fraud_platform.resources import AlertResource, FilesResource, ScoreLogResource
 
 GROUP = "monitoring"
 FEATURES = list(FRAUD_SCORING_V1.model_features)
@@ -52,7 +53,7 @@ class ReferenceConfig(dg.Config):
     kinds={"whylogs"},
 )
 def training_profile(
-    config: ReferenceConfig, delta: DeltaResource, files: FilesResource
+    config: ReferenceConfig, delta: dg.ResourceParam[DeltaStore], files: FilesResource
 ) -> dg.MaterializeResult:
     """whylogs profile of the training set's recent features: the reference for drift."""
     frame = recent_training_rows(delta.read(TRAINING_SET_TABLE), config.reference_days)
@@ -103,7 +104,7 @@ class DriftConfig(dg.Config):
     description="Served features are distributed like the training set's (KS / chi-square per feature).",
 )
 def served_features_have_not_drifted(
-    config: DriftConfig, delta: DeltaResource, score_log: ScoreLogResource
+    config: DriftConfig, delta: dg.ResourceParam[DeltaStore], score_log: ScoreLogResource
 ) -> dg.AssetCheckResult:
     served = served_features(score_log.read())
     if served.height < config.min_served_rows:
@@ -144,7 +145,7 @@ ENTITY_COLUMNS = ("transaction_id", "event_time", *JOIN_KEYS)
 REQUEST_COLUMNS = ("amount", "channel", "merchant_category")
 
 
-def offline_features_for(log: pl.DataFrame, delta: DeltaResource) -> pl.DataFrame:
+def offline_features_for(log: pl.DataFrame, delta: DeltaStore) -> pl.DataFrame:
     """What the offline path gives for each scored request: the point-in-time join at the
     request's event_time plus the same request-time feature code."""
     rows = log.select("request_id", *ENTITY_COLUMNS, *REQUEST_COLUMNS).with_columns(
@@ -157,7 +158,7 @@ def offline_features_for(log: pl.DataFrame, delta: DeltaResource) -> pl.DataFram
     )
 
 
-def compare_served_with_offline(log: pl.DataFrame, delta: DeltaResource) -> dict:
+def compare_served_with_offline(log: pl.DataFrame, delta: DeltaStore) -> dict:
     """Per-feature mismatch between served values (score log) and the offline path."""
     served = pl.concat([log.select("request_id"), served_features(log)], how="horizontal")
     return monitoring.skew_report(
@@ -174,7 +175,7 @@ def compare_served_with_offline(log: pl.DataFrame, delta: DeltaResource) -> dict
     ),
 )
 def served_features_match_offline(
-    config: SkewConfig, delta: DeltaResource, score_log: ScoreLogResource
+    config: SkewConfig, delta: dg.ResourceParam[DeltaStore], score_log: ScoreLogResource
 ) -> dg.AssetCheckResult:
     log = score_log.read()
     if log.height:

@@ -13,9 +13,10 @@ from fraud_platform.defs.training.assets import (
     fraud_catboost,
     fraud_training_set,
 )
+from fraud_platform.lib.storage.delta import DeltaStore
 from fraud_platform.lib.training import backtest as backtesting
 from fraud_platform.lib.training import promotion
-from fraud_platform.resources import DeltaResource, ModelStoreResource, WarehouseResource
+from fraud_platform.resources import ModelStoreResource, WarehouseResource
 
 GROUP = "serving"
 GATE_CHECK = "challenger_beats_champion"
@@ -41,7 +42,7 @@ def _latest_candidate(context: dg.AssetExecutionContext) -> str:
 def decide_promotion(
     challenger_tag: str,
     config: PromotionConfig,
-    delta: DeltaResource,
+    delta: DeltaStore,
     model_store: ModelStoreResource,
 ) -> promotion.GateDecision:
     """Score champion and challenger on the challenger's test period (same rows, same training
@@ -98,7 +99,7 @@ def _metric(values: dict, name: str) -> float:
 def fraud_catboost_champion(
     context: dg.AssetExecutionContext,
     config: PromotionConfig,
-    delta: DeltaResource,
+    delta: dg.ResourceParam[DeltaStore],
     model_store: ModelStoreResource,
 ) -> dg.MaterializeResult:
     """The champion pointer the scoring service loads (it hot-reloads it, no restart).
@@ -185,7 +186,7 @@ def backtest_rows(
     start: datetime | None,
     end: datetime | None,
     days: float,
-    delta: DeltaResource,
+    delta: DeltaStore,
     warehouse: WarehouseResource | None,
 ) -> tuple[pl.DataFrame, datetime, datetime]:
     """(point-in-time rows, start, end) of the source for the range (defaults filled in)."""
@@ -215,7 +216,7 @@ def run_backtest(
     end: datetime | None,
     days: float,
     review_budget_per_day: int,
-    delta: DeltaResource,
+    delta: DeltaStore,
     warehouse: WarehouseResource,
     model_store: ModelStoreResource,
 ) -> tuple[backtesting.BacktestResult | None, dict[str, list[str]]]:
@@ -244,7 +245,7 @@ def run_backtest(
 
 
 def store_scores(
-    delta: DeltaResource, scores: pl.DataFrame, tags: list[str], start: datetime, end: datetime
+    delta: DeltaStore, scores: pl.DataFrame, tags: list[str], start: datetime, end: datetime
 ) -> int:
     """Replace the rows of these models in [start, end) in ``serving/backtest_scores`` (so a
     re-run does not duplicate them); returns the table version."""
@@ -266,7 +267,7 @@ def store_scores(
 def fraud_backtest(
     context: dg.AssetExecutionContext,
     config: BacktestConfig,
-    delta: DeltaResource,
+    delta: dg.ResourceParam[DeltaStore],
     model_store: ModelStoreResource,
     warehouse: WarehouseResource,
 ) -> dg.MaterializeResult:

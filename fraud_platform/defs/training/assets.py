@@ -11,10 +11,11 @@ from fraud_platform.defs.features.assets import feature_table
 from fraud_platform.lib import plots
 from fraud_platform.lib.features.request import FRAUD_SCORING_V1
 from fraud_platform.lib.features.training_frame import build_training_frame, label_transactions
+from fraud_platform.lib.storage.delta import DeltaStore
 from fraud_platform.lib.training import evaluation, search
 from fraud_platform.lib.training import fit as training
 from fraud_platform.lib.training.versioning import code_version
-from fraud_platform.resources import DeltaResource, ModelStoreResource, WarehouseResource
+from fraud_platform.resources import ModelStoreResource, WarehouseResource
 
 GROUP = "training"
 TRAINING_SET_TABLE = "training/fraud_training_set"
@@ -42,7 +43,7 @@ def fraud_training_set(
     context: dg.AssetExecutionContext,
     config: TrainingSetConfig,
     warehouse: WarehouseResource,
-    delta: DeltaResource,
+    delta: dg.ResourceParam[DeltaStore],
 ) -> dg.MaterializeResult:
     """Matured, labelled transactions with the features each could have known (point in time).
 
@@ -189,7 +190,7 @@ def _explanation_metadata(
 def fraud_catboost(
     context: dg.AssetExecutionContext,
     config: ModelConfig,
-    delta: DeltaResource,
+    delta: dg.ResourceParam[DeltaStore],
     model_store: ModelStoreResource,
 ) -> dg.MaterializeResult:
     """CatBoost fraud model trained on a time split, evaluated on the latest period, registered
