@@ -20,14 +20,13 @@ from fraud_platform.tools.services import resolve_redis_url
 
 
 def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
+    delta = DeltaResource(root=settings.delta_uri, storage_options=settings.delta_storage_options)
     return {
         "kafka": KafkaResource(bootstrap_servers=settings.kafka_bootstrap),
         "redis": RedisResource(url=resolve_redis_url(settings)),
-        "delta": DeltaResource(
-            root=settings.delta_uri, storage_options=settings.delta_storage_options
-        ),
+        "delta": delta,
         "warehouse": WarehouseResource(path=str(settings.warehouse_path)),
-        "model_store": ModelStoreResource(home=str(settings.bentoml_home)),
+        "model_store": ModelStoreResource(home=str(settings.bentoml_home), delta=delta),
         "score_log": ScoreLogResource(path=str(settings.score_log_dir)),
         "files": FilesResource(root=str(settings.data_dir)),
         "alerts": AlertResource(

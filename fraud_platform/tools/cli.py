@@ -219,9 +219,7 @@ def features_list() -> None:
 @models_app.command("list")
 def models_list() -> None:
     """Registered fraud models, newest first, with test metrics; * marks the champion."""
-    from fraud_platform.resources.model_store import ModelStoreResource
-
-    store = ModelStoreResource(home=str(_settings().bentoml_home))
+    store = _store()
     champion = store.champion("fraud_catboost")
     for model in store.list("fraud_catboost"):
         metrics = model.info.metadata.get("metrics", {})
@@ -233,9 +231,12 @@ def models_list() -> None:
 
 
 def _store():
+    from fraud_platform.lib.storage.delta import DeltaStore
     from fraud_platform.resources.model_store import ModelStoreResource
 
-    return ModelStoreResource(home=str(_settings().bentoml_home))
+    settings = _settings()
+    delta = DeltaStore(settings.delta_uri, settings.delta_storage_options)
+    return ModelStoreResource(home=str(settings.bentoml_home), delta=delta)
 
 
 @models_app.command("show")
@@ -244,11 +245,21 @@ def models_show(
         str, typer.Argument(help="Model tag, e.g. fraud_catboost:abc123 or fraud_catboost:latest.")
     ],
 ) -> None:
-    """Everything registered with a model: training-set version, features, metrics, thresholds."""
-    model = _store().get(tag)
+    """Everything registered with a model (training-set version, features, metrics, thresholds)
+    and its rows in the registry record (registration, gate decisions, promotions, rollbacks)."""
+    store = _store()
+    model = store.get(tag)
+    events = store.events(model.tag.name, str(model.tag))
     typer.echo(
         json.dumps(
-            {"tag": str(model.tag), "labels": model.info.labels, **model.info.metadata},
+            {
+                "tag": str(model.tag),
+                "labels": model.info.labels,
+                **model.info.metadata,
+                "registry_events": [
+                    {k: e[k] for k in ("event", "reason", "run_id", "recorded_at")} for e in events
+                ],
+            },
             indent=2,
             default=str,
         )

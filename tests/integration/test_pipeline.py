@@ -141,7 +141,8 @@ def test_pipeline_every_layer_materialized_and_checks_passed(platform: dict) -> 
 def test_pipeline_model_is_registered_with_lineage_and_promoted(platform: dict) -> None:
     settings = platform["settings"]
     meta = platform["results"]["training"].metadata["models/fraud_catboost"]
-    store = ModelStoreResource(home=str(settings.bentoml_home))
+    delta = DeltaStore(settings.delta_uri)
+    store = ModelStoreResource(home=str(settings.bentoml_home), delta=delta)
     assert store.champion("fraud_catboost") == meta["model_tag"]
     info = store.get(meta["model_tag"]).info.metadata
     assert sorted(info["features"]) == sorted(FRAUD_SCORING_V1.model_features)
@@ -181,9 +182,9 @@ def test_pipeline_sensor_skips_when_bronze_is_current_and_fires_on_arrivals(plat
 
     settings = platform["settings"]
     sensor = platform["defs"].get_sensor_def("kafka_arrivals_sensor")
-    resources = build_resources(settings)
-    context = dg.build_sensor_context(instance=platform["instance"], resources=resources)
-    assert isinstance(sensor(context), dg.SkipReason)
+    resources = build_resources(settings)  # the model store nests the Delta resource: a `with`
+    with dg.build_sensor_context(instance=platform["instance"], resources=resources) as context:
+        assert isinstance(sensor(context), dg.SkipReason)
 
     from confluent_kafka import Producer
 
@@ -194,7 +195,8 @@ def test_pipeline_sensor_skips_when_bronze_is_current_and_fires_on_arrivals(plat
     for txn in extra.transactions[:5]:
         producer.produce("transactions", encode_event(txn), key=txn["user_id"].encode())
     assert producer.flush(10) == 0
-    result = sensor(dg.build_sensor_context(instance=platform["instance"], resources=resources))
+    with dg.build_sensor_context(instance=platform["instance"], resources=resources) as context:
+        result = sensor(context)
     assert isinstance(result, dg.SensorResult)
     assert len(result.run_requests) == 1
     assert '"transactions": 5' in result.run_requests[0].tags["arrivals"]

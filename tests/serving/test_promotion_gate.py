@@ -31,6 +31,7 @@ from .conftest import (
     Customer,
     Registered,
     Server,
+    platform_model_store,
     start_server,
     stop_server,
     synthetic_rows,
@@ -98,7 +99,7 @@ def train_and_register(
 class Platform:
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
-        self.store = ModelStoreResource(home=str(data_dir / "bentoml"))
+        self.store = platform_model_store(data_dir)
         self.delta = DeltaStore(str(data_dir / "delta"))
         self.frame = time_ordered_frame()
         self.version = self.delta.overwrite(TRAINING_SET_TABLE, self.frame)

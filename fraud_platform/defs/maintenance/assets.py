@@ -5,6 +5,7 @@ import dagster as dg
 from fraud_platform.lib.contracts.events import TOPICS
 from fraud_platform.lib.features.catalog import FEATURE_GROUPS
 from fraud_platform.lib.ingestion.bronze import DEAD_LETTER_TABLE, bronze_table
+from fraud_platform.lib.serving import registry
 from fraud_platform.lib.storage.delta import DeltaStore
 from fraud_platform.lib.storage.maintenance import compact_and_vacuum
 
@@ -17,7 +18,7 @@ class MaintenanceConfig(dg.Config):
 def maintained_tables() -> list[str]:
     tables = [bronze_table(topic) for topic in TOPICS] + [DEAD_LETTER_TABLE]
     tables += [f"features/{g.versioned_name}" for g in FEATURE_GROUPS]
-    tables += ["training/fraud_training_set"]
+    tables += ["training/fraud_training_set", registry.TABLE]
     return tables
 
 
@@ -42,7 +43,10 @@ def compact_and_vacuum_tables(
 
 
 @dg.job(
-    description="Compact and vacuum the Delta tables (bronze, dead letters, features, training)."
+    description=(
+        "Compact and vacuum the Delta tables (bronze, dead letters, features, training, the "
+        "model registry record)."
+    )
 )
 def delta_maintenance_job() -> None:
     compact_and_vacuum_tables()

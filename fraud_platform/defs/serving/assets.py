@@ -1,6 +1,6 @@
 """Promotion (the champion-vs-challenger gate), backtest / shadow scoring, and retraining."""
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import dagster as dg
 import polars as pl
@@ -106,21 +106,14 @@ def fraud_catboost_champion(
 
     Runs only after the candidate passed the blocking minimum-quality check on
     ``models/fraud_catboost``; then the ``challenger_beats_champion`` gate decides whether the
-    candidate replaces the champion. Every decision is logged in the model store
-    (``promotion_log.json``)."""
+    candidate replaces the champion. Every decision, and the promotion it makes, is a row of the
+    registry record (``registry/model_events``), written once per run."""
     challenger = _latest_candidate(context)
     decision = decide_promotion(challenger, config, delta, model_store)
     previous = model_store.champion(MODEL_NAME)
-    if decision.promote:
-        model_store.promote(decision.challenger_tag or challenger)
-    champion = model_store.champion(MODEL_NAME) or ""
-    record = {
-        **decision.to_dict(),
-        "decided_at": datetime.now(UTC).isoformat(),
-        "run_id": context.run.run_id,
-        "champion_after": champion,
-    }
-    model_store.record_decision(MODEL_NAME, record)
+    decided = decision.to_dict()
+    run_id = context.run.run_id
+    champion = model_store.record_gate(decided, promote=decision.promote, run_id=run_id) or ""
     context.log.info(
         f"promotion gate: {decision.decision} ({decision.reason}); champion {previous} -> {champion}"
     )
@@ -137,8 +130,8 @@ def fraud_catboost_champion(
         "period_end": decision.period_end or "",
         "rows": decision.rows,
         "positives": decision.positives,
-        "challenger_metrics": dg.MetadataValue.json(decision.to_dict()["challenger"]),
-        "champion_metrics": dg.MetadataValue.json(decision.to_dict()["champion"]),
+        "challenger_metrics": dg.MetadataValue.json(decided["challenger"]),
+        "champion_metrics": dg.MetadataValue.json(decided["champion"]),
     }
     gate = dg.AssetCheckResult(
         check_name=GATE_CHECK,

@@ -267,6 +267,7 @@ def fraud_catboost(
             "search": search_summary,
         },
         labels={"feature_service": SERVICE.name, "stage": "candidate"},
+        run_id=context.run.run_id,
     )
     context.log.info(
         f"registered {tag}: test AUC {metrics['auc_roc']:.4f} AP {metrics['average_precision']:.4f}"

@@ -16,11 +16,15 @@ Two processes that find a table missing at the same moment both create it. delta
 the loser's CREATE TABLE as version 1 (a second table id: every writer that read version 0 then
 fails with "Metadata changed"). ``open_or_create`` creates without commit retries, so the loser's
 create fails and it opens the table the winner made.
+
+``DeltaStore.append_serialized`` is for rows computed from the table's own state (a sequence
+number, "not recorded yet"): they are built from one snapshot and committed on exactly that
+snapshot; when another writer committed first, they are built again from the new one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -68,6 +72,15 @@ def commit(
         commit_properties=_properties(transactions, metadata, retries),
     )
     return table.version()
+
+
+@dataclass(frozen=True)
+class Append:
+    """What ``append_serialized`` commits: rows, application transactions, commit metadata."""
+
+    rows: pa.Table | pl.DataFrame
+    transactions: Mapping[str, int] = field(default_factory=dict)
+    metadata: Mapping[str, Any] = field(default_factory=dict)
 
 
 def recorded_versions(table: DeltaTable, app_ids: Iterable[str]) -> dict[str, int]:
@@ -126,6 +139,38 @@ class DeltaStore:
             if self.exists(table):  # another process created it first
                 return self.open(table)
             raise
+
+    def append_serialized(
+        self,
+        table: str,
+        schema: pa.Schema,
+        build: Callable[[DeltaTable], Append | None],
+        *,
+        attempts: int = 20,
+    ) -> int | None:
+        """Commit ``build(snapshot)`` on that very snapshot of the table (created when missing),
+        building again from the newer one whenever another writer committed first; returns
+        the new version, or None when ``build`` has nothing to write."""
+        failure: CommitFailedError | None = None
+        for _ in range(attempts):
+            snapshot = self.open_or_create(table, schema)
+            pending = build(snapshot)
+            if pending is None:
+                return None
+            try:
+                return commit(
+                    snapshot,
+                    pending.rows,
+                    transactions=pending.transactions,
+                    metadata=pending.metadata,
+                    retries=0,
+                )
+            except CommitFailedError as exc:
+                failure = exc
+        raise RuntimeError(
+            f"no commit to {self.uri(table)} in {attempts} attempts: other writers kept "
+            "committing first"
+        ) from failure
 
     def version(self, table: str) -> int | None:
         return self.open(table).version() if self.exists(table) else None
