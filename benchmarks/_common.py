@@ -6,6 +6,9 @@ stdout exactly one JSON object with the figures. ``--quick`` finishes in under a
 
 The machine is small and shared, so absolute numbers are noisy: each benchmark measures its
 baseline in the same run and reports the ratio.
+
+Only the standard library at import time: ``_feast_worker.py`` imports this module in the Feast
+venv, which has no fraud_platform and none of its dependencies.
 """
 
 from __future__ import annotations
@@ -35,6 +38,16 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def peak_rss_mb() -> float:
+    """This process image's high-water RSS in MB (VmHWM from /proc/self/status; ``ru_maxrss``
+    would include the parent's, which Linux carries into a child across fork+exec)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def percentile(ordered: Sequence[float], q: float) -> float:

@@ -22,19 +22,13 @@ from datetime import timedelta
 
 import pandas as pd
 import pyarrow.parquet as pq
+
+# Run by path (see pit_join.py), so benchmarks/ is sys.path[0]; the Feast venv has no repo package.
+from _common import peak_rss_mb
 from feast import Entity, FeatureStore, FeatureView, Field, FileSource, ValueType
 from feast.types import Float64, Int64, String
 
 FEAST_TYPES = {"float": Float64, "int": Int64, "str": String}
-
-
-def peak_rss_mb() -> float:
-    """This process image's high-water RSS (VmHWM; ru_maxrss would include the parent's)."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def main() -> int:

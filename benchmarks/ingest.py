@@ -47,23 +47,22 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
 from benchmarks._common import emit, free_port, profiled
 from fraud_platform.lib.contracts.events import TRANSACTIONS, encode_event
 from fraud_platform.lib.ingestion import bronze
 from fraud_platform.lib.ingestion.bronze import (
-    CONSUME_CHUNK,
-    DEAD_LETTER_TABLE,
-    bronze_table,
-    consumer_config,
     ensure_bronze_tables,
     ingest_topic,
 )
 from fraud_platform.lib.kafka.admin import ensure_topics
+from fraud_platform.lib.kafka.producer import Message
+from fraud_platform.lib.kafka.producer import produce as produce_messages
+from fraud_platform.lib.kafka.reader import CONSUME_CHUNK, consumer_config
 from fraud_platform.lib.simulation import SimulationConfig, simulate
-from fraud_platform.lib.simulation.publisher import PRODUCER_CONFIG
 from fraud_platform.lib.storage.delta import DeltaStore
+from fraud_platform.names import DEAD_LETTER_TABLE, bronze_table
 from fraud_platform.tools.brokers import BrokerSpec, start_broker, stop_broker
 
 TOPIC = TRANSACTIONS
@@ -119,28 +118,10 @@ def make_events(n: int, seed: int = 7) -> tuple[list[tuple[str, str, bytes]], di
 
 def produce(bootstrap: str, events: list[tuple[str, str, bytes]], topic: str = TOPIC) -> float:
     """Produce all events keyed by user id (as the publisher does); returns seconds."""
-    failures: list[str] = []
-
-    def on_delivery(err: Any, _msg: Any) -> None:
-        if err is not None:
-            failures.append(str(err))
-
-    producer = Producer({"bootstrap.servers": bootstrap, **PRODUCER_CONFIG})
     started = time.perf_counter()
-    for _, key, value in events:
-        while True:
-            try:
-                producer.produce(topic, key=key.encode(), value=value, on_delivery=on_delivery)
-                break
-            except BufferError:
-                producer.poll(0.1)
-        producer.poll(0)
-    remaining = producer.flush(180)
-    elapsed = time.perf_counter() - started
-    if remaining or failures:
-        raise RuntimeError(f"produce failed: {remaining} undelivered, {len(failures)} errors "
-                           f"(first: {failures[:1]})")  # fmt: skip
-    return elapsed
+    messages = (Message(topic, value, key.encode()) for _, key, value in events)
+    produce_messages(bootstrap, messages, flush_timeout_s=180)
+    return time.perf_counter() - started
 
 
 def raw_consume(bootstrap: str, n: int, group: str) -> float:
@@ -209,7 +190,7 @@ def main() -> int:
     rdkafka_logger.addHandler(rdkafka_log)
     rdkafka_logger.propagate = False
     if args.raise_receive_max:
-        original = bronze.consumer_config
+        original = bronze.consumer_config  # patched where bronze looks it up
 
         def patched(bootstrap: str, group_id: str) -> dict[str, Any]:
             return {**original(bootstrap, group_id), "receive.message.max.bytes": RECEIVE_MAX_BYTES}

@@ -60,7 +60,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root
 import numpy as np
 import polars as pl
 
-from benchmarks._common import REPO_ROOT, emit
+from benchmarks._common import REPO_ROOT, emit, peak_rss_mb
 
 TARGET_SPEEDUP = 5.0
 FEAST_REQUIREMENT = "feast[duckdb]"
@@ -108,15 +108,6 @@ PL_DTYPES: dict[str, pl.DataType] = {"float": pl.Float64(), "int": pl.Int64(), "
 
 def progress(message: str) -> None:
     print(f"[pit_join {time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-def peak_rss_mb() -> float:
-    """This process image's high-water RSS in MB (VmHWM, see the module docstring)."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 # ----------------------------------------------------------------------------- data

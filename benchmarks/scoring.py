@@ -31,10 +31,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: t
 
 
 from fraud_platform.lib.contracts.events import TRANSACTIONS, validate_record
-from fraud_platform.lib.features.request import FRAUD_SCORING_V1
+from fraud_platform.lib.features.services import FRAUD_SCORING_V1
+from fraud_platform.lib.model.explain import top_reasons
+from fraud_platform.lib.model.input import to_model_input
+from fraud_platform.lib.serving.lookup import FeatureLookup
 from fraud_platform.lib.serving.score_log import ScoreLog
-from fraud_platform.lib.serving.scoring import FeatureLookup, ScoringModel, log_record
-from fraud_platform.lib.training import fit as training
+from fraud_platform.lib.serving.scoring import ScoringModel, log_record
 from tests.serving.conftest import (
     REDIS_URL,
     THRESHOLDS,
@@ -75,7 +77,7 @@ def train(iterations: int) -> Any:
     model = CatBoostClassifier(
         iterations=iterations, depth=6, thread_count=2, verbose=0, allow_writing_files=False
     )
-    model.fit(training.to_model_input(rows, features, categorical, label=labels))
+    model.fit(to_model_input(rows, features, categorical, label=labels))
     return model
 
 
@@ -121,7 +123,7 @@ def main() -> None:
             "score_approve_no_shap": timed(lambda: scoring.score(txn, found.values), n),
             "score_flagged_shap_approx": timed(lambda: scoring.score(flagged_txn, found.values), n),
             "score_shap_regular": timed(
-                lambda: training.top_reasons(model, scoring._row(txn, found.values)), n // 4
+                lambda: top_reasons(model, scoring._row(txn, found.values)), n // 4
             ),
             "log_append": timed(
                 lambda: log.append({"request_id": "x", "features": found.values}), n

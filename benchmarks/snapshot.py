@@ -41,14 +41,16 @@ import polars as pl
 
 from benchmarks._common import emit, profiled, redis_client
 from fraud_platform.lib.features.catalog import USER_TXN_VELOCITY
-from fraud_platform.lib.features.online import (
-    DEFAULT_BATCH_SIZE,
+from fraud_platform.lib.features.online.layout import (
     EXPIRY_MARGIN_MS,
-    _read_ok_replies,
-    _resp_set_commands,
     encode_rows,
     online_key,
     to_micros,
+)
+from fraud_platform.lib.features.online.writer import (
+    DEFAULT_BATCH_SIZE,
+    _read_ok_replies,
+    _resp_set_commands,
     write_snapshot,
 )
 from fraud_platform.lib.features.registry import ENTITY_KEY, FEATURE_TIME

@@ -7,11 +7,19 @@ This is the only module that reads environment variables. Everything else receiv
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
-DEFAULT_PROFILES_PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
+DEFAULT_PROFILES_PG_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+class SettingsError(ValueError):
+    """A setting from the environment is unusable; the message is one line naming the variable."""
 
 
 def _env(environ: Mapping[str, str], name: str) -> str | None:
@@ -19,27 +27,71 @@ def _env(environ: Mapping[str, str], name: str) -> str | None:
     return value or None
 
 
+def _int(environ: Mapping[str, str], name: str, default: int) -> int:
+    value = _env(environ, name)
+    if value is None:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise SettingsError(f"{name}={value!r} is not an integer") from None
+
+
+def redact_url(url: str) -> str:
+    """``url`` without its password, for error messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+def validate_redis_url(url: str) -> str:
+    """``url`` if redis-py would connect where it says; a malformed database number is otherwise
+    ignored by redis-py, which silently uses DB 0."""
+    parts = urlsplit(url)
+    shown = f"REDIS_URL={redact_url(url)}"
+    if parts.scheme not in REDIS_SCHEMES:
+        raise SettingsError(f"{shown}: the scheme must be one of {', '.join(REDIS_SCHEMES)}")
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a non-numeric port
+    except ValueError:
+        raise SettingsError(f"{shown}: the port is not a number") from None
+    databases = parse_qs(parts.query).get("db", [])
+    if parts.scheme != "unix" and parts.path not in ("", "/"):
+        databases.append(parts.path.removeprefix("/"))
+    for db in databases:
+        if not db.isdigit():
+            raise SettingsError(
+                f"{shown}: the database {db!r} is not a number (e.g. {DEFAULT_REDIS_URL})"
+            )
+    if parts.scheme == "unix" and not parts.path:
+        raise SettingsError(f"{shown}: a unix:// URL needs the socket path")
+    return url
+
+
 @dataclass(frozen=True)
 class Settings:
     """Where data lives and which external systems to talk to.
 
-    ``kafka_bootstrap_servers`` / ``redis_url`` left unset mean "embedded": the platform starts a
-    local Kafka-protocol broker and uses (or starts) a local Redis.
+    ``kafka_bootstrap_servers`` left unset means "embedded": ``fraud-platform services up`` starts
+    a local Kafka-protocol broker. ``redis_url`` (REDIS_URL, default ``redis://127.0.0.1:6379/0``)
+    is the online store every process uses; ``services up`` starts a private ``redis-server``
+    there only when it is on loopback and nothing answers.
 
     ``profiles_pg_url`` (FRAUD_PLATFORM_PROFILES_PG_URL, default
-    ``postgresql://postgres@127.0.0.1:5432/test``) is the libpq URL of the PostgreSQL database
-    holding the ``account_profiles`` table read into ``bronze/account_profiles``.
+    ``postgresql://postgres@127.0.0.1:5432/postgres``) is the libpq URL of the PostgreSQL
+    database holding the ``account_profiles`` table read into ``bronze/account_profiles``.
     """
 
     data_dir: Path = Path(".fraud_platform")
     kafka_bootstrap_servers: str | None = None
-    redis_url: str | None = None
+    redis_url: str = DEFAULT_REDIS_URL
     delta_root: str | None = None
     dagster_home: Path | None = None
     dagster_postgres_url: str | None = None
     broker: str = "noida"
     embedded_kafka_port: int = 19092
-    embedded_redis_port: int = 16379
     service_port: int = 3030
     ui_port: int = 3000
     delta_storage_options: dict[str, str] = field(default_factory=dict)
@@ -59,19 +111,32 @@ class Settings:
         return cls(
             data_dir=data_dir,
             kafka_bootstrap_servers=_env(env, "KAFKA_BOOTSTRAP_SERVERS"),
-            redis_url=_env(env, "REDIS_URL"),
+            redis_url=validate_redis_url(_env(env, "REDIS_URL") or DEFAULT_REDIS_URL),
             delta_root=_env(env, "FRAUD_PLATFORM_DELTA_ROOT"),
             dagster_home=Path(dagster_home).absolute() if dagster_home else None,
             dagster_postgres_url=_env(env, "FRAUD_PLATFORM_DAGSTER_PG_URL"),
             broker=_env(env, "FRAUD_PLATFORM_BROKER") or "noida",
-            embedded_kafka_port=int(_env(env, "FRAUD_PLATFORM_KAFKA_PORT") or 19092),
-            embedded_redis_port=int(_env(env, "FRAUD_PLATFORM_REDIS_PORT") or 16379),
-            service_port=int(_env(env, "FRAUD_PLATFORM_SERVICE_PORT") or 3030),
-            ui_port=int(_env(env, "FRAUD_PLATFORM_UI_PORT") or 3000),
+            embedded_kafka_port=_int(env, "FRAUD_PLATFORM_KAFKA_PORT", 19092),
+            service_port=_int(env, "FRAUD_PLATFORM_SERVICE_PORT", 3030),
+            ui_port=_int(env, "FRAUD_PLATFORM_UI_PORT", 3000),
             delta_storage_options=storage_options,
             alert_webhook=_env(env, "FRAUD_PLATFORM_ALERT_WEBHOOK") is not None,
             profiles_pg_url=_env(env, "FRAUD_PLATFORM_PROFILES_PG_URL") or DEFAULT_PROFILES_PG_URL,
         )
+
+    def ensure_data_dir(self) -> Path:
+        """Create the data directory if needed; ``SettingsError`` unless it is a writable
+        directory (a write is tried: root passes ``os.access`` on a read-only mount)."""
+        shown = f"FRAUD_PLATFORM_DATA_DIR={self.data_dir}"
+        if self.data_dir.exists() and not self.data_dir.is_dir():
+            raise SettingsError(f"{shown} is not a directory")
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=self.data_dir):
+                pass
+        except OSError as exc:
+            raise SettingsError(f"{shown} is not a writable directory: {exc.strerror}") from None
+        return self.data_dir
 
     @property
     def delta_uri(self) -> str:

@@ -30,17 +30,17 @@ from fraud_platform.lib.contracts.events import (
 Channel = Literal[tuple(sorted(CHANNELS))]  # type: ignore[valid-type]
 
 EXAMPLE_TRANSACTION: dict[str, Any] = {
-    "transaction_id": "t-000001",
+    "transaction_id": "t7-00000013",
     "event_time": "2026-03-01T12:00:00Z",
-    "user_id": "u-42",
-    "card_id": "c-42-1",
-    "merchant_id": "m-981",
+    "user_id": "u_d87cb59952",
+    "card_id": "card_71d603172e88",
+    "merchant_id": "m_00243",
     "merchant_category": "electronics",
     "amount": 129.99,
     "currency": "EUR",
     "channel": "ecommerce",
     "counterparty_id": None,
-    "device_id": "d-7f3a",
+    "device_id": "dev_b623625967",
     "ip": "203.0.113.7",
     "country": "DE",
 }

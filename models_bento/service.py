@@ -3,13 +3,13 @@
 Start (from the repository root)::
 
     BENTOML_HOME=$FRAUD_PLATFORM_DATA_DIR/bentoml \\
-        bentoml serve models_bento.service:FraudScorer --port 3000
+        bentoml serve models_bento.service:FraudScorer --port 3030
 
 Everything is configured once, in ``__init__``, from ``Settings.from_env()``:
 the model is the champion of ``fraud_catboost`` in the model registry record
 (``registry.champion``: the Delta table ``registry/model_events`` under ``Settings.delta_uri``;
 fallback: the newest ``fraud_catboost`` in the store), read from the platform's model store at
-``Settings.bentoml_home``; Redis is ``resolve_redis_url(settings)``, read with a 50 ms socket
+``Settings.bentoml_home``; Redis is ``Settings.redis_url``, read with a 50 ms socket
 timeout; scored requests go to ``Settings.score_log_dir``.
 
 Hot reload: at most once per ``CHAMPION_CHECK_INTERVAL_S`` a request starts a background look at
@@ -22,6 +22,10 @@ scored with. A model that fails to load (files missing, corrupt, features that d
 not swapped in: the service keeps the old one, logs the error once per tag and reports it in
 ``/model`` (``reload_error``). A registry that no longer names a champion also keeps the current
 model (the newest-model fallback is for startup only).
+
+Features are read online for the feature service the model in service was trained on (its
+``feature_service`` metadata; ``fraud_scoring_v1`` for models that predate the field), so a
+champion pinned to another service brings its group versions with it.
 
 Endpoints (BentoML routes are POST): ``/score``, ``/model``, ``/ping`` (a no-op to measure the
 framework's own overhead), plus the built-in ``/livez``, ``/readyz``, ``/metrics``.
@@ -48,11 +52,19 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from fraud_platform.lib.serving import registry
+from fraud_platform.lib.serving.lookup import FeatureLookup
+from fraud_platform.lib.serving.metrics import (
+    HTTP_BUCKETS,
+    ProcessSampler,
+    bound_endpoints,
+    mark_process_dead,
+    metrics,
+    record_scored,
+)
 from fraud_platform.lib.serving.score_log import ScoreLog
-from fraud_platform.lib.serving.scoring import FeatureLookup, ScoringModel, log_record
+from fraud_platform.lib.serving.scoring import ScoringModel, log_record
 from fraud_platform.lib.storage.delta import DeltaStore
 from fraud_platform.settings import Settings
-from fraud_platform.tools.services import resolve_redis_url
 from models_bento.schemas import (
     EXAMPLE_TRANSACTION,
     ModelInfo,
@@ -70,6 +82,7 @@ REDIS_RETRY_AFTER_S = 1.0
 CHAMPION_CHECK_INTERVAL_S = 1.0
 REQUEST_ID_HEADER = "x-request-id"
 BENTOML_ERROR_LOGGER = "bentoml._internal.server.http_app"  # where log_exception() writes
+SYSTEM_PATHS = ("/", "/livez", "/readyz", "/healthz", "/metrics", "/docs.json")
 
 
 class QuietRejectedRequests(logging.Filter):
@@ -179,6 +192,7 @@ class ServedModelInfo(ModelInfo):
     traffic={"timeout": 10},
     resources={"cpu": "1"},
     workers=1,
+    metrics={"duration": {"buckets": list(HTTP_BUCKETS)}},  # sub-ms buckets for /score
 )
 class FraudScorer:
     """Scores transactions with the champion CatBoost model, online features and rules."""
@@ -199,15 +213,17 @@ class FraudScorer:
         scoring, loaded = load_scoring_model(self._home, self._registry)
         self._warm_up(scoring)
         self._served = ServedModel(scoring, loaded["entry"], loaded["champion"], datetime.now(UTC))
-        redis_url = resolve_redis_url(settings)
-        self._redis = online_store_client(redis_url)
-        self.lookup = FeatureLookup(self._redis, retry_after_s=REDIS_RETRY_AFTER_S)
+        self._redis = online_store_client(settings.redis_url)
+        self.lookup = FeatureLookup(self._redis, scoring.service, retry_after_s=REDIS_RETRY_AFTER_S)
         self.score_log = ScoreLog(settings.score_log_dir)
+        metrics().model_in_service(scoring.tag, scoring.service.name, loaded["champion"])
+        self._sampler = ProcessSampler(str(bentoml.server_context.worker_index or 0)).start()
         log.info(
-            "FraudScorer ready: model %s (%s), redis %s, score log %s",
+            "FraudScorer ready: model %s (%s, feature service %s), redis %s, score log %s",
             scoring.tag,
             "champion" if loaded["champion"] else "newest, no champion",
-            redis.connection.parse_url(redis_url).get("host", "?"),
+            scoring.service.name,
+            redis.connection.parse_url(settings.redis_url).get("host", "?"),
             self.score_log.path,
         )
 
@@ -292,9 +308,10 @@ class FraudScorer:
             self._served = ServedModel(scoring, loaded["entry"], True, datetime.now(UTC))
             self._reload_error = self._failed_tag = None
             log.info(
-                "new champion in service: %s (was %s), loaded in %.0f ms",
+                "new champion in service: %s (was %s), feature service %s, loaded in %.0f ms",
                 scoring.tag,
                 current.scoring.tag,
+                scoring.service.name,
                 (time.perf_counter() - started) * 1000,
             )
         finally:
@@ -317,9 +334,13 @@ class FraudScorer:
     @bentoml.api(route="/score", input_spec=TransactionRequest)
     def score(self, ctx: bentoml.Context, **txn: Any) -> ScoreResponse:
         """Score one transaction: score, decision, reasons, model version, feature freshness."""
+        started = time.perf_counter()
         request_id = ctx.request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
-        scoring = self._current().scoring  # this request's model, whatever is swapped in meanwhile
-        found = self.lookup.lookup(txn)
+        served = self._current()  # this request's model, whatever is swapped in meanwhile
+        scoring = served.scoring
+        metrics().model_in_service(scoring.tag, scoring.service.name, served.champion)
+        found = self.lookup.lookup(txn, scoring.service)  # what this model's service pins
+        lookup_s = time.perf_counter() - started
         result = scoring.score(txn, found.values, degraded=found.degraded)
         self.score_log.append(
             log_record(
@@ -330,7 +351,7 @@ class FraudScorer:
                 lookup=found,
             )
         )
-        return ScoreResponse(
+        response = ScoreResponse(
             request_id=request_id,
             transaction_id=txn["transaction_id"],
             score=result.score,
@@ -341,6 +362,18 @@ class FraudScorer:
             degraded=found.degraded,
             degraded_reason=found.degraded_reason,
         )
+        record_scored(
+            decision=result.decision,
+            channel=txn["channel"],
+            degraded=found.degraded,
+            feature_ages=found.age_seconds,
+            stage_seconds={
+                "lookup": lookup_s,
+                **result.stage_seconds,
+                "total": time.perf_counter() - started,
+            },
+        )
+        return response
 
     @bentoml.api(route="/model")
     def model_info(self) -> ServedModelInfo:
@@ -369,8 +402,15 @@ class FraudScorer:
         """No-op: the framework's own request overhead, for latency comparisons."""
         return Pong()
 
+    def __metrics__(self, exposition: str) -> str:
+        """BentoML's hook on /metrics (called with the text it will serve): unknown request
+        paths collapse into one ``endpoint="other"`` series."""
+        return bound_endpoints(exposition, (*bentoml.server_context.service_routes, *SYSTEM_PATHS))
+
     @bentoml.on_shutdown
     def _shutdown(self) -> None:
+        self._sampler.stop()
+        mark_process_dead()
         self.score_log.close()
         self._redis.close()
         logging.getLogger(BENTOML_ERROR_LOGGER).removeFilter(self._log_filter)

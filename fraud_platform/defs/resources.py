@@ -3,7 +3,6 @@
 import dagster as dg
 from dagster_dbt import DbtCliResource
 
-from fraud_platform.defs.ingestion.profiles import ProfilesSourceResource
 from fraud_platform.defs.transform.project import dbt_executable, dbt_project
 from fraud_platform.resources import (
     AlertResource,
@@ -11,19 +10,19 @@ from fraud_platform.resources import (
     FilesResource,
     KafkaResource,
     ModelStoreResource,
+    ProfilesSourceResource,
     RedisResource,
     ScoreLogResource,
     WarehouseResource,
 )
 from fraud_platform.settings import Settings
-from fraud_platform.tools.services import resolve_redis_url
 
 
 def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     delta = DeltaResource(root=settings.delta_uri, storage_options=settings.delta_storage_options)
     return {
         "kafka": KafkaResource(bootstrap_servers=settings.kafka_bootstrap),
-        "redis": RedisResource(url=resolve_redis_url(settings)),
+        "redis": RedisResource(url=settings.redis_url),
         "delta": delta,
         "warehouse": WarehouseResource(path=str(settings.warehouse_path)),
         "model_store": ModelStoreResource(home=str(settings.bentoml_home), delta=delta),

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fraud_platform.lib.training.evaluation import (
+from fraud_platform.lib.training.metrics import (
     average_precision,
     precision_recall_curve,
     roc_auc,

@@ -7,6 +7,7 @@ import dagster as dg
 from fraud_platform.lib.contracts.events import TOPICS
 from fraud_platform.lib.ingestion import bronze
 from fraud_platform.lib.kafka import admin as kafka_admin
+from fraud_platform.lib.kafka.reader import kafka_end_offsets
 from fraud_platform.lib.storage.delta import DeltaStore
 
 
@@ -30,7 +31,7 @@ class KafkaResource(dg.ConfigurableResource):
         )
 
     def end_offsets(self, topic: str) -> dict[int, int]:
-        return bronze.kafka_end_offsets(topic, self.bootstrap_servers)
+        return kafka_end_offsets(topic, self.bootstrap_servers)
 
     def ingest(self, topic: str, delta: DeltaStore, progress=None) -> bronze.IngestResult:
         return bronze.ingest_topic(

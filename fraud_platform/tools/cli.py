@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 
-from fraud_platform.settings import Settings
+from fraud_platform.settings import Settings, SettingsError
+from fraud_platform.tools.layers import LAYERS
 
 # Rich tracebacks with locals would render the whole simulation on an error: minutes, GBs.
 app = typer.Typer(
@@ -28,8 +31,56 @@ app.add_typer(features_app, name="features")
 app.add_typer(models_app, name="models")
 
 
-def _settings() -> Settings:
-    return Settings.from_env()
+def _fail(message: str, code: int = 1) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _settings(*, data_dir: bool = True) -> Settings:
+    """The settings, or a one-line error (exit 2) naming the variable that is wrong."""
+    try:
+        settings = Settings.from_env()
+        if data_dir:
+            settings.ensure_data_dir()
+    except SettingsError as exc:
+        _fail(str(exc), 2)
+    return settings
+
+
+def _kafka_hint(settings: Settings) -> str:
+    if settings.kafka_embedded:
+        return "start it with `fraud-platform services up`"
+    return "check KAFKA_BOOTSTRAP_SERVERS"
+
+
+def _require_kafka(settings: Settings) -> None:
+    """Fail in a second with what to do, instead of in the middle of a run."""
+    from fraud_platform.lib.kafka.admin import KafkaUnavailable, check_kafka
+
+    try:
+        check_kafka(settings.kafka_bootstrap)
+    except KafkaUnavailable as exc:
+        _fail(f"{exc}; {_kafka_hint(settings)}")
+
+
+@contextmanager
+def _service_errors() -> Iterator[None]:
+    """Starting the embedded services fails with one line, not a traceback."""
+    from fraud_platform.lib.kafka.admin import KafkaUnavailable
+    from fraud_platform.tools.brokers import BrokerStartError
+    from fraud_platform.tools.services import ServicesError
+
+    try:
+        yield
+    except (KafkaUnavailable, BrokerStartError, ServicesError) as exc:
+        _fail(str(exc))
+
+
+def _known_layers(names: list[str] | None) -> list[str] | None:
+    unknown = [name for name in names or [] if name not in LAYERS]
+    if unknown:
+        _fail(f"unknown layer(s) {unknown}; known: {', '.join(LAYERS)}", 2)
+    return names
 
 
 @app.command()
@@ -47,12 +98,18 @@ def demo(
     """Run the whole pipeline end to end on the embedded defaults and print a summary."""
     from fraud_platform.tools.demo import DemoConfig, run_demo
 
-    run_demo(
-        _settings(),
-        DemoConfig(
-            days=days, users=users, seed=seed, holdout_days=holdout_days, replay_limit=replay_limit
-        ),
-    )
+    settings = _settings()
+    with _service_errors():
+        run_demo(
+            settings,
+            DemoConfig(
+                days=days,
+                users=users,
+                seed=seed,
+                holdout_days=holdout_days,
+                replay_limit=replay_limit,
+            ),
+        )
 
 
 @app.command()
@@ -67,14 +124,15 @@ def simulate(
 ) -> None:
     """Simulate traffic and publish it to the transactions, account_events and labels topics;
     upsert the users' account profiles into PostgreSQL (skipped if it is not reachable)."""
+    settings = _settings(data_dir=False)
+    _require_kafka(settings)
+
     from fraud_platform.lib.contracts.events import TOPICS
     from fraud_platform.lib.kafka import admin as kafka_admin
     from fraud_platform.lib.simulation import SimulationConfig, publish
     from fraud_platform.lib.simulation import simulate as run_simulation
     from fraud_platform.tools.demo import recent_start, seed_simulated_profiles
 
-    settings = _settings()
-    kafka_admin.check_kafka(settings.kafka_bootstrap)
     kafka_admin.ensure_topics(settings.kafka_bootstrap, list(TOPICS))
     start = recent_start(days)
     simulation = run_simulation(
@@ -99,7 +157,14 @@ def simulate(
 
 @app.command()
 def materialize(
-    layer: Annotated[list[str] | None, typer.Option(help="Layer(s) to run; default all.")] = None,
+    layer: Annotated[
+        list[str] | None,
+        typer.Option(
+            help=f"Layer to run (repeatable), one of: {', '.join(LAYERS)}; default all, in that "
+            "order.",
+            callback=_known_layers,
+        ),
+    ] = None,
     config: Annotated[
         list[str] | None,
         typer.Option(
@@ -109,11 +174,6 @@ def materialize(
     ] = None,
 ) -> None:
     """Materialize the asset graph in-process (same Definitions and instance as the UI)."""
-    from dagster import DagsterInstance
-
-    from fraud_platform.tools.instance import prepare_dagster_home
-    from fraud_platform.tools.pipeline import LAYERS, prepare_dbt_manifest, run_layers
-
     asset_config: dict[str, dict] = {}
     for item in config or []:
         asset, sep, text = item.partition("=")
@@ -124,10 +184,15 @@ def materialize(
         if not isinstance(value, dict):
             raise typer.BadParameter(f"{item!r}: expected ASSET={{...JSON object...}}")
         asset_config[asset] = value
-    unknown = [name for name in layer or [] if name not in LAYERS]
-    if unknown:
-        raise typer.BadParameter(f"unknown layer(s) {unknown}; known: {list(LAYERS)}")
     settings = _settings()
+    if "ingestion" in (layer or LAYERS):
+        _require_kafka(settings)
+
+    from dagster import DagsterInstance
+
+    from fraud_platform.tools.instance import prepare_dagster_home
+    from fraud_platform.tools.pipeline import prepare_dbt_manifest, run_layers
+
     prepare_dagster_home(settings)
     prepare_dbt_manifest()
     run_layers(DagsterInstance.get(), layer or list(LAYERS), asset_config=asset_config)
@@ -171,16 +236,20 @@ def ui(port: Annotated[int | None, typer.Option(help="Port of the Dagster UI.")]
 
 @services_app.command("up")
 def services_up() -> None:
-    """Start the embedded broker (and Redis if none answers); check external ones."""
+    """Start the embedded broker (and a private Redis when REDIS_URL is on this machine and
+    nothing answers there); check external ones."""
     from fraud_platform.tools.services import services_up as up
 
-    for line in up(_settings()).lines():
+    settings = _settings()
+    with _service_errors():
+        status = up(settings)
+    for line in status.lines():
         typer.echo(line)
 
 
 @services_app.command("down")
 def services_down() -> None:
-    """Stop the embedded services this data directory started."""
+    """Stop the embedded services this data directory started (never a Redis it did not start)."""
     from fraud_platform.tools.services import services_down as down
 
     stopped = down(_settings())
@@ -192,7 +261,7 @@ def services_status() -> None:
     """Show whether Kafka and Redis answer (exit code 1 if one does not)."""
     from fraud_platform.tools.services import services_status as status
 
-    state = status(_settings())
+    state = status(_settings(data_dir=False))
     for line in state.lines():
         typer.echo(line)
     if not (state.kafka_reachable and state.redis_reachable):
@@ -201,8 +270,9 @@ def services_status() -> None:
 
 @features_app.command("list")
 def features_list() -> None:
-    """Every feature group and feature with its definition."""
+    """Every feature group and feature with its definition, then the feature services."""
     from fraud_platform.lib.features.catalog import FEATURE_GROUPS
+    from fraud_platform.lib.features.services import FEATURE_SERVICES
 
     for group in FEATURE_GROUPS:
         typer.echo(
@@ -214,14 +284,28 @@ def features_list() -> None:
             typer.echo(
                 f"    {f.name:40s} {f.function}({f.column or '*'}) over {f.window or 'lifetime'}{where} [{f.dtype}]"
             )
+    for service in FEATURE_SERVICES:
+        typer.echo(
+            f"service {service.name}: {len(service.model_features)} model features from "
+            f"{', '.join(service.group_names)} and request features"
+        )
 
 
 @models_app.command("list")
 def models_list() -> None:
     """Registered fraud models, newest first, with test metrics; * marks the champion."""
+    from bentoml.exceptions import NotFound
+
     store = _store()
     champion = store.champion("fraud_catboost")
-    for model in store.list("fraud_catboost"):
+    try:
+        models = store.list("fraud_catboost")
+    except NotFound:
+        _fail(
+            f"no fraud_catboost model in {store.home} yet: train one with "
+            "`fraud-platform demo` or `fraud-platform materialize`"
+        )
+    for model in models:
         metrics = model.info.metadata.get("metrics", {})
         mark = "*" if str(model.tag) == champion else " "
         typer.echo(

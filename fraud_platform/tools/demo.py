@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 
 from fraud_platform.lib.contracts.events import format_timestamp
-from fraud_platform.lib.training.evaluation import average_precision, roc_auc
+from fraud_platform.lib.training.metrics import average_precision, roc_auc
 from fraud_platform.settings import Settings
 
 
@@ -154,10 +154,13 @@ def seed_simulated_profiles(
 ) -> bool:
     """Upsert the simulated users' account profiles into PostgreSQL (the profiles source).
 
+    They describe the users as of ``start``, and are stamped so (``updated_at = start``): the
+    simulated transactions, all after it, see them point in time (the account_profile group).
+
     False, after one line saying so, when PostgreSQL is not reachable: the pipeline then goes
     on without ``bronze/account_profiles`` (its asset is told to skip instead of failing).
     """
-    from fraud_platform.lib.ingestion.profiles import (
+    from fraud_platform.lib.ingestion.profiles_source import (
         PostgresUnreachable,
         connection,
         ensure_schema,
@@ -171,7 +174,7 @@ def seed_simulated_profiles(
     try:
         with connection(settings.profiles_pg_url, timeout_s=3) as conn:
             ensure_schema(conn)
-            changed = seed_profiles(conn, simulated_profiles(seed, users, start))
+            changed = seed_profiles(conn, simulated_profiles(seed, users, start), now=start)
     except PostgresUnreachable as exc:
         say(f"account profiles skipped: {exc}")
         return False
@@ -183,7 +186,7 @@ def run_demo(settings: Settings, config: DemoConfig) -> dict[str, Any]:
     from fraud_platform.lib.simulation import SimulationConfig, simulate
     from fraud_platform.tools.instance import prepare_dagster_home
     from fraud_platform.tools.pipeline import load_definitions, prepare_dbt_manifest, run_layers
-    from fraud_platform.tools.services import services_up
+    from fraud_platform.tools.services import services_up, started_services
     from fraud_platform.tools.serving_process import start_scoring_service, stop_scoring_service
 
     wall = time.perf_counter()
@@ -281,6 +284,9 @@ def run_demo(settings: Settings, config: DemoConfig) -> dict[str, Any]:
     path = Path(settings.data_dir, "demo_summary.json")
     path.write_text(json.dumps(summary, indent=2, default=str))
     _print_summary(summary, path)
+    running = started_services(settings)
+    if running:
+        _say(f"still running: {' and '.join(running)}; stop with `fraud-platform services down`")
     return summary
 
 

@@ -18,16 +18,8 @@ from pathlib import Path
 import dagster as dg
 
 from fraud_platform.defs.transform.project import DBT_PROJECT_DIR, dbt_executable
+from fraud_platform.tools.layers import LAYERS
 
-# Layer name -> asset groups run together. Training and serving share a run so the blocking
-# quality check on the model gates the promotion in the same run.
-LAYERS: dict[str, tuple[str, ...]] = {
-    "ingestion": ("ingestion",),
-    "transform": ("transform",),
-    "features": ("features",),
-    "training": ("training", "serving"),
-    "monitoring": ("monitoring",),
-}
 QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 

@@ -1,21 +1,30 @@
-"""Embedded services: the Kafka-protocol broker and Redis the platform starts when no
-production endpoints are configured (``fraud-platform services up|down|status``)."""
+"""Embedded services (``fraud-platform services up|down|status``): the Kafka-protocol broker
+when KAFKA_BOOTSTRAP_SERVERS is unset, and a private ``redis-server`` when ``Settings.redis_url``
+is on loopback and nothing answers there. ``down`` stops only what ``up`` started."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import socket
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import redis
 
 from fraud_platform.lib.kafka import admin as kafka_admin
-from fraud_platform.settings import Settings
+from fraud_platform.settings import Settings, redact_url
 from fraud_platform.tools import brokers
 
-DEFAULT_LOCAL_REDIS = "redis://127.0.0.1:6379/0"
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+class ServicesError(RuntimeError):
+    """An embedded service cannot be started; the message is one line saying what to do."""
 
 
 def broker_spec(settings: Settings) -> brokers.BrokerSpec:
@@ -33,39 +42,52 @@ def _redis_answers(url: str, timeout_s: float = 0.5) -> bool:
         return False
 
 
-def embedded_redis_url(settings: Settings) -> str:
-    return f"redis://127.0.0.1:{settings.embedded_redis_port}/0"
+def _loopback_address(url: str) -> tuple[str, int] | None:
+    """(host, port) of a plain ``redis://`` URL on this machine, else None (TLS, a unix socket
+    or another host is never ours to start)."""
+    parts = urlsplit(url)
+    host = parts.hostname or "localhost"
+    if parts.scheme != "redis" or host not in LOOPBACK_HOSTS:
+        return None
+    return ("::1" if host == "::1" else "127.0.0.1"), parts.port or 6379
 
 
-def resolve_redis_url(settings: Settings) -> str:
-    """REDIS_URL if set; else the local server on 6379 when it answers; else our own."""
-    if settings.redis_url:
-        return settings.redis_url
-    if _redis_answers(DEFAULT_LOCAL_REDIS):
-        return DEFAULT_LOCAL_REDIS
-    return embedded_redis_url(settings)
+def _listening(host: str, port: int, timeout_s: float = 0.5) -> bool:
+    """Something accepts TCP connections there (a Redis that wants a password included)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
 
 
-def start_embedded_redis(settings: Settings, timeout_s: float = 10.0) -> str:
-    """Run a private ``redis-server`` under the data directory (no persistence)."""
-    url = embedded_redis_url(settings)
-    if _redis_answers(url):
-        return url
+def _redis_folder(settings: Settings) -> Path:
+    return settings.services_dir / "redis"
+
+
+def start_private_redis(settings: Settings, timeout_s: float = 10.0) -> bool:
+    """Run a private ``redis-server`` (no persistence) at the configured URL when that URL is on
+    loopback and nothing listens there; True if this call started one."""
+    address = _loopback_address(settings.redis_url)
+    if address is None or _listening(*address):
+        return False
+    host, port = address
+    shown = redact_url(settings.redis_url)
     binary = shutil.which("redis-server")
     if binary is None:
-        raise RuntimeError(
-            "No Redis answers at 127.0.0.1:6379 and no redis-server binary is installed: "
+        raise ServicesError(
+            f"nothing answers at {shown} and redis-server is not installed: "
             "install Redis or set REDIS_URL"
         )
-    folder = settings.services_dir / "redis"
+    folder = _redis_folder(settings)
     folder.mkdir(parents=True, exist_ok=True)
     subprocess.run(
         [
             binary,
             "--port",
-            str(settings.embedded_redis_port),
+            str(port),
             "--bind",
-            "127.0.0.1",
+            host,
             "--daemonize",
             "yes",
             "--save",
@@ -83,10 +105,40 @@ def start_embedded_redis(settings: Settings, timeout_s: float = 10.0) -> str:
     )
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if _redis_answers(url):
-            return url
+        if _listening(host, port):
+            return True
         time.sleep(0.1)
-    raise RuntimeError(f"embedded Redis did not answer at {url}; see {folder / 'redis.log'}")
+    raise ServicesError(f"the private Redis did not answer at {shown}; see {folder / 'redis.log'}")
+
+
+def _private_redis_pid(settings: Settings) -> int | None:
+    """The pid of the redis-server ``services up`` started, if it still runs."""
+    try:
+        pid = int((_redis_folder(settings) / "redis.pid").read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return None
+    return pid if b"redis-server" in cmdline and _alive(pid) else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a daemon whose reaper does not reap stays a zombie
+
+
+def stop_private_redis(settings: Settings, timeout_s: float = 10.0) -> bool:
+    """SIGTERM the redis-server ``services up`` started (never another one); False if none runs."""
+    pid = _private_redis_pid(settings)
+    if pid is not None:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    (_redis_folder(settings) / "redis.pid").unlink(missing_ok=True)
+    return pid is not None
 
 
 @dataclass
@@ -112,20 +164,26 @@ def services_up(settings: Settings) -> ServiceStatus:
     if settings.kafka_embedded:
         brokers.start_broker(broker_spec(settings))
     kafka_admin.check_kafka(settings.kafka_bootstrap)
-    redis_url = resolve_redis_url(settings)
-    if redis_url == embedded_redis_url(settings):
-        start_embedded_redis(settings)
+    start_private_redis(settings)
     return services_status(settings)
+
+
+def started_services(settings: Settings) -> list[str]:
+    """What ``services up`` started with this data directory and is still running."""
+    running = []
+    if settings.kafka_embedded and brokers.broker_status(broker_spec(settings))["running"]:
+        running.append(f"the embedded Kafka broker ({settings.kafka_bootstrap})")
+    if _private_redis_pid(settings) is not None:
+        running.append(f"the private Redis ({redact_url(settings.redis_url)})")
+    return running
 
 
 def services_down(settings: Settings) -> list[str]:
     stopped = []
     if settings.kafka_embedded and brokers.stop_broker(broker_spec(settings)):
         stopped.append(f"kafka ({settings.broker})")
-    pidfile = settings.services_dir / "redis" / "redis.pid"
-    if pidfile.exists() and _redis_answers(embedded_redis_url(settings)):
-        redis.Redis.from_url(embedded_redis_url(settings)).shutdown(nosave=True)
-        stopped.append("redis (embedded)")
+    if stop_private_redis(settings):
+        stopped.append("redis (private)")
     return stopped
 
 
@@ -135,17 +193,11 @@ def services_status(settings: Settings) -> ServiceStatus:
         reachable, detail = True, ""
     except Exception as exc:  # noqa: BLE001 - reported to the user as the status detail
         reachable, detail = False, str(exc)
-    redis_url = resolve_redis_url(settings)
     return ServiceStatus(
         kafka_bootstrap=settings.kafka_bootstrap,
         kafka_embedded=settings.kafka_embedded,
         kafka_reachable=reachable,
         kafka_detail=detail,
-        redis_url=redis_url,
-        redis_reachable=_redis_answers(redis_url),
+        redis_url=redact_url(settings.redis_url),
+        redis_reachable=_redis_answers(settings.redis_url),
     )
-
-
-def data_dir_ready(settings: Settings) -> Path:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    return settings.data_dir

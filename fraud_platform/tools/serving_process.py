@@ -12,7 +12,6 @@ from pathlib import Path
 import httpx
 
 from fraud_platform.settings import Settings
-from fraud_platform.tools.services import resolve_redis_url
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,7 +22,7 @@ def service_env(settings: Settings) -> dict[str, str]:
         {
             "FRAUD_PLATFORM_DATA_DIR": str(settings.data_dir),
             "BENTOML_HOME": str(settings.bentoml_home),
-            "REDIS_URL": resolve_redis_url(settings),
+            "REDIS_URL": settings.redis_url,
             "BENTOML_DO_NOT_TRACK": "True",
         }
     )

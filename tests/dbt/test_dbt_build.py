@@ -1,6 +1,6 @@
 """`dbt build` of dbt_project/ on tiny hand-written bronze Delta tables, checked in DuckDB.
 
-Each scenario writes the three bronze tables with the real bronze schema, runs the dbt CLI in a
+Each scenario writes the four bronze tables with the real bronze schemas, runs the dbt CLI in a
 subprocess (its own environment: warehouse and Delta root in tmp_path, target and logs in
 tmp_path so the project's own target/ is left alone) and reads the resulting warehouse. Expected
 values are worked out by hand from the rows below, not by the code under test.
@@ -32,6 +32,8 @@ from fraud_platform.lib.contracts.events import (
     TRANSACTIONS,
     bronze_schema,
 )
+from fraud_platform.lib.ingestion.profiles import BRONZE_SCHEMA as PROFILES_SCHEMA
+from fraud_platform.lib.ingestion.profiles import BRONZE_TABLE as PROFILES_TABLE
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
@@ -172,6 +174,30 @@ LABEL_ROWS = [
 ]
 
 
+def profile(
+    batch: int, user_id: str, kyc_level: int, account_type: str, updated_at: datetime
+) -> dict[str, Any]:
+    return {
+        "user_id": user_id,
+        "signup_time": datetime(2025, 1, 1, tzinfo=UTC),
+        "kyc_level": kyc_level,
+        "home_country": "FR",
+        "account_type": account_type,
+        "updated_at": updated_at,
+        "_batch": batch,
+        "_ingested_at": updated_at,
+    }
+
+
+# u1's KYC level goes from 1 to 3 on 2 March; u2 has one version.
+PROFILE_ROWS = [
+    profile(1, "u2", 2, "premium", ts(1, 0)),
+    profile(1, "u1", 1, "personal", ts(1, 8)),
+    profile(2, "u1", 3, "personal", ts(2, 10)),
+]
+PROFILES = "account_profiles"
+
+
 @dataclass(frozen=True)
 class DbtRun:
     returncode: int
@@ -189,6 +215,8 @@ def write_bronze(delta_root: Path, rows_by_topic: dict[str, list[dict[str, Any]]
         schema = bronze_schema(topic)
         table = pa.Table.from_pylist(rows_by_topic.get(topic, []), schema=schema)
         write_deltalake(str(delta_root / "bronze" / topic), table, partition_by=[EVENT_DATE_COLUMN])
+    profiles = pa.Table.from_pylist(rows_by_topic.get(PROFILES, []), schema=PROFILES_SCHEMA)
+    write_deltalake(str(delta_root / PROFILES_TABLE), profiles)
 
 
 def run_dbt(
@@ -207,18 +235,21 @@ def run_dbt(
     )
 
 
-def dbt_build(workdir: Path, rows_by_topic: dict[str, list[dict[str, Any]]]) -> DbtRun:
-    delta_root = workdir / "delta"
-    warehouse = workdir / "warehouse.duckdb"
-    write_bronze(delta_root, rows_by_topic)
-    env = {
+def dbt_env(warehouse: Path, delta_root: Path) -> dict[str, str]:
+    return {
         **os.environ,
         "FRAUD_PLATFORM_WAREHOUSE": str(warehouse),
         "FRAUD_PLATFORM_DELTA_ROOT_LOCAL": str(delta_root),
         "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
     }
+
+
+def dbt_build(workdir: Path, rows_by_topic: dict[str, list[dict[str, Any]]]) -> DbtRun:
+    delta_root = workdir / "delta"
+    warehouse = workdir / "warehouse.duckdb"
+    write_bronze(delta_root, rows_by_topic)
     target_path = workdir / "target"
-    completed = run_dbt("build", env, target_path, workdir / "logs")
+    completed = run_dbt("build", dbt_env(warehouse, delta_root), target_path, workdir / "logs")
     run_results_file = target_path / "run_results.json"
     run_results = json.loads(run_results_file.read_text()) if run_results_file.exists() else {}
     return DbtRun(completed.returncode, completed.stdout + completed.stderr, warehouse, run_results)
@@ -233,7 +264,12 @@ def query(warehouse: Path, sql: str) -> list[tuple[Any, ...]]:
 def built(tmp_path_factory: pytest.TempPathFactory) -> DbtRun:
     run = dbt_build(
         tmp_path_factory.mktemp("dbt_build"),
-        {TRANSACTIONS: TRANSACTION_ROWS, ACCOUNT_EVENTS: ACCOUNT_EVENT_ROWS, LABELS: LABEL_ROWS},
+        {
+            TRANSACTIONS: TRANSACTION_ROWS,
+            ACCOUNT_EVENTS: ACCOUNT_EVENT_ROWS,
+            LABELS: LABEL_ROWS,
+            PROFILES: PROFILE_ROWS,
+        },
     )
     assert run.returncode == 0, run.output[-5000:]
     return run
@@ -251,87 +287,79 @@ def test_dbt_build_passes_models_tests_and_unit_tests(built: DbtRun) -> None:
     assert len(warned) == 1 and "relationships_fct_labels_transaction_id" in warned[0], warned
 
 
-def test_dbt_build_fct_transactions_keeps_first_ingested_copy(built: DbtRun) -> None:
-    rows = query(
-        built.warehouse,
+# (query, the rows it must return) for each table of the build above.
+BUILT_TABLE_ROWS = [
+    pytest.param(
         "select transaction_id, amount, kafka_partition, kafka_offset, delivery_count, event_date"
         " from silver.fct_transactions order by transaction_id",
-    )
-    assert rows == [
-        ("t1", 10.0, 0, 0, 1, D1),
-        ("t2", 20.0, 0, 1, 1, D1),
-        ("t3", 50.0, 0, 2, 2, D2),
-        ("t4", 5.0, 1, 1, 1, D1),
-        ("t5", 7.5, 1, 2, 1, D2),
-    ]
-
-
-def test_dbt_build_fct_account_events_deduplicated(built: DbtRun) -> None:
-    rows = query(
-        built.warehouse,
+        [
+            ("t1", 10.0, 0, 0, 1, D1),
+            ("t2", 20.0, 0, 1, 1, D1),
+            ("t3", 50.0, 0, 2, 2, D2),
+            ("t4", 5.0, 1, 1, 1, D1),
+            ("t5", 7.5, 1, 2, 1, D2),
+        ],
+        id="fct_transactions_keeps_first_ingested_copy",
+    ),
+    pytest.param(
         "select event_id, user_id, event_type, kafka_offset, delivery_count, event_date"
         " from silver.fct_account_events order by event_id",
-    )
-    assert rows == [
-        ("e1", "u1", "login", 0, 1, D1),
-        ("e2", "u1", "device_added", 1, 2, D2),
-        ("e3", "u3", "login_failed", 0, 1, D2),
-    ]
-
-
-def test_dbt_build_fct_labels_keeps_latest_label(built: DbtRun) -> None:
-    rows = query(
-        built.warehouse,
+        [
+            ("e1", "u1", "login", 0, 1, D1),
+            ("e2", "u1", "device_added", 1, 2, D2),
+            ("e3", "u3", "login_failed", 0, 1, D2),
+        ],
+        id="fct_account_events_deduplicated",
+    ),
+    pytest.param(
         "select transaction_id, is_fraud, fraud_type, label_time, label_count"
         " from silver.fct_labels order by transaction_id",
-    )
-    assert rows == [
-        ("t3", True, "stolen_card", ts(5, 10), 2),
-        ("t4", True, "p2p_scam", ts(4, 8), 1),
-        ("t99", False, None, ts(4, 9), 1),
-    ]
-
-
-def test_dbt_build_dim_users(built: DbtRun) -> None:
-    rows = query(
-        built.warehouse,
+        [
+            ("t3", True, "stolen_card", ts(5, 10), 2),
+            ("t4", True, "p2p_scam", ts(4, 8), 1),
+            ("t99", False, None, ts(4, 9), 1),
+        ],
+        id="fct_labels_keeps_latest_label",
+    ),
+    pytest.param(
         "select user_id, first_seen_at, last_seen_at, home_country, n_cards, n_devices,"
         " n_transactions, n_account_events from silver.dim_users order by user_id",
-    )
-    assert rows == [
-        ("u1", ts(1, 9), ts(2, 9), "FR", 2, 2, 3, 2),
-        ("u2", ts(1, 23, 30), ts(2, 0, 30), "GB", 1, 1, 2, 0),
-        ("u3", ts(2, 14), ts(2, 14), None, 0, 1, 0, 1),
-    ]
-
-
-def test_dbt_build_agg_user_daily(built: DbtRun) -> None:
-    rows = query(
-        built.warehouse,
+        [
+            ("u1", ts(1, 9), ts(2, 9), "FR", 2, 2, 3, 2),
+            ("u2", ts(1, 23, 30), ts(2, 0, 30), "GB", 1, 1, 2, 0),
+            ("u3", ts(2, 14), ts(2, 14), None, 0, 1, 0, 1),
+        ],
+        id="dim_users",
+    ),
+    pytest.param(
         "select user_id, event_date, txn_count, amount_sum, amount_max, distinct_merchants,"
         " distinct_countries, foreign_txn_count, window_end_at"
         " from gold.agg_user_daily order by user_id, event_date",
-    )
-    # u1 on 2 March: home country FR (from 1 March), transaction t3 from US is foreign.
-    assert rows == [
-        ("u1", D1, 2, pytest.approx(30.0), 20.0, 2, 1, 0, ts(2, 0)),
-        ("u1", D2, 1, pytest.approx(50.0), 50.0, 1, 1, 1, ts(3, 0)),
-        ("u2", D1, 1, pytest.approx(5.0), 5.0, 1, 1, 0, ts(2, 0)),
-        ("u2", D2, 1, pytest.approx(7.5), 7.5, 1, 1, 0, ts(3, 0)),
-    ]
-
-
-def test_dbt_build_agg_merchant_daily(built: DbtRun) -> None:
-    rows = query(
-        built.warehouse,
+        # u1 on 2 March: home country FR (from 1 March), transaction t3 from US is foreign.
+        [
+            ("u1", D1, 2, pytest.approx(30.0), 20.0, 2, 1, 0, ts(2, 0)),
+            ("u1", D2, 1, pytest.approx(50.0), 50.0, 1, 1, 1, ts(3, 0)),
+            ("u2", D1, 1, pytest.approx(5.0), 5.0, 1, 1, 0, ts(2, 0)),
+            ("u2", D2, 1, pytest.approx(7.5), 7.5, 1, 1, 0, ts(3, 0)),
+        ],
+        id="agg_user_daily",
+    ),
+    pytest.param(
         "select merchant_id, event_date, txn_count, amount_sum, distinct_cards, labelled_count,"
         " labelled_fraud_count from gold.agg_merchant_daily order by merchant_id, event_date",
-    )
-    assert rows == [
-        ("m1", D1, 2, pytest.approx(15.0), 2, 1, 1),
-        ("m1", D2, 2, pytest.approx(57.5), 2, 1, 1),
-        ("m2", D1, 1, pytest.approx(20.0), 1, 0, 0),
-    ]
+        [
+            ("m1", D1, 2, pytest.approx(15.0), 2, 1, 1),
+            ("m1", D2, 2, pytest.approx(57.5), 2, 1, 1),
+            ("m2", D1, 1, pytest.approx(20.0), 1, 0, 0),
+        ],
+        id="agg_merchant_daily",
+    ),
+]
+
+
+@pytest.mark.parametrize(("sql", "expected"), BUILT_TABLE_ROWS)
+def test_dbt_build_table_rows(built: DbtRun, sql: str, expected: list[tuple[Any, ...]]) -> None:
+    assert query(built.warehouse, sql) == expected
 
 
 def test_dbt_build_works_on_empty_bronze_tables(tmp_path: Path) -> None:
@@ -342,6 +370,7 @@ def test_dbt_build_works_on_empty_bronze_tables(tmp_path: Path) -> None:
         "silver.fct_account_events",
         "silver.fct_labels",
         "silver.dim_users",
+        "silver.dim_account_profile_versions",
         "gold.agg_user_daily",
         "gold.agg_merchant_daily",
     ):
@@ -359,12 +388,7 @@ def test_dbt_build_fails_on_missing_transaction_id(tmp_path: Path) -> None:
 
 def test_dbt_docs_generate_catalogs_every_model(built: DbtRun, tmp_path: Path) -> None:
     target = tmp_path / "docs"
-    env = {
-        **os.environ,
-        "FRAUD_PLATFORM_WAREHOUSE": str(built.warehouse),
-        "FRAUD_PLATFORM_DELTA_ROOT_LOCAL": str(built.warehouse.parent / "delta"),
-        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
-    }
+    env = dbt_env(built.warehouse, built.warehouse.parent / "delta")
     done = run_dbt("docs generate", env, target, tmp_path / "logs")
     assert done.returncode == 0, done.stdout[-3000:]
     assert (target / "index.html").exists()
@@ -376,3 +400,16 @@ def test_dbt_docs_generate_catalogs_every_model(built: DbtRun, tmp_path: Path) -
         "agg_user_daily",
         "dim_users",
     } <= tables
+
+
+def test_dbt_build_dim_account_profile_versions(built: DbtRun) -> None:
+    rows = query(
+        built.warehouse,
+        "select profile_version_id, user_id, kyc_level, account_type, valid_from, valid_to"
+        " from silver.dim_account_profile_versions order by user_id, valid_from",
+    )
+    assert rows == [
+        ("u1@2026-03-01T08:00:00.000000Z", "u1", 1, "personal", ts(1, 8), ts(2, 10)),
+        ("u1@2026-03-02T10:00:00.000000Z", "u1", 3, "personal", ts(2, 10), None),
+        ("u2@2026-03-01T00:00:00.000000Z", "u2", 2, "premium", ts(1, 0), None),
+    ]

@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterable, Iterator
 
 import psycopg2
 import pytest
-from confluent_kafka import Producer
 
+from fraud_platform.lib.kafka import producer
 from fraud_platform.lib.kafka.admin import admin_config, ensure_topics
 from fraud_platform.tools.brokers import BrokerSpec, start_broker, stop_broker
 
@@ -62,13 +62,16 @@ def produce(kafka_broker: BrokerSpec) -> Callable[..., None]:
     """Produce payloads to a topic (round-robin over ``partitions`` when given) and flush."""
 
     def send(topic: str, payloads: Iterable[bytes | None], partitions: int | None = None) -> None:
-        producer = Producer({**admin_config(kafka_broker.bootstrap), "linger.ms": 5})
-        for index, payload in enumerate(payloads):
-            if partitions:
-                producer.produce(topic, payload, partition=index % partitions)
-            else:
-                producer.produce(topic, payload)
-        assert producer.flush(30) == 0, "messages left unsent"
+        messages = (
+            producer.Message(topic, payload, partition=index % partitions if partitions else None)
+            for index, payload in enumerate(payloads)
+        )
+        config = {
+            **admin_config(kafka_broker.bootstrap),
+            "linger.ms": 5,
+            "enable.idempotence": False,
+        }
+        producer.produce(kafka_broker.bootstrap, messages, config=config, flush_timeout_s=30)
 
     return send
 

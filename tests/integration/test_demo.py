@@ -47,16 +47,22 @@ def _demo(env: dict[str, str]) -> dict:
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "=== fraud-platform demo summary ===" in done.stdout
+    last = done.stdout.strip().splitlines()[-1]
+    assert last.startswith("still running: the embedded Kafka broker"), last
+    assert last.endswith("stop with `fraud-platform services down`"), last
     return json.loads(Path(env["FRAUD_PLATFORM_DATA_DIR"], "demo_summary.json").read_text())
 
 
-def test_demo_runs_end_to_end_and_a_second_run_adds_nothing(tmp_path: Path) -> None:
+def test_demo_runs_end_to_end_and_a_second_run_adds_nothing(
+    tmp_path: Path, pg_database: str
+) -> None:
     env = {
         **os.environ,
         "FRAUD_PLATFORM_DATA_DIR": str(tmp_path / "data"),
         "FRAUD_PLATFORM_KAFKA_PORT": str(free_port()),
         "FRAUD_PLATFORM_SERVICE_PORT": str(free_port()),
         "REDIS_URL": REDIS_DB_URL,
+        "FRAUD_PLATFORM_PROFILES_PG_URL": pg_database,
     }
     for name in ("KAFKA_BOOTSTRAP_SERVERS", "DAGSTER_HOME", "FRAUD_PLATFORM_DAGSTER_PG_URL"):
         env.pop(name, None)

@@ -15,14 +15,16 @@ import pytest
 import redis
 
 from fraud_platform.lib.features.catalog import USER_TXN_VELOCITY
-from fraud_platform.lib.features.online import OnlineFeatureReader
-from fraud_platform.lib.features.request import FRAUD_SCORING_V1
+from fraud_platform.lib.features.online.reader import OnlineFeatureReader
+from fraud_platform.lib.features.services import FRAUD_SCORING_V1
 from fraud_platform.lib.simulation import SimulationConfig, publish, simulate
 from fraud_platform.lib.storage.delta import DeltaStore
 from fraud_platform.resources.model_store import ModelStoreResource
 from fraud_platform.settings import Settings
 from fraud_platform.tools.brokers import BrokerSpec, start_broker, stop_broker
-from fraud_platform.tools.pipeline import LAYERS, load_definitions, prepare_dbt_manifest, run_layers
+from fraud_platform.tools.layers import LAYERS
+from fraud_platform.tools.pipeline import load_definitions, prepare_dbt_manifest, run_layers
+from tests.asset_keys import LAYER_ASSETS
 from tests.integration.conftest import free_port
 
 pytestmark = pytest.mark.integration
@@ -122,17 +124,7 @@ def test_pipeline_every_layer_materialized_and_checks_passed(platform: dict) -> 
     results = platform["results"]
     assert set(results) == set(LAYERS)
     materialized = {asset for r in results.values() for asset in r.metadata}
-    for expected in [
-        "bronze/transactions",
-        "silver/fct_transactions",
-        "gold/agg_user_daily",
-        "features/user_txn_velocity_v1",
-        "online/feature_snapshot",
-        "training/fraud_training_set",
-        "models/fraud_catboost",
-        "serving/fraud_catboost_champion",
-        "monitoring/training_profile",
-    ]:
+    for expected in [*LAYER_ASSETS, "monitoring/training_profile"]:
         assert expected in materialized, expected
     failed = {name for r in results.values() for name, ok in r.checks.items() if not ok}
     assert not failed, failed
@@ -147,6 +139,7 @@ def test_pipeline_model_is_registered_with_lineage_and_promoted(platform: dict) 
     info = store.get(meta["model_tag"]).info.metadata
     assert sorted(info["features"]) == sorted(FRAUD_SCORING_V1.model_features)
     assert sorted(info["categorical_features"]) == sorted(FRAUD_SCORING_V1.categorical_features)
+    assert info["feature_service"] == FRAUD_SCORING_V1.name  # what the scoring path reads
     assert info["training_set_delta_version"] == meta["training_set_delta_version"]
     assert 0.6 < meta["test_auc_roc"] <= 1.0  # the simulated fraud is learnable
 
@@ -177,7 +170,7 @@ def test_pipeline_training_set_records_input_versions(platform: dict) -> None:
 
 def test_pipeline_sensor_skips_when_bronze_is_current_and_fires_on_arrivals(platform: dict) -> None:
     from fraud_platform.defs.resources import build_resources
-    from fraud_platform.lib.contracts.events import encode_event
+    from fraud_platform.lib.kafka.producer import event_messages, produce
     from fraud_platform.lib.simulation import SimulationConfig, simulate
 
     settings = platform["settings"]
@@ -186,15 +179,11 @@ def test_pipeline_sensor_skips_when_bronze_is_current_and_fires_on_arrivals(plat
     with dg.build_sensor_context(instance=platform["instance"], resources=resources) as context:
         assert isinstance(sensor(context), dg.SkipReason)
 
-    from confluent_kafka import Producer
-
     extra = simulate(
         SimulationConfig(days=1, users=20, seed=99, start=datetime.now(UTC) - timedelta(days=1))
     )
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
-    for txn in extra.transactions[:5]:
-        producer.produce("transactions", encode_event(txn), key=txn["user_id"].encode())
-    assert producer.flush(10) == 0
+    events = [("transactions", txn) for txn in extra.transactions[:5]]
+    produce(settings.kafka_bootstrap, event_messages(events), flush_timeout_s=10)
     with dg.build_sensor_context(instance=platform["instance"], resources=resources) as context:
         result = sensor(context)
     assert isinstance(result, dg.SensorResult)
@@ -237,7 +226,7 @@ def test_pipeline_replay_online_equals_point_in_time_at_many_instants(platform: 
     """
     from fraud_platform.defs.features.assets import feature_table
     from fraud_platform.lib.features.compute import compute_feature_group, latest_per_entity
-    from fraud_platform.lib.features.online import write_snapshot
+    from fraud_platform.lib.features.online.writer import write_snapshot
     from fraud_platform.lib.features.pit import point_in_time_join
     from fraud_platform.lib.features.request import model_row
     from fraud_platform.resources import WarehouseResource
@@ -306,12 +295,11 @@ def test_pipeline_late_event_recomputes_exactly_the_stale_partitions(platform: d
     """A transaction arriving 5 days late lands in its own bronze date partition; after the
     ingestion run the sensor asks for feature partitions from its date to today, and the
     recomputed table equals a full recomputation while older partitions keep their files."""
-    from confluent_kafka import Producer
-
     from fraud_platform.defs.features.assets import feature_table
-    from fraud_platform.lib.contracts.events import SCHEMA_VERSION, encode_event
+    from fraud_platform.lib.contracts.events import SCHEMA_VERSION
     from fraud_platform.lib.features.catalog import FEATURE_GROUPS
     from fraud_platform.lib.features.compute import compute_feature_group
+    from fraud_platform.lib.kafka.producer import event_messages, produce
     from fraud_platform.resources import WarehouseResource
 
     settings, instance, defs = platform["settings"], platform["instance"], platform["defs"]
@@ -333,9 +321,7 @@ def test_pipeline_late_event_recomputes_exactly_the_stale_partitions(platform: d
     table = feature_table(USER_TXN_VELOCITY)
     before = _partition_files(settings, table)
 
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
-    producer.produce("transactions", encode_event(late), key=late["user_id"].encode())
-    assert producer.flush(10) == 0
+    produce(settings.kafka_bootstrap, event_messages([("transactions", late)]), flush_timeout_s=10)
     ingest = defs.resolve_job_def("ingest_job").execute_in_process(instance=instance)
     assert ingest.success
     bronze = pl.read_delta(f"{settings.delta_uri}/bronze/transactions")
@@ -454,37 +440,29 @@ def test_pipeline_replay_from_bronze_rebuilds_silver_and_gold_byte_for_byte(
 def test_pipeline_new_feature_backfills_over_history_without_touching_other_groups(
     platform: dict,
 ) -> None:
-    """A new version of a group with one more feature is materialized over every partition of
+    """A new version of a group with one more feature (user_txn_velocity_v2, declared in the
+    catalog beside v1) is an asset of the definitions, materialized over every partition of
     history; the other groups' tables are not written, and the online store serves the new
-    version beside the old one."""
-    import dataclasses
+    version beside the old one: fraud_scoring_v2 reads v2, fraud_scoring_v1 still reads v1."""
+    import shutil
 
-    from fraud_platform.defs.features.assets import (
-        feature_group_definitions,
-        feature_table,
-        history_partition_range,
-    )
+    from fraud_platform.defs.features.assets import feature_table, history_partition_range
     from fraud_platform.defs.resources import build_resources
-    from fraud_platform.lib.features.catalog import FEATURE_GROUPS
+    from fraud_platform.lib.features.catalog import FEATURE_GROUPS, USER_TXN_VELOCITY_V2
     from fraud_platform.lib.features.compute import compute_feature_group, latest_per_entity
-    from fraud_platform.lib.features.online import write_snapshot
-    from fraud_platform.lib.features.registry import Feature, FeatureService
+    from fraud_platform.lib.features.online.writer import write_snapshot
+    from fraud_platform.lib.features.services import FRAUD_SCORING_V2
     from fraud_platform.resources import WarehouseResource
 
     settings, instance = platform["settings"], platform["instance"]
-    v2 = dataclasses.replace(
-        USER_TXN_VELOCITY,
-        version=2,
-        features=(
-            *USER_TXN_VELOCITY.features,
-            Feature("user_amount_min_7d", "min", "amount", timedelta(days=7)),
-        ),
-    )
+    v2 = USER_TXN_VELOCITY_V2
+    others = [g for g in FEATURE_GROUPS if g is not v2]
     delta = DeltaStore(settings.delta_uri)
     warehouse = WarehouseResource(path=str(settings.warehouse_path))
-    before = {g.versioned_name: delta.version(feature_table(g)) for g in FEATURE_GROUPS}
+    shutil.rmtree(delta.uri(feature_table(v2)))  # as if v2 had just been added to the catalog
+    before = {g.versioned_name: delta.version(feature_table(g)) for g in others}
     first, last = history_partition_range(warehouse)
-    assets = feature_group_definitions(v2).assets
+    assets = [platform["defs"].get_assets_def(dg.AssetKey(["features", v2.versioned_name]))]
     result = dg.materialize(
         assets,
         resources=build_resources(settings),
@@ -501,7 +479,7 @@ def test_pipeline_new_feature_backfills_over_history_without_touching_other_grou
         for e in result.get_asset_materialization_events()
     }
     assert min(partitions) == first and max(partitions) == last
-    assert {g.versioned_name: delta.version(feature_table(g)) for g in FEATURE_GROUPS} == before
+    assert {g.versioned_name: delta.version(feature_table(g)) for g in others} == before
 
     stored = delta.read(feature_table(v2)).drop("feature_date")
     expected = compute_feature_group(v2, warehouse.table("fct_transactions"))
@@ -514,8 +492,9 @@ def test_pipeline_new_feature_backfills_over_history_without_touching_other_grou
     write_snapshot(
         client, v2, latest_per_entity(stored).filter(pl.col("entity_key") == latest["entity_key"])
     )
-    reader = OnlineFeatureReader(client, FeatureService("v2", (USER_TXN_VELOCITY, v2), (), ()))
     now = latest["feature_time"] + timedelta(seconds=1)
-    online = reader.get_online_features({"user_id": latest["user_id"]}, now=now)
+    entities = {"user_id": latest["user_id"]}
+    online = OnlineFeatureReader(client, FRAUD_SCORING_V2).get_online_features(entities, now=now)
     assert online.values["user_amount_min_7d"] == latest["user_amount_min_7d"]
-    assert online.feature_times[USER_TXN_VELOCITY.versioned_name] is not None  # v1 still served
+    served_v1 = OnlineFeatureReader(client, FRAUD_SCORING_V1).get_online_features(entities, now=now)
+    assert served_v1.feature_times[USER_TXN_VELOCITY.versioned_name] is not None  # v1 still served

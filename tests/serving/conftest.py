@@ -27,10 +27,15 @@ import redis
 
 from fraud_platform.lib.features.catalog import FEATURE_GROUPS
 from fraud_platform.lib.features.compute import KEY_SEPARATOR
-from fraud_platform.lib.features.online import write_snapshot
-from fraud_platform.lib.features.registry import ENTITY_KEY, FEATURE_TIME, FeatureGroup
-from fraud_platform.lib.features.request import FRAUD_SCORING_V1
-from fraud_platform.lib.training import fit as training
+from fraud_platform.lib.features.online.writer import write_snapshot
+from fraud_platform.lib.features.registry import (
+    ENTITY_KEY,
+    FEATURE_TIME,
+    FeatureGroup,
+    FeatureService,
+)
+from fraud_platform.lib.features.services import FRAUD_SCORING_V1
+from fraud_platform.lib.model.input import to_model_input
 from fraud_platform.tools.serving_process import serve_command
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -52,10 +57,12 @@ def free_port() -> int:
 # the model
 
 
-def synthetic_rows(n: int, seed: int) -> tuple[list[dict[str, Any]], np.ndarray]:
-    """Model rows with every FRAUD_SCORING_V1 feature; fraud = big amounts on risky channels."""
+def synthetic_rows(
+    n: int, seed: int, service: FeatureService = FRAUD_SCORING_V1
+) -> tuple[list[dict[str, Any]], np.ndarray]:
+    """Model rows with every feature of ``service``; fraud = big amounts on risky channels."""
     rng = random.Random(seed)
-    numeric = FRAUD_SCORING_V1.numeric_features
+    numeric = service.numeric_features
     rows, labels = [], []
     for _ in range(n):
         row: dict[str, Any] = {
@@ -64,18 +71,20 @@ def synthetic_rows(n: int, seed: int) -> tuple[list[dict[str, Any]], np.ndarray]
         row["amount"] = rng.lognormvariate(3.5, 1.2)
         row["channel"] = rng.choice(CHANNELS)
         row["merchant_category"] = rng.choice(CATEGORIES)
+        for name in FRAUD_SCORING_V1.categorical_features:  # e.g. account_type: no profile
+            row.setdefault(name, None)
         risky = row["amount"] > 150 and row["channel"] in ("p2p", "withdrawal")
         rows.append(row)
         labels.append(int(risky or rng.random() < 0.02))
     return rows, np.array(labels)
 
 
-def train_tiny_model(seed: int = 7) -> Any:
+def train_tiny_model(seed: int = 7, service: FeatureService = FRAUD_SCORING_V1) -> Any:
     from catboost import CatBoostClassifier
 
-    categorical = list(FRAUD_SCORING_V1.categorical_features)
-    features = [*FRAUD_SCORING_V1.numeric_features, *categorical]
-    rows, labels = synthetic_rows(2_000, seed)
+    categorical = list(service.categorical_features)
+    features = [*service.numeric_features, *categorical]
+    rows, labels = synthetic_rows(2_000, seed, service)
     model = CatBoostClassifier(
         iterations=40,
         depth=4,
@@ -84,7 +93,7 @@ def train_tiny_model(seed: int = 7) -> Any:
         verbose=0,
         allow_writing_files=False,
     )
-    model.fit(training.to_model_input(rows, features, categorical, label=labels))
+    model.fit(to_model_input(rows, features, categorical, label=labels))
     return model
 
 
@@ -185,7 +194,7 @@ class Customer:
 
 
 def write_customer(client: redis.Redis, feature_time: datetime) -> Customer:
-    """Every feature group of FRAUD_SCORING_V1 for a fresh user/card/device/country."""
+    """Every feature group of the catalog (all versions) for a fresh user/card/device/country."""
     run = uuid.uuid4().hex[:10]
     customer = Customer(
         user_id=f"u-test-{run}",
@@ -216,13 +225,17 @@ def write_customer(client: redis.Redis, feature_time: datetime) -> Customer:
 def customer(redis_client: redis.Redis) -> Iterator[Customer]:
     known = write_customer(redis_client, datetime.now(UTC) - timedelta(minutes=5))
     yield known
+    delete_customer(redis_client, known)
+
+
+def delete_customer(client: redis.Redis, customer: Customer) -> None:
     keys = [
         k
-        for k in redis_client.scan_iter(match="fp:*test-*")
-        if any(i in k.decode() for i in known.ids)
+        for k in client.scan_iter(match="fp:*test-*")
+        if any(i in k.decode() for i in customer.ids)
     ]
     if keys:
-        redis_client.delete(*keys)
+        client.delete(*keys)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -240,7 +253,9 @@ class Server:
         return self.log_path.read_text(errors="replace")[-chars:]
 
 
-def start_server(registered: Registered, redis_url: str, name: str) -> Server:
+def start_server(
+    registered: Registered, redis_url: str, name: str, extra_env: dict[str, str] | None = None
+) -> Server:
     port = free_port()
     env = {
         **os.environ,
@@ -248,6 +263,7 @@ def start_server(registered: Registered, redis_url: str, name: str) -> Server:
         "BENTOML_HOME": str(registered.bentoml_home),
         "REDIS_URL": redis_url,
         "BENTOML_DO_NOT_TRACK": "true",
+        **(extra_env or {}),
     }
     log_path = registered.data_dir / f"{name}-{port}.log"
     with log_path.open("wb") as log_file:

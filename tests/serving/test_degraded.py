@@ -7,7 +7,7 @@ import time
 import httpx
 import pytest
 
-from fraud_platform.lib.features.request import FRAUD_SCORING_V1
+from fraud_platform.lib.features.services import FRAUD_SCORING_V1
 
 from .conftest import Customer, Registered, Server
 
@@ -39,3 +39,21 @@ def test_score_without_redis_is_degraded(
     assert large["decision"] in ("review", "decline")
     assert "degraded_large_amount" in {r["name"] for r in large["reasons"] if r["kind"] == "rule"}
     assert "ERROR" in degraded_scorer.log_tail(200_000)  # the outage is logged, not silent
+
+
+def test_degraded_policy_is_stricter_for_money_out(degraded_scorer: Server, customer: Customer):
+    """policy.py's degraded table: a withdrawal over 200 goes to review at least; a card
+    payment of the same amount is left to the model and the other rules."""
+
+    def degraded_rules(**overrides) -> tuple[str, set[str]]:
+        with httpx.Client(base_url=degraded_scorer.url, timeout=10.0) as client:
+            response = client.post("/score", json=customer.transaction(**overrides))
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["degraded"] is True
+        return body["decision"], {r["name"] for r in body["reasons"] if r["kind"] == "rule"}
+
+    decision, rules = degraded_rules(channel="withdrawal", amount=300.0)
+    assert decision in ("review", "decline") and "degraded_large_amount" in rules
+    _, rules = degraded_rules(channel="ecommerce", amount=300.0)
+    assert "degraded_large_amount" not in rules

@@ -1,5 +1,6 @@
 """A running ``bentoml serve`` of FraudScorer picks up a new champion without a restart:
-promote, rollback, and a champion whose model files are gone (the old model stays)."""
+promote, rollback, a champion whose model files are gone (the old model stays), and a champion
+pinned to another feature service (the online reader follows it)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from fraud_platform.lib.features.request import FRAUD_SCORING_V1
+from fraud_platform.lib.features.registry import FeatureService
+from fraud_platform.lib.features.services import FRAUD_SCORING_V1, FRAUD_SCORING_V2
 from fraud_platform.resources.model_store import ModelStoreResource
 
 from .conftest import (
@@ -32,14 +34,17 @@ pytestmark = pytest.mark.serving
 SWAP_DEADLINE_S = 10.0
 
 
-def register(store: ModelStoreResource, seed: int) -> str:
-    model = train_tiny_model(seed)
-    metadata = {
+def register(store: ModelStoreResource, seed: int, service: FeatureService | None = None) -> str:
+    """A tiny model; without ``service`` its metadata names none (a pre-services model: v1)."""
+    model = train_tiny_model(seed, service or FRAUD_SCORING_V1)
+    metadata: dict[str, Any] = {
         "features": list(model.feature_names_),
         "categorical_features": list(FRAUD_SCORING_V1.categorical_features),
         "thresholds": THRESHOLDS,
         "metrics": {"test_average_precision": 0.5, "seed": seed},
     }
+    if service is not None:
+        metadata["feature_service"] = service.name
     return store.save_catboost(MODEL_NAME, model, metadata=metadata, labels={"stage": "test"})
 
 
@@ -161,4 +166,35 @@ def test_champion_that_fails_to_load_keeps_the_old_model(
     assert store.rollback(MODEL_NAME) == serving
     wait_for(lambda: model_info(client)["reload_error"] is None, "reload_error cleared", server)
     assert served_tag(client, customer) == serving
+    assert_not_restarted(server, pid)
+
+
+def test_champion_pinned_to_another_service_brings_its_online_reader(
+    server: Server,
+    client: httpx.Client,
+    customer: Customer,
+    store: ModelStoreResource,
+):
+    def freshness() -> dict[str, Any]:
+        response = client.post("/score", json=customer.transaction())
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["degraded"] is False, body["degraded_reason"]
+        return body["feature_freshness"]
+
+    pid = server.process.pid
+    serving = served_tag(client, customer)
+    assert set(freshness()) == set(FRAUD_SCORING_V1.group_names)
+
+    pinned = register(store, seed=17, service=FRAUD_SCORING_V2)
+    store.promote(pinned)
+    wait_for(lambda: served_tag(client, customer) == pinned, f"champion {pinned}", server)
+    assert set(freshness()) == set(FRAUD_SCORING_V2.group_names)  # user_txn_velocity_v2
+    info = model_info(client)
+    assert info["metadata"]["feature_service"] == "fraud_scoring_v2"
+    assert "user_amount_min_7d" in info["features"]
+
+    assert store.rollback(MODEL_NAME) == serving
+    wait_for(lambda: served_tag(client, customer) == serving, f"rollback to {serving}", server)
+    assert set(freshness()) == set(FRAUD_SCORING_V1.group_names)
     assert_not_restarted(server, pid)

@@ -12,8 +12,9 @@ import redis
 
 from fraud_platform.lib.contracts.events import TRANSACTIONS, validate_record
 from fraud_platform.lib.features.catalog import FEATURE_GROUPS
+from fraud_platform.lib.serving.lookup import FeatureLookup
 from fraud_platform.lib.serving.score_log import ScoreLog, read_score_log
-from fraud_platform.lib.serving.scoring import FeatureLookup, ScoringModel, log_record
+from fraud_platform.lib.serving.scoring import ScoringModel, log_record
 
 from .conftest import REDIS_URL, Customer, Registered
 

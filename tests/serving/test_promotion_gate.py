@@ -18,7 +18,7 @@ import pytest
 
 from fraud_platform.defs.serving.assets import GATE_CHECK, fraud_catboost_champion
 from fraud_platform.defs.training.assets import TRAINING_SET_TABLE
-from fraud_platform.lib.features.request import FRAUD_SCORING_V1
+from fraud_platform.lib.features.services import FRAUD_SCORING_V1
 from fraud_platform.lib.storage.delta import DeltaStore
 from fraud_platform.lib.training import fit as training
 from fraud_platform.lib.training import promotion

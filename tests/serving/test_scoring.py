@@ -1,5 +1,6 @@
-"""In-process tests of the scoring library: decisions, rules, ScoringModel, FeatureLookup,
-the request schema. No network except a connection refused on a closed local port."""
+"""In-process tests of the scoring library: ScoringModel, FeatureLookup, the request schema.
+No network except a connection refused on a closed local port. The decision policy's own tests
+(thresholds, rules, degraded mode) are tests/unit/serving/test_policy.py."""
 
 from __future__ import annotations
 
@@ -13,20 +14,10 @@ import redis
 from pydantic import ValidationError
 
 from fraud_platform.lib.contracts.events import CHANNELS, EVENT_FIELDS, TRANSACTIONS
-from fraud_platform.lib.features.request import FRAUD_SCORING_V1
-from fraud_platform.lib.serving.scoring import (
-    DEFAULT_RULES,
-    FeatureLookup,
-    Rule,
-    RuleConfig,
-    RuleInput,
-    ScoringModel,
-    Thresholds,
-    decide,
-    default_rules,
-    log_record,
-    most_severe,
-)
+from fraud_platform.lib.features.services import FRAUD_SCORING_V1
+from fraud_platform.lib.serving.lookup import FeatureLookup, Lookup
+from fraud_platform.lib.serving.policy import Thresholds, decide
+from fraud_platform.lib.serving.scoring import ScoringModel, log_record
 from models_bento.schemas import EXAMPLE_TRANSACTION, TransactionRequest
 
 from .conftest import THRESHOLDS, free_port, train_tiny_model
@@ -42,101 +33,6 @@ def txn(**overrides: Any) -> dict[str, Any]:
     }
     base.update(overrides)
     return base
-
-
-# ---------------------------------------------------------------------------------------------
-# decide / thresholds
-
-
-@pytest.mark.parametrize(
-    ("score", "expected"),
-    [
-        (0.0, "approve"),
-        (0.49, "approve"),
-        (0.5, "review"),
-        (0.89, "review"),
-        (0.9, "decline"),
-        (1.0, "decline"),
-    ],
-)
-def test_decide_thresholds_are_inclusive(score: float, expected: str):
-    assert decide(score, {"review": 0.5, "decline": 0.9}) == expected
-    assert decide(score, Thresholds(review=0.5, decline=0.9)) == expected
-
-
-def test_decide_equal_thresholds_never_review():
-    assert decide(0.7, {"review": 0.7, "decline": 0.7}) == "decline"
-    assert decide(0.69, {"review": 0.7, "decline": 0.7}) == "approve"
-
-
-@pytest.mark.parametrize(
-    "bad",
-    [
-        {"review": 0.9, "decline": 0.5},
-        {"review": -0.1, "decline": 0.5},
-        {"review": 0.5},
-        {"review": 0.5, "decline": 1.5},
-    ],
-)
-def test_thresholds_reject_inconsistent_values(bad: dict):
-    with pytest.raises(ValueError):
-        Thresholds.of(bad)
-
-
-def test_most_severe_orders_decisions():
-    assert most_severe("approve", "review") == "review"
-    assert most_severe("decline", "approve", "review") == "decline"
-    assert most_severe("approve") == "approve"
-
-
-# ---------------------------------------------------------------------------------------------
-# rules
-
-
-def rule(name: str) -> Rule:
-    return next(r for r in DEFAULT_RULES if r.name == name)
-
-
-def facts(row: dict[str, Any], degraded: bool = False, **txn_fields: Any) -> RuleInput:
-    return RuleInput(txn=txn(**txn_fields), row={"amount": 10.0, **row}, degraded=degraded)
-
-
-def test_rule_ato_fires_only_with_all_three_conditions():
-    ato = rule("large_amount_new_device_after_password_change")
-    hit = {"amount": 5_000.0, "is_new_device_for_user": 1, "minutes_since_password_change": 12.0}
-    assert ato.action == "decline"
-    assert ato.fires(facts(hit))
-    assert not ato.fires(facts({**hit, "amount": 900.0}))
-    assert not ato.fires(facts({**hit, "is_new_device_for_user": 0}))
-    assert not ato.fires(facts({**hit, "minutes_since_password_change": 61.0}))
-    assert not ato.fires(facts({**hit, "minutes_since_password_change": None}))
-
-
-def test_rule_limits_come_from_config():
-    ato = next(
-        r
-        for r in default_rules(RuleConfig(hard_limit_amount=100.0))
-        if r.name == "large_amount_new_device_after_password_change"
-    )
-    row = {"amount": 150.0, "is_new_device_for_user": 1, "minutes_since_password_change": 5.0}
-    assert ato.fires(facts(row))
-    assert "100" in ato.description
-
-
-def test_rule_card_testing_and_twofa_withdrawal():
-    assert rule("card_testing_burst").fires(facts({"card_small_txn_count_1h": 5}))
-    assert not rule("card_testing_burst").fires(facts({"card_small_txn_count_1h": 4}))
-    assert not rule("card_testing_burst").fires(facts({"card_small_txn_count_1h": None}))
-    twofa = rule("withdrawal_after_twofa_disabled")
-    assert twofa.fires(facts({"minutes_since_twofa_disabled": 3.0}, channel="withdrawal"))
-    assert not twofa.fires(facts({"minutes_since_twofa_disabled": 3.0}, channel="ecommerce"))
-
-
-def test_rule_degraded_large_amount_needs_degraded():
-    degraded = rule("degraded_large_amount")
-    assert degraded.fires(facts({"amount": 600.0}, degraded=True))
-    assert not degraded.fires(facts({"amount": 600.0}, degraded=False))
-    assert not degraded.fires(facts({"amount": 100.0}, degraded=True))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -214,8 +110,6 @@ def test_scoring_model_rejects_metadata_that_does_not_match_model(scoring: Scori
 
 def test_log_record_is_json_ready(scoring: ScoringModel):
     import json
-
-    from fraud_platform.lib.serving.scoring import Lookup
 
     t = txn()
     result = scoring.score(t, {})

@@ -8,7 +8,7 @@ import uuid
 import httpx
 import pytest
 
-from fraud_platform.lib.features.request import FRAUD_SCORING_V1
+from fraud_platform.lib.features.services import FRAUD_SCORING_V1
 from fraud_platform.lib.serving.score_log import read_score_log
 from fraud_platform.settings import Settings
 

@@ -2,7 +2,9 @@
 
 import dagster as dg
 
-from fraud_platform.tools.pipeline import LAYERS, load_definitions, prepare_dbt_manifest
+from fraud_platform.tools.layers import LAYERS
+from fraud_platform.tools.pipeline import load_definitions, prepare_dbt_manifest
+from tests.asset_keys import LAYER_ASSETS
 
 
 def test_definitions_load_with_every_layer_sensor_schedule_and_job() -> None:
@@ -10,17 +12,7 @@ def test_definitions_load_with_every_layer_sensor_schedule_and_job() -> None:
     defs = load_definitions()
     graph = defs.resolve_asset_graph()
     keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
-    for expected in [
-        "bronze/transactions",
-        "silver/fct_transactions",
-        "gold/agg_user_daily",
-        "features/user_txn_velocity_v1",
-        "online/feature_snapshot",
-        "training/fraud_training_set",
-        "models/fraud_catboost",
-        "serving/fraud_catboost_champion",
-        "monitoring/served_traffic_profile",
-    ]:
+    for expected in [*LAYER_ASSETS, "monitoring/served_traffic_profile"]:
         assert expected in keys, expected
     groups = {
         graph.get(key).group_name
@@ -35,7 +27,7 @@ def test_definitions_load_with_every_layer_sensor_schedule_and_job() -> None:
         "retrain_on_drift_sensor",
     }
     assert {s.name for s in defs.schedules} == {
-        "feature_refresh_schedule",
+        "ingest_schedule",
         "retrain_schedule",
         "delta_maintenance_schedule",
     }

@@ -11,9 +11,11 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 import polars as pl
 
+from fraud_platform import names
+from fraud_platform.defs.partitions import FEATURE_PARTITIONS
 from fraud_platform.lib.features.catalog import FEATURE_GROUPS
 from fraud_platform.lib.features.compute import compute_feature_group_between, latest_per_entity
-from fraud_platform.lib.features.online import write_snapshot
+from fraud_platform.lib.features.online.writer import write_snapshot
 from fraud_platform.lib.features.registry import ENTITY_KEY, FEATURE_TIME, FeatureGroup
 from fraud_platform.lib.storage.delta import DeltaStore
 from fraud_platform.resources import RedisResource, WarehouseResource
@@ -23,12 +25,10 @@ warnings.filterwarnings("ignore", message="Parameter `backfill_policy`", categor
 
 GROUP = "features"
 FEATURE_DATE = "feature_date"
-# Daily partitions by feature_time (UTC); today included so the live day can be refreshed.
-FEATURE_PARTITIONS = dg.DailyPartitionsDefinition(start_date="2024-01-01", end_offset=1)
 
 
 def feature_table(group: FeatureGroup) -> str:
-    return f"features/{group.versioned_name}"
+    return names.feature_table(group.versioned_name)
 
 
 def definition_markdown(group: FeatureGroup) -> str:

@@ -4,14 +4,14 @@ import json
 
 import dagster as dg
 
-from fraud_platform.defs.features.assets import FEATURE_PARTITIONS
+from fraud_platform import names
 from fraud_platform.lib.contracts.events import TOPICS
-from fraud_platform.lib.ingestion.bronze import DEAD_LETTER_TABLE, committed_offsets
+from fraud_platform.lib.ingestion.bronze import committed_offsets
 from fraud_platform.lib.storage.delta import DeltaStore
 from fraud_platform.resources import KafkaResource
 
 GROUP = "ingestion"
-BRONZE_KEYS = {topic: dg.AssetKey(["bronze", topic]) for topic in TOPICS}
+BRONZE_KEYS = {topic: dg.AssetKey(names.BRONZE_TABLES[topic].split("/")) for topic in TOPICS}
 
 
 class RejectionConfig(dg.Config):
@@ -58,7 +58,7 @@ def _bronze_asset(topic: str) -> dg.Definitions:
                 "events_per_s": round(result.read / result.elapsed_s, 1)
                 if result.elapsed_s
                 else 0.0,
-                "dead_letter_uri": delta.uri(DEAD_LETTER_TABLE),
+                "dead_letter_uri": delta.uri(names.DEAD_LETTER_TABLE),
                 "first_event_date": str(result.event_dates[0]) if result.event_dates else "",
                 "last_event_date": str(result.event_dates[1]) if result.event_dates else "",
             },
@@ -79,20 +79,10 @@ def _bronze_asset(topic: str) -> dg.Definitions:
 
 
 ingest_job = dg.define_asset_job(
-    "ingest_job",
+    names.INGEST_JOB,
     selection=dg.AssetSelection.groups(GROUP, "transform"),
     description="New Kafka events into bronze, then silver and gold (dbt).",
 )
-
-feature_refresh_job = dg.define_asset_job(
-    "feature_refresh_job",
-    selection=dg.AssetSelection.groups("features"),
-    description=(
-        "Recompute a range of daily feature partitions (one step per group) and refresh the "
-        "online store."
-    ),
-)
-
 
 @dg.sensor(
     name="kafka_arrivals_sensor",
@@ -130,61 +120,15 @@ def kafka_arrivals_sensor(
     )
 
 
-def first_new_event_date(instance: dg.DagsterInstance, run_id: str) -> str | None:
-    """The earliest event date among the rows the bronze assets of ``run_id`` appended."""
-    records = instance.get_records_for_run(
-        run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
-    ).records
-    dates = []
-    for record in records:
-        materialization = record.event_log_entry.asset_materialization
-        if materialization is None or materialization.asset_key not in BRONZE_KEYS.values():
-            continue
-        first = materialization.metadata.get("first_event_date")
-        if first is not None and first.value:
-            dates.append(str(first.value))
-    return min(dates) if dates else None
-
-
-def stale_partition_range(first_new: str | None, today: str) -> tuple[str, str]:
-    """A new event of date D changes the window and lifetime aggregates of every later row of
-    its entity: partitions D..today are stale, earlier ones are not. Today's partition is always
-    refreshed (it keeps the online store fresh)."""
-    start = min(first_new, today) if first_new else today
-    return max(start, FEATURE_PARTITIONS.get_first_partition_key()), today
-
-
-@dg.run_status_sensor(
-    name="stale_feature_partitions_sensor",
-    run_status=dg.DagsterRunStatus.SUCCESS,
-    monitored_jobs=[ingest_job],
-    request_job=feature_refresh_job,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-)
-def stale_feature_partitions_sensor(context: dg.RunStatusSensorContext) -> dg.RunRequest:
-    """After each ingestion, recompute exactly the feature partitions its events made stale:
-    from the earliest event date it appended (a late event reaches back days) to today."""
-    first_new = first_new_event_date(context.instance, context.dagster_run.run_id)
-    start, end = stale_partition_range(first_new, FEATURE_PARTITIONS.get_last_partition_key())
-    return dg.RunRequest(
-        run_key=f"{context.dagster_run.run_id}:{start}:{end}",
-        tags={
-            "dagster/asset_partition_range_start": start,
-            "dagster/asset_partition_range_end": end,
-            "fraud_platform/after_ingest_run": context.dagster_run.run_id,
-        },
-    )
-
-
 # A module holding a Definitions object contributes only that object: put everything in it.
 defs = dg.Definitions.merge(
     *[_bronze_asset(topic) for topic in TOPICS],
     dg.Definitions(
-        jobs=[ingest_job, feature_refresh_job],
-        sensors=[kafka_arrivals_sensor, stale_feature_partitions_sensor],
+        jobs=[ingest_job],
+        sensors=[kafka_arrivals_sensor],
         schedules=[
             dg.ScheduleDefinition(
-                name="feature_refresh_schedule",
+                name="ingest_schedule",
                 job=ingest_job,
                 cron_schedule="*/15 * * * *",
                 description=(

@@ -1,8 +1,10 @@
-"""Bronze account profiles: a second source kind, PostgreSQL, read incrementally (lib/profiles.py).
+"""Bronze account profiles: a second source kind, PostgreSQL, read incrementally
+(lib/ingestion/profiles_source.py, lib/ingestion/profiles.py).
 
 When PostgreSQL is unreachable the asset fails with a clear error, except when its config says
 ``when_unreachable: skip``: then it materializes nothing (and its freshness check, which runs
-after it, is skipped too). The demo sets ``skip`` only when its own probe found no PostgreSQL,
+after it, is skipped too); the bronze table exists all the same (empty on a first run), so dbt
+builds and the profile features are null. The demo sets ``skip`` only when its own probe found no PostgreSQL,
 so a demo without PostgreSQL still runs; scheduled runs keep the default and surface the outage.
 """
 
@@ -11,33 +13,20 @@ import dagster as dg
 from fraud_platform.lib.ingestion.profiles import (
     BRONZE_TABLE,
     REJECTED_TABLE,
+    ensure_bronze_tables,
+    ingest_profiles,
+    profiles_freshness,
+)
+from fraud_platform.lib.ingestion.profiles_source import (
     SOURCE_TABLE,
     PostgresUnreachable,
     ProfilesSourceError,
     create_table_if_missing,
-    ingest_profiles,
-    profiles_freshness,
-    redact_url,
 )
 from fraud_platform.lib.storage.delta import DeltaStore
+from fraud_platform.resources import ProfilesSourceResource
 
 ACCOUNT_PROFILES = dg.AssetKey(["bronze", "account_profiles"])
-
-
-class ProfilesSourceResource(dg.ConfigurableResource):
-    """The PostgreSQL database holding the ``account_profiles`` table (libpq URL)."""
-
-    url: str | None = None
-
-    def require_url(self) -> str:
-        if not self.url:
-            raise ProfilesSourceError(
-                "no PostgreSQL URL for the account profiles: set FRAUD_PLATFORM_PROFILES_PG_URL"
-            )
-        return self.url
-
-    def display_url(self) -> str:
-        return redact_url(self.url) if self.url else "(not configured)"
 
 
 class ProfilesIngestConfig(dg.Config):
@@ -80,6 +69,7 @@ def account_profiles(
         raise ValueError(
             f"when_unreachable must be 'fail' or 'skip', got {config.when_unreachable!r}"
         )
+    ensure_bronze_tables(delta)
     try:
         if config.create_table_if_missing and create_table_if_missing(profiles_pg.require_url()):
             context.log.warning(f"created the empty source table {SOURCE_TABLE}")

@@ -2,9 +2,8 @@
 
 import dagster as dg
 
-from fraud_platform.lib.contracts.events import TOPICS
+from fraud_platform import names
 from fraud_platform.lib.features.catalog import FEATURE_GROUPS
-from fraud_platform.lib.ingestion.bronze import DEAD_LETTER_TABLE, bronze_table
 from fraud_platform.lib.serving import registry
 from fraud_platform.lib.storage.delta import DeltaStore
 from fraud_platform.lib.storage.maintenance import compact_and_vacuum
@@ -16,9 +15,9 @@ class MaintenanceConfig(dg.Config):
 
 
 def maintained_tables() -> list[str]:
-    tables = [bronze_table(topic) for topic in TOPICS] + [DEAD_LETTER_TABLE]
-    tables += [f"features/{g.versioned_name}" for g in FEATURE_GROUPS]
-    tables += ["training/fraud_training_set", registry.TABLE]
+    tables = [*names.BRONZE_TABLES.values(), names.DEAD_LETTER_TABLE]
+    tables += [names.feature_table(g.versioned_name) for g in FEATURE_GROUPS]
+    tables += [names.TRAINING_SET_TABLE, registry.TABLE]
     return tables
 
 

@@ -1,23 +1,27 @@
-"""Monitoring: whylogs profiles of the training set and of served traffic, drift checks,
-and failure alerts."""
+"""Monitoring: whylogs profiles of the training set and of served traffic, the drift check
+between the two profiles, the training-serving skew check, and failure alerts."""
 
 from datetime import timedelta
 
 import dagster as dg
 import polars as pl
 
-from fraud_platform.defs.features.assets import feature_table
-from fraud_platform.defs.training.assets import TRAINING_SET_TABLE, fraud_training_set
+from fraud_platform import names
 from fraud_platform.lib import plots
 from fraud_platform.lib.features.pit import point_in_time_join
-from fraud_platform.lib.features.request import FRAUD_SCORING_V1
+from fraud_platform.lib.features.services import FRAUD_SCORING_V1
 from fraud_platform.lib.features.training_frame import model_frame
-from fraud_platform.lib.monitoring import drift as monitoring
+from fraud_platform.lib.monitoring.drift import drift_report
+from fraud_platform.lib.monitoring.profiles import profile_frame, read_profile, write_profile
+from fraud_platform.lib.monitoring.skew import skew_report
 from fraud_platform.lib.storage.delta import DeltaStore
+from fraud_platform.names import TRAINING_SET_TABLE
 from fraud_platform.resources import AlertResource, FilesResource, ScoreLogResource
 
 GROUP = "monitoring"
 FEATURES = list(FRAUD_SCORING_V1.model_features)
+TRAINING_PROFILE_FILE = ("profiles", "training_profile.bin")
+SERVED_PROFILE_FILE = ("profiles", "served_traffic_profile.bin")
 
 
 def served_features(log: pl.DataFrame) -> pl.DataFrame:
@@ -49,7 +53,7 @@ class ReferenceConfig(dg.Config):
 @dg.asset(
     key=["monitoring", "training_profile"],
     group_name=GROUP,
-    deps=[fraud_training_set],
+    deps=[dg.AssetKey(TRAINING_SET_TABLE.split("/"))],
     kinds={"whylogs"},
 )
 def training_profile(
@@ -57,9 +61,7 @@ def training_profile(
 ) -> dg.MaterializeResult:
     """whylogs profile of the training set's recent features: the reference for drift."""
     frame = recent_training_rows(delta.read(TRAINING_SET_TABLE), config.reference_days)
-    summary = monitoring.profile_frame(frame, FEATURES)
-    path = files.path("profiles", "training_profile.bin")
-    monitoring.write_profile(summary, path)
+    path = write_profile(profile_frame(frame, FEATURES), files.path(*TRAINING_PROFILE_FILE))
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": frame.height,
@@ -74,11 +76,14 @@ def training_profile(
 def served_traffic_profile(
     score_log: ScoreLogResource, files: FilesResource
 ) -> dg.MaterializeResult:
-    """whylogs profile of the features the scoring service served (from its score log)."""
+    """whylogs profile of the features the scoring service served (from its score log); no
+    file while nothing was served, so the drift check never reads an older traffic's profile."""
     served = served_features(score_log.read())
-    path = files.path("profiles", "served_traffic_profile.bin")
+    path = files.path(*SERVED_PROFILE_FILE)
     if served.height:
-        monitoring.write_profile(monitoring.profile_frame(served, served.columns), path)
+        write_profile(profile_frame(served, served.columns), path)
+    else:
+        path.unlink(missing_ok=True)
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": served.height,
@@ -94,37 +99,51 @@ class DriftConfig(dg.Config):
     min_psi: float = 0.1
     """Ignore shifts below this population stability index: with thousands of rows the KS and
     null-rate tests flag even negligible shifts (0.1 is the usual "moderate shift" line)."""
-    reference_days: float = REFERENCE_DAYS
-    """Compare with the training set's most recent days (see ``recent_training_rows``)."""
 
 
 @dg.asset_check(
     asset=served_traffic_profile,
     additional_deps=[training_profile],
-    description="Served features are distributed like the training set's (KS / chi-square per feature).",
+    description=(
+        "Served features are distributed like the training reference's: KS / chi-square per "
+        "feature between the served-traffic profile and the training profile."
+    ),
 )
 def served_features_have_not_drifted(
-    config: DriftConfig, delta: dg.ResourceParam[DeltaStore], score_log: ScoreLogResource
+    config: DriftConfig, files: FilesResource
 ) -> dg.AssetCheckResult:
-    served = served_features(score_log.read())
-    if served.height < config.min_served_rows:
+    served_path, reference_path = (
+        files.path(*SERVED_PROFILE_FILE),
+        files.path(*TRAINING_PROFILE_FILE),
+    )
+    served = read_profile(served_path) if served_path.exists() else None
+    if served is None or served.rows < config.min_served_rows:
         return dg.AssetCheckResult(
             passed=True,
             severity=dg.AssetCheckSeverity.WARN,
             metadata={
-                "served_rows": served.height,
+                "served_rows": served.rows if served else 0,
                 "note": "too little served traffic to judge drift",
             },
         )
-    reference = recent_training_rows(delta.read(TRAINING_SET_TABLE), config.reference_days)
-    reference = reference.select(served.columns)
-    report = monitoring.drift_report(reference, served, served.columns, min_psi=config.min_psi)
+    if not reference_path.exists():
+        return dg.AssetCheckResult(
+            passed=False,
+            description=(
+                f"no training profile at {reference_path}: materialize monitoring/training_profile"
+            ),
+        )
+    reference = read_profile(reference_path)
+    columns = [c for c in FEATURES if c in served.columns and c in reference.columns]
+    report = drift_report(reference, served, columns, min_psi=config.min_psi)
     return dg.AssetCheckResult(
         passed=report.share_drifted <= config.max_share_drifted,
         metadata={
             "share_drifted": report.share_drifted,
             "drifted_columns": dg.MetadataValue.json(report.drifted_columns),
-            "served_rows": served.height,
+            "columns_compared": len(columns),
+            "served_rows": served.rows,
+            "reference_rows": reference.rows,
             "report": dg.MetadataValue.json(report.to_dict()),
             "drift_plot": dg.MetadataValue.md(
                 plots.png_markdown(plots.drift_png(report), "Feature drift")
@@ -151,7 +170,7 @@ def offline_features_for(log: pl.DataFrame, delta: DeltaStore) -> pl.DataFrame:
     rows = log.select("request_id", *ENTITY_COLUMNS, *REQUEST_COLUMNS).with_columns(
         pl.col(JOIN_KEYS).cast(pl.String)  # a key never seen in the log reads back as Null
     )
-    group_rows = {g.versioned_name: delta.read(feature_table(g)) for g in FRAUD_SCORING_V1.groups}
+    group_rows = {g.versioned_name: delta.read(names.feature_table(g.versioned_name)) for g in FRAUD_SCORING_V1.groups}
     joined = point_in_time_join(rows, FRAUD_SCORING_V1.groups, group_rows)
     return pl.concat(
         [joined.select("request_id"), model_frame(joined, FRAUD_SCORING_V1)], how="horizontal"
@@ -161,9 +180,7 @@ def offline_features_for(log: pl.DataFrame, delta: DeltaStore) -> pl.DataFrame:
 def compare_served_with_offline(log: pl.DataFrame, delta: DeltaStore) -> dict:
     """Per-feature mismatch between served values (score log) and the offline path."""
     served = pl.concat([log.select("request_id"), served_features(log)], how="horizontal")
-    return monitoring.skew_report(
-        offline_features_for(log, delta), served, ["request_id"], FEATURES
-    )
+    return skew_report(offline_features_for(log, delta), served, ["request_id"], FEATURES)
 
 
 @dg.asset_check(

@@ -5,23 +5,21 @@ from datetime import datetime, timedelta
 import dagster as dg
 import polars as pl
 
-from fraud_platform.defs.features.assets import feature_table
-from fraud_platform.defs.training.assets import (
-    MODEL_NAME,
-    SERVICE,
-    TRAINING_SET_TABLE,
-    fraud_catboost,
-    fraud_training_set,
-)
+from fraud_platform import names
+from fraud_platform.lib.features.services import FRAUD_SCORING_V1 as SERVICE
 from fraud_platform.lib.storage.delta import DeltaStore
 from fraud_platform.lib.training import backtest as backtesting
 from fraud_platform.lib.training import promotion
+from fraud_platform.lib.training.pipeline import PipelineConfig
+from fraud_platform.names import BACKTEST_SCORES_TABLE, MODEL_NAME, TRAINING_SET_TABLE
 from fraud_platform.resources import ModelStoreResource, WarehouseResource
 
 GROUP = "serving"
 GATE_CHECK = "challenger_beats_champion"
-CHAMPION_KEY = dg.AssetKey(["serving", "fraud_catboost_champion"])
-BACKTEST_SCORES_TABLE = "serving/backtest_scores"
+CHAMPION_KEY = dg.AssetKey(names.CHAMPION_ASSET.split("/"))
+MODEL_KEY = dg.AssetKey(names.MODEL_ASSET.split("/"))
+TRAINING_SET_KEY = dg.AssetKey(TRAINING_SET_TABLE.split("/"))
+REVIEW_BUDGET_PER_DAY = PipelineConfig().review_budget_per_day
 
 
 class PromotionConfig(dg.Config):
@@ -29,11 +27,11 @@ class PromotionConfig(dg.Config):
     """The challenger must beat the champion's metric by at least this much (absolute)."""
     metric: str = "average_precision"
     """One of average_precision, auc_roc, precision_at_budget, recall_at_budget."""
-    review_budget_per_day: int = 50
+    review_budget_per_day: int = REVIEW_BUDGET_PER_DAY
 
 
 def _latest_candidate(context: dg.AssetExecutionContext) -> str:
-    event = context.instance.get_latest_materialization_event(dg.AssetKey(["models", MODEL_NAME]))
+    event = context.instance.get_latest_materialization_event(MODEL_KEY)
     if event is None or event.asset_materialization is None:
         raise dg.Failure("models/fraud_catboost has never been materialized")
     return str(event.asset_materialization.metadata["model_tag"].value)
@@ -46,7 +44,8 @@ def decide_promotion(
     model_store: ModelStoreResource,
 ) -> promotion.GateDecision:
     """Score champion and challenger on the challenger's test period (same rows, same training
-    set version the challenger was evaluated on) and apply ``promotion.compare``."""
+    set version the challenger was evaluated on) and apply ``promotion.compare``; each model's
+    served policy (its registered thresholds and the rules) is measured on those rows too."""
     challenger_entry = model_store.get(challenger_tag)
     challenger_tag = str(challenger_entry.tag)
     metadata = dict(challenger_entry.info.metadata)
@@ -55,10 +54,11 @@ def decide_promotion(
     version = metadata.get("training_set_delta_version")
     frame = delta.read(table, version=int(version) if version is not None else None)
     period = promotion.comparison_period(frame, metadata)
-    champion_model, problem = None, None
+    champion_model, champion_thresholds, problem = None, None, None
     if champion_tag is not None and champion_tag != challenger_tag:
         try:
             champion_model = model_store.load_catboost(champion_tag)
+            champion_thresholds = model_store.get(champion_tag).info.metadata.get("thresholds")
         except Exception as exc:  # noqa: BLE001 - a champion that cannot load cannot defend
             problem = f"cannot be loaded: {type(exc).__name__}: {exc}"
     return promotion.run_gate(
@@ -71,6 +71,8 @@ def decide_promotion(
         metric=config.metric,
         margin=config.margin,
         review_budget_per_day=config.review_budget_per_day,
+        challenger_thresholds=metadata.get("thresholds"),
+        champion_thresholds=champion_thresholds,
     )
 
 
@@ -82,7 +84,7 @@ def _metric(values: dict, name: str) -> float:
 @dg.asset(
     key=CHAMPION_KEY,
     group_name=GROUP,
-    deps=[fraud_catboost],
+    deps=[MODEL_KEY],
     kinds={"bentoml"},
     check_specs=[
         dg.AssetCheckSpec(
@@ -132,6 +134,8 @@ def fraud_catboost_champion(
         "positives": decision.positives,
         "challenger_metrics": dg.MetadataValue.json(decided["challenger"]),
         "champion_metrics": dg.MetadataValue.json(decided["champion"]),
+        "challenger_policy": dg.MetadataValue.json(decided["challenger_policy"]),
+        "champion_policy": dg.MetadataValue.json(decided["champion_policy"]),
     }
     gate = dg.AssetCheckResult(
         check_name=GATE_CHECK,
@@ -171,7 +175,7 @@ class BacktestConfig(dg.Config):
     source: str = "training_set"
     """``training_set`` (matured, labelled rows) or ``silver`` (every transaction in silver,
     joined point-in-time to the feature tables; labels where known)."""
-    review_budget_per_day: int = 50
+    review_budget_per_day: int = REVIEW_BUDGET_PER_DAY
 
 
 def backtest_rows(
@@ -195,7 +199,7 @@ def backtest_rows(
     end = end or newest + timedelta(microseconds=1)
     start = start or end - timedelta(days=days)
     if source == "silver":
-        group_rows = {g.versioned_name: delta.read(feature_table(g)) for g in SERVICE.groups}
+        group_rows = {g.versioned_name: delta.read(names.feature_table(g.versioned_name)) for g in SERVICE.groups}
         frame = backtesting.pit_rows(
             frame, group_rows, SERVICE, start, end, labels=warehouse.table("fct_labels")
         )
@@ -254,7 +258,7 @@ def store_scores(
 @dg.asset(
     key=["serving", "fraud_backtest"],
     group_name=GROUP,
-    deps=[fraud_training_set, fraud_catboost_champion],
+    deps=[TRAINING_SET_KEY, fraud_catboost_champion],
     kinds={"catboost", "delta"},
 )
 def fraud_backtest(
@@ -311,6 +315,7 @@ def fraud_backtest(
             "per_day": dg.MetadataValue.json(
                 {name: m["per_day"] for name, m in summary["models"].items()}
             ),
+            "rules_unmeasured": dg.MetadataValue.json(summary["rules_unmeasured"]),
             "skipped_models": dg.MetadataValue.json(skipped),
             "scores_table": BACKTEST_SCORES_TABLE,
             "scores_delta_version": version if version is not None else -1,

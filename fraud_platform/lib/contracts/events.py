@@ -104,6 +104,9 @@ EVENT_ID_FIELD = {
     LABELS: "transaction_id",
 }
 EVENT_TIME_FIELD = {TRANSACTIONS: "event_time", ACCOUNT_EVENTS: "event_time", LABELS: "label_time"}
+# The Kafka message key of each topic: a user's transactions and account events share a
+# partition, so their order is kept; a label goes with its transaction id.
+KEY_FIELD = {TRANSACTIONS: "user_id", ACCOUNT_EVENTS: "user_id", LABELS: "transaction_id"}
 
 
 def bronze_schema(topic: str) -> pa.Schema:
@@ -232,6 +235,11 @@ def validate_event(
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise RejectedEvent(f"not valid JSON: {exc}") from None
     return validate_record(topic, event, now)
+
+
+def event_key(topic: str, event: dict[str, Any]) -> bytes:
+    """The Kafka message key of ``event`` on ``topic`` (its ``KEY_FIELD``, UTF-8)."""
+    return event[KEY_FIELD[topic]].encode()
 
 
 def encode_event(event: dict[str, Any]) -> bytes:

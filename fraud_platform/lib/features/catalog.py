@@ -1,7 +1,12 @@
-"""The fraud feature library: every feature group, declared once."""
+"""The fraud feature library: every feature group version, declared once.
+
+Versions of a group coexist (``user_txn_velocity_v1`` and ``_v2``): each has its own table,
+asset and online keys. Which versions a model consumes is its feature service (services.py).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 
 from fraud_platform.lib.features.registry import (
@@ -28,6 +33,7 @@ USER_COUNTERPARTY = Entity(
 TXN = "fct_transactions"
 ACCOUNT = "fct_account_events"
 MERCHANT_FRAUD_LABELS = "fct_merchant_fraud_labels"
+PROFILE_VERSIONS = "dim_account_profile_versions"
 P2P = ("channel", "==", "p2p")
 OWNER = "risk-data-science"
 
@@ -69,6 +75,19 @@ USER_TXN_VELOCITY = FeatureGroup(
             "user_withdrawal_sum_24h", "sum", "amount", DAY, where=("channel", "==", "withdrawal")
         ),
         _txn("user_last_txn_time", "max", "event_time", None, dtype="ts"),
+    ),
+)
+
+USER_TXN_VELOCITY_V2 = dataclasses.replace(
+    USER_TXN_VELOCITY,
+    version=2,
+    description=(
+        "Version 1 plus the user's smallest amount in 7 days (small test payments before a "
+        "large one)."
+    ),
+    features=(
+        *USER_TXN_VELOCITY.features,
+        _txn("user_amount_min_7d", "min", "amount", 7 * DAY),
     ),
 )
 
@@ -270,8 +289,33 @@ USER_COUNTERPARTY_HISTORY = FeatureGroup(
     absence_is_signal=True,
 )
 
+ACCOUNT_PROFILE = FeatureGroup(
+    name="account_profile",
+    version=1,
+    entity=USER,
+    source=PROFILE_VERSIONS,
+    event_time_column="valid_from",
+    ttl=10 * 365 * DAY,  # a profile holds until it changes; the ttl only has to be positive
+    owner=OWNER,
+    description=(
+        "The account's profile from PostgreSQL: signup time, KYC level, account type, home "
+        "country. A version holds from its updated_at: a transaction at t sees the latest "
+        "version with updated_at strictly before t (as every group), so a change is visible "
+        "only to later transactions. No row means no profile known (none written before t, or "
+        "PostgreSQL not ingested): the features are null and the answer is not degraded."
+    ),
+    features=(
+        _txn("signup_time", "last", "signup_time", None, dtype="ts"),
+        _txn("kyc_level", "last", "kyc_level", None, dtype="int"),
+        _txn("profile_account_type", "last", "account_type", None, dtype="str"),
+        _txn("home_country", "last", "home_country", None, dtype="str"),
+    ),
+    absence_is_signal=True,
+)
+
 FEATURE_GROUPS: tuple[FeatureGroup, ...] = (
     USER_TXN_VELOCITY,
+    USER_TXN_VELOCITY_V2,
     CARD_VELOCITY,
     ACCOUNT_SECURITY,
     USER_DEVICE_HISTORY,
@@ -280,12 +324,21 @@ FEATURE_GROUPS: tuple[FeatureGroup, ...] = (
     MERCHANT_FRAUD,
     COUNTERPARTY_INBOUND,
     USER_COUNTERPARTY_HISTORY,
+    ACCOUNT_PROFILE,
 )
 validate_registry(FEATURE_GROUPS)
 
 
 def feature_group(name: str) -> FeatureGroup:
+    """The group of versioned name ``name`` (or of plain name ``name`` if it has one version)."""
     for group in FEATURE_GROUPS:
-        if group.name == name or group.versioned_name == name:
+        if group.versioned_name == name:
             return group
-    raise KeyError(f"no feature group {name!r}; known: {[g.name for g in FEATURE_GROUPS]}")
+    versions = [group for group in FEATURE_GROUPS if group.name == name]
+    if len(versions) == 1:
+        return versions[0]
+    if versions:
+        names = [g.versioned_name for g in versions]
+        raise KeyError(f"feature group {name!r} has versions {names}: name one")
+    known = [g.versioned_name for g in FEATURE_GROUPS]
+    raise KeyError(f"no feature group {name!r}; known: {known}")

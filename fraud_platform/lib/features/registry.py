@@ -3,9 +3,14 @@
 A ``FeatureGroup`` names its entity, its source table, and features that are windowed
 aggregations over the source's events. The same declaration drives the offline computation
 (``compute.py``), the point-in-time join (``pit.py``), the online key layout and the
-serving-side reader (``online.py``).
+serving-side reader (``online/``).
 
-Semantics (stated once, tested in tests/unit/test_features_*):
+A ``FeatureService`` (services.py) names the group versions and request features one model
+consumes. Versioned names are unique in the catalog, so ``user_txn_velocity_v2`` sits beside
+``user_txn_velocity_v1`` (its own table, asset and online keys); feature names are unique
+within a service, so a model's input columns are unambiguous.
+
+Semantics (stated once, tested in tests/unit/features/):
 - A group emits one row per (entity, source event time). The row's ``feature_time`` is that
   event time: the moment the values became known. Window aggregates cover source events with
   time in ``(feature_time - window, feature_time]`` (all events sharing the timestamp included).
@@ -105,31 +110,71 @@ class RequestFeature:
 
 @dataclass(frozen=True)
 class FeatureService:
-    """The versioned set of features a model consumes (pins groups and their versions)."""
+    """The versioned set of features a model consumes: it pins groups and their versions.
+
+    ``model_features`` are the model's input columns (request features first, then the pinned
+    groups' numeric features); ``request_features`` the ones derived at scoring time.
+    """
 
     name: str
     groups: tuple[FeatureGroup, ...]
     model_features: tuple[str, ...]
     categorical_features: tuple[str, ...]
+    request_features: tuple[RequestFeature, ...] = ()
+
+    def __post_init__(self) -> None:
+        validate_service(self)
 
     @property
     def numeric_features(self) -> list[str]:
         return [f for f in self.model_features if f not in self.categorical_features]
 
+    @property
+    def group_names(self) -> list[str]:
+        return [group.versioned_name for group in self.groups]
+
+
+def validate_service(service: FeatureService) -> None:
+    """One version per group; every feature name (group or request) once; the model's
+    features are features of the service."""
+    versions: dict[str, str] = {}
+    for group in service.groups:
+        if group.name in versions:
+            raise ValueError(
+                f"feature service {service.name}: pins {versions[group.name]} and "
+                f"{group.versioned_name}; a service consumes one version of a group"
+            )
+        versions[group.name] = group.versioned_name
+    seen: dict[str, str] = {}
+    declared = [(g.versioned_name, f.name) for g in service.groups for f in g.features]
+    declared += [("request features", f.name) for f in service.request_features]
+    for origin, name in declared:
+        if name in seen:
+            raise ValueError(
+                f"feature service {service.name}: feature {name!r} declared twice: in "
+                f"{seen[name]} and {origin}"
+            )
+        seen[name] = origin
+    unknown = [f for f in (*service.model_features, *service.categorical_features) if f not in seen]
+    if unknown:
+        raise ValueError(f"feature service {service.name}: unknown model features {unknown}")
+
 
 def validate_registry(groups: tuple[FeatureGroup, ...]) -> None:
-    """Feature names are unique across groups; windows and TTLs are positive."""
-    seen: dict[str, str] = {}
+    """Versioned group names are unique; feature names unique within a group; windows and
+    TTLs positive. (Feature names need only be unique within a service: validate_service.)"""
+    versioned: set[str] = set()
     for group in groups:
+        if group.versioned_name in versioned:
+            raise ValueError(f"feature group {group.versioned_name} declared twice")
+        versioned.add(group.versioned_name)
         if group.ttl <= timedelta(0):
             raise ValueError(f"{group.versioned_name}: ttl must be positive")
+        names = group.feature_names
+        if len(set(names)) != len(names):
+            twice = sorted({n for n in names if names.count(n) > 1})
+            raise ValueError(f"{group.versioned_name}: features {twice} declared twice")
         for feature in group.features:
-            if feature.name in seen:
-                raise ValueError(
-                    f"feature {feature.name!r} declared twice: in {seen[feature.name]} "
-                    f"and {group.versioned_name}"
-                )
-            seen[feature.name] = group.versioned_name
             if feature.window is not None and feature.window <= timedelta(0):
                 raise ValueError(f"{feature.name}: window must be positive")
             if feature.column is None and feature.function != "count":

@@ -1,4 +1,4 @@
-"""Request-time features and the feature service the fraud model consumes.
+"""Request-time features: derived at scoring time from the transaction and the lookup.
 
 ``request_features`` is THE implementation of every feature derived at scoring time. The
 offline training frame applies it row by row to point-in-time-joined rows, and the scoring
@@ -11,7 +11,6 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from fraud_platform.lib.features.catalog import FEATURE_GROUPS
 from fraud_platform.lib.features.registry import FeatureService, RequestFeature
 
 REQUEST_FEATURES: tuple[RequestFeature, ...] = (
@@ -41,6 +40,15 @@ REQUEST_FEATURES: tuple[RequestFeature, ...] = (
         "int",
         "1 for a p2p transfer to a receiver this user never paid before.",
     ),
+    RequestFeature(
+        "account_age_days", "float", "Days from the account's signup to the transaction."
+    ),
+    RequestFeature(
+        "is_away_from_home_country",
+        "int",
+        "1 if the transaction's country is not the profile's home country.",
+    ),
+    RequestFeature("account_type", "str", "The profile's account type.", categorical=True),
 )
 
 _SINCE_MINUTES = {
@@ -63,8 +71,14 @@ def _merchant_fraud_rate(looked_up: Mapping[str, Any]) -> float | None:
     return (looked_up.get("merchant_fraud_labels_30d") or 0) / transactions
 
 
+def _away_from_home(txn: Mapping[str, Any], looked_up: Mapping[str, Any]) -> int | None:
+    home = looked_up.get("home_country")
+    return None if home is None else int(txn.get("country") != home)
+
+
 def request_features(txn: Mapping[str, Any], looked_up: Mapping[str, Any]) -> dict[str, Any]:
-    """Features computed from the transaction itself and the features known before it."""
+    """Features computed from the transaction itself and the features known before it
+    (profile-derived ones are null when no profile was known)."""
     event_time: datetime = txn["event_time"]
     amount = float(txn["amount"])
     mean = looked_up.get("user_amount_mean_30d")
@@ -90,32 +104,19 @@ def request_features(txn: Mapping[str, Any], looked_up: Mapping[str, Any]) -> di
             and txn.get("counterparty_id") is not None
             and not looked_up.get("user_counterparty_transfer_count")
         ),
+        "is_away_from_home_country": _away_from_home(txn, looked_up),
+        "account_type": looked_up.get("profile_account_type"),
     }
+    signup = _seconds_between(event_time, looked_up.get("signup_time"))
+    features["account_age_days"] = None if signup is None else signup / 86_400.0
     for name, source in _SINCE_MINUTES.items():
         seconds = _seconds_between(event_time, looked_up.get(source))
         features[name] = None if seconds is None else seconds / 60.0
     return features
 
 
-def _numeric_group_features() -> tuple[str, ...]:
-    return tuple(
-        feature.name
-        for group in FEATURE_GROUPS
-        for feature in group.features
-        if feature.dtype in ("int", "float")
-    )
-
-
-FRAUD_SCORING_V1 = FeatureService(
-    name="fraud_scoring_v1",
-    groups=FEATURE_GROUPS,
-    model_features=tuple(f.name for f in REQUEST_FEATURES) + _numeric_group_features(),
-    categorical_features=tuple(f.name for f in REQUEST_FEATURES if f.categorical),
-)
-
-
 def model_row(
-    txn: Mapping[str, Any], looked_up: Mapping[str, Any], service: FeatureService = FRAUD_SCORING_V1
+    txn: Mapping[str, Any], looked_up: Mapping[str, Any], service: FeatureService
 ) -> dict[str, Any]:
     """The model's input for one transaction: request features plus looked-up group features."""
     derived = request_features(txn, looked_up)

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 import pyarrow as pa
 
+from fraud_platform.lib.features.services import SERVICE_METADATA_KEY
 from fraud_platform.lib.storage.delta import Append, DeltaStore, recorded_versions
 
 if TYPE_CHECKING:
@@ -128,7 +129,7 @@ class ModelEvent:
             training_set_table=metadata.get("training_set_table"),
             training_set_version=int(version) if version is not None else None,
             features=tuple(metadata.get("features") or ()),
-            feature_service=metadata.get("feature_service"),
+            feature_service=metadata.get(SERVICE_METADATA_KEY),
             code_version=metadata.get("code_version"),
             run_id=run_id,
             details=dict(details or {}),

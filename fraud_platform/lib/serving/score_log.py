@@ -6,8 +6,8 @@ queue; a background thread encodes, writes and flushes whatever is queued each t
 A quiet server therefore flushes every line; a busy one writes in batches (one flush per
 batch). The request path pays a queue put (~1 µs) instead of JSON encoding plus a write and a
 flush (~20-70 µs here), and a stalled disk does not stall requests until the queue is full.
-(``background=False`` does the write on the caller's thread; see tests/serving/bench_serving.py
-for both costs.)
+(``background=False`` does the write on the caller's thread; ``benchmarks/scoring.py`` measures
+both costs.)
 
 If the queue is full (the disk stalls for a long time) ``append`` waits up to
 ``put_timeout_s`` and then drops the record, counts it in ``dropped`` and logs an error.

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from datetime import datetime, timedelta
 
-from fraud_platform.lib.ingestion.profiles import Profile
+from fraud_platform.lib.ingestion.profiles_source import Profile
 from fraud_platform.lib.simulation.common import stream
 from fraud_platform.lib.simulation.world import User, build_world
 

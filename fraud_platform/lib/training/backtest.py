@@ -2,7 +2,7 @@
 
 Rows are point-in-time feature rows (what each transaction could have known when it happened),
 so a model sees offline exactly what it would have seen online; scoring goes through
-``training.predict_proba`` (the same model-input conversion as the scoring service). Rows come
+``predict_proba`` (the same model-input conversion as the scoring service). Rows come
 from
 
 * the training set (``training/fraud_training_set``): matured transactions with labels, or
@@ -12,15 +12,18 @@ from
 
 The time range is ``start <= event_time < end`` (start inclusive, end exclusive; naive
 datetimes are UTC). Every model scores the same rows. Metrics per model (and per UTC day):
-rows, positives, AUC, AP, precision/recall at the daily review budget, and the decisions the
-model's thresholds give (approve / review / decline). Rows without a label count in ``rows``
-and the decisions, not in the label metrics.
+rows, positives, AUC, AP, precision/recall at the daily review budget, and the served policy's
+outcome with the model's registered thresholds: the decisions of ``policy.apply_policy`` (the
+model's thresholds and the business rules, on the rows' request-time features read through
+``policy.rule_inputs``), rule hits, precision/recall of what it flags and declines
+(``evaluation.policy_report``). Rows without a label count in ``rows`` and the decisions, not
+in the label metrics.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
@@ -30,11 +33,20 @@ import polars as pl
 
 from fraud_platform.lib.features.registry import FeatureService
 from fraud_platform.lib.features.training_frame import build_training_frame
-from fraud_platform.lib.training import evaluation
-from fraud_platform.lib.training import fit as training
+from fraud_platform.lib.model.input import ID_COLUMN, LABEL_COLUMN, TIME_COLUMN, predict_proba
+from fraud_platform.lib.serving.policy import (
+    DEFAULT_RULES,
+    Rule,
+    Thresholds,
+    Verdict,
+    apply_policy_many,
+    rule_inputs,
+    unmeasured_rules,
+)
+from fraud_platform.lib.training.evaluation import policy_report
+from fraud_platform.lib.training.metrics import day_index, day_iso, json_safe, sample_metrics
 
 SCORE_COLUMNS = ("model_tag", "transaction_id", "event_time", "score", "is_fraud")
-DECISIONS = ("approve", "review", "decline")
 
 
 def as_utc(value: datetime | date | str) -> datetime:
@@ -51,11 +63,11 @@ def in_range(frame: pl.DataFrame, start: Any, end: Any) -> pl.DataFrame:
     start_utc, end_utc = as_utc(start), as_utc(end)
     if end_utc <= start_utc:
         raise ValueError(f"backtest range is empty: end {end_utc} <= start {start_utc}")
-    column = frame.schema[training.TIME_COLUMN]
+    column = frame.schema[TIME_COLUMN]
     if getattr(column, "time_zone", None) is None:
         start_utc, end_utc = start_utc.replace(tzinfo=None), end_utc.replace(tzinfo=None)
-    t = pl.col(training.TIME_COLUMN)
-    order = [c for c in (training.TIME_COLUMN, training.ID_COLUMN) if c in frame.columns]
+    t = pl.col(TIME_COLUMN)
+    order = [c for c in (TIME_COLUMN, ID_COLUMN) if c in frame.columns]
     return frame.filter((t >= start_utc) & (t < end_utc)).sort(order)
 
 
@@ -105,13 +117,25 @@ class ModelBacktest:
     precision_at_budget: float | None
     recall_at_budget: float | None
     thresholds: dict[str, float] | None
-    flagged: int  # score >= review threshold (review or decline)
-    declined: int
-    decisions: dict[str, int]
+    policy: dict[str, Any] | None  # the served policy's report; None without thresholds
     per_day: list[dict[str, Any]] = field(default_factory=list)
 
+    @property
+    def decisions(self) -> dict[str, int]:
+        """approve / review / decline counts of the served policy ({} without thresholds)."""
+        return dict(self.policy["decisions"]) if self.policy else {}
+
+    @property
+    def flagged(self) -> int:
+        """Rows the policy sends to review or declines."""
+        return self.policy["flagged"] if self.policy else 0
+
+    @property
+    def declined(self) -> int:
+        return self.policy["declined"] if self.policy else 0
+
     def to_dict(self) -> dict[str, Any]:
-        return evaluation.json_safe(asdict(self))
+        return json_safe(asdict(self))
 
 
 @dataclass(frozen=True)
@@ -121,6 +145,7 @@ class BacktestResult:
     rows: int
     models: dict[str, ModelBacktest]
     scores: pl.DataFrame  # SCORE_COLUMNS, one row per model and transaction
+    rules_unmeasured: dict[str, list[str]] = field(default_factory=dict)  # rule -> missing cols
 
     def table(self) -> pl.DataFrame:
         """One row per model: the headline metrics."""
@@ -138,6 +163,8 @@ class BacktestResult:
                     "approve": m.decisions.get("approve", 0),
                     "review": m.decisions.get("review", 0),
                     "decline": m.decisions.get("decline", 0),
+                    "policy_precision": _policy_metric(m, "precision_flagged"),
+                    "policy_recall": _policy_metric(m, "recall_flagged"),
                 }
                 for m in self.models.values()
             ],
@@ -146,6 +173,8 @@ class BacktestResult:
                 "average_precision": pl.Float64,
                 "precision_at_budget": pl.Float64,
                 "recall_at_budget": pl.Float64,
+                "policy_precision": pl.Float64,
+                "policy_recall": pl.Float64,
             },
         )
 
@@ -154,6 +183,7 @@ class BacktestResult:
             "start": self.start.isoformat(),
             "end": self.end.isoformat(),
             "rows": self.rows,
+            "rules_unmeasured": self.rules_unmeasured,
             "models": {name: m.to_dict() for name, m in self.models.items()},
         }
 
@@ -161,30 +191,28 @@ class BacktestResult:
         """The per-model table as markdown (also what the CLI prints)."""
         header = (
             "| model | rows | positives | AUC | AP | precision@budget | recall@budget "
-            "| flagged | approve / review / decline |"
+            "| flagged | approve / review / decline | policy precision / recall |"
         )
-        lines = [header, "|" + "---|" * 9]
+        lines = [header, "|" + "---|" * 10]
         for m in self.models.values():
             lines.append(
                 f"| {m.model} | {m.rows:,} | {m.positives:,} | {fmt(m.auc_roc)} "
                 f"| {fmt(m.average_precision)} | {fmt(m.precision_at_budget)} "
                 f"| {fmt(m.recall_at_budget)} | {m.flagged:,} "
                 f"| {m.decisions.get('approve', 0):,} / {m.decisions.get('review', 0):,} / "
-                f"{m.decisions.get('decline', 0):,} |"
+                f"{m.decisions.get('decline', 0):,} "
+                f"| {fmt(_policy_metric(m, 'precision_flagged'))} / "
+                f"{fmt(_policy_metric(m, 'recall_flagged'))} |"
             )
         return "\n".join(lines)
 
 
+def _policy_metric(m: ModelBacktest, name: str) -> float | None:
+    return json_safe(m.policy.get(name)) if m.policy else None
+
+
 def fmt(value: float | None) -> str:
     return "n/a" if value is None or not math.isfinite(value) else f"{value:.4f}"
-
-
-def _thresholds_of(value: Any) -> dict[str, float] | None:
-    if value is None:
-        return None
-    if hasattr(value, "to_dict"):
-        value = value.to_dict()
-    return {"review": float(value["review"]), "decline": float(value["decline"])}
 
 
 def backtest(
@@ -195,44 +223,48 @@ def backtest(
     *,
     review_budget_per_day: int = 50,
     thresholds: Mapping[str, Any] | None = None,
+    rules: Sequence[Rule] = DEFAULT_RULES,
 ) -> BacktestResult:
     """Score the rows of ``frame`` with ``start <= event_time < end`` with every model.
 
-    ``models``: name (normally the tag) -> CatBoost model or ``training.TrainedModel``.
-    ``thresholds``: name -> ``{"review", "decline"}`` (the model's registered thresholds); a
-    model without thresholds gets empty decision counts.
+    ``models``: name (normally the tag) -> CatBoost model or ``TrainedModel``.
+    ``thresholds``: name -> ``{"review", "decline"}`` (the model's registered thresholds); the
+    served policy is those thresholds plus ``rules``. A model without thresholds gets no policy
+    report (empty decision counts).
     """
     if not models:
         raise ValueError("backtest needs at least one model")
     rows = in_range(frame, start, end)
     thresholds = thresholds or {}
     n = rows.height
-    if training.LABEL_COLUMN in rows.columns:
-        label = rows[training.LABEL_COLUMN]
+    if LABEL_COLUMN in rows.columns:
+        label = rows[LABEL_COLUMN]
         known = ~label.is_null().to_numpy()
         y = label.fill_null(False).cast(pl.Boolean).to_numpy()
     else:
         known = np.zeros(n, dtype=bool)
         y = np.zeros(n, dtype=bool)
-    times = rows[training.TIME_COLUMN].to_numpy() if n else np.array([], dtype="datetime64[us]")
-    days = evaluation.day_index(times, n) if n else np.array([], dtype=np.int64)
+    times = rows[TIME_COLUMN].to_numpy() if n else np.array([], dtype="datetime64[us]")
+    days = day_index(times, n) if n else np.array([], dtype=np.int64)
+    facts = rule_inputs(rows, rules) if thresholds else []
     results: dict[str, ModelBacktest] = {}
     score_frames: list[pl.DataFrame] = []
     for name, model in models.items():
-        s = training.predict_proba(model, rows) if n else np.array([], dtype=np.float64)
-        limits = _thresholds_of(thresholds.get(name))
-        results[name] = _model_backtest(name, s, y, known, days, review_budget_per_day, limits)
+        s = predict_proba(model, rows) if n else np.array([], dtype=np.float64)
+        limits = Thresholds.of(thresholds[name]) if thresholds.get(name) else None
+        verdicts = apply_policy_many(s, facts, limits, rules) if limits else None
+        results[name] = _model_backtest(
+            name, s, y, known, days, review_budget_per_day, limits, verdicts, rules
+        )
         score_frames.append(
             pl.DataFrame(
                 {
                     "model_tag": [name] * n,
-                    "transaction_id": rows[training.ID_COLUMN]
-                    if training.ID_COLUMN in rows.columns
-                    else [None] * n,
-                    "event_time": rows[training.TIME_COLUMN],
+                    "transaction_id": rows[ID_COLUMN] if ID_COLUMN in rows.columns else [None] * n,
+                    "event_time": rows[TIME_COLUMN],
                     "score": s,
-                    "is_fraud": rows[training.LABEL_COLUMN]
-                    if training.LABEL_COLUMN in rows.columns
+                    "is_fraud": rows[LABEL_COLUMN]
+                    if LABEL_COLUMN in rows.columns
                     else pl.Series([None] * n, dtype=pl.Boolean),
                 },
                 schema_overrides={
@@ -249,20 +281,8 @@ def backtest(
         rows=n,
         models=results,
         scores=pl.concat(score_frames) if score_frames else pl.DataFrame(),
+        rules_unmeasured=unmeasured_rules(rows.columns, rules) if thresholds else {},
     )
-
-
-def _decisions(s: np.ndarray, limits: dict[str, float] | None) -> tuple[dict[str, int], int, int]:
-    if limits is None:
-        return {}, 0, 0
-    declined = s >= limits["decline"]
-    flagged = s >= limits["review"]
-    counts = {
-        "approve": int((~flagged).sum()),
-        "review": int((flagged & ~declined).sum()),
-        "decline": int(declined.sum()),
-    }
-    return counts, int(flagged.sum()), int(declined.sum())
 
 
 def _model_backtest(
@@ -272,24 +292,30 @@ def _model_backtest(
     known: np.ndarray,
     days: np.ndarray,
     review_budget_per_day: int,
-    limits: dict[str, float] | None,
+    thresholds: Thresholds | None,
+    verdicts: list[Verdict] | None,
+    rules: Sequence[Rule],
 ) -> ModelBacktest:
-    overall = evaluation.sample_metrics(y[known], s[known], days[known], review_budget_per_day)
-    decisions, flagged, declined = _decisions(s, limits)
+    overall = sample_metrics(y[known], s[known], days[known], review_budget_per_day)
+
+    def report(sel: np.ndarray) -> dict[str, Any] | None:
+        """The policy's report on the selected rows (None without thresholds)."""
+        if verdicts is None:
+            return None
+        chosen = [v for v, keep in zip(verdicts, sel.tolist(), strict=True) if keep]
+        return json_safe(policy_report(chosen, y[sel], known[sel], rules=rules))
+
     per_day = []
     for day in np.unique(days):
         sel = days == day
         lab = sel & known
-        day_metrics = evaluation.sample_metrics(y[lab], s[lab], days[lab], review_budget_per_day)
-        day_decisions, day_flagged, day_declined = _decisions(s[sel], limits)
+        day_metrics = sample_metrics(y[lab], s[lab], days[lab], review_budget_per_day)
         per_day.append(
             {
-                "day": evaluation.day_iso(day),
+                "day": day_iso(day),
                 "rows": int(sel.sum()),
-                **{k: evaluation.json_safe(v) for k, v in day_metrics.items()},
-                "flagged": day_flagged,
-                "declined": day_declined,
-                "decisions": day_decisions,
+                **{k: json_safe(v) for k, v in day_metrics.items()},
+                "policy": report(sel),
             }
         )
     return ModelBacktest(
@@ -297,17 +323,15 @@ def _model_backtest(
         rows=int(s.size),
         labelled=overall["labelled"],
         positives=overall["positives"],
-        auc_roc=evaluation.json_safe(overall["auc_roc"]),
-        average_precision=evaluation.json_safe(overall["average_precision"]),
+        auc_roc=json_safe(overall["auc_roc"]),
+        average_precision=json_safe(overall["average_precision"]),
         review_budget_per_day=int(review_budget_per_day),
         reviewed_at_budget=overall["reviewed_at_budget"],
         frauds_caught_at_budget=overall["frauds_caught_at_budget"],
-        precision_at_budget=evaluation.json_safe(overall["precision_at_budget"]),
-        recall_at_budget=evaluation.json_safe(overall["recall_at_budget"]),
-        thresholds=limits,
-        flagged=flagged,
-        declined=declined,
-        decisions=decisions,
+        precision_at_budget=json_safe(overall["precision_at_budget"]),
+        recall_at_budget=json_safe(overall["recall_at_budget"]),
+        thresholds=thresholds.to_dict() if thresholds else None,
+        policy=report(np.ones(s.size, dtype=bool)),
         per_day=per_day,
     )
 

@@ -1,16 +1,16 @@
-"""Offline evaluation of a fraud model: ranking metrics, review-budget metrics, thresholds, cost.
+"""Offline evaluation of a fraud model: thresholds, the evaluation report, the policy's outcome.
 
-Pure numpy (no scikit-learn at run time). ``roc_auc`` and ``average_precision`` follow
-scikit-learn's definitions exactly (``roc_auc_score`` and ``average_precision_score``, ties
-included); the unit tests hold them to it.
+Operating model the report describes (the metrics themselves are ``metrics.py``):
 
-Operating model the metrics describe:
-
-* **Daily review budget**: analysts review ``review_budget_per_day`` transactions per day. Each
-  UTC day (of ``event_time``), that day's top-k scores are reviewed. Ties at the k-th place are
-  broken by input order (stable sort), so the result is deterministic.
-* **Thresholds**: ``score >= review`` sends a transaction to review; ``score >= decline`` declines
-  it outright. ``decline >= review`` always.
+* **Daily review budget**: analysts review ``review_budget_per_day`` transactions per day, each
+  UTC day's top-k scores (``metrics.review_budget_mask``).
+* **Thresholds** (``policy.Thresholds``, chosen by ``choose_thresholds`` on the validation
+  split): ``score >= review`` sends a transaction to review; ``score >= decline`` declines it
+  outright (the model's decision, ``policy.decide``).
+* **The served policy** (``policy.apply_policy``): the model's decision made more severe by the
+  business rules, on the same rows, read through ``policy.rule_inputs``. ``Evaluation.policy``
+  and ``policy_report`` give its decision counts, rule hits, and the precision / recall of what
+  it flags and declines: what the service would have done on the test period.
 * **Cost**: every missed fraud costs ``cost_missed_fraud``; every flagged transaction (reviewed or
   declined) costs ``cost_review``.
 
@@ -21,69 +21,38 @@ Undefined metrics (AUC with one class, AP without positives) are ``nan`` in nump
 from __future__ import annotations
 
 import math
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, date, datetime
 from typing import Any
 
 import numpy as np
 
+from fraud_platform.lib.serving.policy import (
+    DECISIONS,
+    DEFAULT_RULES,
+    Rule,
+    Thresholds,
+    Verdict,
+    apply_policy_many,
+    decide,
+    rule_inputs,
+    unmeasured_rules,
+)
+from fraud_platform.lib.training.metrics import (
+    as_numpy,
+    average_precision,
+    binary_clf_curve,
+    budget_mask,
+    day_index,
+    json_safe,
+    labels_scores,
+    recall_at_fpr,
+    roc_auc,
+    safe_div,
+)
+
 MISSING_GROUP = "__missing__"
-_US_PER_DAY = 86_400 * 1_000_000
-
-
-# ---------------------------------------------------------------------------------------------
-# input normalisation
-
-
-def as_numpy(values: Any) -> np.ndarray:
-    """numpy view of a numpy array, a polars/pandas Series or a sequence (no polars import)."""
-    if isinstance(values, np.ndarray):
-        return values
-    to_numpy = getattr(values, "to_numpy", None)
-    if callable(to_numpy):
-        return np.asarray(to_numpy())
-    return np.asarray(values)
-
-
-def _labels_scores(y_true: Any, scores: Any) -> tuple[np.ndarray, np.ndarray]:
-    y = as_numpy(y_true)
-    s = as_numpy(scores).astype(np.float64, copy=False).ravel()
-    if y.dtype != np.bool_:
-        if y.dtype == object or not np.all(np.isin(y, (0, 1))):
-            raise ValueError("y_true must be boolean or 0/1 (no nulls)")
-        y = y.astype(bool)
-    y = y.ravel()
-    if y.shape != s.shape:
-        raise ValueError(f"y_true has {y.shape[0]} values but scores has {s.shape[0]}")
-    if not np.all(np.isfinite(s)):
-        raise ValueError("scores contain NaN or infinite values")
-    return y, s
-
-
-def day_index(event_time: Any, n: int) -> np.ndarray:
-    """UTC day number (days since 1970-01-01) of each event time."""
-    values = as_numpy(event_time)
-    if values.dtype == object:
-        # Python datetimes/dates (aware datetimes are converted to UTC first).
-        def to_day(v: Any) -> int:
-            if isinstance(v, datetime):
-                if v.tzinfo is not None:
-                    v = v.astimezone(UTC).replace(tzinfo=None)
-                return (v.date() - date(1970, 1, 1)).days
-            if isinstance(v, date):
-                return (v - date(1970, 1, 1)).days
-            raise ValueError(f"event_time values must be datetimes, got {type(v).__name__}")
-
-        days = np.fromiter((to_day(v) for v in values), dtype=np.int64, count=len(values))
-    elif np.issubdtype(values.dtype, np.datetime64):
-        if np.isnat(values).any():
-            raise ValueError("event_time contains nulls")
-        days = values.astype("datetime64[D]").astype(np.int64)
-    else:
-        raise ValueError(f"event_time must be datetimes, got dtype {values.dtype}")
-    if days.shape[0] != n:
-        raise ValueError(f"event_time has {days.shape[0]} values, expected {n}")
-    return days
 
 
 def _groups(values: Any, n: int) -> np.ndarray:
@@ -98,107 +67,6 @@ def _groups(values: Any, n: int) -> np.ndarray:
         ],
         dtype=object,
     )
-
-
-# ---------------------------------------------------------------------------------------------
-# curves and ranking metrics
-
-
-def binary_clf_curve(y_true: Any, scores: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """False/true positive counts at each distinct threshold, thresholds in decreasing order.
-
-    At threshold ``thresholds[i]`` everything with ``score >= thresholds[i]`` is flagged;
-    ``fps[i]`` / ``tps[i]`` count the flagged negatives / positives.
-    """
-    y, s = _labels_scores(y_true, scores)
-    order = np.argsort(-s, kind="mergesort")
-    s_sorted = s[order]
-    y_sorted = y[order]
-    distinct = np.flatnonzero(np.diff(s_sorted))
-    last = np.r_[distinct, s_sorted.size - 1] if s_sorted.size else np.array([], dtype=np.int64)
-    tps = np.cumsum(y_sorted, dtype=np.int64)[last]
-    fps = (last + 1) - tps
-    return fps, tps, s_sorted[last]
-
-
-def roc_curve(y_true: Any, scores: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(fpr, tpr, thresholds) from (0, 0) at threshold +inf; nan rates if a class is absent."""
-    fps, tps, thresholds = binary_clf_curve(y_true, scores)
-    fps = np.r_[0, fps]
-    tps = np.r_[0, tps]
-    n_neg = fps[-1]
-    n_pos = tps[-1]
-    fpr = fps / n_neg if n_neg > 0 else np.full(fps.shape, np.nan)
-    tpr = tps / n_pos if n_pos > 0 else np.full(tps.shape, np.nan)
-    return fpr, tpr, np.r_[np.inf, thresholds]
-
-
-def precision_recall_curve(y_true: Any, scores: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(precision, recall, thresholds) by decreasing threshold, from recall 0, precision 1."""
-    fps, tps, thresholds = binary_clf_curve(y_true, scores)
-    n_pos = tps[-1] if tps.size else 0
-    precision = tps / np.maximum(tps + fps, 1)
-    recall = tps / n_pos if n_pos > 0 else np.full(tps.shape, np.nan)
-    return np.r_[1.0, precision], np.r_[0.0, recall], np.r_[np.inf, thresholds]
-
-
-def roc_auc(y_true: Any, scores: Any) -> float:
-    """Area under the ROC curve via the rank statistic (Mann-Whitney U, ties count 1/2).
-
-    Equals scikit-learn's ``roc_auc_score``; ``nan`` when only one class is present.
-    """
-    y, s = _labels_scores(y_true, scores)
-    n_pos = int(y.sum())
-    n_neg = y.size - n_pos
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    _, inverse, counts = np.unique(s, return_inverse=True, return_counts=True)
-    before = np.cumsum(counts) - counts  # how many values are strictly smaller
-    avg_rank = before + (counts + 1) / 2.0  # 1-based average rank of each distinct value
-    rank_sum_pos = float(avg_rank[inverse][y].sum())
-    return (rank_sum_pos - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
-
-
-def average_precision(y_true: Any, scores: Any) -> float:
-    """Step-wise area under the precision-recall curve: sum_k (R_k - R_{k-1}) * P_k.
-
-    Same definition as scikit-learn's ``average_precision_score`` (no interpolation, tied scores
-    form one threshold); ``nan`` without positives.
-    """
-    fps, tps, _ = binary_clf_curve(y_true, scores)
-    if tps.size == 0 or tps[-1] == 0:
-        return float("nan")
-    precision = tps / (tps + fps)
-    recall = tps / tps[-1]
-    return float(max(0.0, np.sum(np.diff(np.r_[0.0, recall]) * precision)))
-
-
-def recall_at_fpr(y_true: Any, scores: Any, fpr_target: float) -> tuple[float, float]:
-    """Highest recall whose false-positive rate is <= ``fpr_target``, and its threshold.
-
-    The threshold is +inf (flag nothing) when even the top score exceeds the target.
-    """
-    fpr, tpr, thresholds = roc_curve(y_true, scores)
-    if np.isnan(fpr).any() or np.isnan(tpr).any():
-        return float("nan"), float("nan")
-    ok = np.flatnonzero(fpr <= fpr_target)  # fpr is non-decreasing: the last ok index is best
-    best = ok[-1]
-    return float(tpr[best]), float(thresholds[best])
-
-
-# ---------------------------------------------------------------------------------------------
-# thresholds
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    """``score >= review`` goes to a human; ``score >= decline`` is declined outright."""
-
-    review: float
-    decline: float
-
-    def to_dict(self) -> dict[str, float]:
-        return {"review": float(self.review), "decline": float(self.decline)}
 
 
 def choose_thresholds(
@@ -220,7 +88,7 @@ def choose_thresholds(
         raise ValueError(f"review_rate must be in (0, 1], got {review_rate}")
     if not 0.0 < decline_precision <= 1.0:
         raise ValueError(f"decline_precision must be in (0, 1], got {decline_precision}")
-    y, s = _labels_scores(y_true, scores)
+    y, s = labels_scores(y_true, scores)
     if s.size == 0:
         raise ValueError("choose_thresholds needs at least one score")
     s_desc = np.sort(s)[::-1]
@@ -235,50 +103,6 @@ def choose_thresholds(
     else:
         decline = max(review, float(np.quantile(s, 0.99)))
     return Thresholds(review=review, decline=max(decline, review))
-
-
-# ---------------------------------------------------------------------------------------------
-# budget
-
-
-def review_budget_mask(scores: Any, event_time: Any, review_budget_per_day: int) -> np.ndarray:
-    """True for the transactions reviewed under a daily budget (each UTC day's top-k scores)."""
-    s = as_numpy(scores).astype(np.float64, copy=False).ravel()
-    return _budget_mask(s, day_index(event_time, s.size), review_budget_per_day)
-
-
-def _budget_mask(s: np.ndarray, days: np.ndarray, review_budget_per_day: int) -> np.ndarray:
-    if review_budget_per_day < 0:
-        raise ValueError("review_budget_per_day must be >= 0")
-    order = np.lexsort((-s, days))  # by day, then score descending; stable on ties
-    sorted_days = days[order]
-    starts = np.r_[0, np.flatnonzero(np.diff(sorted_days)) + 1] if s.size else np.array([0])
-    group_start = np.repeat(starts, np.diff(np.r_[starts, s.size]))
-    rank_in_day = np.arange(s.size) - group_start
-    mask = np.zeros(s.size, dtype=bool)
-    mask[order] = rank_in_day < review_budget_per_day
-    return mask
-
-
-# ---------------------------------------------------------------------------------------------
-# evaluation
-
-
-def _safe_div(num: float, den: float) -> float:
-    return float(num) / float(den) if den else float("nan")
-
-
-def json_safe(value: Any) -> Any:
-    """JSON-safe: numpy scalars to Python, nan/inf to None."""
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 @dataclass(frozen=True)
@@ -317,6 +141,8 @@ class Evaluation:
     # slices
     per_fraud_type: dict[str, dict[str, Any]] = field(default_factory=dict)
     per_channel: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # the served policy (rules applied) on the same rows; None when no rows were given
+    policy: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable (plain floats/ints/str, ``None`` for undefined metrics)."""
@@ -338,16 +164,23 @@ def evaluate(
     fpr_target: float = 0.01,
     cost_missed_fraud: float = 100.0,
     cost_review: float = 2.0,
-    thresholds: Thresholds | None = None,
+    thresholds: Thresholds | Mapping[str, Any] | None = None,
     decline_precision: float = 0.9,
+    policy_rows: Any = None,
+    rules: Sequence[Rule] = DEFAULT_RULES,
 ) -> Evaluation:
     """All offline metrics of one scored, labelled sample (normally the test split).
 
     ``thresholds`` should come from ``choose_thresholds`` on the validation split. Without them,
     they are derived from this sample (review rate = the share the daily budget reviews here),
-    which is optimistic; ``thresholds_source`` records which happened.
+    which is optimistic; ``thresholds_source`` records which happened. The ``*_at_review`` /
+    ``*_at_decline`` figures are the model's decision alone.
+
+    ``policy_rows``: the sample's rows (a polars frame aligned with ``scores``, with the
+    request-time features the rules read); with them, ``policy`` reports the served policy's
+    decisions (``policy_report``).
     """
-    y, s = _labels_scores(y_true, scores)
+    y, s = labels_scores(y_true, scores)
     n = int(y.size)
     if n == 0:
         raise ValueError("evaluate needs at least one row")
@@ -356,7 +189,7 @@ def evaluate(
     fraud_types = _groups(fraud_type, n)
     channels = _groups(channel, n)
 
-    reviewed = _budget_mask(s, days, review_budget_per_day)
+    reviewed = budget_mask(s, days, review_budget_per_day)
     caught_budget = int((reviewed & y).sum())
 
     fpr_recall, fpr_threshold = recall_at_fpr(y, s, fpr_target)
@@ -368,8 +201,19 @@ def evaluate(
         thresholds = choose_thresholds(
             y, s, review_rate=review_rate, decline_precision=decline_precision
         )
-    flagged = s >= thresholds.review
-    declined = s >= thresholds.decline
+    thresholds = Thresholds.of(thresholds)
+    policy = None
+    if policy_rows is None:
+        model_decisions = np.array([decide(x, thresholds) for x in s.tolist()], dtype=object)
+    else:
+        if len(policy_rows) != n:
+            raise ValueError(f"policy_rows has {len(policy_rows)} rows, expected {n}")
+        verdicts = apply_policy_many(s, rule_inputs(policy_rows, rules), thresholds, rules)
+        model_decisions = np.array([v.model_decision for v in verdicts], dtype=object)
+        policy = policy_report(verdicts, y, rules=rules)
+        policy["rules_unmeasured"] = unmeasured_rules(policy_rows.columns, rules)
+    flagged = model_decisions != "approve"
+    declined = model_decisions == "decline"
     caught_flagged = int((flagged & y).sum())
     caught_declined = int((declined & y).sum())
 
@@ -379,8 +223,8 @@ def evaluate(
         count = int(sel.sum())
         per_fraud_type[name] = {
             "count": count,
-            "recall_at_review": _safe_div(int((sel & flagged).sum()), count),
-            "recall_at_budget": _safe_div(int((sel & reviewed).sum()), count),
+            "recall_at_review": safe_div(int((sel & flagged).sum()), count),
+            "recall_at_budget": safe_div(int((sel & reviewed).sum()), count),
         }
 
     per_channel: dict[str, dict[str, Any]] = {}
@@ -392,7 +236,7 @@ def evaluate(
             "positives": int(y_c.sum()),
             "auc_roc": roc_auc(y_c, s_c),
             "average_precision": average_precision(y_c, s_c),
-            "recall_at_review": _safe_div(int((y_c & flagged[sel]).sum()), int(y_c.sum())),
+            "recall_at_review": safe_div(int((y_c & flagged[sel]).sum()), int(y_c.sum())),
         }
 
     return Evaluation(
@@ -405,19 +249,19 @@ def evaluate(
         review_budget_per_day=int(review_budget_per_day),
         reviewed_at_budget=int(reviewed.sum()),
         frauds_caught_at_budget=caught_budget,
-        precision_at_budget=_safe_div(caught_budget, int(reviewed.sum())),
-        recall_at_budget=_safe_div(caught_budget, n_pos),
+        precision_at_budget=safe_div(caught_budget, int(reviewed.sum())),
+        recall_at_budget=safe_div(caught_budget, n_pos),
         fpr_target=float(fpr_target),
         recall_at_fpr=fpr_recall,
         threshold_at_fpr=fpr_threshold,
         thresholds=thresholds,
         thresholds_source=source,
         flagged_rate_at_review=float(flagged.mean()),
-        precision_at_review=_safe_div(caught_flagged, int(flagged.sum())),
-        recall_at_review=_safe_div(caught_flagged, n_pos),
+        precision_at_review=safe_div(caught_flagged, int(flagged.sum())),
+        recall_at_review=safe_div(caught_flagged, n_pos),
         declined=int(declined.sum()),
-        precision_at_decline=_safe_div(caught_declined, int(declined.sum())),
-        recall_at_decline=_safe_div(caught_declined, n_pos),
+        precision_at_decline=safe_div(caught_declined, int(declined.sum())),
+        recall_at_decline=safe_div(caught_declined, n_pos),
         cost_missed_fraud=float(cost_missed_fraud),
         cost_review=float(cost_review),
         expected_cost_at_thresholds=_cost(
@@ -429,77 +273,59 @@ def evaluate(
         cost_without_model=_cost(n_pos, 0, cost_missed_fraud, cost_review),
         per_fraud_type=per_fraud_type,
         per_channel=per_channel,
+        policy=policy,
     )
 
 
-def sample_metrics(
-    y: np.ndarray, s: np.ndarray, days: np.ndarray, review_budget_per_day: int
+def policy_report(
+    verdicts: Sequence[Verdict],
+    y: np.ndarray | None = None,
+    known: np.ndarray | None = None,
+    *,
+    rules: Sequence[Rule] = DEFAULT_RULES,
 ) -> dict[str, Any]:
-    """Ranking and daily-review-budget metrics of one labelled sample (``nan`` where undefined).
+    """What the served policy decided on a set of rows (``policy.apply_policy`` verdicts).
 
-    ``y`` bool labels, ``s`` scores and ``days`` UTC day indexes (``day_index``), aligned. The
-    one implementation behind ``metrics_by_day``, the promotion gate and backtests.
+    ``decisions`` (approve / review / decline counts), ``flagged`` (review or decline),
+    ``declined``, ``rule_hits`` per rule and ``raised_by_rules`` (rows whose decision the rules
+    made more severe than the model's). With labels ``y`` (bool, aligned; ``known`` masks the
+    rows whose label is known): ``labelled``, ``positives``, and precision / recall of the
+    flagged and of the declined rows (``nan`` where undefined).
     """
-    reviewed = _budget_mask(s, days, review_budget_per_day)
-    caught = int((reviewed & y).sum())
+    decisions = np.array([v.decision for v in verdicts], dtype=object)
+    flagged = decisions != "approve"
+    declined = decisions == "decline"
+    hits = Counter(name for v in verdicts for name in v.rule_hits)
+    report: dict[str, Any] = {
+        "rows": len(verdicts),
+        "decisions": {d: int((decisions == d).sum()) for d in DECISIONS},
+        "flagged": int(flagged.sum()),
+        "declined": int(declined.sum()),
+        "rule_hits": {rule.name: hits.get(rule.name, 0) for rule in rules},
+        "raised_by_rules": sum(v.decision != v.model_decision for v in verdicts),
+    }
+    if y is None:
+        return report
+    labelled = np.ones(len(verdicts), dtype=bool) if known is None else known
+    y = np.asarray(y, dtype=bool) & labelled
+    flagged, declined = flagged & labelled, declined & labelled
     positives = int(y.sum())
+    caught, caught_declined = int((flagged & y).sum()), int((declined & y).sum())
     return {
-        "labelled": int(y.size),
+        **report,
+        "labelled": int(labelled.sum()),
         "positives": positives,
-        "auc_roc": roc_auc(y, s) if y.size else float("nan"),
-        "average_precision": average_precision(y, s) if y.size else float("nan"),
-        "reviewed_at_budget": int(reviewed.sum()),
-        "frauds_caught_at_budget": caught,
-        "precision_at_budget": _safe_div(caught, int(reviewed.sum())),
-        "recall_at_budget": _safe_div(caught, positives),
+        "precision_flagged": safe_div(caught, int(flagged.sum())),
+        "recall_flagged": safe_div(caught, positives),
+        "precision_declined": safe_div(caught_declined, int(declined.sum())),
+        "recall_declined": safe_div(caught_declined, positives),
     }
 
 
-def metrics_by_day(
-    y_true: Any, scores: Any, event_time: Any, review_budget_per_day: int
-) -> list[dict[str, Any]]:
-    """Ranking and budget metrics per UTC day (of ``event_time``), oldest day first.
-
-    Each item: ``day`` (ISO date), ``rows``, ``positives``, ``auc_roc`` (``None`` with one
-    class), ``average_precision`` and ``recall_at_budget`` (``None`` without fraud). The budget
-    is the same daily top-k review as in ``evaluate``.
-    """
-    y, s = _labels_scores(y_true, scores)
-    days = day_index(event_time, y.size)
-    out = []
-    for day in np.unique(days).tolist():
-        sel = days == day
-        metrics = sample_metrics(y[sel], s[sel], days[sel], review_budget_per_day)
-        out.append(
-            {
-                "day": day_iso(day),
-                "rows": metrics["labelled"],
-                **{k: metrics[k] for k in _DAILY_KEYS},
-            }
-        )
-    return json_safe(out)
-
-
-_DAILY_KEYS = ("positives", "auc_roc", "average_precision", "recall_at_budget")
-
-
-def day_iso(day: int) -> str:
-    """The ISO date of a ``day_index`` value (days since 1970-01-01, UTC)."""
-    return date.fromordinal(date(1970, 1, 1).toordinal() + int(day)).isoformat()
-
-
 __all__ = [
+    "MISSING_GROUP",
     "Evaluation",
-    "Thresholds",
-    "average_precision",
-    "binary_clf_curve",
     "choose_thresholds",
     "evaluate",
-    "metrics_by_day",
-    "precision_recall_curve",
-    "recall_at_fpr",
-    "review_budget_mask",
-    "sample_metrics",
-    "roc_auc",
-    "roc_curve",
+    "policy_report",
 ]

@@ -1,41 +1,29 @@
-"""Time-based split, CatBoost training, and the one model-input conversion used everywhere.
+"""Time-based split and CatBoost training.
 
-``to_model_input`` is the single place that turns feature values into what the model reads:
-training, evaluation, batch scoring and the online service all go through it, so offline and
-online scoring cannot drift apart. Its rules:
-
-* the column order is the model's feature order (numeric features, then categorical ones);
-* numeric values become float64, nulls become NaN (CatBoost treats NaN as missing);
-* categorical values become strings, nulls become ``"__missing__"``, booleans ``"true"/"false"``
-  (as polars casts them), bytes are decoded as UTF-8.
-
-CatBoost is imported lazily so that importing this module (e.g. from a Dagster code location)
-stays cheap.
+The model input goes through ``fraud_platform.lib.model.input.to_model_input``, as it does when
+scoring. CatBoost is imported lazily so that importing this module (e.g. from a Dagster code
+location) stays cheap.
 """
 
 from __future__ import annotations
 
-import math
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import polars as pl
 
-if TYPE_CHECKING:
-    from catboost import CatBoostClassifier, Pool
-
-MISSING_CATEGORY = "__missing__"
-LABEL_COLUMN = "is_fraud"
-TIME_COLUMN = "event_time"
-ID_COLUMN = "transaction_id"
-# Columns that describe the label or the row itself: never model features.
-NON_FEATURE_COLUMNS = frozenset({LABEL_COLUMN, "fraud_type", ID_COLUMN, TIME_COLUMN, "label_time"})
-# Inputs up to this many rows are converted row-wise (no pandas) and predicted on one thread.
-SMALL_INPUT_ROWS = 256
+from fraud_platform.lib.model.input import (
+    ID_COLUMN,
+    LABEL_COLUMN,
+    TIME_COLUMN,
+    TrainedModel,
+    check_features,
+    to_model_input,
+)
 
 Log = Callable[[str], None]
 
@@ -211,151 +199,7 @@ def time_split(frame: pl.DataFrame, config: TrainConfig | None = None) -> Split:
 
 
 # ---------------------------------------------------------------------------------------------
-# model input
-
-
-def _numeric_value(name: str, value: Any) -> float:
-    if value is None:
-        return math.nan
-    try:
-        return float(value)  # bools, ints, numeric strings/bytes (e.g. from Redis)
-    except (TypeError, ValueError):
-        raise ValueError(f"numeric feature {name!r} has a non-numeric value {value!r}") from None
-
-
-def _categorical_value(value: Any) -> str:
-    if value is None:
-        return MISSING_CATEGORY
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, bytes):
-        return value.decode("utf-8")
-    return str(value)
-
-
-def _rows_from_dicts(
-    rows: Iterable[Mapping[str, Any]],
-    features: Sequence[str],
-    is_cat: Sequence[bool],
-    allow_missing: bool,
-) -> list[list[Any]]:
-    out: list[list[Any]] = []
-    for row in rows:
-        if not allow_missing:
-            missing = [name for name in features if name not in row]
-            if missing:
-                raise KeyError(f"row is missing features {missing} (pass None for a null value)")
-        out.append(
-            [
-                _categorical_value(row.get(name)) if cat else _numeric_value(name, row.get(name))
-                for name, cat in zip(features, is_cat, strict=True)
-            ]
-        )
-    return out
-
-
-def _normalise_frame(
-    frame: pl.DataFrame, features: Sequence[str], categorical: frozenset[str]
-) -> pl.DataFrame:
-    missing = [name for name in features if name not in frame.columns]
-    if missing:
-        raise ValueError(f"the frame has no column for features {missing}")
-    return frame.select(
-        [
-            pl.col(name).cast(pl.String).fill_null(MISSING_CATEGORY)
-            if name in categorical
-            else pl.col(name).cast(pl.Float64).fill_null(math.nan)
-            for name in features
-        ]
-    )
-
-
-def to_model_input(
-    rows: pl.DataFrame | Sequence[Mapping[str, Any]] | Mapping[str, Any],
-    features: Sequence[str],
-    categorical: Iterable[str],
-    *,
-    label: Any = None,
-    allow_missing: bool = False,
-) -> Pool:
-    """A ``catboost.Pool`` with exactly the given feature order and the types described above.
-
-    ``rows``: a polars frame, a list of dicts, or one dict. With dicts, a feature key that is
-    absent raises ``KeyError`` unless ``allow_missing=True`` (then it counts as null).
-    """
-    from catboost import Pool
-
-    cat_set = frozenset(categorical)
-    data = _prepare(rows, features, cat_set, allow_missing)
-    cat_indices = [i for i, name in enumerate(features) if name in cat_set]
-    return Pool(data, label=label, cat_features=cat_indices, feature_names=list(features))
-
-
-def _prepare(
-    rows: pl.DataFrame | Sequence[Mapping[str, Any]] | Mapping[str, Any],
-    features: Sequence[str],
-    cat_set: frozenset[str],
-    allow_missing: bool,
-) -> Any:
-    """Normalised values: a list of rows for small inputs, a pandas frame for large frames."""
-    unknown = cat_set - set(features)
-    if unknown:
-        raise ValueError(f"categorical features {sorted(unknown)} are not in the feature list")
-    if isinstance(rows, pl.DataFrame):
-        normalised = _normalise_frame(rows, features, cat_set)
-        if normalised.height == 0:
-            raise ValueError("to_model_input: the frame has no rows")
-        if normalised.height <= SMALL_INPUT_ROWS:
-            return normalised.rows()
-        return normalised.to_pandas()
-    if isinstance(rows, Mapping):
-        rows = [rows]
-    is_cat = [name in cat_set for name in features]
-    data = _rows_from_dicts(rows, features, is_cat, allow_missing)
-    if not data:
-        raise ValueError("to_model_input: no rows")
-    return data
-
-
-# ---------------------------------------------------------------------------------------------
 # training
-
-
-@dataclass(frozen=True)
-class TrainedModel:
-    """A fitted CatBoost classifier plus what is needed to feed it."""
-
-    model: CatBoostClassifier
-    features: tuple[str, ...]
-    categorical: tuple[str, ...]
-    best_iteration: int
-    params: dict[str, Any] = field(default_factory=dict)
-    best_scores: dict[str, dict[str, float]] = field(default_factory=dict)
-    train_seconds: float = 0.0
-
-    @property
-    def numeric(self) -> tuple[str, ...]:
-        return tuple(name for name in self.features if name not in set(self.categorical))
-
-    def feature_importances(self) -> list[tuple[str, float]]:
-        """(feature, PredictionValuesChange importance), largest first."""
-        values = self.model.get_feature_importance()
-        pairs = [(name, float(v)) for name, v in zip(self.features, values, strict=True)]
-        return sorted(pairs, key=lambda p: p[1], reverse=True)
-
-    def metadata(self) -> dict[str, Any]:
-        """JSON-serialisable description for a model registry."""
-        return {
-            "features": list(self.features),
-            "categorical_features": list(self.categorical),
-            "best_iteration": self.best_iteration,
-            "tree_count": int(self.model.tree_count_),
-            "params": self.params,
-            "best_scores": self.best_scores,
-            "train_seconds": round(self.train_seconds, 3),
-        }
 
 
 class _ProgressCallback:
@@ -375,20 +219,6 @@ class _ProgressCallback:
                     parts.append(f"{dataset} {metric.split(':')[0]}={values[-1]:.5f}")
             self._log(f"iteration {iteration}/{self._total}: " + ", ".join(parts))
         return True
-
-
-def check_features(numeric: Sequence[str], categorical: Sequence[str]) -> None:
-    overlap = set(numeric) & set(categorical)
-    if overlap:
-        raise ValueError(f"features listed as both numeric and categorical: {sorted(overlap)}")
-    leaky = (set(numeric) | set(categorical)) & NON_FEATURE_COLUMNS
-    if leaky:
-        raise ValueError(f"label/identity columns cannot be features: {sorted(leaky)}")
-    names = list(numeric) + list(categorical)
-    if len(set(names)) != len(names):
-        raise ValueError("duplicate feature names")
-    if not names:
-        raise ValueError("no features given")
 
 
 def train_model(
@@ -450,112 +280,3 @@ def train_model(
 
 def labels_of(frame: pl.DataFrame) -> np.ndarray:
     return frame[LABEL_COLUMN].cast(pl.Int8).to_numpy()
-
-
-# ---------------------------------------------------------------------------------------------
-# scoring
-
-
-def _model_signature(model: Any) -> tuple[Any, list[str], list[str]]:
-    """(catboost model, feature order, categorical features) of a TrainedModel or a raw model."""
-    if isinstance(model, TrainedModel):
-        return model.model, list(model.features), list(model.categorical)
-    features = list(model.feature_names_)
-    categorical = [features[i] for i in model.get_cat_feature_indices()]
-    return model, features, categorical
-
-
-def predict_proba(
-    model: TrainedModel | CatBoostClassifier,
-    rows: pl.DataFrame | Sequence[Mapping[str, Any]] | Mapping[str, Any],
-    *,
-    allow_missing: bool = False,
-    thread_count: int = 2,
-) -> np.ndarray:
-    """Fraud score (probability of the positive class) per row, as a float64 array.
-
-    Same conversion (``to_model_input``) for batch frames and single online requests. Inputs
-    of up to ``SMALL_INPUT_ROWS`` rows are predicted on one thread.
-    """
-    cb_model, features, categorical = _model_signature(model)
-    pool = to_model_input(rows, features, categorical, allow_missing=allow_missing)
-    threads = 1 if pool.num_row() <= SMALL_INPUT_ROWS else thread_count
-    return cb_model.predict(pool, prediction_type="Probability", thread_count=threads)[:, 1]
-
-
-def top_reasons(
-    model: TrainedModel | CatBoostClassifier,
-    row: Mapping[str, Any] | pl.DataFrame,
-    k: int = 3,
-    *,
-    allow_missing: bool = False,
-    shap_calc_type: str = "Regular",
-) -> list[dict[str, Any]]:
-    """The ``k`` features pushing this prediction most towards fraud (largest positive SHAP).
-
-    Each reason is ``{"feature", "value", "contribution"}``: the value as the model saw it
-    (NaN -> None) and the SHAP contribution in log-odds. Fewer than ``k`` reasons come back when
-    fewer features contribute positively. ``shap_calc_type="Approximate"`` is faster.
-    """
-    if isinstance(row, pl.DataFrame) and row.height != 1:
-        raise ValueError(f"top_reasons explains one row, got {row.height}")
-    from catboost import Pool
-
-    cb_model, features, categorical = _model_signature(model)
-    cat_set = frozenset(categorical)
-    values = _prepare(row, features, cat_set, allow_missing)[0]
-    pool = Pool(
-        [values],
-        cat_features=[i for i, name in enumerate(features) if name in cat_set],
-        feature_names=list(features),
-    )
-    shap = cb_model.get_feature_importance(
-        pool, type="ShapValues", thread_count=1, shap_calc_type=shap_calc_type
-    )
-    contributions = np.asarray(shap)[0, :-1]  # the last column is the expected value
-    order = np.argsort(-contributions, kind="stable")
-    reasons = []
-    for index in order[:k]:
-        contribution = float(contributions[index])
-        if contribution <= 0:
-            break
-        value = values[index]
-        if isinstance(value, float) and math.isnan(value):
-            value = None
-        reasons.append({"feature": features[index], "value": value, "contribution": contribution})
-    return reasons
-
-
-def shap_values(
-    model: TrainedModel | CatBoostClassifier,
-    frame: pl.DataFrame,
-    max_rows: int = 2000,
-    seed: int = 0,
-    *,
-    thread_count: int = 2,
-) -> tuple[np.ndarray, pl.DataFrame, list[str]]:
-    """SHAP contributions (log-odds) of a deterministic sample of ``frame``'s rows.
-
-    Returns ``(shap, values, features)``: ``shap`` has one row per sampled row and one column
-    per feature (CatBoost's expected-value column dropped: ``shap.sum(axis=1) + expected value``
-    is the raw log-odds prediction); ``values`` are the model-input values of the same rows, in
-    the same order (after ``to_model_input``'s normalisation: floats with NaN, category
-    strings); ``features`` is the model's feature order. With more than ``max_rows`` rows, a
-    sample drawn by ``numpy.random.default_rng(seed)`` is kept in its original order.
-    """
-    if max_rows < 1:
-        raise ValueError(f"max_rows must be >= 1, got {max_rows}")
-    if frame.is_empty():
-        raise ValueError("shap_values: the frame has no rows")
-    cb_model, features, categorical = _model_signature(model)
-    if frame.height > max_rows:
-        rng = np.random.default_rng(seed)
-        index = np.sort(rng.choice(frame.height, size=max_rows, replace=False))
-        frame = frame[index.tolist()]
-    values = _normalise_frame(frame, features, frozenset(categorical))
-    pool = to_model_input(values, features, categorical)
-    shap = np.asarray(
-        cb_model.get_feature_importance(pool, type="ShapValues", thread_count=thread_count),
-        dtype=np.float64,
-    )
-    return shap[:, :-1], values, features

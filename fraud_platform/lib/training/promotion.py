@@ -10,6 +10,11 @@ challenger's own split settings through ``training.time_split``). The rules:
   reason recorded (a champion that cannot be compared cannot defend its place);
 * otherwise promote iff ``challenger[metric] >= champion[metric] + margin``.
 
+Beside the metric, each model's served policy is measured on the same rows
+(``challenger_policy`` / ``champion_policy``: ``evaluation.policy_report`` of
+``policy.apply_policy`` with the model's registered thresholds and the rules), so the decision
+record shows what each model would decide in service, not only how it ranks.
+
 The metric is one of ``METRICS`` (``average_precision`` by default: the fraud class is rare,
 so the precision-recall area is what the review team feels); ``margin`` is an absolute
 difference of that metric.
@@ -18,7 +23,7 @@ difference of that metric.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -26,8 +31,17 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from fraud_platform.lib.training import evaluation
+from fraud_platform.lib.model.input import LABEL_COLUMN, TIME_COLUMN, TrainedModel, predict_proba
+from fraud_platform.lib.serving.policy import (
+    DEFAULT_RULES,
+    Rule,
+    Thresholds,
+    apply_policy_many,
+    rule_inputs,
+)
 from fraud_platform.lib.training import fit as training
+from fraud_platform.lib.training.evaluation import policy_report
+from fraud_platform.lib.training.metrics import as_numpy, day_index, json_safe, sample_metrics
 
 METRICS = ("average_precision", "auc_roc", "precision_at_budget", "recall_at_budget")
 PROMOTED = "promoted"
@@ -52,19 +66,21 @@ class GateDecision:
     period_end: str | None = None
     rows: int = 0
     positives: int = 0
+    challenger_policy: dict[str, Any] = field(default_factory=dict)
+    champion_policy: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return evaluation.json_safe(asdict(self))
+        return json_safe(asdict(self))
 
 
 def metrics(
     y: Any, scores: Any, event_time: Any, *, review_budget_per_day: int = 50
 ) -> dict[str, float]:
     """Ranking and review-budget metrics of one model on one labelled sample."""
-    y_arr = np.asarray(evaluation.as_numpy(y)).astype(bool)
-    s = np.asarray(evaluation.as_numpy(scores), dtype=np.float64)
-    days = evaluation.day_index(event_time, s.size)
-    found = evaluation.sample_metrics(y_arr, s, days, review_budget_per_day)
+    y_arr = np.asarray(as_numpy(y)).astype(bool)
+    s = np.asarray(as_numpy(scores), dtype=np.float64)
+    days = day_index(event_time, s.size)
+    found = sample_metrics(y_arr, s, days, review_budget_per_day)
     return {name: found[name] for name in METRICS}
 
 
@@ -86,19 +102,22 @@ def compare(
     challenger_tag: str | None = None,
     champion_problem: str | None = None,
     review_budget_per_day: int = 50,
+    challenger_policy: Mapping[str, Any] | None = None,
+    champion_policy: Mapping[str, Any] | None = None,
 ) -> GateDecision:
     """Decide whether the challenger replaces the champion (rules in the module docstring).
 
     ``champion_scores`` is None when there is no champion (``champion_tag`` None) or when it
     could not be scored (``champion_problem`` says why). Scores, labels and event times are
-    aligned arrays over the same rows.
+    aligned arrays over the same rows. ``*_policy``: each model's ``policy_report`` on these
+    rows, recorded with the decision.
     """
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
     if margin < 0:
         raise ValueError(f"margin must be >= 0, got {margin}")
-    y_arr = np.asarray(evaluation.as_numpy(y)).astype(bool)
-    times = evaluation.as_numpy(event_time)
+    y_arr = np.asarray(as_numpy(y)).astype(bool)
+    times = as_numpy(event_time)
     period = (_iso(_item(times.min())), _iso(_item(times.max()))) if len(times) else (None, None)
     common: dict[str, Any] = {
         "metric": metric,
@@ -109,6 +128,8 @@ def compare(
         "period_end": period[1],
         "rows": int(y_arr.size),
         "positives": int(y_arr.sum()),
+        "challenger_policy": dict(challenger_policy or {}),
+        "champion_policy": dict(champion_policy or {}),
     }
     if champion_tag is not None and champion_tag == challenger_tag:
         return GateDecision(False, NO_CHANGE, "the challenger already is the champion", **common)
@@ -181,17 +202,17 @@ def comparison_period(frame: pl.DataFrame, model_metadata: Mapping[str, Any]) ->
         if "test_start" not in split:
             raise
         start = datetime.fromisoformat(split["test_start"])
-        column = frame[training.TIME_COLUMN]
+        column = frame[TIME_COLUMN]
         tz = getattr(column.dtype, "time_zone", None)
         if tz and start.tzinfo is None:
             from zoneinfo import ZoneInfo
 
             start = start.replace(tzinfo=ZoneInfo(tz))
-        return frame.filter(pl.col(training.TIME_COLUMN) >= start).sort(training.TIME_COLUMN)
+        return frame.filter(pl.col(TIME_COLUMN) >= start).sort(TIME_COLUMN)
 
 
 def model_features(model: Any) -> list[str]:
-    if isinstance(model, training.TrainedModel):
+    if isinstance(model, TrainedModel):
         return list(model.features)
     return list(model.feature_names_)
 
@@ -202,9 +223,24 @@ def score(model: Any, frame: pl.DataFrame) -> tuple[np.ndarray | None, str | Non
     if missing:
         return None, f"features not in the comparison frame: {missing}"
     try:
-        return training.predict_proba(model, frame), None
+        return predict_proba(model, frame), None
     except Exception as exc:  # noqa: BLE001 - any scoring error disqualifies the champion
         return None, f"{type(exc).__name__}: {exc}"
+
+
+def policy_on(
+    period: pl.DataFrame,
+    scores: np.ndarray | None,
+    thresholds: Thresholds | Mapping[str, Any] | None,
+    rules: Sequence[Rule] = DEFAULT_RULES,
+) -> dict[str, Any]:
+    """The served policy's ``policy_report`` for one model on the period ({} without scores or
+    thresholds)."""
+    if scores is None or not thresholds:
+        return {}
+    verdicts = apply_policy_many(scores, rule_inputs(period, rules), thresholds, rules)
+    y = period[LABEL_COLUMN].to_numpy().astype(bool)
+    return policy_report(verdicts, y, rules=rules)
 
 
 def run_gate(
@@ -218,11 +254,15 @@ def run_gate(
     metric: str = "average_precision",
     margin: float = 0.005,
     review_budget_per_day: int = 50,
+    challenger_thresholds: Thresholds | Mapping[str, Any] | None = None,
+    champion_thresholds: Thresholds | Mapping[str, Any] | None = None,
+    rules: Sequence[Rule] = DEFAULT_RULES,
 ) -> GateDecision:
     """Score both models on ``period`` and ``compare`` them. ``champion`` is the loaded
-    champion model (None when there is none or it could not be loaded: ``champion_problem``)."""
-    y = period[training.LABEL_COLUMN].to_numpy()
-    times = period[training.TIME_COLUMN].to_numpy()
+    champion model (None when there is none or it could not be loaded: ``champion_problem``).
+    ``*_thresholds``: each model's registered thresholds, to measure its served policy."""
+    y = period[LABEL_COLUMN].to_numpy()
+    times = period[TIME_COLUMN].to_numpy()
     kwargs: dict[str, Any] = {
         "metric": metric,
         "margin": margin,
@@ -244,7 +284,14 @@ def run_gate(
         else:
             champion_scores, champion_problem = score(champion, period)
     return compare(
-        champion_scores, challenger_scores, y, times, champion_problem=champion_problem, **kwargs
+        champion_scores,
+        challenger_scores,
+        y,
+        times,
+        champion_problem=champion_problem,
+        challenger_policy=policy_on(period, challenger_scores, challenger_thresholds, rules),
+        champion_policy=policy_on(period, champion_scores, champion_thresholds, rules),
+        **kwargs,
     )
 
 
@@ -256,6 +303,7 @@ __all__ = [
     "GateDecision",
     "compare",
     "metrics",
+    "policy_on",
     "run_gate",
     "score",
     "split_config",

@@ -39,9 +39,10 @@ from typing import Any, Literal
 import numpy as np
 import polars as pl
 
-from fraud_platform.lib.training import evaluation
+from fraud_platform.lib.model.input import LABEL_COLUMN, TIME_COLUMN, check_features, to_model_input
 from fraud_platform.lib.training import fit as training
-from fraud_platform.lib.training.fit import LABEL_COLUMN, TIME_COLUMN, Log, TrainConfig
+from fraud_platform.lib.training import metrics
+from fraud_platform.lib.training.fit import Log, TrainConfig
 
 CLASS_WEIGHTS: tuple[str, ...] = ("Balanced", "SqrtBalanced")
 # Search space bounds (log scale for learning_rate and l2_leaf_reg).
@@ -231,15 +232,15 @@ def search_hyperparameters(
         raise ValueError(f"n_trials must be >= 1, got {n_trials}")
     if time_budget_s is not None and time_budget_s <= 0:
         raise ValueError(f"time_budget_s must be > 0 or None, got {time_budget_s}")
-    training.check_features(numeric_features, categorical_features)
+    check_features(numeric_features, categorical_features)
     features = [*numeric_features, *categorical_features]
     folds = time_folds(split.train, split.train_end, n_folds, base.gap_days)
     pools = [
         (
-            training.to_model_input(
+            to_model_input(
                 fold_train, features, categorical_features, label=training.labels_of(fold_train)
             ),
-            training.to_model_input(
+            to_model_input(
                 fold_val, features, categorical_features, label=training.labels_of(fold_val)
             ),
             training.labels_of(fold_val).astype(bool),
@@ -277,7 +278,7 @@ def search_hyperparameters(
             scores = model.predict(
                 val_pool, prediction_type="Probability", thread_count=base.thread_count
             )[:, 1]
-            fold_values.append(evaluation.average_precision(y_val, scores))
+            fold_values.append(metrics.average_precision(y_val, scores))
             best_iterations.append(int(model.get_best_iteration()))
         value = float(np.mean(fold_values))
         seconds = time.perf_counter() - started

@@ -14,20 +14,18 @@ import pytest
 import redis
 
 from fraud_platform.lib.features.compute import compute_feature_group, latest_per_entity
-from fraud_platform.lib.features.online import (
+from fraud_platform.lib.features.online.layout import (
     EXPIRY_MARGIN_MS,
     ONLINE_LAYOUT_VERSION,
-    OnlineFeatureReader,
-    _plain_tcp,
-    _write_pipeline,
     encode_rows,
     online_key,
     to_micros,
-    write_snapshot,
 )
+from fraud_platform.lib.features.online.reader import OnlineFeatureReader, OnlineFeatures
+from fraud_platform.lib.features.online.writer import _plain_tcp, _write_pipeline, write_snapshot
 from fraud_platform.lib.features.pit import point_in_time_join
 from fraud_platform.lib.features.registry import Entity, Feature, FeatureGroup, FeatureService
-from fraud_platform.lib.features.request import FRAUD_SCORING_V1
+from fraud_platform.lib.features.services import FRAUD_SCORING_V1
 
 pytestmark = pytest.mark.integration
 # recent, so the keys are not already past their TTL on the wall clock that Redis expires by
@@ -76,6 +74,29 @@ def _cleanup(client: redis.Redis, users: list[str]) -> None:
             client.delete(key)
 
 
+def _assert_online_equals_point_in_time(
+    reader: OnlineFeatureReader,
+    entities: dict[str, str],
+    at: datetime,
+    offline: dict[str, pl.DataFrame],
+    context: tuple[Any, ...],
+) -> OnlineFeatures:
+    """Read online at ``at``; every feature equals the point-in-time join of ``offline`` there."""
+    online = reader.get_online_features(entities, now=at)
+    expected = point_in_time_join(
+        pl.DataFrame(
+            [{**entities, "event_time": at}],
+            schema_overrides={"event_time": pl.Datetime("us", "UTC")},
+        ),
+        TXN_GROUPS,
+        offline,
+    ).row(0, named=True)
+    for group in TXN_GROUPS:
+        for name in group.feature_names:
+            assert online.values[name] == expected[name], (*context, name)
+    return online
+
+
 def test_online_value_equals_latest_offline_value(client: redis.Redis) -> None:
     users = [f"it-{uuid.uuid4().hex[:8]}-{i}" for i in range(5)]
     events = _random_transactions(1, users, 300)
@@ -95,18 +116,7 @@ def test_online_value_equals_latest_offline_value(client: redis.Redis) -> None:
                 "merchant_id": latest["merchant_id"],
                 "counterparty_id": latest["counterparty_id"],
             }
-            online = reader.get_online_features(entities, now=now)
-            expected = point_in_time_join(
-                pl.DataFrame(
-                    [{**entities, "event_time": now}],
-                    schema_overrides={"event_time": pl.Datetime("us", "UTC")},
-                ),
-                TXN_GROUPS,
-                offline,
-            ).row(0, named=True)
-            for group in TXN_GROUPS:
-                for name in group.feature_names:
-                    assert online.values[name] == expected[name], (user, name)
+            online = _assert_online_equals_point_in_time(reader, entities, now, offline, (user,))
             assert online.age_seconds["user_txn_velocity_v1"] == pytest.approx(
                 (now - events.filter(pl.col("user_id") == user)["event_time"].max()).total_seconds()
             )
@@ -136,22 +146,7 @@ def test_replay_online_matches_point_in_time_at_random_instants(client: redis.Re
                     "merchant_id": f"{users[0]}-m0",
                     "counterparty_id": f"{user}-p0",
                 }
-                online = reader.get_online_features(entities, now=t)
-                offline = point_in_time_join(
-                    pl.DataFrame(
-                        [{**entities, "event_time": t}],
-                        schema_overrides={"event_time": pl.Datetime("us", "UTC")},
-                    ),
-                    TXN_GROUPS,
-                    offline_full,
-                ).row(0, named=True)
-                for group in TXN_GROUPS:
-                    for name in group.feature_names:
-                        assert online.values[name] == offline[name], (
-                            t,
-                            user,
-                            name,
-                        )
+                _assert_online_equals_point_in_time(reader, entities, t, offline_full, (t, user))
     finally:
         _cleanup(client, users)
 

@@ -23,14 +23,9 @@ from fraud_platform.lib.contracts.events import (
 )
 from fraud_platform.lib.ingestion import bronze
 from fraud_platform.lib.ingestion.bronze import (
-    DEAD_LETTER_TABLE,
-    BrokerOffsetsWentBackwards,
     IngestResult,
-    TopicNotFound,
-    bronze_table,
     committed_offsets,
     ingest_topic,
-    kafka_end_offsets,
 )
 from fraud_platform.lib.kafka.admin import (
     KafkaUnavailable,
@@ -38,7 +33,13 @@ from fraud_platform.lib.kafka.admin import (
     check_kafka,
     ensure_topics,
 )
+from fraud_platform.lib.kafka.reader import (
+    BrokerOffsetsWentBackwards,
+    TopicNotFound,
+    kafka_end_offsets,
+)
 from fraud_platform.lib.storage.delta import DeltaStore
+from fraud_platform.names import DEAD_LETTER_TABLE, bronze_table
 from fraud_platform.tools.brokers import (
     BrokerSpec,
     BrokerStartError,
@@ -168,7 +169,7 @@ def test_ingest_exactly_once(
     assert {(r["_topic"], r["_partition"]) for r in rows} == {(topic, 0), (topic, 1)}
     assert all(r["_ingested_at"] == NOW and r["schema_version"] == 1 for r in rows)
     assert committed_offsets(topic, DeltaStore(str(tmp_path))) == {0: 3, 1: 3}
-    if kafka_broker.kind == "noida":  # tansu's ListOffsets under-reports (see bronze docstring)
+    if kafka_broker.kind == "noida":  # tansu's ListOffsets under-reports (see reader docstring)
         assert kafka_end_offsets(topic, kafka_broker.bootstrap) == {0: 3, 1: 3}
 
     again = ingest(kafka_broker, topic, tmp_path)

@@ -27,22 +27,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Producer
 from deltalake import DeltaTable
 
 from fraud_platform.lib.contracts.events import TRANSACTIONS, encode_event
 from fraud_platform.lib.ingestion.bronze import (
-    DEAD_LETTER_TABLE,
     bronze_app_id,
-    bronze_table,
     committed_offsets,
     dead_letter_app_id,
     ingest_topic,
-    kafka_end_offsets,
 )
 from fraud_platform.lib.kafka.admin import admin_config, ensure_topics
+from fraud_platform.lib.kafka.producer import Delivery, Message, Producer
+from fraud_platform.lib.kafka.reader import kafka_end_offsets
 from fraud_platform.lib.simulation import SimulationConfig, simulate
 from fraud_platform.lib.storage.delta import DeltaStore
+from fraud_platform.names import DEAD_LETTER_TABLE, bronze_table
 from fraud_platform.tools.brokers import BrokerSpec
 
 pytestmark = pytest.mark.integration
@@ -112,20 +111,24 @@ def produce(
 ) -> None:  # fmt: skip
     """Produce the batches (round-robin over the partitions), ``pause_s`` apart, recording the
     acknowledged offset of every event."""
-    producer = Producer({**admin_config(bootstrap), "linger.ms": 5, "enable.idempotence": False})
+    tids = [tid for batch in batches for _, tid in batch]
+
+    def delivered(report: Delivery) -> None:
+        if report.error is not None:
+            produced.errors.append(report.error)
+        else:
+            produced.at[(report.partition, report.offset)] = tids[report.index]
+
+    config = {**admin_config(bootstrap), "linger.ms": 5, "enable.idempotence": False}
+    producer = Producer(bootstrap, config, on_delivery=delivered)
     index = 0
     for number, batch in enumerate(batches):
-        for payload, tid in batch:
-
-            def delivered(err: Any, msg: Any, tid: str | None = tid) -> None:
-                if err is not None:
-                    produced.errors.append(str(err))
-                else:
-                    produced.at[(msg.partition(), msg.offset())] = tid
-
-            producer.produce(topic, payload, partition=index % PARTITIONS, on_delivery=delivered)
-            index += 1
-        assert producer.flush(30) == 0, "messages left unsent"
+        producer.send(
+            Message(topic, payload, partition=(index + i) % PARTITIONS)
+            for i, (payload, _) in enumerate(batch)
+        )
+        index += len(batch)
+        producer.flush(30)
         if number < len(batches) - 1:
             time.sleep(pause_s)
 
@@ -174,7 +177,7 @@ def check_exactly_once(root: Path, topic: str, produced: Produced, bootstrap: st
     assert sum(highs.values()) == len(produced.at), "offsets are not contiguous"
     assert committed_offsets(topic, DeltaStore(str(root))) == highs
     listed = kafka_end_offsets(topic, bootstrap)
-    # ListOffsets of tansu under-reports the high watermark (see bronze's module doc).
+    # ListOffsets of tansu under-reports the high watermark (see lib/kafka/reader.py).
     assert all(listed[p] <= highs[p] for p in highs), (listed, highs)
 
 

@@ -19,15 +19,13 @@ from fraud_platform.defs.ingestion.profiles import (
     account_profiles_fresh,
 )
 from fraud_platform.lib.ingestion import profiles
-from fraud_platform.lib.ingestion.profiles import (
-    BRONZE_TABLE,
-    REJECTED_TABLE,
+from fraud_platform.lib.ingestion.profiles import BRONZE_TABLE, REJECTED_TABLE, ingest_profiles
+from fraud_platform.lib.ingestion.profiles_source import (
     PostgresUnreachable,
     Profile,
     ProfilesSourceError,
     connect,
     ensure_schema,
-    ingest_profiles,
     read_increment,
     reject_reason,
     seed_profiles,
@@ -291,6 +289,18 @@ def test_unreachable_postgres_gives_a_clear_error_without_the_password(tmp_path:
     assert skipped.success
     assert not skipped.asset_materializations_for_node("bronze__account_profiles")
     assert not skipped.get_asset_check_evaluations()
+
+
+def test_skipped_source_leaves_empty_bronze_tables_for_dbt(tmp_path: Path) -> None:
+    url = f"postgresql://postgres@127.0.0.1:{free_port()}/test"
+    skipped = dg.materialize(
+        [account_profiles],
+        resources=_resources(url, tmp_path),
+        run_config={"ops": {"bronze__account_profiles": {"config": {"when_unreachable": "skip"}}}},
+    )
+    assert skipped.success
+    assert _bronze(tmp_path).height == 0 and _rejected(tmp_path).height == 0
+    assert _bronze(tmp_path).columns[:3] == ["user_id", "signup_time", "kyc_level"]
 
 
 def test_missing_source_table_is_a_clear_error_or_created_empty(

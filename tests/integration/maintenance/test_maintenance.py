@@ -5,10 +5,11 @@ import uuid
 import pytest
 
 from fraud_platform.lib.contracts.events import encode_event
-from fraud_platform.lib.ingestion.bronze import bronze_table, committed_offsets, ingest_topic
+from fraud_platform.lib.ingestion.bronze import committed_offsets, ingest_topic
 from fraud_platform.lib.simulation import SimulationConfig, simulate
 from fraud_platform.lib.storage.delta import DeltaStore
 from fraud_platform.lib.storage.maintenance import compact_and_vacuum
+from fraud_platform.names import bronze_table
 
 pytestmark = pytest.mark.integration
 

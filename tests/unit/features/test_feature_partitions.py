@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 import polars as pl
 import pytest
 
-from fraud_platform.defs.ingestion.assets import stale_partition_range
+from fraud_platform.defs.features.jobs import stale_partition_range
 from fraud_platform.lib.features.catalog import FEATURE_GROUPS
 from fraud_platform.lib.features.compute import (
     compute_feature_group,
@@ -14,6 +14,7 @@ from fraud_platform.lib.features.compute import (
 )
 from fraud_platform.lib.features.registry import FEATURE_TIME
 from fraud_platform.lib.simulation import SimulationConfig, simulate
+from fraud_platform.lib.simulation.profiles import simulated_profiles
 
 START = datetime(2026, 10, 1, tzinfo=UTC)
 DAYS = 12
@@ -29,12 +30,25 @@ def sources() -> dict[str, pl.DataFrame]:
         transactions.select("transaction_id", "merchant_id"), on="transaction_id"
     )
     assert frauds.height > 0
+    # two versions per user: the simulated profile, then a KYC upgrade some hours or days later
+    profiles = pl.DataFrame(simulated_profiles(3, 150, START, merchants=40))
+    rng = random.Random(3)
+    changed = [START + timedelta(hours=rng.randrange(1, DAYS * 24)) for _ in range(profiles.height)]
+    versions = pl.concat(
+        [
+            profiles.with_columns(pl.lit(START).alias("valid_from")),
+            profiles.with_columns(
+                pl.Series("valid_from", changed), (pl.col("kyc_level") + 1).clip(0, 3)
+            ),
+        ]
+    ).with_columns(pl.col("signup_time", "valid_from").cast(ts))
     return {
         "fct_transactions": transactions,
         "fct_account_events": pl.DataFrame(sim.account_events).with_columns(
             pl.col("event_time").cast(ts)
         ),
         "fct_merchant_fraud_labels": frauds,
+        "dim_account_profile_versions": versions,
     }
 
 

@@ -1,6 +1,7 @@
 """Feature computation semantics on hand-made events (expected values written by hand)."""
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import polars as pl
 import pytest
@@ -12,7 +13,7 @@ from fraud_platform.lib.features.catalog import (
     USER_TXN_VELOCITY,
 )
 from fraud_platform.lib.features.compute import compute_feature_group, latest_per_entity
-from fraud_platform.lib.features.registry import Entity, Feature, FeatureGroup, validate_registry
+from fraud_platform.lib.features.registry import Entity, Feature, FeatureGroup, FeatureService
 
 T0 = datetime(2026, 10, 1, 12, 0, tzinfo=UTC)
 
@@ -21,24 +22,23 @@ def at(minutes: float) -> datetime:
     return T0 + timedelta(minutes=minutes)
 
 
-def txns(rows: list[tuple]) -> pl.DataFrame:
-    """rows: (user, card, device, country, merchant, channel, amount, minutes)."""
-    return pl.DataFrame(
-        [
-            {
-                "user_id": u,
-                "card_id": c,
-                "device_id": d,
-                "country": co,
-                "merchant_id": m,
-                "channel": ch,
-                "amount": a,
-                "event_time": at(mins),
-            }
-            for u, c, d, co, m, ch, a, mins in rows
-        ],
-        schema_overrides={"event_time": pl.Datetime("us", "UTC")},
-    )
+TXN_DEFAULTS = {
+    "user_id": "u1",
+    "card_id": "c1",
+    "device_id": "d1",
+    "country": "DE",
+    "merchant_id": "m1",
+    "channel": "ecommerce",
+}
+
+
+def txn(minutes: float, amount: float = 1.0, **fields: str) -> dict[str, Any]:
+    """One transaction ``minutes`` after T0; the tests name only the fields that differ."""
+    return {**TXN_DEFAULTS, **fields, "amount": amount, "event_time": at(minutes)}
+
+
+def txns(*rows: dict[str, Any]) -> pl.DataFrame:
+    return pl.DataFrame(rows, schema_overrides={"event_time": pl.Datetime("us", "UTC")})
 
 
 def row_at(frame: pl.DataFrame, key: str, minutes: float) -> dict:
@@ -49,13 +49,11 @@ def row_at(frame: pl.DataFrame, key: str, minutes: float) -> dict:
 
 def test_user_velocity_windows_include_events_at_the_same_timestamp() -> None:
     events = txns(
-        [
-            ("u1", "c1", "d1", "DE", "m1", "ecommerce", 10.0, 0),
-            ("u1", "c1", "d1", "DE", "m2", "p2p", 20.0, 0),
-            ("u1", "c1", "d1", "FR", "m1", "ecommerce", 30.0, 50),
-            ("u1", "c1", "d1", "DE", "m3", "ecommerce", 40.0, 120),
-            ("u2", "c2", "d2", "DE", "m1", "ecommerce", 5.0, 10),
-        ]
+        txn(0, 10.0),
+        txn(0, 20.0, merchant_id="m2", channel="p2p"),
+        txn(50, 30.0, country="FR"),
+        txn(120, 40.0, merchant_id="m3"),
+        txn(10, 5.0, user_id="u2", card_id="c2", device_id="d2"),
     )
     rows = compute_feature_group(USER_TXN_VELOCITY, events)
     assert rows.height == 4  # u1 at 0, 50, 120 and u2 at 10: one row per entity and timestamp
@@ -77,11 +75,9 @@ def test_user_velocity_windows_include_events_at_the_same_timestamp() -> None:
 
 def test_card_small_amount_filter_counts_only_matching_events() -> None:
     events = txns(
-        [
-            ("u1", "c1", "d1", "DE", "m1", "ecommerce", 1.0, 0),
-            ("u1", "c1", "d1", "DE", "m2", "ecommerce", 2.0, 1),
-            ("u1", "c1", "d1", "DE", "m3", "ecommerce", 900.0, 2),
-        ]
+        txn(0),
+        txn(1, 2.0, merchant_id="m2"),
+        txn(2, 900.0, merchant_id="m3"),
     )
     last = row_at(compute_feature_group(CARD_VELOCITY, events), "c1", 2)
     assert last["card_small_txn_count_1h"] == 2
@@ -91,12 +87,10 @@ def test_card_small_amount_filter_counts_only_matching_events() -> None:
 
 def test_lifetime_features_accumulate_per_composite_entity() -> None:
     events = txns(
-        [
-            ("u1", "c1", "d1", "DE", "m1", "ecommerce", 1.0, 0),
-            ("u1", "c1", "d2", "DE", "m1", "ecommerce", 1.0, 5),
-            ("u1", "c1", "d1", "DE", "m1", "ecommerce", 1.0, 10),
-            ("u2", "c2", "d1", "DE", "m1", "ecommerce", 1.0, 15),
-        ]
+        txn(0),
+        txn(5, device_id="d2"),
+        txn(10),
+        txn(15, user_id="u2", card_id="c2"),
     )
     rows = compute_feature_group(USER_DEVICE_HISTORY, events)
     assert row_at(rows, "u1|d1", 10)["user_device_txn_count"] == 2
@@ -135,17 +129,15 @@ def test_account_security_remembers_last_password_change() -> None:
 
 def test_latest_per_entity_keeps_the_newest_row() -> None:
     events = txns(
-        [
-            ("u1", "c1", "d1", "DE", "m1", "ecommerce", 1.0, 0),
-            ("u1", "c1", "d1", "DE", "m1", "ecommerce", 7.0, 90),
-        ]
+        txn(0),
+        txn(90, 7.0),
     )
     latest = latest_per_entity(compute_feature_group(USER_TXN_VELOCITY, events))
     assert latest.height == 1
     assert latest.row(0, named=True)["feature_time"] == at(90)
 
 
-def test_registry_rejects_a_feature_declared_twice() -> None:
+def test_feature_service_rejects_a_feature_declared_twice() -> None:
     duplicate = FeatureGroup(
         name="dup",
         version=1,
@@ -158,4 +150,4 @@ def test_registry_rejects_a_feature_declared_twice() -> None:
         features=(Feature("user_txn_count_1h", "count", window=timedelta(hours=1)),),
     )
     with pytest.raises(ValueError, match="declared twice"):
-        validate_registry((USER_TXN_VELOCITY, duplicate))
+        FeatureService("dup_service", (USER_TXN_VELOCITY, duplicate), (), ())

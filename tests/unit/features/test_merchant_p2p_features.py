@@ -14,7 +14,9 @@ from fraud_platform.lib.features.catalog import (
     USER_COUNTERPARTY_HISTORY,
 )
 from fraud_platform.lib.features.compute import compute_feature_group, latest_per_entity
-from fraud_platform.lib.features.online import OnlineFeatureReader, online_key, write_snapshot
+from fraud_platform.lib.features.online.layout import online_key
+from fraud_platform.lib.features.online.reader import OnlineFeatureReader
+from fraud_platform.lib.features.online.writer import write_snapshot
 from fraud_platform.lib.features.pit import point_in_time_join
 from fraud_platform.lib.features.registry import FeatureService
 from fraud_platform.lib.features.request import request_features

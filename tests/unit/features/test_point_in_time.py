@@ -7,7 +7,7 @@ import polars as pl
 from fraud_platform.lib.features.catalog import CARD_VELOCITY, USER_TXN_VELOCITY
 from fraud_platform.lib.features.compute import compute_feature_group
 from fraud_platform.lib.features.pit import point_in_time_join
-from fraud_platform.lib.features.request import FRAUD_SCORING_V1
+from fraud_platform.lib.features.services import FRAUD_SCORING_V1
 from fraud_platform.lib.features.training_frame import build_training_frame, label_transactions
 
 T0 = datetime(2026, 10, 1, tzinfo=UTC)
@@ -120,6 +120,11 @@ def test_training_frame_has_every_model_feature() -> None:
                     pl.lit("login").alias("event_type"),
                     pl.lit("1.1.1.1").alias("ip"),
                     pl.col("event_time").alias("label_time"),
+                    pl.col("event_time").alias("valid_from"),
+                    pl.col("event_time").alias("signup_time"),
+                    pl.lit(1).alias("kyc_level"),
+                    pl.lit("personal").alias("account_type"),
+                    pl.col("country").alias("home_country"),
                 ),
             )
     labelled = events.with_columns(

@@ -1,4 +1,4 @@
-"""Unit tests of fraud_platform.lib.monitoring.drift (whylogs profiles, drift, skew)."""
+"""Unit tests of fraud_platform.lib.monitoring (whylogs profiles, drift between profiles, skew)."""
 
 from __future__ import annotations
 
@@ -11,16 +11,9 @@ import polars as pl
 import pytest
 
 from fraud_platform.lib import plots
-from fraud_platform.lib.monitoring.drift import (
-    DRIFT,
-    NO_DRIFT,
-    drift_report,
-    drift_report_from_profiles,
-    profile_frame,
-    read_profile,
-    skew_report,
-    write_profile,
-)
+from fraud_platform.lib.monitoring.drift import DRIFT, NO_DRIFT, drift_report
+from fraud_platform.lib.monitoring.profiles import profile_frame, read_profile, write_profile
+from fraud_platform.lib.monitoring.skew import skew_report
 
 COLUMNS = ["amount", "velocity", "country", "merchant_category"]
 
@@ -69,7 +62,9 @@ def test_profile_round_trip(tmp_path: Path, reference: pl.DataFrame) -> None:
 def test_drift_report_flags_shifted_column_only(
     reference: pl.DataFrame, shifted: pl.DataFrame
 ) -> None:
-    report = drift_report(reference, shifted, COLUMNS)
+    report = drift_report(
+        profile_frame(reference, COLUMNS), profile_frame(shifted, COLUMNS), COLUMNS
+    )
     assert report.columns["amount"].status == DRIFT
     assert report.columns["amount"].psi > 1.0
     for name in ("velocity", "country", "merchant_category"):
@@ -89,15 +84,21 @@ def test_drift_report_flags_a_feature_going_missing(reference: pl.DataFrame) -> 
         .otherwise(pl.col("velocity"))
         .alias("velocity")
     )
-    report = drift_report(reference, current, ["velocity"])
+    report = drift_report(
+        profile_frame(reference, ["velocity"]), profile_frame(current, ["velocity"]), ["velocity"]
+    )
     assert report.columns["velocity"].status == DRIFT
     assert report.columns["velocity"].null_pvalue < 0.05
 
 
-def test_drift_report_from_profiles_agrees(reference: pl.DataFrame, shifted: pl.DataFrame) -> None:
-    report = drift_report_from_profiles(
-        profile_frame(reference, COLUMNS), profile_frame(shifted, COLUMNS), COLUMNS
-    )
+def test_drift_report_from_stored_profiles_agrees(
+    tmp_path: Path, reference: pl.DataFrame, shifted: pl.DataFrame
+) -> None:
+    stored = [
+        read_profile(write_profile(profile_frame(frame, COLUMNS), tmp_path / f"{name}.bin"))
+        for name, frame in (("reference", reference), ("current", shifted))
+    ]
+    report = drift_report(*stored, COLUMNS)
     assert report.source == "profiles"
     assert report.drifted_columns == ["amount"]
     assert report.columns["country"].status == NO_DRIFT

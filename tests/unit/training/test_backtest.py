@@ -9,8 +9,8 @@ import pytest
 from catboost import CatBoostClassifier
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from fraud_platform.lib.model.input import predict_proba, to_model_input
 from fraud_platform.lib.training import backtest, evaluation
-from fraud_platform.lib.training import fit as training
 
 START = datetime(2026, 2, 1, tzinfo=UTC)
 N = 24 * 12  # hourly rows over 12 days
@@ -34,7 +34,7 @@ def frame() -> pl.DataFrame:
 
 
 def _model(frame: pl.DataFrame, iterations: int, seed: int) -> CatBoostClassifier:
-    pool = training.to_model_input(
+    pool = to_model_input(
         frame, ["amount", "channel"], ["channel"], label=frame["is_fraud"].cast(pl.Int8).to_numpy()
     )
     return CatBoostClassifier(
@@ -57,7 +57,7 @@ def test_backtest_metrics_match_evaluation_and_sklearn(frame, models) -> None:
     assert result.rows == window.height == 7 * 24
     y = window["is_fraud"].to_numpy()
     for name, model in models.items():
-        s = training.predict_proba(model, window)
+        s = predict_proba(model, window)
         m = result.models[name]
         assert m.rows == window.height and m.positives == int(y.sum())
         assert m.auc_roc == pytest.approx(roc_auc_score(y, s))
@@ -75,7 +75,7 @@ def test_backtest_metrics_match_evaluation_and_sklearn(frame, models) -> None:
         assert m.recall_at_budget == pytest.approx(expected.recall_at_budget)
         assert len(m.per_day) == 7 and sum(d["rows"] for d in m.per_day) == window.height
         day0 = window.filter(pl.col("event_time").dt.date() == date(2026, 2, 4))
-        s0 = training.predict_proba(model, day0)
+        s0 = predict_proba(model, day0)
         assert m.per_day[0]["day"] == "2026-02-04"
         assert m.per_day[0]["average_precision"] == pytest.approx(
             average_precision_score(day0["is_fraud"].to_numpy(), s0)
@@ -84,7 +84,7 @@ def test_backtest_metrics_match_evaluation_and_sklearn(frame, models) -> None:
         assert scored["transaction_id"].to_list() == window["transaction_id"].to_list()
         np.testing.assert_allclose(scored["score"].to_numpy(), s)
     good = result.models["m:good"]
-    s = training.predict_proba(models["m:good"], window)
+    s = predict_proba(models["m:good"], window)
     assert good.decisions == {
         "approve": int((s < 0.5).sum()),
         "review": int(((s >= 0.5) & (s < 0.9)).sum()),
@@ -122,7 +122,7 @@ def test_unlabelled_rows_are_scored_but_not_in_label_metrics(frame, models) -> N
     m = result.models["m"]
     labelled = frame.filter(pl.col("transaction_id") >= "t0100")
     assert m.rows == N and m.labelled == labelled.height
-    s = training.predict_proba(models["m:good"], labelled)
+    s = predict_proba(models["m:good"], labelled)
     assert m.average_precision == pytest.approx(
         average_precision_score(labelled["is_fraud"].to_numpy(), s)
     )

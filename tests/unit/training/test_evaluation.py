@@ -13,11 +13,10 @@ import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from fraud_platform.lib import plots
-from fraud_platform.lib.training.evaluation import (
-    Thresholds,
+from fraud_platform.lib.serving.policy import Thresholds
+from fraud_platform.lib.training.evaluation import choose_thresholds, evaluate
+from fraud_platform.lib.training.metrics import (
     average_precision,
-    choose_thresholds,
-    evaluate,
     recall_at_fpr,
     review_budget_mask,
     roc_auc,

@@ -9,23 +9,13 @@ import polars as pl
 import pytest
 
 from fraud_platform.lib import plots
-from fraud_platform.lib.training import evaluation
-from fraud_platform.lib.training.fit import (
-    TrainConfig,
-    shap_values,
-    time_split,
-    to_model_input,
-    train_model,
-)
-from tests.unit.training.test_training import CATEGORICAL, NUMERIC, make_frame
+from fraud_platform.lib.model.explain import shap_values
+from fraud_platform.lib.model.input import predict_proba, to_model_input
+from fraud_platform.lib.training import metrics
+from fraud_platform.lib.training.fit import time_split, train_model
+from tests.unit.training.synthetic import CATEGORICAL, FAST, NUMERIC
 
-FAST = TrainConfig(iterations=40, depth=4, early_stopping_rounds=20, thread_count=1)
 PNG = b"\x89PNG"
-
-
-@pytest.fixture(scope="module")
-def frame() -> pl.DataFrame:
-    return make_frame()
 
 
 @pytest.fixture(scope="module")
@@ -79,11 +69,9 @@ def test_shap_summary_png(trained, split) -> None:
 
 
 def test_metrics_by_day_and_metric_over_time_png(trained, split) -> None:
-    from fraud_platform.lib.training.fit import predict_proba
-
     test = split.test
     scores = predict_proba(trained, test)
-    daily = evaluation.metrics_by_day(test["is_fraud"], scores, test["event_time"], 5)
+    daily = metrics.metrics_by_day(test["is_fraud"], scores, test["event_time"], 5)
     days = test["event_time"].dt.date().unique().sort().to_list()
     assert [d["day"] for d in daily] == [d.isoformat() for d in days]
     assert sum(d["rows"] for d in daily) == test.height
@@ -107,7 +95,7 @@ def test_metrics_by_day_and_metric_over_time_png(trained, split) -> None:
 
 def test_metrics_by_day_one_class_day_is_none() -> None:
     times = np.array(["2026-03-01T10:00", "2026-03-01T11:00", "2026-03-02T09:00"], "datetime64[us]")
-    daily = evaluation.metrics_by_day([0, 1, 0], [0.2, 0.9, 0.5], times, review_budget_per_day=1)
+    daily = metrics.metrics_by_day([0, 1, 0], [0.2, 0.9, 0.5], times, review_budget_per_day=1)
     assert daily[0] == {
         "day": "2026-03-01",
         "rows": 2,

@@ -6,7 +6,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from fraud_platform.lib.training import evaluation, promotion
+from fraud_platform.lib.training import metrics, promotion
 
 N = 400
 
@@ -31,10 +31,8 @@ def test_better_challenger_is_promoted_worse_is_not(sample) -> None:
     y, good, bad, times = sample
     up = promotion.compare(bad, good, y, times, champion_tag="m:old", challenger_tag="m:new")
     assert up.promote and up.decision == promotion.PROMOTED
-    assert up.challenger["average_precision"] == pytest.approx(
-        evaluation.average_precision(y, good)
-    )
-    assert up.champion["average_precision"] == pytest.approx(evaluation.average_precision(y, bad))
+    assert up.challenger["average_precision"] == pytest.approx(metrics.average_precision(y, good))
+    assert up.champion["average_precision"] == pytest.approx(metrics.average_precision(y, bad))
     assert up.rows == N and up.positives == int(y.sum())
     assert up.period_start.startswith("2026-03-01T00:00") and up.period_end > up.period_start
 
@@ -45,7 +43,7 @@ def test_better_challenger_is_promoted_worse_is_not(sample) -> None:
 
 def test_margin_boundary(sample) -> None:
     y, good, _, times = sample
-    ap = evaluation.average_precision(y, good)
+    ap = metrics.average_precision(y, good)
     margin = 0.01
     # a champion exactly `margin` worse than the challenger: the challenger reaches it
     champion_ap = ap - margin
@@ -114,7 +112,7 @@ def test_other_metric_and_bad_arguments(sample) -> None:
         bad, good, y, times, metric="auc_roc", champion_tag="a", challenger_tag="b"
     )
     assert decision.promote and decision.metric == "auc_roc"
-    assert decision.challenger["auc_roc"] == pytest.approx(evaluation.roc_auc(y, good))
+    assert decision.challenger["auc_roc"] == pytest.approx(metrics.roc_auc(y, good))
     with pytest.raises(ValueError, match="metric"):
         promotion.compare(bad, good, y, times, metric="accuracy")
     with pytest.raises(ValueError, match="margin"):

@@ -7,14 +7,15 @@ from datetime import timedelta
 import polars as pl
 import pytest
 
-from fraud_platform.lib.training.fit import TrainConfig, predict_proba, time_split, train_model
+from fraud_platform.lib.model.input import predict_proba
+from fraud_platform.lib.training.fit import TrainConfig, time_split, train_model
 from fraud_platform.lib.training.search import (
     SearchResult,
     search_hyperparameters,
     time_folds,
     to_train_config,
 )
-from tests.unit.training.test_training import CATEGORICAL, NUMERIC, make_frame
+from tests.unit.training.synthetic import CATEGORICAL, NUMERIC, make_frame
 
 BASE = TrainConfig(iterations=40, depth=4, early_stopping_rounds=15, thread_count=1)
 

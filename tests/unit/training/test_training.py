@@ -2,66 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import numpy as np
 import polars as pl
 import pytest
 
-from fraud_platform.lib.training.fit import (
-    MISSING_CATEGORY,
-    TrainConfig,
-    predict_proba,
-    time_split,
-    to_model_input,
-    top_reasons,
-    train_model,
-)
-
-NUMERIC = ["amount", "card_tx_count_1h", "user_amount_avg_7d", "is_new_device"]
-CATEGORICAL = ["merchant_category", "country"]
-START = datetime(2026, 3, 1, tzinfo=UTC)
-FAST = TrainConfig(iterations=40, depth=4, early_stopping_rounds=20, thread_count=1)
-
-
-def make_frame(n: int = 1600, days: float = 16.0, seed: int = 7) -> pl.DataFrame:
-    rng = np.random.default_rng(seed)
-    seconds = np.sort(rng.uniform(0, days * 86_400, n))
-    amount = rng.lognormal(3.0, 1.0, n)
-    velocity = rng.poisson(1.0, n).astype(float)
-    avg = rng.lognormal(3.0, 0.5, n)
-    new_device = rng.integers(0, 2, n).astype(float)
-    category = rng.choice(["grocery", "travel", "electronics", "gaming"], n)
-    country = rng.choice(["DE", "FR", "US", None], n)
-    logit = -4.0 + 0.8 * velocity + 1.2 * new_device + 1.0 * (category == "gaming")
-    is_fraud = rng.uniform(size=n) < 1 / (1 + np.exp(-logit))
-    velocity[rng.uniform(size=n) < 0.05] = np.nan  # numeric nulls stay NaN
-    return pl.DataFrame(
-        {
-            "transaction_id": [f"t{i:05d}" for i in range(n)],
-            "event_time": [START + timedelta(seconds=float(s)) for s in seconds],
-            "is_fraud": is_fraud,
-            "fraud_type": np.where(is_fraud, "card_testing", None).tolist(),
-            "channel": rng.choice(["ecommerce", "card_present"], n).tolist(),
-            "amount": amount,
-            "card_tx_count_1h": velocity,
-            "user_amount_avg_7d": avg,
-            "is_new_device": new_device,
-            "merchant_category": category.tolist(),
-            "country": country.tolist(),
-        },
-        schema_overrides={"event_time": pl.Datetime("us", "UTC")},
-    )
-
-
-@pytest.fixture(scope="module")
-def frame() -> pl.DataFrame:
-    return make_frame()
-
-
-@pytest.fixture(scope="module")
-def trained(frame: pl.DataFrame):
-    return train_model(time_split(frame, FAST), NUMERIC, CATEGORICAL, FAST)
+from fraud_platform.lib.model.input import predict_proba
+from fraud_platform.lib.training.fit import TrainConfig, time_split, train_model
+from tests.unit.training.synthetic import CATEGORICAL, FAST, NUMERIC
 
 
 def test_time_split_boundaries_respect_gaps_and_order(frame: pl.DataFrame) -> None:
@@ -117,56 +66,3 @@ def test_train_model_is_deterministic_for_a_seed(frame: pl.DataFrame, trained) -
 def test_train_model_rejects_label_as_feature(frame: pl.DataFrame) -> None:
     with pytest.raises(ValueError, match="cannot be features"):
         train_model(time_split(frame, FAST), [*NUMERIC, "is_fraud"], CATEGORICAL, FAST)
-
-
-def test_predict_proba_single_row_equals_batch(frame: pl.DataFrame, trained) -> None:
-    batch = predict_proba(trained, frame)
-    assert batch.shape == (frame.height,)
-    assert np.all((batch > 0) & (batch < 1))
-    # A few rows incl. one with a null categorical and one with a NaN numeric.
-    picks = [
-        0,
-        frame.with_row_index().filter(pl.col("country").is_null())["index"][0],
-        frame.with_row_index().filter(pl.col("card_tx_count_1h").is_nan())["index"][0],
-    ]
-    for i in picks:
-        row = frame.row(int(i), named=True)
-        online = dict(row)
-        if online["card_tx_count_1h"] != online["card_tx_count_1h"]:
-            online["card_tx_count_1h"] = None  # the service sends null, not NaN
-        assert predict_proba(trained, online)[0] == batch[i]
-        assert predict_proba(trained, [online])[0] == batch[i]
-        assert predict_proba(trained.model, online)[0] == batch[i]  # raw CatBoost model
-        assert predict_proba(trained, frame.slice(int(i), 1))[0] == batch[i]
-
-
-def test_to_model_input_missing_key_raises_unless_allowed() -> None:
-    row = {"amount": 12.5, "merchant_category": None}
-    with pytest.raises(KeyError, match="country"):
-        to_model_input(row, ["amount", "merchant_category", "country"], ["merchant_category"])
-    pool = to_model_input(
-        row,
-        ["amount", "merchant_category", "country"],
-        ["country", "merchant_category"],
-        allow_missing=True,
-    )
-    assert pool.num_row() == 1 and pool.num_col() == 3
-    assert pool.get_cat_feature_indices() == [1, 2]
-    assert MISSING_CATEGORY == "__missing__"
-
-
-def test_top_reasons_returns_k_features_from_the_list(frame: pl.DataFrame, trained) -> None:
-    scores = predict_proba(trained, frame)
-    row = frame.row(int(np.argmax(scores)), named=True)
-    reasons = top_reasons(trained, row, k=3)
-    assert len(reasons) == 3
-    assert all(r["feature"] in NUMERIC + CATEGORICAL for r in reasons)
-    assert len({r["feature"] for r in reasons}) == 3
-    contributions = [r["contribution"] for r in reasons]
-    assert contributions == sorted(contributions, reverse=True) and contributions[-1] > 0
-    for r in reasons:
-        expected = row[r["feature"]]
-        if r["feature"] in CATEGORICAL:
-            assert r["value"] == (MISSING_CATEGORY if expected is None else expected)
-        else:
-            assert r["value"] == pytest.approx(expected, nan_ok=True) or r["value"] is None

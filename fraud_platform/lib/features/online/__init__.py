@@ -1,0 +1,1 @@
+"""The online store in Redis: ``layout`` (keys, encoding), ``writer`` (snapshots), ``reader``."""

@@ -1,0 +1,101 @@
+"""The online store's layout: latest feature values per entity in Redis, one key per row.
+
+Key layout (version ``ONLINE_LAYOUT_VERSION`` = 2)::
+
+    fp:2:<group name>:v<group version>:<entity key>   ->  string (the whole row)
+
+Value: a JSON array ``[feature_time, f1, f2, ...]``: the row's feature_time in epoch
+microseconds, then the group's features in their declared order. A null feature is ``null``;
+ints are JSON integers; floats are their shortest round-trip decimal text (polars' formatting,
+bit-exact through ``float()``; NaN and +-Infinity as Python's ``json`` writes them); timestamps
+are epoch microseconds; strings are JSON strings. The reader (``reader.py``) turns each element
+back into its declared dtype (``float``, ``int``, ``str``, ``ts`` -> aware UTC datetime).
+
+Each key is written with ONE command, ``SET key value PXAT <feature_time + ttl + 7 days>``
+(``writer.py``). Keys expire ``ttl`` + 7 days after their feature_time; the reader applies the
+TTL and the "feature_time strictly before now" rule itself, so what it serves equals the
+offline point-in-time join. Because the layout and the group version are in the key, a new
+version of a group (or of the layout) is written beside the old one, and a model whose feature
+service pins the old version keeps reading it.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import polars as pl
+
+from fraud_platform.lib.features.registry import ENTITY_KEY, FEATURE_TIME, FeatureGroup
+
+ONLINE_LAYOUT_VERSION = 2
+# Keys outlive their TTL by this much. Expiry only reclaims memory: the reader applies the TTL
+# against the request's own event time. The grace keeps a row readable for requests scored
+# after the fact (a replay of held-out days, a backtest through the service, a late request)
+# that would still have seen it at their event time.
+EXPIRY_MARGIN_MS = 7 * 86_400_000
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def online_key(group: FeatureGroup, entity_key: str) -> str:
+    return f"{key_prefix(group)}{entity_key}"
+
+
+def key_prefix(group: FeatureGroup) -> str:
+    return f"fp:{ONLINE_LAYOUT_VERSION}:{group.name}:v{group.version}:"
+
+
+def to_micros(value: datetime) -> int:
+    delta = value - EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_micros(value: int) -> datetime:
+    return EPOCH + timedelta(0, 0, value)  # positional: twice as fast as microseconds=
+
+
+def _json_text(name: str, dtype: str, schema_dtype: pl.DataType) -> pl.Expr:
+    """The JSON text of feature column ``name`` (``null`` where null)."""
+    col = pl.col(name)
+    if schema_dtype == pl.Null:
+        return pl.lit("null")
+    if dtype == "float":
+        value = col.cast(pl.Float64)
+        text = (
+            pl.when(value.is_infinite())
+            .then(pl.when(value > 0).then(pl.lit("Infinity")).otherwise(pl.lit("-Infinity")))
+            .otherwise(value.cast(pl.String))  # shortest round-trip text, NaN as "NaN"
+        )
+    elif dtype == "int":
+        text = col.cast(pl.Int64).cast(pl.String)
+    elif dtype == "ts":
+        text = col.dt.epoch("us").cast(pl.String)
+    else:  # str: JSON-escaped by encoding a one-field struct {"s":...} and cutting the braces
+        encoded = pl.struct(col.cast(pl.String).alias("s")).struct.json_encode()
+        text = encoded.str.slice(5, encoded.str.len_chars() - 6)
+    return text.fill_null(pl.lit("null"))
+
+
+def encode_rows(group: FeatureGroup, latest_rows: pl.DataFrame) -> pl.DataFrame:
+    """``key``, ``value`` (the JSON row) and ``pxat`` (expiry, epoch ms) of each row, vectorised.
+
+    Raises ``ValueError`` if an entity key or a feature_time is null.
+    """
+    schema = latest_rows.schema
+    ttl_ms = int(group.ttl.total_seconds() * 1000)
+    ft_us = pl.col(FEATURE_TIME).dt.epoch("us")
+    parts: list[pl.Expr] = [pl.lit("["), ft_us.cast(pl.String)]
+    for feature in group.features:
+        parts += [pl.lit(","), _json_text(feature.name, feature.dtype, schema[feature.name])]
+    parts.append(pl.lit("]"))
+    encoded = latest_rows.select(
+        key=pl.concat_str([pl.lit(key_prefix(group)), pl.col(ENTITY_KEY).cast(pl.String)]),
+        value=pl.concat_str(parts),
+        pxat=ft_us // 1000 + (ttl_ms + EXPIRY_MARGIN_MS),
+    )
+    nulls = encoded.select(pl.col("key", "pxat").null_count()).row(0)
+    if any(nulls):
+        raise ValueError(
+            f"{group.versioned_name}: {nulls[0]} rows without {ENTITY_KEY}, "
+            f"{nulls[1]} without {FEATURE_TIME}"
+        )
+    return encoded

@@ -1,0 +1,237 @@
+"""What the training assets compute, as plain data: the point-in-time training set, and the
+candidate model trained, thresholded, evaluated and explained.
+
+``PipelineConfig`` holds the defaults of every training setting (hyper-parameters and split sizes
+through ``TrainConfig``, thresholds, budget, quality gate, search); the Dagster config of the
+model asset takes its defaults from here, so each default is declared once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from fraud_platform.lib import plots
+from fraud_platform.lib.features.registry import FeatureService
+from fraud_platform.lib.features.services import SERVICE_METADATA_KEY
+from fraud_platform.lib.features.training_frame import build_training_frame, label_transactions
+from fraud_platform.lib.model.explain import shap_values
+from fraud_platform.lib.model.input import TrainedModel, predict_proba
+from fraud_platform.lib.serving.policy import Thresholds
+from fraud_platform.lib.training import evaluation, search
+from fraud_platform.lib.training.fit import Log, Split, TrainConfig, time_split, train_model
+from fraud_platform.lib.training.metrics import metrics_by_day
+from fraud_platform.lib.training.versioning import code_version
+
+SHAP_SAMPLE_ROWS = 2000
+SHAP_TOP_FEATURES = 15
+
+
+# ---------------------------------------------------------------------------------------------
+# the training set
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    frame: pl.DataFrame
+    as_of: datetime
+    positives: int
+    unmatured_excluded: int
+    seconds: float  # to join the features
+
+
+def build_training_set(
+    transactions: pl.DataFrame,
+    labels: pl.DataFrame,
+    group_rows: dict[str, pl.DataFrame],
+    service: FeatureService,
+    maturity: timedelta,
+) -> TrainingSet:
+    """Matured, labelled transactions joined point-in-time to the service's feature groups.
+
+    The clock is the data's: ``as_of`` is the newest transaction, so labels that arrive later
+    are not yet known.
+    """
+    as_of = transactions["event_time"].max()
+    labelled = label_transactions(transactions, labels, as_of=as_of, maturity=maturity)
+    started = time.perf_counter()
+    frame = build_training_frame(labelled.frame, group_rows, service)
+    return TrainingSet(
+        frame=frame,
+        as_of=as_of,  # type: ignore[arg-type]
+        positives=labelled.positives,
+        unmatured_excluded=labelled.unmatured_excluded,
+        seconds=time.perf_counter() - started,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# the model
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    train: TrainConfig = field(default_factory=TrainConfig)
+    review_rate: float = 0.01
+    """Share of traffic the review team can look at: the review threshold flags this much."""
+    review_budget_per_day: int = 50
+    decline_precision: float = 0.9
+    min_auc_roc: float = 0.75
+    """Promotion gate: the candidate needs at least this test AUC..."""
+    min_average_precision: float = 0.10
+    """...and at least this test average precision."""
+    search_trials: int = 0
+    """Optuna trials on time-ordered folds of the train part before the final fit; 0 = none."""
+    search_time_budget_s: float = 120.0
+    search_folds: int = 3
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    """The candidate and everything the model asset registers and publishes."""
+
+    trained: TrainedModel
+    split: Split
+    thresholds: Thresholds
+    metrics: dict[str, Any]  # evaluation.Evaluation.to_dict() on the test part
+    search: dict[str, Any]  # {"enabled": False} or {"enabled": True, **SearchResult.summary()}
+    plots: dict[str, str]  # metadata name -> markdown embedding a PNG
+    shap_mean_abs: dict[str, float]  # top features by mean |SHAP| on a test sample
+    passed: bool  # clears min_auc_roc and min_average_precision
+
+    def registry_metadata(
+        self, service: FeatureService, training_set_table: str, training_set_version: int
+    ) -> dict[str, Any]:
+        """What the model store records with the candidate."""
+        return {
+            "features": list(self.trained.features),
+            "categorical_features": list(self.trained.categorical),
+            SERVICE_METADATA_KEY: service.name,  # what the scoring path reads online
+            "feature_group_versions": {g.name: g.version for g in service.groups},
+            "training_set_table": training_set_table,
+            "training_set_delta_version": training_set_version,
+            "thresholds": self.thresholds.to_dict(),
+            "metrics": self.metrics,
+            "params": dict(self.trained.params),
+            "best_iteration": self.trained.best_iteration,
+            "code_version": code_version(),
+            "split": self.split.summary(),
+            "search": self.search,
+        }
+
+
+def train_and_evaluate(
+    frame: pl.DataFrame,
+    numeric: Sequence[str],
+    categorical: Sequence[str],
+    config: PipelineConfig | None = None,
+    log: Log | None = None,
+) -> TrainingResult:
+    """Time split, optional hyper-parameter search, fit, thresholds chosen on the validation
+    part, evaluation (with the served policy's decisions on the test rows), plots and SHAP on
+    the test part (the latest period)."""
+    config = config or PipelineConfig()
+    train_config = config.train
+    split = time_split(frame, train_config)
+    search_summary: dict[str, Any] = {"enabled": False}
+    if config.search_trials > 0:
+        found = search.search_hyperparameters(
+            split,
+            numeric,
+            categorical,
+            train_config,
+            n_trials=config.search_trials,
+            time_budget_s=config.search_time_budget_s,
+            n_folds=config.search_folds,
+            seed=train_config.seed,
+            log=log,
+        )
+        train_config = search.to_train_config(found.best_params, train_config)
+        search_summary = {"enabled": True, **found.summary()}
+    trained = train_model(split, numeric, categorical, train_config, log=log)
+    thresholds = evaluation.choose_thresholds(
+        split.validation["is_fraud"].to_numpy(),
+        predict_proba(trained, split.validation),
+        review_rate=config.review_rate,
+        decline_precision=config.decline_precision,
+    )
+    test = split.test
+    scores = predict_proba(trained, test)
+    y = test["is_fraud"].to_numpy()
+    metrics = evaluation.evaluate(
+        y,
+        scores,
+        event_time=test["event_time"].to_numpy(),
+        fraud_type=test["fraud_type"].to_list(),
+        channel=test["channel"].to_list(),
+        review_budget_per_day=config.review_budget_per_day,
+        thresholds=thresholds,
+        decline_precision=config.decline_precision,
+        policy_rows=test,
+    ).to_dict()
+    images = {
+        "pr_curve": plots.png_markdown(plots.pr_curve_png(y, scores), "Precision-recall (test)"),
+        "roc_curve": plots.png_markdown(plots.roc_curve_png(y, scores), "ROC (test)"),
+        "score_distribution": plots.png_markdown(
+            plots.score_distribution_png(y, scores), "Scores by class (test)"
+        ),
+        "feature_importance": plots.png_markdown(
+            plots.feature_importance_png(trained.features, trained.model.get_feature_importance()),
+            "Feature importance",
+        ),
+    }
+    explanation, shap_mean_abs = _explain(trained, test, scores, config)
+    images.update(explanation)
+    return TrainingResult(
+        trained=trained,
+        split=split,
+        thresholds=thresholds,
+        metrics=metrics,
+        search=search_summary,
+        plots=images,
+        shap_mean_abs=shap_mean_abs,
+        passed=(
+            metrics["auc_roc"] >= config.min_auc_roc
+            and metrics["average_precision"] >= config.min_average_precision
+        ),
+    )
+
+
+def _explain(
+    trained: TrainedModel,
+    test: pl.DataFrame,
+    scores: np.ndarray,
+    config: PipelineConfig,
+) -> tuple[dict[str, str], dict[str, float]]:
+    """(SHAP beeswarm and daily-metrics plots of the test period, top mean |SHAP| per feature
+    on a test sample)."""
+    shap, values, features = shap_values(
+        trained, test, max_rows=SHAP_SAMPLE_ROWS, seed=config.train.seed
+    )
+    mean_abs = np.abs(shap).mean(axis=0)
+    order = np.argsort(-mean_abs, kind="stable")[:SHAP_TOP_FEATURES]
+    daily = metrics_by_day(
+        test["is_fraud"].to_numpy(),
+        scores,
+        test["event_time"].to_numpy(),
+        config.review_budget_per_day,
+    )
+    over_time = plots.metric_over_time_png(
+        [d["day"] for d in daily],
+        {m: [d[m] for d in daily] for m in ("auc_roc", "average_precision", "recall_at_budget")},
+        f"Daily metrics (test; recall at {config.review_budget_per_day}/day)",
+    )
+    summary = plots.shap_summary_png(
+        shap, values, features, max_features=SHAP_TOP_FEATURES, title="SHAP (test sample)"
+    )
+    images = {
+        "shap_summary": plots.png_markdown(summary, f"SHAP summary ({values.height} test rows)"),
+        "metric_over_time": plots.png_markdown(over_time, "Daily metrics (test)"),
+    }
+    return images, {features[i]: round(float(mean_abs[i]), 6) for i in order}

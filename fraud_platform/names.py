@@ -1,0 +1,38 @@
+"""The platform's shared names, in one place: Delta tables (whose path is also the Dagster asset
+key), the model, and the jobs other domains refer to. Topics and their message keys are part of
+the event contract (``lib/contracts/events.py``: ``TOPICS``, ``KEY_FIELD``).
+
+Pure data: no Dagster, no I/O. ``dg.AssetKey(name.split("/"))`` turns a table name into its key.
+"""
+
+from __future__ import annotations
+
+from fraud_platform.lib.contracts.events import TOPICS
+
+
+# Delta tables (= asset keys)
+def bronze_table(topic: str) -> str:
+    """The bronze table of a topic (any topic: test and prefixed topic names too)."""
+    return f"bronze/{topic}"
+
+
+BRONZE_TABLES: dict[str, str] = {topic: bronze_table(topic) for topic in TOPICS}
+DEAD_LETTER_TABLE = "bronze/dead_letter"
+PROFILES_TABLE = "bronze/account_profiles"
+PROFILES_REJECTED_TABLE = "bronze/account_profiles_rejected"
+TRAINING_SET_TABLE = "training/fraud_training_set"
+BACKTEST_SCORES_TABLE = "serving/backtest_scores"
+
+MODEL_NAME = "fraud_catboost"
+MODEL_ASSET = f"models/{MODEL_NAME}"
+CHAMPION_ASSET = f"serving/{MODEL_NAME}_champion"
+SERVED_TRAFFIC_PROFILE_ASSET = "monitoring/served_traffic_profile"
+
+# Jobs a sensor or schedule of another domain refers to.
+INGEST_JOB = "ingest_job"
+FEATURE_REFRESH_JOB = "feature_refresh_job"
+RETRAIN_JOB = "retrain_job"
+
+
+def feature_table(versioned_group_name: str) -> str:
+    return f"features/{versioned_group_name}"

@@ -1,0 +1,65 @@
+"""Unit tests of fraud_platform.lib.model: one model-input conversion for batch and online rows,
+and the top SHAP reasons of one row."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+from fraud_platform.lib.model.explain import top_reasons
+from fraud_platform.lib.model.input import MISSING_CATEGORY, predict_proba, to_model_input
+from tests.unit.training.synthetic import CATEGORICAL, NUMERIC
+
+
+def test_predict_proba_single_row_equals_batch(frame: pl.DataFrame, trained) -> None:
+    batch = predict_proba(trained, frame)
+    assert batch.shape == (frame.height,)
+    assert np.all((batch > 0) & (batch < 1))
+    # A few rows incl. one with a null categorical and one with a NaN numeric.
+    picks = [
+        0,
+        frame.with_row_index().filter(pl.col("country").is_null())["index"][0],
+        frame.with_row_index().filter(pl.col("card_tx_count_1h").is_nan())["index"][0],
+    ]
+    for i in picks:
+        row = frame.row(int(i), named=True)
+        online = dict(row)
+        if online["card_tx_count_1h"] != online["card_tx_count_1h"]:
+            online["card_tx_count_1h"] = None  # the service sends null, not NaN
+        assert predict_proba(trained, online)[0] == batch[i]
+        assert predict_proba(trained, [online])[0] == batch[i]
+        assert predict_proba(trained.model, online)[0] == batch[i]  # raw CatBoost model
+        assert predict_proba(trained, frame.slice(int(i), 1))[0] == batch[i]
+
+
+def test_to_model_input_missing_key_raises_unless_allowed() -> None:
+    row = {"amount": 12.5, "merchant_category": None}
+    with pytest.raises(KeyError, match="country"):
+        to_model_input(row, ["amount", "merchant_category", "country"], ["merchant_category"])
+    pool = to_model_input(
+        row,
+        ["amount", "merchant_category", "country"],
+        ["country", "merchant_category"],
+        allow_missing=True,
+    )
+    assert pool.num_row() == 1 and pool.num_col() == 3
+    assert pool.get_cat_feature_indices() == [1, 2]
+    assert MISSING_CATEGORY == "__missing__"
+
+
+def test_top_reasons_returns_k_features_from_the_list(frame: pl.DataFrame, trained) -> None:
+    scores = predict_proba(trained, frame)
+    row = frame.row(int(np.argmax(scores)), named=True)
+    reasons = top_reasons(trained, row, k=3)
+    assert len(reasons) == 3
+    assert all(r["feature"] in NUMERIC + CATEGORICAL for r in reasons)
+    assert len({r["feature"] for r in reasons}) == 3
+    contributions = [r["contribution"] for r in reasons]
+    assert contributions == sorted(contributions, reverse=True) and contributions[-1] > 0
+    for r in reasons:
+        expected = row[r["feature"]]
+        if r["feature"] in CATEGORICAL:
+            assert r["value"] == (MISSING_CATEGORY if expected is None else expected)
+        else:
+            assert r["value"] == pytest.approx(expected, nan_ok=True) or r["value"] is None

@@ -1,0 +1,77 @@
+"""Settings read from the environment: one Redis URL, validated once, with one-line errors."""
+
+import pytest
+
+from fraud_platform.settings import DEFAULT_REDIS_URL, Settings, SettingsError
+
+
+def test_settings_redis_url_defaults_to_the_local_server() -> None:
+    assert Settings.from_env({}).redis_url == DEFAULT_REDIS_URL == "redis://127.0.0.1:6379/0"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://127.0.0.1:6379/3",
+        "redis://cache.internal",
+        "rediss://:secret@cache.internal:6380/0",
+        "unix:///run/redis.sock?db=2",
+        "redis://127.0.0.1:6379/",
+    ],
+)
+def test_settings_redis_url_accepts_redis_rediss_and_unix(url: str) -> None:
+    assert Settings.from_env({"REDIS_URL": url}).redis_url == url
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("redis://127.0.0.1:6379/notadb", "the database 'notadb' is not a number"),
+        ("unix:///run/redis.sock?db=one", "the database 'one' is not a number"),
+        ("http://127.0.0.1:6379/0", "the scheme must be one of redis, rediss, unix"),
+        ("127.0.0.1:6379", "the scheme must be one of redis, rediss, unix"),
+        ("redis://127.0.0.1:63x9/0", "the port is not a number"),
+        ("unix://", "a unix:// URL needs the socket path"),
+    ],
+)
+def test_settings_redis_url_refuses_what_redis_py_would_misread(url: str, message: str) -> None:
+    with pytest.raises(SettingsError, match=message) as raised:
+        Settings.from_env({"REDIS_URL": url})
+    assert "\n" not in str(raised.value)
+    assert str(raised.value).startswith("REDIS_URL=")
+
+
+def test_settings_error_never_shows_the_redis_password() -> None:
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env({"REDIS_URL": "redis://:hunter2@cache:6379/x"})
+    assert "hunter2" not in str(raised.value)
+    assert "redis://:***@cache:6379/x" in str(raised.value)
+
+
+def test_settings_refuses_a_port_that_is_not_a_number() -> None:
+    with pytest.raises(SettingsError, match="FRAUD_PLATFORM_SERVICE_PORT='http' is not an integer"):
+        Settings.from_env({"FRAUD_PLATFORM_SERVICE_PORT": "http"})
+
+
+def test_settings_profiles_default_is_not_the_test_suites_database() -> None:
+    assert Settings.from_env({}).profiles_pg_url == "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def test_settings_ensure_data_dir_creates_it(tmp_path) -> None:
+    settings = Settings.from_env({"FRAUD_PLATFORM_DATA_DIR": str(tmp_path / "a" / "b")})
+    assert settings.ensure_data_dir().is_dir()
+
+
+def test_settings_ensure_data_dir_refuses_a_file(tmp_path) -> None:
+    file = tmp_path / "data"
+    file.write_text("")
+    settings = Settings.from_env({"FRAUD_PLATFORM_DATA_DIR": str(file)})
+    with pytest.raises(SettingsError, match=f"FRAUD_PLATFORM_DATA_DIR={file} is not a directory"):
+        settings.ensure_data_dir()
+
+
+def test_settings_ensure_data_dir_refuses_an_unwritable_place() -> None:
+    # /proc refuses new entries even to root, for whom a chmod-ed directory stays writable
+    settings = Settings.from_env({"FRAUD_PLATFORM_DATA_DIR": "/proc/fraud_platform_data"})
+    with pytest.raises(SettingsError, match="is not a writable directory"):
+        settings.ensure_data_dir()
