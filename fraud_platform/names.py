@@ -7,7 +7,7 @@ Pure data: no Dagster, no I/O. ``dg.AssetKey(name.split("/"))`` turns a table na
 
 from __future__ import annotations
 
-from fraud_platform.lib.contracts.events import TOPICS
+from fraud_platform.lib.contracts.events import SCORES, TOPICS
 
 
 # Delta tables (= asset keys)
@@ -17,6 +17,7 @@ def bronze_table(topic: str) -> str:
 
 
 BRONZE_TABLES: dict[str, str] = {topic: bronze_table(topic) for topic in TOPICS}
+SCORES_TABLE = bronze_table(SCORES)  # the scoring service's decisions (not a feature source)
 DEAD_LETTER_TABLE = "bronze/dead_letter"
 PROFILES_TABLE = "bronze/account_profiles"
 PROFILES_REJECTED_TABLE = "bronze/account_profiles_rejected"
@@ -30,6 +31,7 @@ SERVED_TRAFFIC_PROFILE_ASSET = "monitoring/served_traffic_profile"
 
 # Jobs a sensor or schedule of another domain refers to.
 INGEST_JOB = "ingest_job"
+DECISION_LOG_JOB = "decision_log_job"
 FEATURE_REFRESH_JOB = "feature_refresh_job"
 RETRAIN_JOB = "retrain_job"
 

@@ -82,6 +82,9 @@ class Settings:
     ``profiles_pg_url`` (FRAUD_PLATFORM_PROFILES_PG_URL, default
     ``postgresql://postgres@127.0.0.1:5432/postgres``) is the libpq URL of the PostgreSQL
     database holding the ``account_profiles`` table read into ``bronze/account_profiles``.
+
+    ``decision_log_buffer`` (FRAUD_PLATFORM_DECISION_LOG_BUFFER, default 100,000) bounds the
+    decisions the scoring service keeps in memory while Kafka cannot take them.
     """
 
     data_dir: Path = Path(".fraud_platform")
@@ -97,6 +100,7 @@ class Settings:
     delta_storage_options: dict[str, str] = field(default_factory=dict)
     alert_webhook: bool = False  # the URL itself stays a secret, read by Dagster's EnvVar
     profiles_pg_url: str | None = DEFAULT_PROFILES_PG_URL
+    decision_log_buffer: int = 100_000
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -122,6 +126,7 @@ class Settings:
             delta_storage_options=storage_options,
             alert_webhook=_env(env, "FRAUD_PLATFORM_ALERT_WEBHOOK") is not None,
             profiles_pg_url=_env(env, "FRAUD_PLATFORM_PROFILES_PG_URL") or DEFAULT_PROFILES_PG_URL,
+            decision_log_buffer=_int(env, "FRAUD_PLATFORM_DECISION_LOG_BUFFER", 100_000),
         )
 
     def ensure_data_dir(self) -> Path:
@@ -155,10 +160,6 @@ class Settings:
     @property
     def bentoml_home(self) -> Path:
         return self.data_dir / "bentoml"
-
-    @property
-    def score_log_dir(self) -> Path:
-        return self.data_dir / "score_log"
 
     @property
     def services_dir(self) -> Path:

@@ -3,11 +3,12 @@
 ``TransactionRequest`` mirrors the transaction contract (``fraud_platform.lib.contracts.events``) field
 by field, with descriptions for the OpenAPI page; its final validator runs the contract's own
 ``validate_record``, so the service accepts exactly what the Kafka ingestion accepts (plus an
-optional ``event_time`` that defaults to now). A unit test keeps the two in step.
+optional ``event_time`` that defaults to now when absent). A unit test keeps the two in step.
+Pydantic checks only JSON types here; values (lengths, characters, amount and time bounds) are
+the contract's checks, stated again in the JSON schema only so that clients and fuzzers see them.
 
 BentoML answers a request that fails validation (bad JSON included) with HTTP 400 and
-``{"error": "<n> validation error for TransactionRequest", "detail": [{"type", "loc", "msg",
-"url"}, ...]}``; ``loc`` names the field, empty for whole-request (contract) checks.
+``ValidationErrorResponse``; ``loc`` names the field, empty for whole-request (contract) checks.
 """
 
 from __future__ import annotations
@@ -16,14 +17,19 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import bentoml
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from fraud_platform.lib.contracts.events import (
     CHANNELS,
+    CONTROL_CHARACTERS,
+    MAX_AMOUNT,
+    MAX_STRING_CHARS,
+    MIN_AMOUNT,
     SCHEMA_VERSION,
     TRANSACTIONS,
     RejectedEvent,
     format_timestamp,
+    parse_timestamp,
     validate_record,
 )
 
@@ -45,7 +51,31 @@ EXAMPLE_TRANSACTION: dict[str, Any] = {
     "country": "DE",
 }
 
-_ID = {"min_length": 1, "strict": True}
+# The contract's string rule as a JSON-schema pattern: no control character, one non-space.
+ID_PATTERN = f"^[^{CONTROL_CHARACTERS}]*[^\\s{CONTROL_CHARACTERS}][^{CONTROL_CHARACTERS}]*$"
+_ID: dict[str, Any] = {
+    "min_length": 1,
+    "strict": True,
+    "json_schema_extra": {"maxLength": MAX_STRING_CHARS, "pattern": ID_PATTERN},
+}
+
+
+def _p2p_needs_counterparty(schema: dict[str, Any]) -> None:
+    """The contract's cross-field rule in the schema: p2p transfers carry a counterparty_id."""
+    others = sorted(CHANNELS - {"p2p"})
+    counterparty = {"type": "string", "minLength": 1, "maxLength": MAX_STRING_CHARS}
+    schema["anyOf"] = [
+        {"properties": {"channel": {"enum": others}}},
+        {
+            "properties": {"channel": {"enum": ["p2p"]}, "counterparty_id": counterparty},
+            "required": ["counterparty_id"],
+        },
+    ]
+
+
+def _example_and_p2p_rule(schema: dict[str, Any]) -> None:
+    schema["example"] = EXAMPLE_TRANSACTION
+    _p2p_needs_counterparty(schema)
 
 
 class TransactionRequest(bentoml.IODescriptor):
@@ -55,12 +85,13 @@ class TransactionRequest(bentoml.IODescriptor):
     ``TransactionRequest`` rather than a generated wrapper class.)
     """
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"example": EXAMPLE_TRANSACTION})
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_example_and_p2p_rule)
 
     transaction_id: str = Field(description="Unique id of the transaction.", **_ID)
-    event_time: AwareDatetime | None = Field(
-        None,
-        description="When the transaction happened (ISO-8601 with an offset). Defaults to now. "
+    event_time: AwareDatetime = Field(
+        default_factory=lambda: datetime.now(UTC),
+        description="When the transaction happened (ISO-8601 with an offset, from 2000 on and at "
+        "most 10 minutes ahead of the server's clock). Omit it to mean now (null is rejected). "
         "Features are looked up as known strictly before this time.",
     )
     user_id: str = Field(description="Account holder.", **_ID)
@@ -68,7 +99,10 @@ class TransactionRequest(bentoml.IODescriptor):
     merchant_id: str = Field(description="Merchant (payee for card payments).", **_ID)
     merchant_category: str = Field(description="Merchant category, e.g. 'grocery'.", **_ID)
     amount: float = Field(
-        gt=0, allow_inf_nan=False, strict=True, description="Amount in `currency`, > 0."
+        allow_inf_nan=False,
+        strict=True,
+        description=f"Amount in `currency`, from {MIN_AMOUNT:g} to {MAX_AMOUNT:g}.",
+        json_schema_extra={"minimum": MIN_AMOUNT, "maximum": MAX_AMOUNT},
     )
     currency: str = Field(description="ISO-4217 currency code.", **_ID)
     channel: Channel = Field(description="Payment channel.")
@@ -79,12 +113,20 @@ class TransactionRequest(bentoml.IODescriptor):
     ip: str = Field(description="Client IP address.", **_ID)
     country: str = Field(description="ISO-3166 country of the transaction.", **_ID)
 
+    @field_validator("event_time", mode="before")
+    @classmethod
+    def _timestamp(cls, value: Any) -> datetime:
+        """The contract's parsing: an ISO-8601 string with an offset that exists in UTC."""
+        if isinstance(value, datetime):
+            return value
+        try:
+            return parse_timestamp(value)
+        except RejectedEvent as exc:
+            raise ValueError(str(exc)) from None
+
     @model_validator(mode="after")
     def _contract(self) -> TransactionRequest:
-        if self.event_time is None:
-            self.event_time = datetime.now(UTC)
-        else:
-            self.event_time = self.event_time.astimezone(UTC)
+        self.event_time = self.event_time.astimezone(UTC)
         try:
             validate_record(TRANSACTIONS, self.to_event())
         except RejectedEvent as exc:
@@ -94,8 +136,7 @@ class TransactionRequest(bentoml.IODescriptor):
     def to_event(self) -> dict[str, Any]:
         """The contract event (as it would travel on Kafka)."""
         event: dict[str, Any] = {"schema_version": SCHEMA_VERSION, **self.__dict__}
-        if self.event_time is not None:
-            event["event_time"] = format_timestamp(self.event_time)
+        event["event_time"] = format_timestamp(self.event_time)
         return event
 
 

@@ -10,7 +10,8 @@ the model is the champion of ``fraud_catboost`` in the model registry record
 (``registry.champion``: the Delta table ``registry/model_events`` under ``Settings.delta_uri``;
 fallback: the newest ``fraud_catboost`` in the store), read from the platform's model store at
 ``Settings.bentoml_home``; Redis is ``Settings.redis_url``, read with a 50 ms socket
-timeout; scored requests go to ``Settings.score_log_dir``.
+timeout; every decision is produced to the ``scores`` topic at ``Settings.kafka_bootstrap``
+(``DecisionLog``: never blocks a request; drops, counted, when its bounded buffer is full).
 
 Hot reload: at most once per ``CHAMPION_CHECK_INTERVAL_S`` a request starts a background look at
 the registry (the request itself pays one monotonic-clock comparison, plus starting a thread once
@@ -52,6 +53,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from fraud_platform.lib.serving import registry
+from fraud_platform.lib.serving.decision_log import DecisionLog
 from fraud_platform.lib.serving.lookup import FeatureLookup
 from fraud_platform.lib.serving.metrics import (
     HTTP_BUCKETS,
@@ -61,10 +63,10 @@ from fraud_platform.lib.serving.metrics import (
     metrics,
     record_scored,
 )
-from fraud_platform.lib.serving.score_log import ScoreLog
-from fraud_platform.lib.serving.scoring import ScoringModel, log_record
+from fraud_platform.lib.serving.scoring import ScoringModel, decision_event
 from fraud_platform.lib.storage.delta import DeltaStore
 from fraud_platform.settings import Settings
+from models_bento.errors import RequestGuard
 from models_bento.schemas import (
     EXAMPLE_TRANSACTION,
     ModelInfo,
@@ -215,16 +217,21 @@ class FraudScorer:
         self._served = ServedModel(scoring, loaded["entry"], loaded["champion"], datetime.now(UTC))
         self._redis = online_store_client(settings.redis_url)
         self.lookup = FeatureLookup(self._redis, scoring.service, retry_after_s=REDIS_RETRY_AFTER_S)
-        self.score_log = ScoreLog(settings.score_log_dir)
+        self.decision_log = DecisionLog(
+            settings.kafka_bootstrap,
+            max_buffered=settings.decision_log_buffer,
+            on_drop=metrics().decision_log_dropped,
+            logger=log,
+        )
         metrics().model_in_service(scoring.tag, scoring.service.name, loaded["champion"])
         self._sampler = ProcessSampler(str(bentoml.server_context.worker_index or 0)).start()
         log.info(
-            "FraudScorer ready: model %s (%s, feature service %s), redis %s, score log %s",
+            "FraudScorer ready: model %s (%s, feature service %s), redis %s, decisions to %s",
             scoring.tag,
             "champion" if loaded["champion"] else "newest, no champion",
             scoring.service.name,
             redis.connection.parse_url(settings.redis_url).get("host", "?"),
-            self.score_log.path,
+            f"{self.decision_log.topic}@{settings.kafka_bootstrap}",
         )
 
     @staticmethod
@@ -245,7 +252,8 @@ class FraudScorer:
     def _warm_up(scoring: ScoringModel) -> None:
         """First CatBoost calls allocate; pay that before /readyz says ready (or before a new
         champion is swapped in)."""
-        txn = TransactionRequest.model_validate({**EXAMPLE_TRANSACTION, "event_time": None})
+        example = {k: v for k, v in EXAMPLE_TRANSACTION.items() if k != "event_time"}  # now
+        txn = TransactionRequest.model_validate(example)
         txn = txn.model_dump()
         scoring.score(txn, {}, explain="always")
 
@@ -342,13 +350,14 @@ class FraudScorer:
         found = self.lookup.lookup(txn, scoring.service)  # what this model's service pins
         lookup_s = time.perf_counter() - started
         result = scoring.score(txn, found.values, degraded=found.degraded)
-        self.score_log.append(
-            log_record(
+        self.decision_log.append(
+            decision_event(
                 request_id=request_id,
                 scored_at=datetime.now(UTC),
                 txn=txn,
                 result=result,
                 lookup=found,
+                feature_service=scoring.service.name,
             )
         )
         response = ScoreResponse(
@@ -411,6 +420,10 @@ class FraudScorer:
     def _shutdown(self) -> None:
         self._sampler.stop()
         mark_process_dead()
-        self.score_log.close()
+        self.decision_log.close()
         self._redis.close()
         logging.getLogger(BENTOML_ERROR_LOGGER).removeFilter(self._log_filter)
+
+
+# Content type and size limits before BentoML parses a body; the OpenAPI 3.0 /docs.json.
+FraudScorer.add_asgi_middleware(RequestGuard, service=FraudScorer)

@@ -12,7 +12,6 @@ from fraud_platform.resources import (
     ModelStoreResource,
     ProfilesSourceResource,
     RedisResource,
-    ScoreLogResource,
     WarehouseResource,
 )
 from fraud_platform.settings import Settings
@@ -26,7 +25,6 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
         "delta": delta,
         "warehouse": WarehouseResource(path=str(settings.warehouse_path)),
         "model_store": ModelStoreResource(home=str(settings.bentoml_home), delta=delta),
-        "score_log": ScoreLogResource(path=str(settings.score_log_dir)),
         "files": FilesResource(root=str(settings.data_dir)),
         "alerts": AlertResource(
             log_path=str(settings.data_dir / "alerts.jsonl"),

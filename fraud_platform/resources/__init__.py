@@ -6,7 +6,6 @@ from fraud_platform.resources.kafka import KafkaResource
 from fraud_platform.resources.model_store import ModelStoreResource
 from fraud_platform.resources.postgres import ProfilesSourceResource
 from fraud_platform.resources.redis import RedisResource
-from fraud_platform.resources.score_log import ScoreLogResource
 from fraud_platform.resources.warehouse import WarehouseResource
 
 __all__ = [
@@ -17,6 +16,5 @@ __all__ = [
     "ModelStoreResource",
     "ProfilesSourceResource",
     "RedisResource",
-    "ScoreLogResource",
     "WarehouseResource",
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from fraud_platform.lib.contracts.events import TOPICS
+from fraud_platform.lib.contracts.events import ALL_TOPICS
 from fraud_platform.lib.ingestion import bronze
 from fraud_platform.lib.kafka import admin as kafka_admin
 from fraud_platform.lib.kafka.reader import kafka_end_offsets
@@ -25,7 +25,7 @@ class KafkaResource(dg.ConfigurableResource):
     def ensure_topics(self) -> None:
         kafka_admin.ensure_topics(
             self.bootstrap_servers,
-            list(TOPICS),
+            list(ALL_TOPICS),
             partitions=self.partitions,
             retention_ms=self.retention_ms,
         )

@@ -127,13 +127,13 @@ def simulate(
     settings = _settings(data_dir=False)
     _require_kafka(settings)
 
-    from fraud_platform.lib.contracts.events import TOPICS
+    from fraud_platform.lib.contracts.events import ALL_TOPICS
     from fraud_platform.lib.kafka import admin as kafka_admin
     from fraud_platform.lib.simulation import SimulationConfig, publish
     from fraud_platform.lib.simulation import simulate as run_simulation
     from fraud_platform.tools.demo import recent_start, seed_simulated_profiles
 
-    kafka_admin.ensure_topics(settings.kafka_bootstrap, list(TOPICS))
+    kafka_admin.ensure_topics(settings.kafka_bootstrap, list(ALL_TOPICS))
     start = recent_start(days)
     simulation = run_simulation(
         SimulationConfig(

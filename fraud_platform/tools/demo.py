@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 
+from fraud_platform import names
 from fraud_platform.lib.contracts.events import format_timestamp
 from fraud_platform.lib.training.metrics import average_precision, roc_auc
 from fraud_platform.settings import Settings
@@ -261,11 +262,15 @@ def run_demo(settings: Settings, config: DemoConfig) -> dict[str, Any]:
         int(meta.get("rows_added", 0))
         for layer in layers
         for asset, meta in layer.metadata.items()
-        if asset.startswith("bronze/")
+        if asset.startswith("bronze/") and asset != names.SCORES_TABLE
+    )
+    decisions_logged = sum(
+        int(layer.metadata.get(names.SCORES_TABLE, {}).get("rows_added", 0)) for layer in layers
     )
     summary: dict[str, Any] = {
         "events_published": sum(published.values()),
         "events_ingested": ingested,
+        "decisions_ingested": decisions_logged,
         "rows_per_asset": {**_rows_per_asset(layers), **_warehouse_rows(settings)},
         "model_tag": model_meta.get("model_tag"),
         "test_auc": model_meta.get("test_auc_roc"),
@@ -308,6 +313,7 @@ def _print_summary(summary: dict[str, Any], path: Path) -> None:
     _say(
         f"held-out replay: {summary['scored']:,} scored, decisions {summary['decisions']}, degraded {summary['degraded']}"
     )
+    _say(f"  decisions ingested from the scores topic into bronze/scores: {summary['decisions_ingested']:,}")
     _say(f"  replay AUC {summary['replay_auc']}, AP {summary['replay_average_precision']}")
     _say(
         f"scoring latency (HTTP, client side): p50 {summary['score_p50_ms']} ms, p99 {summary['score_p99_ms']} ms"

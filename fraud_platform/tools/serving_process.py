@@ -23,6 +23,7 @@ def service_env(settings: Settings) -> dict[str, str]:
             "FRAUD_PLATFORM_DATA_DIR": str(settings.data_dir),
             "BENTOML_HOME": str(settings.bentoml_home),
             "REDIS_URL": settings.redis_url,
+            "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap,
             "BENTOML_DO_NOT_TRACK": "True",
         }
     )

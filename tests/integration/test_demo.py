@@ -72,6 +72,7 @@ def test_demo_runs_end_to_end_and_a_second_run_adds_nothing(
         assert SUMMARY_KEYS <= set(first)
         assert first["events_ingested"] == first["events_published"] > 10_000
         assert first["scored"] == sum(first["decisions"].values()) > 100
+        assert first["decisions_ingested"] == first["scored"]  # every decision, once
         assert 0.5 < first["test_auc"] <= 1.0
         assert all(first["checks"].values()), [k for k, ok in first["checks"].items() if not ok]
         assert first["promotion"]["decision"] == "promoted"
@@ -110,15 +111,17 @@ def test_demo_runs_end_to_end_and_a_second_run_adds_nothing(
 
 
 def _skew_check_catches_a_tampered_value(data_dir: Path) -> None:
-    """The served-vs-offline comparison is exact on the demo's log, and sees one changed value."""
+    """The served-vs-offline comparison is exact on the demo's decisions (bronze/scores), and
+    sees one changed value."""
     import polars as pl
 
     from fraud_platform.defs.monitoring.assets import compare_served_with_offline
+    from fraud_platform.lib.monitoring.decisions import read_decisions
     from fraud_platform.lib.storage.delta import DeltaStore
-    from fraud_platform.resources import ScoreLogResource
 
-    log = ScoreLogResource(path=str(data_dir / "score_log")).read().filter(~pl.col("degraded"))
     delta = DeltaStore(str(data_dir / "delta"))
+    log = read_decisions(delta).filter(~pl.col("degraded"))
+    assert log.height > 0
     assert compare_served_with_offline(log, delta)["max_mismatch_rate"] == 0.0
     tampered = log.with_columns(
         pl.when(pl.int_range(pl.len()) == 0)

@@ -1,5 +1,6 @@
 """Fixtures for the scoring tests: a tiny model in a temporary model store, online features in
-the real Redis (127.0.0.1:6379), and real ``bentoml serve`` processes.
+the real Redis (127.0.0.1:6379), a real Kafka-protocol broker (noida) for the decision log, and
+real ``bentoml serve`` processes.
 
 Redis keys follow the fixed online layout, so each session uses its own user/card ids.
 """
@@ -25,6 +26,7 @@ import polars as pl
 import pytest
 import redis
 
+from fraud_platform.lib.contracts.events import SCORES
 from fraud_platform.lib.features.catalog import FEATURE_GROUPS
 from fraud_platform.lib.features.compute import KEY_SEPARATOR
 from fraud_platform.lib.features.online.writer import write_snapshot
@@ -35,7 +37,9 @@ from fraud_platform.lib.features.registry import (
     FeatureService,
 )
 from fraud_platform.lib.features.services import FRAUD_SCORING_V1
+from fraud_platform.lib.kafka.admin import ensure_topics
 from fraud_platform.lib.model.input import to_model_input
+from fraud_platform.tools.brokers import BrokerSpec, start_broker, stop_broker
 from fraud_platform.tools.serving_process import serve_command
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -239,6 +243,22 @@ def delete_customer(client: redis.Redis, customer: Customer) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# the decision log's broker
+
+
+@pytest.fixture(scope="session")
+def decision_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerSpec]:
+    """An embedded noida broker with the ``scores`` topic (never the platform's 19092)."""
+    spec = BrokerSpec("noida", free_port(), tmp_path_factory.mktemp("decision-broker"))
+    start_broker(spec)
+    try:
+        ensure_topics(spec.bootstrap, [SCORES], partitions=2, retention_ms=3_600_000)
+        yield spec
+    finally:
+        stop_broker(spec)
+
+
+# ---------------------------------------------------------------------------------------------
 # servers
 
 
@@ -254,14 +274,21 @@ class Server:
 
 
 def start_server(
-    registered: Registered, redis_url: str, name: str, extra_env: dict[str, str] | None = None
+    registered: Registered,
+    redis_url: str,
+    name: str,
+    kafka_bootstrap: str | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> Server:
+    """``bentoml serve`` of FraudScorer; decisions go to ``kafka_bootstrap`` (default: a port
+    nothing listens on, so a test server never writes into a broker it does not own)."""
     port = free_port()
     env = {
         **os.environ,
         "FRAUD_PLATFORM_DATA_DIR": str(registered.data_dir),
         "BENTOML_HOME": str(registered.bentoml_home),
         "REDIS_URL": redis_url,
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap or f"127.0.0.1:{free_port()}",
         "BENTOML_DO_NOT_TRACK": "true",
         **(extra_env or {}),
     }
@@ -315,8 +342,10 @@ def stop_server(server: Server, grace_s: float = 15.0) -> None:
 
 
 @pytest.fixture(scope="module")
-def scorer(registered_model: Registered, customer: Customer) -> Iterator[Server]:
-    server = start_server(registered_model, REDIS_URL, "scorer")
+def scorer(
+    registered_model: Registered, customer: Customer, decision_broker: BrokerSpec
+) -> Iterator[Server]:
+    server = start_server(registered_model, REDIS_URL, "scorer", decision_broker.bootstrap)
     yield server
     stop_server(server)
 

@@ -1,20 +1,20 @@
-"""The scoring path in process against the real Redis: lookup + ScoringModel + score log."""
+"""The scoring path in process against the real Redis: lookup + ScoringModel + decision log."""
 
 from __future__ import annotations
 
 import statistics
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 import redis
 
 from fraud_platform.lib.contracts.events import TRANSACTIONS, validate_record
 from fraud_platform.lib.features.catalog import FEATURE_GROUPS
+from fraud_platform.lib.serving.decision_log import DecisionLog
 from fraud_platform.lib.serving.lookup import FeatureLookup
-from fraud_platform.lib.serving.score_log import ScoreLog, read_score_log
-from fraud_platform.lib.serving.scoring import ScoringModel, log_record
+from fraud_platform.lib.serving.scoring import ScoringModel, decision_event
+from fraud_platform.tools.brokers import BrokerSpec
 
 from .conftest import REDIS_URL, Customer, Registered
 
@@ -63,28 +63,30 @@ def test_new_device_is_not_degraded(lookup: FeatureLookup, customer: Customer):
 
 
 def test_inprocess_score_path_is_fast(
-    scoring: ScoringModel, lookup: FeatureLookup, customer: Customer, tmp_path: Path
+    scoring: ScoringModel, lookup: FeatureLookup, customer: Customer, decision_broker: BrokerSpec
 ):
     txn = record_of(customer)
     n = 500
     timings = []
-    with ScoreLog(tmp_path) as log:
+    with DecisionLog(decision_broker.bootstrap) as log:
         for i in range(n + 50):
             started = time.perf_counter()
             found = lookup.lookup(txn)
             result = scoring.score(txn, found.values, degraded=found.degraded)
             log.append(
-                log_record(
+                decision_event(
                     request_id=f"r{i}",
                     scored_at=datetime.now(UTC),
                     txn=txn,
                     result=result,
                     lookup=found,
+                    feature_service=scoring.service.name,
                 )
             )
             timings.append((time.perf_counter() - started) * 1000)
+        assert log.flush(20) == 0
+        assert log.stats()["delivered"] == n + 50 and log.dropped == 0
     timings = sorted(timings[50:])
     p50, p99 = statistics.median(timings), timings[int(n * 0.99) - 1]
     print(f"\nin-process lookup+score+log (tiny model): p50 {p50:.3f} ms, p99 {p99:.3f} ms")
     assert p50 < 2.0
-    assert read_score_log(tmp_path).height == n + 50

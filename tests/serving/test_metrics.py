@@ -58,7 +58,10 @@ def multi_worker_scorer(
     config: Path = tmp_path_factory.mktemp("bentoml-config") / "bentoml.yaml"
     config.write_text(f"services:\n  fraud_scorer:\n    workers: {WORKERS}\n")
     server = start_server(
-        registered_model, "redis://127.0.0.1:6379/0", "metrics", {"BENTOML_CONFIG": str(config)}
+        registered_model,
+        "redis://127.0.0.1:6379/0",
+        "metrics",
+        extra_env={"BENTOML_CONFIG": str(config)},
     )
     deadline = time.monotonic() + READY_DEADLINE_S  # /readyz answers once one worker is up
     while len(label_values(scrape(server), RSS, "worker")) < WORKERS:

@@ -13,11 +13,20 @@ import pytest
 import redis
 from pydantic import ValidationError
 
-from fraud_platform.lib.contracts.events import CHANNELS, EVENT_FIELDS, TRANSACTIONS
+from fraud_platform.lib.contracts.events import (
+    CHANNELS,
+    EVENT_FIELDS,
+    SCORES,
+    TRANSACTIONS,
+    RejectedEvent,
+    encode_event,
+    event_key,
+    validate_event,
+)
 from fraud_platform.lib.features.services import FRAUD_SCORING_V1
 from fraud_platform.lib.serving.lookup import FeatureLookup, Lookup
 from fraud_platform.lib.serving.policy import Thresholds, decide
-from fraud_platform.lib.serving.scoring import ScoringModel, log_record
+from fraud_platform.lib.serving.scoring import ScoringModel, decision_event
 from models_bento.schemas import EXAMPLE_TRANSACTION, TransactionRequest
 
 from .conftest import THRESHOLDS, free_port, train_tiny_model
@@ -108,18 +117,39 @@ def test_scoring_model_rejects_metadata_that_does_not_match_model(scoring: Scori
         ScoringModel.from_metadata(scoring.model, {"features": [], "categorical_features": []}, "x")
 
 
-def test_log_record_is_json_ready(scoring: ScoringModel):
+def test_decision_event_meets_the_scores_contract(scoring: ScoringModel):
     import json
 
     t = txn()
     result = scoring.score(t, {})
     lookup = Lookup(values={}, age_seconds={"card_velocity_v1": None}, degraded_reason="x")
-    record = log_record(request_id="r1", scored_at=NOW, txn=t, result=result, lookup=lookup)
-    decoded = json.loads(json.dumps(record, allow_nan=False))
-    assert decoded["transaction"]["event_time"] == "2026-03-01T12:00:00.000000Z"
-    assert decoded["transaction"]["counterparty_id"] is None
-    assert decoded["degraded"] is True
-    assert not any(isinstance(v, float) and math.isnan(v) for v in decoded["features"].values())
+    event = decision_event(
+        request_id="r1",
+        scored_at=NOW,
+        txn=t,
+        result=result,
+        lookup=lookup,
+        feature_service=scoring.service.name,
+    )
+    payload = encode_event(event)
+    json.loads(payload)  # strict JSON: no NaN
+    record = validate_event(SCORES, payload, now=NOW)
+    assert event_key(SCORES, event) == t["transaction_id"].encode()
+    assert record["event_time"] == t["event_time"]
+    assert record["scored_at"] == NOW
+    assert record["counterparty_id"] is None
+    assert record["degraded"] is True and record["degraded_reason"] == "x"
+    assert record["model_version"] == scoring.tag
+    assert record["feature_service"] == scoring.service.name
+    features = json.loads(record["features"])
+    assert set(features) == set(scoring.features)
+    assert not any(isinstance(v, float) and math.isnan(v) for v in features.values())
+    assert json.loads(record["feature_age_s"]) == {"card_velocity_v1": None}
+    assert isinstance(json.loads(record["reasons"]), list)
+    with pytest.raises(RejectedEvent, match="features"):
+        validate_event(SCORES, encode_event({**event, "features": 3}), now=NOW)
+    with pytest.raises(RejectedEvent, match="decision"):
+        validate_event(SCORES, encode_event({**event, "decision": "maybe"}), now=NOW)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -163,7 +193,12 @@ def test_transaction_request_defaults_event_time_to_now():
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"amount": 0}, "greater than 0"),
+        ({"amount": 0}, "must be > 0"),
+        ({"amount": 1e308}, "must be between"),
+        ({"event_time": None}, "expected an ISO-8601 string, got NoneType"),
+        ({"event_time": 1700000000}, "expected an ISO-8601 string, got int"),
+        ({"event_time": "9999-12-31T23:00:00-14:00"}, "out of range in UTC"),
+        ({"user_id": "   "}, "blank"),
         ({"amount": "12"}, "valid number"),
         ({"channel": "fax"}, "Input should be"),
         ({"channel": "p2p", "counterparty_id": None}, "counterparty_id"),
@@ -206,7 +241,7 @@ def test_service_module_does_not_import_dagster():
     import sys
 
     code = (
-        "import sys, models_bento.service, fraud_platform.lib.serving.score_log;"
+        "import sys, models_bento.service, fraud_platform.lib.serving.decision_log;"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('dagster', 'dagster_dbt'));"
         "print(bad); sys.exit(1 if bad else 0)"
     )

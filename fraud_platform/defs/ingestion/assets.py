@@ -5,13 +5,17 @@ import json
 import dagster as dg
 
 from fraud_platform import names
-from fraud_platform.lib.contracts.events import TOPICS
+from fraud_platform.lib.contracts.events import ALL_TOPICS, SCORES
 from fraud_platform.lib.ingestion.bronze import committed_offsets
 from fraud_platform.lib.storage.delta import DeltaStore
 from fraud_platform.resources import KafkaResource
 
 GROUP = "ingestion"
-BRONZE_KEYS = {topic: dg.AssetKey(names.BRONZE_TABLES[topic].split("/")) for topic in TOPICS}
+# bronze/scores (the service's decisions) feed monitoring, not the warehouse: its own group, so
+# the ingestion layer and job (which rebuild dbt) leave it to the decision-log job and sensor.
+DECISION_LOG_GROUP = "decision_log"
+TABLES = {**names.BRONZE_TABLES, SCORES: names.SCORES_TABLE}
+BRONZE_KEYS = {topic: dg.AssetKey(TABLES[topic].split("/")) for topic in ALL_TOPICS}
 
 
 class RejectionConfig(dg.Config):
@@ -24,7 +28,7 @@ def _bronze_asset(topic: str) -> dg.Definitions:
 
     @dg.asset(
         key=BRONZE_KEYS[topic],
-        group_name=GROUP,
+        group_name=DECISION_LOG_GROUP if topic == SCORES else GROUP,
         kinds={"kafka", "delta"},
         description=(
             f"Every valid `{topic}` event from Kafka, exactly once (offsets are committed in the "
@@ -83,10 +87,16 @@ ingest_job = dg.define_asset_job(
     selection=dg.AssetSelection.groups(GROUP, "transform"),
     description="New Kafka events into bronze, then silver and gold (dbt).",
 )
+decision_log_job = dg.define_asset_job(
+    names.DECISION_LOG_JOB,
+    selection=dg.AssetSelection.groups(DECISION_LOG_GROUP),
+    description="New decisions of the scoring service (the scores topic) into bronze/scores.",
+)
+
 
 @dg.sensor(
     name="kafka_arrivals_sensor",
-    job=ingest_job,
+    jobs=[ingest_job, decision_log_job],
     minimum_interval_seconds=15,
     default_status=dg.DefaultSensorStatus.STOPPED,
 )
@@ -95,14 +105,15 @@ def kafka_arrivals_sensor(
     kafka: KafkaResource,
     delta: dg.ResourceParam[DeltaStore],
 ) -> dg.SensorResult | dg.SkipReason:
-    """Requests a run when a topic's end offsets move past what bronze has committed.
+    """Requests a run when a topic's end offsets move past what bronze has committed: the
+    ingest job for the input topics, the decision-log job for ``scores``.
 
     The cursor (last seen end offsets) is only a hint: the Delta log decides what is new.
     """
     kafka.ensure_topics()
     arrivals: dict[str, int] = {}
     ends: dict[str, dict[str, int]] = {}
-    for topic in TOPICS:
+    for topic in ALL_TOPICS:
         end = kafka.end_offsets(topic)
         done = committed_offsets(topic, delta)
         waiting = sum(max(0, high - done.get(p, 0)) for p, high in end.items())
@@ -112,19 +123,25 @@ def kafka_arrivals_sensor(
     cursor = json.dumps(ends, sort_keys=True)
     if not arrivals:
         return dg.SkipReason("no new events in Kafka beyond what bronze holds")
-    return dg.SensorResult(
-        run_requests=[
-            dg.RunRequest(run_key=cursor, tags={"arrivals": json.dumps(arrivals, sort_keys=True)})
-        ],
-        cursor=cursor,
-    )
+    inputs = {t: n for t, n in arrivals.items() if t != SCORES}
+    decisions = {t: n for t, n in arrivals.items() if t == SCORES}
+    requests = [
+        dg.RunRequest(
+            run_key=f"{job.name}:{cursor}",
+            job_name=job.name,
+            tags={"arrivals": json.dumps(waiting, sort_keys=True)},
+        )
+        for job, waiting in ((ingest_job, inputs), (decision_log_job, decisions))
+        if waiting
+    ]
+    return dg.SensorResult(run_requests=requests, cursor=cursor)
 
 
 # A module holding a Definitions object contributes only that object: put everything in it.
 defs = dg.Definitions.merge(
-    *[_bronze_asset(topic) for topic in TOPICS],
+    *[_bronze_asset(topic) for topic in ALL_TOPICS],
     dg.Definitions(
-        jobs=[ingest_job],
+        jobs=[ingest_job, decision_log_job],
         sensors=[kafka_arrivals_sensor],
         schedules=[
             dg.ScheduleDefinition(

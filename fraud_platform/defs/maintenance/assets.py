@@ -3,6 +3,7 @@
 import dagster as dg
 
 from fraud_platform import names
+from fraud_platform.lib.contracts.events import ALL_TOPICS
 from fraud_platform.lib.features.catalog import FEATURE_GROUPS
 from fraud_platform.lib.serving import registry
 from fraud_platform.lib.storage.delta import DeltaStore
@@ -15,7 +16,7 @@ class MaintenanceConfig(dg.Config):
 
 
 def maintained_tables() -> list[str]:
-    tables = [*names.BRONZE_TABLES.values(), names.DEAD_LETTER_TABLE]
+    tables = [names.bronze_table(topic) for topic in ALL_TOPICS] + [names.DEAD_LETTER_TABLE]
     tables += [names.feature_table(g.versioned_name) for g in FEATURE_GROUPS]
     tables += [names.TRAINING_SET_TABLE, registry.TABLE]
     return tables

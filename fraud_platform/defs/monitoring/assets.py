@@ -11,12 +11,13 @@ from fraud_platform.lib import plots
 from fraud_platform.lib.features.pit import point_in_time_join
 from fraud_platform.lib.features.services import FRAUD_SCORING_V1
 from fraud_platform.lib.features.training_frame import model_frame
+from fraud_platform.lib.monitoring.decisions import read_decisions, recent_dates
 from fraud_platform.lib.monitoring.drift import drift_report
 from fraud_platform.lib.monitoring.profiles import profile_frame, read_profile, write_profile
 from fraud_platform.lib.monitoring.skew import skew_report
 from fraud_platform.lib.storage.delta import DeltaStore
 from fraud_platform.names import TRAINING_SET_TABLE
-from fraud_platform.resources import AlertResource, FilesResource, ScoreLogResource
+from fraud_platform.resources import AlertResource, FilesResource
 
 GROUP = "monitoring"
 FEATURES = list(FRAUD_SCORING_V1.model_features)
@@ -25,7 +26,7 @@ SERVED_PROFILE_FILE = ("profiles", "served_traffic_profile.bin")
 
 
 def served_features(log: pl.DataFrame) -> pl.DataFrame:
-    """The model features the service actually used, one row per scored request."""
+    """The model features the service actually used, one row per decision."""
     columns = [f"f_{name}" for name in FEATURES if f"f_{name}" in log.columns]
     return (
         log.select(columns).rename({c: c.removeprefix("f_") for c in columns})
@@ -72,13 +73,30 @@ def training_profile(
     )
 
 
-@dg.asset(key=["monitoring", "served_traffic_profile"], group_name=GROUP, kinds={"whylogs"})
+def served_decisions(delta: DeltaStore, days: int) -> pl.DataFrame:
+    """The decisions of the last ``days`` UTC dates: only those partitions of bronze/scores."""
+    first, last = recent_dates(days)
+    return read_decisions(delta, first, last)
+
+
+class ServedConfig(dg.Config):
+    days: int = 1
+    """Profile the decisions of the last ``days`` UTC dates (today included)."""
+
+
+@dg.asset(
+    key=["monitoring", "served_traffic_profile"],
+    group_name=GROUP,
+    deps=[dg.AssetKey(names.SCORES_TABLE.split("/"))],
+    kinds={"whylogs"},
+)
 def served_traffic_profile(
-    score_log: ScoreLogResource, files: FilesResource
+    config: ServedConfig, delta: dg.ResourceParam[DeltaStore], files: FilesResource
 ) -> dg.MaterializeResult:
-    """whylogs profile of the features the scoring service served (from its score log); no
-    file while nothing was served, so the drift check never reads an older traffic's profile."""
-    served = served_features(score_log.read())
+    """whylogs profile of the features the scoring service served (from its decision log,
+    ingested into bronze/scores); no file while nothing was served, so the drift check never
+    reads an older traffic's profile."""
+    served = served_features(served_decisions(delta, config.days))
     path = files.path(*SERVED_PROFILE_FILE)
     if served.height:
         write_profile(profile_frame(served, served.columns), path)
@@ -156,7 +174,9 @@ class SkewConfig(dg.Config):
     max_mismatch_rate: float = 0.01
     """Fail when more than this share of any feature's served values differ from offline."""
     max_requests: int = 5_000
-    """Compare the most recent scored requests only."""
+    """Compare the most recent decisions only."""
+    days: int = 1
+    """Read the decisions of the last ``days`` UTC dates (today included)."""
 
 
 JOIN_KEYS = tuple(sorted({k for g in FRAUD_SCORING_V1.groups for k in g.entity.join_keys}))
@@ -178,7 +198,7 @@ def offline_features_for(log: pl.DataFrame, delta: DeltaStore) -> pl.DataFrame:
 
 
 def compare_served_with_offline(log: pl.DataFrame, delta: DeltaStore) -> dict:
-    """Per-feature mismatch between served values (score log) and the offline path."""
+    """Per-feature mismatch between served values (decision log) and the offline path."""
     served = pl.concat([log.select("request_id"), served_features(log)], how="horizontal")
     return skew_report(offline_features_for(log, delta), served, ["request_id"], FEATURES)
 
@@ -192,16 +212,16 @@ def compare_served_with_offline(log: pl.DataFrame, delta: DeltaStore) -> dict:
     ),
 )
 def served_features_match_offline(
-    config: SkewConfig, delta: dg.ResourceParam[DeltaStore], score_log: ScoreLogResource
+    config: SkewConfig, delta: dg.ResourceParam[DeltaStore]
 ) -> dg.AssetCheckResult:
-    log = score_log.read()
+    log = served_decisions(delta, config.days)
     if log.height:
         log = log.filter(~pl.col("degraded")).tail(config.max_requests)
     if log.height == 0:
         return dg.AssetCheckResult(
             passed=True,
             severity=dg.AssetCheckSeverity.WARN,
-            metadata={"compared": 0, "note": "no non-degraded scored requests to compare"},
+            metadata={"compared": 0, "note": "no non-degraded decisions to compare"},
         )
     report = compare_served_with_offline(log, delta)
     worst = float(report["max_mismatch_rate"])

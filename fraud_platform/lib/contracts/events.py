@@ -1,5 +1,7 @@
-"""Event contracts of the three Kafka topics, and their validation.
+"""Event contracts of the Kafka topics, and their validation.
 
+The three input topics (``TOPICS``) carry what happened; ``scores`` carries what the scoring
+service decided (one event per decision, produced by ``lib/serving/decision_log.py``).
 Every event is a JSON object carrying ``schema_version``. ``validate_event`` turns a raw Kafka
 value into a typed record or a reject reason; bronze stores the typed record, the dead-letter
 table stores the reason with the raw payload. Nothing is dropped silently.
@@ -8,6 +10,7 @@ table stores the reason with the raw payload. Nothing is dropped silently.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,11 +20,24 @@ import pyarrow as pa
 SCHEMA_VERSION = 1
 MAX_PAYLOAD_BYTES = 16_384
 MAX_FUTURE_SKEW = timedelta(minutes=10)
+# Events older than this are rejected: a 1900 or year-1 time is a client bug, not a transaction.
+EARLIEST_EVENT_TIME = datetime(2000, 1, 1, tzinfo=UTC)
+# Ids and codes: at most this many characters (12 such fields of \u-escaped characters still fit
+# in MAX_PAYLOAD_BYTES), no control characters, not blank.
+MAX_STRING_CHARS = 100
+CONTROL_CHARACTERS = r"\x00-\x1f\x7f-\x9f"  # Unicode category Cc, as a regex class body
+_CONTROL = re.compile(f"[{CONTROL_CHARACTERS}]")
+# Amounts in currency units: from the smallest minor unit of any ISO-4217 currency (4 decimals)
+# up to a bound no real payment reaches (1e12 IDR is ~60M EUR); 5e-324 or 1e308 is a bug.
+MIN_AMOUNT = 0.0001
+MAX_AMOUNT = 1e12
 
 TRANSACTIONS = "transactions"
 ACCOUNT_EVENTS = "account_events"
 LABELS = "labels"
 TOPICS: tuple[str, ...] = (TRANSACTIONS, ACCOUNT_EVENTS, LABELS)
+SCORES = "scores"
+ALL_TOPICS: tuple[str, ...] = (*TOPICS, SCORES)
 
 CHANNELS = frozenset({"card_present", "ecommerce", "p2p", "withdrawal", "deposit"})
 ACCOUNT_EVENT_TYPES = frozenset(
@@ -34,6 +50,7 @@ ACCOUNT_EVENT_TYPES = frozenset(
         "withdrawal_address_added",
     }
 )
+DECISIONS = frozenset({"approve", "review", "decline"})
 FRAUD_TYPES = frozenset(
     {"card_testing", "account_takeover", "stolen_card", "p2p_scam", "compromised_merchant"}
 )
@@ -55,14 +72,16 @@ EVENT_DATE_COLUMN = "_event_date"
 @dataclass(frozen=True)
 class Field:
     name: str
-    kind: str  # "str" | "float" | "bool" | "ts"
+    kind: str  # "str" | "float" | "bool" | "ts" | "json" (an object or array, stored as text)
     required: bool = True
     choices: frozenset[str] | None = None
     positive: bool = False
+    limits: tuple[float, float] | None = None  # inclusive bounds, checked after ``positive``
 
     @property
     def arrow_type(self) -> pa.DataType:
-        return {"str": pa.string(), "float": pa.float64(), "bool": pa.bool_(), "ts": TS}[self.kind]
+        kinds = {"str": pa.string(), "float": pa.float64(), "bool": pa.bool_(), "ts": TS}
+        return kinds.get(self.kind, pa.string())
 
 
 EVENT_FIELDS: dict[str, tuple[Field, ...]] = {
@@ -73,7 +92,7 @@ EVENT_FIELDS: dict[str, tuple[Field, ...]] = {
         Field("card_id", "str"),
         Field("merchant_id", "str"),
         Field("merchant_category", "str"),
-        Field("amount", "float", positive=True),
+        Field("amount", "float", positive=True, limits=(MIN_AMOUNT, MAX_AMOUNT)),
         Field("currency", "str"),
         Field("channel", "str", choices=CHANNELS),
         Field("counterparty_id", "str", required=False),
@@ -97,16 +116,46 @@ EVENT_FIELDS: dict[str, tuple[Field, ...]] = {
         Field("fraud_type", "str", required=False, choices=FRAUD_TYPES),
     ),
 }
+# One decision of the scoring service: the request (the transaction contract's fields, checked
+# the same way), then what was decided with what. ``features`` are the model inputs as served
+# ({name: value}), ``feature_age_s`` the age per feature group ({group: seconds | null}),
+# ``reasons`` the explanation ([{"name", "value", "contribution", ...}]).
+EVENT_FIELDS[SCORES] = (
+    Field("request_id", "str"),
+    Field("scored_at", "ts"),
+    *EVENT_FIELDS[TRANSACTIONS],
+    Field("score", "float"),
+    Field("decision", "str", choices=DECISIONS),
+    Field("model_version", "str"),
+    Field("feature_service", "str"),
+    Field("degraded", "bool"),
+    Field("degraded_reason", "str", required=False),
+    Field("features", "json"),
+    Field("feature_age_s", "json"),
+    Field("reasons", "json"),
+)
 
 EVENT_ID_FIELD = {
     TRANSACTIONS: "transaction_id",
     ACCOUNT_EVENTS: "event_id",
     LABELS: "transaction_id",
+    SCORES: "request_id",
 }
-EVENT_TIME_FIELD = {TRANSACTIONS: "event_time", ACCOUNT_EVENTS: "event_time", LABELS: "label_time"}
+# A decision's bronze partition is the date it was made (``scored_at``), not the transaction's.
+EVENT_TIME_FIELD = {
+    TRANSACTIONS: "event_time",
+    ACCOUNT_EVENTS: "event_time",
+    LABELS: "label_time",
+    SCORES: "scored_at",
+}
 # The Kafka message key of each topic: a user's transactions and account events share a
-# partition, so their order is kept; a label goes with its transaction id.
-KEY_FIELD = {TRANSACTIONS: "user_id", ACCOUNT_EVENTS: "user_id", LABELS: "transaction_id"}
+# partition, so their order is kept; a label and a decision go with their transaction id.
+KEY_FIELD = {
+    TRANSACTIONS: "user_id",
+    ACCOUNT_EVENTS: "user_id",
+    LABELS: "transaction_id",
+    SCORES: "transaction_id",
+}
 
 
 def bronze_schema(topic: str) -> pa.Schema:
@@ -159,6 +208,14 @@ def _check_field(spec: Field, value: Any) -> Any:
     if spec.kind == "str":
         if not isinstance(value, str) or not value:
             raise RejectedEvent(f"field {spec.name!r} must be a non-empty string")
+        if len(value) > MAX_STRING_CHARS:
+            raise RejectedEvent(
+                f"field {spec.name!r} is longer than {MAX_STRING_CHARS} characters ({len(value)})"
+            )
+        if _CONTROL.search(value):
+            raise RejectedEvent(f"field {spec.name!r} contains a control character")
+        if not value.strip():
+            raise RejectedEvent(f"field {spec.name!r} is blank (only whitespace)")
         if spec.choices is not None and value not in spec.choices:
             raise RejectedEvent(
                 f"field {spec.name!r} has unknown value {value!r}; "
@@ -181,11 +238,20 @@ def _check_field(spec: Field, value: Any) -> Any:
             raise RejectedEvent(f"field {spec.name!r} must be finite")
         if spec.positive and value <= 0:
             raise RejectedEvent(f"field {spec.name!r} must be > 0, got {value}")
+        if spec.limits is not None and not spec.limits[0] <= value <= spec.limits[1]:
+            raise RejectedEvent(
+                f"field {spec.name!r} must be between {spec.limits[0]:g} and "
+                f"{spec.limits[1]:g}, got {value:g}"
+            )
         return value
     if spec.kind == "bool":
         if not isinstance(value, bool):
             raise RejectedEvent(f"field {spec.name!r} must be a boolean")
         return value
+    if spec.kind == "json":
+        if not isinstance(value, dict | list):
+            raise RejectedEvent(f"field {spec.name!r} must be a JSON object or array")
+        return json.dumps(value)
     try:
         return parse_timestamp(value)
     except RejectedEvent as exc:
@@ -211,13 +277,19 @@ def validate_record(topic: str, event: Any, now: datetime | None = None) -> dict
             continue
         record[spec.name] = _check_field(spec, value)
     event_time = record[EVENT_TIME_FIELD[topic]]
+    if event_time < EARLIEST_EVENT_TIME:
+        raise RejectedEvent(
+            f"{EVENT_TIME_FIELD[topic]} {format_timestamp(event_time)} is before "
+            f"{format_timestamp(EARLIEST_EVENT_TIME)}"
+        )
     now = now or datetime.now(UTC)
     if event_time > now + MAX_FUTURE_SKEW:
         raise RejectedEvent(
             f"{EVENT_TIME_FIELD[topic]} {format_timestamp(event_time)} is in the future "
             f"(more than {MAX_FUTURE_SKEW} ahead of {format_timestamp(now)})"
         )
-    if topic == TRANSACTIONS and record["channel"] == "p2p" and not record["counterparty_id"]:
+    p2p = topic in (TRANSACTIONS, SCORES) and record["channel"] == "p2p"
+    if p2p and not record["counterparty_id"]:
         raise RejectedEvent("p2p transactions need a counterparty_id")
     return record
 

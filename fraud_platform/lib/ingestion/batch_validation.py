@@ -10,13 +10,14 @@ goes through the reference ``validate_event``, which decides (and words the reje
   a line break (NDJSON framing) or a ``\\u`` escape (lone surrogates);
 * every row of a piece that fails to parse or parses to a different number of rows (the piece
   is split in halves until the failing rows are isolated);
-* rows failing any column check (missing/empty/unknown values, non-finite or non-positive
-  amounts, ``schema_version`` != 1, timestamps not in the strict form
-  ``YYYY-MM-DDTHH:MM:SS[.ffffff](Z|+HH:MM)`` or not a real date, future times, p2p without a
-  counterparty).
+* rows failing any column check (missing/empty/unknown values, strings that are too long, hold a
+  control character or no visible ASCII character, amounts out of bounds, ``schema_version`` != 1, timestamps not in the strict form
+  ``YYYY-MM-DDTHH:MM:SS[.ffffff](Z|+HH:MM)`` or not a real date, times before the earliest or in
+  the future, p2p without a counterparty).
 
 So the accepted rows and the reject reasons are exactly those of ``validate_event``; the fast
-path only decides what is certainly valid, faster.
+path only decides what is certainly valid, faster. Contracts with ``json`` fields (the
+``scores`` topic) have no fast path: every event goes through ``validate_event``.
 """
 
 from __future__ import annotations
@@ -31,10 +32,13 @@ import pyarrow.compute as pc
 import pyarrow.json as pj
 
 from fraud_platform.lib.contracts.events import (
+    CONTROL_CHARACTERS,
+    EARLIEST_EVENT_TIME,
     EVENT_FIELDS,
     EVENT_TIME_FIELD,
     MAX_FUTURE_SKEW,
     MAX_PAYLOAD_BYTES,
+    MAX_STRING_CHARS,
     SCHEMA_VERSION,
     TRANSACTIONS,
     RejectedEvent,
@@ -51,6 +55,11 @@ _TS_FORMAT = "%Y-%m-%dT%H:%M:%S%.f%:z"
 _READ = pj.ReadOptions(block_size=1 << 20)
 _MIN_TS = datetime(2, 1, 1)  # keep clear of the ends of Python's datetime range
 _MAX_TS = datetime(9998, 1, 1)
+_EARLIEST = EARLIEST_EVENT_TIME.replace(tzinfo=None)
+# Certainly not blank: a printable ASCII character other than space (other strings, e.g. only
+# Unicode spaces, go to the per-event path, which decides with ``str.strip``).
+_VISIBLE = "[!-~]"
+_CONTROL = f"[{CONTROL_CHARACTERS}]"
 
 
 def record_schema(contract: str) -> pa.Schema:
@@ -63,7 +72,7 @@ def record_schema(contract: str) -> pa.Schema:
 def _parse_schema(contract: str) -> pa.Schema:
     kinds = {"str": pa.string(), "float": pa.float64(), "bool": pa.bool_(), "ts": pa.string()}
     fields = [pa.field("schema_version", pa.int64())]
-    fields += [pa.field(f.name, kinds[f.kind]) for f in EVENT_FIELDS[contract]]
+    fields += [pa.field(f.name, kinds[f.kind]) for f in EVENT_FIELDS[contract] if f.kind in kinds]
     return pa.schema(fields)
 
 
@@ -108,13 +117,25 @@ def _checks(contract: str, table: pa.Table, now: datetime) -> tuple[pa.Array, pa
         column = table.column(spec.name)
         valid = pc.is_valid(column)
         if spec.kind == "str":
-            good = pc.greater(pc.binary_length(column), 0)
+            good = pc.and_(
+                pc.and_(
+                    pc.less_equal(pc.utf8_length(column), MAX_STRING_CHARS),
+                    pc.match_substring_regex(column, _VISIBLE),
+                ),
+                pc.invert(pc.match_substring_regex(column, _CONTROL)),
+            )
             if spec.choices is not None:
                 good = pc.and_(good, pc.is_in(column, pa.array(sorted(spec.choices))))
         elif spec.kind == "float":
             good = pc.is_finite(column)
             if spec.positive:
                 good = pc.and_(good, pc.greater(column, 0.0))
+            if spec.limits is not None:
+                low, high = spec.limits
+                good = pc.and_(
+                    good,
+                    pc.and_(pc.greater_equal(column, low), pc.less_equal(column, high)),
+                )
         elif spec.kind == "bool":
             good = valid
         else:
@@ -128,7 +149,7 @@ def _checks(contract: str, table: pa.Table, now: datetime) -> tuple[pa.Array, pa
             in_range = (naive >= _MIN_TS) & (naive < _MAX_TS)
             good_series = strict & parsed.is_not_null() & in_range
             if spec.name == EVENT_TIME_FIELD[contract]:
-                good_series = good_series & (naive <= limit)
+                good_series = good_series & (naive <= limit) & (naive >= _EARLIEST)
             good = good_series.fill_null(False).to_arrow()
             column = parsed.to_arrow()
         good = pc.fill_null(good, False)
@@ -172,6 +193,8 @@ def validate_batch(
     # starts with "{", so it yields one row, an error, or several rows (``{..}{..}``, caught by
     # the row count); a line break inside a payload would break the framing.
     fast = [p is not None and 0 < len(p) <= MAX_PAYLOAD_BYTES and p[0] == 0x7B for p in payloads]
+    if any(f.kind == "json" for f in EVENT_FIELDS[contract]):
+        fast = [False] * len(payloads)
     if all(fast):
         positions = np.arange(len(payloads), dtype=np.int64)
         candidates: list[bytes] = payloads  # type: ignore[assignment]

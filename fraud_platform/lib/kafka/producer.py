@@ -4,6 +4,8 @@
 ``ProduceFailed`` unless every message was acknowledged. Callers that need to know where each
 message landed (the exactly-once tests) pass ``on_delivery`` and get one ``Delivery`` per
 message. ``Producer`` is the same thing for callers that flush several times on one client.
+``Producer.offer`` is the non-blocking variant for request paths (the decision log): it never
+waits for room in librdkafka's bounded queue, it says no.
 """
 
 from __future__ import annotations
@@ -114,6 +116,27 @@ class Producer:
             poll(0)
             index += 1
             self._sent = index
+
+    def offer(
+        self, topic: str, value: bytes, key: bytes | None, on_delivery: Callable[..., None]
+    ) -> bool:
+        """Queue one message without waiting; False when librdkafka's queue is full.
+
+        ``on_delivery(err, msg)`` is librdkafka's own callback, served by ``poll``.
+        """
+        try:
+            self._client.produce(topic, value, key, on_delivery=on_delivery)
+        except BufferError:
+            return False
+        return True
+
+    def poll(self, timeout_s: float) -> int:
+        """Serve delivery reports, waiting up to ``timeout_s`` for one (GIL released)."""
+        return self._client.poll(timeout_s)
+
+    def queued(self) -> int:
+        """Messages in librdkafka's queue not yet acknowledged (or failed)."""
+        return len(self._client)
 
     def flush(self, timeout_s: float = FLUSH_TIMEOUT_S) -> dict[str, int]:
         """Wait for every queued message; returns the acknowledged count per topic so far.

@@ -25,7 +25,12 @@ from datetime import datetime
 from time import perf_counter
 from typing import Any, Literal
 
-from fraud_platform.lib.contracts.events import EVENT_FIELDS, TRANSACTIONS, format_timestamp
+from fraud_platform.lib.contracts.events import (
+    EVENT_FIELDS,
+    SCHEMA_VERSION,
+    TRANSACTIONS,
+    format_timestamp,
+)
 from fraud_platform.lib.features.registry import FeatureService
 from fraud_platform.lib.features.request import model_row
 from fraud_platform.lib.features.services import FRAUD_SCORING_V1, service_for_model
@@ -231,25 +236,29 @@ class ScoringModel:
         }
 
 
-def log_record(
+def decision_event(
     *,
     request_id: str,
     scored_at: datetime,
     txn: Mapping[str, Any],
     result: ScoreResult,
     lookup: Lookup,
+    feature_service: str,
 ) -> dict[str, Any]:
-    """The score-log record of one scored transaction (JSON-ready)."""
+    """The ``scores`` event of one decision (contract ``EVENT_FIELDS[SCORES]``; timestamps
+    stay datetimes until ``encode_event``)."""
     return {
+        "schema_version": SCHEMA_VERSION,
         "request_id": request_id,
-        "scored_at": format_timestamp(scored_at),
-        "model_tag": result.model_tag,
-        "transaction": {name: _json_value(txn.get(name)) for name in TRANSACTION_FIELDS},
-        "features": result.features,
-        "feature_age_s": lookup.age_seconds,
+        "scored_at": scored_at,
+        **{name: _json_value(txn.get(name)) for name in TRANSACTION_FIELDS},
         "score": result.score,
         "decision": result.decision,
+        "model_version": result.model_tag,
+        "feature_service": feature_service,
         "degraded": lookup.degraded,
         "degraded_reason": lookup.degraded_reason,
+        "features": result.features,
+        "feature_age_s": lookup.age_seconds,
         "reasons": result.reasons,
     }
