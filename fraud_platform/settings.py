@@ -15,6 +15,9 @@ from urllib.parse import parse_qs, urlsplit
 
 DEFAULT_PROFILES_PG_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+# in flight across the scoring service's workers; at ~2-4 ms of CPU per request on 2 cores a
+# queue of this depth waits < 50 ms (benchmarks/serving_load.py measures it)
+DEFAULT_SCORING_MAX_CONCURRENCY = 16
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 
@@ -35,6 +38,17 @@ def _int(environ: Mapping[str, str], name: str, default: int) -> int:
         return int(value)
     except ValueError:
         raise SettingsError(f"{name}={value!r} is not an integer") from None
+
+
+def _bool(environ: Mapping[str, str], name: str, default: bool) -> bool:
+    value = _env(environ, name)
+    if value is None:
+        return default
+    if value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.lower() in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name}={value!r} is not a boolean (true/false)")
 
 
 def redact_url(url: str) -> str:
@@ -79,6 +93,12 @@ class Settings:
     is the online store every process uses; ``services up`` starts a private ``redis-server``
     there only when it is on loopback and nothing answers.
 
+    The scoring service: ``scoring_workers`` (FRAUD_PLATFORM_SCORING_WORKERS, default one per
+    CPU core), ``scoring_max_concurrency`` (FRAUD_PLATFORM_SCORING_MAX_CONCURRENCY, requests in
+    flight across all workers beyond which it answers 429 at once; 0 = unbounded) and
+    ``scoring_access_log`` (FRAUD_PLATFORM_SCORING_ACCESS_LOG, BentoML's per-request log line;
+    off by default: it costs CPU on the request path and the decision log records every decision).
+
     ``profiles_pg_url`` (FRAUD_PLATFORM_PROFILES_PG_URL, default
     ``postgresql://postgres@127.0.0.1:5432/postgres``) is the libpq URL of the PostgreSQL
     database holding the ``account_profiles`` table read into ``bronze/account_profiles``.
@@ -101,6 +121,17 @@ class Settings:
     alert_webhook: bool = False  # the URL itself stays a secret, read by Dagster's EnvVar
     profiles_pg_url: str | None = DEFAULT_PROFILES_PG_URL
     decision_log_buffer: int = 100_000
+    scoring_workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    scoring_max_concurrency: int = DEFAULT_SCORING_MAX_CONCURRENCY
+    scoring_access_log: bool = False
+
+    def __post_init__(self) -> None:
+        if self.scoring_workers < 1:
+            raise SettingsError(f"FRAUD_PLATFORM_SCORING_WORKERS={self.scoring_workers} is < 1")
+        if self.scoring_max_concurrency < 0:
+            raise SettingsError(
+                f"FRAUD_PLATFORM_SCORING_MAX_CONCURRENCY={self.scoring_max_concurrency} is < 0"
+            )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -127,6 +158,11 @@ class Settings:
             alert_webhook=_env(env, "FRAUD_PLATFORM_ALERT_WEBHOOK") is not None,
             profiles_pg_url=_env(env, "FRAUD_PLATFORM_PROFILES_PG_URL") or DEFAULT_PROFILES_PG_URL,
             decision_log_buffer=_int(env, "FRAUD_PLATFORM_DECISION_LOG_BUFFER", 100_000),
+            scoring_workers=_int(env, "FRAUD_PLATFORM_SCORING_WORKERS", os.cpu_count() or 1),
+            scoring_max_concurrency=_int(
+                env, "FRAUD_PLATFORM_SCORING_MAX_CONCURRENCY", DEFAULT_SCORING_MAX_CONCURRENCY
+            ),
+            scoring_access_log=_bool(env, "FRAUD_PLATFORM_SCORING_ACCESS_LOG", False),
         )
 
     def ensure_data_dir(self) -> Path:

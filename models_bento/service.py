@@ -37,6 +37,7 @@ No Dagster import: this process shares the feature definitions only through
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -189,11 +190,23 @@ class ServedModelInfo(ModelInfo):
     )
 
 
+# Worker count, the concurrency bound and the access log are fixed when the class is defined.
+# Past max_concurrency in flight BentoML answers 429 at once instead of queueing (split evenly
+# over the workers); access log lines cost CPU per request and the decision log (Kafka) has every decision.
+_SERVING = Settings.from_env()
+
+
 @bentoml.service(
     name="fraud_scorer",
-    traffic={"timeout": 10},
-    resources={"cpu": "1"},
-    workers=1,
+    traffic={"timeout": 10}
+    | (
+        {"max_concurrency": _SERVING.scoring_max_concurrency}
+        if _SERVING.scoring_max_concurrency
+        else {}
+    ),
+    resources={"cpu": str(_SERVING.scoring_workers)},
+    workers=_SERVING.scoring_workers,
+    logging={"access": {"enabled": _SERVING.scoring_access_log}},
     metrics={"duration": {"buckets": list(HTTP_BUCKETS)}},  # sub-ms buckets for /score
 )
 class FraudScorer:
@@ -233,6 +246,9 @@ class FraudScorer:
             redis.connection.parse_url(settings.redis_url).get("host", "?"),
             f"{self.decision_log.topic}@{settings.kafka_bootstrap}",
         )
+        # Everything loaded so far (modules, schemas, the model) lives as long as the process:
+        # out of the collector's sight, a full collection no longer walks it mid-request.
+        gc.freeze()
 
     @staticmethod
     def _check_bentoml_home(expected: Path) -> None:

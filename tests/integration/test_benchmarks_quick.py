@@ -51,3 +51,12 @@ def test_benchmark_scoring_quick_reports_http_and_in_process_paths() -> None:
     figures = _run("scoring")
     assert {"/score", "/ping", "/livez"} <= set(figures["http_ms"])
     assert figures["in_process_ms"]["total_approve"]["p50"] > 0
+
+
+def test_benchmark_serving_load_quick_drives_ping_and_score_open_loop() -> None:
+    figures = _run("serving_load")
+    keys = {"rate", "p50_ms", "p99_ms", "ping_p50_ms", "errors", "shed", "capacity_rps"}
+    assert keys | {"goodput_at_2x_rps", "soak_rss_growth"} <= set(figures)
+    assert figures["rate"] == 300 and figures["p50_ms"] > 0 and figures["ping_p50_ms"] > 0
+    assert {row["endpoint"] for row in figures["table"]} == {"/ping", "/score"}
+    assert all(row["sent"] == 6_000 for row in figures["table"])

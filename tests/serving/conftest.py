@@ -279,9 +279,12 @@ def start_server(
     name: str,
     kafka_bootstrap: str | None = None,
     extra_env: dict[str, str] | None = None,
+    workers: int | None = 1,
 ) -> Server:
     """``bentoml serve`` of FraudScorer; decisions go to ``kafka_bootstrap`` (default: a port
-    nothing listens on, so a test server never writes into a broker it does not own)."""
+    nothing listens on, so a test server never writes into a broker it does not own).
+    ``workers=None``: the service's default (one per core). The tests use one worker unless
+    they say otherwise: which worker answers a request is then not a variable."""
     port = free_port()
     env = {
         **os.environ,
@@ -292,6 +295,8 @@ def start_server(
         "BENTOML_DO_NOT_TRACK": "true",
         **(extra_env or {}),
     }
+    if workers is not None:
+        env["FRAUD_PLATFORM_SCORING_WORKERS"] = str(workers)
     log_path = registered.data_dir / f"{name}-{port}.log"
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -52,16 +51,12 @@ def label_values(samples: Samples, name: str, label: str) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def multi_worker_scorer(
-    registered_model: Registered, customer: Customer, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Server]:
-    config: Path = tmp_path_factory.mktemp("bentoml-config") / "bentoml.yaml"
-    config.write_text(f"services:\n  fraud_scorer:\n    workers: {WORKERS}\n")
+def multi_worker_scorer(registered_model: Registered, customer: Customer) -> Iterator[Server]:
     server = start_server(
         registered_model,
         "redis://127.0.0.1:6379/0",
         "metrics",
-        extra_env={"BENTOML_CONFIG": str(config)},
+        workers=WORKERS,
     )
     deadline = time.monotonic() + READY_DEADLINE_S  # /readyz answers once one worker is up
     while len(label_values(scrape(server), RSS, "worker")) < WORKERS:

@@ -1,8 +1,15 @@
 """Settings read from the environment: one Redis URL, validated once, with one-line errors."""
 
+import os
+
 import pytest
 
-from fraud_platform.settings import DEFAULT_REDIS_URL, Settings, SettingsError
+from fraud_platform.settings import (
+    DEFAULT_REDIS_URL,
+    DEFAULT_SCORING_MAX_CONCURRENCY,
+    Settings,
+    SettingsError,
+)
 
 
 def test_settings_redis_url_defaults_to_the_local_server() -> None:
@@ -75,3 +82,38 @@ def test_settings_ensure_data_dir_refuses_an_unwritable_place() -> None:
     settings = Settings.from_env({"FRAUD_PLATFORM_DATA_DIR": "/proc/fraud_platform_data"})
     with pytest.raises(SettingsError, match="is not a writable directory"):
         settings.ensure_data_dir()
+
+
+def test_settings_scoring_service_defaults_one_worker_per_core_bounded_no_access_log() -> None:
+    settings = Settings.from_env({})
+    assert settings.scoring_workers == (os.cpu_count() or 1)
+    assert settings.scoring_max_concurrency == DEFAULT_SCORING_MAX_CONCURRENCY > 0
+    assert settings.scoring_access_log is False
+
+
+def test_settings_scoring_service_read_from_the_environment() -> None:
+    settings = Settings.from_env(
+        {
+            "FRAUD_PLATFORM_SCORING_WORKERS": "3",
+            "FRAUD_PLATFORM_SCORING_MAX_CONCURRENCY": "0",
+            "FRAUD_PLATFORM_SCORING_ACCESS_LOG": "true",
+        }
+    )
+    assert (settings.scoring_workers, settings.scoring_max_concurrency) == (3, 0)
+    assert settings.scoring_access_log is True
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("FRAUD_PLATFORM_SCORING_WORKERS", "0", "is < 1"),
+        ("FRAUD_PLATFORM_SCORING_WORKERS", "two", "is not an integer"),
+        ("FRAUD_PLATFORM_SCORING_MAX_CONCURRENCY", "-1", "is < 0"),
+        ("FRAUD_PLATFORM_SCORING_ACCESS_LOG", "maybe", "is not a boolean"),
+    ],
+)
+def test_settings_scoring_service_refuses_unusable_values(
+    name: str, value: str, message: str
+) -> None:
+    with pytest.raises(SettingsError, match=f"{name}.*{message}"):
+        Settings.from_env({name: value})
