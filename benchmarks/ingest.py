@@ -48,14 +48,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root
 
 from confluent_kafka import Consumer, TopicPartition
-from deltalake import DeltaTable
 
 from benchmarks._common import emit, free_port, profiled
 from fraud_platform.lib.contracts.events import TRANSACTIONS, encode_event
 from fraud_platform.lib.ingestion import bronze
 from fraud_platform.lib.ingestion.bronze import (
-    bronze_path,
-    dead_letter_path,
     ensure_bronze_tables,
     ingest_topic,
 )
@@ -64,6 +61,8 @@ from fraud_platform.lib.kafka.producer import Message
 from fraud_platform.lib.kafka.producer import produce as produce_messages
 from fraud_platform.lib.kafka.reader import CONSUME_CHUNK, consumer_config
 from fraud_platform.lib.simulation import SimulationConfig, simulate
+from fraud_platform.lib.storage.delta import DeltaStore
+from fraud_platform.names import DEAD_LETTER_TABLE, bronze_table
 from fraud_platform.tools.brokers import BrokerSpec, start_broker, stop_broker
 
 TOPIC = TRANSACTIONS
@@ -150,10 +149,10 @@ def raw_consume(bootstrap: str, n: int, group: str) -> float:
         consumer.close()
 
 
-def check_bronze(delta_root: str, produced_ids: list[str]) -> dict[str, int]:
+def check_bronze(store: DeltaStore, produced_ids: list[str]) -> dict[str, int]:
     """Duplicates and losses of bronze against the produced ids (brute force on all ids)."""
     ids = (
-        DeltaTable(bronze_path(delta_root, TOPIC))
+        store.open(bronze_table(TOPIC))
         .to_pyarrow_table(columns=["transaction_id"])
         .column("transaction_id")
         .to_pylist()
@@ -163,7 +162,7 @@ def check_bronze(delta_root: str, produced_ids: list[str]) -> dict[str, int]:
     lost = len(produced - seen)
     unexpected = len(seen - produced)
     distinct = len(seen)
-    dead = DeltaTable(dead_letter_path(delta_root)).to_pyarrow_table(columns=["offset"]).num_rows
+    dead = store.open(DEAD_LETTER_TABLE).to_pyarrow_table(columns=["offset"]).num_rows
     return {
         "bronze_rows": len(ids),
         "duplicates": len(ids) - distinct,  # rows beyond the first of their id
@@ -230,24 +229,24 @@ def main() -> int:
         produce(spec.bootstrap, [(f"w{i}", u, p) for i, (_, u, p) in enumerate(events[:2_000])],
                 WARMUP_TOPIC)  # fmt: skip
         started = time.perf_counter()
-        ingest_topic(WARMUP_TOPIC, bootstrap=spec.bootstrap, delta_root=str(tmp / "warmup"),
+        ingest_topic(WARMUP_TOPIC, bootstrap=spec.bootstrap, store=DeltaStore(str(tmp / "warmup")),
                      now=now, contract=TOPIC)  # fmt: skip
         results["warmup_ingest_seconds"] = round(time.perf_counter() - started, 3)
 
         del events
         raw_first = raw_consume(spec.bootstrap, n, "bench_raw_1")
-        bronze_root = str(tmp / "delta")
-        ensure_bronze_tables(TOPIC, bronze_root)  # table creation is a one-off: not timed
+        bronze_store = DeltaStore(str(tmp / "delta"))
+        ensure_bronze_tables(TOPIC, bronze_store)  # table creation is a one-off: not timed
         started = time.perf_counter()
         error: str | None = None
         try:
-            result = ingest_topic(TOPIC, bootstrap=spec.bootstrap, delta_root=bronze_root, now=now)
+            result = ingest_topic(TOPIC, bootstrap=spec.bootstrap, store=bronze_store, now=now)
             read = result.read
         except Exception as exc:  # reported below with its likely cause
             result, read, error = None, 0, f"{type(exc).__name__}: {exc}"
         bronze_s = time.perf_counter() - started
         raw_second = raw_consume(spec.bootstrap, n, "bench_raw_2")
-        check = check_bronze(bronze_root, produced_ids)
+        check = check_bronze(bronze_store, produced_ids)
 
         raw_s = min(raw_first, raw_second)
         bronze_rate = check["bronze_rows"] / bronze_s  # rows that did land in bronze
@@ -287,11 +286,11 @@ def main() -> int:
         )
 
         if args.profile and error is None:
-            profile_root = str(tmp / "delta_profile")
-            ensure_bronze_tables(TOPIC, profile_root)
+            profile_store = DeltaStore(str(tmp / "delta_profile"))
+            ensure_bronze_tables(TOPIC, profile_store)
             profile_result, report = profiled(
                 lambda: ingest_topic(
-                    TOPIC, bootstrap=spec.bootstrap, delta_root=profile_root, now=now
+                    TOPIC, bootstrap=spec.bootstrap, store=profile_store, now=now
                 )  # fmt: skip
             )
             results["profiled_seconds"] = round(profile_result.elapsed_s, 3)

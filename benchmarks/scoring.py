@@ -44,6 +44,7 @@ from tests.serving.conftest import (
     THRESHOLDS,
     Registered,
     free_port,
+    platform_model_store,
     start_server,
     stop_server,
     synthetic_rows,
@@ -151,10 +152,8 @@ def main() -> None:
             log.close()
 
             # over HTTP
-            from fraud_platform.resources.model_store import ModelStoreResource
-
             data_dir = Path(tmp) / "platform"
-            store = ModelStoreResource(home=str(data_dir / "bentoml"))
+            store = platform_model_store(data_dir)
             tag = store.save_catboost("fraud_catboost", model, metadata=metadata, labels={})
             store.promote(tag)
             registered = Registered(data_dir, data_dir / "bentoml", tag, model, metadata)

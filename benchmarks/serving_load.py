@@ -44,7 +44,14 @@ from fraud_platform.lib.features.online.writer import write_snapshot
 from fraud_platform.lib.features.registry import ENTITY_KEY, FEATURE_TIME, FeatureGroup
 from fraud_platform.lib.features.services import FRAUD_SCORING_V1
 from fraud_platform.lib.model.input import to_model_input
-from tests.serving.conftest import THRESHOLDS, Registered, start_server, stop_server, synthetic_rows
+from tests.serving.conftest import (
+    THRESHOLDS,
+    Registered,
+    platform_model_store,
+    start_server,
+    stop_server,
+    synthetic_rows,
+)
 
 GENERATOR = REPO_ROOT / "benchmarks" / "_open_loop.py"
 RATES = (100, 300, 600)
@@ -227,8 +234,6 @@ def row(endpoint: str, rate: Any, figures: dict[str, Any]) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace, tmp: Path) -> tuple[dict[str, Any], list[str]]:
-    from fraud_platform.resources.model_store import ModelStoreResource
-
     client = redis_client()
     client.flushdb()
     mix = request_mix(2_000)
@@ -246,7 +251,7 @@ def run(args: argparse.Namespace, tmp: Path) -> tuple[dict[str, Any], list[str]]
         "thresholds": thresholds,
     }
     data_dir = tmp / "platform"
-    store = ModelStoreResource(home=str(data_dir / "bentoml"))
+    store = platform_model_store(data_dir)
     tag = store.save_catboost("fraud_catboost", model, metadata=metadata, labels={})
     store.promote(tag)
     registered = Registered(data_dir, data_dir / "bentoml", tag, model, metadata)

@@ -9,9 +9,15 @@ from __future__ import annotations
 
 from fraud_platform.lib.contracts.events import SCORES, TOPICS
 
+
 # Delta tables (= asset keys)
-BRONZE_TABLES: dict[str, str] = {topic: f"bronze/{topic}" for topic in TOPICS}
-SCORES_TABLE = f"bronze/{SCORES}"  # the scoring service's decisions (not a feature source)
+def bronze_table(topic: str) -> str:
+    """The bronze table of a topic (any topic: test and prefixed topic names too)."""
+    return f"bronze/{topic}"
+
+
+BRONZE_TABLES: dict[str, str] = {topic: bronze_table(topic) for topic in TOPICS}
+SCORES_TABLE = bronze_table(SCORES)  # the scoring service's decisions (not a feature source)
 DEAD_LETTER_TABLE = "bronze/dead_letter"
 PROFILES_TABLE = "bronze/account_profiles"
 PROFILES_REJECTED_TABLE = "bronze/account_profiles_rejected"

@@ -188,7 +188,9 @@ class ModelInfo(BaseModel):
     rules: list[dict[str, str]]
     explain: str = Field(description="When SHAP reasons are computed: always|flagged|never.")
     created_at: str
-    champion: bool = Field(description="True if the tag came from champions.json (not fallback).")
+    champion: bool = Field(
+        description="True if the tag is the champion in the model registry (not the fallback)."
+    )
     metadata: dict[str, Any] = Field(description="The model-store metadata as saved.")
 
 

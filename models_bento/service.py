@@ -6,21 +6,23 @@ Start (from the repository root)::
         bentoml serve models_bento.service:FraudScorer --port 3030
 
 Everything is configured once, in ``__init__``, from ``Settings.from_env()``:
-the model is the champion of ``fraud_catboost`` named in ``<bentoml_home>/champions.json``
-(fallback: the newest ``fraud_catboost`` in the store), read from the platform's model store at
+the model is the champion of ``fraud_catboost`` in the model registry record
+(``registry.champion``: the Delta table ``registry/model_events`` under ``Settings.delta_uri``;
+fallback: the newest ``fraud_catboost`` in the store), read from the platform's model store at
 ``Settings.bentoml_home``; Redis is ``Settings.redis_url``, read with a 50 ms socket
 timeout; every decision is produced to the ``scores`` topic at ``Settings.kafka_bootstrap``
 (``DecisionLog``: never blocks a request; drops, counted, when its bounded buffer is full).
 
-Hot reload: a request checks the champion pointer at most once per ``CHAMPION_CHECK_INTERVAL_S``
-(a monotonic-clock comparison per request; one ``os.stat`` of champions.json per interval).
-When the pointer changed and names another tag, a background thread loads that model, warms it
-up and swaps it in with one attribute assignment (``ServedModel`` is immutable): a request in
-flight keeps the model it started with, and its ``model_version`` is the tag it was scored with.
-A model that fails to load (files missing, corrupt, features that do not match) is not swapped
-in: the service keeps the old one, logs the error once per tag and reports it in ``/model``
-(``reload_error``). A champions.json that disappears or no longer names a champion also keeps
-the current model (the newest-model fallback is for startup only).
+Hot reload: at most once per ``CHAMPION_CHECK_INTERVAL_S`` a request starts a background look at
+the registry (the request itself pays one monotonic-clock comparison, plus starting a thread once
+per interval). The look reads only the Delta log entries added since the last one
+(``registry.RegistryWatch``); when there are some and the champion is another tag, it loads that
+model, warms it up and swaps it in with one attribute assignment (``ServedModel`` is immutable):
+a request in flight keeps the model it started with, and its ``model_version`` is the tag it was
+scored with. A model that fails to load (files missing, corrupt, features that do not match) is
+not swapped in: the service keeps the old one, logs the error once per tag and reports it in
+``/model`` (``reload_error``). A registry that no longer names a champion also keeps the current
+model (the newest-model fallback is for startup only).
 
 Features are read online for the feature service the model in service was trained on (its
 ``feature_service`` metadata; ``fraud_scoring_v1`` for models that predate the field), so a
@@ -36,9 +38,7 @@ No Dagster import: this process shares the feature definitions only through
 from __future__ import annotations
 
 import gc
-import json
 import logging
-import os
 import threading
 import time
 import uuid
@@ -53,6 +53,7 @@ from pydantic import Field
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from fraud_platform.lib.serving import registry
 from fraud_platform.lib.serving.decision_log import DecisionLog
 from fraud_platform.lib.serving.lookup import FeatureLookup
 from fraud_platform.lib.serving.metrics import (
@@ -64,6 +65,7 @@ from fraud_platform.lib.serving.metrics import (
     record_scored,
 )
 from fraud_platform.lib.serving.scoring import ScoringModel, decision_event
+from fraud_platform.lib.storage.delta import DeltaStore
 from fraud_platform.settings import Settings
 from models_bento.errors import RequestGuard
 from models_bento.schemas import (
@@ -78,7 +80,6 @@ from models_bento.schemas import (
 log = logging.getLogger("bentoml.fraud_scorer")
 
 MODEL_NAME = "fraud_catboost"
-CHAMPION_FILE = "champions.json"  # written by fraud_platform.resources.model_store.promote
 REDIS_TIMEOUT_S = 0.05
 REDIS_RETRY_AFTER_S = 1.0
 CHAMPION_CHECK_INTERVAL_S = 1.0
@@ -124,21 +125,14 @@ def online_store_client(url: str, timeout_s: float = REDIS_TIMEOUT_S) -> redis.R
     )
 
 
-def read_champion(bentoml_home: Path, name: str = MODEL_NAME) -> str | None:
-    """The champion tag of ``name`` in champions.json; None without the file or the entry."""
-    try:
-        text = (bentoml_home / CHAMPION_FILE).read_text()
-    except FileNotFoundError:
-        return None
-    return json.loads(text).get(name) or None
-
-
-def resolve_model_tag(bentoml_home: Path, name: str = MODEL_NAME) -> tuple[str, bool]:
-    """(tag, is_champion): the champion from champions.json, else the newest model ``name``."""
+def resolve_model_tag(
+    bentoml_home: Path, registry_store: DeltaStore, name: str = MODEL_NAME
+) -> tuple[str, bool]:
+    """(tag, is_champion): the registry's champion, else the newest model ``name``."""
     from bentoml._internal.models import ModelStore
 
-    champions = bentoml_home / CHAMPION_FILE
-    tag = read_champion(bentoml_home, name)
+    registry_table = registry_store.uri(registry.TABLE)
+    tag = registry.champion(registry_store, name)
     if tag:
         return tag, True
     store = ModelStore(bentoml_home / "models")
@@ -149,37 +143,33 @@ def resolve_model_tag(bentoml_home: Path, name: str = MODEL_NAME) -> tuple[str, 
     if not models:
         raise RuntimeError(
             f"no model {name!r} in the model store {bentoml_home / 'models'} and no champion in "
-            f"{champions}: train and register one first (or set FRAUD_PLATFORM_DATA_DIR)"
+            f"{registry_table}: train and register one first (or set FRAUD_PLATFORM_DATA_DIR)"
         )
     newest = max(models, key=lambda m: m.info.creation_time)
-    log.warning("no champion for %s in %s; using the newest model %s", name, champions, newest.tag)
+    log.warning(
+        "no champion for %s in %s; using the newest model %s", name, registry_table, newest.tag
+    )
     return str(newest.tag), False
 
 
 def load_scoring_model(
-    bentoml_home: Path, name: str = MODEL_NAME, tag: str | None = None
+    bentoml_home: Path,
+    registry_store: DeltaStore,
+    name: str = MODEL_NAME,
+    tag: str | None = None,
 ) -> tuple[ScoringModel, Any]:
     """The champion (or ``tag``, a champion) as a ScoringModel, plus its bentoml.Model entry
     (for /model)."""
     from bentoml._internal.models import ModelStore
 
     if tag is None:
-        tag, is_champion = resolve_model_tag(bentoml_home, name)
+        tag, is_champion = resolve_model_tag(bentoml_home, registry_store, name)
     else:
         is_champion = True
     entry = ModelStore(bentoml_home / "models").get(tag)
     booster = bentoml.catboost.load_model(entry)
     scoring = ScoringModel.from_metadata(booster, entry.info.metadata, str(entry.tag))
     return scoring, {"entry": entry, "champion": is_champion}
-
-
-def pointer_of(path: Path) -> tuple[int, int, int] | None:
-    """What changes when champions.json is rewritten (promote replaces it: new inode)."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return None
-    return st.st_mtime_ns, st.st_ino, st.st_size
 
 
 @dataclass(frozen=True)
@@ -228,13 +218,14 @@ class FraudScorer:
         logging.getLogger(BENTOML_ERROR_LOGGER).addFilter(self._log_filter)
         self._check_bentoml_home(settings.bentoml_home)
         self._home = settings.bentoml_home
-        self._champions = self._home / CHAMPION_FILE
-        self._pointer = pointer_of(self._champions)  # before loading: a change meanwhile counts
+        self._registry = DeltaStore(settings.delta_uri, settings.delta_storage_options)
+        self._watch = registry.RegistryWatch(self._registry)
+        self._seen = self._watch.latest()  # before loading: a change meanwhile counts
         self._next_check = time.monotonic() + CHAMPION_CHECK_INTERVAL_S
         self._reload_lock = threading.Lock()
         self._reload_error: str | None = None
         self._failed_tag: str | None = None
-        scoring, loaded = load_scoring_model(self._home)
+        scoring, loaded = load_scoring_model(self._home, self._registry)
         self._warm_up(scoring)
         self._served = ServedModel(scoring, loaded["entry"], loaded["champion"], datetime.now(UTC))
         self._redis = online_store_client(settings.redis_url)
@@ -289,7 +280,8 @@ class FraudScorer:
     # -- hot reload ---------------------------------------------------------------------------
 
     def _current(self) -> ServedModel:
-        """The model for this request; at most once per interval, look for a new champion."""
+        """The model for this request; at most once per interval, start a look for a new
+        champion."""
         now = time.monotonic()
         if now >= self._next_check:
             self._next_check = now + CHAMPION_CHECK_INTERVAL_S
@@ -297,31 +289,32 @@ class FraudScorer:
         return self._served
 
     def _check_champion(self) -> None:
-        pointer = pointer_of(self._champions)
-        if pointer == self._pointer or not self._reload_lock.acquire(blocking=False):
-            return  # unchanged, or a reload is running (a later check sees any newer change)
+        if not self._reload_lock.acquire(blocking=False):
+            return  # a look is running (a later one sees any newer change)
         try:
-            threading.Thread(
-                target=self._reload, args=(pointer,), name="champion-reload", daemon=True
-            ).start()
+            threading.Thread(target=self._reload, name="champion-reload", daemon=True).start()
         except BaseException:
             self._reload_lock.release()
             raise
 
-    def _reload(self, pointer: tuple[int, int, int] | None) -> None:
-        """Load the champion champions.json now names and swap it in (background thread)."""
+    def _reload(self) -> None:
+        """When the registry has new commits, load the champion it now names and swap it in
+        (background thread)."""
         try:
-            self._pointer = pointer
             current = self._served
             try:
-                tag = read_champion(self._home)
-            except Exception as exc:  # noqa: BLE001  (unreadable or not a JSON object)
-                self._failed(f"{self._champions}", exc, current)
-                return
+                version = self._watch.latest()
+                if version == self._seen:
+                    return
+                tag = registry.champion(self._registry, MODEL_NAME)
+            except Exception as exc:  # noqa: BLE001  (registry unreadable: keep the model)
+                self._failed(self._registry.uri(registry.TABLE), exc, current)
+                return  # looked at again next interval
+            self._seen = version
             if tag is None:
                 log.warning(
                     "%s names no champion for %s; still serving %s",
-                    self._champions,
+                    self._registry.uri(registry.TABLE),
                     MODEL_NAME,
                     current.scoring.tag,
                 )
@@ -331,7 +324,7 @@ class FraudScorer:
                 return
             started = time.perf_counter()
             try:
-                scoring, loaded = load_scoring_model(self._home, tag=tag)
+                scoring, loaded = load_scoring_model(self._home, self._registry, tag=tag)
                 self._warm_up(scoring)
             except Exception as exc:  # noqa: BLE001  (any failure: keep the model in service)
                 self._failed(tag, exc, current)
@@ -350,7 +343,7 @@ class FraudScorer:
 
     def _failed(self, what: str, exc: Exception, current: ServedModel) -> None:
         self._reload_error = f"{what}: {type(exc).__name__}: {exc}"
-        if what != self._failed_tag:  # once per tag, not on every pointer change
+        if what != self._failed_tag:  # once per tag, not on every registry change
             self._failed_tag = what
             log.error(
                 "could not load champion %s; still serving %s: %s: %s",

@@ -18,14 +18,13 @@ from fraud_platform.settings import Settings
 
 
 def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
+    delta = DeltaResource(root=settings.delta_uri, storage_options=settings.delta_storage_options)
     return {
         "kafka": KafkaResource(bootstrap_servers=settings.kafka_bootstrap),
         "redis": RedisResource(url=settings.redis_url),
-        "delta": DeltaResource(
-            root=settings.delta_uri, storage_options=settings.delta_storage_options
-        ),
+        "delta": delta,
         "warehouse": WarehouseResource(path=str(settings.warehouse_path)),
-        "model_store": ModelStoreResource(home=str(settings.bentoml_home)),
+        "model_store": ModelStoreResource(home=str(settings.bentoml_home), delta=delta),
         "files": FilesResource(root=str(settings.data_dir)),
         "alerts": AlertResource(
             log_path=str(settings.data_dir / "alerts.jsonl"),

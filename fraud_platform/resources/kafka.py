@@ -8,7 +8,7 @@ from fraud_platform.lib.contracts.events import ALL_TOPICS
 from fraud_platform.lib.ingestion import bronze
 from fraud_platform.lib.kafka import admin as kafka_admin
 from fraud_platform.lib.kafka.reader import kafka_end_offsets
-from fraud_platform.resources.delta import DeltaResource
+from fraud_platform.lib.storage.delta import DeltaStore
 
 
 class KafkaResource(dg.ConfigurableResource):
@@ -33,12 +33,11 @@ class KafkaResource(dg.ConfigurableResource):
     def end_offsets(self, topic: str) -> dict[int, int]:
         return kafka_end_offsets(topic, self.bootstrap_servers)
 
-    def ingest(self, topic: str, delta: DeltaResource, progress=None) -> bronze.IngestResult:
+    def ingest(self, topic: str, delta: DeltaStore, progress=None) -> bronze.IngestResult:
         return bronze.ingest_topic(
             topic,
             bootstrap=self.bootstrap_servers,
-            delta_root=delta.root,
-            storage_options=delta.storage_options or None,
+            store=delta,
             max_events=self.max_events_per_batch,
             progress=progress,
         )

@@ -1,17 +1,15 @@
-"""The model registry: BentoML's model store, plus a champion pointer per model name."""
+"""The model registry: BentoML's model store (the models) plus the registry record (the Delta
+table ``registry/model_events``, ``lib/serving/registry.py``: registrations, gate decisions,
+promotions, rollbacks; the champion is a query over it)."""
 
-from __future__ import annotations
-
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
-CHAMPION_FILE = "champions.json"
-HISTORY_FILE = "champion_history.json"
-PROMOTION_LOG_FILE = "promotion_log.json"
+from fraud_platform.lib.serving import registry
+from fraud_platform.lib.storage.delta import DeltaStore
 
 
 def _without_nulls(value: Any) -> Any:
@@ -24,9 +22,11 @@ def _without_nulls(value: Any) -> Any:
 
 
 class ModelStoreResource(dg.ConfigurableResource):
-    """BentoML model store rooted at ``home`` (the scoring service reads the same folder)."""
+    """BentoML model store rooted at ``home`` (the scoring service reads the same folder) and the
+    registry record in the Delta store ``delta``."""
 
     home: str
+    delta: dg.ResourceDependency[DeltaStore]
 
     def _activate(self) -> None:
         import bentoml  # noqa: F401  (configures the container before we point it at `home`)
@@ -38,9 +38,15 @@ class ModelStoreResource(dg.ConfigurableResource):
         BentoMLContainer.model_store.set(ModelStore(os.path.join(self.home, "models")))
 
     def save_catboost(
-        self, name: str, model: Any, *, metadata: dict[str, Any], labels: dict[str, str]
+        self,
+        name: str,
+        model: Any,
+        *,
+        metadata: dict[str, Any],
+        labels: dict[str, str],
+        run_id: str | None = None,
     ) -> str:
-        """Register a CatBoost model; returns its tag (``name:version``)."""
+        """Register a CatBoost model (a ``registered`` event); returns its tag (``name:version``)."""
         self._activate()
         import bentoml
 
@@ -51,7 +57,16 @@ class ModelStoreResource(dg.ConfigurableResource):
             labels=labels,
             signatures={"predict_proba": {"batchable": True}},
         )
-        return str(saved.tag)
+        tag = str(saved.tag)
+        registry.record(
+            self.delta,
+            [
+                registry.ModelEvent.about(
+                    tag, saved.info.metadata, registry.REGISTERED, run_id=run_id
+                )
+            ],
+        )
+        return tag
 
     def get(self, tag: str) -> Any:
         self._activate()
@@ -65,40 +80,36 @@ class ModelStoreResource(dg.ConfigurableResource):
 
         return bentoml.catboost.load_model(tag)
 
-    def list(self, name: str | None = None) -> list[Any]:
-        self._activate()
-        import bentoml
-
-        models = bentoml.models.list(name)
-        return sorted(models, key=lambda m: m.info.creation_time, reverse=True)
-
-    def _champions_path(self) -> Path:
-        return Path(self.home, CHAMPION_FILE)
-
     def champion(self, name: str) -> str | None:
-        path = self._champions_path()
-        if not path.exists():
-            return None
-        return json.loads(path.read_text()).get(name)
-
-    def _history_path(self) -> Path:
-        return Path(self.home, HISTORY_FILE)
+        return registry.champion(self.delta, name)
 
     def history(self, name: str) -> list[str]:
-        """Champions of ``name`` in promotion order, the current one last."""
-        path = self._history_path()
-        return json.loads(path.read_text()).get(name, []) if path.exists() else []
+        """Champions of ``name`` a rollback can return to, the current one last."""
+        return registry.champions(self.delta, name)
 
-    def promote(self, tag: str) -> None:
-        """Point the champion of the model's name at ``tag`` (atomic file replace)."""
-        tag = str(self.get(tag).tag)  # fails loudly on an unknown tag; resolves "name:latest"
-        name = tag.split(":")[0]
-        if self.champion(name) == tag:
-            return
-        self._write(self._champions_path(), name, tag)
-        self._write_history(name, [*self.history(name), tag])
+    def events(self, name: str, tag: str | None = None) -> list[dict[str, Any]]:
+        """The registry rows of ``name`` (of one ``tag`` if given), oldest first."""
+        return registry.events(self.delta, name, tag).to_dicts()
 
-    def rollback(self, name: str) -> str:
+    def promotion_log(self, name: str) -> list[dict[str, Any]]:
+        """Every promotion-gate decision for ``name``, oldest first."""
+        return registry.gate_decisions(self.delta, name)
+
+    def _event(self, tag: str, event: str, **kwargs: Any) -> registry.ModelEvent:
+        """``event`` about the registered model ``tag`` (fails loudly on an unknown tag;
+        resolves ``name:latest``)."""
+        entry = self.get(tag)
+        return registry.ModelEvent.about(str(entry.tag), entry.info.metadata, event, **kwargs)
+
+    def promote(
+        self, tag: str, *, reason: str = "promoted by hand", run_id: str | None = None
+    ) -> None:
+        """Make ``tag`` the champion of its model name (nothing when it already is)."""
+        event = self._event(tag, registry.PROMOTED, reason=reason, run_id=run_id)
+        if self.champion(event.model_name) != event.tag:
+            registry.record(self.delta, [event])
+
+    def rollback(self, name: str, *, run_id: str | None = None) -> str:
         """Make the previous champion the champion again; returns its tag."""
         history = self.history(name)
         if len(history) < 2:
@@ -106,30 +117,42 @@ class ModelStoreResource(dg.ConfigurableResource):
                 f"{name} has no previous champion to roll back to (history: {history})"
             )
         previous = history[-2]
-        self.get(previous)
-        self._write(self._champions_path(), name, previous)
-        self._write_history(name, history[:-1])
+        reason = f"rolled back from {history[-1]}"
+        registry.record(
+            self.delta, [self._event(previous, registry.ROLLED_BACK, reason=reason, run_id=run_id)]
+        )
         return previous
 
-    def _promotion_log_path(self) -> Path:
-        return Path(self.home, PROMOTION_LOG_FILE)
+    def record_gate(
+        self, decision: dict[str, Any], *, promote: bool, run_id: str | None = None
+    ) -> str | None:
+        """Record a promotion-gate decision about its challenger and, when ``promote``, the
+        challenger's promotion, in one commit; returns the champion after it."""
+        tag = decision["challenger_tag"]
+        name = tag.split(":", 1)[0]
+        details = {**decision, "champion_after": tag if promote else self.champion(name)}
+        events = [
+            self._event(
+                tag,
+                registry.GATE_DECISION,
+                reason=decision["reason"],
+                run_id=run_id,
+                details=details,
+            )
+        ]
+        if promote:
+            reason = f"promotion gate: {decision['reason']}"
+            events.append(self._event(tag, registry.PROMOTED, reason=reason, run_id=run_id))
+        registry.record(self.delta, events)
+        return self.champion(name)
 
-    def promotion_log(self, name: str) -> list[dict[str, Any]]:
-        """Every promotion-gate decision for ``name``, oldest first."""
-        path = self._promotion_log_path()
-        return json.loads(path.read_text()).get(name, []) if path.exists() else []
+    # Last in the class: annotations are evaluated at once here (no `from __future__ import
+    # annotations`: Dagster must see `ResourceDependency` itself), and this name would shadow the
+    # builtin `list` in every annotation below it.
+    def list(self, name: str | None = None) -> list[Any]:
+        """The registered models of ``name`` (all without it), newest first."""
+        self._activate()
+        import bentoml
 
-    def record_decision(self, name: str, decision: dict[str, Any]) -> None:
-        """Append one gate decision (promoted or not) to ``promotion_log.json``."""
-        self._write(self._promotion_log_path(), name, [*self.promotion_log(name), decision])
-
-    def _write_history(self, name: str, tags: list[str]) -> None:
-        self._write(self._history_path(), name, tags)
-
-    @staticmethod
-    def _write(path: Path, name: str, value: Any) -> None:
-        content = json.loads(path.read_text()) if path.exists() else {}
-        content[name] = value
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(content, indent=2))
-        tmp.replace(path)
+        models = bentoml.models.list(name)
+        return sorted(models, key=lambda m: m.info.creation_time, reverse=True)

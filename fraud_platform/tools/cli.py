@@ -296,16 +296,13 @@ def models_list() -> None:
     """Registered fraud models, newest first, with test metrics; * marks the champion."""
     from bentoml.exceptions import NotFound
 
-    from fraud_platform.resources.model_store import ModelStoreResource
-
-    settings = _settings()
-    store = ModelStoreResource(home=str(settings.bentoml_home))
+    store = _store()
     champion = store.champion("fraud_catboost")
     try:
         models = store.list("fraud_catboost")
     except NotFound:
         _fail(
-            f"no fraud_catboost model in {settings.bentoml_home} yet: train one with "
+            f"no fraud_catboost model in {store.home} yet: train one with "
             "`fraud-platform demo` or `fraud-platform materialize`"
         )
     for model in models:
@@ -318,9 +315,12 @@ def models_list() -> None:
 
 
 def _store():
+    from fraud_platform.lib.storage.delta import DeltaStore
     from fraud_platform.resources.model_store import ModelStoreResource
 
-    return ModelStoreResource(home=str(_settings().bentoml_home))
+    settings = _settings()
+    delta = DeltaStore(settings.delta_uri, settings.delta_storage_options)
+    return ModelStoreResource(home=str(settings.bentoml_home), delta=delta)
 
 
 @models_app.command("show")
@@ -329,11 +329,21 @@ def models_show(
         str, typer.Argument(help="Model tag, e.g. fraud_catboost:abc123 or fraud_catboost:latest.")
     ],
 ) -> None:
-    """Everything registered with a model: training-set version, features, metrics, thresholds."""
-    model = _store().get(tag)
+    """Everything registered with a model (training-set version, features, metrics, thresholds)
+    and its rows in the registry record (registration, gate decisions, promotions, rollbacks)."""
+    store = _store()
+    model = store.get(tag)
+    events = store.events(model.tag.name, str(model.tag))
     typer.echo(
         json.dumps(
-            {"tag": str(model.tag), "labels": model.info.labels, **model.info.metadata},
+            {
+                "tag": str(model.tag),
+                "labels": model.info.labels,
+                **model.info.metadata,
+                "registry_events": [
+                    {k: e[k] for k in ("event", "reason", "run_id", "recorded_at")} for e in events
+                ],
+            },
             indent=2,
             default=str,
         )
@@ -389,12 +399,13 @@ def models_backtest(
     """Batch-score a time range of history with registered models (same point-in-time features
     and model-input conversion as online) and print their metrics side by side."""
     from fraud_platform.defs.serving import assets as serving
+    from fraud_platform.lib.storage.delta import DeltaStore
     from fraud_platform.lib.training import backtest as backtesting
-    from fraud_platform.resources import DeltaResource, WarehouseResource
+    from fraud_platform.resources import WarehouseResource
 
     settings = _settings()
     store = _store()
-    delta = DeltaResource(root=settings.delta_uri, storage_options=settings.delta_storage_options)
+    delta = DeltaStore(settings.delta_uri, settings.delta_storage_options)
     warehouse = WarehouseResource(path=str(settings.warehouse_path))
     tags = list(model or []) or backtesting.default_tags(store, "fraud_catboost")
     if not tags:

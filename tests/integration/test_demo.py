@@ -117,11 +117,11 @@ def _skew_check_catches_a_tampered_value(data_dir: Path) -> None:
 
     from fraud_platform.defs.monitoring.assets import compare_served_with_offline
     from fraud_platform.lib.monitoring.decisions import read_decisions
-    from fraud_platform.resources import DeltaResource
+    from fraud_platform.lib.storage.delta import DeltaStore
 
-    log = read_decisions(str(data_dir / "delta")).filter(~pl.col("degraded"))
+    delta = DeltaStore(str(data_dir / "delta"))
+    log = read_decisions(delta).filter(~pl.col("degraded"))
     assert log.height > 0
-    delta = DeltaResource(root=str(data_dir / "delta"))
     assert compare_served_with_offline(log, delta)["max_mismatch_rate"] == 0.0
     tampered = log.with_columns(
         pl.when(pl.int_range(pl.len()) == 0)

@@ -18,6 +18,7 @@ from fraud_platform.lib.features.catalog import USER_TXN_VELOCITY
 from fraud_platform.lib.features.online.reader import OnlineFeatureReader
 from fraud_platform.lib.features.services import FRAUD_SCORING_V1
 from fraud_platform.lib.simulation import SimulationConfig, publish, simulate
+from fraud_platform.lib.storage.delta import DeltaStore
 from fraud_platform.resources.model_store import ModelStoreResource
 from fraud_platform.settings import Settings
 from fraud_platform.tools.brokers import BrokerSpec, start_broker, stop_broker
@@ -132,7 +133,8 @@ def test_pipeline_every_layer_materialized_and_checks_passed(platform: dict) -> 
 def test_pipeline_model_is_registered_with_lineage_and_promoted(platform: dict) -> None:
     settings = platform["settings"]
     meta = platform["results"]["training"].metadata["models/fraud_catboost"]
-    store = ModelStoreResource(home=str(settings.bentoml_home))
+    delta = DeltaStore(settings.delta_uri)
+    store = ModelStoreResource(home=str(settings.bentoml_home), delta=delta)
     assert store.champion("fraud_catboost") == meta["model_tag"]
     info = store.get(meta["model_tag"]).info.metadata
     assert sorted(info["features"]) == sorted(FRAUD_SCORING_V1.model_features)
@@ -173,16 +175,17 @@ def test_pipeline_sensor_skips_when_bronze_is_current_and_fires_on_arrivals(plat
 
     settings = platform["settings"]
     sensor = platform["defs"].get_sensor_def("kafka_arrivals_sensor")
-    resources = build_resources(settings)
-    context = dg.build_sensor_context(instance=platform["instance"], resources=resources)
-    assert isinstance(sensor(context), dg.SkipReason)
+    resources = build_resources(settings)  # the model store nests the Delta resource: a `with`
+    with dg.build_sensor_context(instance=platform["instance"], resources=resources) as context:
+        assert isinstance(sensor(context), dg.SkipReason)
 
     extra = simulate(
         SimulationConfig(days=1, users=20, seed=99, start=datetime.now(UTC) - timedelta(days=1))
     )
     events = [("transactions", txn) for txn in extra.transactions[:5]]
     produce(settings.kafka_bootstrap, event_messages(events), flush_timeout_s=10)
-    result = sensor(dg.build_sensor_context(instance=platform["instance"], resources=resources))
+    with dg.build_sensor_context(instance=platform["instance"], resources=resources) as context:
+        result = sensor(context)
     assert isinstance(result, dg.SensorResult)
     assert len(result.run_requests) == 1
     assert '"transactions": 5' in result.run_requests[0].tags["arrivals"]
@@ -192,13 +195,14 @@ def test_pipeline_maintenance_job_keeps_every_row(platform: dict) -> None:
     from fraud_platform.lib.ingestion.bronze import committed_offsets
 
     settings = platform["settings"]
+    store = DeltaStore(settings.delta_uri)
     before = _delta(settings, "bronze/transactions").height
-    offsets = committed_offsets("transactions", settings.delta_uri)
+    offsets = committed_offsets("transactions", store)
     job = platform["defs"].resolve_job_def("delta_maintenance_job")
     result = job.execute_in_process(instance=platform["instance"])
     assert result.success
     assert _delta(settings, "bronze/transactions").height == before
-    assert committed_offsets("transactions", settings.delta_uri) == offsets
+    assert committed_offsets("transactions", store) == offsets
 
 
 REPLAY_REDIS_URL = "redis://127.0.0.1:6379/8"  # flushed before every replayed instant
@@ -448,12 +452,12 @@ def test_pipeline_new_feature_backfills_over_history_without_touching_other_grou
     from fraud_platform.lib.features.compute import compute_feature_group, latest_per_entity
     from fraud_platform.lib.features.online.writer import write_snapshot
     from fraud_platform.lib.features.services import FRAUD_SCORING_V2
-    from fraud_platform.resources import DeltaResource, WarehouseResource
+    from fraud_platform.resources import WarehouseResource
 
     settings, instance = platform["settings"], platform["instance"]
     v2 = USER_TXN_VELOCITY_V2
     others = [g for g in FEATURE_GROUPS if g is not v2]
-    delta = DeltaResource(root=settings.delta_uri)
+    delta = DeltaStore(settings.delta_uri)
     warehouse = WarehouseResource(path=str(settings.warehouse_path))
     shutil.rmtree(delta.uri(feature_table(v2)))  # as if v2 had just been added to the catalog
     before = {g.versioned_name: delta.version(feature_table(g)) for g in others}

@@ -110,11 +110,20 @@ class Registered:
     metadata: dict[str, Any]
 
 
+def platform_model_store(data_dir: Path) -> Any:
+    """The model store and registry record of a platform data dir, where the service reads them
+    (``Settings``: ``<data dir>/bentoml`` and the Delta root ``<data dir>/delta``)."""
+    from fraud_platform.lib.storage.delta import DeltaStore
+    from fraud_platform.resources.model_store import ModelStoreResource
+
+    return ModelStoreResource(
+        home=str(data_dir / "bentoml"), delta=DeltaStore(str(data_dir / "delta"))
+    )
+
+
 @pytest.fixture(scope="session")
 def registered_model(tmp_path_factory: pytest.TempPathFactory) -> Registered:
     """A tiny CatBoost model registered and promoted in a temporary platform data dir."""
-    from fraud_platform.resources.model_store import ModelStoreResource
-
     data_dir = tmp_path_factory.mktemp("platform")
     home = data_dir / "bentoml"
     model = train_tiny_model()
@@ -124,7 +133,7 @@ def registered_model(tmp_path_factory: pytest.TempPathFactory) -> Registered:
         "thresholds": THRESHOLDS,
         "metrics": {"test_average_precision": 0.5},
     }
-    store = ModelStoreResource(home=str(home))
+    store = platform_model_store(data_dir)
     tag = store.save_catboost(MODEL_NAME, model, metadata=metadata, labels={"stage": "test"})
     store.promote(tag)
     return Registered(data_dir=data_dir, bentoml_home=home, tag=tag, model=model, metadata=metadata)

@@ -22,7 +22,6 @@ from fraud_platform.lib.features.registry import ENTITY_KEY, FEATURE_TIME, Featu
 from fraud_platform.lib.features.services import FRAUD_SCORING_V1, FRAUD_SCORING_V2
 from fraud_platform.lib.serving.lookup import FeatureLookup
 from fraud_platform.lib.serving.scoring import ScoringModel
-from fraud_platform.resources.model_store import ModelStoreResource
 
 from .conftest import (
     MODEL_NAME,
@@ -31,6 +30,7 @@ from .conftest import (
     Customer,
     _group_value,
     delete_customer,
+    platform_model_store,
     train_tiny_model,
     write_customer,
 )
@@ -43,7 +43,7 @@ V2_MIN_7D = 3.5
 def load_registered(home: Path, service: FeatureService | None) -> ScoringModel:
     """Register a tiny model trained on ``service`` (None: metadata without the field, as
     models registered before services were recorded) and load it back from the store."""
-    store = ModelStoreResource(home=str(home))
+    store = platform_model_store(home.parent)  # home is <data dir>/bentoml
     model = train_tiny_model(seed=5, service=service or FRAUD_SCORING_V1)
     metadata: dict[str, Any] = {
         "features": list(model.feature_names_),

@@ -23,6 +23,7 @@ from .conftest import (
     Customer,
     Registered,
     Server,
+    platform_model_store,
     start_server,
     stop_server,
     train_tiny_model,
@@ -52,7 +53,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Registered:
     """Its own data dir: this module moves the champion around."""
     data_dir = tmp_path_factory.mktemp("hot_reload")
     home = data_dir / "bentoml"
-    store = ModelStoreResource(home=str(home))
+    store = platform_model_store(data_dir)
     tag = register(store, seed=7)
     store.promote(tag)
     return Registered(data_dir=data_dir, bentoml_home=home, tag=tag, model=None, metadata={})
@@ -60,7 +61,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Registered:
 
 @pytest.fixture(scope="module")
 def store(platform: Registered) -> ModelStoreResource:
-    return ModelStoreResource(home=str(platform.bentoml_home))
+    return platform_model_store(platform.data_dir)
 
 
 @pytest.fixture(scope="module")

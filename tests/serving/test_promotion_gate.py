@@ -19,9 +19,10 @@ import pytest
 from fraud_platform.defs.serving.assets import GATE_CHECK, fraud_catboost_champion
 from fraud_platform.defs.training.assets import TRAINING_SET_TABLE
 from fraud_platform.lib.features.services import FRAUD_SCORING_V1
+from fraud_platform.lib.storage.delta import DeltaStore
 from fraud_platform.lib.training import fit as training
 from fraud_platform.lib.training import promotion
-from fraud_platform.resources import DeltaResource, ModelStoreResource
+from fraud_platform.resources import ModelStoreResource
 
 from .conftest import (
     MODEL_NAME,
@@ -30,6 +31,7 @@ from .conftest import (
     Customer,
     Registered,
     Server,
+    platform_model_store,
     start_server,
     stop_server,
     synthetic_rows,
@@ -97,8 +99,8 @@ def train_and_register(
 class Platform:
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
-        self.store = ModelStoreResource(home=str(data_dir / "bentoml"))
-        self.delta = DeltaResource(root=str(data_dir / "delta"))
+        self.store = platform_model_store(data_dir)
+        self.delta = DeltaStore(str(data_dir / "delta"))
         self.frame = time_ordered_frame()
         self.version = self.delta.overwrite(TRAINING_SET_TABLE, self.frame)
         self.good = train_and_register(self.store, self.frame, self.version, good=True)

@@ -250,13 +250,14 @@ def test_service_module_does_not_import_dagster():
 
 
 def test_resolve_model_tag_prefers_champion_then_newest(tmp_path, scoring: ScoringModel):
-    from fraud_platform.resources.model_store import ModelStoreResource
     from models_bento.service import load_scoring_model, resolve_model_tag
 
+    from .conftest import platform_model_store
+
     home = tmp_path / "bentoml"
+    store = platform_model_store(tmp_path)
     with pytest.raises(RuntimeError, match="no model 'fraud_catboost'"):
-        resolve_model_tag(home)
-    store = ModelStoreResource(home=str(home))
+        resolve_model_tag(home, store.delta)
     metadata = {
         "features": list(scoring.features),
         "categorical_features": list(scoring.categorical),
@@ -264,9 +265,9 @@ def test_resolve_model_tag_prefers_champion_then_newest(tmp_path, scoring: Scori
     }
     first = store.save_catboost("fraud_catboost", scoring.model, metadata=metadata, labels={})
     second = store.save_catboost("fraud_catboost", scoring.model, metadata=metadata, labels={})
-    assert resolve_model_tag(home) == (second, False)
+    assert resolve_model_tag(home, store.delta) == (second, False)
     store.promote(first)
-    assert resolve_model_tag(home) == (first, True)
-    loaded, info = load_scoring_model(home)
+    assert resolve_model_tag(home, store.delta) == (first, True)
+    loaded, info = load_scoring_model(home, store.delta)
     assert loaded.tag == first and info["champion"] is True
     assert loaded.thresholds == Thresholds(**THRESHOLDS)

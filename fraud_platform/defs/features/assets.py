@@ -17,7 +17,8 @@ from fraud_platform.lib.features.catalog import FEATURE_GROUPS
 from fraud_platform.lib.features.compute import compute_feature_group_between, latest_per_entity
 from fraud_platform.lib.features.online.writer import write_snapshot
 from fraud_platform.lib.features.registry import ENTITY_KEY, FEATURE_TIME, FeatureGroup
-from fraud_platform.resources import DeltaResource, RedisResource, WarehouseResource
+from fraud_platform.lib.storage.delta import DeltaStore
+from fraud_platform.resources import RedisResource, WarehouseResource
 
 # single-run backfills are a deliberate choice (a range of days is one polars computation)
 warnings.filterwarnings("ignore", message="Parameter `backfill_policy`", category=dg.BetaWarning)
@@ -98,7 +99,9 @@ def feature_group_definitions(group: FeatureGroup) -> dg.Definitions:
         backfill_policy=dg.BackfillPolicy.single_run(),
     )
     def _asset(
-        context: dg.AssetExecutionContext, warehouse: WarehouseResource, delta: DeltaResource
+        context: dg.AssetExecutionContext,
+        warehouse: WarehouseResource,
+        delta: dg.ResourceParam[DeltaStore],
     ) -> dg.MaterializeResult:
         started = time.perf_counter()
         window = context.partition_time_window
@@ -141,7 +144,7 @@ def feature_group_definitions(group: FeatureGroup) -> dg.Definitions:
         name=f"{group.name}_has_no_null_keys",
         description="Every row names its entity and the time its values became known.",
     )
-    def _no_null_keys(delta: DeltaResource) -> dg.AssetCheckResult:
+    def _no_null_keys(delta: dg.ResourceParam[DeltaStore]) -> dg.AssetCheckResult:
         rows = delta.read(feature_table(group)).select(ENTITY_KEY, FEATURE_TIME)
         nulls = rows.null_count().sum_horizontal().item()
         return dg.AssetCheckResult(
@@ -162,7 +165,7 @@ class OnlineSnapshotConfig(dg.Config):
     kinds={"redis"},
 )
 def feature_snapshot(
-    context: dg.AssetExecutionContext, delta: DeltaResource, redis: RedisResource
+    context: dg.AssetExecutionContext, delta: dg.ResourceParam[DeltaStore], redis: RedisResource
 ) -> dg.MaterializeResult:
     """The latest value of every feature per entity, written to Redis for serving."""
     client = redis.client()

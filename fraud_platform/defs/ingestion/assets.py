@@ -6,8 +6,9 @@ import dagster as dg
 
 from fraud_platform import names
 from fraud_platform.lib.contracts.events import ALL_TOPICS, SCORES
-from fraud_platform.lib.ingestion.bronze import committed_offsets, dead_letter_path
-from fraud_platform.resources import DeltaResource, KafkaResource
+from fraud_platform.lib.ingestion.bronze import committed_offsets
+from fraud_platform.lib.storage.delta import DeltaStore
+from fraud_platform.resources import KafkaResource
 
 GROUP = "ingestion"
 # bronze/scores (the service's decisions) feed monitoring, not the warehouse: its own group, so
@@ -39,7 +40,7 @@ def _bronze_asset(topic: str) -> dg.Definitions:
         context: dg.AssetExecutionContext,
         config: RejectionConfig,
         kafka: KafkaResource,
-        delta: DeltaResource,
+        delta: dg.ResourceParam[DeltaStore],
     ) -> dg.MaterializeResult:
         kafka.ensure_topics()
         result = kafka.ingest(topic, delta)
@@ -61,7 +62,7 @@ def _bronze_asset(topic: str) -> dg.Definitions:
                 "events_per_s": round(result.read / result.elapsed_s, 1)
                 if result.elapsed_s
                 else 0.0,
-                "dead_letter_uri": dead_letter_path(delta.root),
+                "dead_letter_uri": delta.uri(names.DEAD_LETTER_TABLE),
                 "first_event_date": str(result.event_dates[0]) if result.event_dates else "",
                 "last_event_date": str(result.event_dates[1]) if result.event_dates else "",
             },
@@ -100,7 +101,9 @@ decision_log_job = dg.define_asset_job(
     default_status=dg.DefaultSensorStatus.STOPPED,
 )
 def kafka_arrivals_sensor(
-    context: dg.SensorEvaluationContext, kafka: KafkaResource, delta: DeltaResource
+    context: dg.SensorEvaluationContext,
+    kafka: KafkaResource,
+    delta: dg.ResourceParam[DeltaStore],
 ) -> dg.SensorResult | dg.SkipReason:
     """Requests a run when a topic's end offsets move past what bronze has committed: the
     ingest job for the input topics, the decision-log job for ``scores``.
@@ -112,7 +115,7 @@ def kafka_arrivals_sensor(
     ends: dict[str, dict[str, int]] = {}
     for topic in ALL_TOPICS:
         end = kafka.end_offsets(topic)
-        done = committed_offsets(topic, delta.root, delta.storage_options or None)
+        done = committed_offsets(topic, delta)
         waiting = sum(max(0, high - done.get(p, 0)) for p, high in end.items())
         ends[topic] = {str(p): o for p, o in end.items()}
         if waiting:

@@ -23,7 +23,8 @@ from fraud_platform.lib.ingestion.profiles_source import (
     ProfilesSourceError,
     create_table_if_missing,
 )
-from fraud_platform.resources import DeltaResource, ProfilesSourceResource
+from fraud_platform.lib.storage.delta import DeltaStore
+from fraud_platform.resources import ProfilesSourceResource
 
 ACCOUNT_PROFILES = dg.AssetKey(["bronze", "account_profiles"])
 
@@ -62,22 +63,17 @@ def account_profiles(
     context: dg.AssetExecutionContext,
     config: ProfilesIngestConfig,
     profiles_pg: ProfilesSourceResource,
-    delta: DeltaResource,
+    delta: dg.ResourceParam[DeltaStore],
 ):
     if config.when_unreachable not in ("fail", "skip"):
         raise ValueError(
             f"when_unreachable must be 'fail' or 'skip', got {config.when_unreachable!r}"
         )
-    ensure_bronze_tables(delta.root, delta.storage_options or None)
+    ensure_bronze_tables(delta)
     try:
         if config.create_table_if_missing and create_table_if_missing(profiles_pg.require_url()):
             context.log.warning(f"created the empty source table {SOURCE_TABLE}")
-        result = ingest_profiles(
-            profiles_pg.require_url(),
-            delta.root,
-            delta.storage_options or None,
-            batch_size=config.batch_size,
-        )
+        result = ingest_profiles(profiles_pg.require_url(), delta, batch_size=config.batch_size)
     except PostgresUnreachable as exc:
         if config.when_unreachable == "skip":
             context.log.warning(f"account profiles skipped: {exc}")
@@ -109,12 +105,12 @@ def account_profiles(
     ),
 )
 def account_profiles_fresh(
-    config: ProfilesFreshnessConfig, profiles_pg: ProfilesSourceResource, delta: DeltaResource
+    config: ProfilesFreshnessConfig,
+    profiles_pg: ProfilesSourceResource,
+    delta: dg.ResourceParam[DeltaStore],
 ) -> dg.AssetCheckResult:
     try:
-        state = profiles_freshness(
-            profiles_pg.require_url(), delta.root, delta.storage_options or None
-        )
+        state = profiles_freshness(profiles_pg.require_url(), delta)
     except ProfilesSourceError as exc:
         return dg.AssetCheckResult(passed=False, description=str(exc))
     lag_min = state.lag_s / 60

@@ -2,11 +2,12 @@
 
 import dagster as dg
 
+from fraud_platform import names
 from fraud_platform.lib.contracts.events import ALL_TOPICS
 from fraud_platform.lib.features.catalog import FEATURE_GROUPS
-from fraud_platform.lib.ingestion.bronze import bronze_path, dead_letter_path
+from fraud_platform.lib.serving import registry
+from fraud_platform.lib.storage.delta import DeltaStore
 from fraud_platform.lib.storage.maintenance import compact_and_vacuum
-from fraud_platform.resources import DeltaResource
 
 
 class MaintenanceConfig(dg.Config):
@@ -14,41 +15,38 @@ class MaintenanceConfig(dg.Config):
     """Vacuum keeps every file a version of the last ``retention_hours`` needs (min 168)."""
 
 
-def maintained_tables(delta: DeltaResource) -> list[str]:
-    tables = [bronze_path(delta.root, topic) for topic in ALL_TOPICS] + [
-        dead_letter_path(delta.root)
-    ]
-    tables += [delta.uri(f"features/{g.versioned_name}") for g in FEATURE_GROUPS]
-    tables += [delta.uri("training/fraud_training_set")]
+def maintained_tables() -> list[str]:
+    tables = [names.bronze_table(topic) for topic in ALL_TOPICS] + [names.DEAD_LETTER_TABLE]
+    tables += [names.feature_table(g.versioned_name) for g in FEATURE_GROUPS]
+    tables += [names.TRAINING_SET_TABLE, registry.TABLE]
     return tables
 
 
 @dg.op
 def compact_and_vacuum_tables(
-    context: dg.OpExecutionContext, config: MaintenanceConfig, delta: DeltaResource
+    context: dg.OpExecutionContext,
+    config: MaintenanceConfig,
+    delta: dg.ResourceParam[DeltaStore],
 ) -> None:
     """Compact then vacuum each existing table; one summary line per table."""
-    from deltalake import DeltaTable
-
     summary = {}
-    for uri in maintained_tables(delta):
-        if not DeltaTable.is_deltatable(uri, storage_options=delta.storage_options or None):
+    for table in maintained_tables():
+        if not delta.exists(table):
             continue
-        result = compact_and_vacuum(
-            uri,
-            retention_hours=config.retention_hours,
-            storage_options=delta.storage_options or None,
-        )
+        result = compact_and_vacuum(delta, table, retention_hours=config.retention_hours)
         context.log.info(
-            f"{uri}: {result.files_before} -> {result.files_after} files, "
+            f"{delta.uri(table)}: {result.files_before} -> {result.files_after} files, "
             f"{result.files_removed_by_vacuum} vacuumed"
         )
-        summary[uri] = [result.files_before, result.files_after]
+        summary[table] = [result.files_before, result.files_after]
     context.log.info(f"maintenance done on {len(summary)} tables")
 
 
 @dg.job(
-    description="Compact and vacuum the Delta tables (bronze, dead letters, features, training)."
+    description=(
+        "Compact and vacuum the Delta tables (bronze, dead letters, features, training, the "
+        "model registry record)."
+    )
 )
 def delta_maintenance_job() -> None:
     compact_and_vacuum_tables()

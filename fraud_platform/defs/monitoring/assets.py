@@ -15,8 +15,9 @@ from fraud_platform.lib.monitoring.decisions import read_decisions, recent_dates
 from fraud_platform.lib.monitoring.drift import drift_report
 from fraud_platform.lib.monitoring.profiles import profile_frame, read_profile, write_profile
 from fraud_platform.lib.monitoring.skew import skew_report
+from fraud_platform.lib.storage.delta import DeltaStore
 from fraud_platform.names import TRAINING_SET_TABLE
-from fraud_platform.resources import AlertResource, DeltaResource, FilesResource
+from fraud_platform.resources import AlertResource, FilesResource
 
 GROUP = "monitoring"
 FEATURES = list(FRAUD_SCORING_V1.model_features)
@@ -57,7 +58,7 @@ class ReferenceConfig(dg.Config):
     kinds={"whylogs"},
 )
 def training_profile(
-    config: ReferenceConfig, delta: DeltaResource, files: FilesResource
+    config: ReferenceConfig, delta: dg.ResourceParam[DeltaStore], files: FilesResource
 ) -> dg.MaterializeResult:
     """whylogs profile of the training set's recent features: the reference for drift."""
     frame = recent_training_rows(delta.read(TRAINING_SET_TABLE), config.reference_days)
@@ -72,10 +73,10 @@ def training_profile(
     )
 
 
-def served_decisions(delta: DeltaResource, days: int) -> pl.DataFrame:
+def served_decisions(delta: DeltaStore, days: int) -> pl.DataFrame:
     """The decisions of the last ``days`` UTC dates: only those partitions of bronze/scores."""
     first, last = recent_dates(days)
-    return read_decisions(delta.root, first, last, delta.storage_options or None)
+    return read_decisions(delta, first, last)
 
 
 class ServedConfig(dg.Config):
@@ -90,7 +91,7 @@ class ServedConfig(dg.Config):
     kinds={"whylogs"},
 )
 def served_traffic_profile(
-    config: ServedConfig, delta: DeltaResource, files: FilesResource
+    config: ServedConfig, delta: dg.ResourceParam[DeltaStore], files: FilesResource
 ) -> dg.MaterializeResult:
     """whylogs profile of the features the scoring service served (from its decision log,
     ingested into bronze/scores); no file while nothing was served, so the drift check never
@@ -183,7 +184,7 @@ ENTITY_COLUMNS = ("transaction_id", "event_time", *JOIN_KEYS)
 REQUEST_COLUMNS = ("amount", "channel", "merchant_category")
 
 
-def offline_features_for(log: pl.DataFrame, delta: DeltaResource) -> pl.DataFrame:
+def offline_features_for(log: pl.DataFrame, delta: DeltaStore) -> pl.DataFrame:
     """What the offline path gives for each scored request: the point-in-time join at the
     request's event_time plus the same request-time feature code."""
     rows = log.select("request_id", *ENTITY_COLUMNS, *REQUEST_COLUMNS).with_columns(
@@ -196,7 +197,7 @@ def offline_features_for(log: pl.DataFrame, delta: DeltaResource) -> pl.DataFram
     )
 
 
-def compare_served_with_offline(log: pl.DataFrame, delta: DeltaResource) -> dict:
+def compare_served_with_offline(log: pl.DataFrame, delta: DeltaStore) -> dict:
     """Per-feature mismatch between served values (decision log) and the offline path."""
     served = pl.concat([log.select("request_id"), served_features(log)], how="horizontal")
     return skew_report(offline_features_for(log, delta), served, ["request_id"], FEATURES)
@@ -211,7 +212,7 @@ def compare_served_with_offline(log: pl.DataFrame, delta: DeltaResource) -> dict
     ),
 )
 def served_features_match_offline(
-    config: SkewConfig, delta: DeltaResource
+    config: SkewConfig, delta: dg.ResourceParam[DeltaStore]
 ) -> dg.AssetCheckResult:
     log = served_decisions(delta, config.days)
     if log.height:

@@ -1,17 +1,18 @@
 """Promotion (the champion-vs-challenger gate), backtest / shadow scoring, and retraining."""
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import dagster as dg
 import polars as pl
 
 from fraud_platform import names
 from fraud_platform.lib.features.services import FRAUD_SCORING_V1 as SERVICE
+from fraud_platform.lib.storage.delta import DeltaStore
 from fraud_platform.lib.training import backtest as backtesting
 from fraud_platform.lib.training import promotion
 from fraud_platform.lib.training.pipeline import PipelineConfig
 from fraud_platform.names import BACKTEST_SCORES_TABLE, MODEL_NAME, TRAINING_SET_TABLE
-from fraud_platform.resources import DeltaResource, ModelStoreResource, WarehouseResource
+from fraud_platform.resources import ModelStoreResource, WarehouseResource
 
 GROUP = "serving"
 GATE_CHECK = "challenger_beats_champion"
@@ -39,7 +40,7 @@ def _latest_candidate(context: dg.AssetExecutionContext) -> str:
 def decide_promotion(
     challenger_tag: str,
     config: PromotionConfig,
-    delta: DeltaResource,
+    delta: DeltaStore,
     model_store: ModelStoreResource,
 ) -> promotion.GateDecision:
     """Score champion and challenger on the challenger's test period (same rows, same training
@@ -100,28 +101,21 @@ def _metric(values: dict, name: str) -> float:
 def fraud_catboost_champion(
     context: dg.AssetExecutionContext,
     config: PromotionConfig,
-    delta: DeltaResource,
+    delta: dg.ResourceParam[DeltaStore],
     model_store: ModelStoreResource,
 ) -> dg.MaterializeResult:
     """The champion pointer the scoring service loads (it hot-reloads it, no restart).
 
     Runs only after the candidate passed the blocking minimum-quality check on
     ``models/fraud_catboost``; then the ``challenger_beats_champion`` gate decides whether the
-    candidate replaces the champion. Every decision is logged in the model store
-    (``promotion_log.json``)."""
+    candidate replaces the champion. Every decision, and the promotion it makes, is a row of the
+    registry record (``registry/model_events``), written once per run."""
     challenger = _latest_candidate(context)
     decision = decide_promotion(challenger, config, delta, model_store)
     previous = model_store.champion(MODEL_NAME)
-    if decision.promote:
-        model_store.promote(decision.challenger_tag or challenger)
-    champion = model_store.champion(MODEL_NAME) or ""
-    record = {
-        **decision.to_dict(),
-        "decided_at": datetime.now(UTC).isoformat(),
-        "run_id": context.run.run_id,
-        "champion_after": champion,
-    }
-    model_store.record_decision(MODEL_NAME, record)
+    decided = decision.to_dict()
+    run_id = context.run.run_id
+    champion = model_store.record_gate(decided, promote=decision.promote, run_id=run_id) or ""
     context.log.info(
         f"promotion gate: {decision.decision} ({decision.reason}); champion {previous} -> {champion}"
     )
@@ -138,10 +132,10 @@ def fraud_catboost_champion(
         "period_end": decision.period_end or "",
         "rows": decision.rows,
         "positives": decision.positives,
-        "challenger_metrics": dg.MetadataValue.json(decision.to_dict()["challenger"]),
-        "champion_metrics": dg.MetadataValue.json(decision.to_dict()["champion"]),
-        "challenger_policy": dg.MetadataValue.json(record["challenger_policy"]),
-        "champion_policy": dg.MetadataValue.json(record["champion_policy"]),
+        "challenger_metrics": dg.MetadataValue.json(decided["challenger"]),
+        "champion_metrics": dg.MetadataValue.json(decided["champion"]),
+        "challenger_policy": dg.MetadataValue.json(decided["challenger_policy"]),
+        "champion_policy": dg.MetadataValue.json(decided["champion_policy"]),
     }
     gate = dg.AssetCheckResult(
         check_name=GATE_CHECK,
@@ -189,7 +183,7 @@ def backtest_rows(
     start: datetime | None,
     end: datetime | None,
     days: float,
-    delta: DeltaResource,
+    delta: DeltaStore,
     warehouse: WarehouseResource | None,
 ) -> tuple[pl.DataFrame, datetime, datetime]:
     """(point-in-time rows, start, end) of the source for the range (defaults filled in)."""
@@ -219,7 +213,7 @@ def run_backtest(
     end: datetime | None,
     days: float,
     review_budget_per_day: int,
-    delta: DeltaResource,
+    delta: DeltaStore,
     warehouse: WarehouseResource,
     model_store: ModelStoreResource,
 ) -> tuple[backtesting.BacktestResult | None, dict[str, list[str]]]:
@@ -248,7 +242,7 @@ def run_backtest(
 
 
 def store_scores(
-    delta: DeltaResource, scores: pl.DataFrame, tags: list[str], start: datetime, end: datetime
+    delta: DeltaStore, scores: pl.DataFrame, tags: list[str], start: datetime, end: datetime
 ) -> int:
     """Replace the rows of these models in [start, end) in ``serving/backtest_scores`` (so a
     re-run does not duplicate them); returns the table version."""
@@ -270,7 +264,7 @@ def store_scores(
 def fraud_backtest(
     context: dg.AssetExecutionContext,
     config: BacktestConfig,
-    delta: DeltaResource,
+    delta: dg.ResourceParam[DeltaStore],
     model_store: ModelStoreResource,
     warehouse: WarehouseResource,
 ) -> dg.MaterializeResult:

@@ -7,10 +7,11 @@ import dagster as dg
 
 from fraud_platform import names
 from fraud_platform.lib.features.services import FRAUD_SCORING_V1
+from fraud_platform.lib.storage.delta import DeltaStore
 from fraud_platform.lib.training import pipeline
 from fraud_platform.lib.training.fit import TrainConfig
 from fraud_platform.names import MODEL_NAME, TRAINING_SET_TABLE
-from fraud_platform.resources import DeltaResource, ModelStoreResource, WarehouseResource
+from fraud_platform.resources import ModelStoreResource, WarehouseResource
 
 GROUP = "training"
 SERVICE = FRAUD_SCORING_V1
@@ -36,7 +37,7 @@ def fraud_training_set(
     context: dg.AssetExecutionContext,
     config: TrainingSetConfig,
     warehouse: WarehouseResource,
-    delta: DeltaResource,
+    delta: dg.ResourceParam[DeltaStore],
 ) -> dg.MaterializeResult:
     """Matured, labelled transactions with the features each could have known (point in time).
 
@@ -133,7 +134,7 @@ class ModelConfig(dg.Config):
 def fraud_catboost(
     context: dg.AssetExecutionContext,
     config: ModelConfig,
-    delta: DeltaResource,
+    delta: dg.ResourceParam[DeltaStore],
     model_store: ModelStoreResource,
 ) -> dg.MaterializeResult:
     """CatBoost fraud model trained on a time split, evaluated on the latest period, registered
@@ -153,6 +154,7 @@ def fraud_catboost(
         result.trained.model,
         metadata=result.registry_metadata(SERVICE, TRAINING_SET_TABLE, set_version),
         labels={"feature_service": SERVICE.name, "stage": "candidate"},
+        run_id=context.run.run_id,
     )
     context.log.info(
         f"registered {tag}: test AUC {metrics['auc_roc']:.4f} AP {metrics['average_precision']:.4f}"

@@ -8,7 +8,8 @@ import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
 
 from fraud_platform.defs.transform.project import dbt_project
-from fraud_platform.resources import DeltaResource, WarehouseResource
+from fraud_platform.lib.storage.delta import DeltaStore
+from fraud_platform.resources import WarehouseResource
 
 
 class LayeredTranslator(DagsterDbtTranslator):
@@ -29,7 +30,7 @@ def fraud_dbt_models(
     context: dg.AssetExecutionContext,
     dbt: DbtCliResource,
     warehouse: WarehouseResource,
-    delta: DeltaResource,
+    delta: dg.ResourceParam[DeltaStore],
 ) -> Iterator[Any]:
     """Silver and gold tables built by ``dbt build``, streamed as they finish."""
     os.environ.update(warehouse.dbt_env(delta.root))  # dbt's profile and sources read these

@@ -1,9 +1,9 @@
 """Exactly-once ingestion of Kafka topics into bronze Delta tables.
 
-Layout: the bronze table of a topic is ``{delta_root}/bronze/{topic}`` (schema
+Layout: the bronze table of a topic is ``bronze/{topic}`` in the Delta store (schema
 ``bronze_schema(topic)``: the validated contract fields plus ``_topic, _partition, _offset,
 _ingested_at``); events that break their contract go to the one dead-letter table
-``{delta_root}/bronze/dead_letter`` (``DEAD_LETTER_SCHEMA``) with the reason and the raw payload.
+``bronze/dead_letter`` (``DEAD_LETTER_SCHEMA``) with the reason and the raw payload.
 Both tables are created empty when missing, so downstream readers always find them.
 
 The Delta log is the truth about what was ingested, never the broker:
@@ -50,7 +50,7 @@ from datetime import UTC, date, datetime
 import pyarrow as pa
 import pyarrow.compute as pc
 from confluent_kafka import Consumer
-from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake import DeltaTable
 
 from fraud_platform.lib.contracts.events import (
     DEAD_LETTER_SCHEMA,
@@ -66,8 +66,9 @@ from fraud_platform.lib.kafka.reader import (
     read_range,
     start_positions,
 )
+from fraud_platform.lib.storage.delta import DeltaStore, commit, recorded_versions
+from fraud_platform.names import DEAD_LETTER_TABLE, bronze_table
 
-DEAD_LETTER = "dead_letter"
 METADATA_KEY = "fraud_platform.ingest"
 ARROW_CHUNK = 50_000  # messages validated together (columnar) while building the micro-batch
 _MAX_PROBED_PARTITIONS = 10_000
@@ -95,15 +96,7 @@ class IngestResult:
 
 
 # --------------------------------------------------------------------------------------------
-# Paths and Delta state
-
-
-def bronze_path(delta_root: str, topic: str) -> str:
-    return f"{delta_root.rstrip('/')}/bronze/{topic}"
-
-
-def dead_letter_path(delta_root: str) -> str:
-    return bronze_path(delta_root, DEAD_LETTER)
+# Tables and Delta state
 
 
 def bronze_app_id(topic: str, partition: int) -> str:
@@ -114,47 +107,17 @@ def dead_letter_app_id(topic: str, partition: int) -> str:
     return f"fraud_platform.dead_letter.{topic}.{partition}"
 
 
-def _open_or_create(
-    path: str,
-    schema: pa.Schema,
-    name: str,
-    storage_options: dict[str, str] | None,
-    partition_by: list[str] | None = None,
-) -> DeltaTable:
-    if DeltaTable.is_deltatable(path, storage_options=storage_options):
-        return DeltaTable(path, storage_options=storage_options)
-    try:
-        return DeltaTable.create(
-            path,
-            schema,
-            mode="ignore",
-            name=name,
-            partition_by=partition_by,
-            storage_options=storage_options,
-        )
-    except Exception:  # created concurrently by another process
-        if DeltaTable.is_deltatable(path, storage_options=storage_options):
-            return DeltaTable(path, storage_options=storage_options)
-        raise
-
-
 def ensure_bronze_tables(
-    topic: str,
-    delta_root: str,
-    storage_options: dict[str, str] | None = None,
-    contract: str | None = None,
+    topic: str, store: DeltaStore, contract: str | None = None
 ) -> tuple[DeltaTable, DeltaTable]:
     """Open the bronze table of ``topic`` and the dead-letter table, creating them if missing."""
-    bronze = _open_or_create(
-        bronze_path(delta_root, topic),
+    bronze = store.open_or_create(
+        bronze_table(topic),
         bronze_schema(contract or topic),
-        f"bronze_{topic}",
-        storage_options,
         partition_by=[EVENT_DATE_COLUMN],
+        name=f"bronze_{topic}",
     )
-    dead = _open_or_create(
-        dead_letter_path(delta_root), DEAD_LETTER_SCHEMA, "bronze_dead_letter", storage_options
-    )
+    dead = store.open_or_create(DEAD_LETTER_TABLE, DEAD_LETTER_SCHEMA, name="bronze_dead_letter")
     return bronze, dead
 
 
@@ -169,15 +132,11 @@ def _recorded_positions(table: DeltaTable, app_id: Callable[[int], str]) -> dict
     return positions
 
 
-def committed_offsets(
-    topic: str, delta_root: str, storage_options: dict[str, str] | None = None
-) -> dict[int, int]:
+def committed_offsets(topic: str, store: DeltaStore) -> dict[int, int]:
     """Next offset to ingest per partition, from the bronze table's Delta log ({} if none)."""
-    path = bronze_path(delta_root, topic)
-    if not DeltaTable.is_deltatable(path, storage_options=storage_options):
+    if not store.exists(bronze_table(topic)):
         return {}
-    table = DeltaTable(path, storage_options=storage_options)
-    return _recorded_positions(table, lambda p: bronze_app_id(topic, p))
+    return _recorded_positions(store.open(bronze_table(topic)), lambda p: bronze_app_id(topic, p))
 
 
 # --------------------------------------------------------------------------------------------
@@ -274,9 +233,9 @@ def _commit_dead_letters(
 ) -> None:
     if not batch.rejects:
         return
-    partitions = {r[0] for r in batch.rejects}
-    written = {p: dead.transaction_version(dead_letter_app_id(topic, p)) for p in partitions}
-    table = batch.dead_letter_table({p: v for p, v in written.items() if v is not None})
+    app_ids = {dead_letter_app_id(topic, p): p for p in {r[0] for r in batch.rejects}}
+    written = recorded_versions(dead, app_ids)
+    table = batch.dead_letter_table({app_ids[app]: v for app, v in written.items()})
     if table.num_rows == 0:
         return
     last: dict[int, int] = {}
@@ -284,13 +243,8 @@ def _commit_dead_letters(
         table.column("partition").to_pylist(), table.column("offset").to_pylist(), strict=True
     ):
         last[partition] = max(last.get(partition, -1), offset + 1)
-    transactions = [Transaction(dead_letter_app_id(topic, p), v) for p, v in sorted(last.items())]
-    write_deltalake(
-        dead,
-        table,
-        mode="append",
-        commit_properties=CommitProperties(app_transactions=transactions, custom_metadata=metadata),
-    )
+    transactions = {dead_letter_app_id(topic, p): v for p, v in last.items()}
+    commit(dead, table, transactions=transactions, metadata=metadata)
 
 
 def _commit_bronze(
@@ -300,14 +254,8 @@ def _commit_bronze(
     positions: dict[int, int],
     metadata: dict[str, str],
 ) -> int:
-    transactions = [Transaction(bronze_app_id(topic, p), v) for p, v in sorted(positions.items())]
-    write_deltalake(
-        bronze,
-        table,
-        mode="append",
-        commit_properties=CommitProperties(app_transactions=transactions, custom_metadata=metadata),
-    )
-    return bronze.version()
+    transactions = {bronze_app_id(topic, p): v for p, v in positions.items()}
+    return commit(bronze, table, transactions=transactions, metadata=metadata)
 
 
 # --------------------------------------------------------------------------------------------
@@ -318,8 +266,7 @@ def ingest_topic(
     topic: str,
     *,
     bootstrap: str,
-    delta_root: str,
-    storage_options: dict[str, str] | None = None,
+    store: DeltaStore,
     max_events: int = 1_000_000,
     poll_timeout_s: float = 2.0,
     group_id: str = "fraud_platform_bronze",
@@ -336,7 +283,7 @@ def ingest_topic(
     """
     started = time.monotonic()
     now = now or datetime.now(UTC)
-    bronze, dead = ensure_bronze_tables(topic, delta_root, storage_options, contract)
+    bronze, dead = ensure_bronze_tables(topic, store, contract)
     marks = kafka_watermarks(topic, bootstrap)
     recorded = _recorded_positions(bronze, lambda p: bronze_app_id(topic, p))
     parts, skipped = start_positions(topic, recorded, marks)

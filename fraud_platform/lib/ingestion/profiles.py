@@ -1,7 +1,7 @@
 """Account profiles: the PostgreSQL source (``profiles_source.py``) read into bronze Delta,
 exactly once.
 
-Writing: every page is ONE append commit to ``{delta_root}/bronze/account_profiles`` carrying
+Writing: every page is ONE append commit to ``bronze/account_profiles`` carrying
 the Delta application transaction ``APP_ID`` (version = page sequence number 1, 2, ...) and, in
 its commit metadata (``METADATA_KEY``), the new watermark. Rows and watermark become visible
 together; the Delta log is the only place the watermark lives. Rows breaking the contract (the
@@ -24,7 +24,7 @@ from typing import Any
 
 import polars as pl
 import pyarrow as pa
-from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake import DeltaTable
 
 from fraud_platform.lib.contracts.events import TS
 from fraud_platform.lib.ingestion.profiles_source import (
@@ -38,6 +38,7 @@ from fraud_platform.lib.ingestion.profiles_source import (
     redact_url,
     reject_reason,
 )
+from fraud_platform.lib.storage.delta import DeltaStore, commit
 
 log = logging.getLogger(__name__)
 
@@ -117,23 +118,6 @@ def _rejected_table(
 # Delta state
 
 
-def table_uri(delta_root: str, table: str) -> str:
-    return f"{delta_root.rstrip('/')}/{table}"
-
-
-def _open_or_create(
-    uri: str, schema: pa.Schema, storage_options: dict[str, str] | None
-) -> DeltaTable:
-    if DeltaTable.is_deltatable(uri, storage_options=storage_options):
-        return DeltaTable(uri, storage_options=storage_options)
-    try:
-        return DeltaTable.create(uri, schema, mode="ignore", storage_options=storage_options)
-    except Exception:  # created concurrently
-        if DeltaTable.is_deltatable(uri, storage_options=storage_options):
-            return DeltaTable(uri, storage_options=storage_options)
-        raise
-
-
 def _encode(mark: Watermark | None) -> list[str | None] | None:
     return None if mark is None else [_utc(mark[0]).isoformat(), mark[1]]
 
@@ -142,13 +126,11 @@ def _decode(value: list[str | None] | None) -> Watermark | None:
     return None if value is None else (datetime.fromisoformat(value[0]), value[1])
 
 
-def _watermark_from_data(
-    bronze: DeltaTable, uri_rejected: str, storage_options
-) -> Watermark | None:
+def _watermark_from_data(bronze: DeltaTable, store: DeltaStore) -> Watermark | None:
     """Fallback when the log's commit info was cleaned up: the largest key of both tables."""
     frames = [pl.from_arrow(bronze.to_pyarrow_table(columns=["updated_at", "user_id"]))]
-    if DeltaTable.is_deltatable(uri_rejected, storage_options=storage_options):
-        rejected = DeltaTable(uri_rejected, storage_options=storage_options)
+    if store.exists(REJECTED_TABLE):
+        rejected = store.open(REJECTED_TABLE)
         frames.append(pl.from_arrow(rejected.to_pyarrow_table(columns=["updated_at", "user_id"])))
     keys = pl.concat(frames).sort(["updated_at", "user_id"], nulls_last=False)
     if keys.is_empty():
@@ -157,16 +139,14 @@ def _watermark_from_data(
     return (last[0], last[1])
 
 
-def read_state(
-    bronze: DeltaTable, delta_root: str, storage_options: dict[str, str] | None = None
-) -> tuple[int, Watermark | None]:
+def read_state(bronze: DeltaTable, store: DeltaStore) -> tuple[int, Watermark | None]:
     """``(page sequence number, watermark)`` recorded in the bronze table's Delta log."""
     sequence = bronze.transaction_version(APP_ID)
     if sequence is None:
         return 0, None
     for limit in (20, None):
-        for commit in bronze.history(limit):
-            raw = commit.get(METADATA_KEY)
+        for entry in bronze.history(limit):
+            raw = entry.get(METADATA_KEY)
             if raw is None:
                 continue
             info = json.loads(raw)
@@ -175,20 +155,14 @@ def read_state(
     log.warning(
         "commit info of profiles page %s not in the Delta log: watermark from data", sequence
     )
-    uri_rejected = table_uri(delta_root, REJECTED_TABLE)
-    return sequence, _watermark_from_data(bronze, uri_rejected, storage_options)
+    return sequence, _watermark_from_data(bronze, store)
 
 
-def bronze_watermark(
-    delta_root: str, storage_options: dict[str, str] | None = None
-) -> Watermark | None:
+def bronze_watermark(store: DeltaStore) -> Watermark | None:
     """The watermark of the bronze table (None: nothing ingested yet, or no table)."""
-    uri = table_uri(delta_root, BRONZE_TABLE)
-    if not DeltaTable.is_deltatable(uri, storage_options=storage_options):
+    if not store.exists(BRONZE_TABLE):
         return None
-    return read_state(
-        DeltaTable(uri, storage_options=storage_options), delta_root, storage_options
-    )[1]
+    return read_state(store.open(BRONZE_TABLE), store)[1]
 
 
 # --------------------------------------------------------------------------------------------
@@ -223,29 +197,14 @@ def _commit_rejects(
         table = table.take(pa.array(keep, pa.int64()))
     if table.num_rows == 0:
         return 0
-    write_deltalake(
-        rejected,
-        table,
-        mode="append",
-        commit_properties=CommitProperties(
-            app_transactions=[Transaction(REJECTED_APP_ID, batch)],
-            custom_metadata={METADATA_KEY: json.dumps({"batch": batch})},
-        ),
-    )
+    metadata = {METADATA_KEY: json.dumps({"batch": batch})}
+    commit(rejected, table, transactions={REJECTED_APP_ID: batch}, metadata=metadata)
     return table.num_rows
 
 
 def _commit_bronze(bronze: DeltaTable, table: pa.Table, batch: int, info: dict[str, Any]) -> int:
-    write_deltalake(
-        bronze,
-        table,
-        mode="append",
-        commit_properties=CommitProperties(
-            app_transactions=[Transaction(APP_ID, batch)],
-            custom_metadata={METADATA_KEY: json.dumps(info, sort_keys=True)},
-        ),
-    )
-    return bronze.version()
+    metadata = {METADATA_KEY: json.dumps(info, sort_keys=True)}
+    return commit(bronze, table, transactions={APP_ID: batch}, metadata=metadata)
 
 
 # --------------------------------------------------------------------------------------------
@@ -270,8 +229,7 @@ class ProfilesIngestResult:
 
 def ingest_profiles(
     pg_url: str,
-    delta_root: str,
-    storage_options: dict[str, str] | None = None,
+    store: DeltaStore,
     batch_size: int = 10_000,
     *,
     now: datetime | None = None,
@@ -287,13 +245,8 @@ def ingest_profiles(
     with connection(pg_url) as conn:
         conn.set_session(readonly=True, autocommit=True)
         until = horizon(conn)
-        bronze = _open_or_create(
-            table_uri(delta_root, BRONZE_TABLE), BRONZE_SCHEMA, storage_options
-        )
-        rejected = _open_or_create(
-            table_uri(delta_root, REJECTED_TABLE), REJECTED_SCHEMA, storage_options
-        )
-        sequence, mark = read_state(bronze, delta_root, storage_options)
+        bronze, rejected = ensure_bronze_tables(store)
+        sequence, mark = read_state(bronze, store)
         before = mark
         accepted = rejected_count = pages = 0
         version: int | None = bronze.version()
@@ -354,11 +307,9 @@ class ProfilesFreshness:
         return max(0.0, (self.pg_newest - self.bronze_newest).total_seconds())
 
 
-def profiles_freshness(
-    pg_url: str, delta_root: str, storage_options: dict[str, str] | None = None
-) -> ProfilesFreshness:
+def profiles_freshness(pg_url: str, store: DeltaStore) -> ProfilesFreshness:
     """Compare the newest ``updated_at`` in PostgreSQL with the bronze watermark."""
-    mark = bronze_watermark(delta_root, storage_options)
+    mark = bronze_watermark(store)
     clause, params = after_clause(mark)
     with connection(pg_url) as conn:
         conn.set_session(readonly=True, autocommit=True)
@@ -378,12 +329,10 @@ def profiles_freshness(
     )
 
 
-def ensure_bronze_tables(
-    delta_root: str, storage_options: dict[str, str] | None = None
-) -> tuple[DeltaTable, DeltaTable]:
+def ensure_bronze_tables(store: DeltaStore) -> tuple[DeltaTable, DeltaTable]:
     """Open the bronze profiles table and its rejected table, creating them empty if missing:
     dbt reads the bronze table even when PostgreSQL was never reachable (no profile features)."""
     return (
-        _open_or_create(table_uri(delta_root, BRONZE_TABLE), BRONZE_SCHEMA, storage_options),
-        _open_or_create(table_uri(delta_root, REJECTED_TABLE), REJECTED_SCHEMA, storage_options),
+        store.open_or_create(BRONZE_TABLE, BRONZE_SCHEMA),
+        store.open_or_create(REJECTED_TABLE, REJECTED_SCHEMA),
     )

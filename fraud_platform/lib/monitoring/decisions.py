@@ -15,7 +15,6 @@ from typing import Any
 
 import polars as pl
 import pyarrow as pa
-from deltalake import DeltaTable
 
 from fraud_platform.lib.contracts.events import (
     EVENT_DATE_COLUMN,
@@ -24,14 +23,12 @@ from fraud_platform.lib.contracts.events import (
     SCORES,
     bronze_schema,
 )
+from fraud_platform.lib.storage.delta import DeltaStore
+from fraud_platform.names import SCORES_TABLE
 
 FEATURE_PREFIX = "f_"
 AGE_PREFIX = "age_s_"
 _JSON_FIELDS = tuple(f.name for f in EVENT_FIELDS[SCORES] if f.kind == "json")
-
-
-def scores_path(delta_root: str) -> str:
-    return f"{delta_root.rstrip('/')}/bronze/{SCORES}"
 
 
 def recent_dates(days: int, today: date | None = None) -> tuple[date, date]:
@@ -41,21 +38,17 @@ def recent_dates(days: int, today: date | None = None) -> tuple[date, date]:
 
 
 def read_decision_rows(
-    delta_root: str,
-    first: date | None = None,
-    last: date | None = None,
-    storage_options: dict[str, str] | None = None,
+    store: DeltaStore, first: date | None = None, last: date | None = None
 ) -> pa.Table:
     """The bronze rows of the partitions ``first..last`` (None: unbounded), as stored."""
-    path = scores_path(delta_root)
-    if not DeltaTable.is_deltatable(path, storage_options=storage_options):
+    if not store.exists(SCORES_TABLE):
         return bronze_schema(SCORES).empty_table()
     filters = []
     if first is not None:
         filters.append((EVENT_DATE_COLUMN, ">=", first.isoformat()))
     if last is not None:
         filters.append((EVENT_DATE_COLUMN, "<=", last.isoformat()))
-    table = DeltaTable(path, storage_options=storage_options)
+    table = store.open(SCORES_TABLE)
     return table.to_pyarrow_dataset(file_pruning_predicate=filters or None).to_table()
 
 
@@ -94,10 +87,7 @@ def flatten_decisions(rows: pa.Table) -> pl.DataFrame:
 
 
 def read_decisions(
-    delta_root: str,
-    first: date | None = None,
-    last: date | None = None,
-    storage_options: dict[str, str] | None = None,
+    store: DeltaStore, first: date | None = None, last: date | None = None
 ) -> pl.DataFrame:
     """The decisions made on the UTC dates ``first..last``, flattened (``flatten_decisions``)."""
-    return flatten_decisions(read_decision_rows(delta_root, first, last, storage_options))
+    return flatten_decisions(read_decision_rows(store, first, last))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from deltalake import DeltaTable
+from fraud_platform.lib.storage.delta import DeltaStore
 
 
 @dataclass(frozen=True)
@@ -18,26 +18,23 @@ class MaintenanceResult:
 
 
 def compact_and_vacuum(
-    uri: str,
-    *,
-    retention_hours: int = 168,
-    storage_options: dict[str, str] | None = None,
+    store: DeltaStore, table: str, *, retention_hours: int = 168
 ) -> MaintenanceResult:
     """Bin-pack the table's files (a data-neutral commit: rows, and the Delta application
     transactions that record ingested Kafka offsets, are unchanged), then delete files that
     only versions older than ``retention_hours`` reference. Time travel within the retention
     window keeps working; the Delta default (7 days) is enforced as a floor."""
-    table = DeltaTable(uri, storage_options=storage_options)
-    files_before = len(table.file_uris())
-    table.optimize.compact()
-    removed = table.vacuum(
+    delta_table = store.open(table)
+    files_before = len(delta_table.file_uris())
+    delta_table.optimize.compact()
+    removed = delta_table.vacuum(
         retention_hours=retention_hours, dry_run=False, enforce_retention_duration=True
     )
-    table = DeltaTable(uri, storage_options=storage_options)
+    delta_table = store.open(table)
     return MaintenanceResult(
-        table=uri,
+        table=table,
         files_before=files_before,
-        files_after=len(table.file_uris()),
+        files_after=len(delta_table.file_uris()),
         files_removed_by_vacuum=len(removed),
-        version_after=table.version(),
+        version_after=delta_table.version(),
     )

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from fraud_platform.lib.contracts.events import TRANSACTIONS
 from fraud_platform.lib.ingestion.bronze import ingest_topic
+from fraud_platform.lib.storage.delta import DeltaStore
 
 
 def emit(kind: str, payload: dict[str, object] | None = None) -> None:
@@ -45,7 +46,7 @@ def main() -> int:
             result = ingest_topic(
                 args.topic,
                 bootstrap=args.bootstrap,
-                delta_root=args.delta_root,
+                store=DeltaStore(args.delta_root),
                 max_events=args.max_events,
                 poll_timeout_s=0.5,
                 group_id="exactly_once_test",

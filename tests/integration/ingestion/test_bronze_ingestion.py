@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
-from deltalake import DeltaTable
 
 from fraud_platform.lib.contracts.events import (
     DEAD_LETTER_SCHEMA,
@@ -25,9 +24,7 @@ from fraud_platform.lib.contracts.events import (
 from fraud_platform.lib.ingestion import bronze
 from fraud_platform.lib.ingestion.bronze import (
     IngestResult,
-    bronze_path,
     committed_offsets,
-    dead_letter_path,
     ingest_topic,
 )
 from fraud_platform.lib.kafka.admin import (
@@ -41,6 +38,8 @@ from fraud_platform.lib.kafka.reader import (
     TopicNotFound,
     kafka_end_offsets,
 )
+from fraud_platform.lib.storage.delta import DeltaStore
+from fraud_platform.names import DEAD_LETTER_TABLE, bronze_table
 from fraud_platform.tools.brokers import (
     BrokerSpec,
     BrokerStartError,
@@ -89,7 +88,7 @@ def ingest(spec: BrokerSpec, topic: str, root: Path, **kwargs: Any) -> IngestRes
     return ingest_topic(
         topic,
         bootstrap=spec.bootstrap,
-        delta_root=str(root),
+        store=DeltaStore(str(root)),
         group_id=GROUP,
         now=NOW,
         contract=TRANSACTIONS,
@@ -98,11 +97,11 @@ def ingest(spec: BrokerSpec, topic: str, root: Path, **kwargs: Any) -> IngestRes
 
 
 def bronze_rows(root: Path, topic: str) -> list[dict[str, Any]]:
-    return DeltaTable(bronze_path(str(root), topic)).to_pyarrow_table().to_pylist()
+    return DeltaStore(str(root)).open(bronze_table(topic)).to_pyarrow_table().to_pylist()
 
 
 def dead_rows(root: Path, topic: str) -> list[dict[str, Any]]:
-    rows = DeltaTable(dead_letter_path(str(root))).to_pyarrow_table().to_pylist()
+    rows = DeltaStore(str(root)).open(DEAD_LETTER_TABLE).to_pyarrow_table().to_pylist()
     return [row for row in rows if row["topic"] == topic]
 
 
@@ -156,7 +155,7 @@ def test_ingest_exactly_once(
 
     empty = ingest(kafka_broker, topic, tmp_path)
     assert (empty.accepted, empty.rejected) == (0, 0)
-    assert DeltaTable(bronze_path(str(tmp_path), topic)).schema().to_arrow() is not None
+    assert DeltaStore(str(tmp_path)).open(bronze_table(topic)).schema().to_arrow() is not None
     assert bronze_rows(tmp_path, topic) == []
     assert dead_rows(tmp_path, topic) == []
 
@@ -169,7 +168,7 @@ def test_ingest_exactly_once(
     assert sorted(r["transaction_id"] for r in rows) == sorted(ids)
     assert {(r["_topic"], r["_partition"]) for r in rows} == {(topic, 0), (topic, 1)}
     assert all(r["_ingested_at"] == NOW and r["schema_version"] == 1 for r in rows)
-    assert committed_offsets(topic, str(tmp_path)) == {0: 3, 1: 3}
+    assert committed_offsets(topic, DeltaStore(str(tmp_path))) == {0: 3, 1: 3}
     if kafka_broker.kind == "noida":  # tansu's ListOffsets under-reports (see reader docstring)
         assert kafka_end_offsets(topic, kafka_broker.bootstrap) == {0: 3, 1: 3}
 
@@ -227,7 +226,7 @@ def test_rejects_land_in_dead_letter(
         assert reason in row["reason"], (row["reason"], reason)
         assert row["raw_payload"] == payload and row["partition"] == 0
         assert row["rejected_at"] == NOW
-    assert DeltaTable(dead_letter_path(str(tmp_path))).schema().to_arrow().names == (
+    assert DeltaStore(str(tmp_path)).open(DEAD_LETTER_TABLE).schema().to_arrow().names == (
         DEAD_LETTER_SCHEMA.names
     )
 
@@ -251,7 +250,10 @@ def test_crash_between_dead_letter_and_bronze_commits(
         with pytest.raises(RuntimeError, match="simulated crash"):
             ingest(kafka_broker, topic, tmp_path)
     assert len(dead_rows(tmp_path, topic)) == 2  # rejects committed first
-    assert bronze_rows(tmp_path, topic) == [] and committed_offsets(topic, str(tmp_path)) == {}
+    assert (
+        bronze_rows(tmp_path, topic) == []
+        and committed_offsets(topic, DeltaStore(str(tmp_path))) == {}
+    )
 
     result = ingest(kafka_broker, topic, tmp_path)
     assert (result.accepted, result.rejected) == (3, 2)
@@ -279,7 +281,7 @@ def test_multi_partition_bounded_batches(
     rows = bronze_rows(tmp_path, topic)
     assert sorted(r["transaction_id"] for r in rows) == sorted(ids)
     assert len({(r["_partition"], r["_offset"]) for r in rows}) == 90
-    assert DeltaTable(bronze_path(str(tmp_path), topic)).schema().to_arrow() == bronze_schema(
+    assert DeltaStore(str(tmp_path)).open(bronze_table(topic)).schema().to_arrow() == bronze_schema(
         TRANSACTIONS
     )
 
@@ -302,7 +304,7 @@ def test_recreated_topic_is_detected(
     assert (caught.value.topic, caught.value.partition) == (topic, 0)
     assert (caught.value.committed, caught.value.high_watermark) == (5, 2)
     assert len(bronze_rows(tmp_path, topic)) == 5
-    assert committed_offsets(topic, str(tmp_path)) == {0: 5}
+    assert committed_offsets(topic, DeltaStore(str(tmp_path))) == {0: 5}
 
 
 def test_missing_topic_is_reported_not_created(kafka_broker: BrokerSpec, tmp_path: Path) -> None:
@@ -336,5 +338,5 @@ def test_expired_offsets_are_reported(
     assert sorted(r["transaction_id"] for r in bronze_rows(tmp_path, topic)) == sorted(
         ids[:3] + ids[6:]
     )
-    metadata = DeltaTable(bronze_path(str(tmp_path), topic)).history(1)[0]
+    metadata = DeltaStore(str(tmp_path)).open(bronze_table(topic)).history(1)[0]
     assert '"skipped_expired": {"0": [3, 6]}' in metadata["fraud_platform.ingest"]

@@ -32,16 +32,16 @@ from deltalake import DeltaTable
 from fraud_platform.lib.contracts.events import TRANSACTIONS, encode_event
 from fraud_platform.lib.ingestion.bronze import (
     bronze_app_id,
-    bronze_path,
     committed_offsets,
     dead_letter_app_id,
-    dead_letter_path,
     ingest_topic,
 )
 from fraud_platform.lib.kafka.admin import admin_config, ensure_topics
 from fraud_platform.lib.kafka.producer import Delivery, Message, Producer
 from fraud_platform.lib.kafka.reader import kafka_end_offsets
 from fraud_platform.lib.simulation import SimulationConfig, simulate
+from fraud_platform.lib.storage.delta import DeltaStore
+from fraud_platform.names import DEAD_LETTER_TABLE, bronze_table
 from fraud_platform.tools.brokers import BrokerSpec
 
 pytestmark = pytest.mark.integration
@@ -50,9 +50,10 @@ WORKER = Path(__file__).with_name("ingest_worker.py")
 PARTITIONS = 3
 REJECT_EVERY = 97  # every 97th event breaks its contract (negative amount) -> dead letter
 # What delta-rs (1.6) says when the loser's commit conflicts: the winner's commit carries the
-# same application ids, or (first round: both created the tables at once, and delta-rs retried
-# the second CREATE TABLE as version 1 instead of failing it) the table's metadata changed.
-CONFLICTS = ("Concurrent transaction failed", "Metadata changed since last commit")
+# same application ids. (In the first round both also create the tables at once: the loser's
+# create fails and it opens the winner's table, so "Metadata changed since last commit", from a
+# second CREATE TABLE, must not appear.)
+CONFLICTS = ("Concurrent transaction failed",)
 STARTUP = "before the first ingest call (start-up)"
 BETWEEN = "between two ingest calls"
 
@@ -137,14 +138,16 @@ def produce(
 
 
 def bronze_rows(root: Path, topic: str) -> list[dict[str, Any]]:
-    table = DeltaTable(bronze_path(str(root), topic)).to_pyarrow_table(
-        columns=["transaction_id", "_partition", "_offset"]
+    table = (
+        DeltaStore(str(root))
+        .open(bronze_table(topic))
+        .to_pyarrow_table(columns=["transaction_id", "_partition", "_offset"])
     )
     return table.to_pylist()
 
 
 def dead_positions(root: Path, topic: str) -> list[tuple[int, int]]:
-    path = dead_letter_path(str(root))
+    path = DeltaStore(str(root)).uri(DEAD_LETTER_TABLE)
     if not DeltaTable.is_deltatable(path):
         return []
     rows = DeltaTable(path).to_pyarrow_table(columns=["topic", "partition", "offset"]).to_pylist()
@@ -172,7 +175,7 @@ def check_exactly_once(root: Path, topic: str, produced: Produced, bootstrap: st
     assert set(dead) == produced.reject_positions()
     highs = produced.high_watermarks()
     assert sum(highs.values()) == len(produced.at), "offsets are not contiguous"
-    assert committed_offsets(topic, str(root)) == highs
+    assert committed_offsets(topic, DeltaStore(str(root))) == highs
     listed = kafka_end_offsets(topic, bootstrap)
     # ListOffsets of tansu under-reports the high watermark (see lib/kafka/reader.py).
     assert all(listed[p] <= highs[p] for p in highs), (listed, highs)
@@ -185,14 +188,16 @@ def ingest_until_done(spec: BrokerSpec, topic: str, root: Path, produced: Produc
         ingest_topic(
             topic,
             bootstrap=spec.bootstrap,
-            delta_root=str(root),
+            store=DeltaStore(str(root)),
             poll_timeout_s=1.0,
             group_id="exactly_once_test",
             contract=TRANSACTIONS,
         )
-        if committed_offsets(topic, str(root)) == highs:
+        if committed_offsets(topic, DeltaStore(str(root))) == highs:
             return calls
-    raise AssertionError(f"not caught up: {committed_offsets(topic, str(root))} != {highs}")
+    raise AssertionError(
+        f"not caught up: {committed_offsets(topic, DeltaStore(str(root)))} != {highs}"
+    )
 
 
 def new_topic(spec: BrokerSpec) -> str:
@@ -239,8 +244,8 @@ class DeltaState:
 def delta_state(root: Path, topic: str) -> DeltaState:
     versions, orphans, temps, positions = [], 0, 0, []
     for path, app_id in (
-        (bronze_path(str(root), topic), bronze_app_id),
-        (dead_letter_path(str(root)), dead_letter_app_id),
+        (DeltaStore(str(root)).uri(bronze_table(topic)), bronze_app_id),
+        (DeltaStore(str(root)).uri(DEAD_LETTER_TABLE), dead_letter_app_id),
     ):
         base = Path(path)
         if not DeltaTable.is_deltatable(path):

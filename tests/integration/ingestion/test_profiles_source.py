@@ -32,6 +32,7 @@ from fraud_platform.lib.ingestion.profiles_source import (
 )
 from fraud_platform.lib.simulation.profiles import simulated_profiles
 from fraud_platform.lib.simulation.world import build_world
+from fraud_platform.lib.storage.delta import DeltaStore
 from fraud_platform.resources import DeltaResource
 from tests.integration.conftest import free_port
 
@@ -109,7 +110,7 @@ def _legacy_with_bad_rows(pg_url: str) -> dict[str, str]:
 
 def test_incremental_ingest_appends_only_changed_rows(pg_url: str, tmp_path: Path) -> None:
     _seeded(pg_url, 40)
-    first = ingest_profiles(pg_url, str(tmp_path), batch_size=15)
+    first = ingest_profiles(pg_url, DeltaStore(str(tmp_path)), batch_size=15)
     assert (first.accepted, first.rejected, first.pages) == (40, 0, 3)
     assert first.watermark_after is not None and first.watermark_after[0] == T0
     assert _bronze(tmp_path)["user_id"].n_unique() == 40
@@ -122,7 +123,7 @@ def test_incremental_ingest_appends_only_changed_rows(pg_url: str, tmp_path: Pat
     assert seed_profiles(conn, [_profile(i) for i in range(40) if i not in (3, 17, 31)]) == 0
     conn.close()
 
-    second = ingest_profiles(pg_url, str(tmp_path), batch_size=15)
+    second = ingest_profiles(pg_url, DeltaStore(str(tmp_path)), batch_size=15)
     assert (second.accepted, second.rejected) == (3, 0)
     assert second.watermark_before == first.watermark_after
     assert second.watermark_after is not None and second.watermark_after[0] > T0
@@ -132,7 +133,7 @@ def test_incremental_ingest_appends_only_changed_rows(pg_url: str, tmp_path: Pat
     assert sorted(appended["user_id"]) == changed
     assert set(appended["kyc_level"]) == {3}
 
-    third = ingest_profiles(pg_url, str(tmp_path), batch_size=15)
+    third = ingest_profiles(pg_url, DeltaStore(str(tmp_path)), batch_size=15)
     assert (third.accepted, third.pages) == (0, 0)
     assert _bronze(tmp_path).height == 43
 
@@ -151,7 +152,7 @@ def test_ties_on_updated_at_across_page_boundaries_are_not_lost(
     conn.close()
     assert len(seen) == len(set(seen)) == 31
 
-    result = ingest_profiles(pg_url, str(tmp_path), batch_size=4)
+    result = ingest_profiles(pg_url, DeltaStore(str(tmp_path)), batch_size=4)
     assert (result.accepted, result.pages) == (31, 8)
     bronze = _bronze(tmp_path)
     assert bronze.height == bronze["user_id"].n_unique() == 31
@@ -174,11 +175,11 @@ def test_crash_after_the_delta_commit_is_rerun_without_duplicates(
 
     monkeypatch.setattr(profiles, "_commit_bronze", commit_then_crash)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        ingest_profiles(pg_url, str(tmp_path), batch_size=10)
+        ingest_profiles(pg_url, DeltaStore(str(tmp_path)), batch_size=10)
     assert _bronze(tmp_path).height == 20  # two pages committed with their watermark
     monkeypatch.setattr(profiles, "_commit_bronze", original)
 
-    rerun = ingest_profiles(pg_url, str(tmp_path), batch_size=10)
+    rerun = ingest_profiles(pg_url, DeltaStore(str(tmp_path)), batch_size=10)
     assert (rerun.accepted, rerun.pages) == (10, 1)
     bronze = _bronze(tmp_path)
     assert bronze.height == bronze["user_id"].n_unique() == 30
@@ -188,7 +189,7 @@ def test_malformed_rows_go_to_the_rejected_table_with_the_reason(
     pg_url: str, tmp_path: Path
 ) -> None:
     expected = _legacy_with_bad_rows(pg_url)
-    result = ingest_profiles(pg_url, str(tmp_path), batch_size=100)
+    result = ingest_profiles(pg_url, DeltaStore(str(tmp_path)), batch_size=100)
     assert (result.accepted, result.rejected) == (5, 5)
     assert sorted(_bronze(tmp_path)["user_id"]) == [f"u_{i:04d}" for i in range(5)]
     rejected = _rejected(tmp_path)
@@ -198,7 +199,7 @@ def test_malformed_rows_go_to_the_rejected_table_with_the_reason(
         assert fragment in reasons[user_id], (user_id, reasons[user_id])
     assert all('"kyc_level"' in raw for raw in rejected["raw_row"])
 
-    again = ingest_profiles(pg_url, str(tmp_path), batch_size=100)
+    again = ingest_profiles(pg_url, DeltaStore(str(tmp_path)), batch_size=100)
     assert (again.accepted, again.rejected) == (0, 0)
     assert _rejected(tmp_path).height == 5
 
@@ -213,11 +214,11 @@ def test_crash_between_reject_and_bronze_commits_repeats_no_reject(
 
     monkeypatch.setattr(profiles, "_commit_bronze", crash)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        ingest_profiles(pg_url, str(tmp_path), batch_size=100)
+        ingest_profiles(pg_url, DeltaStore(str(tmp_path)), batch_size=100)
     assert _rejected(tmp_path).height == 5 and _bronze(tmp_path).height == 0
     monkeypatch.undo()
 
-    result = ingest_profiles(pg_url, str(tmp_path), batch_size=100)
+    result = ingest_profiles(pg_url, DeltaStore(str(tmp_path)), batch_size=100)
     assert (result.accepted, result.rejected) == (5, 0)  # the rejects were already there
     assert _rejected(tmp_path).height == 5
     assert _bronze(tmp_path).height == 5
@@ -268,7 +269,7 @@ def test_freshness_check_fails_until_bronze_caught_up(pg_url: str, tmp_path: Pat
 def test_unreachable_postgres_gives_a_clear_error_without_the_password(tmp_path: Path) -> None:
     url = f"postgresql://postgres:s3cret@127.0.0.1:{free_port()}/test"
     with pytest.raises(PostgresUnreachable) as info:
-        ingest_profiles(url, str(tmp_path))
+        ingest_profiles(url, DeltaStore(str(tmp_path)))
     message = str(info.value)
     assert message.startswith("PostgreSQL not reachable at postgresql://postgres:***@127.0.0.1:")
     assert "s3cret" not in message
@@ -306,7 +307,7 @@ def test_missing_source_table_is_a_clear_error_or_created_empty(
     pg_url: str, tmp_path: Path
 ) -> None:
     with pytest.raises(ProfilesSourceError, match="table 'account_profiles' not found"):
-        ingest_profiles(pg_url, str(tmp_path))
+        ingest_profiles(pg_url, DeltaStore(str(tmp_path)))
     # the asset (default config) creates the empty table with its contract: nothing to ingest
     run = dg.materialize(
         [account_profiles, account_profiles_fresh], resources=_resources(pg_url, tmp_path)
@@ -347,11 +348,11 @@ def test_concurrent_ingestion_fails_with_a_conflict_instead_of_duplicating(
         if not state["raced"]:  # a second ingestion runs to completion in between
             state["raced"] = True
             monkeypatch.setattr(profiles, "_commit_bronze", original)
-            assert ingest_profiles(pg_url, str(tmp_path), batch_size=100).accepted == 8
+            assert ingest_profiles(pg_url, DeltaStore(str(tmp_path)), batch_size=100).accepted == 8
         return original(*args, **kwargs)
 
     monkeypatch.setattr(profiles, "_commit_bronze", another_ingestion_commits_first)
     with pytest.raises(Exception, match="Concurrent transaction"):
-        ingest_profiles(pg_url, str(tmp_path), batch_size=100)
+        ingest_profiles(pg_url, DeltaStore(str(tmp_path)), batch_size=100)
     bronze = _bronze(tmp_path)
     assert bronze.height == bronze["user_id"].n_unique() == 8

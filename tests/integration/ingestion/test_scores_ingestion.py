@@ -17,6 +17,7 @@ from fraud_platform.lib.contracts.events import SCHEMA_VERSION, SCORES
 from fraud_platform.lib.monitoring.decisions import read_decisions, recent_dates
 from fraud_platform.lib.monitoring.profiles import read_profile
 from fraud_platform.lib.serving.decision_log import DecisionLog
+from fraud_platform.lib.storage.delta import DeltaStore
 from fraud_platform.resources import DeltaResource, FilesResource, KafkaResource
 from fraud_platform.tools.brokers import BrokerSpec
 
@@ -77,14 +78,14 @@ def test_scores_land_in_bronze_exactly_once_and_monitoring_reads_them(
     meta = again.asset_materializations_for_node(bronze_asset.node_def.name)[0].metadata
     assert meta["rows_added"].value == 0
 
-    today = recent_dates(1)[1]
-    frame = read_decisions(str(tmp_path / "delta"), today, today)
+    today, store = recent_dates(1)[1], DeltaStore(str(tmp_path / "delta"))
+    frame = read_decisions(store, today, today)
     assert frame.height == N
     assert sorted(frame["request_id"]) == sorted(e["request_id"] for e in events)
     assert frame["f_amount"].sum() == sum(e["features"]["amount"] for e in events)
     assert frame["age_s_card_velocity_v1"].to_list() == [30.0] * N
     assert frame["reasons"].to_list()[0] == ["amount"]
-    assert read_decisions(str(tmp_path / "delta"), None, today - timedelta(days=1)).height == 0
+    assert read_decisions(store, None, today - timedelta(days=1)).height == 0
 
     profiled = dg.materialize([served_traffic_profile], resources=resources)
     assert profiled.success

@@ -131,9 +131,9 @@ def test_unlabelled_rows_are_scored_but_not_in_label_metrics(frame, models) -> N
 
 def test_stored_scores_replace_the_same_model_and_range(frame, models, tmp_path) -> None:
     from fraud_platform.defs.serving.assets import BACKTEST_SCORES_TABLE, store_scores
-    from fraud_platform.resources import DeltaResource
+    from fraud_platform.lib.storage.delta import DeltaStore
 
-    delta = DeltaResource(root=str(tmp_path))
+    delta = DeltaStore(str(tmp_path))
     start, end = START + timedelta(days=1), START + timedelta(days=3)
     result = backtest.backtest(models, frame, start, end)
     store_scores(delta, result.scores, list(models), start, end)

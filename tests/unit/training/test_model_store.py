@@ -1,4 +1,5 @@
-"""The model registry: register, promote, roll back (a real BentoML store in a temp folder)."""
+"""The model registry: register, promote, roll back (a real BentoML store and a real Delta
+registry table in a temp folder)."""
 
 from pathlib import Path
 
@@ -6,6 +7,7 @@ import numpy as np
 import pytest
 from catboost import CatBoostClassifier
 
+from fraud_platform.lib.storage.delta import DeltaStore
 from fraud_platform.resources.model_store import ModelStoreResource
 
 
@@ -18,8 +20,12 @@ def _model(seed: int) -> CatBoostClassifier:
     ).fit(x, y)
 
 
+def _store(tmp_path: Path) -> ModelStoreResource:
+    return ModelStoreResource(home=str(tmp_path / "bentoml"), delta=DeltaStore(str(tmp_path)))
+
+
 def test_model_store_promote_and_rollback(tmp_path: Path) -> None:
-    store = ModelStoreResource(home=str(tmp_path))
+    store = _store(tmp_path)
     first = store.save_catboost(
         "fraud_catboost",
         _model(1),
@@ -44,7 +50,7 @@ def test_model_store_promote_and_rollback(tmp_path: Path) -> None:
 
 
 def test_model_store_refuses_an_unknown_tag(tmp_path: Path) -> None:
-    store = ModelStoreResource(home=str(tmp_path))
+    store = _store(tmp_path)
     with pytest.raises(Exception, match="nope"):
         store.promote("fraud_catboost:nope")
     assert store.champion("fraud_catboost") is None

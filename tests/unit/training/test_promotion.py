@@ -168,11 +168,24 @@ def test_run_gate_champion_without_the_features() -> None:
 
 
 def test_model_store_keeps_every_decision(tmp_path) -> None:
+    from catboost import CatBoostClassifier
+
+    from fraud_platform.lib.serving import registry
+    from fraud_platform.lib.storage.delta import DeltaStore
     from fraud_platform.resources.model_store import ModelStoreResource
 
-    store = ModelStoreResource(home=str(tmp_path))
+    delta = DeltaStore(str(tmp_path / "delta"))
+    store = ModelStoreResource(home=str(tmp_path / "bentoml"), delta=delta)
+    model = CatBoostClassifier(iterations=2, verbose=0, allow_writing_files=False)
+    model.fit([[0.0], [1.0], [0.0], [1.0]], [0, 1, 0, 1])
+    a = store.save_catboost("fraud_catboost", model, metadata={}, labels={})
+    b = store.save_catboost("fraud_catboost", model, metadata={}, labels={})
     assert store.promotion_log("fraud_catboost") == []
-    store.record_decision("fraud_catboost", {"decision": promotion.PROMOTED, "challenger_tag": "a"})
-    store.record_decision("fraud_catboost", {"decision": promotion.KEPT, "challenger_tag": "b"})
-    assert [d["challenger_tag"] for d in store.promotion_log("fraud_catboost")] == ["a", "b"]
-    assert (tmp_path / "promotion_log.json").exists()
+    decision = {"decision": promotion.PROMOTED, "reason": "no champion yet", "challenger_tag": a}
+    assert store.record_gate(decision, promote=True, run_id="r1") == a
+    decision = {"decision": promotion.KEPT, "reason": "worse", "challenger_tag": b}
+    assert store.record_gate(decision, promote=False, run_id="r2") == a
+    log = store.promotion_log("fraud_catboost")
+    assert [d["challenger_tag"] for d in log] == [a, b]
+    assert [d["champion_after"] for d in log] == [a, a]
+    assert delta.exists(registry.TABLE)
