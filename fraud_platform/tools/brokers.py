@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from fraud_platform.lib.kafka.admin import KafkaUnavailable, check_kafka
+from fraud_platform.tools.processes import spawn_logged
 
 log = logging.getLogger(__name__)
 
@@ -168,15 +169,7 @@ def _answers(bootstrap: str, timeout_s: float = 1) -> bool:
 
 
 def _spawn(spec: BrokerSpec) -> subprocess.Popen[bytes]:
-    with open(spec.log_file, "ab") as log_handle:
-        return subprocess.Popen(
-            broker_command(spec),
-            stdin=subprocess.DEVNULL,
-            stdout=log_handle,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            close_fds=True,
-        )
+    return spawn_logged(broker_command(spec), spec.log_file)
 
 
 def _wait_ready(spec: BrokerSpec, pid: int, timeout_s: float, *, owned: bool = True) -> None:

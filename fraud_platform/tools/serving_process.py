@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 
 from fraud_platform.settings import Settings
+from fraud_platform.tools.processes import spawn_logged
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,15 +52,7 @@ def start_scoring_service(
     """``bentoml serve models_bento.service:FraudScorer``; returns once /readyz answers 200."""
     port = port or settings.service_port
     log_path = settings.data_dir / "scoring_service.log"
-    log = log_path.open("ab")
-    process = subprocess.Popen(
-        serve_command(port),
-        cwd=REPO_ROOT,
-        env=service_env(settings),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    process = spawn_logged(serve_command(port), log_path, cwd=REPO_ROOT, env=service_env(settings))
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:

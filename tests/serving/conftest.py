@@ -40,6 +40,7 @@ from fraud_platform.lib.features.services import FRAUD_SCORING_V1
 from fraud_platform.lib.kafka.admin import ensure_topics
 from fraud_platform.lib.model.input import to_model_input
 from fraud_platform.tools.brokers import BrokerSpec, start_broker, stop_broker
+from fraud_platform.tools.processes import spawn_logged
 from fraud_platform.tools.serving_process import serve_command
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -298,15 +299,7 @@ def start_server(
     if workers is not None:
         env["FRAUD_PLATFORM_SCORING_WORKERS"] = str(workers)
     log_path = registered.data_dir / f"{name}-{port}.log"
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            serve_command(port),
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    process = spawn_logged(serve_command(port), log_path, cwd=REPO_ROOT, env=env, append=False)
     server = Server(f"http://127.0.0.1:{port}", process, log_path, registered.data_dir)
     deadline = time.monotonic() + READY_DEADLINE_S
     while True:

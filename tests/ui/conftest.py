@@ -26,6 +26,7 @@ from fraud_platform.tools.pipeline import (
     env_with_venv_on_path,
     prepare_dbt_manifest,
 )
+from fraud_platform.tools.processes import spawn_logged
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LOAD_DEADLINE_S = 120.0
@@ -153,16 +154,7 @@ def dagster_dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DagsterDev
     env = env_with_venv_on_path(env)
     env["PYTHONUNBUFFERED"] = "1"
     dev = DagsterDev(url=f"http://127.0.0.1:{port}", tmp_dir=tmp_dir, log_path=log_path)
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            dagster_dev_command(port),
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+    process = spawn_logged(dagster_dev_command(port), log_path, cwd=REPO_ROOT, env=env, append=False)
     try:
         wait_until_loaded(dev, process)
         yield dev
