@@ -60,7 +60,7 @@ from fraud_platform.lib.serving.metrics import (
     bound_endpoints,
     mark_process_dead,
     metrics,
-    record_scored,
+    record_request,
 )
 from fraud_platform.lib.serving.scoring import ScoringModel, decision_event
 from fraud_platform.lib.storage.delta import DeltaStore
@@ -310,16 +310,8 @@ class FraudScorer:
             degraded=found.degraded,
             degraded_reason=found.degraded_reason,
         )
-        record_scored(
-            decision=result.decision,
-            channel=txn["channel"],
-            degraded=found.degraded,
-            feature_ages=found.age_seconds,
-            stage_seconds={
-                "lookup": lookup_s,
-                **result.stage_seconds,
-                "total": time.perf_counter() - started,
-            },
+        record_request(
+            channel=txn["channel"], found=found, result=result, lookup_s=lookup_s, started=started
         )
         return response
 
