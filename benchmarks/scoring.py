@@ -14,7 +14,6 @@ exactly FRAUD_SCORING_V1's features. The last line printed is one JSON object.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -31,23 +30,20 @@ import redis
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: tests' fixtures
 
 
+from benchmarks._bench_model import bench_model, quick_arg
 from fraud_platform.lib.contracts.events import TRANSACTIONS, encode_event, validate_record
-from fraud_platform.lib.features.services import FRAUD_SCORING_V1
 from fraud_platform.lib.model.explain import top_reasons
-from fraud_platform.lib.model.input import to_model_input
 from fraud_platform.lib.serving.decision_log import DecisionLog
 from fraud_platform.lib.serving.lookup import FeatureLookup
 from fraud_platform.lib.serving.scoring import ScoringModel, decision_event
 from fraud_platform.tools.brokers import BrokerSpec, start_broker, stop_broker
 from tests.serving.conftest import (
     REDIS_URL,
-    THRESHOLDS,
     Registered,
     free_port,
     platform_model_store,
     start_server,
     stop_server,
-    synthetic_rows,
     write_customer,
 )
 
@@ -71,30 +67,10 @@ def timed(fn: Callable[[], Any], n: int, warm: int = 50) -> dict[str, float]:
     return percentiles(out)
 
 
-def train(iterations: int) -> Any:
-    from catboost import CatBoostClassifier
-
-    categorical = list(FRAUD_SCORING_V1.categorical_features)
-    features = [*FRAUD_SCORING_V1.numeric_features, *categorical]
-    rows, labels = synthetic_rows(10_000, seed=3)
-    model = CatBoostClassifier(
-        iterations=iterations, depth=6, thread_count=2, verbose=0, allow_writing_files=False
-    )
-    model.fit(to_model_input(rows, features, categorical, label=labels))
-    return model
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
-    n = 300 if args.quick else 2_000
-    model = train(100 if args.quick else 400)
-    metadata = {
-        "features": list(model.feature_names_),
-        "categorical_features": list(FRAUD_SCORING_V1.categorical_features),
-        "thresholds": THRESHOLDS,
-    }
+    quick = quick_arg()
+    n = 300 if quick else 2_000
+    model, metadata = bench_model(quick)
     client = redis.Redis.from_url(REDIS_URL, socket_timeout=0.05, socket_connect_timeout=0.05)
     customer = write_customer(client, datetime.now(UTC) - timedelta(minutes=5))
     body = customer.transaction()

@@ -36,21 +36,18 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root
 
+from benchmarks._bench_model import model_metadata, train
 from benchmarks._common import BENCH_REDIS_URL, REPO_ROOT, emit, redis_client
 from fraud_platform.lib.contracts.events import EVENT_FIELDS, TRANSACTIONS
 from fraud_platform.lib.features.catalog import FEATURE_GROUPS
 from fraud_platform.lib.features.compute import KEY_SEPARATOR
 from fraud_platform.lib.features.online.writer import write_snapshot
 from fraud_platform.lib.features.registry import ENTITY_KEY, FEATURE_TIME, FeatureGroup
-from fraud_platform.lib.features.services import FRAUD_SCORING_V1
-from fraud_platform.lib.model.input import to_model_input
 from tests.serving.conftest import (
-    THRESHOLDS,
     Registered,
     platform_model_store,
     start_server,
     stop_server,
-    synthetic_rows,
 )
 
 GENERATOR = REPO_ROOT / "benchmarks" / "_open_loop.py"
@@ -112,19 +109,6 @@ def write_features(client: Any, mix: list[dict[str, Any]], feature_time: datetim
     return written
 
 
-def train(iterations: int) -> Any:
-    from catboost import CatBoostClassifier
-
-    categorical = list(FRAUD_SCORING_V1.categorical_features)
-    features = [*FRAUD_SCORING_V1.numeric_features, *categorical]
-    rows, labels = synthetic_rows(10_000, seed=3)
-    model = CatBoostClassifier(
-        iterations=iterations, depth=6, thread_count=2, verbose=0, allow_writing_files=False
-    )
-    model.fit(to_model_input(rows, features, categorical, label=labels))
-    return model
-
-
 def realistic_thresholds(
     model: Any, client: Any, mix: list[dict[str, Any]]
 ) -> tuple[dict[str, float], dict[str, int]]:
@@ -137,11 +121,7 @@ def realistic_thresholds(
     from fraud_platform.lib.serving.lookup import FeatureLookup
     from fraud_platform.lib.serving.scoring import ScoringModel
 
-    metadata = {
-        "features": list(model.feature_names_),
-        "categorical_features": list(FRAUD_SCORING_V1.categorical_features),
-        "thresholds": THRESHOLDS,
-    }
+    metadata = model_metadata(model)
     lookup = FeatureLookup(client)
     now = datetime.now(UTC)
     txns = [{"counterparty_id": None, **t, "event_time": now} for t in mix]
@@ -245,11 +225,7 @@ def run(args: argparse.Namespace, tmp: Path) -> tuple[dict[str, Any], list[str]]
 
     model = train(100 if args.quick else 400)
     thresholds, decisions = realistic_thresholds(model, client, mix)
-    metadata = {
-        "features": list(model.feature_names_),
-        "categorical_features": list(FRAUD_SCORING_V1.categorical_features),
-        "thresholds": thresholds,
-    }
+    metadata = model_metadata(model, thresholds)
     data_dir = tmp / "platform"
     store = platform_model_store(data_dir)
     tag = store.save_catboost("fraud_catboost", model, metadata=metadata, labels={})

@@ -16,7 +16,6 @@ The last line printed is one JSON object.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -33,15 +32,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: t
 
 import redis  # noqa: E402
 
-from benchmarks.scoring import train  # noqa: E402
+from benchmarks._bench_model import bench_model, quick_arg  # noqa: E402
 from fraud_platform.lib.contracts.events import TRANSACTIONS, validate_record  # noqa: E402
-from fraud_platform.lib.features.services import FRAUD_SCORING_V1  # noqa: E402
 from fraud_platform.lib.serving import metrics as serving_metrics  # noqa: E402
 from fraud_platform.lib.serving.lookup import FeatureLookup  # noqa: E402
 from fraud_platform.lib.serving.scoring import ScoringModel  # noqa: E402
 from tests.serving.conftest import (  # noqa: E402
     REDIS_URL,
-    THRESHOLDS,
     delete_customer,
     write_customer,
 )
@@ -73,16 +70,9 @@ def summary(values: list[float]) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
-    n = 2_000 if args.quick else 20_000
-    model = train(100 if args.quick else 400)
-    metadata = {
-        "features": list(model.feature_names_),
-        "categorical_features": list(FRAUD_SCORING_V1.categorical_features),
-        "thresholds": THRESHOLDS,
-    }
+    quick = quick_arg()
+    n = 2_000 if quick else 20_000
+    model, metadata = bench_model(quick)
     scoring = ScoringModel.from_metadata(model, metadata, "fraud_catboost:bench")
     client = redis.Redis.from_url(REDIS_URL, socket_timeout=0.05, socket_connect_timeout=0.05)
     customer = write_customer(client, datetime.now(UTC) - timedelta(minutes=5))
@@ -118,16 +108,8 @@ def main() -> None:
             got = lookup.lookup(txn)
             lookup_s = time.perf_counter() - started
             scored = scoring.score(txn, got.values, degraded=got.degraded)
-            serving_metrics.record_scored(
-                decision=scored.decision,
-                channel=txn["channel"],
-                degraded=got.degraded,
-                feature_ages=got.age_seconds,
-                stage_seconds={
-                    "lookup": lookup_s,
-                    **scored.stage_seconds,
-                    "total": time.perf_counter() - started,
-                },
+            serving_metrics.record_request(
+                channel=txn["channel"], found=got, result=scored, lookup_s=lookup_s, started=started
             )
 
         per_call_us(record_only, 500)  # warm-up

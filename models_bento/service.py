@@ -1,4 +1,4 @@
-"""FraudScorer: the online fraud-scoring service.
+"""FraudScorer: the online fraud-scoring service (the served model: ``model_loading``).
 
 Start (from the repository root)::
 
@@ -42,14 +42,12 @@ import logging
 import threading
 import time
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import bentoml
 import redis
-from pydantic import Field
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -62,24 +60,23 @@ from fraud_platform.lib.serving.metrics import (
     bound_endpoints,
     mark_process_dead,
     metrics,
-    record_scored,
+    record_request,
 )
 from fraud_platform.lib.serving.scoring import ScoringModel, decision_event
 from fraud_platform.lib.storage.delta import DeltaStore
 from fraud_platform.settings import Settings
 from models_bento.errors import RequestGuard
-from models_bento.schemas import (
-    EXAMPLE_TRANSACTION,
-    ModelInfo,
-    Pong,
-    Reason,
-    ScoreResponse,
-    TransactionRequest,
+from models_bento.model_loading import (
+    MODEL_NAME,
+    ServedModel,
+    ServedModelInfo,
+    load_scoring_model,
+    warm_up,
 )
+from models_bento.schemas import Pong, Reason, ScoreResponse, TransactionRequest
 
 log = logging.getLogger("bentoml.fraud_scorer")
 
-MODEL_NAME = "fraud_catboost"
 REDIS_TIMEOUT_S = 0.05
 REDIS_RETRY_AFTER_S = 1.0
 CHAMPION_CHECK_INTERVAL_S = 1.0
@@ -125,71 +122,6 @@ def online_store_client(url: str, timeout_s: float = REDIS_TIMEOUT_S) -> redis.R
     )
 
 
-def resolve_model_tag(
-    bentoml_home: Path, registry_store: DeltaStore, name: str = MODEL_NAME
-) -> tuple[str, bool]:
-    """(tag, is_champion): the registry's champion, else the newest model ``name``."""
-    from bentoml._internal.models import ModelStore
-
-    registry_table = registry_store.uri(registry.TABLE)
-    tag = registry.champion(registry_store, name)
-    if tag:
-        return tag, True
-    store = ModelStore(bentoml_home / "models")
-    try:
-        models = store.list(name)
-    except bentoml.exceptions.NotFound:
-        models = []
-    if not models:
-        raise RuntimeError(
-            f"no model {name!r} in the model store {bentoml_home / 'models'} and no champion in "
-            f"{registry_table}: train and register one first (or set FRAUD_PLATFORM_DATA_DIR)"
-        )
-    newest = max(models, key=lambda m: m.info.creation_time)
-    log.warning(
-        "no champion for %s in %s; using the newest model %s", name, registry_table, newest.tag
-    )
-    return str(newest.tag), False
-
-
-def load_scoring_model(
-    bentoml_home: Path,
-    registry_store: DeltaStore,
-    name: str = MODEL_NAME,
-    tag: str | None = None,
-) -> tuple[ScoringModel, Any]:
-    """The champion (or ``tag``, a champion) as a ScoringModel, plus its bentoml.Model entry
-    (for /model)."""
-    from bentoml._internal.models import ModelStore
-
-    if tag is None:
-        tag, is_champion = resolve_model_tag(bentoml_home, registry_store, name)
-    else:
-        is_champion = True
-    entry = ModelStore(bentoml_home / "models").get(tag)
-    booster = bentoml.catboost.load_model(entry)
-    scoring = ScoringModel.from_metadata(booster, entry.info.metadata, str(entry.tag))
-    return scoring, {"entry": entry, "champion": is_champion}
-
-
-@dataclass(frozen=True)
-class ServedModel:
-    """The model in service; swapped as a whole, never mutated."""
-
-    scoring: ScoringModel
-    entry: Any  # bentoml.Model
-    champion: bool
-    loaded_at: datetime
-
-
-class ServedModelInfo(ModelInfo):
-    loaded_at: str = Field(description="When this process loaded the model (UTC).")
-    reload_error: str | None = Field(
-        description="Why the latest champion could not be loaded (the model above is still "
-        "served); null when the champion is the model in service."
-    )
-
-
 # Worker count, the concurrency bound and the access log are fixed when the class is defined.
 # Past max_concurrency in flight BentoML answers 429 at once instead of queueing (split evenly
 # over the workers); access log lines cost CPU per request and the decision log (Kafka) has every decision.
@@ -226,7 +158,7 @@ class FraudScorer:
         self._reload_error: str | None = None
         self._failed_tag: str | None = None
         scoring, loaded = load_scoring_model(self._home, self._registry)
-        self._warm_up(scoring)
+        warm_up(scoring)
         self._served = ServedModel(scoring, loaded["entry"], loaded["champion"], datetime.now(UTC))
         self._redis = online_store_client(settings.redis_url)
         self.lookup = FeatureLookup(self._redis, scoring.service, retry_after_s=REDIS_RETRY_AFTER_S)
@@ -263,15 +195,6 @@ class FraudScorer:
                 expected,
                 expected,
             )
-
-    @staticmethod
-    def _warm_up(scoring: ScoringModel) -> None:
-        """First CatBoost calls allocate; pay that before /readyz says ready (or before a new
-        champion is swapped in)."""
-        example = {k: v for k, v in EXAMPLE_TRANSACTION.items() if k != "event_time"}  # now
-        txn = TransactionRequest.model_validate(example)
-        txn = txn.model_dump()
-        scoring.score(txn, {}, explain="always")
 
     @property
     def scoring(self) -> ScoringModel:
@@ -325,7 +248,7 @@ class FraudScorer:
             started = time.perf_counter()
             try:
                 scoring, loaded = load_scoring_model(self._home, self._registry, tag=tag)
-                self._warm_up(scoring)
+                warm_up(scoring)
             except Exception as exc:  # noqa: BLE001  (any failure: keep the model in service)
                 self._failed(tag, exc, current)
                 return
@@ -387,16 +310,8 @@ class FraudScorer:
             degraded=found.degraded,
             degraded_reason=found.degraded_reason,
         )
-        record_scored(
-            decision=result.decision,
-            channel=txn["channel"],
-            degraded=found.degraded,
-            feature_ages=found.age_seconds,
-            stage_seconds={
-                "lookup": lookup_s,
-                **result.stage_seconds,
-                "total": time.perf_counter() - started,
-            },
+        record_request(
+            channel=txn["channel"], found=found, result=result, lookup_s=lookup_s, started=started
         )
         return response
 

@@ -250,7 +250,7 @@ def test_service_module_does_not_import_dagster():
 
 
 def test_resolve_model_tag_prefers_champion_then_newest(tmp_path, scoring: ScoringModel):
-    from models_bento.service import load_scoring_model, resolve_model_tag
+    from models_bento.model_loading import load_scoring_model, resolve_model_tag
 
     from .conftest import platform_model_store
 

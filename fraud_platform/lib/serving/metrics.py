@@ -23,10 +23,14 @@ import re
 import threading
 import time
 from collections.abc import Collection, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fraud_platform.lib.contracts.events import CHANNELS
 from fraud_platform.lib.features.catalog import FEATURE_GROUPS
+
+if TYPE_CHECKING:  # lookup.py and scoring.py import this module
+    from fraud_platform.lib.serving.lookup import Lookup
+    from fraud_platform.lib.serving.scoring import ScoreResult
 
 NAMESPACE = "fraud_scorer"
 OTHER = "other"
@@ -380,3 +384,21 @@ def record_scored(
     m.decision(decision, channel, degraded)
     m.feature_ages(feature_ages)
     m.stages(stage_seconds)
+
+
+def record_request(
+    *, channel: Any, found: Lookup, result: ScoreResult, lookup_s: float, started: float
+) -> None:
+    """``record_scored`` for one /score request: its lookup, the model's stages, and the total
+    since ``started`` (a ``time.perf_counter()``), measured now."""
+    record_scored(
+        decision=result.decision,
+        channel=channel,
+        degraded=found.degraded,
+        feature_ages=found.age_seconds,
+        stage_seconds={
+            "lookup": lookup_s,
+            **result.stage_seconds,
+            "total": time.perf_counter() - started,
+        },
+    )

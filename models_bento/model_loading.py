@@ -1,0 +1,99 @@
+"""The served model: finding the champion in the model registry, loading it from the model
+store, warming it up, and the immutable ``ServedModel`` that FraudScorer swaps as a whole.
+
+No BentoML service here: ``models_bento.service`` builds on these.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import bentoml
+from pydantic import Field
+
+from fraud_platform.lib.serving import registry
+from fraud_platform.lib.serving.scoring import ScoringModel
+from fraud_platform.lib.storage.delta import DeltaStore
+from models_bento.schemas import EXAMPLE_TRANSACTION, ModelInfo, TransactionRequest
+
+log = logging.getLogger("bentoml.fraud_scorer")
+
+MODEL_NAME = "fraud_catboost"
+
+
+def resolve_model_tag(
+    bentoml_home: Path, registry_store: DeltaStore, name: str = MODEL_NAME
+) -> tuple[str, bool]:
+    """(tag, is_champion): the registry's champion, else the newest model ``name``."""
+    from bentoml._internal.models import ModelStore
+
+    registry_table = registry_store.uri(registry.TABLE)
+    tag = registry.champion(registry_store, name)
+    if tag:
+        return tag, True
+    store = ModelStore(bentoml_home / "models")
+    try:
+        models = store.list(name)
+    except bentoml.exceptions.NotFound:
+        models = []
+    if not models:
+        raise RuntimeError(
+            f"no model {name!r} in the model store {bentoml_home / 'models'} and no champion in "
+            f"{registry_table}: train and register one first (or set FRAUD_PLATFORM_DATA_DIR)"
+        )
+    newest = max(models, key=lambda m: m.info.creation_time)
+    log.warning(
+        "no champion for %s in %s; using the newest model %s", name, registry_table, newest.tag
+    )
+    return str(newest.tag), False
+
+
+def load_scoring_model(
+    bentoml_home: Path,
+    registry_store: DeltaStore,
+    name: str = MODEL_NAME,
+    tag: str | None = None,
+) -> tuple[ScoringModel, Any]:
+    """The champion (or ``tag``, a champion) as a ScoringModel, plus its bentoml.Model entry
+    (for /model)."""
+    from bentoml._internal.models import ModelStore
+
+    if tag is None:
+        tag, is_champion = resolve_model_tag(bentoml_home, registry_store, name)
+    else:
+        is_champion = True
+    entry = ModelStore(bentoml_home / "models").get(tag)
+    booster = bentoml.catboost.load_model(entry)
+    scoring = ScoringModel.from_metadata(booster, entry.info.metadata, str(entry.tag))
+    return scoring, {"entry": entry, "champion": is_champion}
+
+
+def warm_up(scoring: ScoringModel) -> None:
+    """First CatBoost calls allocate; pay that before /readyz says ready (or before a new
+    champion is swapped in)."""
+    example = {k: v for k, v in EXAMPLE_TRANSACTION.items() if k != "event_time"}  # now
+    txn = TransactionRequest.model_validate(example)
+    txn = txn.model_dump()
+    scoring.score(txn, {}, explain="always")
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """The model in service; swapped as a whole, never mutated."""
+
+    scoring: ScoringModel
+    entry: Any  # bentoml.Model
+    champion: bool
+    loaded_at: datetime
+
+
+class ServedModelInfo(ModelInfo):
+    loaded_at: str = Field(description="When this process loaded the model (UTC).")
+    reload_error: str | None = Field(
+        description="Why the latest champion could not be loaded (the model above is still "
+        "served); null when the champion is the model in service."
+    )
