@@ -22,6 +22,7 @@ DEAD_LETTER_TABLE = "bronze/dead_letter"
 PROFILES_TABLE = "bronze/account_profiles"
 PROFILES_REJECTED_TABLE = "bronze/account_profiles_rejected"
 TRAINING_SET_TABLE = "training/fraud_training_set"
+REGISTRY_TABLE = "registry/model_events"
 BACKTEST_SCORES_TABLE = "serving/backtest_scores"
 
 MODEL_NAME = "fraud_catboost"

@@ -15,6 +15,7 @@ from typing import Any
 import bentoml
 from pydantic import Field
 
+from fraud_platform import names
 from fraud_platform.lib.serving import registry
 from fraud_platform.lib.serving.scoring import ScoringModel
 from fraud_platform.lib.storage.delta import DeltaStore
@@ -22,11 +23,10 @@ from models_bento.schemas import EXAMPLE_TRANSACTION, ModelInfo, TransactionRequ
 
 log = logging.getLogger("bentoml.fraud_scorer")
 
-MODEL_NAME = "fraud_catboost"
 
 
 def resolve_model_tag(
-    bentoml_home: Path, registry_store: DeltaStore, name: str = MODEL_NAME
+    bentoml_home: Path, registry_store: DeltaStore, name: str = names.MODEL_NAME
 ) -> tuple[str, bool]:
     """(tag, is_champion): the registry's champion, else the newest model ``name``."""
     from bentoml._internal.models import ModelStore
@@ -55,7 +55,7 @@ def resolve_model_tag(
 def load_scoring_model(
     bentoml_home: Path,
     registry_store: DeltaStore,
-    name: str = MODEL_NAME,
+    name: str = names.MODEL_NAME,
     tag: str | None = None,
 ) -> tuple[ScoringModel, Any]:
     """The champion (or ``tag``, a champion) as a ScoringModel, plus its bentoml.Model entry

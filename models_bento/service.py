@@ -64,10 +64,10 @@ from fraud_platform.lib.serving.metrics import (
 )
 from fraud_platform.lib.serving.scoring import ScoringModel, decision_event
 from fraud_platform.lib.storage.delta import DeltaStore
+from fraud_platform.names import MODEL_NAME
 from fraud_platform.settings import Settings
 from models_bento.errors import RequestGuard
 from models_bento.model_loading import (
-    MODEL_NAME,
     ServedModel,
     ServedModelInfo,
     load_scoring_model,

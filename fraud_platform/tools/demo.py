@@ -225,7 +225,7 @@ def run_demo(settings: Settings, config: DemoConfig) -> dict[str, Any]:
         log_dir=log_dir,
         asset_config=None
         if profiles
-        else {"bronze/account_profiles": {"when_unreachable": "skip"}},
+        else {names.PROFILES_TABLE: {"when_unreachable": "skip"}},
     )
 
     _say("starting the scoring service ...")
@@ -244,7 +244,7 @@ def run_demo(settings: Settings, config: DemoConfig) -> dict[str, Any]:
 
     model_meta = next(
         (
-            layer.metadata.get("models/fraud_catboost", {})
+            layer.metadata.get(names.MODEL_ASSET, {})
             for layer in layers
             if layer.layer == "training"
         ),
@@ -252,7 +252,7 @@ def run_demo(settings: Settings, config: DemoConfig) -> dict[str, Any]:
     )
     gate_meta = next(
         (
-            layer.metadata.get("serving/fraud_catboost_champion", {})
+            layer.metadata.get(names.CHAMPION_ASSET, {})
             for layer in layers
             if layer.layer == "training"
         ),

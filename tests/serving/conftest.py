@@ -39,13 +39,14 @@ from fraud_platform.lib.features.registry import (
 from fraud_platform.lib.features.services import FRAUD_SCORING_V1
 from fraud_platform.lib.kafka.admin import ensure_topics
 from fraud_platform.lib.model.input import to_model_input
+from fraud_platform.names import MODEL_NAME
 from fraud_platform.tools.brokers import BrokerSpec, start_broker, stop_broker
 from fraud_platform.tools.processes import spawn_logged
 from fraud_platform.tools.serving_process import serve_command
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 REDIS_URL = "redis://127.0.0.1:6379/0"
-MODEL_NAME = "fraud_catboost"
+
 THRESHOLDS = {"review": 0.5, "decline": 0.9}
 READY_DEADLINE_S = 60.0
 CHANNELS = ["card_present", "ecommerce", "p2p", "withdrawal", "deposit"]

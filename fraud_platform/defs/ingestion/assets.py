@@ -51,7 +51,7 @@ def _bronze_asset(topic: str) -> dg.Definitions:
         rate = result.rejected / result.read if result.read else 0.0
         return dg.MaterializeResult(
             metadata={
-                "dagster/row_count": delta.row_count(f"bronze/{topic}"),
+                "dagster/row_count": delta.row_count(TABLES[topic]),
                 "rows_added": result.accepted,
                 "rejected": result.rejected,
                 "delta_version": result.delta_version if result.delta_version is not None else -1,

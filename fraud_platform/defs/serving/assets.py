@@ -33,7 +33,7 @@ class PromotionConfig(dg.Config):
 def _latest_candidate(context: dg.AssetExecutionContext) -> str:
     event = context.instance.get_latest_materialization_event(MODEL_KEY)
     if event is None or event.asset_materialization is None:
-        raise dg.Failure("models/fraud_catboost has never been materialized")
+        raise dg.Failure(f"{names.MODEL_ASSET} has never been materialized")
     return str(event.asset_materialization.metadata["model_tag"].value)
 
 

@@ -26,6 +26,7 @@ import polars as pl
 import pyarrow as pa
 from deltalake import DeltaTable
 
+from fraud_platform import names
 from fraud_platform.lib.contracts.events import TS
 from fraud_platform.lib.ingestion.profiles_source import (
     SOURCE_TABLE,
@@ -42,8 +43,8 @@ from fraud_platform.lib.storage.delta import DeltaStore, commit
 
 log = logging.getLogger(__name__)
 
-BRONZE_TABLE = "bronze/account_profiles"
-REJECTED_TABLE = "bronze/account_profiles_rejected"
+BRONZE_TABLE = names.PROFILES_TABLE
+REJECTED_TABLE = names.PROFILES_REJECTED_TABLE
 APP_ID = "fraud_platform.bronze.account_profiles"
 REJECTED_APP_ID = "fraud_platform.bronze.account_profiles_rejected"
 METADATA_KEY = "fraud_platform.profiles"

@@ -37,13 +37,14 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 import pyarrow as pa
 
+from fraud_platform import names
 from fraud_platform.lib.features.services import SERVICE_METADATA_KEY
 from fraud_platform.lib.storage.delta import Append, DeltaStore, recorded_versions
 
 if TYPE_CHECKING:
     from deltalake import DeltaTable
 
-TABLE = "registry/model_events"
+TABLE = names.REGISTRY_TABLE
 REGISTERED = "registered"
 GATE_DECISION = "gate_decision"
 PROMOTED = "promoted"
