@@ -19,6 +19,7 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 # queue of this depth waits < 50 ms (benchmarks/serving_load.py measures it)
 DEFAULT_SCORING_MAX_CONCURRENCY = 16
 REDIS_SCHEMES = ("redis", "rediss", "unix")
+MODEL_SOURCES = ("bundled", "registry")
 
 
 class SettingsError(ValueError):
@@ -103,6 +104,12 @@ class Settings:
     ``postgresql://postgres@127.0.0.1:5432/postgres``) is the libpq URL of the PostgreSQL
     database holding the ``account_profiles`` table read into ``bronze/account_profiles``.
 
+    ``model_source`` (FRAUD_PLATFORM_MODEL_SOURCE): where the scoring service gets its model.
+    ``bundled``: the model packed into the bento (``fraud-platform bento build``), no hot
+    reload; ``registry``: the registry's champion from the model store under the data directory,
+    swapped in when the champion changes. Unset: ``bundled`` when the service carries a model,
+    else ``registry``.
+
     ``decision_log_buffer`` (FRAUD_PLATFORM_DECISION_LOG_BUFFER, default 100,000) bounds the
     decisions the scoring service keeps in memory while Kafka cannot take them.
     """
@@ -117,6 +124,7 @@ class Settings:
     embedded_kafka_port: int = 19092
     service_port: int = 3030
     ui_port: int = 3000
+    model_source: str | None = None
     delta_storage_options: dict[str, str] = field(default_factory=dict)
     alert_webhook: bool = False  # the URL itself stays a secret, read by Dagster's EnvVar
     profiles_pg_url: str | None = DEFAULT_PROFILES_PG_URL
@@ -126,6 +134,11 @@ class Settings:
     scoring_access_log: bool = False
 
     def __post_init__(self) -> None:
+        if self.model_source is not None and self.model_source not in MODEL_SOURCES:
+            raise SettingsError(
+                f"FRAUD_PLATFORM_MODEL_SOURCE={self.model_source!r} is not one of "
+                f"{', '.join(MODEL_SOURCES)} (or unset)"
+            )
         if self.scoring_workers < 1:
             raise SettingsError(f"FRAUD_PLATFORM_SCORING_WORKERS={self.scoring_workers} is < 1")
         if self.scoring_max_concurrency < 0:
@@ -154,6 +167,7 @@ class Settings:
             embedded_kafka_port=_int(env, "FRAUD_PLATFORM_KAFKA_PORT", 19092),
             service_port=_int(env, "FRAUD_PLATFORM_SERVICE_PORT", 3030),
             ui_port=_int(env, "FRAUD_PLATFORM_UI_PORT", 3000),
+            model_source=_env(env, "FRAUD_PLATFORM_MODEL_SOURCE"),
             delta_storage_options=storage_options,
             alert_webhook=_env(env, "FRAUD_PLATFORM_ALERT_WEBHOOK") is not None,
             profiles_pg_url=_env(env, "FRAUD_PLATFORM_PROFILES_PG_URL") or DEFAULT_PROFILES_PG_URL,

@@ -1,5 +1,10 @@
-"""The served model: finding the champion in the model registry, loading it from the model
-store, warming it up, and the immutable ``ServedModel`` that FraudScorer swaps as a whole.
+"""The served model: where it comes from (``choose_source``: the model bundled in the bento, or
+the model registry's champion), loading it, warming it up, and the immutable ``ServedModel``
+that FraudScorer swaps as a whole.
+
+The bundled model is a bento argument (``BentoArgs``, set by ``fraud-platform bento build``):
+the service declares it as a ``bentoml.models.BentoModel`` class attribute, so ``bentoml build``
+packs it into the bento and ``bentoml serve`` of the bento reads it from there.
 
 No BentoML service here: ``models_bento.service`` builds on these.
 """
@@ -13,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import bentoml
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from fraud_platform import names
 from fraud_platform.lib.serving import registry
@@ -23,6 +28,33 @@ from models_bento.schemas import EXAMPLE_TRANSACTION, ModelInfo, TransactionRequ
 
 log = logging.getLogger("bentoml.fraud_scorer")
 
+BUNDLED = "bundled"
+REGISTRY = "registry"
+
+
+class BentoArgs(BaseModel):
+    """The service's bento arguments (``bentoml build --arg model_tag=...``; recorded in the
+    bento and set again whenever the bento is served)."""
+
+    model_tag: str | None = Field(
+        default=None, description="The model packed into the bento (name:version)."
+    )
+    model_was_champion: bool = Field(
+        default=False, description="Whether it was the registry's champion at build time."
+    )
+
+
+def choose_source(setting: str | None, bundled_tag: str | None) -> str:
+    """``bundled`` or ``registry``: the setting (FRAUD_PLATFORM_MODEL_SOURCE) when given, else
+    the bundled model when there is one."""
+    if setting == BUNDLED and bundled_tag is None:
+        raise RuntimeError(
+            "FRAUD_PLATFORM_MODEL_SOURCE=bundled but this service carries no model: serve a bento "
+            "built with `fraud-platform bento build`, or unset it to serve the registry's champion"
+        )
+    if setting is not None:
+        return setting
+    return BUNDLED if bundled_tag is not None else REGISTRY
 
 
 def resolve_model_tag(
@@ -67,9 +99,13 @@ def load_scoring_model(
     else:
         is_champion = True
     entry = ModelStore(bentoml_home / "models").get(tag)
+    return scoring_model(entry), {"entry": entry, "champion": is_champion}
+
+
+def scoring_model(entry: Any) -> ScoringModel:
+    """The model-store entry ``entry`` (a ``bentoml.Model``) as a ScoringModel."""
     booster = bentoml.catboost.load_model(entry)
-    scoring = ScoringModel.from_metadata(booster, entry.info.metadata, str(entry.tag))
-    return scoring, {"entry": entry, "champion": is_champion}
+    return ScoringModel.from_metadata(booster, entry.info.metadata, str(entry.tag))
 
 
 def warm_up(scoring: ScoringModel) -> None:
@@ -92,6 +128,10 @@ class ServedModel:
 
 
 class ServedModelInfo(ModelInfo):
+    model_source: str = Field(
+        description="bundled: the model packed into the bento (no hot reload); registry: the "
+        "model registry's champion, swapped in when it changes."
+    )
     loaded_at: str = Field(description="When this process loaded the model (UTC).")
     reload_error: str | None = Field(
         description="Why the latest champion could not be loaded (the model above is still "

@@ -5,6 +5,12 @@ Start (from the repository root)::
     BENTOML_HOME=$FRAUD_PLATFORM_DATA_DIR/bentoml \\
         bentoml serve models_bento.service:FraudScorer --port 3030
 
+Served from a bento (``fraud-platform bento build``), the model is the one packed into it: the
+class attribute ``bundled_model``, a ``bentoml.models.BentoModel`` named by the bento argument
+``model_tag`` (the champion at build time); no registry, model store or data directory needed,
+no hot reload. ``FRAUD_PLATFORM_MODEL_SOURCE=registry`` (and the default without a bundled
+model, e.g. served from the repository) is the live mode below.
+
 Everything is configured once, in ``__init__``, from ``Settings.from_env()``:
 the model is the champion of ``fraud_catboost`` in the model registry record
 (``registry.champion``: the Delta table ``registry/model_events`` under ``Settings.delta_uri``;
@@ -39,6 +45,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import math
 import threading
 import time
 import uuid
@@ -68,9 +75,13 @@ from fraud_platform.names import MODEL_NAME
 from fraud_platform.settings import Settings
 from models_bento.errors import RequestGuard
 from models_bento.model_loading import (
+    REGISTRY,
+    BentoArgs,
     ServedModel,
     ServedModelInfo,
+    choose_source,
     load_scoring_model,
+    scoring_model,
     warm_up,
 )
 from models_bento.schemas import Pong, Reason, ScoreResponse, TransactionRequest
@@ -126,6 +137,8 @@ def online_store_client(url: str, timeout_s: float = REDIS_TIMEOUT_S) -> redis.R
 # Past max_concurrency in flight BentoML answers 429 at once instead of queueing (split evenly
 # over the workers); access log lines cost CPU per request and the decision log (Kafka) has every decision.
 _SERVING = Settings.from_env()
+# `fraud-platform bento build` sets these (`bentoml build --arg model_tag=...`).
+_BENTO = bentoml.use_arguments(BentoArgs)
 
 
 @bentoml.service(
@@ -144,20 +157,30 @@ _SERVING = Settings.from_env()
 class FraudScorer:
     """Scores transactions with the champion CatBoost model, online features and rules."""
 
+    # The model `bentoml build` packs into the bento (module docstring); None when not built so.
+    bundled_model = bentoml.models.BentoModel(_BENTO.model_tag) if _BENTO.model_tag else None
+
     def __init__(self) -> None:
         settings = Settings.from_env()
         self._log_filter = QuietRejectedRequests()
         logging.getLogger(BENTOML_ERROR_LOGGER).addFilter(self._log_filter)
-        self._check_bentoml_home(settings.bentoml_home)
-        self._home = settings.bentoml_home
-        self._registry = DeltaStore(settings.delta_uri, settings.delta_storage_options)
-        self._watch = registry.RegistryWatch(self._registry)
-        self._seen = self._watch.latest()  # before loading: a change meanwhile counts
-        self._next_check = time.monotonic() + CHAMPION_CHECK_INTERVAL_S
+        self._model_source = choose_source(settings.model_source, _BENTO.model_tag)
         self._reload_lock = threading.Lock()
         self._reload_error: str | None = None
         self._failed_tag: str | None = None
-        scoring, loaded = load_scoring_model(self._home, self._registry)
+        if self._model_source == REGISTRY:
+            self._check_bentoml_home(settings.bentoml_home)
+            self._home = settings.bentoml_home
+            self._registry = DeltaStore(settings.delta_uri, settings.delta_storage_options)
+            self._watch = registry.RegistryWatch(self._registry)
+            self._seen = self._watch.latest()  # before loading: a change meanwhile counts
+            self._next_check = time.monotonic() + CHAMPION_CHECK_INTERVAL_S
+            scoring, loaded = load_scoring_model(self._home, self._registry)
+        else:
+            self._next_check = math.inf  # the bundled model is the only one: no registry look
+            entry = self.bundled_model  # resolved by BentoML from the bento's models
+            scoring = scoring_model(entry)
+            loaded = {"entry": entry, "champion": _BENTO.model_was_champion}
         warm_up(scoring)
         self._served = ServedModel(scoring, loaded["entry"], loaded["champion"], datetime.now(UTC))
         self._redis = online_store_client(settings.redis_url)
@@ -171,9 +194,10 @@ class FraudScorer:
         metrics().model_in_service(scoring.tag, scoring.service.name, loaded["champion"])
         self._sampler = ProcessSampler(str(bentoml.server_context.worker_index or 0)).start()
         log.info(
-            "FraudScorer ready: model %s (%s, feature service %s), redis %s, decisions to %s",
+            "FraudScorer ready: model %s (%s, %s, feature service %s), redis %s, decisions to %s",
             scoring.tag,
-            "champion" if loaded["champion"] else "newest, no champion",
+            self._model_source,
+            "champion" if loaded["champion"] else "not the champion",
             scoring.service.name,
             redis.connection.parse_url(settings.redis_url).get("host", "?"),
             f"{self.decision_log.topic}@{settings.kafka_bootstrap}",
@@ -335,6 +359,7 @@ class FraudScorer:
             metadata=metadata,
             loaded_at=served.loaded_at.isoformat(),
             reload_error=self._reload_error,
+            model_source=self._model_source,
         )
 
     @bentoml.api(route="/ping")
