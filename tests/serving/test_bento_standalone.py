@@ -32,7 +32,8 @@ import yaml
 from fraud_platform.lib.features.services import FRAUD_SCORING_V1
 from fraud_platform.lib.serving.lookup import FeatureLookup
 from fraud_platform.lib.serving.scoring import ScoringModel
-from fraud_platform.settings import Settings
+from fraud_platform.settings import Settings, SettingsError
+from models_bento.model_loading import choose_source
 from models_bento.schemas import TransactionRequest
 
 from .conftest import (
@@ -53,6 +54,9 @@ pytestmark = pytest.mark.serving
 
 BENTOFILE = REPO_ROOT / "models_bento" / "bentofile.yaml"
 SWAP_DEADLINE_S = 15.0
+# With no Kafka the decision log waits 10 s at shutdown for deliveries that cannot happen
+# (DecisionLog.close); nothing to check there, so the servers get a short grace before SIGKILL.
+STOP_GRACE_S = 3.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -76,6 +80,18 @@ def test_bento_ships_exactly_the_modules_the_service_imports():
     assert all("*" not in entry for entry in included), included
     assert sorted(included) == sorted(expected)
     assert all((REPO_ROOT / path).is_file() for path in included)
+
+
+def test_model_source_is_the_bundled_model_unless_the_registry_is_asked_for():
+    assert Settings.from_env({}).model_source is None
+    assert choose_source(None, "fraud_catboost:v1") == "bundled"
+    assert choose_source(None, None) == "registry"
+    assert choose_source("registry", "fraud_catboost:v1") == "registry"
+    assert choose_source("bundled", "fraud_catboost:v1") == "bundled"
+    with pytest.raises(RuntimeError, match="carries no model"):
+        choose_source("bundled", None)
+    with pytest.raises(SettingsError, match="FRAUD_PLATFORM_MODEL_SOURCE='bundle' is not one"):
+        Settings.from_env({"FRAUD_PLATFORM_MODEL_SOURCE": "bundle"})
 
 
 def test_build_without_a_champion_says_what_to_do(tmp_path: Path):
@@ -225,7 +241,8 @@ def outside_env(outside: Outside, **extra: str) -> dict[str, str]:
     }
 
 
-def serve_bento(outside: Outside, name: str, **extra_env: str) -> Server:
+def spawn_bento(outside: Outside, name: str, **extra_env: str) -> Server:
+    """``bentoml serve <bento dir>`` from the clean venv, working directory outside the repo."""
     port = free_port()
     log_path = outside.root / f"{name}-{port}.log"
     command = [str(outside.bentoml), "serve", str(outside.bento_dir)]
@@ -240,29 +257,52 @@ def serve_bento(outside: Outside, name: str, **extra_env: str) -> Server:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    server = Server(f"http://127.0.0.1:{port}", process, log_path, outside.root)
+    return Server(f"http://127.0.0.1:{port}", process, log_path, outside.root)
+
+
+def wait_ready(servers: list[Server]) -> None:
     deadline = time.monotonic() + READY_DEADLINE_S
-    while True:
-        if process.poll() is not None:
-            pytest.fail(f"bentoml serve of the bento exited early:\n{server.log_tail()}")
-        try:
-            if httpx.get(f"{server.url}/readyz", timeout=1.0).status_code == 200:
-                return server
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            stop_server(server)
-            pytest.fail(
-                f"the bento was not ready after {READY_DEADLINE_S:.0f}s:\n{server.log_tail()}"
-            )
+    waiting = list(servers)
+    while waiting:
+        for server in list(waiting):
+            if server.process.poll() is not None:
+                pytest.fail(f"bentoml serve of the bento exited early:\n{server.log_tail()}")
+            try:
+                if httpx.get(f"{server.url}/readyz", timeout=1.0).status_code == 200:
+                    waiting.remove(server)
+            except httpx.TransportError:
+                pass
+        if waiting and time.monotonic() > deadline:
+            pytest.fail(f"not ready after {READY_DEADLINE_S:.0f}s:\n{waiting[0].log_tail()}")
         time.sleep(0.2)
 
 
+@dataclass(frozen=True)
+class Served:
+    bundled: Server  # no data directory: the model packed into the bento
+    registry: Server  # FRAUD_PLATFORM_MODEL_SOURCE=registry on the platform's data directory
+
+
 @pytest.fixture(scope="module")
-def bundled(outside: Outside, customer: Customer) -> Iterator[Server]:
-    server = serve_bento(outside, "bundled")
-    yield server
-    stop_server(server)
+def served(outside: Outside, platform: Platform, customer: Customer) -> Iterator[Served]:
+    """Both modes of the same bento, started side by side (one start-up to wait for)."""
+    servers = Served(
+        bundled=spawn_bento(outside, "bundled"),
+        registry=spawn_bento(
+            outside,
+            "registry",
+            FRAUD_PLATFORM_MODEL_SOURCE="registry",
+            FRAUD_PLATFORM_DATA_DIR=str(platform.data_dir),
+        ),
+    )
+    started = time.monotonic()
+    try:
+        wait_ready([servers.bundled, servers.registry])
+        print(f"\nboth servers ready in {time.monotonic() - started:.1f}s")
+        yield servers
+    finally:
+        for server in (servers.bundled, servers.registry):
+            stop_server(server, grace_s=STOP_GRACE_S)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -309,6 +349,7 @@ def risky_transaction(customer: Customer) -> dict[str, Any]:
 def test_bento_carries_the_champion(built: Built, outside: Outside, platform: Platform):
     info = yaml.safe_load((outside.bento_dir / "bento.yaml").read_text())
     assert info["args"] == {"model_tag": platform.champion, "model_was_champion": True}
+    assert info["envs"] == []  # settings and secrets come from the environment at start
     packed = [m["tag"] for service in info["services"] for m in service["models"]]
     assert packed == [platform.champion]
     name, version = platform.champion.split(":")
@@ -326,8 +367,9 @@ def test_bento_carries_the_champion(built: Built, outside: Outside, platform: Pl
 
 
 def test_bento_scores_with_the_bundled_model_on_its_own(
-    bundled: Server, outside: Outside, platform: Platform, customer: Customer
+    served: Served, outside: Outside, platform: Platform, customer: Customer
 ):
+    bundled = served.bundled
     body = risky_transaction(customer)
     response = httpx.post(f"{bundled.url}/score", json=body, timeout=10.0)
     assert response.status_code == 200, response.text
@@ -353,20 +395,16 @@ def test_bento_scores_with_the_bundled_model_on_its_own(
 
 
 def test_bento_in_registry_mode_hot_reloads_the_champion(
-    outside: Outside, platform: Platform, customer: Customer
+    served: Served, platform: Platform, customer: Customer
 ):
-    server = serve_bento(
-        outside,
-        "registry",
-        FRAUD_PLATFORM_MODEL_SOURCE="registry",
-        FRAUD_PLATFORM_DATA_DIR=str(platform.data_dir),
-    )
-    try:
-        with httpx.Client(base_url=server.url, timeout=10.0) as client:
-            info = client.post("/model", json={}).json()
-            assert info["model_source"] == "registry"
-            assert info["model_version"] == platform.champion
-            platform_model_store(platform.data_dir).promote(platform.other)
+    server = served.registry
+    store = platform_model_store(platform.data_dir)
+    with httpx.Client(base_url=server.url, timeout=10.0) as client:
+        info = client.post("/model", json={}).json()
+        assert info["model_source"] == "registry"
+        assert info["model_version"] == platform.champion
+        store.promote(platform.other)
+        try:
             deadline = time.monotonic() + SWAP_DEADLINE_S
             while True:
                 answer = client.post("/score", json=risky_transaction(customer)).json()
@@ -380,6 +418,8 @@ def test_bento_in_registry_mode_hot_reloads_the_champion(
             other = model_from_files(platform.data_dir / "bentoml" / "models", platform.other)
             score, _, _ = expected_score(other, body)
             assert answer["score"] == pytest.approx(score, abs=1e-9)
-    finally:
-        stop_server(server)
-        platform_model_store(platform.data_dir).promote(platform.champion)
+            # the bundled server never looks at the registry
+            bundled = httpx.post(f"{served.bundled.url}/score", json=body, timeout=10.0)
+            assert bundled.json()["model_version"] == platform.champion
+        finally:
+            store.promote(platform.champion)
