@@ -15,7 +15,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import bentoml
 from pydantic import BaseModel, Field
@@ -128,7 +128,7 @@ class ServedModel:
 
 
 class ServedModelInfo(ModelInfo):
-    model_source: str = Field(
+    model_source: Literal["bundled", "registry"] = Field(
         description="bundled: the model packed into the bento (no hot reload); registry: the "
         "model registry's champion, swapped in when it changes."
     )
