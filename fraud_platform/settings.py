@@ -96,7 +96,8 @@ class Settings:
 
     The scoring service: ``scoring_workers`` (FRAUD_PLATFORM_SCORING_WORKERS, default one per
     CPU core), ``scoring_max_concurrency`` (FRAUD_PLATFORM_SCORING_MAX_CONCURRENCY, requests in
-    flight across all workers beyond which it answers 429 at once; 0 = unbounded) and
+    progress across all workers, split evenly, beyond which it answers 503 with Retry-After at
+    once; 0 = unbounded) and
     ``scoring_access_log`` (FRAUD_PLATFORM_SCORING_ACCESS_LOG, BentoML's per-request log line;
     off by default: it costs CPU on the request path and the decision log records every decision).
 

@@ -1,4 +1,8 @@
-"""What the scoring service answers to requests it cannot take, and the guard that answers them.
+"""What the scoring service answers to requests it cannot take, and the middleware that answers.
+
+``LoadShedder`` bounds the API requests each worker has taken on: past the bound a request gets
+503 with a JSON ``ErrorResponse`` and ``Retry-After`` at once, counted in
+``fraud_scorer_shed_requests_total{reason="overload"}``, instead of waiting in line.
 
 ``RequestGuard`` is a plain ASGI middleware in front of the API routes (all POST). Before
 BentoML parses anything it rejects, with a JSON ``ErrorResponse``:
@@ -18,12 +22,13 @@ without input values).
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Collection, MutableMapping
 from typing import Any
 
 from pydantic import BaseModel, Field
 
 from fraud_platform.lib.contracts.events import MAX_PAYLOAD_BYTES
+from fraud_platform.lib.serving.metrics import metrics
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -33,6 +38,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 JSON = "application/json"
 DOCS_PATH = "/docs.json"
+RETRY_AFTER_S = 1
 
 
 class ErrorResponse(BaseModel):
@@ -57,7 +63,9 @@ class ValidationErrorResponse(BaseModel):
     detail: list[ValidationErrorDetail]
 
 
-async def _send_json(send: Send, status: int, payload: bytes) -> None:
+async def _send_json(
+    send: Send, status: int, payload: bytes, headers: tuple[tuple[bytes, bytes], ...] = ()
+) -> None:
     await send(
         {
             "type": "http.response.start",
@@ -65,6 +73,7 @@ async def _send_json(send: Send, status: int, payload: bytes) -> None:
             "headers": [
                 (b"content-type", JSON.encode()),
                 (b"content-length", str(len(payload)).encode()),
+                *headers,
             ],
         }
     )
@@ -73,6 +82,47 @@ async def _send_json(send: Send, status: int, payload: bytes) -> None:
 
 async def _send_error(send: Send, status: int, message: str) -> None:
     await _send_json(send, status, ErrorResponse(error=message).model_dump_json().encode())
+
+
+class LoadShedder:
+    """ASGI middleware: at most ``limit`` requests to ``paths`` in progress in this worker
+    (waiting for the handler thread or running on it); the others are answered 503 with
+    ``Retry-After`` before anything else is done for them, and counted.
+
+    BentoML's own bound (``traffic.max_concurrency``) does the same counting but answers 429,
+    which says the *client* sent too many: here the service is over capacity.
+    """
+
+    def __init__(
+        self, app: ASGIApp, limit: int, paths: Collection[str], retry_after_s: int = RETRY_AFTER_S
+    ) -> None:
+        self.app = app
+        self.limit = limit
+        self.paths = frozenset(paths)
+        self.in_progress = 0
+        self._retry_after = (b"retry-after", str(retry_after_s).encode())
+        self._refusal = (
+            ErrorResponse(
+                error=f"over capacity: {limit} requests already in progress in this worker; "
+                f"retry after {retry_after_s} s"
+            )
+            .model_dump_json()
+            .encode()
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] not in self.paths:
+            await self.app(scope, receive, send)
+            return
+        if self.in_progress >= self.limit:
+            metrics().shed_request("overload")
+            await _send_json(send, 503, self._refusal, (self._retry_after,))
+            return
+        self.in_progress += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_progress -= 1
 
 
 class RequestGuard:

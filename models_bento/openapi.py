@@ -87,6 +87,7 @@ def published_spec(service: Any) -> dict[str, Any]:
             "413": _json("Request body larger than the contract's payload limit", error),
             "415": _json("Request body not application/json", error),
             "500": _json("Internal Server Error", error),
+            "503": _json("Over capacity: retry after the Retry-After header's seconds", error),
         }
     spec["components"] = {"schemas": components}
     return spec

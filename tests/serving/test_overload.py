@@ -1,0 +1,95 @@
+"""Overload against a real ``bentoml serve``: past the concurrency bound the service answers 503
+with a JSON message and ``Retry-After`` at once, counts it, and answers every request.
+
+The server has one worker and a bound of one request in progress; a burst of concurrent
+requests (open loop: all sent without waiting for answers) must then be partly refused. What is
+checked is behaviour, not speed: every request gets an HTTP answer (the client's generous
+timeout is only there so a hang fails the test instead of blocking it), the only answers are a
+decision or a 503 refusal, and the shed counter equals the refusals the client saw.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from models_bento.errors import RETRY_AFTER_S, ErrorResponse
+from models_bento.schemas import ScoreResponse
+
+from .conftest import Customer, Registered, Server, start_server, stop_server
+from .test_metrics import scrape, value
+
+pytestmark = pytest.mark.serving
+
+BURST = 200
+CLIENT_TIMEOUT_S = 60.0
+SHED = "fraud_scorer_shed_requests_total"
+HTTP_TOTAL = "bentoml_service_request_total"
+
+
+@pytest.fixture(scope="module")
+def bounded_scorer(registered_model: Registered, customer: Customer) -> Iterator[Server]:
+    server = start_server(
+        registered_model,
+        "redis://127.0.0.1:6379/0",
+        "overload",
+        extra_env={"FRAUD_PLATFORM_SCORING_MAX_CONCURRENCY": "1"},
+        workers=1,
+    )
+    yield server
+    stop_server(server)
+
+
+async def burst(url: str, bodies: list[dict]) -> list[httpx.Response | BaseException]:
+    limits = httpx.Limits(max_connections=len(bodies), max_keepalive_connections=0)
+    async with httpx.AsyncClient(base_url=url, timeout=CLIENT_TIMEOUT_S, limits=limits) as client:
+        return await asyncio.gather(
+            *(client.post("/score", json=body) for body in bodies), return_exceptions=True
+        )
+
+
+def test_past_the_bound_the_service_answers_503_at_once(bounded_scorer: Server, customer: Customer):
+    before = scrape(bounded_scorer)
+    bodies = [customer.transaction() for _ in range(BURST)]
+    answers = asyncio.run(burst(bounded_scorer.url, bodies))
+
+    failed = [a for a in answers if isinstance(a, BaseException)]
+    assert not failed, f"{len(failed)} requests got no answer, e.g. {failed[0]!r}"
+    responses = [a for a in answers if isinstance(a, httpx.Response)]
+    statuses = {r.status_code for r in responses}
+    assert statuses <= {200, 503}, {r.status_code: r.text for r in responses}
+    refused = [r for r in responses if r.status_code == 503]
+    scored = [r for r in responses if r.status_code == 200]
+    assert refused, "a burst of 200 against a bound of 1 was never refused"
+    assert scored, "nothing was scored"
+    for response in refused:
+        assert response.headers["retry-after"] == str(RETRY_AFTER_S)
+        assert response.headers["content-type"] == "application/json"
+        assert "over capacity" in ErrorResponse.model_validate(response.json()).error
+    by_transaction = {body["transaction_id"] for body in bodies}
+    for response in scored:
+        decision = ScoreResponse.model_validate(response.json())
+        assert decision.transaction_id in by_transaction
+
+    after = scrape(bounded_scorer)
+    shed = value(after, SHED, reason="overload") - value(before, SHED, reason="overload")
+    assert shed == len(refused)
+    served_503 = value(after, HTTP_TOTAL, endpoint="/score", http_response_code="503") - value(
+        before, HTTP_TOTAL, endpoint="/score", http_response_code="503"
+    )
+    assert served_503 == len(refused)
+
+
+def test_the_service_scores_again_once_the_burst_is_over(
+    bounded_scorer: Server, customer: Customer
+):
+    asyncio.run(burst(bounded_scorer.url, [customer.transaction() for _ in range(50)]))
+    with httpx.Client(base_url=bounded_scorer.url, timeout=CLIENT_TIMEOUT_S) as client:
+        for _ in range(5):  # one at a time: never more than the bound in progress
+            response = client.post("/score", json=customer.transaction())
+            assert response.status_code == 200, response.text
+        assert client.get("/livez").status_code == 200
+        assert client.get("/metrics").status_code == 200  # not subject to the bound
