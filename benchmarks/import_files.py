@@ -73,7 +73,7 @@ def main() -> None:
         store = DeltaStore(str(Path(tmp) / "delta"))
         mapping = load_mapping(TRANSACTIONS, columns=MAPPING, defaults={"currency": "EUR"})
         started = time.perf_counter()
-        pl.concat([pl.read_parquet(f) for f in sorted(folder.iterdir())]).height
+        read_rows = pl.concat([pl.read_parquet(f) for f in sorted(folder.iterdir())]).height
         read_s = time.perf_counter() - started
         result = import_files(TRANSACTIONS, folder, mapping, store, progress=print)
         again = import_files(TRANSACTIONS, folder, mapping, store, progress=print)
@@ -88,7 +88,7 @@ def main() -> None:
         "events": result.rows,
         "import_s": round(result.elapsed_s, 3),
         "import_events_per_s": round(result.rows / result.elapsed_s),
-        "read_only_events_per_s": round(result.rows / read_s),
+        "read_only_events_per_s": round(read_rows / read_s),
         "delta_write_only_events_per_s": round(result.rows / write_s),
         "ratio_to_delta_write": round(write_s / result.elapsed_s, 3),
         "accepted": result.accepted,
