@@ -184,7 +184,12 @@ def materialize(
 
     prepare_dagster_home(settings)
     prepare_dbt_manifest()
-    run_layers(DagsterInstance.get(), layer or list(LAYERS), asset_config=asset_config)
+    from fraud_platform.tools.cli_materialize import finish_materialize, profiles_source_config
+
+    asset_config = profiles_source_config(settings, layer or list(LAYERS), asset_config)
+    finish_materialize(
+        lambda: run_layers(DagsterInstance.get(), layer or list(LAYERS), asset_config=asset_config)
+    )
 
 
 @app.command()

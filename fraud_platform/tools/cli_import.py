@@ -65,6 +65,12 @@ def import_command(
         )
     except (im.MappingError, ImportFailed) as exc:
         fail(str(exc), 2)
+    if result.event_dates and result.event_dates[0] < settings.partitions_start:
+        typer.echo(
+            f"warning: events from {result.event_dates[0]} are before the first feature "
+            f"partition {settings.partitions_start}: set FRAUD_PLATFORM_PARTITIONS_START="
+            f"{result.event_dates[0]} before materializing the features"
+        )
     rate = result.rows / result.elapsed_s if result.elapsed_s else 0.0
     typer.echo(
         json.dumps(
