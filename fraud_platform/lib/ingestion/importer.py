@@ -164,7 +164,7 @@ def _chunks(path: Path, kind: str, columns: list[str], start: int) -> Iterator[p
     seen = 0
     pending: list[pa.RecordBatch] = []
     size = 0
-    for batch in handle.iter_batches(batch_size=CHUNK_ROWS // 4, columns=columns):
+    for batch in handle.iter_batches(batch_size=max(1, CHUNK_ROWS // 4), columns=columns):
         if seen + batch.num_rows <= start:
             seen += batch.num_rows
             continue
