@@ -407,7 +407,8 @@ def _import_chunk(
     _commit_rejects(dead, contract, sha, source_id, rejects, ctx.now, metadata)
     commit(
         bronze,
-        table.to_arrow().cast(schema),
+        # polars' string views as they are (deltalake takes them; a cast to string copies)
+        table.to_arrow(compat_level=pl.CompatLevel.newest()),
         transactions={import_app_id(contract, sha): end},
         metadata=metadata,
     )
