@@ -11,7 +11,13 @@ from typing import Any
 import polars as pl
 import pytest
 
-from fraud_platform.lib.contracts.events import LABELS, TRANSACTIONS, RejectedEvent, validate_record
+from fraud_platform.lib.contracts.events import (
+    LABELS,
+    TRANSACTIONS,
+    RejectedEvent,
+    validate_event,
+    validate_record,
+)
 from fraud_platform.lib.ingestion import importer
 from fraud_platform.lib.ingestion.import_mapping import (
     FIELD_DEFAULTS,
@@ -230,3 +236,35 @@ def test_mapping_file_with_flags_overriding_it(tmp_path: Path) -> None:
     assert spec.columns == {"transaction_id": "TRANSACTION_ID", "amount": "TX_AMOUNT"}
     assert spec.defaults == {"currency": "USD"}
     assert FIELD_DEFAULTS[TRANSACTIONS]["currency"] == "XXX"
+
+
+def test_published_payloads_validate_like_the_import(tmp_path: Path) -> None:
+    thin_frame().write_parquet(tmp_path / "h.parquet")
+    spec = load_mapping(TRANSACTIONS, columns=THIN, defaults={"currency": "EUR"})
+    [(payloads, keys)] = list(importer.mapped_events(tmp_path / "h.parquet", "parquet", spec))
+    outcomes = []
+    for payload in payloads:
+        try:
+            outcomes.append(validate_event(TRANSACTIONS, payload, NOW)["transaction_id"])
+        except RejectedEvent as exc:
+            outcomes.append(str(exc))
+    assert outcomes == [
+        "10",
+        "11",
+        "field 'amount' must be > 0, got -3.0",
+        "13",
+        outcomes[4],
+    ]
+    assert "is in the future" in outcomes[4]
+    assert keys == [b"596", b"4961", b"2", b"4128", b"927"]  # user_id: the card stands in
+
+
+def test_a_row_only_the_reference_validator_accepts_is_kept(tmp_path: Path) -> None:
+    # "東京" has no visible ASCII character: the fast path leaves the row to validate_record,
+    # which accepts it (it is not blank).
+    frame = thin_frame().head(2).with_columns(pl.Series("CITY", ["東京", "Paris"]))
+    frame.write_parquet(tmp_path / "h.parquet")
+    store = DeltaStore(str(tmp_path / "delta"))
+    result = run(tmp_path / "h.parquet", store, columns={**THIN, "merchant_category": "CITY"})
+    assert (result.accepted, result.rejected) == (2, 0)
+    assert bronze(store)["merchant_category"].to_list() == ["東京", "Paris"]
