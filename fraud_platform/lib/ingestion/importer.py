@@ -48,6 +48,7 @@ from fraud_platform.lib.contracts.events import (
     MAX_FUTURE_SKEW,
     MAX_STRING_CHARS,
     SCHEMA_VERSION,
+    TOPICS,
     TRANSACTIONS,
     RejectedEvent,
     bronze_schema,
@@ -56,6 +57,7 @@ from fraud_platform.lib.contracts.events import (
 )
 from fraud_platform.lib.ingestion.bronze import ensure_bronze_tables
 from fraud_platform.lib.ingestion.import_mapping import ImportMapping
+from fraud_platform.lib.ingestion.profiles import ensure_bronze_tables as ensure_profile_tables
 from fraud_platform.lib.storage.delta import DeltaStore, commit, recorded_versions
 
 log = logging.getLogger(__name__)
@@ -469,7 +471,14 @@ def import_files(
     started = time.monotonic()
     ctx = _Context(contract, store, now or datetime.now(UTC), progress)
     result = ImportResult(contract)
-    for file, kind in source_files(path, file_format):
+    files = source_files(path, file_format)
+    for file, kind in files:  # a mapping error stops the import before anything is written
+        mapping.resolve(_columns_of(file, kind))
+    # Every bronze table dbt reads, so the transform layer runs on imported history alone.
+    for topic in TOPICS:
+        ensure_bronze_tables(topic, store)
+    ensure_profile_tables(store)
+    for file, kind in files:
         result.files.append(_import_file(ctx, file, kind, mapping, result))
     result.elapsed_s = time.monotonic() - started
     return result
