@@ -185,3 +185,33 @@ def test_cli_import_twice_adds_nothing_the_second_time(
     assert (again["accepted"], again["dead_letters"], again["already_imported"]) == (0, 0, 3)
     bad = runner.invoke(app, [*args[:3], "--map", "amount=NOPE"])
     assert bad.exit_code == 2 and "not in the file" in bad.output
+
+
+def test_cli_import_publish_produces_rows_kafka_ingestion_accepts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fraud_platform.lib.ingestion.bronze import ingest_topic
+    from fraud_platform.lib.storage.delta import DeltaStore
+
+    spec = BrokerSpec("noida", free_port(), tmp_path / "broker")
+    start_broker(spec)
+    try:
+        monkeypatch.setenv("FRAUD_PLATFORM_DATA_DIR", str(tmp_path / "data"))
+        monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", spec.bootstrap)
+        (tmp_path / "labels.csv").write_text(
+            "tx,when,fraud\nt1,2025-04-08T00:00:00Z,1\nt2,2025-04-09T00:00:00Z,0\n"
+            "t3,2025-04-09T00:00:00Z,maybe\n"
+        )
+        args = ["import", "labels", str(tmp_path / "labels.csv"), "--publish",
+                "--map", "transaction_id=tx", "--map", "label_time=when", "--map", "is_fraud=fraud"]  # fmt: skip
+        published = CliRunner().invoke(app, args)
+        assert published.exit_code == 0, published.output
+        assert json.loads(published.output.strip().splitlines()[-1])["published"] == 3
+        result = ingest_topic(
+            "labels", bootstrap=spec.bootstrap, store=DeltaStore(str(tmp_path / "d"))
+        )
+        assert (result.accepted, result.rejected) == (2, 1)  # "maybe" is no boolean
+        rows = DeltaStore(str(tmp_path / "d")).read("bronze/labels").sort("transaction_id")
+        assert rows["is_fraud"].to_list() == [True, False]
+    finally:
+        stop_broker(spec, grace_s=5)
