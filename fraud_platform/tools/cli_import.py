@@ -41,7 +41,7 @@ def import_command(
     bronze tables exactly once per file content (a re-import adds nothing); rejects go to the
     dead-letter table."""
     from fraud_platform.lib.ingestion import import_mapping as im
-    from fraud_platform.lib.ingestion.importer import ImportFailed
+    from fraud_platform.lib.ingestion.import_sources import ImportFailed
 
     if event_type not in EVENT_TYPES:
         fail(f"unknown event type {event_type!r}; one of {', '.join(EVENT_TYPES)}", 2)
@@ -90,7 +90,8 @@ def import_command(
 
 
 def _publish(settings, event_type, path, spec, file_format) -> None:  # noqa: ANN001
-    from fraud_platform.lib.ingestion.importer import mapped_events, source_files
+    from fraud_platform.lib.ingestion.import_sources import source_files
+    from fraud_platform.lib.ingestion.importer import mapped_events
     from fraud_platform.lib.kafka import admin as kafka_admin
     from fraud_platform.lib.kafka.producer import Message, produce
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import yaml
 
 from fraud_platform.lib.contracts.events import (
@@ -177,3 +178,68 @@ def load_mapping(
     if both:
         raise MappingError(f"{contract}: {both} given both a column and a default")
     return ImportMapping(contract, {k: str(v) for k, v in merged_columns.items()}, merged_defaults)
+
+
+# --------------------------------------------------------------------------------------------
+# Converting source columns to the contract's types (columnar)
+
+
+def _as_utc(column: pl.Expr, dtype: pl.DataType) -> pl.Expr:
+    """A source time column as UTC microseconds: datetimes (naive = UTC), dates, ISO strings
+    (with or without offset; without = UTC), integers (Unix epoch seconds)."""
+    if isinstance(dtype, pl.Datetime):
+        aware = column if dtype.time_zone else column.dt.replace_time_zone("UTC")
+        return aware.dt.convert_time_zone("UTC").dt.cast_time_unit("us")
+    if dtype == pl.Date:
+        return column.cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
+    if dtype.is_integer():
+        return pl.from_epoch(column, time_unit="s").dt.replace_time_zone("UTC")
+    text = column.cast(pl.Utf8).str.strip_chars().str.replace(r"Z$", "+00:00")
+    with_offset = text.str.contains(r"[+-][0-9]{2}:?[0-9]{2}$")
+    parsed_aware = text.str.to_datetime(
+        format="%Y-%m-%dT%H:%M:%S%.f%:z", strict=False, time_unit="us", time_zone="UTC"
+    ).fill_null(
+        text.str.to_datetime(
+            format="%Y-%m-%d %H:%M:%S%.f%:z", strict=False, time_unit="us", time_zone="UTC"
+        )
+    )
+    naive = (
+        text.str.replace("T", " ")
+        .str.to_datetime(format="%Y-%m-%d %H:%M:%S%.f", strict=False, time_unit="us")
+        .fill_null(text.str.to_datetime(format="%Y-%m-%d", strict=False, time_unit="us"))
+    )
+    return pl.when(with_offset).then(parsed_aware).otherwise(naive.dt.replace_time_zone("UTC"))
+
+
+def mapped_frame(
+    frame: pl.DataFrame, contract: str, columns: dict[str, str], constants: dict[str, Any]
+) -> pl.DataFrame:
+    """The contract's fields in bronze types (a value that does not convert becomes null)."""
+    exprs: list[pl.Expr] = []
+    for spec in EVENT_FIELDS[contract]:
+        if spec.name in constants:
+            exprs.append(pl.lit(constants[spec.name], polars_type(spec.kind)).alias(spec.name))
+            continue
+        source = pl.col(columns[spec.name])
+        dtype = frame.schema[columns[spec.name]]
+        if spec.kind == "ts":
+            expr = _as_utc(source, dtype)
+        elif spec.kind == "bool" and dtype != pl.Boolean:
+            text = source.cast(pl.Utf8).str.to_lowercase().str.strip_chars()
+            expr = (
+                pl.when(text.is_in(["1", "true", "t", "yes"]))
+                .then(True)
+                .when(text.is_in(["0", "false", "f", "no"]))
+                .then(False)
+            )
+        elif spec.kind == "float" and dtype == pl.Utf8:
+            expr = source.str.strip_chars().cast(pl.Float64, strict=False)
+        else:
+            expr = source.cast(polars_type(spec.kind), strict=False)
+        exprs.append(expr.alias(spec.name))
+    return frame.select(exprs)
+
+
+def polars_type(kind: str) -> pl.DataType:
+    kinds = {"str": pl.Utf8(), "float": pl.Float64(), "bool": pl.Boolean()}
+    return kinds.get(kind, pl.Datetime("us", "UTC"))

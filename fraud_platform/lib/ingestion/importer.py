@@ -23,7 +23,6 @@ id.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -34,8 +33,6 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from fraud_platform.lib.contracts.events import (
     CONTROL_CHARACTERS,
@@ -56,20 +53,21 @@ from fraud_platform.lib.contracts.events import (
     validate_record,
 )
 from fraud_platform.lib.ingestion.bronze import ensure_bronze_tables
-from fraud_platform.lib.ingestion.import_mapping import ImportMapping
+from fraud_platform.lib.ingestion.import_mapping import ImportMapping, mapped_frame
+from fraud_platform.lib.ingestion.import_sources import (
+    chunks,
+    columns_of,
+    file_sha256,
+    row_count,
+    source_files,
+)
 from fraud_platform.lib.ingestion.profiles import ensure_bronze_tables as ensure_profile_tables
 from fraud_platform.lib.storage.delta import DeltaStore, commit, recorded_versions
 
 log = logging.getLogger(__name__)
 
 CHUNK_ROWS = 2_000_000  # rows per Delta commit (and in memory at once for Parquet)
-FORMATS = ("parquet", "csv")
 METADATA_KEY = "fraud_platform.import"
-_HASH_BLOCK = 1 << 22
-
-
-class ImportFailed(ValueError):
-    """A file cannot be imported (format, mapping); nothing of it was written."""
 
 
 @dataclass
@@ -112,139 +110,7 @@ def import_dead_letter_app_id(contract: str, sha256: str) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# Files
-
-
-def source_files(path: Path, file_format: str | None = None) -> list[tuple[Path, str]]:
-    """``[(file, format)]``: the file, or the folder's files of the format (sorted by name)."""
-    if file_format is not None and file_format not in FORMATS:
-        raise ImportFailed(f"unknown format {file_format!r}; one of {FORMATS}")
-    if path.is_file():
-        kind = file_format or path.suffix.lstrip(".").lower()
-        if kind not in FORMATS:
-            raise ImportFailed(f"{path}: cannot tell the format; pass --format parquet|csv")
-        return [(path, kind)]
-    if not path.is_dir():
-        raise ImportFailed(f"{path}: no such file or folder")
-    kinds = [file_format] if file_format else list(FORMATS)
-    files = sorted(
-        (p, p.suffix.lstrip(".").lower())
-        for p in path.rglob("*")
-        if p.is_file() and p.suffix.lstrip(".").lower() in kinds
-    )
-    if not files:
-        raise ImportFailed(f"{path}: no {' or '.join(kinds)} files in the folder")
-    return files
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(_HASH_BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _columns_of(path: Path, kind: str) -> list[str]:
-    if kind == "parquet":
-        return pq.ParquetFile(path).schema_arrow.names
-    return pl.scan_csv(path).collect_schema().names()
-
-
-def _chunks(path: Path, kind: str, columns: list[str], start: int) -> Iterator[pl.DataFrame]:
-    """The file's rows from index ``start`` on, ``CHUNK_ROWS`` at a time (mapped columns only).
-
-    Parquet is read row group by row group; a CSV file is read whole (polars, all columns as
-    text then cast per field, so a type guess on the first rows cannot break later rows).
-    """
-    if kind == "csv":
-        frame = pl.read_csv(path, columns=columns, infer_schema=False).slice(start)
-        for offset in range(0, frame.height, CHUNK_ROWS):
-            yield frame.slice(offset, CHUNK_ROWS)
-        return
-    handle = pq.ParquetFile(path)
-    seen = 0
-    pending: list[pa.RecordBatch] = []
-    size = 0
-    for batch in handle.iter_batches(batch_size=max(1, CHUNK_ROWS // 4), columns=columns):
-        if seen + batch.num_rows <= start:
-            seen += batch.num_rows
-            continue
-        if seen < start:
-            batch = batch.slice(start - seen)
-        seen = max(seen, start) + batch.num_rows
-        pending.append(batch)
-        size += batch.num_rows
-        if size >= CHUNK_ROWS:
-            yield pl.from_arrow(pa.Table.from_batches(pending))  # type: ignore[misc]
-            pending, size = [], 0
-    if pending:
-        yield pl.from_arrow(pa.Table.from_batches(pending))  # type: ignore[misc]
-
-
-# --------------------------------------------------------------------------------------------
 # Mapping and validation (columnar)
-
-
-def _as_utc(column: pl.Expr, dtype: pl.DataType) -> pl.Expr:
-    """A source time column as UTC microseconds: datetimes (naive = UTC), dates, ISO strings
-    (with or without offset; without = UTC), integers (Unix epoch seconds)."""
-    if isinstance(dtype, pl.Datetime):
-        aware = column if dtype.time_zone else column.dt.replace_time_zone("UTC")
-        return aware.dt.convert_time_zone("UTC").dt.cast_time_unit("us")
-    if dtype == pl.Date:
-        return column.cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
-    if dtype.is_integer():
-        return pl.from_epoch(column, time_unit="s").dt.replace_time_zone("UTC")
-    text = column.cast(pl.Utf8).str.strip_chars().str.replace(r"Z$", "+00:00")
-    with_offset = text.str.contains(r"[+-][0-9]{2}:?[0-9]{2}$")
-    parsed_aware = text.str.to_datetime(
-        format="%Y-%m-%dT%H:%M:%S%.f%:z", strict=False, time_unit="us", time_zone="UTC"
-    ).fill_null(
-        text.str.to_datetime(
-            format="%Y-%m-%d %H:%M:%S%.f%:z", strict=False, time_unit="us", time_zone="UTC"
-        )
-    )
-    naive = (
-        text.str.replace("T", " ")
-        .str.to_datetime(format="%Y-%m-%d %H:%M:%S%.f", strict=False, time_unit="us")
-        .fill_null(text.str.to_datetime(format="%Y-%m-%d", strict=False, time_unit="us"))
-    )
-    return pl.when(with_offset).then(parsed_aware).otherwise(naive.dt.replace_time_zone("UTC"))
-
-
-def _mapped(
-    frame: pl.DataFrame, contract: str, columns: dict[str, str], constants: dict[str, Any]
-) -> pl.DataFrame:
-    """The contract's fields in bronze types (a value that does not convert becomes null)."""
-    exprs: list[pl.Expr] = []
-    for spec in EVENT_FIELDS[contract]:
-        if spec.name in constants:
-            exprs.append(pl.lit(constants[spec.name], _polars_type(spec.kind)).alias(spec.name))
-            continue
-        source = pl.col(columns[spec.name])
-        dtype = frame.schema[columns[spec.name]]
-        if spec.kind == "ts":
-            expr = _as_utc(source, dtype)
-        elif spec.kind == "bool" and dtype != pl.Boolean:
-            text = source.cast(pl.Utf8).str.to_lowercase().str.strip_chars()
-            expr = (
-                pl.when(text.is_in(["1", "true", "t", "yes"]))
-                .then(True)
-                .when(text.is_in(["0", "false", "f", "no"]))
-                .then(False)
-            )
-        elif spec.kind == "float" and dtype == pl.Utf8:
-            expr = source.str.strip_chars().cast(pl.Float64, strict=False)
-        else:
-            expr = source.cast(_polars_type(spec.kind), strict=False)
-        exprs.append(expr.alias(spec.name))
-    return frame.select(exprs)
-
-
-def _polars_type(kind: str) -> pl.DataType:
-    kinds = {"str": pl.Utf8(), "float": pl.Float64(), "bool": pl.Boolean()}
-    return kinds.get(kind, pl.Datetime("us", "UTC"))
 
 
 def _valid(
@@ -312,19 +178,19 @@ def _import_file(
     ctx: _Context, path: Path, kind: str, mapping: ImportMapping, result: ImportResult
 ) -> FileResult:
     sha = file_sha256(path)
-    columns, constants = mapping.resolve(_columns_of(path, kind))
+    columns, constants = mapping.resolve(columns_of(path, kind))
     bronze, dead = ensure_bronze_tables(ctx.contract, ctx.store)
     app_id = import_app_id(ctx.contract, sha)
     done = bronze.transaction_version(app_id) or 0
     source_columns = sorted(set(columns.values()))
-    total = _row_count(path, kind)
+    total = row_count(path, kind)
     file_result = FileResult(str(path), sha, total, already_imported=done)
     if done >= total:
         ctx.progress(f"{path.name}: already imported ({total:,} rows, sha256 {sha[:12]})")
         return file_result
     started = time.monotonic()
     position = done
-    for chunk in _chunks(path, kind, source_columns, done):
+    for chunk in chunks(path, kind, source_columns, done, CHUNK_ROWS):
         accepted, rejected, dates = _import_chunk(
             ctx, bronze, dead, chunk, position, sha, columns, constants, path
         )
@@ -342,12 +208,6 @@ def _import_file(
     return file_result
 
 
-def _row_count(path: Path, kind: str) -> int:
-    if kind == "parquet":
-        return pq.ParquetFile(path).metadata.num_rows
-    return pl.scan_csv(path, infer_schema=False).select(pl.len()).collect().item()
-
-
 def _import_chunk(
     ctx: _Context,
     bronze: Any,
@@ -362,7 +222,7 @@ def _import_chunk(
     contract = ctx.contract
     source_id = f"file:{sha[:20]}"
     from_integers = {f for f, c in columns.items() if chunk.schema[c].is_integer()}
-    rows = _mapped(chunk, contract, columns, constants).with_columns(
+    rows = mapped_frame(chunk, contract, columns, constants).with_columns(
         pl.int_range(first_row, first_row + chunk.height, dtype=pl.Int64).alias("_offset"),
         _valid(contract, constants, ctx.now, from_integers).alias("__ok"),
     )
@@ -473,7 +333,7 @@ def import_files(
     result = ImportResult(contract)
     files = source_files(path, file_format)
     for file, kind in files:  # a mapping error stops the import before anything is written
-        mapping.resolve(_columns_of(file, kind))
+        mapping.resolve(columns_of(file, kind))
     # Every bronze table dbt reads, so the transform layer runs on imported history alone.
     for topic in TOPICS:
         ensure_bronze_tables(topic, store)
@@ -489,10 +349,10 @@ def mapped_events(
 ) -> Iterator[tuple[list[bytes], list[bytes]]]:
     """The file's rows mapped onto the contract, as JSON payloads and Kafka keys, per chunk."""
     contract = mapping.contract
-    columns, constants = mapping.resolve(_columns_of(path, kind))
+    columns, constants = mapping.resolve(columns_of(path, kind))
     times = [f.name for f in EVENT_FIELDS[contract] if f.kind == "ts"]
-    for chunk in _chunks(path, kind, sorted(set(columns.values())), 0):
-        rows = _mapped(chunk, contract, columns, constants).with_columns(
+    for chunk in chunks(path, kind, sorted(set(columns.values())), 0, CHUNK_ROWS):
+        rows = mapped_frame(chunk, contract, columns, constants).with_columns(
             pl.col(t).dt.strftime("%Y-%m-%dT%H:%M:%S.%6fZ") for t in times
         )
         payloads = rows.select(

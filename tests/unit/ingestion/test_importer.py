@@ -25,7 +25,8 @@ from fraud_platform.lib.ingestion.import_mapping import (
     load_mapping,
     parse_pairs,
 )
-from fraud_platform.lib.ingestion.importer import ImportFailed, import_files
+from fraud_platform.lib.ingestion.import_sources import ImportFailed
+from fraud_platform.lib.ingestion.importer import import_files
 from fraud_platform.lib.storage.delta import DeltaStore
 from fraud_platform.names import DEAD_LETTER_TABLE, bronze_table
 
