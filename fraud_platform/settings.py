@@ -10,6 +10,7 @@ import os
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -39,6 +40,16 @@ def _int(environ: Mapping[str, str], name: str, default: int) -> int:
         return int(value)
     except ValueError:
         raise SettingsError(f"{name}={value!r} is not an integer") from None
+
+
+def _date(environ: Mapping[str, str], name: str, default: date) -> date:
+    value = _env(environ, name)
+    if value is None:
+        return default
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise SettingsError(f"{name}={value!r} is not a date (YYYY-MM-DD)") from None
 
 
 def _bool(environ: Mapping[str, str], name: str, default: bool) -> bool:
@@ -101,6 +112,9 @@ class Settings:
     ``scoring_access_log`` (FRAUD_PLATFORM_SCORING_ACCESS_LOG, BentoML's per-request log line;
     off by default: it costs CPU on the request path and the decision log records every decision).
 
+    ``partitions_start`` (FRAUD_PLATFORM_PARTITIONS_START, default 2024-01-01) is the first
+    daily feature partition: events before it are an error naming the range, not ignored.
+
     ``profiles_pg_url`` (FRAUD_PLATFORM_PROFILES_PG_URL, default
     ``postgresql://postgres@127.0.0.1:5432/postgres``) is the libpq URL of the PostgreSQL
     database holding the ``account_profiles`` table read into ``bronze/account_profiles``.
@@ -133,6 +147,7 @@ class Settings:
     scoring_workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     scoring_max_concurrency: int = DEFAULT_SCORING_MAX_CONCURRENCY
     scoring_access_log: bool = False
+    partitions_start: date = date(2024, 1, 1)
 
     def __post_init__(self) -> None:
         if self.model_source is not None and self.model_source not in MODEL_SOURCES:
@@ -178,6 +193,7 @@ class Settings:
                 env, "FRAUD_PLATFORM_SCORING_MAX_CONCURRENCY", DEFAULT_SCORING_MAX_CONCURRENCY
             ),
             scoring_access_log=_bool(env, "FRAUD_PLATFORM_SCORING_ACCESS_LOG", False),
+            partitions_start=_date(env, "FRAUD_PLATFORM_PARTITIONS_START", date(2024, 1, 1)),
         )
 
     def ensure_data_dir(self) -> Path:

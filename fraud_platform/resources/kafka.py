@@ -18,6 +18,10 @@ class KafkaResource(dg.ConfigurableResource):
     partitions: int = 3
     retention_ms: int = 14 * 24 * 3600 * 1000
     max_events_per_batch: int = 2_000_000
+    ingest_deadline_s: float = 1800.0
+    """An ingestion run fails when events seen in Kafka at its start are still unread by then."""
+    stall_timeout_s: float = 60.0
+    """... or when no message arrived for this long while events were waiting."""
 
     def check(self) -> None:
         kafka_admin.check_kafka(self.bootstrap_servers)
@@ -34,10 +38,12 @@ class KafkaResource(dg.ConfigurableResource):
         return kafka_end_offsets(topic, self.bootstrap_servers)
 
     def ingest(self, topic: str, delta: DeltaStore, progress=None) -> bronze.IngestResult:
-        return bronze.ingest_topic(
+        return bronze.ingest_backlog(
             topic,
             bootstrap=self.bootstrap_servers,
             store=delta,
             max_events=self.max_events_per_batch,
+            deadline_s=self.ingest_deadline_s,
+            stall_timeout_s=self.stall_timeout_s,
             progress=progress,
         )

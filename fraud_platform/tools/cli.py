@@ -16,6 +16,7 @@ from fraud_platform.settings import Settings
 from fraud_platform.tools.cli_bento import bento_app
 from fraud_platform.tools.cli_common import fail as _fail
 from fraud_platform.tools.cli_common import settings_or_exit as _settings
+from fraud_platform.tools.cli_import import import_command, topics_app
 from fraud_platform.tools.cli_models import models_app
 from fraud_platform.tools.layers import LAYERS
 
@@ -33,6 +34,8 @@ app.add_typer(services_app, name="services")
 app.add_typer(features_app, name="features")
 app.add_typer(models_app, name="models")
 app.add_typer(bento_app, name="bento")
+app.add_typer(topics_app, name="topics")
+app.command("import")(import_command)
 
 
 def _kafka_hint(settings: Settings) -> str:
@@ -183,7 +186,12 @@ def materialize(
 
     prepare_dagster_home(settings)
     prepare_dbt_manifest()
-    run_layers(DagsterInstance.get(), layer or list(LAYERS), asset_config=asset_config)
+    from fraud_platform.tools.cli_materialize import finish_materialize, profiles_source_config
+
+    asset_config = profiles_source_config(settings, layer or list(LAYERS), asset_config)
+    finish_materialize(
+        lambda: run_layers(DagsterInstance.get(), layer or list(LAYERS), asset_config=asset_config)
+    )
 
 
 @app.command()

@@ -77,6 +77,8 @@ class LayerResult:
     checks: dict[str, bool] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     """Failed checks of WARN severity: reported outcomes (e.g. a refused promotion), not errors."""
+    blocked: list[str] = field(default_factory=list)
+    """Failed blocking checks of ERROR severity: what they gate did not run."""
 
 
 def _materializations(result: dg.ExecuteInProcessResult) -> dict[str, dict]:
@@ -89,10 +91,13 @@ def _materializations(result: dg.ExecuteInProcessResult) -> dict[str, dict]:
     return out
 
 
-def _check_results(result: dg.ExecuteInProcessResult) -> tuple[dict[str, bool], list[str]]:
-    """Every check's outcome, and the failed ones of WARN severity."""
+def _check_results(
+    result: dg.ExecuteInProcessResult,
+) -> tuple[dict[str, bool], list[str], list[str]]:
+    """Every check's outcome, the failed ones of WARN severity and the failed blocking ones."""
     checks: dict[str, bool] = {}
     warnings: list[str] = []
+    blocked: list[str] = []
     for event in result.all_events:
         if event.event_type_value == "ASSET_CHECK_EVALUATION":
             data = event.event_specific_data
@@ -100,7 +105,9 @@ def _check_results(result: dg.ExecuteInProcessResult) -> tuple[dict[str, bool], 
             checks[name] = data.passed
             if not data.passed and data.severity == dg.AssetCheckSeverity.WARN:
                 warnings.append(name)
-    return checks, warnings
+            elif not data.passed and data.blocking:
+                blocked.append(name)
+    return checks, warnings, blocked
 
 
 def _config_for(run_config: dict, keys: Sequence[dg.AssetKey]) -> dict:
@@ -142,11 +149,15 @@ def _captured_stdout(log_dir: Path | None, layer: str) -> Iterator[None]:
 def _whole_history_tags(layer: str, on_progress: Callable[[str], None]) -> dict[str, str]:
     """Run tags for one single-run backfill over every date partition the data covers."""
     from fraud_platform.defs.features.assets import history_partition_range
+    from fraud_platform.defs.partitions import EventsOutsidePartitions
     from fraud_platform.resources import WarehouseResource
     from fraud_platform.settings import Settings
 
     warehouse = WarehouseResource(path=str(Settings.from_env().warehouse_path))
-    bounds = history_partition_range(warehouse)
+    try:
+        bounds = history_partition_range(warehouse)
+    except EventsOutsidePartitions as exc:
+        raise LayerFailed(f"layer {layer}: {exc}") from None
     if bounds is None:
         raise LayerFailed(f"layer {layer}: the silver tables hold no events to compute from")
     on_progress(f"  partitions {bounds[0]} .. {bounds[1]}")
@@ -209,7 +220,7 @@ def run_layers(
             assets=sorted(k.to_user_string() for k in keys),
             metadata=_materializations(result),
         )
-        layer_result.checks, layer_result.warnings = _check_results(result)
+        layer_result.checks, layer_result.warnings, layer_result.blocked = _check_results(result)
         failed = [
             name
             for name, ok in layer_result.checks.items()

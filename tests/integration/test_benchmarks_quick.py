@@ -60,3 +60,13 @@ def test_benchmark_serving_load_quick_drives_ping_and_score_open_loop() -> None:
     assert figures["rate"] == 300 and figures["p50_ms"] > 0 and figures["ping_p50_ms"] > 0
     assert {row["endpoint"] for row in figures["table"]} == {"/ping", "/score"}
     assert all(row["sent"] == 6_000 for row in figures["table"])
+
+
+def test_benchmark_import_files_quick_reimport_adds_nothing() -> None:
+    figures = _run("import_files")
+    assert figures["events"] == 200_000
+    assert figures["accepted"] + figures["dead_letters"] == figures["events"]
+    assert figures["bronze_rows"] == figures["accepted"] and figures["dead_letters"] > 0
+    assert figures["dead_letter_rows"] == figures["dead_letters"]
+    assert figures["reimport_added"] == 0
+    assert figures["import_events_per_s"] > 0

@@ -12,7 +12,7 @@ import dagster as dg
 import polars as pl
 
 from fraud_platform import names
-from fraud_platform.defs.partitions import FEATURE_PARTITIONS
+from fraud_platform.defs.partitions import FEATURE_PARTITIONS, check_within_partitions
 from fraud_platform.lib.features.catalog import FEATURE_GROUPS
 from fraud_platform.lib.features.compute import compute_feature_group_between, latest_per_entity
 from fraud_platform.lib.features.online.writer import write_snapshot
@@ -64,8 +64,8 @@ def _source_events(
 
 
 def history_partition_range(warehouse: WarehouseResource) -> tuple[str, str] | None:
-    """First and last daily partition holding a source event of any feature group (clamped to
-    the partitions that exist), or None when the sources are empty."""
+    """First and last daily partition holding a source event of any feature group, or None when
+    the sources are empty; events outside the partitions raise ``EventsOutsidePartitions``."""
     sources = sorted({(g.source, g.event_time_column) for g in FEATURE_GROUPS})
     union = " union all ".join(
         f'select min("{column}") as first, max("{column}") as last from silver."{source}"'
@@ -75,10 +75,9 @@ def history_partition_range(warehouse: WarehouseResource) -> tuple[str, str] | N
     first, last = bounds.row(0)
     if first is None:
         return None
-    keys = FEATURE_PARTITIONS.get_partition_keys()
-    first_key = max(_utc(first).date().isoformat(), keys[0])
-    last_key = min(_utc(last).date().isoformat(), keys[-1])
-    return first_key, max(first_key, last_key)
+    check_within_partitions(_utc(first).date(), _utc(last).date())
+    first_key = _utc(first).date().isoformat()
+    return first_key, max(first_key, _utc(last).date().isoformat())
 
 
 def feature_group_definitions(group: FeatureGroup) -> dg.Definitions:

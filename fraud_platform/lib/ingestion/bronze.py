@@ -46,6 +46,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -60,6 +61,8 @@ from fraud_platform.lib.contracts.events import (
 )
 from fraud_platform.lib.ingestion.batch_validation import validate_batch
 from fraud_platform.lib.kafka.reader import (
+    KafkaReadError,
+    ReadLimits,
     commit_consumer_group,
     consumer_config,
     kafka_watermarks,
@@ -93,6 +96,14 @@ class IngestResult:
     @property
     def read(self) -> int:
         return self.accepted + self.rejected
+
+    @property
+    def behind(self) -> int:
+        return sum(self.lag.values())
+
+
+class IngestionIncomplete(KafkaReadError):
+    """Events known to be in Kafka were left unread: the run must not look successful."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -269,6 +280,8 @@ def ingest_topic(
     store: DeltaStore,
     max_events: int = 1_000_000,
     poll_timeout_s: float = 2.0,
+    stall_timeout_s: float = ReadLimits.stall_timeout_s,
+    deadline_s: float = ReadLimits.deadline_s,
     group_id: str = "fraud_platform_bronze",
     now: datetime | None = None,
     progress: Callable[[int], None] | None = None,
@@ -276,13 +289,17 @@ def ingest_topic(
 ) -> IngestResult:
     """Ingest the events of ``topic`` not yet in bronze (at most ``max_events``), exactly once.
 
-    ``now`` is the ingestion time (``_ingested_at``, ``rejected_at``, and the reference for the
-    future-event-time check). ``contract`` names the event contract of the topic (default: the
-    topic name; set it when topic names carry a prefix). ``progress`` receives the number of
-    events read so far. See the module docstring for the guarantees.
+    Reads up to the high watermarks seen at the start (``ReadLimits``: ``poll_timeout_s`` for
+    partitions with nothing listed, ``stall_timeout_s`` without a message while events are
+    waiting, ``deadline_s`` in all). Raises ``IngestionIncomplete`` when events were waiting and
+    none could be read. ``now`` is the ingestion time (``_ingested_at``, ``rejected_at``, and the
+    reference for the future-event-time check). ``contract`` names the event contract of the
+    topic (default: the topic name; set it when topic names carry a prefix). ``progress``
+    receives the number of events read so far. See the module docstring for the guarantees.
     """
     started = time.monotonic()
     now = now or datetime.now(UTC)
+    limits = ReadLimits(poll_timeout_s, stall_timeout_s, deadline_s)
     bronze, dead = ensure_bronze_tables(topic, store, contract)
     marks = kafka_watermarks(topic, bootstrap)
     recorded = _recorded_positions(bronze, lambda p: bronze_app_id(topic, p))
@@ -290,7 +307,7 @@ def ingest_topic(
     batch = _Batch(topic, contract or topic, now)
     consumer = Consumer(consumer_config(bootstrap, group_id))
     try:
-        read_range(topic, consumer, parts, batch, max_events, poll_timeout_s, progress)
+        read_range(topic, consumer, parts, batch, max_events, limits, progress)
         batch.finish()
         before = {p: part.start for p, part in parts.items()}
         after = {p: part.position for p, part in parts.items()}
@@ -302,7 +319,7 @@ def ingest_topic(
             commit_consumer_group(consumer, topic, after)
     finally:
         consumer.close()
-    return IngestResult(
+    result = IngestResult(
         topic=topic,
         accepted=batch.accepted,
         rejected=len(batch.rejects),
@@ -313,6 +330,73 @@ def ingest_topic(
         elapsed_s=time.monotonic() - started,
         skipped=skipped,
         event_dates=batch.event_dates,
+    )
+    if result.read == 0 and result.behind:
+        raise IngestionIncomplete(
+            f"topic {topic!r}: {result.behind} events waiting in Kafka (per partition "
+            f"{result.lag}) and none read in {result.elapsed_s:.0f} s (no message for "
+            f"{stall_timeout_s:.0f} s); the broker is not serving the backlog"
+        )
+    return result
+
+
+def ingest_backlog(
+    topic: str,
+    *,
+    bootstrap: str,
+    store: DeltaStore,
+    max_events: int = 1_000_000,
+    deadline_s: float = ReadLimits.deadline_s,
+    stall_timeout_s: float = ReadLimits.stall_timeout_s,
+    progress: Callable[[int], None] | None = None,
+    **kwargs: Any,
+) -> IngestResult:
+    """Micro-batches of ``ingest_topic`` (one Delta commit each) until bronze reached the high
+    watermarks seen at the start; raises ``IngestionIncomplete`` when events are still behind at
+    ``deadline_s`` (the batches committed so far stay: a re-run continues from them)."""
+    started = time.monotonic()
+    results: list[IngestResult] = []
+    while True:
+        remaining = deadline_s - (time.monotonic() - started)
+        done = sum(r.read for r in results)
+        result = ingest_topic(
+            topic,
+            bootstrap=bootstrap,
+            store=store,
+            max_events=max_events,
+            deadline_s=max(remaining, 1.0),
+            stall_timeout_s=stall_timeout_s,
+            progress=None if progress is None else (lambda n, done=done: progress(done + n)),
+            **kwargs,
+        )
+        results.append(result)
+        if not result.behind or result.read < max_events:
+            break
+        if time.monotonic() - started >= deadline_s:
+            break
+    total = _combined(topic, results, time.monotonic() - started)
+    if total.behind:
+        raise IngestionIncomplete(
+            f"topic {topic!r}: {total.behind} events still behind in Kafka (per partition "
+            f"{total.lag}) after {total.elapsed_s:.0f} s (deadline {deadline_s:.0f} s); "
+            f"{total.read} were committed to bronze and a re-run continues from there"
+        )
+    return total
+
+
+def _combined(topic: str, results: list[IngestResult], elapsed_s: float) -> IngestResult:
+    dates = [r.event_dates for r in results if r.event_dates is not None]
+    return IngestResult(
+        topic=topic,
+        accepted=sum(r.accepted for r in results),
+        rejected=sum(r.rejected for r in results),
+        offsets_before=results[0].offsets_before,
+        offsets_after=results[-1].offsets_after,
+        delta_version=results[-1].delta_version,
+        lag=results[-1].lag,
+        elapsed_s=elapsed_s,
+        skipped={p: r for result in results for p, r in result.skipped.items()},
+        event_dates=(min(d[0] for d in dates), max(d[1] for d in dates)) if dates else None,
     )
 
 

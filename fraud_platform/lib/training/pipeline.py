@@ -26,6 +26,7 @@ from fraud_platform.lib.model.input import TrainedModel, predict_proba
 from fraud_platform.lib.serving.policy import Thresholds
 from fraud_platform.lib.training import evaluation, search
 from fraud_platform.lib.training.fit import Log, Split, TrainConfig, time_split, train_model
+from fraud_platform.lib.training.guards import require_group_features
 from fraud_platform.lib.training.metrics import metrics_by_day
 from fraud_platform.lib.training.versioning import code_version
 
@@ -62,6 +63,7 @@ def build_training_set(
     labelled = label_transactions(transactions, labels, as_of=as_of, maturity=maturity)
     started = time.perf_counter()
     frame = build_training_frame(labelled.frame, group_rows, service)
+    require_group_features(frame, service)
     return TrainingSet(
         frame=frame,
         as_of=as_of,  # type: ignore[arg-type]
