@@ -10,6 +10,7 @@ import os
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -49,6 +50,20 @@ def _bool(environ: Mapping[str, str], name: str, default: bool) -> bool:
     if value.lower() in ("0", "false", "no", "off"):
         return False
     raise SettingsError(f"{name}={value!r} is not a boolean (true/false)")
+
+
+def _datetime(environ: Mapping[str, str], name: str) -> datetime | None:
+    """An ISO date or date-time; without a zone it is UTC."""
+    value = _env(environ, name)
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise SettingsError(
+            f"{name}={value!r} is not an ISO date or date-time (e.g. 2026-03-01T00:00:00Z)"
+        ) from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
 def redact_url(url: str) -> str:
@@ -105,6 +120,10 @@ class Settings:
 
     ``decision_log_buffer`` (FRAUD_PLATFORM_DECISION_LOG_BUFFER, default 100,000) bounds the
     decisions the scoring service keeps in memory while Kafka cannot take them.
+
+    ``training_as_of`` (FRAUD_PLATFORM_TRAINING_AS_OF, an ISO date/time, UTC when no zone is
+    given; default unset = the newest transaction) is the training set's cutoff when its asset
+    config does not give one: train on what was known then.
     """
 
     data_dir: Path = Path(".fraud_platform")
@@ -124,6 +143,7 @@ class Settings:
     scoring_workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     scoring_max_concurrency: int = DEFAULT_SCORING_MAX_CONCURRENCY
     scoring_access_log: bool = False
+    training_as_of: datetime | None = None
 
     def __post_init__(self) -> None:
         if self.scoring_workers < 1:
@@ -163,6 +183,7 @@ class Settings:
                 env, "FRAUD_PLATFORM_SCORING_MAX_CONCURRENCY", DEFAULT_SCORING_MAX_CONCURRENCY
             ),
             scoring_access_log=_bool(env, "FRAUD_PLATFORM_SCORING_ACCESS_LOG", False),
+            training_as_of=_datetime(env, "FRAUD_PLATFORM_TRAINING_AS_OF"),
         )
 
     def ensure_data_dir(self) -> Path:
