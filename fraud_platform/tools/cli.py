@@ -15,6 +15,7 @@ import typer
 from fraud_platform.settings import Settings
 from fraud_platform.tools.cli_common import fail as _fail
 from fraud_platform.tools.cli_common import settings_or_exit as _settings
+from fraud_platform.tools.cli_evaluate import evaluate
 from fraud_platform.tools.cli_models import models_app
 from fraud_platform.tools.layers import LAYERS
 
@@ -31,6 +32,7 @@ features_app = typer.Typer(help="The feature registry.", no_args_is_help=True)
 app.add_typer(services_app, name="services")
 app.add_typer(features_app, name="features")
 app.add_typer(models_app, name="models")
+app.command("evaluate")(evaluate)
 
 
 def _kafka_hint(settings: Settings) -> str:

@@ -132,6 +132,7 @@ def run_protocol(
         data_now=as_utc(transactions["event_time"].max()),  # type: ignore[arg-type]
         maturity=config.maturity,
         file_labels=file_labels,
+        window_ids=in_range(transactions, config.test_start, config.test_end)["transaction_id"],
     )
     if labelled.frame.is_empty():
         raise ValueError(

@@ -151,8 +151,12 @@ def label_window(
     data_now: datetime,
     maturity: timedelta,
     file_labels: pl.DataFrame | None = None,
+    window_ids: pl.Series | None = None,
 ) -> WindowLabels:
-    """Label the window's transactions (file, then platform, then matured = legit)."""
+    """Label the window's transactions (file, then platform, then matured = legit).
+
+    ``window_ids``: every transaction id of the window when ``window`` is a part of it (known
+    compromised cards left out), so file rows naming the left-out ones are not "unmatched"."""
     from_platform = latest_labels(platform_labels).rename(
         {"is_fraud": "_platform_fraud", "fraud_type": "_platform_type"}
     )
@@ -167,7 +171,8 @@ def label_window(
             pl.col("fraud_type").alias("_file_type"),
         )
         frame = frame.join(file_latest, on="transaction_id", how="left")
-        unmatched = file_labels.height - int(frame["_file_fraud"].is_not_null().sum())
+        ids = window["transaction_id"] if window_ids is None else window_ids
+        unmatched = int((~file_labels["transaction_id"].is_in(ids.implode())).sum())
     else:
         frame = frame.with_columns(
             pl.lit(None, pl.Boolean).alias("_file_fraud"),

@@ -41,7 +41,12 @@ def _labels(rows: list[tuple[str, bool, float]]) -> pl.DataFrame:
             "fraud_type": ["stolen_card" if r[1] else None for r in rows],
             "label_time": [T0 + timedelta(days=r[2]) for r in rows],
         },
-        schema_overrides={"label_time": TS, "fraud_type": pl.String},
+        schema={
+            "transaction_id": pl.String,
+            "is_fraud": pl.Boolean,
+            "fraud_type": pl.String,
+            "label_time": TS,
+        },
     )
 
 
@@ -186,3 +191,20 @@ def test_apply_file_labels_fills_unknown_labels_of_backtest_rows() -> None:
     assert out["is_fraud"].to_list() == [True, True, None]
     assert out["fraud_type"].to_list() == ["x", None, None]
     assert out.columns == rows.columns
+
+
+def test_label_window_counts_file_rows_of_left_out_transactions_as_matched() -> None:
+    window = _transactions([("a", "c1", 1.0)])  # "b" was in the window but left out
+    file_labels = pl.DataFrame(
+        {"transaction_id": ["a", "b", "zzz"], "is_fraud": [True, True, False]}
+    ).with_columns(pl.lit(None, pl.String).alias("fraud_type"))
+    result = label_window(
+        window,
+        _labels([]),
+        data_now=T0 + timedelta(days=10),
+        maturity=timedelta(days=7),
+        file_labels=file_labels,
+        window_ids=pl.Series(["a", "b"]),
+    )
+    assert result.summary()["file_labels_unmatched"] == 1  # only "zzz"
+    assert result.summary()["from_file"] == 1
