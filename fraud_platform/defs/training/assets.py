@@ -65,7 +65,7 @@ def fraud_training_set(
         group_rows,
         SERVICE,
         maturity=timedelta(days=config.maturity_days),
-        as_of=config.cutoff(),
+        as_of=(cutoff := config.cutoff()),
     )
     frame = built.frame
     context.log.info(f"training frame: {frame.height} rows in {built.seconds:.1f}s")
@@ -81,6 +81,7 @@ def fraud_training_set(
             "fraud_rate": round(built.positives / max(frame.height, 1), 5),
             "unmatured_excluded": built.unmatured_excluded,
             "as_of": str(built.as_of),
+            "as_of_source": "configured cutoff" if cutoff else "newest transaction",
             "delta_version": version,
             "input_delta_versions": dg.MetadataValue.json(input_versions),
             "feature_service": SERVICE.name,
