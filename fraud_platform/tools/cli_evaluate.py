@@ -170,8 +170,8 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         f"{report['protocol']['train_until']}"
         + (" (refit on all of them)" if report["protocol"]["refit"] else ""),
         f"window {report['protocol']['test_start']} .. {report['protocol']['test_end']}: "
-        f"{window['transactions']:,} transactions, {window['known_compromised']['transactions']:,} "
-        f"of {window['known_compromised']['cards']:,} known-compromised cards left out, "
+        f"{window['transactions']:,} transactions ({window['known_compromised']['transactions']:,} "
+        f"of them on {window['known_compromised']['cards']:,} known-compromised cards left out), "
         f"{window['scored']:,} scored ({window['positives']:,} fraud); labels {window['labels']}",
         f"AUC {_fmt(metrics['auc_roc'])}  AP {_fmt(metrics['average_precision'])}  "
         f"precision@budget {_fmt(metrics['precision_at_budget'])}  "

@@ -35,13 +35,13 @@ from fraud_platform.lib import plots
 from fraud_platform.lib.features.registry import FeatureService
 from fraud_platform.lib.features.training_frame import build_training_frame
 from fraud_platform.lib.model.input import TrainedModel, predict_proba
-from fraud_platform.lib.serving.policy import apply_policy_many, rule_inputs
+from fraud_platform.lib.serving.policy import Thresholds, apply_policy_many, rule_inputs
 from fraud_platform.lib.training import evaluation, pipeline
 from fraud_platform.lib.training.backtest import as_utc, in_range
 from fraud_platform.lib.training.card_precision import DEFAULT_K, card_precision_at_k
 from fraud_platform.lib.training.fit import Log
 from fraud_platform.lib.training.metrics import json_safe, metrics_by_day
-from fraud_platform.lib.training.refit import refit_on_all
+from fraud_platform.lib.training.refit import matched_thresholds, refit_on_all
 from fraud_platform.lib.training.window import known_compromised_cards, label_window
 
 REPORT_FILE = "report.json"
@@ -123,7 +123,12 @@ def run_protocol(
         config.pipeline,
         log=log,
     )
-    model = refit_on_all(trained.trained, frame, log=log) if config.refit else trained.trained
+    model, thresholds = trained.trained, trained.thresholds
+    if config.refit:
+        model = refit_on_all(trained.trained, frame, log=log)
+        thresholds = matched_thresholds(
+            trained.trained, model, trained.split.validation, trained.thresholds
+        )
 
     window, exclusion = window_transactions(transactions, labels, file_labels, config)
     labelled = label_window(
@@ -152,7 +157,7 @@ def run_protocol(
         fraud_type=rows["fraud_type"].to_list(),
         channel=rows["channel"].to_list(),
         review_budget_per_day=budget,
-        thresholds=trained.thresholds,
+        thresholds=thresholds,
         decline_precision=config.pipeline.decline_precision,
         policy_rows=rows,
     ).to_dict()
@@ -194,8 +199,12 @@ def run_protocol(
                 "split": trained.split.summary(),
                 "search": trained.search,
                 "selection_test_metrics": _headline(trained.metrics),
-                "thresholds": trained.thresholds.to_dict(),
-                "thresholds_source": "validation part of the time split (selected model)",
+                "thresholds": thresholds.to_dict(),
+                "thresholds_source": (
+                    "the selected model's shares of the validation traffic, matched on the refit"
+                    if config.refit
+                    else "chosen on the validation part of the time split"
+                ),
             },
             "window": {
                 "transactions": window.height + exclusion["transactions"],
@@ -221,7 +230,7 @@ def run_protocol(
         report=report,
         plots=images,
         training_frame=frame,
-        scored=scored.with_columns(pl.Series("decision", _decisions(rows, scores, trained))),
+        scored=scored.with_columns(pl.Series("decision", _decisions(rows, scores, thresholds))),
         model=model,
     )
 
@@ -266,11 +275,9 @@ def window_transactions(
     return kept, {"cards": len(cards), "transactions": window.height - kept.height}
 
 
-def _decisions(
-    rows: pl.DataFrame, scores: np.ndarray, trained: pipeline.TrainingResult
-) -> list[str]:
+def _decisions(rows: pl.DataFrame, scores: np.ndarray, thresholds: Thresholds) -> list[str]:
     """The served policy's decision per window row (the report has their counts)."""
-    return [v.decision for v in apply_policy_many(scores, rule_inputs(rows), trained.thresholds)]
+    return [v.decision for v in apply_policy_many(scores, rule_inputs(rows), thresholds)]
 
 
 def _plots(
