@@ -11,6 +11,7 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -61,6 +62,20 @@ def _bool(environ: Mapping[str, str], name: str, default: bool) -> bool:
     if value.lower() in ("0", "false", "no", "off"):
         return False
     raise SettingsError(f"{name}={value!r} is not a boolean (true/false)")
+
+
+def _datetime(environ: Mapping[str, str], name: str) -> datetime | None:
+    """An ISO date or date-time; without a zone it is UTC."""
+    value = _env(environ, name)
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise SettingsError(
+            f"{name}={value!r} is not an ISO date or date-time (e.g. 2026-03-01T00:00:00Z)"
+        ) from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
 def redact_url(url: str) -> str:
@@ -127,6 +142,10 @@ class Settings:
 
     ``decision_log_buffer`` (FRAUD_PLATFORM_DECISION_LOG_BUFFER, default 100,000) bounds the
     decisions the scoring service keeps in memory while Kafka cannot take them.
+
+    ``training_as_of`` (FRAUD_PLATFORM_TRAINING_AS_OF, an ISO date/time, UTC when no zone is
+    given; default unset = the newest transaction) is the training set's cutoff when its asset
+    config does not give one: train on what was known then.
     """
 
     data_dir: Path = Path(".fraud_platform")
@@ -148,6 +167,7 @@ class Settings:
     scoring_max_concurrency: int = DEFAULT_SCORING_MAX_CONCURRENCY
     scoring_access_log: bool = False
     partitions_start: date = date(2024, 1, 1)
+    training_as_of: datetime | None = None
 
     def __post_init__(self) -> None:
         if self.model_source is not None and self.model_source not in MODEL_SOURCES:
@@ -194,6 +214,7 @@ class Settings:
             ),
             scoring_access_log=_bool(env, "FRAUD_PLATFORM_SCORING_ACCESS_LOG", False),
             partitions_start=_date(env, "FRAUD_PLATFORM_PARTITIONS_START", date(2024, 1, 1)),
+            training_as_of=_datetime(env, "FRAUD_PLATFORM_TRAINING_AS_OF"),
         )
 
     def ensure_data_dir(self) -> Path:

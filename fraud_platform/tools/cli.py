@@ -17,6 +17,7 @@ from fraud_platform.tools.cli_bento import bento_app
 from fraud_platform.tools.cli_common import fail as _fail
 from fraud_platform.tools.cli_common import settings_or_exit as _settings
 from fraud_platform.tools.cli_import import import_command, topics_app
+from fraud_platform.tools.cli_evaluate import evaluate
 from fraud_platform.tools.cli_models import models_app
 from fraud_platform.tools.layers import LAYERS
 
@@ -36,6 +37,7 @@ app.add_typer(models_app, name="models")
 app.add_typer(bento_app, name="bento")
 app.add_typer(topics_app, name="topics")
 app.command("import")(import_command)
+app.command("evaluate")(evaluate)
 
 
 def _kafka_hint(settings: Settings) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -114,6 +115,13 @@ def models_backtest(
     ] = "training_set",
     budget: Annotated[int, typer.Option(help="Review budget per day.")] = 50,
     per_day: Annotated[bool, typer.Option(help="Also print the per-day metrics.")] = False,
+    labels: Annotated[
+        Path | None,
+        typer.Option(
+            help="CSV/Parquet with transaction_id, is_fraud: labels of the range that have not "
+            "reached the platform (they override the rows' own)."
+        ),
+    ] = None,
     store_scores: Annotated[
         bool, typer.Option(help="Write the scores to the Delta table serving/backtest_scores.")
     ] = True,
@@ -123,8 +131,13 @@ def models_backtest(
     from fraud_platform.defs.serving import assets as serving
     from fraud_platform.lib.storage.delta import DeltaStore
     from fraud_platform.lib.training import backtest as backtesting
+    from fraud_platform.lib.training.window import LabelFileError, read_label_file
     from fraud_platform.resources import WarehouseResource
 
+    try:
+        file_labels = read_label_file(labels) if labels else None
+    except LabelFileError as exc:
+        fail(str(exc), 2)
     settings = settings_or_exit()
     store = _store()
     delta = DeltaStore(settings.delta_uri, settings.delta_storage_options)
@@ -143,6 +156,7 @@ def models_backtest(
         delta,
         warehouse,
         store,
+        file_labels,
     )
     for tag, missing in skipped.items():
         typer.echo(f"skipped {tag}: the rows lack its features {missing}", err=True)

@@ -11,6 +11,7 @@ from fraud_platform.lib.storage.delta import DeltaStore
 from fraud_platform.lib.training import backtest as backtesting
 from fraud_platform.lib.training import promotion
 from fraud_platform.lib.training.pipeline import PipelineConfig
+from fraud_platform.lib.training.window import apply_file_labels
 from fraud_platform.names import BACKTEST_SCORES_TABLE, MODEL_NAME, TRAINING_SET_TABLE
 from fraud_platform.resources import ModelStoreResource, WarehouseResource
 
@@ -185,8 +186,10 @@ def backtest_rows(
     days: float,
     delta: DeltaStore,
     warehouse: WarehouseResource | None,
+    file_labels: pl.DataFrame | None = None,
 ) -> tuple[pl.DataFrame, datetime, datetime]:
-    """(point-in-time rows, start, end) of the source for the range (defaults filled in)."""
+    """(point-in-time rows, start, end) of the source for the range (defaults filled in);
+    ``file_labels`` (``window.read_label_file``) override the rows' labels where they have one."""
     if source == "training_set":
         frame = delta.read(TRAINING_SET_TABLE)
     elif source == "silver":
@@ -203,6 +206,8 @@ def backtest_rows(
         frame = backtesting.pit_rows(
             frame, group_rows, SERVICE, start, end, labels=warehouse.table("fct_labels")
         )
+    if file_labels is not None:
+        frame = apply_file_labels(frame, file_labels)
     return frame, start, end
 
 
@@ -216,11 +221,12 @@ def run_backtest(
     delta: DeltaStore,
     warehouse: WarehouseResource,
     model_store: ModelStoreResource,
+    file_labels: pl.DataFrame | None = None,
 ) -> tuple[backtesting.BacktestResult | None, dict[str, list[str]]]:
     """Score the source's rows of the range with the models of ``tags`` (the asset and the CLI
     both run this). Returns the result (None when no model can score these rows) and the
     models skipped because the rows lack some of their features."""
-    frame, start, end = backtest_rows(source, start, end, days, delta, warehouse)
+    frame, start, end = backtest_rows(source, start, end, days, delta, warehouse, file_labels)
     models, thresholds = backtesting.load_models(model_store, tags)
     skipped = {
         tag: missing

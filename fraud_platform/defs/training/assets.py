@@ -1,7 +1,7 @@
 """Point-in-time training set, the CatBoost model, its evaluation and registration."""
 
 import dataclasses
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import dagster as dg
 
@@ -9,9 +9,11 @@ from fraud_platform import names
 from fraud_platform.lib.features.services import FRAUD_SCORING_V1
 from fraud_platform.lib.storage.delta import DeltaStore
 from fraud_platform.lib.training import pipeline
+from fraud_platform.lib.training.backtest import as_utc
 from fraud_platform.lib.training.fit import TrainConfig
 from fraud_platform.names import MODEL_NAME, TRAINING_SET_TABLE
 from fraud_platform.resources import ModelStoreResource, WarehouseResource
+from fraud_platform.settings import Settings
 
 GROUP = "training"
 SERVICE = FRAUD_SCORING_V1
@@ -21,6 +23,14 @@ QUALITY_CHECK = "fraud_catboost_meets_minimum_quality"
 class TrainingSetConfig(dg.Config):
     maturity_days: float = 7.0
     """A transaction counts as legitimate only once this long has passed without a fraud label."""
+    as_of: str = ""
+    """The cutoff (ISO date/time, UTC when no zone is given): train on the transactions and labels
+    known then. Empty: FRAUD_PLATFORM_TRAINING_AS_OF if set, else the newest transaction."""
+
+    def cutoff(self) -> datetime | None:
+        if self.as_of.strip():
+            return as_utc(self.as_of.strip())
+        return Settings.from_env().training_as_of
 
 
 @dg.asset(
@@ -41,8 +51,8 @@ def fraud_training_set(
 ) -> dg.MaterializeResult:
     """Matured, labelled transactions with the features each could have known (point in time).
 
-    The clock is the data's: ``as_of`` is the newest transaction in silver, so labels that
-    arrive later are not yet known. The Delta versions of every input are recorded.
+    The clock is ``as_of``: the configured cutoff, by default the newest transaction in silver;
+    labels that arrive later are not yet known. The Delta versions of every input are recorded.
     """
     input_versions = {g.versioned_name: delta.version(names.feature_table(g.versioned_name)) for g in SERVICE.groups}
     group_rows = {
@@ -55,6 +65,7 @@ def fraud_training_set(
         group_rows,
         SERVICE,
         maturity=timedelta(days=config.maturity_days),
+        as_of=(cutoff := config.cutoff()),
     )
     frame = built.frame
     context.log.info(f"training frame: {frame.height} rows in {built.seconds:.1f}s")
@@ -70,6 +81,7 @@ def fraud_training_set(
             "fraud_rate": round(built.positives / max(frame.height, 1), 5),
             "unmatured_excluded": built.unmatured_excluded,
             "as_of": str(built.as_of),
+            "as_of_source": "configured cutoff" if cutoff else "newest transaction",
             "delta_version": version,
             "input_delta_versions": dg.MetadataValue.json(input_versions),
             "feature_service": SERVICE.name,

@@ -21,6 +21,27 @@ POLARS_DTYPES: dict[Dtype, pl.DataType] = {
 LABEL_COLUMNS = ("transaction_id", "event_time", "user_id", "is_fraud", "fraud_type")
 
 
+def resolve_as_of(transactions: pl.DataFrame, as_of: datetime | None) -> datetime:
+    """The training set's clock: ``as_of`` when given (a cutoff: what was known then), else the
+    newest transaction. A cutoff before the first transaction is an error naming the range."""
+    if transactions.is_empty():
+        raise ValueError("no transactions: the training set needs at least one")
+    first: datetime = transactions["event_time"].min()  # type: ignore[assignment]
+    last: datetime = transactions["event_time"].max()  # type: ignore[assignment]
+    if as_of is None:
+        return last
+    if as_of.tzinfo is None:
+        raise ValueError(f"as_of {as_of.isoformat()} has no time zone (give it in UTC)")
+    if first.tzinfo is None:
+        first, last = first.replace(tzinfo=as_of.tzinfo), last.replace(tzinfo=as_of.tzinfo)
+    if as_of < first:
+        raise ValueError(
+            f"as_of {as_of.isoformat()} is before the first transaction "
+            f"({first.isoformat()} .. {last.isoformat()}): nothing was known then"
+        )
+    return as_of
+
+
 @dataclass(frozen=True)
 class LabelledTransactions:
     frame: pl.DataFrame

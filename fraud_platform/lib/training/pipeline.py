@@ -20,7 +20,11 @@ import polars as pl
 from fraud_platform.lib import plots
 from fraud_platform.lib.features.registry import FeatureService
 from fraud_platform.lib.features.services import SERVICE_METADATA_KEY
-from fraud_platform.lib.features.training_frame import build_training_frame, label_transactions
+from fraud_platform.lib.features.training_frame import (
+    build_training_frame,
+    label_transactions,
+    resolve_as_of,
+)
 from fraud_platform.lib.model.explain import shap_values
 from fraud_platform.lib.model.input import TrainedModel, predict_proba
 from fraud_platform.lib.serving.policy import Thresholds
@@ -53,20 +57,21 @@ def build_training_set(
     group_rows: dict[str, pl.DataFrame],
     service: FeatureService,
     maturity: timedelta,
+    as_of: datetime | None = None,
 ) -> TrainingSet:
     """Matured, labelled transactions joined point-in-time to the service's feature groups.
 
-    The clock is the data's: ``as_of`` is the newest transaction, so labels that arrive later
-    are not yet known.
+    The clock is ``as_of``: a cutoff (train on what was known then), by default the newest
+    transaction. Labels that arrive later are not yet known; transactions after it are left out.
     """
-    as_of = transactions["event_time"].max()
+    as_of = resolve_as_of(transactions, as_of)
     labelled = label_transactions(transactions, labels, as_of=as_of, maturity=maturity)
     started = time.perf_counter()
     frame = build_training_frame(labelled.frame, group_rows, service)
     require_group_features(frame, service)
     return TrainingSet(
         frame=frame,
-        as_of=as_of,  # type: ignore[arg-type]
+        as_of=as_of,
         positives=labelled.positives,
         unmatured_excluded=labelled.unmatured_excluded,
         seconds=time.perf_counter() - started,
