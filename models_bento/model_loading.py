@@ -16,6 +16,7 @@ import bentoml
 from pydantic import Field
 
 from fraud_platform import names
+from fraud_platform.lib.model.baseline import load_from_store
 from fraud_platform.lib.serving import registry
 from fraud_platform.lib.serving.scoring import ScoringModel
 from fraud_platform.lib.storage.delta import DeltaStore
@@ -67,9 +68,14 @@ def load_scoring_model(
     else:
         is_champion = True
     entry = ModelStore(bentoml_home / "models").get(tag)
-    booster = bentoml.catboost.load_model(entry)
-    scoring = ScoringModel.from_metadata(booster, entry.info.metadata, str(entry.tag))
+    scoring = ScoringModel.from_metadata(model_of(entry), entry.info.metadata, str(entry.tag))
     return scoring, {"entry": entry, "champion": is_champion}
+
+
+def model_of(entry: Any) -> Any:
+    """The entry's model as its recorded kind loads it: CatBoost, or a scikit-learn baseline
+    (``lib/model/baseline.py``)."""
+    return load_from_store(entry)
 
 
 def warm_up(scoring: ScoringModel) -> None:

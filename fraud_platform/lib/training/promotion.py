@@ -169,6 +169,52 @@ def compare(
     )
 
 
+# ---------------------------------------------------------------------------------------------
+# model selection: which candidate of one training run becomes the challenger
+
+
+@dataclass(frozen=True)
+class Selection:
+    chosen: str
+    reason: str
+    validation_average_precision: dict[str, float]
+
+
+def select_candidate(
+    validation_average_precision: Mapping[str, float], preference: Sequence[str] = ()
+) -> Selection:
+    """The candidate (by name, e.g. its model kind) with the highest validation AP.
+
+    Candidates were trained on the same split and features; ties go to the earlier name in
+    ``preference`` (then to the earlier key), and an undefined (NaN) AP never wins. Raises
+    ``ValueError`` when no candidate has a defined AP.
+    """
+    order = [
+        *preference,
+        *(name for name in validation_average_precision if name not in preference),
+    ]
+    ranked = [
+        (float(validation_average_precision[name]), -position, name)
+        for position, name in enumerate(order)
+        if name in validation_average_precision
+        and not math.isnan(float(validation_average_precision[name]))
+    ]
+    if not ranked:
+        raise ValueError(
+            f"no candidate has a defined validation AP: {dict(validation_average_precision)}"
+        )
+    value, _, chosen = max(ranked)
+    others = ", ".join(
+        f"{name} {ap:.4f}" for ap, _, name in sorted(ranked, reverse=True) if name != chosen
+    )
+    return Selection(
+        chosen=chosen,
+        reason=f"{chosen} has the best validation AP {value:.4f}"
+        + (f" (then {others})" if others else ""),
+        validation_average_precision={k: float(v) for k, v in validation_average_precision.items()},
+    )
+
+
 def _item(value: Any) -> Any:
     """numpy datetime64 -> Python datetime (microseconds); other values unchanged."""
     if isinstance(value, np.datetime64):  # numpy times are UTC (polars converts to UTC)
@@ -301,11 +347,13 @@ __all__ = [
     "NO_CHANGE",
     "PROMOTED",
     "GateDecision",
+    "Selection",
     "compare",
     "metrics",
     "policy_on",
     "run_gate",
     "score",
+    "select_candidate",
     "split_config",
     "comparison_period",
 ]
