@@ -234,7 +234,7 @@ def train_and_evaluate(
         review_rate=config.review_rate,
         decline_precision=config.decline_precision,
     )
-    test = split.test
+    test = promotion.with_policy_columns(split.test)
     scores = predict_proba(trained, test)
     y = test["is_fraud"].to_numpy()
     metrics = evaluation.evaluate(

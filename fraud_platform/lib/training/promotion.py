@@ -34,6 +34,7 @@ import polars as pl
 from fraud_platform.lib.model.input import LABEL_COLUMN, TIME_COLUMN, TrainedModel, predict_proba
 from fraud_platform.lib.serving.policy import (
     DEFAULT_RULES,
+    REQUIRED_COLUMNS,
     Rule,
     Thresholds,
     apply_policy_many,
@@ -274,6 +275,13 @@ def score(model: Any, frame: pl.DataFrame) -> tuple[np.ndarray | None, str | Non
         return None, f"{type(exc).__name__}: {exc}"
 
 
+def with_policy_columns(frame: pl.DataFrame) -> pl.DataFrame:
+    """``frame`` with the columns the policy requires that it lacks added as nulls (a feature
+    service without ``channel``, e.g. thin data: channel rules then never fire)."""
+    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
+    return frame.with_columns(pl.lit(None, dtype=pl.String).alias(c) for c in missing)
+
+
 def policy_on(
     period: pl.DataFrame,
     scores: np.ndarray | None,
@@ -284,6 +292,7 @@ def policy_on(
     thresholds)."""
     if scores is None or not thresholds:
         return {}
+    period = with_policy_columns(period)
     verdicts = apply_policy_many(scores, rule_inputs(period, rules), thresholds, rules)
     y = period[LABEL_COLUMN].to_numpy().astype(bool)
     return policy_report(verdicts, y, rules=rules)
