@@ -103,7 +103,7 @@ class ThinSimulation:
 
 
 @dataclass
-class _Payments:
+class Payments:
     """The ordinary payments, as columns, while scenarios mark some of them as fraud."""
 
     seconds: np.ndarray  # since start
@@ -129,7 +129,7 @@ def _world(config: ThinConfig, rng: np.random.Generator) -> dict[str, np.ndarray
 
 def _ordinary(
     config: ThinConfig, world: dict[str, np.ndarray], rng: np.random.Generator
-) -> _Payments:
+) -> Payments:
     counts = rng.poisson(np.outer(np.ones(config.days), world["rate"]))  # days x cards
     day, card = np.nonzero(counts)
     repeats = counts[day, card]
@@ -138,7 +138,7 @@ def _ordinary(
     seconds = day * DAY_SECONDS + rng.uniform(0, DAY_SECONDS, size=n)
     terminal = world["usual"][card, rng.integers(0, config.usual_terminals, size=n)]
     amount = np.maximum(rng.normal(world["mean"][card], world["std"][card]), 0.01)
-    return _Payments(seconds, card, terminal, np.round(amount, 2), np.full(n, "", dtype=object))
+    return Payments(seconds, card, terminal, np.round(amount, 2), np.full(n, "", dtype=object))
 
 
 def _incidents(config: ThinConfig, per_day: float, rng: np.random.Generator) -> np.ndarray:
@@ -147,19 +147,33 @@ def _incidents(config: ThinConfig, per_day: float, rng: np.random.Generator) -> 
     return np.repeat(np.arange(config.days), counts)
 
 
-def terminal_compromise(config: ThinConfig, payments: _Payments, rng: np.random.Generator) -> None:
+def compromise_terminal(
+    payments: Payments,
+    terminal: int,
+    start_s: float,
+    end_s: float,
+    share: float,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Mark a share of the terminal's payments in ``[start_s, end_s)`` as
+    ``compromised_merchant`` fraud; returns their indices."""
+    hit = np.flatnonzero(
+        (payments.terminal == terminal) & (payments.seconds >= start_s) & (payments.seconds < end_s)
+    )
+    chosen = hit[rng.random(hit.size) < share]
+    payments.fraud_type[chosen] = "compromised_merchant"
+    return chosen
+
+
+def terminal_compromise(config: ThinConfig, payments: Payments, rng: np.random.Generator) -> None:
     for start_day in _incidents(config, config.terminal_compromises_per_day, rng):
-        terminal = rng.integers(0, config.terminals)
-        start = start_day * DAY_SECONDS
+        start = float(start_day * DAY_SECONDS)
         end = start + config.compromise_days * DAY_SECONDS
-        hit = np.flatnonzero(
-            (payments.terminal == terminal) & (payments.seconds >= start) & (payments.seconds < end)
-        )
-        chosen = hit[rng.random(hit.size) < config.compromise_share]
-        payments.fraud_type[chosen] = "compromised_merchant"
+        terminal = int(rng.integers(0, config.terminals))
+        compromise_terminal(payments, terminal, start, end, config.compromise_share, rng)
 
 
-def card_compromise(config: ThinConfig, payments: _Payments, rng: np.random.Generator) -> None:
+def card_compromise(config: ThinConfig, payments: Payments, rng: np.random.Generator) -> None:
     for start_day in _incidents(config, config.card_compromises_per_day, rng):
         card = rng.integers(0, config.cards)
         start = start_day * DAY_SECONDS
@@ -175,7 +189,7 @@ def card_compromise(config: ThinConfig, payments: _Payments, rng: np.random.Gene
         payments.fraud_type[chosen] = "stolen_card"
 
 
-Scenario = Callable[[ThinConfig, _Payments, np.random.Generator], None]
+Scenario = Callable[[ThinConfig, Payments, np.random.Generator], None]
 THIN_SCENARIOS: dict[str, Scenario] = {
     "terminal_compromise": terminal_compromise,
     "card_compromise": card_compromise,
@@ -248,6 +262,8 @@ __all__ = [
     "THIN_LABEL_FIELDS",
     "THIN_SCENARIOS",
     "THIN_TRANSACTION_FIELDS",
+    "Payments",
+    "compromise_terminal",
     "ThinConfig",
     "ThinSimulation",
     "contract_events",
