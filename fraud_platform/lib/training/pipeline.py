@@ -98,6 +98,10 @@ class PipelineConfig:
     """Optuna trials on time-ordered folds of the train part before the final fit; 0 = none."""
     search_time_budget_s: float = 120.0
     search_folds: int = 3
+    scheduled_search_trials: int = 30
+    """The scheduled retrain searches CatBoost's hyper-parameters with this many trials..."""
+    scheduled_search_time_budget_s: float = 900.0
+    """...stopping after this long (a started trial finishes; see search.py)."""
     baselines: BaselineConfig = field(default_factory=BaselineConfig)
     """Baselines trained beside CatBoost (``baselines.kinds``; empty = CatBoost only). The
     candidate with the best validation AP is registered."""

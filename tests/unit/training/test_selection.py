@@ -75,3 +75,24 @@ def test_train_and_evaluate_registers_the_candidate_with_the_best_validation_ap(
     table = result.candidates_markdown()
     assert all(f"| {kind} |" in table for kind in ("catboost", "logreg", "forest"))
     assert np.isfinite(result.candidates["forest"]["test_auc_roc"])
+
+
+def test_the_scheduled_retrain_searches_within_its_time_budget() -> None:
+    import dagster as dg
+
+    from fraud_platform.defs.serving.assets import retrain_job, retrain_schedule
+    from fraud_platform.defs.training.assets import ModelConfig
+
+    defaults = PipelineConfig()
+    assert defaults.scheduled_search_trials > 0 and defaults.search_trials == 0
+    data = retrain_schedule.evaluate_tick(dg.build_schedule_context())
+    (request,) = data.run_requests or []
+    config = request.run_config["ops"]["models__fraud_catboost"]["config"]
+    assert config == {
+        "search_trials": defaults.scheduled_search_trials,
+        "search_time_budget_s": defaults.scheduled_search_time_budget_s,
+    }
+    model = ModelConfig(**config).pipeline_config()
+    assert model.search_trials == defaults.scheduled_search_trials
+    assert model.search_time_budget_s == defaults.scheduled_search_time_budget_s
+    assert retrain_schedule.job_name == retrain_job.name
