@@ -60,3 +60,16 @@ def test_benchmark_serving_load_quick_drives_ping_and_score_open_loop() -> None:
     assert figures["rate"] == 300 and figures["p50_ms"] > 0 and figures["ping_p50_ms"] > 0
     assert {row["endpoint"] for row in figures["table"]} == {"/ping", "/score"}
     assert all(row["sent"] == 6_000 for row in figures["table"])
+
+
+def test_benchmark_own_data_quick_compares_the_candidates_on_a_later_window() -> None:
+    figures = _run("own_data")
+    keys = {"events", "import_events_per_s", "ap_catboost", "ap_logreg", "ap_forest", "chosen"}
+    assert keys | {"cp_at_k", "validation_ap", "import_path"} <= set(figures)
+    assert figures["events"] > figures["transactions"] > 0
+    assert figures["import_events_per_s"] > 0 and figures["test_frauds"] > 0
+    assert figures["chosen"] in ("catboost", "logreg", "forest")
+    validation = figures["validation_ap"]
+    assert validation[figures["chosen"]] == max(validation.values())  # the gate's rule
+    assert all(0 < figures[f"ap_{kind}"] <= 1 for kind in ("catboost", "logreg", "forest"))
+    assert 0 <= figures["cp_at_k"] <= 1
