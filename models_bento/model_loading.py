@@ -21,6 +21,7 @@ import bentoml
 from pydantic import BaseModel, Field
 
 from fraud_platform import names
+from fraud_platform.lib.model.baseline import load_from_store
 from fraud_platform.lib.serving import registry
 from fraud_platform.lib.serving.scoring import ScoringModel
 from fraud_platform.lib.storage.delta import DeltaStore
@@ -104,8 +105,13 @@ def load_scoring_model(
 
 def scoring_model(entry: Any) -> ScoringModel:
     """The model-store entry ``entry`` (a ``bentoml.Model``) as a ScoringModel."""
-    booster = bentoml.catboost.load_model(entry)
-    return ScoringModel.from_metadata(booster, entry.info.metadata, str(entry.tag))
+    return ScoringModel.from_metadata(model_of(entry), entry.info.metadata, str(entry.tag))
+
+
+def model_of(entry: Any) -> Any:
+    """The entry's model as its recorded kind loads it: CatBoost, or a scikit-learn baseline
+    (``lib/model/baseline.py``)."""
+    return load_from_store(entry)
 
 
 def warm_up(scoring: ScoringModel) -> None:

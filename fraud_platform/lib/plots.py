@@ -78,6 +78,24 @@ def pr_curve_png(y_true: Any, scores: Any, title: str = "Precision-recall") -> b
     return _png(fig)
 
 
+def pr_curves_png(
+    y_true: Any, scores_by_model: Mapping[str, Any], title: str = "Precision-recall by model"
+) -> bytes:
+    """The precision-recall curves of several models scored on the same labelled rows."""
+    y = np.asarray(y_true, dtype=bool)
+    fig, ax = _figure()
+    for name, scores in scores_by_model.items():
+        precision, recall, _ = precision_recall_curve(y_true, scores)
+        ap = average_precision(y_true, scores)
+        ax.step(recall, precision, where="post", label=f"{name}: AP = {ap:.3f}")
+    base = y.mean() if y.size else 0.0
+    ax.axhline(base, color="grey", linestyle="--", linewidth=1, label=f"base rate = {base:.4f}")
+    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title=title)
+    ax.legend(loc="upper right")
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
 def roc_curve_png(y_true: Any, scores: Any, title: str = "ROC") -> bytes:
     fpr, tpr, _ = roc_curve(y_true, scores)
     fig, ax = _figure()

@@ -8,6 +8,7 @@ from typing import Any
 
 import dagster as dg
 
+from fraud_platform.lib.model.baseline import load_from_store, save_to_store
 from fraud_platform.lib.serving import registry
 from fraud_platform.lib.storage.delta import DeltaStore
 
@@ -47,16 +48,21 @@ class ModelStoreResource(dg.ConfigurableResource):
         run_id: str | None = None,
     ) -> str:
         """Register a CatBoost model (a ``registered`` event); returns its tag (``name:version``)."""
-        self._activate()
-        import bentoml
+        return self.save_model(name, model, metadata=metadata, labels=labels, run_id=run_id)
 
-        saved = bentoml.catboost.save_model(
-            name,
-            model,
-            metadata=_without_nulls(metadata),
-            labels=labels,
-            signatures={"predict_proba": {"batchable": True}},
-        )
+    def save_model(
+        self,
+        name: str,
+        model: Any,
+        *,
+        metadata: dict[str, Any],
+        labels: dict[str, str],
+        run_id: str | None = None,
+    ) -> str:
+        """Register a model of any kind (a CatBoost model or a scikit-learn baseline,
+        ``lib/model/baseline.py``) with a ``registered`` event; returns its tag."""
+        self._activate()
+        saved = save_to_store(name, model, metadata=_without_nulls(metadata), labels=labels)
         tag = str(saved.tag)
         registry.record(
             self.delta,
@@ -75,10 +81,12 @@ class ModelStoreResource(dg.ConfigurableResource):
         return bentoml.models.get(tag)
 
     def load_catboost(self, tag: str) -> Any:
-        self._activate()
-        import bentoml
+        """The model ``tag``, whatever its kind (the name predates the baselines)."""
+        return self.load_model(tag)
 
-        return bentoml.catboost.load_model(tag)
+    def load_model(self, tag: str) -> Any:
+        """The model ``tag`` as its kind loads it: a CatBoost model or a ``SklearnModel``."""
+        return load_from_store(self.get(tag))
 
     def champion(self, name: str) -> str | None:
         return registry.champion(self.delta, name)

@@ -114,25 +114,47 @@ def simulate(
     drift_at: Annotated[
         int | None, typer.Option(help="Day from which fraud mix and behaviour change.")
     ] = None,
+    profile: Annotated[
+        str,
+        typer.Option(
+            help="standard: the full contract, five fraud scenarios, account events, profiles. "
+            "thin: card payments with only card, terminal, amount and time (other fields at "
+            "contract defaults), terminal and card compromises, labels 7 days later; --users "
+            "is the number of cards, --rate and --drift-at do not apply."
+        ),
+    ] = "standard",
 ) -> None:
     """Simulate traffic and publish it to the transactions, account_events and labels topics;
     upsert the users' account profiles into PostgreSQL (skipped if it is not reachable)."""
+    if profile not in ("standard", "thin"):
+        _fail(f"unknown profile {profile!r}; known: standard, thin", 2)
     settings = _settings(data_dir=False)
     _require_kafka(settings)
 
     from fraud_platform.lib.contracts.events import ALL_TOPICS
     from fraud_platform.lib.kafka import admin as kafka_admin
-    from fraud_platform.lib.simulation import SimulationConfig, publish
+    from fraud_platform.lib.simulation import Simulation, SimulationConfig, publish
     from fraud_platform.lib.simulation import simulate as run_simulation
+    from fraud_platform.lib.simulation.thin import ThinConfig, contract_events, simulate_thin
     from fraud_platform.tools.demo import recent_start, seed_simulated_profiles
 
     kafka_admin.ensure_topics(settings.kafka_bootstrap, list(ALL_TOPICS))
     start = recent_start(days)
-    simulation = run_simulation(
-        SimulationConfig(
-            days=days, users=users, seed=seed, rate=rate, drift_at=drift_at, start=start
+    if profile == "thin":
+        thin = simulate_thin(ThinConfig(days=days, cards=users, seed=seed, start=start))
+        events = contract_events(thin)
+        simulation = Simulation(
+            transactions=events["transactions"],
+            account_events=[],
+            labels=events["labels"],
+            fraud_type_by_transaction={},
         )
-    )
+    else:
+        simulation = run_simulation(
+            SimulationConfig(
+                days=days, users=users, seed=seed, rate=rate, drift_at=drift_at, start=start
+            )
+        )
     end = start + timedelta(days=days)
     counts = publish(
         simulation,
@@ -145,7 +167,8 @@ def simulate(
         ),
     )
     typer.echo(f"\npublished {json.dumps(counts)} to {settings.kafka_bootstrap}")
-    seed_simulated_profiles(settings, seed, users, start, typer.echo)
+    if profile == "standard":
+        seed_simulated_profiles(settings, seed, users, start, typer.echo)
 
 
 @app.command()

@@ -70,3 +70,16 @@ def test_benchmark_import_files_quick_reimport_adds_nothing() -> None:
     assert figures["dead_letter_rows"] == figures["dead_letters"]
     assert figures["reimport_added"] == 0
     assert figures["import_events_per_s"] > 0
+
+
+def test_benchmark_own_data_quick_compares_the_candidates_on_a_later_window() -> None:
+    figures = _run("own_data")
+    keys = {"events", "import_events_per_s", "ap_catboost", "ap_logreg", "ap_forest", "chosen"}
+    assert keys | {"cp_at_k", "validation_ap", "import_path"} <= set(figures)
+    assert figures["events"] > figures["transactions"] > 0
+    assert figures["import_events_per_s"] > 0 and figures["test_frauds"] > 0
+    assert figures["chosen"] in ("catboost", "logreg", "forest")
+    validation = figures["validation_ap"]
+    assert validation[figures["chosen"]] == max(validation.values())  # the gate's rule
+    assert all(0 < figures[f"ap_{kind}"] <= 1 for kind in ("catboost", "logreg", "forest"))
+    assert 0 <= figures["cp_at_k"] <= 1

@@ -202,7 +202,10 @@ def backtest_rows(
     end = end or newest + timedelta(microseconds=1)
     start = start or end - timedelta(days=days)
     if source == "silver":
-        group_rows = {g.versioned_name: delta.read(names.feature_table(g.versioned_name)) for g in SERVICE.groups}
+        group_rows = {
+            g.versioned_name: delta.read(names.feature_table(g.versioned_name))
+            for g in SERVICE.groups
+        }
         frame = backtesting.pit_rows(
             frame, group_rows, SERVICE, start, end, labels=warehouse.table("fct_labels")
         )
@@ -343,6 +346,21 @@ retrain_job = dg.define_asset_job(
     ),
 )
 
+# The scheduled retrain runs the hyper-parameter search within its time budget (the defaults
+# of both are declared in lib/training/pipeline.py); on-demand and drift retrains do not.
+_SCHEDULED = PipelineConfig()
 retrain_schedule = dg.ScheduleDefinition(
-    name="retrain_schedule", job=retrain_job, cron_schedule="0 3 * * *"
+    name="retrain_schedule",
+    job=retrain_job,
+    cron_schedule="0 3 * * *",
+    run_config={
+        "ops": {
+            "__".join(MODEL_KEY.path): {
+                "config": {
+                    "search_trials": _SCHEDULED.scheduled_search_trials,
+                    "search_time_budget_s": _SCHEDULED.scheduled_search_time_budget_s,
+                }
+            }
+        }
+    },
 )

@@ -54,9 +54,14 @@ def fraud_training_set(
     The clock is ``as_of``: the configured cutoff, by default the newest transaction in silver;
     labels that arrive later are not yet known. The Delta versions of every input are recorded.
     """
-    input_versions = {g.versioned_name: delta.version(names.feature_table(g.versioned_name)) for g in SERVICE.groups}
+    input_versions = {
+        g.versioned_name: delta.version(names.feature_table(g.versioned_name))
+        for g in SERVICE.groups
+    }
     group_rows = {
-        g.versioned_name: delta.read(names.feature_table(g.versioned_name), version=input_versions[g.versioned_name])
+        g.versioned_name: delta.read(
+            names.feature_table(g.versioned_name), version=input_versions[g.versioned_name]
+        )
         for g in SERVICE.groups
     }
     built = pipeline.build_training_set(
@@ -119,13 +124,28 @@ class ModelConfig(dg.Config):
     """Stop the search after this long (checked between trials; a started trial finishes)."""
     search_folds: int = DEFAULTS.search_folds
     """Expanding-window folds of the train part used by the search."""
+    baseline_kinds: list[str] = list(DEFAULTS.baselines.kinds)
+    """Baselines trained beside CatBoost on the same split (logreg, forest); the candidate with
+    the best validation AP is registered. Empty: CatBoost only."""
+    forest_trees: int = DEFAULTS.baselines.forest_trees
+    forest_max_samples: int = DEFAULTS.baselines.forest_max_samples
+    """Rows in each tree's bootstrap sample, at most (bounds the forest's cost)."""
 
     def pipeline_config(self) -> pipeline.PipelineConfig:
         values = self.model_dump()
+        baselines = dataclasses.replace(
+            DEFAULTS.baselines,
+            kinds=tuple(values.pop("baseline_kinds")),
+            forest_trees=values.pop("forest_trees"),
+            forest_max_samples=values.pop("forest_max_samples"),
+        )
         train = {k: v for k, v in values.items() if k in _TRAIN_FIELDS}
         rest = {k: v for k, v in values.items() if k not in _TRAIN_FIELDS}
         return dataclasses.replace(
-            DEFAULTS, train=dataclasses.replace(DEFAULTS.train, **train), **rest
+            DEFAULTS,
+            train=dataclasses.replace(DEFAULTS.train, **train),
+            baselines=baselines,
+            **rest,
         )
 
 
@@ -133,7 +153,7 @@ class ModelConfig(dg.Config):
     key=["models", MODEL_NAME],
     group_name=GROUP,
     deps=[fraud_training_set],
-    kinds={"catboost", "bentoml"},
+    kinds={"catboost", "sklearn", "bentoml"},
     check_specs=[
         dg.AssetCheckSpec(
             QUALITY_CHECK,
@@ -149,8 +169,11 @@ def fraud_catboost(
     delta: dg.ResourceParam[DeltaStore],
     model_store: ModelStoreResource,
 ) -> dg.MaterializeResult:
-    """CatBoost fraud model trained on a time split, evaluated on the latest period, registered
-    in the BentoML model store with its training-set version, features, metrics and thresholds."""
+    """The fraud model: CatBoost and the baselines (logistic regression, random forest) trained
+    on one time split and feature set, shown side by side (``candidates`` and the PR curves of
+    every candidate); the best by validation AP is evaluated on the latest period and registered
+    in the BentoML model store (whatever its kind) with its training-set version, features,
+    metrics and thresholds."""
     set_version = delta.version(TRAINING_SET_TABLE)
     frame = delta.read(TRAINING_SET_TABLE, version=set_version)
     result = pipeline.train_and_evaluate(
@@ -161,7 +184,7 @@ def fraud_catboost(
         log=context.log.info,
     )
     metrics = result.metrics
-    tag = model_store.save_catboost(
+    tag = model_store.save_model(
         MODEL_NAME,
         result.trained.model,
         metadata=result.registry_metadata(SERVICE, TRAINING_SET_TABLE, set_version),
@@ -169,7 +192,7 @@ def fraud_catboost(
         run_id=context.run.run_id,
     )
     context.log.info(
-        f"registered {tag}: test AUC {metrics['auc_roc']:.4f} AP {metrics['average_precision']:.4f}"
+        f"registered {tag} ({result.chosen}: {result.selection_reason}): test AUC {metrics['auc_roc']:.4f} AP {metrics['average_precision']:.4f}"
     )
     gate = dg.AssetCheckResult(
         check_name=QUALITY_CHECK,
@@ -186,6 +209,9 @@ def fraud_catboost(
         check_results=[gate],
         metadata={
             "model_tag": tag,
+            "model_kind": result.chosen,
+            "selection": result.selection_reason,
+            "candidates": dg.MetadataValue.md(result.candidates_markdown()),
             "feature_service": SERVICE.name,
             "test_auc_roc": metrics["auc_roc"],
             "test_average_precision": metrics["average_precision"],

@@ -313,6 +313,65 @@ ACCOUNT_PROFILE = FeatureGroup(
     absence_is_signal=True,
 )
 
+# ---------------------------------------------------------------------------------------------
+# Thin data: card, merchant/terminal, amount and time only (``services.FRAUD_SCORING_THIN_V1``).
+
+CARD_SPENDING = FeatureGroup(
+    name="card_spending",
+    version=1,
+    entity=CARD,
+    source=TXN,
+    event_time_column="event_time",
+    ttl=30 * DAY,
+    owner=OWNER,
+    description=(
+        "A card's spending velocity and usual amount over 1, 7 and 30 days, from card, "
+        "merchant, amount and time only (the amount-to-mean ratios are request features)."
+    ),
+    features=(
+        _txn("card_spend_count_1h", "count", None, HOUR, dtype="int"),
+        *(
+            _txn(f"card_spend_count_{w}", "count", None, days * DAY, dtype="int")
+            for w, days in (("1d", 1), ("7d", 7), ("30d", 30))
+        ),
+        *(
+            _txn(f"card_spend_mean_{w}", "mean", "amount", days * DAY)
+            for w, days in (("1d", 1), ("7d", 7), ("30d", 30))
+        ),
+        _txn("card_spend_std_30d", "std", "amount", 30 * DAY),
+        _txn("card_spend_max_7d", "max", "amount", 7 * DAY),
+        _txn("card_spend_merchants_1d", "n_unique", "merchant_id", DAY, dtype="int"),
+        _txn("card_spend_last_time", "max", "event_time", None, dtype="ts"),
+    ),
+)
+
+MERCHANT_ACTIVITY_V2 = dataclasses.replace(
+    MERCHANT_ACTIVITY,
+    version=2,
+    description=(
+        "Version 1 plus the merchant's transactions in 7 days: the denominators of its fraud "
+        "rates over 1, 7 and 30 days."
+    ),
+    features=(
+        *MERCHANT_ACTIVITY.features,
+        _txn("merchant_txn_count_7d", "count", None, 7 * DAY, dtype="int"),
+    ),
+)
+
+MERCHANT_FRAUD_V2 = dataclasses.replace(
+    MERCHANT_FRAUD,
+    version=2,
+    description=(
+        "Version 1 plus the fraud labels that became known in the last 24 hours: the "
+        "numerators of the merchant's fraud rates over 1, 7 and 30 days (label-delay aware: "
+        "counted at label_time, so a lookup sees only labels known before it)."
+    ),
+    features=(
+        *MERCHANT_FRAUD.features,
+        _txn("merchant_fraud_labels_1d", "count", None, DAY, dtype="int"),
+    ),
+)
+
 FEATURE_GROUPS: tuple[FeatureGroup, ...] = (
     USER_TXN_VELOCITY,
     USER_TXN_VELOCITY_V2,
@@ -325,6 +384,9 @@ FEATURE_GROUPS: tuple[FeatureGroup, ...] = (
     COUNTERPARTY_INBOUND,
     USER_COUNTERPARTY_HISTORY,
     ACCOUNT_PROFILE,
+    CARD_SPENDING,
+    MERCHANT_ACTIVITY_V2,
+    MERCHANT_FRAUD_V2,
 )
 validate_registry(FEATURE_GROUPS)
 

@@ -100,12 +100,33 @@ class FeatureGroup:
 
 @dataclass(frozen=True)
 class RequestFeature:
-    """A feature computed at request time from the transaction and looked-up features."""
+    """A feature computed at request time from the transaction and looked-up features.
+
+    Most are computed by ``request.request_features``. A feature may instead declare how it is
+    derived, and ``request.model_row`` computes it generically (offline and online alike):
+
+    * ``ratio=(numerator, denominator)``: ``numerator / denominator``, each the name of a
+      transaction field, a looked-up feature or another request feature; null when the
+      denominator is null or zero, and when the numerator is null unless
+      ``null_numerator_is_zero`` (a group whose absence means zero, e.g. no fraud label known);
+    * ``elapsed_since=name``: seconds from the timestamp ``name`` to the event (null without it).
+    """
 
     name: str
     dtype: Dtype
     description: str
     categorical: bool = False
+    ratio: tuple[str, str] | None = None
+    null_numerator_is_zero: bool = False
+    elapsed_since: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.ratio is not None and self.elapsed_since is not None:
+            raise ValueError(f"{self.name}: declare a ratio or an elapsed time, not both")
+
+    @property
+    def declared(self) -> bool:
+        return self.ratio is not None or self.elapsed_since is not None
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from typing import Any
 
 from fraud_platform.lib.features.registry import FeatureService, RequestFeature
 
-REQUEST_FEATURES: tuple[RequestFeature, ...] = (
+STANDARD_REQUEST_FEATURES: tuple[RequestFeature, ...] = (
     RequestFeature("amount", "float", "Transaction amount in its currency."),
     RequestFeature("channel", "str", "Payment channel.", categorical=True),
     RequestFeature("merchant_category", "str", "Merchant category.", categorical=True),
@@ -50,6 +50,59 @@ REQUEST_FEATURES: tuple[RequestFeature, ...] = (
     ),
     RequestFeature("account_type", "str", "The profile's account type.", categorical=True),
 )
+
+# Declared derivations for thin data (card, merchant/terminal, amount and time only): the
+# amount against the card's own spending, and the merchant's fraud labels known at the time
+# as rates over the same windows as its transactions (``catalog.CARD_SPENDING`` and the v2 of
+# the merchant groups). The 30-day merchant rate is the standard ``merchant_fraud_rate_30d``.
+_MERCHANT_RATE = "Fraud labels known at the merchant in {w} over its transactions in {w}."
+THIN_REQUEST_FEATURES: tuple[RequestFeature, ...] = (
+    *(
+        RequestFeature(
+            f"amount_to_card_mean_{w}",
+            "float",
+            f"Amount over the card's mean amount in the last {w}.",
+            ratio=("amount", f"card_spend_mean_{w}"),
+        )
+        for w in ("1d", "7d", "30d")
+    ),
+    RequestFeature(
+        "seconds_since_last_card_spend",
+        "float",
+        "Seconds since the card's previous transaction.",
+        elapsed_since="card_spend_last_time",
+    ),
+    RequestFeature(
+        "merchant_fraud_rate_1d",
+        "float",
+        _MERCHANT_RATE.format(w="24 hours"),
+        ratio=("merchant_fraud_labels_1d", "merchant_txn_count_24h"),
+        null_numerator_is_zero=True,
+    ),
+    RequestFeature(
+        "merchant_fraud_rate_7d",
+        "float",
+        _MERCHANT_RATE.format(w="7 days"),
+        ratio=("merchant_fraud_labels_7d", "merchant_txn_count_7d"),
+        null_numerator_is_zero=True,
+    ),
+    RequestFeature(
+        "seconds_since_merchant_fraud_label",
+        "float",
+        "Seconds since the merchant's latest fraud label became known.",
+        elapsed_since="merchant_last_fraud_label_time",
+    ),
+)
+# Every request feature declared (their dtypes are looked up here by name).
+REQUEST_FEATURES: tuple[RequestFeature, ...] = (*STANDARD_REQUEST_FEATURES, *THIN_REQUEST_FEATURES)
+
+
+def request_feature(name: str) -> RequestFeature:
+    for feature in REQUEST_FEATURES:
+        if feature.name == name:
+            return feature
+    raise KeyError(f"no request feature {name!r}")
+
 
 _SINCE_MINUTES = {
     "minutes_since_password_change": "last_password_change_time",
@@ -115,11 +168,42 @@ def request_features(txn: Mapping[str, Any], looked_up: Mapping[str, Any]) -> di
     return features
 
 
+def _value(name: str, *sources: Mapping[str, Any]) -> Any:
+    for source in sources:
+        if name in source:
+            return source[name]
+    return None
+
+
+def declared_value(
+    feature: RequestFeature,
+    txn: Mapping[str, Any],
+    looked_up: Mapping[str, Any],
+    derived: Mapping[str, Any],
+) -> float | None:
+    """The value of a declared derivation (``RequestFeature.ratio`` / ``elapsed_since``)."""
+    if feature.elapsed_since is not None:
+        earlier = _value(feature.elapsed_since, derived, looked_up, txn)
+        return _seconds_between(txn["event_time"], earlier)
+    assert feature.ratio is not None
+    numerator_name, denominator_name = feature.ratio
+    numerator = _value(numerator_name, derived, looked_up, txn)
+    denominator = _value(denominator_name, derived, looked_up, txn)
+    if numerator is None and feature.null_numerator_is_zero:
+        numerator = 0.0
+    if numerator is None or not denominator:
+        return None
+    return float(numerator) / float(denominator)
+
+
 def model_row(
     txn: Mapping[str, Any], looked_up: Mapping[str, Any], service: FeatureService
 ) -> dict[str, Any]:
     """The model's input for one transaction: request features plus looked-up group features."""
     derived = request_features(txn, looked_up)
+    for feature in service.request_features:
+        if feature.declared:
+            derived[feature.name] = declared_value(feature, txn, looked_up, derived)
     return {
         name: derived[name] if name in derived else looked_up.get(name)
         for name in service.model_features

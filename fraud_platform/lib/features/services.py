@@ -14,7 +14,11 @@ from typing import Any
 
 from fraud_platform.lib.features import catalog
 from fraud_platform.lib.features.registry import FeatureGroup, FeatureService, RequestFeature
-from fraud_platform.lib.features.request import REQUEST_FEATURES
+from fraud_platform.lib.features.request import (
+    STANDARD_REQUEST_FEATURES,
+    THIN_REQUEST_FEATURES,
+    request_feature,
+)
 
 SERVICE_METADATA_KEY = "feature_service"
 
@@ -22,7 +26,7 @@ SERVICE_METADATA_KEY = "feature_service"
 def fraud_scoring_service(
     name: str,
     groups: tuple[FeatureGroup, ...],
-    request_features: tuple[RequestFeature, ...] = REQUEST_FEATURES,
+    request_features: tuple[RequestFeature, ...] = STANDARD_REQUEST_FEATURES,
 ) -> FeatureService:
     """A service whose model consumes the request features and every numeric group feature."""
     numeric = tuple(
@@ -68,7 +72,26 @@ FRAUD_SCORING_V2 = fraud_scoring_service(
     swap_group(FRAUD_SCORING_V1.groups, catalog.USER_TXN_VELOCITY, catalog.USER_TXN_VELOCITY_V2),
 )
 
-FEATURE_SERVICES: tuple[FeatureService, ...] = (FRAUD_SCORING_V1, FRAUD_SCORING_V2)
+# For a team whose history has only card (and user), merchant/terminal, amount and time: card
+# spending velocity and amount deviation over 1/7/30 days, merchant activity and its fraud
+# labels known at the time as rates. No request feature reads another contract field.
+THIN_FIELDS = ("transaction_id", "event_time", "user_id", "card_id", "merchant_id", "amount")
+FRAUD_SCORING_THIN_V1 = fraud_scoring_service(
+    "fraud_scoring_thin_v1",
+    (catalog.CARD_SPENDING, catalog.MERCHANT_ACTIVITY_V2, catalog.MERCHANT_FRAUD_V2),
+    request_features=(
+        request_feature("amount"),
+        request_feature("hour_of_day"),
+        request_feature("merchant_fraud_rate_30d"),
+        *THIN_REQUEST_FEATURES,
+    ),
+)
+
+FEATURE_SERVICES: tuple[FeatureService, ...] = (
+    FRAUD_SCORING_V1,
+    FRAUD_SCORING_V2,
+    FRAUD_SCORING_THIN_V1,
+)
 # Models registered before services were recorded were trained on fraud_scoring_v1.
 DEFAULT_SERVICE = FRAUD_SCORING_V1
 

@@ -1,5 +1,10 @@
 """Why the model scored a row: top SHAP reasons for one row, SHAP values of a sample.
 
+CatBoost models are explained by their own SHAP values. Scikit-learn baselines
+(``baseline.SklearnModel``) explain themselves: exact linear contributions for logistic
+regression, global importances for the random forest (no tree SHAP in scikit-learn; see
+``baseline.py``).
+
 CatBoost is imported lazily.
 """
 
@@ -40,6 +45,9 @@ def top_reasons(
     """
     if isinstance(row, pl.DataFrame) and row.height != 1:
         raise ValueError(f"top_reasons explains one row, got {row.height}")
+    inner = model.model if isinstance(model, TrainedModel) else model
+    if hasattr(inner, "reasons"):  # a scikit-learn baseline explains itself
+        return inner.reasons(row, k, allow_missing=allow_missing)
     from catboost import Pool
 
     cb_model, features, categorical = model_signature(model)
@@ -93,6 +101,9 @@ def shap_values(
         rng = np.random.default_rng(seed)
         index = np.sort(rng.choice(frame.height, size=max_rows, replace=False))
         frame = frame[index.tolist()]
+    if hasattr(cb_model, "explain_sample"):  # logistic regression: exact linear contributions
+        contributions, values = cb_model.explain_sample(frame)
+        return contributions, values, features
     values = normalise_frame(frame, features, frozenset(categorical))
     pool = to_model_input(values, features, categorical)
     shap = np.asarray(

@@ -143,7 +143,8 @@ def prepare_values(
 
 @dataclass(frozen=True)
 class TrainedModel:
-    """A fitted CatBoost classifier plus what is needed to feed it."""
+    """A fitted model plus what is needed to feed it: a CatBoost classifier, or a scikit-learn
+    baseline (``baseline.SklearnModel``, ``kind`` says which)."""
 
     model: CatBoostClassifier
     features: tuple[str, ...]
@@ -152,6 +153,7 @@ class TrainedModel:
     params: dict[str, Any] = field(default_factory=dict)
     best_scores: dict[str, dict[str, float]] = field(default_factory=dict)
     train_seconds: float = 0.0
+    kind: str = "catboost"
 
     @property
     def numeric(self) -> tuple[str, ...]:
@@ -169,7 +171,7 @@ class TrainedModel:
             "features": list(self.features),
             "categorical_features": list(self.categorical),
             "best_iteration": self.best_iteration,
-            "tree_count": int(self.model.tree_count_),
+            "tree_count": int(getattr(self.model, "tree_count_", 0)),
             "params": self.params,
             "best_scores": self.best_scores,
             "train_seconds": round(self.train_seconds, 3),
@@ -200,7 +202,7 @@ def model_signature(model: Any) -> tuple[Any, list[str], list[str]]:
 
 
 def predict_proba(
-    model: TrainedModel | CatBoostClassifier,
+    model: Any,
     rows: pl.DataFrame | Sequence[Mapping[str, Any]] | Mapping[str, Any],
     *,
     allow_missing: bool = False,
@@ -211,6 +213,9 @@ def predict_proba(
     Same conversion (``to_model_input``) for batch frames and single online requests. Inputs
     of up to ``SMALL_INPUT_ROWS`` rows are predicted on one thread.
     """
+    inner = model.model if isinstance(model, TrainedModel) else model
+    if hasattr(inner, "predict_scores"):  # a scikit-learn baseline (model/baseline.py)
+        return inner.predict_scores(rows, allow_missing=allow_missing)
     cb_model, features, categorical = model_signature(model)
     pool = to_model_input(rows, features, categorical, allow_missing=allow_missing)
     threads = 1 if pool.num_row() <= SMALL_INPUT_ROWS else thread_count

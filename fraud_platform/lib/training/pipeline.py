@@ -1,5 +1,6 @@
 """What the training assets compute, as plain data: the point-in-time training set, and the
-candidate model trained, thresholded, evaluated and explained.
+candidate models (CatBoost and the baselines, ``baselines.py``) trained on one split, the best
+by validation AP chosen, thresholded, evaluated and explained.
 
 ``PipelineConfig`` holds the defaults of every training setting (hyper-parameters and split sizes
 through ``TrainConfig``, thresholds, budget, quality gate, search); the Dagster config of the
@@ -25,10 +26,17 @@ from fraud_platform.lib.features.training_frame import (
     label_transactions,
     resolve_as_of,
 )
+from fraud_platform.lib.model.baseline import (
+    CATBOOST,
+    FOREST,
+    KIND_METADATA_KEY,
+    MODEL_KINDS,
+)
 from fraud_platform.lib.model.explain import shap_values
 from fraud_platform.lib.model.input import TrainedModel, predict_proba
 from fraud_platform.lib.serving.policy import Thresholds
-from fraud_platform.lib.training import evaluation, search
+from fraud_platform.lib.training import evaluation, promotion, search
+from fraud_platform.lib.training.baselines import BaselineConfig, train_baselines
 from fraud_platform.lib.training.fit import Log, Split, TrainConfig, time_split, train_model
 from fraud_platform.lib.training.guards import require_group_features
 from fraud_platform.lib.training.metrics import metrics_by_day
@@ -97,20 +105,32 @@ class PipelineConfig:
     """Optuna trials on time-ordered folds of the train part before the final fit; 0 = none."""
     search_time_budget_s: float = 120.0
     search_folds: int = 3
+    scheduled_search_trials: int = 30
+    """The scheduled retrain searches CatBoost's hyper-parameters with this many trials..."""
+    scheduled_search_time_budget_s: float = 900.0
+    """...stopping after this long (a started trial finishes; see search.py)."""
+    baselines: BaselineConfig = field(default_factory=BaselineConfig)
+    """Baselines trained beside CatBoost (``baselines.kinds``; empty = CatBoost only). The
+    candidate with the best validation AP is registered."""
 
 
 @dataclass(frozen=True)
 class TrainingResult:
-    """The candidate and everything the model asset registers and publishes."""
+    """The chosen candidate and everything the model asset registers and publishes."""
 
     trained: TrainedModel
     split: Split
     thresholds: Thresholds
-    metrics: dict[str, Any]  # evaluation.Evaluation.to_dict() on the test part
+    metrics: dict[str, Any]  # evaluation.Evaluation.to_dict() of the chosen model on the test part
     search: dict[str, Any]  # {"enabled": False} or {"enabled": True, **SearchResult.summary()}
     plots: dict[str, str]  # metadata name -> markdown embedding a PNG
-    shap_mean_abs: dict[str, float]  # top features by mean |SHAP| on a test sample
+    shap_mean_abs: dict[str, float]  # top features by mean |contribution| on a test sample
     passed: bool  # clears min_auc_roc and min_average_precision
+    chosen: str = CATBOOST  # the kind selected by validation AP
+    selection_reason: str = ""
+    candidates: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per kind: validation and test AP/AUC, train seconds (the side-by-side table)."""
+    models: dict[str, TrainedModel] = field(default_factory=dict)  # every candidate, by kind
 
     def registry_metadata(
         self, service: FeatureService, training_set_table: str, training_set_version: int
@@ -130,22 +150,36 @@ class TrainingResult:
             "code_version": code_version(),
             "split": self.split.summary(),
             "search": self.search,
+            KIND_METADATA_KEY: self.chosen,
+            "selection": {"chosen": self.chosen, "reason": self.selection_reason},
+            "candidates": self.candidates,
         }
 
+    def candidates_markdown(self) -> str:
+        """The candidates side by side (validation AP decides; test metrics for reference)."""
+        lines = [
+            "| model | validation AP | test AP | test AUC | train s | chosen |",
+            "|---|---|---|---|---|---|",
+        ]
+        for kind, row in self.candidates.items():
+            lines.append(
+                f"| {kind} | {row['validation_average_precision']:.4f} | "
+                f"{row['test_average_precision']:.4f} | {row['test_auc_roc']:.4f} | "
+                f"{row['train_seconds']:.1f} | {'yes' if kind == self.chosen else ''} |"
+            )
+        return "\n".join(lines)
 
-def train_and_evaluate(
-    frame: pl.DataFrame,
+
+def train_candidates(
+    split: Split,
     numeric: Sequence[str],
     categorical: Sequence[str],
-    config: PipelineConfig | None = None,
+    config: PipelineConfig,
     log: Log | None = None,
-) -> TrainingResult:
-    """Time split, optional hyper-parameter search, fit, thresholds chosen on the validation
-    part, evaluation (with the served policy's decisions on the test rows), plots and SHAP on
-    the test part (the latest period)."""
-    config = config or PipelineConfig()
+) -> tuple[dict[str, TrainedModel], dict[str, Any]]:
+    """CatBoost (after the optional search) and the baselines, on the same split and features;
+    returns (models by kind, the search summary)."""
     train_config = config.train
-    split = time_split(frame, train_config)
     search_summary: dict[str, Any] = {"enabled": False}
     if config.search_trials > 0:
         found = search.search_hyperparameters(
@@ -161,14 +195,57 @@ def train_and_evaluate(
         )
         train_config = search.to_train_config(found.best_params, train_config)
         search_summary = {"enabled": True, **found.summary()}
-    trained = train_model(split, numeric, categorical, train_config, log=log)
+    models = {CATBOOST: train_model(split, numeric, categorical, train_config, log=log)}
+    models.update(train_baselines(split, numeric, categorical, config.baselines, log=log))
+    return models, search_summary
+
+
+def _candidate_row(trained: TrainedModel, split: Split, budget: int) -> dict[str, Any]:
+    row: dict[str, Any] = {"train_seconds": round(trained.train_seconds, 3)}
+    for part_name, part in (("validation", split.validation), ("test", split.test)):
+        found = promotion.metrics(
+            part["is_fraud"].to_numpy(),
+            predict_proba(trained, part),
+            part["event_time"].to_numpy(),
+            review_budget_per_day=budget,
+        )
+        row[f"{part_name}_average_precision"] = found["average_precision"]
+        row[f"{part_name}_auc_roc"] = found["auc_roc"]
+    return row
+
+
+def train_and_evaluate(
+    frame: pl.DataFrame,
+    numeric: Sequence[str],
+    categorical: Sequence[str],
+    config: PipelineConfig | None = None,
+    log: Log | None = None,
+) -> TrainingResult:
+    """Time split, optional hyper-parameter search, CatBoost and the baselines fitted on the
+    same split, the best by validation AP chosen; its thresholds chosen on the validation part,
+    its evaluation (with the served policy's decisions on the test rows), plots and
+    explanations on the test part (the latest period)."""
+    config = config or PipelineConfig()
+    split = time_split(frame, config.train)
+    models, search_summary = train_candidates(split, numeric, categorical, config, log)
+    candidates = {
+        kind: _candidate_row(model, split, config.review_budget_per_day)
+        for kind, model in models.items()
+    }
+    selection = promotion.select_candidate(
+        {kind: row["validation_average_precision"] for kind, row in candidates.items()},
+        preference=MODEL_KINDS,
+    )
+    if log:
+        log(f"model selection: {selection.reason}")
+    trained = models[selection.chosen]
     thresholds = evaluation.choose_thresholds(
         split.validation["is_fraud"].to_numpy(),
         predict_proba(trained, split.validation),
         review_rate=config.review_rate,
         decline_precision=config.decline_precision,
     )
-    test = split.test
+    test = promotion.with_policy_columns(split.test)
     scores = predict_proba(trained, test)
     y = test["is_fraud"].to_numpy()
     metrics = evaluation.evaluate(
@@ -190,11 +267,17 @@ def train_and_evaluate(
         ),
         "feature_importance": plots.png_markdown(
             plots.feature_importance_png(trained.features, trained.model.get_feature_importance()),
-            "Feature importance",
+            f"Feature importance ({selection.chosen})",
         ),
     }
     explanation, shap_mean_abs = _explain(trained, test, scores, config)
     images.update(explanation)
+    images["pr_curves_candidates"] = plots.png_markdown(
+        plots.pr_curves_png(
+            y, {kind: predict_proba(model, test) for kind, model in models.items()}
+        ),
+        "Precision-recall of every candidate (test)",
+    )
     return TrainingResult(
         trained=trained,
         split=split,
@@ -207,6 +290,10 @@ def train_and_evaluate(
             metrics["auc_roc"] >= config.min_auc_roc
             and metrics["average_precision"] >= config.min_average_precision
         ),
+        chosen=selection.chosen,
+        selection_reason=selection.reason,
+        candidates=candidates,
+        models=models,
     )
 
 
@@ -217,12 +304,8 @@ def _explain(
     config: PipelineConfig,
 ) -> tuple[dict[str, str], dict[str, float]]:
     """(SHAP beeswarm and daily-metrics plots of the test period, top mean |SHAP| per feature
-    on a test sample)."""
-    shap, values, features = shap_values(
-        trained, test, max_rows=SHAP_SAMPLE_ROWS, seed=config.train.seed
-    )
-    mean_abs = np.abs(shap).mean(axis=0)
-    order = np.argsort(-mean_abs, kind="stable")[:SHAP_TOP_FEATURES]
+    on a test sample). A random forest has no per-row SHAP here (``model/baseline.py``): its
+    beeswarm is left out and the top features are its global importances."""
     daily = metrics_by_day(
         test["is_fraud"].to_numpy(),
         scores,
@@ -234,11 +317,22 @@ def _explain(
         {m: [d[m] for d in daily] for m in ("auc_roc", "average_precision", "recall_at_budget")},
         f"Daily metrics (test; recall at {config.review_budget_per_day}/day)",
     )
+    over_time_md = plots.png_markdown(over_time, "Daily metrics (test)")
+    if trained.kind == FOREST:
+        importance = trained.model.get_feature_importance()
+        order = np.argsort(-importance, kind="stable")[:SHAP_TOP_FEATURES]
+        top = {trained.features[i]: round(float(importance[i]), 6) for i in order}
+        return {"metric_over_time": over_time_md}, top
+    shap, values, features = shap_values(
+        trained, test, max_rows=SHAP_SAMPLE_ROWS, seed=config.train.seed
+    )
+    mean_abs = np.abs(shap).mean(axis=0)
+    order = np.argsort(-mean_abs, kind="stable")[:SHAP_TOP_FEATURES]
     summary = plots.shap_summary_png(
         shap, values, features, max_features=SHAP_TOP_FEATURES, title="SHAP (test sample)"
     )
     images = {
         "shap_summary": plots.png_markdown(summary, f"SHAP summary ({values.height} test rows)"),
-        "metric_over_time": plots.png_markdown(over_time, "Daily metrics (test)"),
+        "metric_over_time": over_time_md,
     }
     return images, {features[i]: round(float(mean_abs[i]), 6) for i in order}

@@ -34,6 +34,7 @@ import polars as pl
 from fraud_platform.lib.model.input import LABEL_COLUMN, TIME_COLUMN, TrainedModel, predict_proba
 from fraud_platform.lib.serving.policy import (
     DEFAULT_RULES,
+    REQUIRED_COLUMNS,
     Rule,
     Thresholds,
     apply_policy_many,
@@ -169,6 +170,52 @@ def compare(
     )
 
 
+# ---------------------------------------------------------------------------------------------
+# model selection: which candidate of one training run becomes the challenger
+
+
+@dataclass(frozen=True)
+class Selection:
+    chosen: str
+    reason: str
+    validation_average_precision: dict[str, float]
+
+
+def select_candidate(
+    validation_average_precision: Mapping[str, float], preference: Sequence[str] = ()
+) -> Selection:
+    """The candidate (by name, e.g. its model kind) with the highest validation AP.
+
+    Candidates were trained on the same split and features; ties go to the earlier name in
+    ``preference`` (then to the earlier key), and an undefined (NaN) AP never wins. Raises
+    ``ValueError`` when no candidate has a defined AP.
+    """
+    order = [
+        *preference,
+        *(name for name in validation_average_precision if name not in preference),
+    ]
+    ranked = [
+        (float(validation_average_precision[name]), -position, name)
+        for position, name in enumerate(order)
+        if name in validation_average_precision
+        and not math.isnan(float(validation_average_precision[name]))
+    ]
+    if not ranked:
+        raise ValueError(
+            f"no candidate has a defined validation AP: {dict(validation_average_precision)}"
+        )
+    value, _, chosen = max(ranked)
+    others = ", ".join(
+        f"{name} {ap:.4f}" for ap, _, name in sorted(ranked, reverse=True) if name != chosen
+    )
+    return Selection(
+        chosen=chosen,
+        reason=f"{chosen} has the best validation AP {value:.4f}"
+        + (f" (then {others})" if others else ""),
+        validation_average_precision={k: float(v) for k, v in validation_average_precision.items()},
+    )
+
+
 def _item(value: Any) -> Any:
     """numpy datetime64 -> Python datetime (microseconds); other values unchanged."""
     if isinstance(value, np.datetime64):  # numpy times are UTC (polars converts to UTC)
@@ -228,6 +275,13 @@ def score(model: Any, frame: pl.DataFrame) -> tuple[np.ndarray | None, str | Non
         return None, f"{type(exc).__name__}: {exc}"
 
 
+def with_policy_columns(frame: pl.DataFrame) -> pl.DataFrame:
+    """``frame`` with the columns the policy requires that it lacks added as nulls (a feature
+    service without ``channel``, e.g. thin data: channel rules then never fire)."""
+    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
+    return frame.with_columns(pl.lit(None, dtype=pl.String).alias(c) for c in missing)
+
+
 def policy_on(
     period: pl.DataFrame,
     scores: np.ndarray | None,
@@ -238,6 +292,7 @@ def policy_on(
     thresholds)."""
     if scores is None or not thresholds:
         return {}
+    period = with_policy_columns(period)
     verdicts = apply_policy_many(scores, rule_inputs(period, rules), thresholds, rules)
     y = period[LABEL_COLUMN].to_numpy().astype(bool)
     return policy_report(verdicts, y, rules=rules)
@@ -301,11 +356,13 @@ __all__ = [
     "NO_CHANGE",
     "PROMOTED",
     "GateDecision",
+    "Selection",
     "compare",
     "metrics",
     "policy_on",
     "run_gate",
     "score",
+    "select_candidate",
     "split_config",
     "comparison_period",
 ]

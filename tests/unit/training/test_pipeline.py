@@ -13,6 +13,7 @@ from fraud_platform.defs.training.assets import ModelConfig
 from fraud_platform.lib.features.services import FRAUD_SCORING_V1
 from fraud_platform.lib.model.input import predict_proba
 from fraud_platform.lib.training import evaluation, metrics
+from fraud_platform.lib.training.baselines import BaselineConfig
 from fraud_platform.lib.training.fit import TrainConfig, time_split
 from fraud_platform.lib.training.pipeline import PipelineConfig, train_and_evaluate
 from tests.unit.training.synthetic import CATEGORICAL, FAST, NUMERIC, make_frame
@@ -24,6 +25,7 @@ PLOTS = (
     "feature_importance",
     "shap_summary",
     "metric_over_time",
+    "pr_curves_candidates",
 )
 
 
@@ -37,15 +39,25 @@ def test_model_config_defaults_are_the_pipeline_defaults() -> None:
 @pytest.mark.parametrize("name", sorted(ModelConfig.model_fields))
 def test_model_config_field_reaches_the_pipeline_config(name: str) -> None:
     default = getattr(ModelConfig(), name)
-    changed = default + 1 if isinstance(default, int) else default * 2 + 0.5
+    if isinstance(default, list):
+        changed = default[:1]
+    else:
+        changed = default + 1 if isinstance(default, int) else default * 2 + 0.5
     config = ModelConfig(**{name: changed}).pipeline_config()
     train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    assert getattr(config.train if name in train_fields else config, name) == changed
+    if name == "baseline_kinds":
+        assert config.baselines.kinds == tuple(changed)
+    elif name.startswith("forest_"):
+        assert getattr(config.baselines, name) == changed
+    else:
+        assert getattr(config.train if name in train_fields else config, name) == changed
 
 
 def test_train_and_evaluate_publishes_test_metrics_thresholds_and_plots() -> None:
     frame = make_frame()
-    config = PipelineConfig(train=FAST, review_budget_per_day=5, min_auc_roc=0.5)
+    config = PipelineConfig(
+        train=FAST, review_budget_per_day=5, min_auc_roc=0.5, baselines=BaselineConfig(kinds=())
+    )
     messages: list[str] = []
     result = train_and_evaluate(frame, NUMERIC, CATEGORICAL, config, log=messages.append)
 
