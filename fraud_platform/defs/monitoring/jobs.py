@@ -19,6 +19,7 @@ daily_monitoring_job = dg.define_asset_job(
     ),
 )
 
+
 @dg.schedule(
     name="daily_monitoring_schedule",
     cron_schedule="30 1 * * *",

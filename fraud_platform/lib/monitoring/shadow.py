@@ -49,13 +49,15 @@ class ShadowResult:
 
 
 def logged_rows(decisions: pl.DataFrame) -> list[dict[str, Any]]:
-    """Per decision: the transaction's fields plus every logged feature (prefix stripped)."""
+    """Per decision: the transaction's fields, then every logged feature (prefix stripped; a
+    feature that is also a request field, such as ``amount``, takes the served value)."""
     logged = [c for c in decisions.columns if c.startswith(FEATURE_PREFIX)]
     fields = [c for c in TRANSACTION_FIELDS if c in decisions.columns]
-    frame = decisions.select(
-        *fields, *[pl.col(c).alias(c.removeprefix(FEATURE_PREFIX)) for c in logged]
-    )
-    return frame.to_dicts()
+    txns = decisions.select(fields).to_dicts()
+    served = decisions.select(
+        [pl.col(c).alias(c.removeprefix(FEATURE_PREFIX)) for c in logged]
+    ).to_dicts()
+    return [{**txn, **features} for txn, features in zip(txns, served, strict=True)]
 
 
 def shadow_score(

@@ -82,8 +82,10 @@ def test_drift_under_the_failing_threshold_warns_and_says_so(files: FilesResourc
     assert meta["status"] == "WARN"
     assert meta["value"] == meta["share_drifted"] == pytest.approx(1 / 3)
     assert (meta["threshold"], meta["warn_threshold"]) == (0.5, 0.1)
-    assert result.description == meta["summary"] == (
-        "share_drifted = 0.3333 (warn > 0.1, fail > 0.5): WARN"
+    assert (
+        result.description
+        == meta["summary"]
+        == ("share_drifted = 0.3333 (warn > 0.1, fail > 0.5): WARN")
     )
     assert meta["plot"].startswith(f"![{meta['summary']}](data:image/png;base64,")
 
