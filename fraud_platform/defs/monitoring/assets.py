@@ -12,7 +12,7 @@ from fraud_platform.lib import plots
 from fraud_platform.lib.features.pit import point_in_time_join
 from fraud_platform.lib.features.services import FRAUD_SCORING_V1
 from fraud_platform.lib.features.training_frame import model_frame
-from fraud_platform.lib.monitoring.decisions import read_decisions, recent_dates
+from fraud_platform.lib.monitoring.decisions import read_decisions, recent_dates, without_outages
 from fraud_platform.lib.monitoring.drift import DriftReport, drift_report
 from fraud_platform.lib.monitoring.profiles import profile_frame, read_profile, write_profile
 from fraud_platform.lib.monitoring.skew import skew_report
@@ -96,9 +96,11 @@ def served_traffic_profile(
     config: ServedConfig, delta: dg.ResourceParam[DeltaStore], files: FilesResource
 ) -> dg.MaterializeResult:
     """whylogs profile of the features the scoring service served (from its decision log,
-    ingested into bronze/scores); no file while nothing was served, so the drift check never
-    reads an older traffic's profile."""
-    served = served_features(served_decisions(delta, config.days))
+    ingested into bronze/scores), leaving out decisions made during an online-store outage
+    (``decisions.without_outages``); no file while nothing was served, so the drift check
+    never reads an older traffic's profile."""
+    decisions, outages = without_outages(served_decisions(delta, config.days))
+    served = served_features(decisions)
     path = files.path(*SERVED_PROFILE_FILE)
     if served.height:
         write_profile(profile_frame(served, served.columns), path)
@@ -107,6 +109,7 @@ def served_traffic_profile(
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": served.height,
+            "outage_decisions_excluded": outages,
             "profile_path": str(path) if served.height else "",
         }
     )

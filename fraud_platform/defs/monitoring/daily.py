@@ -30,7 +30,7 @@ from fraud_platform.defs.monitoring.verdicts import check_result
 from fraud_platform.lib import plots
 from fraud_platform.lib.monitoring import charts
 from fraud_platform.lib.monitoring.daily_tables import DATE_COLUMN, read_days, write_day
-from fraud_platform.lib.monitoring.decisions import read_decisions
+from fraud_platform.lib.monitoring.decisions import read_decisions, without_outages
 from fraud_platform.lib.monitoring.drift import drift_report
 from fraud_platform.lib.monitoring.prediction_drift import (
     decision_counts,
@@ -87,13 +87,15 @@ def daily_served_profile(
     context: dg.AssetExecutionContext, delta: dg.ResourceParam[DeltaStore], files: FilesResource
 ) -> dg.MaterializeResult:
     """whylogs profile of one decision day: the features the service served and the score,
-    from that day's partition of bronze/scores only (no file on a day without decisions)."""
+    from that day's partition of bronze/scores only, leaving out decisions made during an
+    online-store outage (counted); no file on a day without decisions."""
     day = partition_day(context)
     decisions = read_decisions(delta, day, day)
     path = files.path(*daily_profile_file(day))
-    frame = served_features(decisions)
-    if decisions.height:
-        frame = frame.with_columns(decisions[SCORE_COLUMN])
+    profiled, outages = without_outages(decisions)
+    frame = served_features(profiled)
+    if profiled.height:
+        frame = frame.with_columns(profiled[SCORE_COLUMN])
         write_profile(profile_frame(frame, frame.columns), path)
     else:
         path.unlink(missing_ok=True)
@@ -109,7 +111,9 @@ def daily_served_profile(
             "decision_dates_read": dg.MetadataValue.json(days_read),
             "model_versions": dg.MetadataValue.json(model_versions(decisions)),
             "degraded": int(decisions["degraded"].sum()) if decisions.height else 0,
-            "profile_path": str(path) if decisions.height else "",
+            "outage_decisions_excluded": outages,
+            "profiled_rows": profiled.height,
+            "profile_path": str(path) if profiled.height else "",
         }
     )
 

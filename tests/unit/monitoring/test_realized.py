@@ -91,3 +91,21 @@ def test_label_coverage() -> None:
     assert label_coverage(day, AS_OF, 7.0) == pytest.approx(3.5 / 7)
     assert label_coverage(day, datetime(2026, 11, 1, 18, tzinfo=UTC), 7.0) == 0.0
     assert label_coverage(day, datetime(2026, 12, 1, tzinfo=UTC), 7.0) == 1.0
+
+
+def test_without_outages_leaves_out_only_online_store_outages() -> None:
+    from fraud_platform.lib.monitoring.decisions import without_outages
+
+    frame = pl.DataFrame(
+        {
+            "request_id": ["a", "b", "c", "d"],
+            "degraded_reason": [
+                None,
+                "online store unavailable: TimeoutError",
+                "no online features for groups: account_profile_v1",
+                None,
+            ],
+        }
+    )
+    kept, left_out = without_outages(frame)
+    assert kept["request_id"].to_list() == ["a", "c", "d"] and left_out == 1
