@@ -29,6 +29,11 @@ MODEL_NAME = "fraud_catboost"
 MODEL_ASSET = f"models/{MODEL_NAME}"
 CHAMPION_ASSET = f"serving/{MODEL_NAME}_champion"
 SERVED_TRAFFIC_PROFILE_ASSET = "monitoring/served_traffic_profile"
+# Daily monitoring (partitioned by decision date): one row per day (and model role) each.
+DAILY_FEATURE_DRIFT_TABLE = "monitoring/daily_feature_drift"
+DAILY_PREDICTION_DRIFT_TABLE = "monitoring/daily_prediction_drift"
+DAILY_REALIZED_PERFORMANCE_TABLE = "monitoring/daily_realized_performance"
+SHADOW_SCORES_TABLE = "monitoring/shadow_scores"  # the challenger's scores, never served
 
 # Jobs a sensor or schedule of another domain refers to.
 INGEST_JOB = "ingest_job"

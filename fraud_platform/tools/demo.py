@@ -7,13 +7,14 @@ through ``/score`` -> monitoring -> a summary (printed, and JSON in the data dir
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +121,57 @@ def _replay(settings: Settings, transactions: list[dict], truth: dict[str, str])
         if sum(labels)
         else None,
     }
+
+
+def _days(first: date, last: date) -> list[str]:
+    return [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
+
+
+DAILY_MONITORING_SUMMARY = {
+    "monitoring/daily_feature_drift": ("summary", "drifted_columns"),
+    "monitoring/daily_prediction_drift": ("score_verdict", "decision_rate_verdict"),
+    "monitoring/shadow_scores": ("challenger", "agreement_with_served", "note"),
+    "monitoring/daily_realized_performance": ("summary", "label_coverage", "table"),
+}
+
+
+def _daily_monitoring(instance, defs, days: list[str], log_dir: Path) -> list:
+    """The daily monitoring job (drift, shadow challenger, realized performance) on the
+    decision days of the replay: one run per day partition."""
+    from fraud_platform.tools.pipeline import (
+        QUIET_LOGS,
+        LayerResult,
+        _check_results,
+        _materializations,
+        _raise_unless_only_gated,
+    )
+
+    job = defs.resolve_job_def("daily_monitoring_job")
+    results = []
+    for day in days:
+        _say(f"daily monitoring of decision day {day} ...")
+        started = time.perf_counter()
+        log_dir.mkdir(parents=True, exist_ok=True)
+        with (log_dir / "daily_monitoring.log").open("a") as log, contextlib.redirect_stdout(log):
+            result = job.execute_in_process(
+                instance=instance, partition_key=day, run_config=QUIET_LOGS, raise_on_error=False
+            )
+        _raise_unless_only_gated(result, f"daily monitoring {day}")
+        layer = LayerResult(
+            layer=f"daily_monitoring {day}",
+            seconds=time.perf_counter() - started,
+            assets=sorted(_materializations(result)),
+            metadata=_materializations(result),
+        )
+        layer.checks, layer.warnings = _check_results(result)
+        for asset, keys in DAILY_MONITORING_SUMMARY.items():
+            shown = {k: layer.metadata.get(asset, {}).get(k) for k in keys}
+            _say(
+                f"  {asset}: "
+                + "; ".join(f"{k}: {v}" for k, v in shown.items() if v not in (None, ""))
+            )
+        results.append(layer)
+    return results
 
 
 def _warehouse_rows(settings: Settings) -> dict[str, int]:
@@ -235,10 +287,13 @@ def run_demo(settings: Settings, config: DemoConfig) -> dict[str, Any]:
         _say(
             f"replaying {len(sample):,} of {len(holdout):,} held-out transactions through /score ..."
         )
+        replay_first_day = datetime.now(UTC).date()
         replay = _replay(settings, sample, simulation.fraud_type_by_transaction)
+        replay_days = _days(replay_first_day, datetime.now(UTC).date())
     finally:
         stop_scoring_service(service)
     layers += run_layers(instance, ("monitoring",), defs=defs, on_progress=_say, log_dir=log_dir)
+    layers += _daily_monitoring(instance, defs, replay_days, log_dir)
 
     model_meta = next(
         (
@@ -278,6 +333,14 @@ def run_demo(settings: Settings, config: DemoConfig) -> dict[str, Any]:
         "checks": {name: ok for layer in layers for name, ok in layer.checks.items()},
         "check_warnings": [name for layer in layers for name in layer.warnings],
         **replay,
+        "daily_monitoring": {
+            layer.layer.removeprefix("daily_monitoring "): {
+                asset: {k: layer.metadata.get(asset, {}).get(k) for k in keys}
+                for asset, keys in DAILY_MONITORING_SUMMARY.items()
+            }
+            for layer in layers
+            if layer.layer.startswith("daily_monitoring ")
+        },
         "layer_seconds": {layer.layer: round(layer.seconds, 1) for layer in layers},
         "dagster_ui": f"run `fraud-platform ui`, then open http://127.0.0.1:{settings.ui_port}",
         "scoring_service": f"run `fraud-platform serve`, then POST http://127.0.0.1:{settings.service_port}/score",

@@ -74,7 +74,8 @@ def test_demo_runs_end_to_end_and_a_second_run_adds_nothing(
         assert first["scored"] == sum(first["decisions"].values()) > 100
         assert first["decisions_ingested"] == first["scored"]  # every decision, once
         assert 0.5 < first["test_auc"] <= 1.0
-        assert all(first["checks"].values()), [k for k, ok in first["checks"].items() if not ok]
+        failed = [k for k, ok in first["checks"].items() if not ok]
+        assert set(failed) <= set(first["check_warnings"]), failed  # warnings, no failures
         assert first["promotion"]["decision"] == "promoted"
         assert first["champion"] == first["model_tag"]
         assert (

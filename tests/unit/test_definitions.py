@@ -19,7 +19,9 @@ def test_definitions_load_with_every_layer_sensor_schedule_and_job() -> None:
         for key in graph.get_all_asset_keys()
         if graph.get(key).is_materializable
     }
-    assert groups == {g for layer in LAYERS.values() for g in layer}
+    # monitoring_daily is partitioned by decision day: daily_monitoring_job runs it per day
+    assert groups == {g for layer in LAYERS.values() for g in layer} | {"monitoring_daily"}
+    assert defs.resolve_job_def("daily_monitoring_job").partitions_def is not None
     assert {s.name for s in defs.sensors} == {
         "kafka_arrivals_sensor",
         "stale_feature_partitions_sensor",
@@ -30,6 +32,7 @@ def test_definitions_load_with_every_layer_sensor_schedule_and_job() -> None:
         "ingest_schedule",
         "retrain_schedule",
         "delta_maintenance_schedule",
+        "daily_monitoring_schedule",
     }
     defs.resolve_job_def("ingest_job")
     refresh = defs.resolve_job_def("feature_refresh_job")

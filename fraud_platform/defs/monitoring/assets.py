@@ -7,14 +7,16 @@ import dagster as dg
 import polars as pl
 
 from fraud_platform import names
+from fraud_platform.defs.monitoring.verdicts import check_result
 from fraud_platform.lib import plots
 from fraud_platform.lib.features.pit import point_in_time_join
 from fraud_platform.lib.features.services import FRAUD_SCORING_V1
 from fraud_platform.lib.features.training_frame import model_frame
-from fraud_platform.lib.monitoring.decisions import read_decisions, recent_dates
-from fraud_platform.lib.monitoring.drift import drift_report
+from fraud_platform.lib.monitoring.decisions import read_decisions, recent_dates, without_outages
+from fraud_platform.lib.monitoring.drift import DriftReport, drift_report
 from fraud_platform.lib.monitoring.profiles import profile_frame, read_profile, write_profile
 from fraud_platform.lib.monitoring.skew import skew_report
+from fraud_platform.lib.monitoring.verdict import Verdict, judge, not_judged
 from fraud_platform.lib.storage.delta import DeltaStore
 from fraud_platform.names import TRAINING_SET_TABLE
 from fraud_platform.resources import AlertResource, FilesResource
@@ -94,9 +96,11 @@ def served_traffic_profile(
     config: ServedConfig, delta: dg.ResourceParam[DeltaStore], files: FilesResource
 ) -> dg.MaterializeResult:
     """whylogs profile of the features the scoring service served (from its decision log,
-    ingested into bronze/scores); no file while nothing was served, so the drift check never
-    reads an older traffic's profile."""
-    served = served_features(served_decisions(delta, config.days))
+    ingested into bronze/scores), leaving out decisions made during an online-store outage
+    (``decisions.without_outages``); no file while nothing was served, so the drift check
+    never reads an older traffic's profile."""
+    decisions, outages = without_outages(served_decisions(delta, config.days))
+    served = served_features(decisions)
     path = files.path(*SERVED_PROFILE_FILE)
     if served.height:
         write_profile(profile_frame(served, served.columns), path)
@@ -105,6 +109,7 @@ def served_traffic_profile(
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": served.height,
+            "outage_decisions_excluded": outages,
             "profile_path": str(path) if served.height else "",
         }
     )
@@ -112,11 +117,32 @@ def served_traffic_profile(
 
 class DriftConfig(dg.Config):
     max_share_drifted: float = 0.3
-    """Fail when more than this share of features drifted."""
+    """Fail (ERROR) when more than this share of features drifted."""
+    warn_share_drifted: float = 0.1
+    """Warn when more than this share drifted (notable, under the failing threshold)."""
     min_served_rows: int = 200
+    """Below this many served rows drift is not judged (the check says so)."""
     min_psi: float = 0.1
     """Ignore shifts below this population stability index: with thousands of rows the KS and
     null-rate tests flag even negligible shifts (0.1 is the usual "moderate shift" line)."""
+
+
+def judge_feature_drift(report: DriftReport, config: DriftConfig) -> Verdict:
+    return judge(
+        "share_drifted",
+        report.share_drifted,
+        config.max_share_drifted,
+        config.warn_share_drifted,
+    )
+
+
+def feature_drift_plot(report: DriftReport, verdict: Verdict, title: str) -> bytes:
+    """The per-feature drift bars, titled with the verdict (figure, thresholds, outcome)."""
+    return plots.drift_png(
+        report,
+        f"{title}: {verdict.status}, warn > "
+        f"{verdict.warn_threshold:g}, fail > {verdict.threshold:g}",
+    )
 
 
 @dg.asset_check(
@@ -124,7 +150,8 @@ class DriftConfig(dg.Config):
     additional_deps=[training_profile],
     description=(
         "Served features are distributed like the training reference's: KS / chi-square per "
-        "feature between the served-traffic profile and the training profile."
+        "feature between the served-traffic profile and the training profile; the share of "
+        "drifted features warns above warn_share_drifted and fails above max_share_drifted."
     ),
 )
 def served_features_have_not_drifted(
@@ -136,14 +163,14 @@ def served_features_have_not_drifted(
     )
     served = read_profile(served_path) if served_path.exists() else None
     if served is None or served.rows < config.min_served_rows:
-        return dg.AssetCheckResult(
-            passed=True,
-            severity=dg.AssetCheckSeverity.WARN,
-            metadata={
-                "served_rows": served.rows if served else 0,
-                "note": "too little served traffic to judge drift",
-            },
+        rows = served.rows if served else 0
+        verdict = not_judged(
+            "share_drifted",
+            f"{rows} served rows, fewer than min_served_rows={config.min_served_rows}",
+            config.max_share_drifted,
+            config.warn_share_drifted,
         )
+        return check_result(verdict, metadata={"served_rows": rows})
     if not reference_path.exists():
         return dg.AssetCheckResult(
             passed=False,
@@ -154,19 +181,19 @@ def served_features_have_not_drifted(
     reference = read_profile(reference_path)
     columns = [c for c in FEATURES if c in served.columns and c in reference.columns]
     report = drift_report(reference, served, columns, min_psi=config.min_psi)
-    return dg.AssetCheckResult(
-        passed=report.share_drifted <= config.max_share_drifted,
+    verdict = judge_feature_drift(report, config)
+    return check_result(
+        verdict,
         metadata={
             "share_drifted": report.share_drifted,
             "drifted_columns": dg.MetadataValue.json(report.drifted_columns),
             "columns_compared": len(columns),
             "served_rows": served.rows,
             "reference_rows": reference.rows,
+            "min_psi": config.min_psi,
             "report": dg.MetadataValue.json(report.to_dict()),
-            "drift_plot": dg.MetadataValue.md(
-                plots.png_markdown(plots.drift_png(report), "Feature drift")
-            ),
         },
+        plot=feature_drift_plot(report, verdict, "Feature drift"),
     )
 
 
@@ -190,7 +217,10 @@ def offline_features_for(log: pl.DataFrame, delta: DeltaStore) -> pl.DataFrame:
     rows = log.select("request_id", *ENTITY_COLUMNS, *REQUEST_COLUMNS).with_columns(
         pl.col(JOIN_KEYS).cast(pl.String)  # a key never seen in the log reads back as Null
     )
-    group_rows = {g.versioned_name: delta.read(names.feature_table(g.versioned_name)) for g in FRAUD_SCORING_V1.groups}
+    group_rows = {
+        g.versioned_name: delta.read(names.feature_table(g.versioned_name))
+        for g in FRAUD_SCORING_V1.groups
+    }
     joined = point_in_time_join(rows, FRAUD_SCORING_V1.groups, group_rows)
     return pl.concat(
         [joined.select("request_id"), model_frame(joined, FRAUD_SCORING_V1)], how="horizontal"
@@ -218,18 +248,19 @@ def served_features_match_offline(
     if log.height:
         log = log.filter(~pl.col("degraded")).tail(config.max_requests)
     if log.height == 0:
-        return dg.AssetCheckResult(
-            passed=True,
-            severity=dg.AssetCheckSeverity.WARN,
-            metadata={"compared": 0, "note": "no non-degraded decisions to compare"},
+        verdict = not_judged(
+            "worst_mismatch_rate", "no non-degraded decisions to compare", config.max_mismatch_rate
         )
+        return check_result(verdict, metadata={"compared": 0})
     report = compare_served_with_offline(log, delta)
-    worst = float(report["max_mismatch_rate"])
-    return dg.AssetCheckResult(
-        passed=worst <= config.max_mismatch_rate,
+    verdict = judge(
+        "worst_mismatch_rate", float(report["max_mismatch_rate"]), config.max_mismatch_rate
+    )
+    return check_result(
+        verdict,
         metadata={
             "compared": log.height,
-            "worst_mismatch_rate": worst,
+            "worst_mismatch_rate": verdict.value,
             "features_with_skew": dg.MetadataValue.json(report["features_with_skew"]),
             "limit": config.max_mismatch_rate,
             "report": dg.MetadataValue.json(report),

@@ -28,6 +28,8 @@ def new_failing_evaluations(instance: dg.DagsterInstance, after: int) -> tuple[l
         evaluation = record.event.dagster_event.event_specific_data
         if getattr(evaluation, "passed", True):
             continue
+        if getattr(evaluation, "severity", None) == dg.AssetCheckSeverity.WARN:
+            continue  # notable drift under the failing threshold: a warning, not a retrain
         run = instance.get_run_by_id(record.run_id) if record.run_id else None
         if run is not None and run.tags.get(TRIGGER_TAG) == DRIFT_TRIGGER:
             continue  # the retrain's own monitoring: no retrain loop on persistent drift

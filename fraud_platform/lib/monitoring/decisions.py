@@ -29,6 +29,8 @@ from fraud_platform.names import SCORES_TABLE
 FEATURE_PREFIX = "f_"
 AGE_PREFIX = "age_s_"
 _JSON_FIELDS = tuple(f.name for f in EVENT_FIELDS[SCORES] if f.kind == "json")
+# The degraded_reason ``lib/serving/lookup.py`` gives when Redis could not be read at all.
+OUTAGE_REASON_PREFIX = "online store unavailable"
 
 
 def recent_dates(days: int, today: date | None = None) -> tuple[date, date]:
@@ -91,3 +93,18 @@ def read_decisions(
 ) -> pl.DataFrame:
     """The decisions made on the UTC dates ``first..last``, flattened (``flatten_decisions``)."""
     return flatten_decisions(read_decision_rows(store, first, last))
+
+
+def without_outages(decisions: pl.DataFrame) -> tuple[pl.DataFrame, int]:
+    """(the decisions made while the online store answered, how many were left out).
+
+    During an online-store outage every looked-up feature is null: an availability problem
+    (counted by the service's degraded metrics), not a change of traffic. Measured on the demo:
+    144 timeouts among 2,000 replayed decisions on a loaded machine made 74% of the features
+    "drift" on their null rate; without them 17% did.
+    """
+    if decisions.is_empty():
+        return decisions, 0
+    outage = pl.col("degraded_reason").fill_null("").str.starts_with(OUTAGE_REASON_PREFIX)
+    kept = decisions.filter(~outage)
+    return kept, decisions.height - kept.height

@@ -10,13 +10,18 @@ from fraud_platform.defs.serving.retraining import (
 )
 
 
-def _report(instance: dg.DagsterInstance, passed: bool) -> None:
+def _report(
+    instance: dg.DagsterInstance,
+    passed: bool,
+    severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR,
+) -> None:
     instance.report_runless_asset_event(
         dg.AssetCheckEvaluation(
             asset_key=DRIFT_CHECK.asset_key,
             check_name=DRIFT_CHECK.name,
             passed=passed,
             metadata={"share_drifted": 0.9 if not passed else 0.0},
+            severity=severity,
         )
     )
 
@@ -52,3 +57,10 @@ def test_one_retrain_per_failing_drift_evaluation() -> None:
         assert len(newer.run_requests) == 1
         assert newer.run_requests[0].run_key != request.run_key
         assert _tick(instance, newer.cursor).run_requests == []
+
+
+def test_a_drift_warning_requests_no_retrain() -> None:
+    with dg.instance_for_test() as instance:
+        first = _tick(instance, None)
+        _report(instance, passed=False, severity=dg.AssetCheckSeverity.WARN)
+        assert _tick(instance, first.cursor).run_requests == []
