@@ -124,8 +124,10 @@ class Platform:
             },
         )
 
-    def serve(self, since: datetime, until: datetime) -> int:
-        """The champion's decisions on the transactions of [since, until), into bronze/scores."""
+    def serve(self, simulation, since: datetime, until: datetime) -> int:
+        """The champion's decisions on the transactions of [since, until), into bronze/scores:
+        each request is the transaction event as published, its looked-up features the
+        point-in-time row of the feature tables."""
         from fraud_platform import names
         from fraud_platform.lib.features.services import FRAUD_SCORING_V1 as SERVICE
         from fraud_platform.lib.serving.decision_log import DecisionLog
@@ -148,7 +150,10 @@ class Platform:
                   for g in SERVICE.groups}  # fmt: skip
         rows = pit_rows(warehouse.table("fct_transactions"), groups, SERVICE, since, until)
         lookups = rows.to_dicts()
-        txns = [{k: row.get(k) for k in TRANSACTION_FIELDS} for row in lookups]
+        published = {t["transaction_id"]: t for t in simulation.transactions
+                     if since <= t["event_time"] < until}  # fmt: skip
+        txns = [{k: published[row["transaction_id"]].get(k) for k in TRANSACTION_FIELDS}
+                for row in lookups]  # fmt: skip
         results = model.score_many(txns, lookups)
         with DecisionLog(self.bootstrap) as log:
             for txn, result in zip(txns, results, strict=True):
@@ -204,10 +209,11 @@ class Platform:
 
         started = time.perf_counter()
         before = self.resources()[0].champion(names.MODEL_NAME)
-        self._run("retrain_job", **kwargs)
+        result = self._run("retrain_job", **kwargs)
         after = self.resources()[0].champion(names.MODEL_NAME)
         self.retrains.append(
-            {"day": label, "trigger": trigger, "promoted": after != before, "champion": after,
+            {"day": label, "trigger": trigger, "completed": result.success,
+             "promoted": after != before, "champion": after,
              "seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
         )
         say(f"  retrain ({trigger}) day {label}: champion {before} -> {after}")
@@ -360,7 +366,7 @@ def main() -> int:
             if day == plan.drift_at:
                 stale = platform.resources()[0].champion("fraud_catboost")
             platform.ingest(simulation, since, until)
-            served = platform.serve(since, until)
+            served = platform.serve(simulation, since, until)
             checks = platform.monitor((until - timedelta(days=1)).date())
             drift_checks = {n: ok for n, ok in checks.items() if "drift" in n}
             drifted = any(not ok for ok in drift_checks.values())
