@@ -24,10 +24,12 @@ PROFILES_REJECTED_TABLE = "bronze/account_profiles_rejected"
 TRAINING_SET_TABLE = "training/fraud_training_set"
 REGISTRY_TABLE = "registry/model_events"
 BACKTEST_SCORES_TABLE = "serving/backtest_scores"
+RUN_RECORDS_TABLE = "notifications/run_records"  # key figures of every successful model run
 
 MODEL_NAME = "fraud_catboost"
 MODEL_ASSET = f"models/{MODEL_NAME}"
 CHAMPION_ASSET = f"serving/{MODEL_NAME}_champion"
+BACKTEST_ASSET = "serving/fraud_backtest"
 SERVED_TRAFFIC_PROFILE_ASSET = "monitoring/served_traffic_profile"
 # Daily monitoring (partitioned by decision date): one row per day (and model role) each.
 DAILY_FEATURE_DRIFT_TABLE = "monitoring/daily_feature_drift"

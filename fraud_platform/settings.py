@@ -161,6 +161,7 @@ class Settings:
     model_source: str | None = None
     delta_storage_options: dict[str, str] = field(default_factory=dict)
     alert_webhook: bool = False  # the URL itself stays a secret, read by Dagster's EnvVar
+    ui_url: str | None = None  # FRAUD_PLATFORM_UI_URL: the Dagster UI that alerts link to
     profiles_pg_url: str | None = DEFAULT_PROFILES_PG_URL
     decision_log_buffer: int = 100_000
     scoring_workers: int = field(default_factory=lambda: os.cpu_count() or 1)
@@ -206,6 +207,7 @@ class Settings:
             model_source=_env(env, "FRAUD_PLATFORM_MODEL_SOURCE"),
             delta_storage_options=storage_options,
             alert_webhook=_env(env, "FRAUD_PLATFORM_ALERT_WEBHOOK") is not None,
+            ui_url=_env(env, "FRAUD_PLATFORM_UI_URL"),
             profiles_pg_url=_env(env, "FRAUD_PLATFORM_PROFILES_PG_URL") or DEFAULT_PROFILES_PG_URL,
             decision_log_buffer=_int(env, "FRAUD_PLATFORM_DECISION_LOG_BUFFER", 100_000),
             scoring_workers=_int(env, "FRAUD_PLATFORM_SCORING_WORKERS", os.cpu_count() or 1),
@@ -239,6 +241,11 @@ class Settings:
     @property
     def dagster_home_dir(self) -> Path:
         return self.dagster_home or self.data_dir / "dagster_home"
+
+    @property
+    def ui_base_url(self) -> str:
+        """The Dagster UI alerts link to: FRAUD_PLATFORM_UI_URL, else the local ``ui`` port."""
+        return (self.ui_url or f"http://127.0.0.1:{self.ui_port}").rstrip("/")
 
     @property
     def warehouse_path(self) -> Path:

@@ -10,6 +10,7 @@ from fraud_platform.resources import (
     FilesResource,
     KafkaResource,
     ModelStoreResource,
+    NotifierResource,
     ProfilesSourceResource,
     RedisResource,
     WarehouseResource,
@@ -28,6 +29,13 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
         "files": FilesResource(root=str(settings.data_dir)),
         "alerts": AlertResource(
             log_path=str(settings.data_dir / "alerts.jsonl"),
+            webhook_url=dg.EnvVar("FRAUD_PLATFORM_ALERT_WEBHOOK")
+            if settings.alert_webhook
+            else None,
+        ),
+        "notifier": NotifierResource(
+            log_path=str(settings.data_dir / "alerts.jsonl"),
+            ui_url=settings.ui_base_url,
             webhook_url=dg.EnvVar("FRAUD_PLATFORM_ALERT_WEBHOOK")
             if settings.alert_webhook
             else None,

@@ -14,13 +14,13 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _run(name: str) -> dict:
+def _run(name: str, timeout_s: float = 300) -> dict:
     done = subprocess.run(
         [sys.executable, f"benchmarks/{name}.py", "--quick"],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=timeout_s,
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -83,3 +83,15 @@ def test_benchmark_own_data_quick_compares_the_candidates_on_a_later_window() ->
     assert validation[figures["chosen"]] == max(validation.values())  # the gate's rule
     assert all(0 < figures[f"ap_{kind}"] <= 1 for kind in ("catboost", "logreg", "forest"))
     assert 0 <= figures["cp_at_k"] <= 1
+
+
+def test_benchmark_drift_recovery_quick_detects_drift_and_records_runs() -> None:
+    figures = _run("drift_recovery", timeout_s=900)
+    assert {"detect_days", "stale_ap", "retrained_ap", "ceiling_ap", "recovery_ratio"} <= set(
+        figures
+    )
+    assert figures["detect_days"] is not None and figures["detect_days"] <= 1
+    assert any(r["trigger"] == "drift" for r in figures["retrains"])
+    assert figures["window_frauds"] > 0 and 0 < figures["ceiling_ap"] <= 1
+    # every successful retrain_job run (training + gate + backtest) left a run record
+    assert figures["run_records"] == sum(1 for r in figures["retrains"] if r["completed"])

@@ -12,7 +12,11 @@ def test_definitions_load_with_every_layer_sensor_schedule_and_job() -> None:
     defs = load_definitions()
     graph = defs.resolve_asset_graph()
     keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
-    for expected in [*LAYER_ASSETS, "monitoring/served_traffic_profile"]:
+    for expected in [
+        *LAYER_ASSETS,
+        "monitoring/served_traffic_profile",
+        "notifications/run_records",
+    ]:
         assert expected in keys, expected
     groups = {
         graph.get(key).group_name
@@ -27,6 +31,8 @@ def test_definitions_load_with_every_layer_sensor_schedule_and_job() -> None:
         "stale_feature_partitions_sensor",
         "run_failure_alert_sensor",
         "retrain_on_drift_sensor",
+        "check_alert_sensor",
+        "run_records_sensor",
     }
     assert {s.name for s in defs.schedules} == {
         "ingest_schedule",

@@ -1,6 +1,12 @@
 """Drift-triggered retraining: a failing drift check requests ``retrain_job`` (once per failing
 evaluation). The retrain goes through the same gates as every other: minimum quality, then
-champion vs challenger."""
+champion vs challenger.
+
+A drift retrain trades label maturity for recency (``RECOVERY_RUN_CONFIG``): with the daily
+defaults (7-day maturity, 5 test + 3 validation days) the newest row the model learns from is
+~17 days old, so after a switch the fit would hold no post-drift traffic for over two weeks.
+With 3 days of maturity, 2 test and 1.5 validation days it is ~7 days old (measured in
+``benchmarks/drift_recovery.py``)."""
 
 import dagster as dg
 
@@ -12,6 +18,14 @@ DRIFT_CHECK = dg.AssetCheckKey(
 TRIGGER_TAG = "fraud_platform/trigger"
 DRIFT_TRIGGER = "drift"
 HISTORY_LIMIT = 50
+RECOVERY_RUN_CONFIG = {
+    "ops": {
+        "training__fraud_training_set": {"config": {"maturity_days": 3.0}},
+        "models__fraud_catboost": {
+            "config": {"test_days": 2.0, "validation_days": 1.5, "gap_days": 0.25}
+        },
+    }
+}
 
 
 def new_failing_evaluations(instance: dg.DagsterInstance, after: int) -> tuple[list, int]:
@@ -56,6 +70,7 @@ def retrain_on_drift_sensor(context: dg.SensorEvaluationContext) -> dg.SensorRes
         requests.append(
             dg.RunRequest(
                 run_key=f"drift-check-{latest.id}",
+                run_config=RECOVERY_RUN_CONFIG,
                 tags={TRIGGER_TAG: DRIFT_TRIGGER, "fraud_platform/drift_check_run": latest.run_id},
             )
         )

@@ -8,6 +8,7 @@ from typing import Any
 
 from fraud_platform.lib.contracts.events import ACCOUNT_EVENTS, LABELS, TRANSACTIONS
 from fraud_platform.lib.simulation.common import Day, Recorder, stream
+from fraud_platform.lib.simulation.drift import simulate_drift_fraud_day
 from fraud_platform.lib.simulation.labels import make_labels
 from fraud_platform.lib.simulation.ordinary import simulate_ordinary_day
 from fraud_platform.lib.simulation.scenarios import simulate_fraud_day
@@ -83,6 +84,7 @@ def simulate(config: SimulationConfig) -> Simulation:
     for index in range(config.days):
         simulate_ordinary_day(world, rec, seed, day_of(index, "ordinary"), config.rate)
         simulate_fraud_day(world, rec, lambda kind, i=index: day_of(i, kind), fraud_scale)
+        simulate_drift_fraud_day(world, rec, day_of(index, "drift_fraud"), fraud_scale)
 
     drafts = sorted(rec.transactions, key=lambda draft: draft[0]["event_time"])
     truth: dict[str, str] = {}

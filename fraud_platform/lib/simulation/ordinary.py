@@ -3,7 +3,7 @@
 Per user: a typical daily volume, a lognormal spending scale, favourite shops, 1-2 cards and
 1-2 devices, a home country; a daily and weekly cycle; logins (mostly from own devices at
 home), the odd typo'd password, rare legitimate security changes and new phones, and trips
-abroad. After the drift day amounts are 30% higher and ecommerce takes a larger share.
+abroad. From the drift day on, ``drift`` scales amounts, channel shares and travel.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
+from fraud_platform.lib.simulation import drift
 from fraud_platform.lib.simulation.common import Day, Recorder, ip_in, stream
 from fraud_platform.lib.simulation.world import (
     ATMS,
@@ -31,8 +32,6 @@ from fraud_platform.lib.simulation.world import (
 
 WEEKDAY_VOLUME = (0.95, 0.95, 0.97, 1.0, 1.12, 1.15, 0.86)  # Monday .. Sunday
 WEEKEND_CHANNEL = {"card_present": 1.2, "ecommerce": 0.85, "withdrawal": 1.2}
-DRIFT_CHANNEL = {"ecommerce": 1.6}
-DRIFT_AMOUNT = 1.3
 APP_CHANNELS = frozenset({"ecommerce", "p2p", "deposit"})
 ATM_NOTES = (20, 40, 50, 50, 100, 100, 100, 150, 200, 200, 300, 400)
 
@@ -50,7 +49,7 @@ def simulate_ordinary_day(world: World, rec: Recorder, seed: int, day: Day, rate
     means = np.array([u.activity for u in world.users]) * volume
     counts = np.random.default_rng(stream(seed, "volume", day.index).getrandbits(64)).poisson(means)
     for user, n in zip(world.users, counts.tolist(), strict=True):
-        _travel(rng, user, day.index)
+        _travel(rng, user, day.index, drift.travel_factor(day))
         _security_events(world, rec, day, user)
         cum = _channel_cum(user, day)
         for _ in range(n):
@@ -69,8 +68,7 @@ def _channel_cum(user: User, day: Day) -> list[float]:
         weight = user.channel_weights[channel]
         if day.weekend:
             weight *= WEEKEND_CHANNEL.get(channel, 1.0)
-        if day.drifted:
-            weight *= DRIFT_CHANNEL.get(channel, 1.0)
+        weight *= drift.channel_factor(day, channel)
         total += weight
         cum.append(total)
     return cum
@@ -80,11 +78,11 @@ def _extra_logins(rng: random.Random) -> int:
     return (rng.random() < 0.55) + (rng.random() < 0.2)
 
 
-def _travel(rng: random.Random, user: User, day: int) -> None:
+def _travel(rng: random.Random, user: User, day: int, factor: float = 1.0) -> None:
     """Trips: a few users leave for 2-9 days and pay, log in and withdraw cash abroad."""
     if user.trip is not None and day > user.trip_end:
         user.trip = None
-    if user.trip is None and rng.random() < user.travel_p:
+    if user.trip is None and rng.random() < user.travel_p * factor:
         choices = {c: w for c, w in TRAVEL_WEIGHTS.items() if c != user.home.code}
         user.trip = COUNTRIES[rng.choices(list(choices), weights=list(choices.values()))[0]]
         user.trip_end = day + rng.randint(2, 9)
@@ -181,7 +179,7 @@ def _transaction(world: World, rec: Recorder, day: Day, user: User, channel: str
         merchant = TOPUP
         amount = 150 * rng.lognormvariate(0.0, 0.8)
     if merchant.category != "atm":  # cash comes in round notes of the billing currency
-        amount *= user.fx * (DRIFT_AMOUNT if day.drifted else 1.0)
+        amount *= user.fx * drift.amount_factor(day)
     if channel in APP_CHANNELS and rng.random() < 0.5:
         _login(rec, day, user, day.before(time, rng.uniform(10, 600)), device)
     rec.transaction(time, user, card, merchant, amount, channel, device, ip, country,

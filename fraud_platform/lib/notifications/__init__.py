@@ -1,0 +1,1 @@
+"""Notifications: readable messages about checks and runs, the webhook client, run records."""
