@@ -62,8 +62,12 @@ class OnlineStoreSink(BatchingSink):
         self.totals.batches += 1
         self.totals.busy_seconds += stats.seconds
         if stats.rejected:
-            log.warning("%s: %d events rejected by the contract: %s", topic, stats.rejected,
-                        stats.rejected_reasons)
+            log.warning(
+                "%s: %d events rejected by the contract: %s",
+                topic,
+                stats.rejected,
+                stats.rejected_reasons,
+            )
         if self._on_batch is not None:
             self._on_batch(topic, stats)
 
@@ -112,5 +116,8 @@ def run_worker(app: Application, sink: OnlineStoreSink, report_every_s: float = 
         elapsed = time.monotonic() - started
         log.info(
             "stream worker stopped after %.0f s: %d events, %d rows written, %d rejected",
-            elapsed, sink.totals.events, sink.totals.rows_written, sink.totals.rejected,
+            elapsed,
+            sink.totals.events,
+            sink.totals.rows_written,
+            sink.totals.rejected,
         )

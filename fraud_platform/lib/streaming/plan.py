@@ -33,8 +33,15 @@ SILVER_TOPICS: dict[str, str] = {
     "fct_transactions": TRANSACTIONS,
     "fct_account_events": ACCOUNT_EVENTS,
 }
-ID_COLUMNS = ("transaction_id", "event_id", "user_id", "card_id", "merchant_id",
-              "counterparty_id", "device_id")  # nullif(x, '') in the staging models
+ID_COLUMNS = (
+    "transaction_id",
+    "event_id",
+    "user_id",
+    "card_id",
+    "merchant_id",
+    "counterparty_id",
+    "device_id",
+)  # nullif(x, '') in the staging models
 COLUMN_DTYPES: dict[str, pl.DataType] = {
     "amount": pl.Float64(),
     "event_time": pl.Datetime("us", "UTC"),

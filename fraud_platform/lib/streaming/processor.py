@@ -18,7 +18,6 @@ import json
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import polars as pl
@@ -160,9 +159,7 @@ def _events_frame(stream: EntityStream, payloads: list[bytes]) -> pl.DataFrame:
     schema = stream.schema()
     schema[stream.time_column] = pl.Int64()
     frame = pl.DataFrame(rows, schema=schema, orient="row")
-    return frame.with_columns(
-        pl.col(stream.time_column).cast(pl.Datetime("us", "UTC"))
-    )
+    return frame.with_columns(pl.col(stream.time_column).cast(pl.Datetime("us", "UTC")))
 
 
 def _rows_to_write(rows: pl.DataFrame, touched: pl.DataFrame) -> pl.DataFrame:
@@ -189,5 +186,3 @@ def apply_records(
     for topic, records in by_topic.items():
         processor.apply(topic, records, stats)
     return stats
-
-

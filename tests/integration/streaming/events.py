@@ -43,7 +43,9 @@ def random_events(
                         "currency": "EUR",
                         "channel": channel,
                         "counterparty_id": (
-                            f"{prefix}p{rng.randrange(max(users // 3, 1))}" if channel == "p2p" else None
+                            f"{prefix}p{rng.randrange(max(users // 3, 1))}"
+                            if channel == "p2p"
+                            else None
                         ),
                         "device_id": device,
                         "ip": "10.0.0.1",
