@@ -29,6 +29,13 @@ MODEL_NAME = "fraud_catboost"
 MODEL_ASSET = f"models/{MODEL_NAME}"
 CHAMPION_ASSET = f"serving/{MODEL_NAME}_champion"
 SERVED_TRAFFIC_PROFILE_ASSET = "monitoring/served_traffic_profile"
+FEATURE_STREAM_ASSET = "online/feature_stream"  # the stream worker (observable source asset)
+FEATURE_STREAM_CONSUMER_GROUP = "fraud-platform-feature-stream"
+
+
+def topic_asset(topic: str) -> str:
+    """A Kafka topic as an external asset (lineage into the stream)."""
+    return f"kafka/{topic}"
 
 # Jobs a sensor or schedule of another domain refers to.
 INGEST_JOB = "ingest_job"

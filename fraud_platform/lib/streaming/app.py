@@ -20,11 +20,13 @@ from pathlib import Path
 from quixstreams import Application
 from quixstreams.sinks import BatchingSink, SinkBatch
 
+from fraud_platform.lib.streaming.health import beat
+from fraud_platform.names import FEATURE_STREAM_CONSUMER_GROUP
 from fraud_platform.lib.streaming.processor import BatchStats, StreamProcessor
 
 log = logging.getLogger(__name__)
 
-CONSUMER_GROUP = "fraud-platform-feature-stream"
+CONSUMER_GROUP = FEATURE_STREAM_CONSUMER_GROUP
 DEFAULT_COMMIT_INTERVAL_S = 0.2
 
 
@@ -45,9 +47,11 @@ class OnlineStoreSink(BatchingSink):
         self,
         processor: StreamProcessor,
         contract_topic: Mapping[str, str],
+        consumer_group: str,
         on_batch: Callable[[str, BatchStats], None] | None = None,
     ) -> None:
         super().__init__()
+        self._consumer_group = consumer_group
         self._processor = processor
         self._contract_topic = dict(contract_topic)
         self._on_batch = on_batch
@@ -61,6 +65,7 @@ class OnlineStoreSink(BatchingSink):
         self.totals.rows_written += stats.rows_written
         self.totals.batches += 1
         self.totals.busy_seconds += stats.seconds
+        beat(self._processor.client, self._consumer_group, stats.events)
         if stats.rejected:
             log.warning(
                 "%s: %d events rejected by the contract: %s",
@@ -100,7 +105,9 @@ def build_application(
         consumer_extra_config={"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000},
         loglevel="WARNING",
     )
-    sink = OnlineStoreSink(processor, {name: topic for topic, name in names.items()}, on_batch)
+    sink = OnlineStoreSink(
+        processor, {name: topic for topic, name in names.items()}, consumer_group, on_batch
+    )
     for name in names.values():
         topic = app.topic(name, value_deserializer="bytes", key_deserializer="bytes")
         app.dataframe(topic).sink(sink)

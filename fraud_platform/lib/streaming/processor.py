@@ -86,6 +86,10 @@ class StreamProcessor:
         self._store_prefix = store_prefix
 
     @property
+    def client(self) -> redis.Redis:
+        return self._client
+
+    @property
     def topics(self) -> list[str]:
         return sorted({s.topic for s in self.plan})
 
