@@ -37,6 +37,7 @@ def topic_asset(topic: str) -> str:
     """A Kafka topic as an external asset (lineage into the stream)."""
     return f"kafka/{topic}"
 
+
 # Jobs a sensor or schedule of another domain refers to.
 INGEST_JOB = "ingest_job"
 DECISION_LOG_JOB = "decision_log_job"

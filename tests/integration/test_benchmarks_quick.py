@@ -60,3 +60,10 @@ def test_benchmark_serving_load_quick_drives_ping_and_score_open_loop() -> None:
     assert figures["rate"] == 300 and figures["p50_ms"] > 0 and figures["ping_p50_ms"] > 0
     assert {row["endpoint"] for row in figures["table"]} == {"/ping", "/score"}
     assert all(row["sent"] == 6_000 for row in figures["table"])
+
+
+def test_benchmark_stream_freshness_quick_every_online_row_exact() -> None:
+    figures = _run("stream_freshness")
+    assert figures["mismatches"] == 0 and figures["rows_compared"] > 0
+    assert figures["events"] > 0 and figures["worker_events_per_s"] > 0
+    assert {"rate", "freshness_p50_ms", "freshness_p99_ms"} <= set(figures)

@@ -190,7 +190,10 @@ def offline_features_for(log: pl.DataFrame, delta: DeltaStore) -> pl.DataFrame:
     rows = log.select("request_id", *ENTITY_COLUMNS, *REQUEST_COLUMNS).with_columns(
         pl.col(JOIN_KEYS).cast(pl.String)  # a key never seen in the log reads back as Null
     )
-    group_rows = {g.versioned_name: delta.read(names.feature_table(g.versioned_name)) for g in FRAUD_SCORING_V1.groups}
+    group_rows = {
+        g.versioned_name: delta.read(names.feature_table(g.versioned_name))
+        for g in FRAUD_SCORING_V1.groups
+    }
     joined = point_in_time_join(rows, FRAUD_SCORING_V1.groups, group_rows)
     return pl.concat(
         [joined.select("request_id"), model_frame(joined, FRAUD_SCORING_V1)], how="horizontal"

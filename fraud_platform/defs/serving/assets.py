@@ -199,7 +199,10 @@ def backtest_rows(
     end = end or newest + timedelta(microseconds=1)
     start = start or end - timedelta(days=days)
     if source == "silver":
-        group_rows = {g.versioned_name: delta.read(names.feature_table(g.versioned_name)) for g in SERVICE.groups}
+        group_rows = {
+            g.versioned_name: delta.read(names.feature_table(g.versioned_name))
+            for g in SERVICE.groups
+        }
         frame = backtesting.pit_rows(
             frame, group_rows, SERVICE, start, end, labels=warehouse.table("fct_labels")
         )

@@ -5,6 +5,8 @@ records the consumer group's lag per topic and the age of the worker's last appl
 the check ``feature_stream_is_current`` fails when either passes its threshold.
 """
 
+from typing import Any
+
 import dagster as dg
 
 from fraud_platform.lib.features.catalog import FEATURE_GROUPS
@@ -38,10 +40,10 @@ class FeatureStreamConfig(dg.Config):
     max_batch_age_s: float = 60.0
 
 
-def _observe(kafka: KafkaResource, redis: RedisResource) -> dict[str, dg.RawMetadataValue]:
+def _observe(kafka: KafkaResource, redis: RedisResource) -> dict[str, Any]:
     lags = consumer_lag(kafka.bootstrap_servers, FEATURE_STREAM_CONSUMER_GROUP, TOPICS)
     age = last_batch_age_s(redis.client(), FEATURE_STREAM_CONSUMER_GROUP)
-    metadata: dict[str, dg.RawMetadataValue] = {
+    metadata: dict[str, Any] = {
         "consumer_lag_events": sum(t.lag for t in lags),
         "last_batch_age_s": dg.MetadataValue.float(round(age, 3)) if age is not None else None,
         "groups_maintained": ", ".join(STREAMED),

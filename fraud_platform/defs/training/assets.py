@@ -44,9 +44,14 @@ def fraud_training_set(
     The clock is the data's: ``as_of`` is the newest transaction in silver, so labels that
     arrive later are not yet known. The Delta versions of every input are recorded.
     """
-    input_versions = {g.versioned_name: delta.version(names.feature_table(g.versioned_name)) for g in SERVICE.groups}
+    input_versions = {
+        g.versioned_name: delta.version(names.feature_table(g.versioned_name))
+        for g in SERVICE.groups
+    }
     group_rows = {
-        g.versioned_name: delta.read(names.feature_table(g.versioned_name), version=input_versions[g.versioned_name])
+        g.versioned_name: delta.read(
+            names.feature_table(g.versioned_name), version=input_versions[g.versioned_name]
+        )
         for g in SERVICE.groups
     }
     built = pipeline.build_training_set(

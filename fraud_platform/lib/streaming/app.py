@@ -21,8 +21,8 @@ from quixstreams import Application
 from quixstreams.sinks import BatchingSink, SinkBatch
 
 from fraud_platform.lib.streaming.health import beat
-from fraud_platform.names import FEATURE_STREAM_CONSUMER_GROUP
 from fraud_platform.lib.streaming.processor import BatchStats, StreamProcessor
+from fraud_platform.names import FEATURE_STREAM_CONSUMER_GROUP
 
 log = logging.getLogger(__name__)
 
