@@ -36,28 +36,38 @@ DEFAULT_BATCH_SIZE = 25000
 CHUNK_ROWS = 500  # rows per script call: long enough to amortise the call, short for latency
 CALLS_PER_PIPELINE = 20
 
-# KEYS: one per row. ARGV: horizon_us, min_rows, then per row: score, version, member, pxat.
+# KEYS: one per entity. ARGV: horizon_us, min_rows, then per key: row count, pxat (the
+# latest expiry of its rows), then per row: score, version, member.
 # Returns how many rows were stored (the others lost the comparison).
 WRITE_ROWS_LUA = """
 local horizon = tonumber(ARGV[1])
 local min_rows = tonumber(ARGV[2])
 local stored = 0
-for i, key in ipairs(KEYS) do
-  local at = 2 + (i - 1) * 4
-  local score = ARGV[at + 1]
-  local version = tonumber(ARGV[at + 2])
-  local member = ARGV[at + 3]
-  local pxat = ARGV[at + 4]
-  local wins = true
-  local same = redis.call('ZRANGEBYSCORE', key, score, score)
-  for _, old in ipairs(same) do
-    local old_version = tonumber(string.match(old, ',(%-?%d+)%]$'))
-    if old_version == nil or old_version > version then wins = false end
+local at = 3
+for _, key in ipairs(KEYS) do
+  local count = tonumber(ARGV[at])
+  local pxat = ARGV[at + 1]
+  at = at + 2
+  local changed = false
+  for j = 1, count do
+    local score = ARGV[at]
+    local version = tonumber(ARGV[at + 1])
+    local member = ARGV[at + 2]
+    at = at + 3
+    local wins = true
+    local same = redis.call('ZRANGEBYSCORE', key, score, score)
+    for _, old in ipairs(same) do
+      local old_version = tonumber(string.match(old, ',(%-?%d+)%]$'))
+      if old_version == nil or old_version > version then wins = false end
+    end
+    if wins then
+      if #same > 0 then redis.call('ZREMRANGEBYSCORE', key, score, score) end
+      redis.call('ZADD', key, score, member)
+      stored = stored + 1
+      changed = true
+    end
   end
-  if wins then
-    if #same > 0 then redis.call('ZREMRANGEBYSCORE', key, score, score) end
-    redis.call('ZADD', key, score, member)
-    stored = stored + 1
+  if changed then
     local newest = redis.call('ZREVRANGE', key, 0, 0, 'WITHSCORES')
     local old_rows = redis.call('ZCOUNT', key, '-inf', '(' .. (tonumber(newest[2]) - horizon))
     local removable = math.min(old_rows, redis.call('ZCARD', key) - min_rows)
@@ -74,12 +84,26 @@ return stored
 
 
 def _calls(encoded: pl.DataFrame) -> Iterable[tuple[list[str], list[str | int]]]:
+    """Script calls of about CHUNK_ROWS rows each, the rows of one key together (the history
+    of a key is trimmed and its expiry moved once per call)."""
     horizon_us = HISTORY_HORIZON // HISTORY_HORIZON.resolution
-    for chunk in encoded.iter_slices(CHUNK_ROWS):
-        args: list[str | int] = [horizon_us, HISTORY_MIN_ROWS]
-        for _, score, version, value, pxat in chunk.iter_rows():
-            args += [score, version, value, pxat]
-        yield chunk["key"].to_list(), args
+    keys: list[str] = []
+    args: list[str | int] = [horizon_us, HISTORY_MIN_ROWS]
+    rows = 0
+    grouped = encoded.group_by("key", maintain_order=True).agg(
+        pl.col("score", "version", "value"), pl.col("pxat").max()
+    )
+    for key, scores, versions, values, pxat in grouped.iter_rows():
+        keys.append(key)
+        args += [len(scores), pxat]
+        for score, version, value in zip(scores, versions, values, strict=True):
+            args += [score, version, value]
+        rows += len(scores)
+        if rows >= CHUNK_ROWS:
+            yield keys, args
+            keys, args, rows = [], [horizon_us, HISTORY_MIN_ROWS], 0
+    if keys:
+        yield keys, args
 
 
 def write_encoded(client: redis.Redis, encoded: pl.DataFrame) -> int:
