@@ -37,6 +37,15 @@ DAILY_PREDICTION_DRIFT_TABLE = "monitoring/daily_prediction_drift"
 DAILY_REALIZED_PERFORMANCE_TABLE = "monitoring/daily_realized_performance"
 SHADOW_SCORES_TABLE = "monitoring/shadow_scores"  # the challenger's scores, never served
 
+FEATURE_STREAM_ASSET = "online/feature_stream"  # the stream worker (observable source asset)
+FEATURE_STREAM_CONSUMER_GROUP = "fraud-platform-feature-stream"
+
+
+def topic_asset(topic: str) -> str:
+    """A Kafka topic as an external asset (lineage into the stream)."""
+    return f"kafka/{topic}"
+
+
 # Jobs a sensor or schedule of another domain refers to.
 INGEST_JOB = "ingest_job"
 DECISION_LOG_JOB = "decision_log_job"

@@ -255,15 +255,31 @@ def ui(port: Annotated[int | None, typer.Option(help="Port of the Dagster UI.")]
     )
 
 
+@app.command()
+def stream() -> None:
+    """Run the stream worker: keeps the online store current from the topics (every feature
+    group with stream=True), until Ctrl-C. Run more of them to share the partitions."""
+    from fraud_platform.tools.stream_worker import ensure_platform_topics, run
+
+    settings = _settings()
+    _require_kafka(settings)
+    ensure_platform_topics(settings.kafka_bootstrap)
+    run(settings.kafka_bootstrap, settings.redis_url, settings.services_dir / "stream" / "state")
+
+
 @services_app.command("up")
-def services_up() -> None:
+def services_up(
+    stream: Annotated[
+        bool, typer.Option(help="Also start the stream worker (`fraud-platform stream`).")
+    ] = True,
+) -> None:
     """Start the embedded broker (and a private Redis when REDIS_URL is on this machine and
-    nothing answers there); check external ones."""
+    nothing answers there) and the stream worker; check external ones."""
     from fraud_platform.tools.services import services_up as up
 
     settings = _settings()
     with _service_errors():
-        status = up(settings)
+        status = up(settings, stream_worker=stream)
     for line in status.lines():
         typer.echo(line)
 

@@ -9,6 +9,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ import redis
 from fraud_platform.lib.kafka import admin as kafka_admin
 from fraud_platform.settings import Settings, redact_url
 from fraud_platform.tools import brokers
+from fraud_platform.tools.processes import spawn_logged
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
@@ -149,6 +151,7 @@ class ServiceStatus:
     kafka_detail: str
     redis_url: str
     redis_reachable: bool
+    stream_worker_pid: int | None = None
 
     def lines(self) -> list[str]:
         kind = "embedded" if self.kafka_embedded else "external"
@@ -156,21 +159,90 @@ class ServiceStatus:
             f"kafka  {self.kafka_bootstrap} ({kind}): "
             + ("up" if self.kafka_reachable else f"DOWN ({self.kafka_detail})"),
             f"redis  {self.redis_url}: " + ("up" if self.redis_reachable else "DOWN"),
+            "stream "
+            + (
+                f"worker pid {self.stream_worker_pid}"
+                if self.stream_worker_pid
+                else "worker not running (`fraud-platform stream` or `services up`)"
+            ),
         ]
 
 
-def services_up(settings: Settings) -> ServiceStatus:
-    """Start what is embedded and not running; check what is external. Idempotent."""
+def services_up(settings: Settings, *, stream_worker: bool = False) -> ServiceStatus:
+    """Start what is embedded and not running (the stream worker when asked); check what is
+    external. Idempotent."""
     if settings.kafka_embedded:
         brokers.start_broker(broker_spec(settings))
     kafka_admin.check_kafka(settings.kafka_bootstrap)
     start_private_redis(settings)
+    if stream_worker:
+        start_stream_worker(settings)
     return services_status(settings)
+
+
+def _stream_folder(settings: Settings) -> Path:
+    return settings.services_dir / "stream"
+
+
+def stream_worker_pid(settings: Settings) -> int | None:
+    """The pid of the stream worker ``services up`` started, if it still runs."""
+    try:
+        pid = int((_stream_folder(settings) / "worker.pid").read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return None
+    return pid if b"stream_worker" in cmdline and _alive(pid) else None
+
+
+def start_stream_worker(settings: Settings) -> int:
+    """Start ``fraud-platform stream`` as a managed child (log and pid under the services
+    folder) unless one runs; returns its pid."""
+    from fraud_platform.tools.stream_worker import ensure_platform_topics
+
+    running = stream_worker_pid(settings)
+    if running is not None:
+        return running
+    ensure_platform_topics(settings.kafka_bootstrap)
+    folder = _stream_folder(settings)
+    folder.mkdir(parents=True, exist_ok=True)
+    command = [
+        sys.executable,
+        "-m",
+        "fraud_platform.tools.stream_worker",
+        "--bootstrap",
+        settings.kafka_bootstrap,
+        "--redis-url",
+        settings.redis_url,
+        "--state-dir",
+        str(folder / "state"),
+    ]
+    process = spawn_logged(command, folder / "worker.log")
+    time.sleep(0.5)
+    if process.poll() is not None:
+        raise ServicesError(f"the stream worker exited at once; see {folder / 'worker.log'}")
+    (folder / "worker.pid").write_text(str(process.pid))
+    return process.pid
+
+
+def stop_stream_worker(settings: Settings, timeout_s: float = 15.0) -> bool:
+    """SIGTERM the stream worker ``services up`` started (SIGKILL after ``timeout_s``)."""
+    pid = stream_worker_pid(settings)
+    if pid is not None:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    (_stream_folder(settings) / "worker.pid").unlink(missing_ok=True)
+    return pid is not None
 
 
 def started_services(settings: Settings) -> list[str]:
     """What ``services up`` started with this data directory and is still running."""
     running = []
+    if stream_worker_pid(settings) is not None:
+        running.append("the stream worker")
     if settings.kafka_embedded and brokers.broker_status(broker_spec(settings))["running"]:
         running.append(f"the embedded Kafka broker ({settings.kafka_bootstrap})")
     if _private_redis_pid(settings) is not None:
@@ -180,6 +252,8 @@ def started_services(settings: Settings) -> list[str]:
 
 def services_down(settings: Settings) -> list[str]:
     stopped = []
+    if stop_stream_worker(settings):
+        stopped.append("stream worker")
     if settings.kafka_embedded and brokers.stop_broker(broker_spec(settings)):
         stopped.append(f"kafka ({settings.broker})")
     if stop_private_redis(settings):
@@ -200,4 +274,5 @@ def services_status(settings: Settings) -> ServiceStatus:
         kafka_detail=detail,
         redis_url=redact_url(settings.redis_url),
         redis_reachable=_redis_answers(settings.redis_url),
+        stream_worker_pid=stream_worker_pid(settings),
     )

@@ -95,3 +95,10 @@ def test_benchmark_drift_recovery_quick_detects_drift_and_records_runs() -> None
     assert figures["window_frauds"] > 0 and 0 < figures["ceiling_ap"] <= 1
     # every successful retrain_job run (training + gate + backtest) left a run record
     assert figures["run_records"] == sum(1 for r in figures["retrains"] if r["completed"])
+
+
+def test_benchmark_stream_freshness_quick_every_online_row_exact() -> None:
+    figures = _run("stream_freshness")
+    assert figures["mismatches"] == 0 and figures["rows_compared"] > 0
+    assert figures["events"] > 0 and figures["worker_events_per_s"] > 0
+    assert {"rate", "freshness_p50_ms", "freshness_p99_ms"} <= set(figures)

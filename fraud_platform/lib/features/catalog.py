@@ -251,6 +251,7 @@ MERCHANT_FRAUD = FeatureGroup(
         _txn("merchant_last_fraud_label_time", "max", "label_time", None, dtype="ts"),
     ),
     absence_is_signal=True,
+    stream=False,  # labels joined to their transaction's merchant by dbt
 )
 
 COUNTERPARTY_INBOUND = FeatureGroup(
@@ -311,6 +312,7 @@ ACCOUNT_PROFILE = FeatureGroup(
         _txn("home_country", "last", "home_country", None, dtype="str"),
     ),
     absence_is_signal=True,
+    stream=False,  # PostgreSQL profiles, not a topic
 )
 
 # ---------------------------------------------------------------------------------------------

@@ -82,6 +82,10 @@ class FeatureGroup:
     """True when most entities have no row and that absence means something (a first-time
     device, a merchant with no known fraud): a missing row online is then an answer, not a
     degraded lookup."""
+    stream: bool = True
+    """True when the stream worker (``lib/streaming``) maintains the group online from its
+    source topic, event by event; False for groups whose source needs batch-only inputs (a
+    PostgreSQL table, a join built by dbt): those are refreshed by the batch snapshot only."""
 
     @property
     def versioned_name(self) -> str:

@@ -17,12 +17,11 @@ from fraud_platform.lib.features.compute import compute_feature_group, latest_pe
 from fraud_platform.lib.features.online.layout import (
     EXPIRY_MARGIN_MS,
     ONLINE_LAYOUT_VERSION,
-    encode_rows,
     online_key,
     to_micros,
 )
 from fraud_platform.lib.features.online.reader import OnlineFeatureReader, OnlineFeatures
-from fraud_platform.lib.features.online.writer import _plain_tcp, _write_pipeline, write_snapshot
+from fraud_platform.lib.features.online.writer import write_rows, write_snapshot
 from fraud_platform.lib.features.pit import point_in_time_join
 from fraud_platform.lib.features.registry import Entity, Feature, FeatureGroup, FeatureService
 from fraud_platform.lib.features.services import FRAUD_SCORING_V1
@@ -135,6 +134,9 @@ def test_replay_online_matches_point_in_time_at_random_instants(client: redis.Re
         for _ in range(8):
             t = T0 + timedelta(minutes=rng.randint(60, 3 * 24 * 60))
             seen = events.filter(pl.col("event_time") < t)
+            # the store as the batch path leaves it at t (the instants are in random order: rows
+            # of a later instant would be history more than HISTORY_HORIZON ahead of t)
+            _cleanup(client, users)
             for group in TXN_GROUPS:
                 write_snapshot(client, group, latest_per_entity(compute_feature_group(group, seen)))
             for user in users:
@@ -299,36 +301,69 @@ def test_keys_expire_at_feature_time_plus_ttl(own_db: redis.Redis) -> None:
     pttl = own_db.pttl(key)
     assert 0 < pttl <= expected_ms + 50
     assert pttl == pytest.approx(expected_ms, abs=5_000)
-    assert json.loads(own_db.get(key)) == [to_micros(ft), None, 1, None, None]
+    assert [json.loads(m) for m in own_db.zrange(key, 0, -1)] == [
+        [to_micros(ft), None, 1, None, None, 0]
+    ]
 
-    # already past its TTL: Redis drops it at once (SET with a PXAT in the past)
+    # already past its TTL: Redis drops it at once (PEXPIREAT in the past)
     write_snapshot(own_db, ROUND_TRIP, _frame(["old"], [ft - timedelta(hours=2)], rt_int=[1]))
     assert not own_db.exists(online_key(ROUND_TRIP, "old"))
 
 
-def test_raw_socket_writer_raises_redis_errors(own_db: redis.Redis) -> None:
+def test_null_keys_are_refused_before_anything_is_written(own_db: redis.Redis) -> None:
     ft = datetime.now(UTC) - timedelta(hours=1)
-    # feature_time in 1900: PXAT would be negative, which Redis refuses
-    bad = _frame(
-        ["ok1", "bad", "ok2"], [ft, datetime(1900, 1, 1, tzinfo=UTC), ft], rt_int=[1, 2, 3]
-    )
-    with pytest.raises(redis.ResponseError, match=r"1 of 3 SET commands failed.*expire"):
-        write_snapshot(own_db, ROUND_TRIP, bad)
-    assert own_db.exists(online_key(ROUND_TRIP, "ok1"), online_key(ROUND_TRIP, "ok2")) == 2
-
-    wrong_password = redis.Redis(host="127.0.0.1", port=6379, db=12, password="not-the-password")
-    with pytest.raises(redis.ResponseError, match="AUTH/SELECT commands failed"):
-        write_snapshot(wrong_password, ROUND_TRIP, _frame(["a"], [ft], rt_int=[1]))
-
     with pytest.raises(ValueError, match="without entity_key"):
-        write_snapshot(own_db, ROUND_TRIP, _frame([None], [ft]))  # type: ignore[list-item]
+        write_snapshot(own_db, ROUND_TRIP, _frame(["ok", None], [ft, ft]))  # type: ignore[list-item]
+    assert own_db.dbsize() == 0
 
 
-def test_pipeline_fallback_stores_what_the_socket_writer_stores(own_db: redis.Redis) -> None:
-    assert _plain_tcp(redis.Redis(unix_socket_path="/nonexistent/redis.sock")) is None
-    assert _plain_tcp(redis.Redis(host="127.0.0.1", ssl=True)) is None
-    assert _plain_tcp(own_db) is not None
+def test_compare_on_write_never_replaces_newer_knowledge(own_db: redis.Redis) -> None:
+    """Rows live at their own feature_time; at the same feature_time the higher writer_version
+    wins whatever the order of the writes; the batch snapshot (version 0) never replaces a
+    stream row (version >= 1)."""
+    ft = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+    later = ft + timedelta(seconds=30)
+    reader = OnlineFeatureReader(own_db, ROUND_TRIP_SERVICE)
+    a = {"thing_id": "a"}
 
+    def served(at: datetime) -> object:
+        return reader.get_online_features(a, now=at).values["rt_int"]
+
+    assert write_rows(own_db, ROUND_TRIP, _frame(["a"], [later], rt_int=[2]), version=7) == 1
+    # an older row written afterwards: stored beside it, never served after `later`
+    assert write_snapshot(own_db, ROUND_TRIP, _frame(["a"], [ft], rt_int=[1])) == 1
+    assert served(later + timedelta(seconds=1)) == 2
+    assert served(later) == 1  # strictly before `later`: the older row
+    assert served(ft) is None
+    # same feature_time: a lower version loses, an equal or higher one replaces
+    assert write_rows(own_db, ROUND_TRIP, _frame(["a"], [later], rt_int=[3]), version=6) == 0
+    assert write_snapshot(own_db, ROUND_TRIP, _frame(["a"], [later], rt_int=[4])) == 0
+    assert served(later + timedelta(seconds=1)) == 2
+    assert write_rows(own_db, ROUND_TRIP, _frame(["a"], [later], rt_int=[5]), version=7) == 1
+    assert served(later + timedelta(seconds=1)) == 5
+    # a batch row replaces a batch row of the same feature_time (the repair path)
+    assert write_snapshot(own_db, ROUND_TRIP, _frame(["a"], [ft], rt_int=[6])) == 1
+    assert served(later) == 6
+    assert own_db.zcard(online_key(ROUND_TRIP, "a")) == 2
+
+
+def test_history_keeps_rows_within_the_horizon_and_a_minimum(own_db: redis.Redis) -> None:
+    from fraud_platform.lib.features.online.layout import HISTORY_HORIZON, HISTORY_MIN_ROWS
+
+    newest = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+    old = [newest - HISTORY_HORIZON - timedelta(minutes=i + 1) for i in range(HISTORY_MIN_ROWS + 3)]
+    recent = [newest - timedelta(minutes=i) for i in range(3)]  # within the horizon
+    for i, ft in enumerate(sorted(old + recent)):
+        write_rows(own_db, ROUND_TRIP, _frame(["h"], [ft], rt_int=[i]), version=1)
+    stored = [
+        int(score)
+        for _, score in own_db.zrange(online_key(ROUND_TRIP, "h"), 0, -1, withscores=True)
+    ]
+    kept_old = sorted(old)[-(HISTORY_MIN_ROWS - len(recent)) :]
+    assert stored == [to_micros(t) for t in kept_old + sorted(recent)]
+
+
+def test_decoding_clients_read_the_same_values(own_db: redis.Redis) -> None:
     n = 500
     rng = random.Random(5)
     ft = datetime.now(UTC) - timedelta(hours=3)
@@ -341,17 +376,8 @@ def test_pipeline_fallback_stores_what_the_socket_writer_stores(own_db: redis.Re
         rt_ts=[rng.choice([None, t]) for t in times],
         rt_str=[rng.choice([None, f's{i}"é']) for i in range(n)],
     )
-    keys = [online_key(ROUND_TRIP, f"t{i}") for i in range(n)]
     assert write_snapshot(own_db, ROUND_TRIP, frame, batch_size=64) == n
-    fast = own_db.mget(keys)
-    fast_pttl = [own_db.pttl(k) for k in keys]
-    own_db.flushdb()
-    assert _write_pipeline(own_db, encode_rows(ROUND_TRIP, frame).iter_slices(64)) == n
-    assert own_db.mget(keys) == fast
-    for key, before in zip(keys, fast_pttl, strict=True):
-        assert own_db.pttl(key) == pytest.approx(before, abs=5_000)
-
-    # a client that decodes responses reads the same values
+    assert own_db.dbsize() == n
     text_client = redis.Redis.from_url(OWN_DB, decode_responses=True)
     now = ft + timedelta(hours=1)
     ents = [{"thing_id": f"t{i}"} for i in range(n)]
@@ -367,10 +393,17 @@ def test_pipeline_fallback_stores_what_the_socket_writer_stores(own_db: redis.Re
     text_client.close()
 
 
-def test_a_value_that_is_not_a_layout_2_row_is_an_error(own_db: redis.Redis) -> None:
+def test_a_value_that_is_not_a_layout_3_row_is_an_error(own_db: redis.Redis) -> None:
     reader = OnlineFeatureReader(own_db, ROUND_TRIP_SERVICE)
     now = datetime.now(UTC)
-    for junk in (b"[1,", b"x", b"5", b'{"a": 1}', b"[1, 2]", b"[1.5, 1, 2, 3, 4]", b"[1] [2]"):
-        own_db.set(online_key(ROUND_TRIP, "junk"), junk)
+    key = online_key(ROUND_TRIP, "junk")
+    own_db.set(key, b"[1, null, 2, null, null, 0]")  # a string, not a sorted set of rows
+    with pytest.raises(ValueError, match="not"):
+        reader.get_online_features({"thing_id": "junk"}, now=now)
+    score = to_micros(now) - 1_000_000
+    junks = (b"[1,", b"x", b"5", b'{"a": 1}', b"[1, 2]", b"[1.5, 1, 2, 3, 4, 0]", b"[1] [2]")
+    for junk in (*junks, b"[1, null, 2, null, null]", b"[1, null, 2, null, null, 0.5]"):
+        own_db.delete(key)
+        own_db.zadd(key, {junk: score})
         with pytest.raises(ValueError, match="not"):
             reader.get_online_features({"thing_id": "junk"}, now=now)

@@ -1,22 +1,30 @@
-"""The online store's layout: latest feature values per entity in Redis, one key per row.
+"""The online store's layout: each entity's recent feature rows in Redis, one sorted set per entity.
 
-Key layout (version ``ONLINE_LAYOUT_VERSION`` = 2)::
+Key layout (version ``ONLINE_LAYOUT_VERSION`` = 3)::
 
-    fp:2:<group name>:v<group version>:<entity key>   ->  string (the whole row)
+    fp:3:<group name>:v<group version>:<entity key>   ->  sorted set of rows, score = feature_time
 
-Value: a JSON array ``[feature_time, f1, f2, ...]``: the row's feature_time in epoch
-microseconds, then the group's features in their declared order. A null feature is ``null``;
-ints are JSON integers; floats are their shortest round-trip decimal text (polars' formatting,
-bit-exact through ``float()``; NaN and +-Infinity as Python's ``json`` writes them); timestamps
-are epoch microseconds; strings are JSON strings. The reader (``reader.py``) turns each element
-back into its declared dtype (``float``, ``int``, ``str``, ``ts`` -> aware UTC datetime).
+Member: a JSON array ``[feature_time, f1, f2, ..., fn, writer_version]``: the row's feature_time
+in epoch microseconds (also its score), the group's features in their declared order, then the
+version of the knowledge that computed it (``0`` for the batch snapshot, the entity's event
+counter for the stream worker). A null feature is ``null``; ints are JSON integers; floats are
+their shortest round-trip decimal text (polars' formatting, bit-exact through ``float()``; NaN
+and +-Infinity as Python's ``json`` writes them); timestamps are epoch microseconds; strings are
+JSON strings. The reader (``reader.py``) turns each element back into its declared dtype.
 
-Each key is written with ONE command, ``SET key value PXAT <feature_time + ttl + 7 days>``
-(``writer.py``). Keys expire ``ttl`` + 7 days after their feature_time; the reader applies the
-TTL and the "feature_time strictly before now" rule itself, so what it serves equals the
-offline point-in-time join. Because the layout and the group version are in the key, a new
-version of a group (or of the layout) is written beside the old one, and a model whose feature
-service pins the old version keeps reading it.
+Why several rows: a transaction may be scored before, while or after the stream worker applies
+it (and later events of its entity). The lookup at ``t`` takes the latest row with
+``feature_time < t`` within the TTL (``ZREVRANGEBYSCORE key (t t-ttl LIMIT 0 1``), so rows of
+the transaction itself or later never hide the one it must see. Every row newer than
+``HISTORY_HORIZON`` before the entity's newest row is kept, and at least ``HISTORY_MIN_ROWS``.
+
+Every write goes through ONE Lua script (``writer.py``) that compares on feature_time: a row
+never replaces a row of another feature_time (an older row can never hide a newer one), and at
+the same feature_time it replaces the stored row only if its writer_version is not lower. The
+key expires ``ttl`` + 7 days after its newest feature_time; the reader applies the TTL and the
+"strictly before" rule itself, so what it serves equals the offline point-in-time join. Because
+the layout and the group version are in the key, a new version of a group (or of the layout) is
+written beside the old one.
 """
 
 from __future__ import annotations
@@ -27,7 +35,12 @@ import polars as pl
 
 from fraud_platform.lib.features.registry import ENTITY_KEY, FEATURE_TIME, FeatureGroup
 
-ONLINE_LAYOUT_VERSION = 2
+ONLINE_LAYOUT_VERSION = 3
+# Rows kept per entity: every row within this much of the entity's newest row, and at least
+# HISTORY_MIN_ROWS. A lookup lagging the stream by more than the horizon may find no row before
+# its time (the contract accepts events up to 10 minutes in the future; scoring lags seconds).
+HISTORY_HORIZON = timedelta(hours=1)
+HISTORY_MIN_ROWS = 4
 # Keys outlive their TTL by this much. Expiry only reclaims memory: the reader applies the TTL
 # against the request's own event time. The grace keeps a row readable for requests scored
 # after the fact (a replay of held-out days, a backtest through the service, a late request)
@@ -75,8 +88,12 @@ def _json_text(name: str, dtype: str, schema_dtype: pl.DataType) -> pl.Expr:
     return text.fill_null(pl.lit("null"))
 
 
-def encode_rows(group: FeatureGroup, latest_rows: pl.DataFrame) -> pl.DataFrame:
-    """``key``, ``value`` (the JSON row) and ``pxat`` (expiry, epoch ms) of each row, vectorised.
+def encode_rows(
+    group: FeatureGroup, latest_rows: pl.DataFrame, version: pl.Expr | int = 0
+) -> pl.DataFrame:
+    """``key``, ``score`` (feature_time, epoch us), ``version``, ``value`` (the JSON member) and
+    ``pxat`` (expiry, epoch ms) of each row, vectorised. ``version`` is the writer_version (an
+    int, or an expression over ``latest_rows``).
 
     Raises ``ValueError`` if an entity key or a feature_time is null.
     """
@@ -86,9 +103,12 @@ def encode_rows(group: FeatureGroup, latest_rows: pl.DataFrame) -> pl.DataFrame:
     parts: list[pl.Expr] = [pl.lit("["), ft_us.cast(pl.String)]
     for feature in group.features:
         parts += [pl.lit(","), _json_text(feature.name, feature.dtype, schema[feature.name])]
-    parts.append(pl.lit("]"))
+    version_expr = pl.lit(version, pl.Int64) if isinstance(version, int) else version
+    parts += [pl.lit(","), version_expr.cast(pl.Int64).cast(pl.String), pl.lit("]")]
     encoded = latest_rows.select(
         key=pl.concat_str([pl.lit(key_prefix(group)), pl.col(ENTITY_KEY).cast(pl.String)]),
+        score=ft_us,
+        version=version_expr.cast(pl.Int64),
         value=pl.concat_str(parts),
         pxat=ft_us // 1000 + (ttl_ms + EXPIRY_MARGIN_MS),
     )

@@ -1,9 +1,12 @@
-"""The online reader: a feature service's groups for one set of entities in ONE Redis ``MGET``.
+"""The online reader: a feature service's groups for one set of entities in ONE Redis call.
 
-It fetches the keys of every group the service pins (layout.py), also for many entities at
-once (``get_online_features_many``), parses the fetched rows as one JSON array and applies
-each group's TTL and the "feature_time strictly before now" rule itself, so what it serves
-equals the offline point-in-time join.
+One Lua script call (``READ_ROWS_LUA``) takes the keys of every group the service pins
+(layout.py), also for many entities at once (``get_online_features_many``), and returns, per
+key, the latest row with ``feature_time < now`` within the group's TTL
+(``ZREVRANGEBYSCORE key (now now-ttl LIMIT 0 1``): the point-in-time row, even while newer rows
+of the entity (the transaction being scored, later events) are already stored. The rows are
+parsed as one JSON array and the TTL and "strictly before" rule are checked again here, so
+what it serves equals the offline point-in-time join.
 """
 
 from __future__ import annotations
@@ -39,6 +42,17 @@ class OnlineFeatures:
     def missing_groups(self) -> list[str]:
         return [name for name, ft in self.feature_times.items() if ft is None]
 
+
+# KEYS: the rows' keys. ARGV: now (epoch us), then per key the oldest feature_time in its TTL.
+READ_ROWS_LUA = """
+local now = '(' .. ARGV[1]
+local out = {}
+for i, key in ipairs(KEYS) do
+  local rows = redis.call('ZREVRANGEBYSCORE', key, now, ARGV[i + 1], 'LIMIT', 0, 1)
+  out[i] = rows[1] or false
+end
+return out
+"""
 
 # The C scanner behind json.loads, called directly: (value, end) of the JSON text at an index.
 _scan_json = json.scanner.make_scanner(json.JSONDecoder())
@@ -87,6 +101,7 @@ class OnlineFeatureReader:
             )
             for group in self._groups
         ]
+        self._script = client.register_script(READ_ROWS_LUA)
         self._feature_names = [name for layout in self._layout for name in layout.features]
         dtypes = [f.dtype for group in self._groups for f in group.features]
         self._ts_positions = [i for i, dtype in enumerate(dtypes) if dtype == "ts"]
@@ -114,26 +129,44 @@ class OnlineFeatureReader:
         A group whose row is older than its TTL at ``now`` is null, exactly as offline; so is a
         group whose join key is null in ``entities`` (e.g. the counterparty of a card payment).
         """
+        now = now or datetime.now(UTC)
         keys = self.keys_for(entities)
-        wanted = [key for key in keys if key is not None]
-        if len(wanted) == len(keys):
-            raw: list[Any] = self._client.mget(wanted)
-        else:
-            fetched = iter(self._client.mget(wanted) if wanted else ())
-            raw = [next(fetched) if key is not None else None for key in keys]
-        return self._decode(raw, now or datetime.now(UTC))
+        fetched = iter(self._fetch(keys, len(self._layout), now))
+        raw = [next(fetched) if key is not None else None for key in keys]
+        return self._decode(raw, now)
+
+    def _fetch(self, keys: Sequence[str | None], width: int, now: datetime) -> list[Any]:
+        """The point-in-time row of each non-None key (None where none), in one script call.
+        ``keys`` are ``width`` per entity set, in the layout's group order."""
+        now_us = to_micros(now)
+        wanted: list[str] = []
+        args: list[int] = [now_us]
+        for i, key in enumerate(keys):
+            if key is not None:
+                wanted.append(key)
+                args.append(now_us - self._layout[i % width].ttl_us)
+        if not wanted:
+            return []
+        try:
+            return self._script(keys=wanted, args=args)
+        except redis.ResponseError as exc:
+            if "WRONGTYPE" in str(exc):
+                raise ValueError(
+                    f"not online rows of layout {ONLINE_LAYOUT_VERSION}: a key is not a sorted "
+                    f"set ({exc})"
+                ) from None
+            raise
 
     def get_online_features_many(
         self, entities: Sequence[Mapping[str, Any]], now: datetime | None = None
     ) -> list[OnlineFeatures]:
         """``get_online_features`` for several entity sets, all in ONE ``MGET``."""
-        keys = [key for ents in entities for key in self.keys_for(ents)]
-        wanted = [key for key in keys if key is not None]
-        fetched = iter(self._client.mget(wanted) if wanted else ())
-        raw = [next(fetched) if key is not None else None for key in keys]
-        rows = _parse_rows(raw, len(raw))  # one parse for all entities
         now = now or datetime.now(UTC)
         width = len(self._layout)
+        keys = [key for ents in entities for key in self.keys_for(ents)]
+        fetched = iter(self._fetch(keys, width, now))
+        raw = [next(fetched) if key is not None else None for key in keys]
+        rows = _parse_rows(raw, len(raw))  # one parse for all entities
         return [self._decode_rows(rows[i : i + width], now) for i in range(0, len(rows), width)]
 
     def _decode(self, raw_values: Sequence[bytes | str | None], now: datetime) -> OnlineFeatures:
@@ -152,7 +185,10 @@ class OnlineFeatureReader:
         epoch, delta = EPOCH, timedelta  # from_micros inlined: ~20 calls per entity
         for (name, _, _, ttl_us, features, nulls), row in zip(self._layout, rows, strict=True):
             if row is not None and (
-                type(row) is not list or len(row) != len(features) + 1 or type(row[0]) is not int
+                type(row) is not list
+                or len(row) != len(features) + 2
+                or type(row[0]) is not int
+                or type(row[-1]) is not int
             ):
                 raise ValueError(f"{name}: not a stored row of {len(features)} features: {row!r}")
             # absent, from the future of `now`, or expired: not visible
@@ -162,7 +198,7 @@ class OnlineFeatureReader:
                 continue
             feature_times[name] = epoch + delta(0, 0, row[0])
             ages[name] = (now_us - row[0]) / 1_000_000
-            flat += row[1:]
+            flat += row[1:-1]  # without feature_time and writer_version
         for position in self._ts_positions:
             if (micros := flat[position]) is not None:
                 flat[position] = epoch + delta(0, 0, micros)

@@ -1,151 +1,157 @@
-"""The bulk snapshot writer: each entity's latest row as one ``SET key value PXAT`` (layout.py).
+"""Writes feature rows online (layout.py) through ONE Lua script that compares on feature_time.
 
-One command per key is what makes the write
+Both writers of the online store go through ``write_rows``: the batch snapshot
+(``write_snapshot``: each entity's latest row, writer_version 0) and the stream worker
+(``lib/streaming``: every row of the events it applied, writer_version = the entity's event
+counter). The script runs atomically in Redis, so the two never fight:
 
-* atomic: a reader sees the old row or the new one, never half of it, and a feature that
-  became null cannot leave a stale value behind (the whole value is replaced);
-* cheap: one small command per row is what lets a snapshot run at a few hundred thousand rows
-  per second. Layout 1 (a hash per key, DEL + HSET + PEXPIREAT in MULTI) was bound by the
-  server's cost of three commands with many fields (~31k rows/s through redis-py, ~99k with
-  the protocol built in bulk).
+* a row goes to its own feature_time (its score): an older row can never replace or hide a
+  newer one, whatever order the writes land in;
+* at the same feature_time the stored row is replaced only by a writer_version at least as
+  high (the stream's rows, computed from more events, win over an older computation; the batch
+  snapshot replaces only a batch row);
+* the entity keeps every row within ``HISTORY_HORIZON`` of its newest row, at least
+  ``HISTORY_MIN_ROWS``, and the key expires ``ttl`` + 7 days after its newest row.
 
-``write_snapshot`` builds the values and the RESP protocol bytes of a batch (25 000 rows)
-vectorised in polars, sends them on its own TCP connection to the client's Redis (AUTH and
-SELECT first) and builds the next batch while Redis applies this one; every reply must be
-``+OK``, else ``redis.ResponseError`` carries the first error. A client that is not plain
-TCP (unix socket, TLS, a credential provider) is written through a redis-py pipeline of the
-same SETs.
+Each script call takes ``CHUNK_ROWS`` rows (one round trip per call, calls pipelined). Measured
+here: ~150k rows/s for single-row keys (``benchmarks/snapshot.py``); layout 2's plain ``SET``
+written over a raw socket reached a few hundred thousand, but could not compare.
 """
 
 from __future__ import annotations
 
-import socket
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable
 
 import polars as pl
 import redis
 
-from fraud_platform.lib.features.online.layout import encode_rows
+from fraud_platform.lib.features.online.layout import (
+    HISTORY_HORIZON,
+    HISTORY_MIN_ROWS,
+    encode_rows,
+)
 from fraud_platform.lib.features.registry import ENTITY_KEY, FEATURE_TIME, FeatureGroup
 
 DEFAULT_BATCH_SIZE = 25000
-_OK = b"+OK\r\n"
-_RECV_BYTES = 1 << 20
+CHUNK_ROWS = 500  # rows per script call: long enough to amortise the call, short for latency
+CALLS_PER_PIPELINE = 20
+
+# KEYS: one per entity. ARGV: horizon_us, min_rows, then per key: row count, pxat (the
+# latest expiry of its rows), then per row: score, version, member.
+# Returns how many rows were stored (the others lost the comparison).
+WRITE_ROWS_LUA = """
+local horizon = tonumber(ARGV[1])
+local min_rows = tonumber(ARGV[2])
+local stored = 0
+local at = 3
+for _, key in ipairs(KEYS) do
+  local count = tonumber(ARGV[at])
+  local pxat = ARGV[at + 1]
+  at = at + 2
+  local changed = false
+  for j = 1, count do
+    local score = ARGV[at]
+    local version = tonumber(ARGV[at + 1])
+    local member = ARGV[at + 2]
+    at = at + 3
+    local wins = true
+    local same = redis.call('ZRANGEBYSCORE', key, score, score)
+    for _, old in ipairs(same) do
+      local old_version = tonumber(string.match(old, ',(%-?%d+)%]$'))
+      if old_version == nil or old_version > version then wins = false end
+    end
+    if wins then
+      if #same > 0 then redis.call('ZREMRANGEBYSCORE', key, score, score) end
+      redis.call('ZADD', key, score, member)
+      stored = stored + 1
+      changed = true
+    end
+  end
+  if changed then
+    local newest = redis.call('ZREVRANGE', key, 0, 0, 'WITHSCORES')
+    local old_rows = redis.call('ZCOUNT', key, '-inf', '(' .. (tonumber(newest[2]) - horizon))
+    local removable = math.min(old_rows, redis.call('ZCARD', key) - min_rows)
+    if removable > 0 then redis.call('ZREMRANGEBYRANK', key, 0, removable - 1) end
+    if redis.call('PTTL', key) == -1 then
+      redis.call('PEXPIREAT', key, pxat)
+    else
+      redis.call('PEXPIREAT', key, pxat, 'GT')
+    end
+  end
+end
+return stored
+"""
 
 
-def _bulk(expr: pl.Expr) -> list[pl.Expr]:
-    """RESP bulk string of a String expression: ``$<byte length>\\r\\n<bytes>\\r\\n``."""
-    return [pl.lit("$"), expr.str.len_bytes().cast(pl.String), pl.lit("\r\n"), expr, pl.lit("\r\n")]
-
-
-def _resp_set_commands(encoded: pl.DataFrame) -> bytes:
-    """``SET key value PXAT ms`` for every row of ``encoded``, as one RESP buffer."""
-    command = pl.concat_str(
-        [
-            pl.lit("*5\r\n$3\r\nSET\r\n"),
-            *_bulk(pl.col("key")),
-            *_bulk(pl.col("value")),
-            pl.lit("$4\r\nPXAT\r\n"),
-            *_bulk(pl.col("pxat").cast(pl.String)),
-        ]
+def _calls(encoded: pl.DataFrame) -> Iterable[tuple[list[str], list[str | int]]]:
+    """Script calls of about CHUNK_ROWS rows each, the rows of one key together (the history
+    of a key is trimmed and its expiry moved once per call)."""
+    horizon_us = HISTORY_HORIZON // HISTORY_HORIZON.resolution
+    keys: list[str] = []
+    args: list[str | int] = [horizon_us, HISTORY_MIN_ROWS]
+    rows = 0
+    grouped = encoded.group_by("key", maintain_order=True).agg(
+        pl.col("score", "version", "value"), pl.col("pxat").max()
     )
-    text = encoded.select(command.str.join("")).item()
-    return text.encode()
+    for key, scores, versions, values, pxat in grouped.iter_rows():
+        keys.append(key)
+        args += [len(scores), pxat]
+        for score, version, value in zip(scores, versions, values, strict=True):
+            args += [score, version, value]
+        rows += len(scores)
+        if rows >= CHUNK_ROWS:
+            yield keys, args
+            keys, args, rows = [], [horizon_us, HISTORY_MIN_ROWS], 0
+    if keys:
+        yield keys, args
 
 
-def _resp(*args: str) -> bytes:
-    out = [f"*{len(args)}\r\n".encode()]
-    for arg in args:
-        data = arg.encode()
-        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(out)
+def write_encoded(client: redis.Redis, encoded: pl.DataFrame) -> int:
+    """Store ``encode_rows`` output through the compare-on-write script; returns rows stored
+    (a row that lost the comparison to a stored row of the same feature_time is not counted).
+
+    A key holding something other than a layout-3 sorted set makes Redis refuse the script
+    (``redis.ResponseError``, WRONGTYPE).
+    """
+    if encoded.height == 0:
+        return 0
+    script = client.register_script(WRITE_ROWS_LUA)
+    stored = 0
+    pipe = client.pipeline(transaction=False)
+    pending = 0
+    for keys, args in _calls(encoded):
+        script(keys=keys, args=args, client=pipe)
+        pending += 1
+        if pending == CALLS_PER_PIPELINE:
+            stored += sum(pipe.execute())
+            pending = 0
+    if pending:
+        stored += sum(pipe.execute())
+    return stored
 
 
-def _plain_tcp(client: redis.Redis) -> dict[str, Any] | None:
-    """The connection settings of ``client`` if it talks plain TCP to one server, else None."""
-    pool = getattr(client, "connection_pool", None)
-    if pool is None or pool.connection_class is not redis.Connection:
-        return None
-    kwargs = pool.connection_kwargs
-    if kwargs.get("credential_provider") is not None or "host" not in kwargs:
-        return None
-    return kwargs
-
-
-def _read_ok_replies(sock: socket.socket, count: int, what: str = "SET") -> None:
-    """Read exactly ``count`` one-line replies; raise ``redis.ResponseError`` unless all +OK."""
-    chunks: list[bytes] = []
-    lines = 0
-    received = 0
-    last = b""
-    while lines < count:
-        chunk = sock.recv(_RECV_BYTES)
-        if not chunk:
-            raise redis.ConnectionError(
-                f"Redis closed the connection after {lines} of {count} replies"
-            )
-        chunks.append(chunk)
-        received += len(chunk)
-        lines += chunk.count(b"\r\n") + (last == b"\r" and chunk[:1] == b"\n")
-        last = chunk[-1:]
-    data = b"".join(chunks)
-    if received == count * len(_OK) and data == _OK * count:
-        return
-    replies = data.split(b"\r\n")
-    if len(replies) != count + 1 or replies[-1]:
-        raise redis.ConnectionError(f"expected {count} replies, got {len(replies) - 1} lines")
-    failed = [reply for reply in replies[:-1] if reply != b"+OK"]
-    raise redis.ResponseError(
-        f"online snapshot: {len(failed)} of {count} {what} commands failed; first error: "
-        f"{failed[0].decode(errors='replace').removeprefix('-')}"
-    )
-
-
-def _write_socket(kwargs: Mapping[str, Any], batches: Iterable[pl.DataFrame]) -> int:
-    """Send the batches' SETs on one new TCP connection, pipelined; returns rows written."""
-    sock = socket.create_connection(
-        (kwargs["host"], kwargs.get("port", 6379)), timeout=kwargs.get("socket_connect_timeout")
-    )
-    written = 0
-    with sock:
-        sock.settimeout(kwargs.get("socket_timeout"))
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        handshake = []
-        password, username = kwargs.get("password"), kwargs.get("username")
-        if password is not None:
-            handshake.append(
-                _resp("AUTH", username, password) if username else _resp("AUTH", password)
-            )
-        if kwargs.get("db"):
-            handshake.append(_resp("SELECT", str(kwargs["db"])))
-        if handshake:
-            sock.sendall(b"".join(handshake))
-            _read_ok_replies(sock, len(handshake), "AUTH/SELECT")
-        pending = 0  # rows sent whose replies are not read yet
-        for encoded in batches:
-            payload = _resp_set_commands(encoded)  # built while Redis works on the last batch
-            if pending:
-                _read_ok_replies(sock, pending)
-                written += pending
-            sock.sendall(payload)
-            pending = encoded.height
-        if pending:
-            _read_ok_replies(sock, pending)
-            written += pending
-    return written
-
-
-def _write_pipeline(client: redis.Redis, batches: Iterable[pl.DataFrame]) -> int:
-    """The same SETs through redis-py (any kind of connection); returns rows written."""
-    written = 0
-    for encoded in batches:
-        pipe = client.pipeline(transaction=False)
-        for key, value, pxat in encoded.iter_rows():
-            pipe.set(key, value, pxat=pxat)
-        pipe.execute()
-        written += encoded.height
-    return written
+def write_rows(
+    client: redis.Redis,
+    group: FeatureGroup,
+    rows: pl.DataFrame,
+    *,
+    version: pl.Expr | int = 0,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> int:
+    """Write feature rows of ``group`` (entity_key, feature_time, features) with writer_version
+    ``version``; returns the rows stored. Checks for null keys before anything is written."""
+    if rows.height == 0:
+        return 0
+    nulls = rows.select(pl.col(ENTITY_KEY, FEATURE_TIME).null_count()).row(0)
+    if any(nulls):
+        raise ValueError(
+            f"{group.versioned_name}: {nulls[0]} rows without {ENTITY_KEY}, "
+            f"{nulls[1]} without {FEATURE_TIME}"
+        )
+    stored = 0
+    for batch in rows.iter_slices(batch_size):
+        stored += write_encoded(client, encode_rows(group, batch, version))
+    return stored
 
 
 def write_snapshot(
@@ -155,24 +161,11 @@ def write_snapshot(
     *,
     batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> int:
-    """Write each entity's latest row (one ``SET ... PXAT`` per key); returns the rows written.
-
-    Each key's value is replaced whole, so a feature that became null does not leave a stale
-    value behind, and readers never see half a row. Raises ``redis.ResponseError`` if Redis
-    refuses a command (after the whole batch was sent; other keys may have been written).
+    """Write each entity's latest row from the batch path (writer_version 0); returns the rows
+    stored. A row the stream already holds at the same feature_time stays the stream's, and a
+    newer stream row stays the newest: the batch snapshot adds history, never hides it.
     """
     if latest_rows.height == 0:
         return 0
     rows = latest_rows.select(ENTITY_KEY, FEATURE_TIME, *group.feature_names)
-    nulls = rows.select(pl.col(ENTITY_KEY, FEATURE_TIME).null_count()).row(0)
-    if any(nulls):  # checked before anything is written
-        raise ValueError(
-            f"{group.versioned_name}: {nulls[0]} rows without {ENTITY_KEY}, "
-            f"{nulls[1]} without {FEATURE_TIME}"
-        )
-    # encoded lazily, batch by batch: a batch is built while Redis applies the previous one
-    batches = (encode_rows(group, batch) for batch in rows.iter_slices(batch_size))
-    kwargs = _plain_tcp(client)
-    if kwargs is None:
-        return _write_pipeline(client, batches)
-    return _write_socket(kwargs, batches)
+    return write_rows(client, group, rows, version=0, batch_size=batch_size)

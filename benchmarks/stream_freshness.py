@@ -1,0 +1,241 @@
+"""Stream worker freshness and throughput: event produced -> value readable online.
+
+Starts an embedded noida broker on a free port, topics with 3 partitions, and ONE stream worker
+process (``python -m fraud_platform.tools.stream_worker``) maintaining every stream group,
+against the real Redis at 127.0.0.1:6379 (keys under a unique prefix, deleted afterwards).
+
+1. Throughput: a backlog of events is produced first; ``worker_events_per_s`` = backlog /
+   (time from the worker's first applied batch to the backlog fully applied).
+2. Freshness, per rate: events produced at a constant rate with event_time = now; for every
+   20th transaction the time from its produce call until its ``user_txn_velocity_v1`` row is
+   in Redis (polled every 2 ms) is recorded: ``freshness_p50_ms``/``p99_ms``.
+3. ``mismatches``: every online row of every stream group against ``compute_feature_group``
+   over all events produced (must be 0).
+
+    python benchmarks/stream_freshness.py            # rates 1k, 5k, 10k events/s, 10 s each, 20k backlog
+    python benchmarks/stream_freshness.py --quick    # one rate (300/s, 10 s), 3k backlog
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import redis
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from confluent_kafka import Producer  # noqa: E402
+
+from fraud_platform.lib.contracts.events import encode_event, event_key  # noqa: E402
+from fraud_platform.lib.features.catalog import FEATURE_GROUPS, USER_TXN_VELOCITY  # noqa: E402
+from fraud_platform.lib.features.online.layout import online_key, to_micros  # noqa: E402
+from fraud_platform.lib.kafka.admin import admin_config, ensure_topics  # noqa: E402
+from fraud_platform.lib.streaming.health import heartbeat_key  # noqa: E402
+from fraud_platform.lib.streaming.verify import online_mismatches  # noqa: E402
+from fraud_platform.tools.brokers import BrokerSpec, start_broker, stop_broker  # noqa: E402
+from tests.integration.streaming.events import random_events  # noqa: E402
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+SAMPLE_EVERY = 20
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+class Run:
+    def __init__(self, bootstrap: str, prefix: str, folder: Path) -> None:
+        self.bootstrap, self.prefix, self.folder = bootstrap, prefix, folder
+        self.topics = {"transactions": f"{prefix}txn", "account_events": f"{prefix}acc"}
+        self.sent: dict[str, list[dict]] = {}
+        self.client = redis.Redis.from_url(REDIS_URL)
+        self.producer = Producer({**admin_config(bootstrap), "linger.ms": 2})
+        self.seq = 0
+
+    def events(self, n: int, users: int) -> list[tuple[str, dict]]:
+        self.seq += 1
+        now = datetime.now(UTC)
+        return random_events(
+            self.seq,
+            f"{self.prefix}{self.seq}-",
+            n,
+            start=now,
+            span=timedelta(seconds=n),
+            users=users,
+        )
+
+    def send(self, topic: str, event: dict) -> None:
+        self.producer.produce(self.topics[topic], encode_event(event), key=event_key(topic, event))
+        self.sent.setdefault(topic, []).append(event)
+
+    def applied_events(self) -> int:
+        return int(self.client.hget(heartbeat_key(f"{self.prefix}group"), "events") or 0)
+
+
+def _constant_rate(run: Run, rate: int, seconds: float, users: int) -> tuple[list[float], int, int]:
+    events = run.events(int(rate * seconds), users)
+    pending: dict[tuple[str, int], float] = {}
+    freshness: list[float] = []
+    lock = threading.Lock()
+    done = threading.Event()
+
+    def poll() -> None:
+        while not done.is_set() or pending:
+            with lock:
+                items = list(pending.items())
+            if items:
+                pipe = run.client.pipeline(transaction=False)
+                for (key, score), _ in items:
+                    pipe.zcount(key, score, score)
+                found = pipe.execute()
+                now = time.perf_counter()
+                with lock:
+                    for ((key, score), sent_at), count in zip(items, found, strict=True):
+                        if count:
+                            freshness.append((now - sent_at) * 1000)
+                            pending.pop((key, score), None)
+            time.sleep(0.002)
+            if done.is_set() and time.perf_counter() > deadline:
+                break
+
+    deadline = float("inf")
+    poller = threading.Thread(target=poll)
+    poller.start()
+    tick = 0.01
+    per_tick = max(1, int(rate * tick))
+    start = time.perf_counter()
+    for i in range(0, len(events), per_tick):
+        target = start + (i // per_tick) * tick
+        while time.perf_counter() < target:
+            time.sleep(0.0005)
+        for topic, event in events[i : i + per_tick]:
+            event["event_time"] = datetime.now(UTC)
+            run.send(topic, event)
+            if (
+                topic == "transactions"
+                and event["transaction_id"].endswith("0")
+                and (int(event["transaction_id"].rsplit("t", 1)[1]) % SAMPLE_EVERY == 0)
+            ):
+                key = online_key(USER_TXN_VELOCITY, event["user_id"])
+                with lock:
+                    pending[(key, to_micros(event["event_time"]))] = time.perf_counter()
+        run.producer.poll(0)
+    run.producer.flush(30)
+    deadline = time.perf_counter() + 30
+    done.set()
+    poller.join()
+    return freshness, len(events), len(pending)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    rates = [300] if args.quick else [1000, 5000, 10000]
+    seconds = 10.0
+    backlog = 3_000 if args.quick else 20_000
+    users = 1000 if args.quick else 10_000
+    folder = Path(tempfile.mkdtemp(prefix="stream_bench_"))
+    spec = BrokerSpec("noida", _free_port(), folder / "broker")
+    prefix = f"sb{uuid.uuid4().hex[:8]}-"
+    start_broker(spec)
+    worker = None
+    run = Run(spec.bootstrap, prefix, folder)
+    results: dict = {"rates": []}
+    try:
+        ensure_topics(spec.bootstrap, {n: 3 for n in run.topics.values()}, retention_ms=3_600_000)
+        for topic, event in run.events(backlog, users):  # spread over `backlog` s, an hour ago
+            event["event_time"] -= timedelta(seconds=backlog + 60)
+            run.send(topic, event)
+        run.producer.flush(60)
+        command = [
+            sys.executable,
+            "-m",
+            "fraud_platform.tools.stream_worker",
+            "--bootstrap",
+            spec.bootstrap,
+            "--redis-url",
+            REDIS_URL,
+            "--state-dir",
+            str(folder / "state"),
+            "--group",
+            f"{prefix}group",
+            "--store-prefix",
+            f"bench:{prefix}",
+        ]
+        for contract, name in run.topics.items():
+            command += ["--topic", f"{contract}={name}"]
+        worker = subprocess.Popen(
+            command, cwd=ROOT, stdout=(folder / "worker.log").open("wb"), stderr=subprocess.STDOUT
+        )
+        first = None
+        deadline = time.monotonic() + 600
+        while run.applied_events() < backlog and time.monotonic() < deadline:
+            if first is None and run.applied_events() > 0:
+                first = (time.perf_counter(), run.applied_events())
+            time.sleep(0.01)
+        drained = time.perf_counter()
+        assert first is not None, (folder / "worker.log").read_text()[-2000:]
+        worker_rate = (backlog - first[1]) / max(drained - first[0], 1e-9)
+        print(f"backlog {backlog} events: worker {worker_rate:,.0f} events/s")
+        for rate in rates:
+            freshness, n, unseen = _constant_rate(run, rate, seconds, users)
+            row = {
+                "rate": rate,
+                "events": n,
+                "samples": len(freshness),
+                # sampled rows not visible 30 s after the last event was produced (not in p99)
+                "samples_not_visible_after_30s": unseen,
+                "freshness_p50_ms": round(_pct(freshness, 0.5), 1),
+                "freshness_p99_ms": round(_pct(freshness, 0.99), 1),
+            }
+            print(json.dumps(row))
+            results["rates"].append(row)
+        total = sum(len(v) for v in run.sent.values())
+        deadline = time.monotonic() + 900
+        while run.applied_events() < total and time.monotonic() < deadline:
+            time.sleep(0.1)
+        compared, mismatches, details = online_mismatches(run.client, FEATURE_GROUPS, run.sent)
+        for line in details:
+            print("mismatch:", line)
+        last = results["rates"][-1]
+        results.update(
+            rate=last["rate"],
+            events=sum(len(v) for v in run.sent.values()),
+            freshness_p50_ms=last["freshness_p50_ms"],
+            freshness_p99_ms=last["freshness_p99_ms"],
+            worker_events_per_s=round(worker_rate),
+            rows_compared=compared,
+            mismatches=mismatches,
+            note="one worker process, 3 partitions, noida broker, shared 2-core machine",
+        )
+    finally:
+        if worker is not None:
+            worker.terminate()
+            worker.wait(30)
+        for key in run.client.scan_iter(match=f"*{prefix}*", count=10_000):
+            run.client.delete(key)
+        stop_broker(spec)
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""Each entity's events, kept in Redis for the stream worker: one hash per (topic, entity).
+
+Key: ``fps:1:{<topic>:<entity kind>:<entity key>}`` (a hash tag: one slot per entity). Fields:
+``<event id>`` -> the event's stored columns as a JSON array (``plan.EntityStream.columns``),
+``#n`` -> how many events were ever added (the entity's version).
+
+``add_events`` adds a batch of events in ONE atomic script call per chunk of entities:
+``HSETNX`` makes a redelivered event (a replay after a crash, a duplicate message) a no-op, so
+applying a batch twice leaves the store as applying it once; the version it returns counts the
+events stored. The worker keeps the stores it touched in memory (``processor``) and reads an
+entity back (``read_entities``, version and events atomically) only when its version moved
+by more than its own additions: after a restart, or when another worker added events. Two workers touching
+the same entity (a merchant paid from users in different partitions) each get a consistent
+snapshot; the rows computed from the larger one carry the higher version and win in the online
+store (``online/writer.py``), whatever order the writes land in.
+
+Why Redis and not the engine's own state: rows are computed in polars for a whole checkpoint at
+once (per event in Python, ``compute.py`` costs ~1 ms per call), so the state must be readable
+for a batch of entities at flush time; Quix state is per message. An entity's events expire
+``retention`` (its groups' longest TTL or window) after its newest event.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import redis
+
+STORE_LAYOUT_VERSION = 1
+VERSION_FIELD = "#n"
+CHUNK_ENTITIES = 200
+
+# KEYS: entity hashes. ARGV per key: count, pxat, then count x (id, payload).
+# Returns per key: {version, flags} where flags has a "1" per event added, "0" per event the
+# store already held.
+ADD_LUA = """
+local out = {}
+local at = 1
+for i, key in ipairs(KEYS) do
+  local count = tonumber(ARGV[at])
+  local pxat = ARGV[at + 1]
+  at = at + 2
+  local added = 0
+  local flags = {}
+  for j = 1, count do
+    local flag = redis.call('HSETNX', key, ARGV[at], ARGV[at + 1])
+    added = added + flag
+    flags[j] = tostring(flag)
+    at = at + 2
+  end
+  local version = redis.call('HINCRBY', key, '#n', added)
+  if redis.call('PTTL', key) == -1 then
+    redis.call('PEXPIREAT', key, pxat)
+  else
+    redis.call('PEXPIREAT', key, pxat, 'GT')
+  end
+  out[i] = {version, table.concat(flags)}
+end
+return out
+"""
+
+# KEYS: entity hashes. Returns per key: {version, payload, payload, ...}, read atomically.
+READ_LUA = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  local fields = redis.call('HGETALL', key)
+  local entry = {0}
+  for j = 1, #fields, 2 do
+    if fields[j] == '#n' then entry[1] = tonumber(fields[j + 1])
+    else entry[#entry + 1] = fields[j + 1] end
+  end
+  out[i] = entry
+end
+return out
+"""
+
+
+def store_key(prefix: str, stream_name: str, entity_key: str) -> str:
+    return f"{prefix}fps:{STORE_LAYOUT_VERSION}:{{{stream_name}:{entity_key}}}"
+
+
+@dataclass
+class EntityBatch:
+    """New events of one entity: ``(event id, payload)`` pairs, and the store's expiry."""
+
+    key: str
+    events: list[tuple[str, str]]
+    pxat_ms: int
+
+
+@dataclass
+class EntitySnapshot:
+    version: int
+    payloads: list[bytes]
+
+
+def encode_payload(values: Sequence[object]) -> str:
+    """An event's stored columns as JSON (floats round-trip exactly through ``repr``)."""
+    return json.dumps(values, ensure_ascii=False, separators=(",", ":"))
+
+
+def add_events(client: redis.Redis, batches: Sequence[EntityBatch]) -> list[tuple[int, str]]:
+    """Add each entity's new events; per entity (in input order) its version after the add and
+    a flag per event ("1" added, "0" already stored)."""
+    script = client.register_script(ADD_LUA)
+    pipe = client.pipeline(transaction=False)
+    for start in range(0, len(batches), CHUNK_ENTITIES):
+        keys: list[str] = []
+        args: list[str | int] = []
+        for batch in batches[start : start + CHUNK_ENTITIES]:
+            keys.append(batch.key)
+            args += [len(batch.events), batch.pxat_ms]
+            for event_id, payload in batch.events:
+                args += [event_id, payload]
+        script(keys=keys, args=args, client=pipe)
+    out = []
+    for reply in pipe.execute():
+        for version, flags in reply:
+            out.append((int(version), flags.decode() if isinstance(flags, bytes) else flags))
+    return out
+
+
+def read_entities(client: redis.Redis, keys: Sequence[str]) -> list[EntitySnapshot]:
+    """Each entity's version and stored events, read atomically per entity."""
+    script = client.register_script(READ_LUA)
+    pipe = client.pipeline(transaction=False)
+    for start in range(0, len(keys), CHUNK_ENTITIES):
+        script(keys=list(keys[start : start + CHUNK_ENTITIES]), client=pipe)
+    return [
+        EntitySnapshot(version=int(entry[0]), payloads=entry[1:])
+        for reply in pipe.execute()
+        for entry in reply
+    ]

@@ -1,0 +1,89 @@
+"""``fraud-platform stream``: run one stream worker process (``lib/streaming``) until stopped.
+
+Also ``python -m fraud_platform.tools.stream_worker`` with explicit connection options (the
+tests and the benchmark start workers on their own broker, topics and key prefix).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import redis
+
+from fraud_platform.lib.contracts.events import ALL_TOPICS
+from fraud_platform.lib.features.catalog import FEATURE_GROUPS
+from fraud_platform.lib.kafka import admin as kafka_admin
+from fraud_platform.lib.streaming.app import (
+    CONSUMER_GROUP,
+    DEFAULT_COMMIT_INTERVAL_S,
+    build_application,
+    run_worker,
+)
+from fraud_platform.lib.streaming.processor import StreamProcessor
+
+
+def run(
+    bootstrap: str,
+    redis_url: str,
+    state_dir: Path,
+    *,
+    topic_names: dict[str, str] | None = None,
+    consumer_group: str = CONSUMER_GROUP,
+    store_prefix: str = "",
+    commit_interval_s: float = DEFAULT_COMMIT_INTERVAL_S,
+) -> None:
+    client = redis.Redis.from_url(redis_url, socket_timeout=30)
+    processor = StreamProcessor(client, FEATURE_GROUPS, store_prefix=store_prefix)
+    app, sink = build_application(
+        bootstrap,
+        processor,
+        topic_names=topic_names,
+        consumer_group=consumer_group,
+        state_dir=state_dir,
+        commit_interval_s=commit_interval_s,
+    )
+    groups = [g.versioned_name for s in processor.plan for g in s.groups]
+    logging.getLogger(__name__).info("stream worker maintaining %s", ", ".join(groups))
+    run_worker(app, sink)
+
+
+def ensure_platform_topics(bootstrap: str) -> None:
+    """The topics, as ``fraud-platform simulate`` creates them (the worker never auto-creates)."""
+    kafka_admin.ensure_topics(bootstrap, list(ALL_TOPICS))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="stream_worker", description=__doc__)
+    parser.add_argument("--bootstrap", required=True)
+    parser.add_argument("--redis-url", required=True)
+    parser.add_argument("--state-dir", required=True, type=Path)
+    parser.add_argument("--group", default=CONSUMER_GROUP)
+    parser.add_argument("--store-prefix", default="")
+    parser.add_argument("--commit-interval", type=float, default=DEFAULT_COMMIT_INTERVAL_S)
+    parser.add_argument(
+        "--topic",
+        action="append",
+        default=[],
+        metavar="CONTRACT=NAME",
+        help="name of a contract topic on this broker (repeatable)",
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    names = dict(item.split("=", 1) for item in args.topic)
+    run(
+        args.bootstrap,
+        args.redis_url,
+        args.state_dir,
+        topic_names=names,
+        consumer_group=args.group,
+        store_prefix=args.store_prefix,
+        commit_interval_s=args.commit_interval,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
