@@ -16,8 +16,8 @@ from fraud_platform.settings import Settings
 from fraud_platform.tools.cli_bento import bento_app
 from fraud_platform.tools.cli_common import fail as _fail
 from fraud_platform.tools.cli_common import settings_or_exit as _settings
-from fraud_platform.tools.cli_import import import_command, topics_app
 from fraud_platform.tools.cli_evaluate import evaluate
+from fraud_platform.tools.cli_import import import_command, topics_app
 from fraud_platform.tools.cli_models import models_app
 from fraud_platform.tools.layers import LAYERS
 
