@@ -202,14 +202,14 @@ class _Reader:
             count += self._handle_all(events, sink, max_events - count)
             self._learn_bounds()
             now = time.monotonic()
+            if now - started >= limits.deadline_s:
+                log.warning("%s: read deadline of %.0f s reached", self.topic, limits.deadline_s)
+                break
             if events:
                 idle_since = now
                 if progress is not None:
                     progress(count)
                 continue
-            if now - started >= limits.deadline_s:
-                log.warning("%s: read deadline of %.0f s reached", self.topic, limits.deadline_s)
-                break
             behind = [p for p in self.pending() if self.parts[p].estimate() > 0]
             waited = now - idle_since
             if (behind and waited >= limits.stall_timeout_s) or (
