@@ -44,7 +44,7 @@ from fraud_platform.lib.training import fit as training
 from fraud_platform.lib.training import metrics
 from fraud_platform.lib.training.fit import Log, TrainConfig
 
-CLASS_WEIGHTS: tuple[str, ...] = ("Balanced", "SqrtBalanced")
+CLASS_WEIGHTS: tuple[str | None, ...] = (None, "Balanced", "SqrtBalanced")
 # Search space bounds (log scale for learning_rate and l2_leaf_reg).
 DEPTH_RANGE = (4, 8)
 LEARNING_RATE_RANGE = (0.02, 0.3)
@@ -220,7 +220,7 @@ def search_hyperparameters(
     ``base`` supplies everything not searched: the iteration cap (``iterations``) with
     ``early_stopping_rounds``, ``thread_count``, the CatBoost ``seed``, ``gap_days`` (also the
     gap between a fold's train and validation blocks), ``eval_metric``, ``has_time``.
-    ``auto_class_weights`` is searched over Balanced/SqrtBalanced unless
+    ``auto_class_weights`` is searched over none/Balanced/SqrtBalanced unless
     ``search_class_weights=False`` or ``base.scale_pos_weight`` is set. ``time_budget_s=None``:
     no budget. ``log`` receives one line per finished trial.
     """
