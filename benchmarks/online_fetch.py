@@ -7,12 +7,13 @@ FRAUD_SCORING_V1 with ``write_snapshot`` into the real Redis at 127.0.0.1:6379, 
 (flushed before and after). Then, in one loop with the order alternating every call, over 5 000
 calls (``--quick`` 500) for a random entity:
 
-* reader: ``OnlineFeatureReader.get_online_features(entities)``: keys, one ``MGET`` (one key
-  per group, layout 2: one JSON string per key), decoding and TTL checks;
-* raw: redis-py ``MGET`` of the same keys (built beforehand), nothing decoded.
+* reader: ``OnlineFeatureReader.get_online_features(entities)``: keys, one Lua script call (one key
+  per group, layout 3: the point-in-time row of each sorted set), decoding and TTL checks;
+* raw: redis-py ``MGET`` of the same keys (built beforehand), nothing decoded (layout-3 keys are sorted sets: MGET answers nil for each, so this is only
+  the floor of one round trip).
 
 Then the same for 100 entities per fetch: ``OnlineFeatureReader.get_online_features_many``
-(all 100 entities' keys in one ``MGET``) against a raw ``MGET`` of the same keys.
+(all 100 entities' keys in one script call) against a raw ``MGET`` of the same keys.
 
 Before timing, the fetched values are checked against the written frames: for a sample of
 entities each value is looked up by a brute-force scan of the frame that was written, plus
@@ -258,8 +259,8 @@ def main() -> int:
                 "calls_100": calls_100,
                 **reader_versus_raw(m, rm, suffix="_100"),
                 "checked_entities": checked,
-                "batch_method": "OnlineFeatureReader.get_online_features_many (one MGET)",
-                "raw": "redis-py MGET of the same keys",
+                "batch_method": "OnlineFeatureReader.get_online_features_many (one Lua script call: the point-in-time row of each key)",
+                "raw": "redis-py MGET of the same keys (layout 3 keys are sorted sets: MGET answers nil for each, a floor for one round trip)",
             }
         )
         lines.append(

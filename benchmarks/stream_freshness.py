@@ -145,10 +145,57 @@ def _constant_rate(run: Run, rate: int, seconds: float, users: int) -> tuple[lis
     return freshness, len(events), len(pending)
 
 
+def _profile(n: int = 20_000, batch: int = 2_000) -> None:
+    """Where the worker's time goes: the processor applied in-process to ``n`` events."""
+    import cProfile
+    import io
+    import pstats
+
+    from fraud_platform.lib.streaming.processor import StreamProcessor, apply_records
+
+    prefix = f"sp{uuid.uuid4().hex[:8]}-"
+    client = redis.Redis.from_url(REDIS_URL)
+    processor = StreamProcessor(client, FEATURE_GROUPS, store_prefix=f"bench:{prefix}")
+    events = random_events(
+        1,
+        prefix,
+        n,
+        start=datetime.now(UTC) - timedelta(hours=2),
+        span=timedelta(hours=2),
+        users=2000,
+    )
+    profiler = cProfile.Profile()
+    started = time.perf_counter()
+    try:
+        profiler.enable()
+        for i in range(0, n, batch):
+            by_topic: dict[str, list[dict]] = {}
+            for topic, event in events[i : i + batch]:
+                by_topic.setdefault(topic, []).append(event)
+            apply_records(processor, by_topic)
+        profiler.disable()
+    finally:
+        for key in client.scan_iter(match=f"*{prefix}*", count=10_000):
+            client.delete(key)
+    seconds = time.perf_counter() - started
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(15)
+    print(out.getvalue())
+    print(json.dumps({"events": n, "batch": batch, "events_per_s": round(n / seconds)}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="only: cProfile of the worker's processing (in-process, no broker), top 15",
+    )
     args = parser.parse_args()
+    if args.profile:
+        _profile()
+        return
     rates = [300] if args.quick else [1000, 5000, 10000]
     seconds = 10.0
     backlog = 3_000 if args.quick else 20_000

@@ -80,9 +80,11 @@ def test_cli_services_up_status_down_embedded_broker(tmp_path, monkeypatch) -> N
         assert again.exit_code == 0, again.output
         status = runner.invoke(app, ["services", "status"])
         assert status.exit_code == 0 and "redis" in status.output
+        assert "stream worker pid" in status.output  # the managed stream worker
     finally:
         down = runner.invoke(app, ["services", "down"])
     assert "kafka (noida)" in down.output
+    assert "stream worker" in down.output
     assert "redis" not in down.output  # the local Redis answered: not ours to start or stop
     assert redis.Redis.from_url("redis://127.0.0.1:6379/0", socket_timeout=2).ping()
     after = runner.invoke(app, ["services", "status"])

@@ -154,7 +154,9 @@ def dagster_dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DagsterDev
     env = env_with_venv_on_path(env)
     env["PYTHONUNBUFFERED"] = "1"
     dev = DagsterDev(url=f"http://127.0.0.1:{port}", tmp_dir=tmp_dir, log_path=log_path)
-    process = spawn_logged(dagster_dev_command(port), log_path, cwd=REPO_ROOT, env=env, append=False)
+    process = spawn_logged(
+        dagster_dev_command(port), log_path, cwd=REPO_ROOT, env=env, append=False
+    )
     try:
         wait_until_loaded(dev, process)
         yield dev

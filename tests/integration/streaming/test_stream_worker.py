@@ -22,6 +22,7 @@ from fraud_platform.lib.features.compute import compute_feature_group
 from fraud_platform.lib.features.online.reader import OnlineFeatureReader
 from fraud_platform.lib.features.pit import point_in_time_join
 from fraud_platform.lib.features.registry import FeatureService
+from fraud_platform.lib.streaming.health import consumer_lag, last_batch_age_s
 from fraud_platform.lib.streaming.plan import SILVER_TOPICS
 from fraud_platform.lib.streaming.verify import records_frame
 from tests.integration.streaming.conftest import StreamRig, kill9
@@ -97,6 +98,7 @@ def test_two_workers_one_killed_survivor_takes_over_and_values_stay_exact(
         span=timedelta(minutes=35),
         users=30,
     )
+    topics = sorted(stream_rig.topics.values())
     first, survivor = stream_rig.start_worker(), stream_rig.start_worker()
     for i in range(0, 1500, 250):
         stream_rig.produce(events[i : i + 250])
@@ -107,6 +109,18 @@ def test_two_workers_one_killed_survivor_takes_over_and_values_stay_exact(
     assert survivor.poll() is None
     assert compared > 3000
     assert mismatches == 0, details
+    # what online/feature_stream observes: nothing left to consume, a recent batch
+    group = f"{stream_rig.prefix}group"
+    deadline = time.monotonic() + 30
+    while sum(t.lag for t in consumer_lag(stream_rig.bootstrap, group, topics)) and (
+        time.monotonic() < deadline
+    ):
+        time.sleep(0.5)
+    lags = consumer_lag(stream_rig.bootstrap, group, topics)
+    assert [t.lag for t in lags] == [0, 0]
+    assert sum(t.end_offset for t in lags) == 3000
+    age = last_batch_age_s(redis_client, group)
+    assert age is not None and age < 120
     log = (stream_rig.folder / "worker1.log").read_text()
     assert "Traceback" not in log
 
