@@ -4,7 +4,7 @@ the bento's own generated requirements installed, working directory outside the 
 data directory), scores a transaction over HTTP with the bundled model. The same bento with
 ``FRAUD_PLATFORM_MODEL_SOURCE=registry`` serves the registry's champion and hot-reloads it.
 
-Real Redis (features written for this session's own entity ids); the decision log points at a
+Real Redis (features written for this module's own entity ids); the decision log points at a
 port where no Kafka listens (the service keeps deciding). The venv is made by ``uv`` from its
 cache, or PyPI for what is not cached.
 """
