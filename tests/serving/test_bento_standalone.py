@@ -4,7 +4,7 @@ the bento's own generated requirements installed, working directory outside the 
 data directory), scores a transaction over HTTP with the bundled model. The same bento with
 ``FRAUD_PLATFORM_MODEL_SOURCE=registry`` serves the registry's champion and hot-reloads it.
 
-Real Redis (features written for this session's own entity ids); the decision log points at a
+Real Redis (features written for this module's own entity ids); the decision log points at a
 port where no Kafka listens (the service keeps deciding). The venv is made by ``uv`` from its
 cache, or PyPI for what is not cached.
 """
@@ -20,7 +20,7 @@ import tarfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,9 @@ import pytest
 import redis
 import yaml
 
+from fraud_platform.lib.features.catalog import FEATURE_GROUPS
+from fraud_platform.lib.features.compute import KEY_SEPARATOR
+from fraud_platform.lib.features.online.layout import online_key
 from fraud_platform.lib.features.services import FRAUD_SCORING_V1
 from fraud_platform.lib.serving.lookup import FeatureLookup
 from fraud_platform.lib.serving.scoring import ScoringModel
@@ -38,7 +41,6 @@ from models_bento.schemas import TransactionRequest
 
 from .conftest import (
     MODEL_NAME,
-    READY_DEADLINE_S,
     REDIS_URL,
     REPO_ROOT,
     THRESHOLDS,
@@ -48,12 +50,15 @@ from .conftest import (
     platform_model_store,
     stop_server,
     train_tiny_model,
+    write_customer,
 )
 
 pytestmark = pytest.mark.serving
 
 BENTOFILE = REPO_ROOT / "models_bento" / "bentofile.yaml"
 SWAP_DEADLINE_S = 15.0
+# a hang guard, not a timing check: two servers start at once here (conftest's is 60 s for one)
+READY_DEADLINE_S = 120.0
 # With no Kafka the decision log waits 10 s at shutdown for deliveries that cannot happen
 # (DecisionLog.close); nothing to check there, so the servers get a short grace before SIGKILL.
 STOP_GRACE_S = 3.0
@@ -169,6 +174,30 @@ def built(platform: Platform, tmp_path_factory: pytest.TempPathFactory) -> Built
     assert f"model {platform.champion} (the champion)" in done.stdout
     assert archive.is_file()
     return Built(tag.group(1), int(size.group(1)), archive, build_s)
+
+
+@pytest.fixture(scope="module")
+def customer(redis_client: redis.Redis) -> Iterator[Customer]:
+    """Online features for this module's own entity ids; removed by exact key afterwards
+    (conftest's session-wide ``customer`` SCANs the whole shared Redis to clean up: 30+ s with
+    the ~600k keys other runs leave there)."""
+    written = write_customer(redis_client, datetime.now(UTC) - timedelta(minutes=5))
+    yield written
+    ids = {
+        "user_id": written.user_id,
+        "card_id": written.card_id,
+        "device_id": written.device_id,
+        "country": written.country,
+        "merchant_id": written.merchant_id,
+        "counterparty_id": written.counterparty_id,
+    }
+    keys = [
+        online_key(group, KEY_SEPARATOR.join(ids[k] for k in group.entity.join_keys))
+        for group in FEATURE_GROUPS
+    ]
+    # the country-only group's key is shared by every test customer: leave it to its TTL
+    keys = [key for key in keys if any(i in key for i in written.ids)]
+    assert redis_client.delete(*keys) == len(keys)
 
 
 # ---------------------------------------------------------------------------------------------
