@@ -94,7 +94,7 @@ CHAMPION_CHECK_INTERVAL_S = 1.0
 REQUEST_ID_HEADER = "x-request-id"
 BENTOML_ERROR_LOGGER = "bentoml._internal.server.http_app"  # where log_exception() writes
 SYSTEM_PATHS = ("/", "/livez", "/readyz", "/healthz", "/metrics", "/docs.json")
-API_ROUTES = ("/score", "/model", "/ping")
+API_ROUTES = ("/score", "/model", "/ping")  # not traced (the routes of FraudScorer's APIs)
 
 
 class QuietRejectedRequests(logging.Filter):
@@ -386,6 +386,6 @@ if _SERVING.scoring_max_concurrency:
     FraudScorer.add_asgi_middleware(
         LoadShedder,
         limit=-(-_SERVING.scoring_max_concurrency // _SERVING.scoring_workers),
-        paths=API_ROUTES,
+        paths=[method.route for method in FraudScorer.apis.values()],
     )
 FraudScorer.add_asgi_middleware(RequestGuard, service=FraudScorer)

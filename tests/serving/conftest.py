@@ -48,7 +48,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
 THRESHOLDS = {"review": 0.5, "decline": 0.9}
-READY_DEADLINE_S = 60.0
+READY_DEADLINE_S = 120.0  # workers load the model in parallel; on a busy 2-core box ~45 s
 CHANNELS = ["card_present", "ecommerce", "p2p", "withdrawal", "deposit"]
 CATEGORIES = ["grocery", "travel", "electronics", "gaming", "fuel"]
 

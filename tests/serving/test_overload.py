@@ -93,3 +93,9 @@ def test_the_service_scores_again_once_the_burst_is_over(
             assert response.status_code == 200, response.text
         assert client.get("/livez").status_code == 200
         assert client.get("/metrics").status_code == 200  # not subject to the bound
+
+
+def test_the_untraced_routes_are_the_api_routes():
+    from models_bento.service import API_ROUTES, FraudScorer
+
+    assert set(API_ROUTES) == {method.route for method in FraudScorer.apis.values()}
