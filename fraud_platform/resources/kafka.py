@@ -20,7 +20,7 @@ class KafkaResource(dg.ConfigurableResource):
     max_events_per_batch: int = 2_000_000
     ingest_deadline_s: float = 1800.0
     """An ingestion run fails when events seen in Kafka at its start are still unread by then."""
-    stall_timeout_s: float = 60.0
+    stall_timeout_s: float = 120.0
     """... or when no message arrived for this long while events were waiting."""
 
     def check(self) -> None:

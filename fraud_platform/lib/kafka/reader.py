@@ -144,7 +144,7 @@ class ReadLimits:
     idle_timeout_s: float = 2.0
     """A partition with nothing listed beyond its position is done after this long without a
     fetch answer."""
-    stall_timeout_s: float = 60.0
+    stall_timeout_s: float = 120.0
     """A read with partitions behind stops after this long without any message."""
     deadline_s: float = 600.0
     """A read stops after this long in all."""

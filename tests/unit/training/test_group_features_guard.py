@@ -33,4 +33,5 @@ def test_all_null_group_features_are_refused_with_the_groups_named() -> None:
 
 def test_one_group_value_is_enough() -> None:
     require_group_features(frame(3.0), FRAUD_SCORING_V1)
-    assert len(group_feature_columns(frame(3.0), FRAUD_SCORING_V1)) == 39  # of the 58 model features, 39 come from groups
+    # of the 58 model features, 39 come from the groups
+    assert len(group_feature_columns(frame(3.0), FRAUD_SCORING_V1)) == 39
