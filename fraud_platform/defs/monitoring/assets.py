@@ -8,10 +8,10 @@ import polars as pl
 
 from fraud_platform import names
 from fraud_platform.defs.monitoring.verdicts import check_result
-from fraud_platform.lib import plots
 from fraud_platform.lib.features.pit import point_in_time_join
 from fraud_platform.lib.features.services import FRAUD_SCORING_V1
 from fraud_platform.lib.features.training_frame import model_frame
+from fraud_platform.lib.monitoring import charts
 from fraud_platform.lib.monitoring.decisions import read_decisions, recent_dates, without_outages
 from fraud_platform.lib.monitoring.drift import DriftReport, drift_report
 from fraud_platform.lib.monitoring.profiles import profile_frame, read_profile, write_profile
@@ -137,12 +137,8 @@ def judge_feature_drift(report: DriftReport, config: DriftConfig) -> Verdict:
 
 
 def feature_drift_plot(report: DriftReport, verdict: Verdict, title: str) -> bytes:
-    """The per-feature drift bars, titled with the verdict (figure, thresholds, outcome)."""
-    return plots.drift_png(
-        report,
-        f"{title}: {verdict.status}, warn > "
-        f"{verdict.warn_threshold:g}, fail > {verdict.threshold:g}",
-    )
+    """The per-feature drift bars, titled with the verdict line (figure, thresholds, outcome)."""
+    return charts.feature_drift_png(report.to_dict(), f"{title}: {verdict.summary}")
 
 
 @dg.asset_check(
@@ -193,7 +189,7 @@ def served_features_have_not_drifted(
             "min_psi": config.min_psi,
             "report": dg.MetadataValue.json(report.to_dict()),
         },
-        plot=feature_drift_plot(report, verdict, "Feature drift"),
+        plot=feature_drift_plot(report, verdict, "Drift"),
     )
 
 

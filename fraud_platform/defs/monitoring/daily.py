@@ -208,7 +208,7 @@ def daily_feature_drift(
         "served_rows": served.rows if served else 0,
         "min_psi": config.min_psi,
     }
-    day_plot = feature_drift_plot(report, verdict, f"Feature drift {day}") if report else None
+    day_plot = feature_drift_plot(report, verdict, day.isoformat()) if report else None
     check = check_result(
         verdict,
         check_name=FEATURE_DRIFT_CHECK,

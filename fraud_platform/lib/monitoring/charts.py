@@ -25,13 +25,12 @@ def _figure(size: tuple[float, float], columns: int = 1) -> tuple[Any, list[Any]
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=size, dpi=DPI)
+    fig = Figure(figsize=size, dpi=DPI, layout="constrained")  # makes room for suptitles
     FigureCanvasAgg(fig)
     return fig, [fig.add_subplot(1, columns, i + 1) for i in range(columns)]
 
 
 def _png(fig: Any) -> bytes:
-    fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=DPI)
     return buffer.getvalue()
@@ -163,4 +162,29 @@ def realized_png(
     right.set(ylim=(0, 1.02), ylabel="average precision (labels so far)", title="realized AP")
     right.legend(fontsize=8)
     fig.suptitle(_wrap(title, 100), fontsize=9)
+    return _png(fig)
+
+
+def feature_drift_png(report: Mapping[str, Any], title: str) -> bytes:
+    """Bar per feature: -log10(p-value) coloured by drift status, PSI beside it; the title (a
+    verdict line) is wrapped across the figure. ``report``: ``DriftReport.to_dict()``."""
+    columns = report["columns"]
+    names = list(columns)
+    colours = {"DRIFT": "#d62728", "POSSIBLE_DRIFT": "#ff7f0e", "NO_DRIFT": "#2ca02c"}
+    strengths = [
+        -math.log10(max(c["pvalue"], 1e-300)) if c.get("pvalue") is not None else 0.0
+        for c in columns.values()
+    ]
+    fig, (ax,) = _figure((7.0, max(2.5, 0.3 * len(names) + 1.6)))
+    y = np.arange(len(names))
+    ax.barh(y, strengths, color=[colours.get(c.get("status"), "grey") for c in columns.values()])
+    ax.set_yticks(y, names, fontsize=8)
+    ax.invert_yaxis()
+    for yi, strength, col in zip(y, strengths, columns.values(), strict=True):
+        if col.get("psi") is not None:
+            ax.text(strength, yi, f" PSI {col['psi']:.2f}", va="center", fontsize=7)
+    for status, p in report.get("thresholds", {}).items():
+        ax.axvline(-math.log10(p), color=colours.get(status, "grey"), linestyle="--", linewidth=1)
+    ax.set(xlabel="-log10(p-value); red = drifted (p < 0.05 and PSI >= min PSI)")
+    fig.suptitle(_wrap(title, 80), fontsize=9)
     return _png(fig)
