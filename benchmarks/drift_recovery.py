@@ -100,7 +100,9 @@ class Platform:
         result = job.execute_in_process(instance=self.instance, raise_on_error=False, **kwargs)
         failures = [e for e in result.all_events if e.is_step_failure]
         for event in failures:
-            text = event.step_failure_data.error.to_string() if event.step_failure_data.error else ""
+            text = (
+                event.step_failure_data.error.to_string() if event.step_failure_data.error else ""
+            )
             if "blocking asset check" not in text:
                 raise RuntimeError(f"{job_name}: step {event.step_key} failed:\n{text}")
         self.tick_run_records()
@@ -212,9 +214,14 @@ class Platform:
         result = self._run("retrain_job", **kwargs)
         after = self.resources()[0].champion(names.MODEL_NAME)
         self.retrains.append(
-            {"day": label, "trigger": trigger, "completed": result.success,
-             "promoted": after != before, "champion": after,
-             "seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
+            {
+                "day": label,
+                "trigger": trigger,
+                "completed": result.success,
+                "promoted": after != before,
+                "champion": after,
+                "seconds": round(time.perf_counter() - started, 1),
+            }  # fmt: skip
         )
         say(f"  retrain ({trigger}) day {label}: champion {before} -> {after}")
 
