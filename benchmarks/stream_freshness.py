@@ -56,6 +56,18 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _delete_matching(client: redis.Redis, pattern: str) -> None:
+    """UNLINK the keys matching ``pattern``, a pipeline per scanned page."""
+    batch: list[bytes] = []
+    for key in client.scan_iter(match=pattern, count=50_000):
+        batch.append(key)
+        if len(batch) >= 5_000:
+            client.unlink(*batch)
+            batch = []
+    if batch:
+        client.unlink(*batch)
+
+
 def _pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
@@ -175,8 +187,7 @@ def _profile(n: int = 20_000, batch: int = 2_000) -> None:
             apply_records(processor, by_topic)
         profiler.disable()
     finally:
-        for key in client.scan_iter(match=f"*{prefix}*", count=10_000):
-            client.delete(key)
+        _delete_matching(client, f"*{prefix}*")
     seconds = time.perf_counter() - started
     out = io.StringIO()
     pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(15)
@@ -187,6 +198,8 @@ def _profile(n: int = 20_000, batch: int = 2_000) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--rates", type=int, nargs="*", help="events/s (default 1000 5000 10000)")
+    parser.add_argument("--backlog", type=int, help="events produced before the worker starts")
     parser.add_argument(
         "--profile",
         action="store_true",
@@ -196,9 +209,9 @@ def main() -> None:
     if args.profile:
         _profile()
         return
-    rates = [300] if args.quick else [1000, 5000, 10000]
+    rates = args.rates or ([300] if args.quick else [1000, 5000, 10000])
     seconds = 10.0
-    backlog = 3_000 if args.quick else 20_000
+    backlog = args.backlog or (3_000 if args.quick else 20_000)
     users = 1000 if args.quick else 10_000
     folder = Path(tempfile.mkdtemp(prefix="stream_bench_"))
     spec = BrokerSpec("noida", _free_port(), folder / "broker")
@@ -278,8 +291,7 @@ def main() -> None:
         if worker is not None:
             worker.terminate()
             worker.wait(30)
-        for key in run.client.scan_iter(match=f"*{prefix}*", count=10_000):
-            run.client.delete(key)
+        _delete_matching(run.client, f"*{prefix}*")
         stop_broker(spec)
     print(json.dumps(results))
 
