@@ -235,9 +235,10 @@ def customer(redis_client: redis.Redis) -> Iterator[Customer]:
 
 
 def delete_customer(client: redis.Redis, customer: Customer) -> None:
+    run = customer.user_id.removeprefix("u-test-")  # every id of the customer ends with it
     keys = [
         k
-        for k in client.scan_iter(match="fp:*test-*")
+        for k in client.scan_iter(match=f"fp:*test-{run}*", count=10_000)
         if any(i in k.decode() for i in customer.ids)
     ]
     if keys:
