@@ -39,7 +39,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import polars as pl
 from _common import REPO_ROOT, emit, free_port
 
@@ -55,6 +54,7 @@ from fraud_platform.lib.simulation.thin import (
     simulate_thin,
 )
 from fraud_platform.lib.training.baselines import BaselineConfig
+from fraud_platform.lib.training.card_precision import card_precision_at_k
 from fraud_platform.lib.training.fit import TrainConfig
 from fraud_platform.lib.training.metrics import average_precision
 from fraud_platform.lib.training.pipeline import PipelineConfig, train_and_evaluate
@@ -119,26 +119,6 @@ def feature_rows(transactions: pl.DataFrame, labels: pl.DataFrame) -> dict[str, 
     )
     sources = {TXN: transactions, MERCHANT_FRAUD_LABELS: merchant_labels}
     return {g.versioned_name: compute_feature_group(g, sources[g.source]) for g in SERVICE.groups}
-
-
-def card_precision_at_k(frame: pl.DataFrame, scores: np.ndarray, k: int) -> float:
-    """Mean over days of the fraudulent share of the day's top-k cards (by max score); cards
-    already caught (a fraud among an earlier day's top k) are left out of later days."""
-    per_card_day = (
-        frame.select(
-            pl.col("event_time").dt.date().alias("day"), "card_id", "is_fraud", score=scores
-        )
-        .group_by("day", "card_id")
-        .agg(pl.col("score").max(), pl.col("is_fraud").any())
-        .sort("day", "score", descending=[False, True])
-    )
-    caught: set[str] = set()
-    precisions = []
-    for (_,), day in per_card_day.group_by("day", maintain_order=True):
-        top = day.filter(~pl.col("card_id").is_in(list(caught))).head(k)
-        precisions.append(float(top["is_fraud"].mean() or 0.0))
-        caught |= set(top.filter(pl.col("is_fraud"))["card_id"].to_list())
-    return float(np.mean(precisions))
 
 
 def main() -> None:
@@ -242,7 +222,12 @@ def main() -> None:
             ap[result.chosen] >= max(ap["logreg"], ap["forest"]) - 1e-12
         ),
         "k": k,
-        "cp_at_k": round(card_precision_at_k(test, chosen_scores, k), 4),
+        "cp_at_k": round(
+            card_precision_at_k(
+                test["card_id"], test["event_time"], test["is_fraud"], chosen_scores, k
+            ).mean,
+            4,
+        ),
         "import_s": round(imported["import_s"], 1),
         "features_s": round(features_s, 1),
         "train_s": round(train_s, 1),
