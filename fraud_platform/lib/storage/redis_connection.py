@@ -33,9 +33,15 @@ def connect(url: str, *, ca_cert: str | None = None, **options: Any) -> redis.Re
 def ping(client: redis.Redis, url: str) -> None:
     """``PING`` the server; raise ``RedisConnectionError`` with the likely cause."""
     shown = redact_url(url)
+    no_password = urlsplit(url).password is None
     try:
         client.ping()
     except redis.AuthenticationError as exc:
+        if no_password:
+            raise RedisConnectionError(
+                f"Redis at {shown} requires a password: put it in REDIS_URL "
+                f"(rediss://:PASSWORD@host:port/0): {exc}"
+            ) from exc
         raise RedisConnectionError(
             f"Redis at {shown} refused the credentials (check the password in REDIS_URL): {exc}"
         ) from exc
