@@ -20,6 +20,10 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 # queue of this depth waits < 50 ms (benchmarks/serving_load.py measures it)
 DEFAULT_SCORING_MAX_CONCURRENCY = 16
 REDIS_SCHEMES = ("redis", "rediss", "unix")
+DELTA_OPTION_PREFIX = "FRAUD_PLATFORM_DELTA_OPT_"
+# variables whose value may carry a password: Dagster resources take them as ``dg.EnvVar`` when
+# set, so the UI shows the variable's name, never the value
+SECRET_VARIABLES = ("REDIS_URL", "FRAUD_PLATFORM_PROFILES_PG_URL", "FRAUD_PLATFORM_ALERT_WEBHOOK")
 MODEL_SOURCES = ("bundled", "registry")
 
 
@@ -145,6 +149,12 @@ class Settings:
     ``training_as_of`` (FRAUD_PLATFORM_TRAINING_AS_OF, an ISO date/time, UTC when no zone is
     given; default unset = the newest transaction) is the training set's cutoff when its asset
     config does not give one: train on what was known then.
+
+    ``redis_ca_cert`` (FRAUD_PLATFORM_REDIS_CA_CERT): a PEM file of the CA that signed the Redis
+    server's TLS certificate, for a ``rediss://`` REDIS_URL (unset: the system's CAs).
+
+    ``secrets_in_env``: which of ``SECRET_VARIABLES`` are set; ``delta_option_variables``: the
+    variable each Delta storage option was read from (``FRAUD_PLATFORM_DELTA_OPT_<KEY>``).
     """
 
     data_dir: Path = Path(".fraud_platform")
@@ -168,6 +178,9 @@ class Settings:
     scoring_access_log: bool = False
     partitions_start: date = date(2024, 1, 1)
     training_as_of: datetime | None = None
+    redis_ca_cert: str | None = None
+    secrets_in_env: frozenset[str] = frozenset()
+    delta_option_variables: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.model_source is not None and self.model_source not in MODEL_SOURCES:
@@ -186,11 +199,12 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
         data_dir = Path(_env(env, "FRAUD_PLATFORM_DATA_DIR") or ".fraud_platform").absolute()
-        storage_options = {
-            key.removeprefix("FRAUD_PLATFORM_DELTA_OPT_").lower(): value
-            for key, value in env.items()
-            if key.startswith("FRAUD_PLATFORM_DELTA_OPT_")
+        option_variables = {
+            key.removeprefix(DELTA_OPTION_PREFIX).lower(): key
+            for key in env
+            if key.startswith(DELTA_OPTION_PREFIX)
         }
+        storage_options = {option: env[key] for option, key in option_variables.items()}
         dagster_home = _env(env, "DAGSTER_HOME")
         return cls(
             data_dir=data_dir,
@@ -216,6 +230,9 @@ class Settings:
             scoring_access_log=_bool(env, "FRAUD_PLATFORM_SCORING_ACCESS_LOG", False),
             partitions_start=_date(env, "FRAUD_PLATFORM_PARTITIONS_START", date(2024, 1, 1)),
             training_as_of=_datetime(env, "FRAUD_PLATFORM_TRAINING_AS_OF"),
+            redis_ca_cert=_env(env, "FRAUD_PLATFORM_REDIS_CA_CERT"),
+            secrets_in_env=frozenset(name for name in SECRET_VARIABLES if _env(env, name)),
+            delta_option_variables=option_variables,
         )
 
     def ensure_data_dir(self) -> Path:

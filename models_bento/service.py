@@ -71,6 +71,7 @@ from fraud_platform.lib.serving.metrics import (
 )
 from fraud_platform.lib.serving.scoring import ScoringModel, decision_event
 from fraud_platform.lib.storage.delta import DeltaStore
+from fraud_platform.lib.storage.redis_connection import connect
 from fraud_platform.names import MODEL_NAME
 from fraud_platform.settings import Settings
 from models_bento.errors import LoadShedder, RequestGuard
@@ -120,14 +121,17 @@ class QuietRejectedRequests(logging.Filter):
         return True
 
 
-def online_store_client(url: str, timeout_s: float = REDIS_TIMEOUT_S) -> redis.Redis:
+def online_store_client(
+    url: str, timeout_s: float = REDIS_TIMEOUT_S, ca_cert: str | None = None
+) -> redis.Redis:
     """A Redis client that gives up after ``timeout_s``: no retries.
 
     redis-py 8 retries a timed-out command 10 times with backoff by default: against a hung
     Redis one lookup then takes ~5 s instead of 50 ms. Measured, hence ``Retry(NoBackoff(), 0)``.
     """
-    return redis.Redis.from_url(
+    return connect(
         url,
+        ca_cert=ca_cert,
         socket_timeout=timeout_s,
         socket_connect_timeout=timeout_s,
         retry=Retry(NoBackoff(), 0),
@@ -182,7 +186,7 @@ class FraudScorer:
             loaded = {"entry": entry, "champion": _BENTO.model_was_champion}
         warm_up(scoring)
         self._served = ServedModel(scoring, loaded["entry"], loaded["champion"], datetime.now(UTC))
-        self._redis = online_store_client(settings.redis_url)
+        self._redis = online_store_client(settings.redis_url, ca_cert=settings.redis_ca_cert)
         self.lookup = FeatureLookup(self._redis, scoring.service, retry_after_s=REDIS_RETRY_AFTER_S)
         self.decision_log = DecisionLog(
             settings.kafka_bootstrap,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import dagster as dg
 import duckdb
 import polars as pl
@@ -12,11 +14,19 @@ class WarehouseResource(dg.ConfigurableResource):
 
     path: str
 
-    def dbt_env(self, delta_root: str) -> dict[str, str]:
-        """Environment the dbt project reads its warehouse path and bronze location from."""
+    def dbt_env(
+        self, delta_root: str, storage_options: Mapping[str, str] | None = None
+    ) -> dict[str, str]:
+        """Environment the dbt project reads its warehouse path and bronze location from.
+
+        dbt-duckdb's ``delta`` plugin opens bronze with ``DeltaTable(path)``; the object store
+        behind it (delta-rs) also reads its options from the environment under their upper-case
+        names (``aws_endpoint_url`` -> ``AWS_ENDPOINT_URL``), so the Delta storage options are
+        handed over that way rather than written into the dbt project."""
         return {
             "FRAUD_PLATFORM_WAREHOUSE": self.path,
             "FRAUD_PLATFORM_DELTA_ROOT_LOCAL": delta_root,
+            **{key.upper(): value for key, value in (storage_options or {}).items()},
         }
 
     def query(self, sql: str) -> pl.DataFrame:

@@ -264,7 +264,12 @@ def stream() -> None:
     settings = _settings()
     _require_kafka(settings)
     ensure_platform_topics(settings.kafka_bootstrap)
-    run(settings.kafka_bootstrap, settings.redis_url, settings.services_dir / "stream" / "state")
+    run(
+        settings.kafka_bootstrap,
+        settings.redis_url,
+        settings.services_dir / "stream" / "state",
+        redis_ca_cert=settings.redis_ca_cert,
+    )
 
 
 @services_app.command("up")

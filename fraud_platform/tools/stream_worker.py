@@ -11,11 +11,10 @@ import logging
 import sys
 from pathlib import Path
 
-import redis
-
 from fraud_platform.lib.contracts.events import ALL_TOPICS
 from fraud_platform.lib.features.catalog import FEATURE_GROUPS
 from fraud_platform.lib.kafka import admin as kafka_admin
+from fraud_platform.lib.storage.redis_connection import connect, ping
 from fraud_platform.lib.streaming.app import (
     CONSUMER_GROUP,
     DEFAULT_COMMIT_INTERVAL_S,
@@ -23,6 +22,7 @@ from fraud_platform.lib.streaming.app import (
     run_worker,
 )
 from fraud_platform.lib.streaming.processor import StreamProcessor
+from fraud_platform.settings import Settings
 
 
 def run(
@@ -34,8 +34,10 @@ def run(
     consumer_group: str = CONSUMER_GROUP,
     store_prefix: str = "",
     commit_interval_s: float = DEFAULT_COMMIT_INTERVAL_S,
+    redis_ca_cert: str | None = None,
 ) -> None:
-    client = redis.Redis.from_url(redis_url, socket_timeout=30)
+    client = connect(redis_url, ca_cert=redis_ca_cert, socket_timeout=30)
+    ping(client, redis_url)
     processor = StreamProcessor(client, FEATURE_GROUPS, store_prefix=store_prefix)
     app, sink = build_application(
         bootstrap,
@@ -58,7 +60,10 @@ def ensure_platform_topics(bootstrap: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="stream_worker", description=__doc__)
     parser.add_argument("--bootstrap", required=True)
-    parser.add_argument("--redis-url", required=True)
+    # a URL with a password on the command line is visible to every user of the machine: the
+    # default is REDIS_URL / FRAUD_PLATFORM_REDIS_CA_CERT from the environment
+    parser.add_argument("--redis-url", default=None)
+    parser.add_argument("--redis-ca-cert", default=None)
     parser.add_argument("--state-dir", required=True, type=Path)
     parser.add_argument("--group", default=CONSUMER_GROUP)
     parser.add_argument("--store-prefix", default="")
@@ -73,14 +78,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     names = dict(item.split("=", 1) for item in args.topic)
+    settings = Settings.from_env()
     run(
         args.bootstrap,
-        args.redis_url,
+        args.redis_url or settings.redis_url,
         args.state_dir,
         topic_names=names,
         consumer_group=args.group,
         store_prefix=args.store_prefix,
         commit_interval_s=args.commit_interval,
+        redis_ca_cert=args.redis_ca_cert or settings.redis_ca_cert,
     )
     return 0
 

@@ -33,5 +33,6 @@ def fraud_dbt_models(
     delta: dg.ResourceParam[DeltaStore],
 ) -> Iterator[Any]:
     """Silver and gold tables built by ``dbt build``, streamed as they finish."""
-    os.environ.update(warehouse.dbt_env(delta.root))  # dbt's profile and sources read these
+    # dbt's profile and sources read these
+    os.environ.update(warehouse.dbt_env(delta.root, delta.storage_options))
     yield from dbt.cli(["build"], context=context).stream()
