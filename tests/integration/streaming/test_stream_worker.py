@@ -158,16 +158,20 @@ def test_lookups_at_event_times_see_exactly_the_point_in_time_rows(
         (e, e["event_time"] + timedelta(seconds=rng.uniform(-120, 120)))
         for e in rng.sample(txns, 15)
     ]
+    # a service pins one version per group: the newest versions in one, the older ones in another
+    newest = {
+        g.name: max(x.version for x in STREAM_GROUPS if x.name == g.name) for g in STREAM_GROUPS
+    }
     services = [
         FeatureService(
-            "stream_v1",
-            tuple(g for g in STREAM_GROUPS if g.versioned_name != "user_txn_velocity_v2"),
+            "stream_newest",
+            tuple(g for g in STREAM_GROUPS if g.version == newest[g.name]),
             (),
             (),
         ),
         FeatureService(
-            "stream_v2",
-            tuple(g for g in STREAM_GROUPS if g.versioned_name == "user_txn_velocity_v2"),
+            "stream_older",
+            tuple(g for g in STREAM_GROUPS if g.version != newest[g.name]),
             (),
             (),
         ),

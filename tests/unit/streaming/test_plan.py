@@ -18,10 +18,12 @@ def test_stream_plan_maintains_every_stream_group_and_no_batch_only_one() -> Non
             "user_txn_velocity_v1",
             "user_txn_velocity_v2",
             "card_velocity_v1",
+            "card_spending_v1",
             "account_security_v1",
             "user_device_history_v1",
             "user_country_history_v1",
             "merchant_activity_v1",
+            "merchant_activity_v2",
             "counterparty_inbound_v1",
             "user_counterparty_history_v1",
         ]
