@@ -19,7 +19,7 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 # in flight across the scoring service's workers; at ~2-4 ms of CPU per request on 2 cores a
 # queue of this depth waits < 50 ms (benchmarks/serving_load.py measures it)
 DEFAULT_SCORING_MAX_CONCURRENCY = 16
-REDIS_SCHEMES = ("redis", "rediss", "unix")
+REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
 MODEL_SOURCES = ("bundled", "registry")
 
 

@@ -52,12 +52,14 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import bentoml
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from fraud_platform.lib.features.online.client import redis_client
 from fraud_platform.lib.serving import registry
 from fraud_platform.lib.serving.decision_log import DecisionLog
 from fraud_platform.lib.serving.lookup import FeatureLookup
@@ -126,7 +128,7 @@ def online_store_client(url: str, timeout_s: float = REDIS_TIMEOUT_S) -> redis.R
     redis-py 8 retries a timed-out command 10 times with backoff by default: against a hung
     Redis one lookup then takes ~5 s instead of 50 ms. Measured, hence ``Retry(NoBackoff(), 0)``.
     """
-    return redis.Redis.from_url(
+    return redis_client(
         url,
         socket_timeout=timeout_s,
         socket_connect_timeout=timeout_s,
@@ -198,7 +200,7 @@ class FraudScorer:
             self._model_source,
             "champion" if loaded["champion"] else "not the champion",
             scoring.service.name,
-            redis.connection.parse_url(settings.redis_url).get("host", "?"),
+            urlsplit(settings.redis_url).hostname or "?",
             f"{self.decision_log.topic}@{settings.kafka_bootstrap}",
         )
         # Everything loaded so far (modules, schemas, the model) lives as long as the process:

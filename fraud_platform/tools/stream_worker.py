@@ -11,10 +11,9 @@ import logging
 import sys
 from pathlib import Path
 
-import redis
-
 from fraud_platform.lib.contracts.events import ALL_TOPICS
 from fraud_platform.lib.features.catalog import FEATURE_GROUPS
+from fraud_platform.lib.features.online.client import redis_client
 from fraud_platform.lib.kafka import admin as kafka_admin
 from fraud_platform.lib.streaming.app import (
     CONSUMER_GROUP,
@@ -35,7 +34,7 @@ def run(
     store_prefix: str = "",
     commit_interval_s: float = DEFAULT_COMMIT_INTERVAL_S,
 ) -> None:
-    client = redis.Redis.from_url(redis_url, socket_timeout=30)
+    client = redis_client(redis_url, socket_timeout=30)
     processor = StreamProcessor(client, FEATURE_GROUPS, store_prefix=store_prefix)
     app, sink = build_application(
         bootstrap,
