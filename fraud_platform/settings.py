@@ -126,6 +126,10 @@ class Settings:
     ``scoring_access_log`` (FRAUD_PLATFORM_SCORING_ACCESS_LOG, BentoML's per-request log line;
     off by default: it costs CPU on the request path and the decision log records every decision).
 
+    ``feature_shards`` (FRAUD_PLATFORM_FEATURE_SHARDS, default 1) adds the sharded feature
+    backfill (date x entity-hash shard partitions, README "Redis Cluster and sharded
+    backfills") when above 1.
+
     ``partitions_start`` (FRAUD_PLATFORM_PARTITIONS_START, default 2024-01-01) is the first
     daily feature partition: events before it are an error naming the range, not ignored.
 
@@ -167,6 +171,7 @@ class Settings:
     scoring_max_concurrency: int = DEFAULT_SCORING_MAX_CONCURRENCY
     scoring_access_log: bool = False
     partitions_start: date = date(2024, 1, 1)
+    feature_shards: int = 1
     training_as_of: datetime | None = None
 
     def __post_init__(self) -> None:
@@ -215,6 +220,7 @@ class Settings:
             ),
             scoring_access_log=_bool(env, "FRAUD_PLATFORM_SCORING_ACCESS_LOG", False),
             partitions_start=_date(env, "FRAUD_PLATFORM_PARTITIONS_START", date(2024, 1, 1)),
+            feature_shards=_int(env, "FRAUD_PLATFORM_FEATURE_SHARDS", 1),
             training_as_of=_datetime(env, "FRAUD_PLATFORM_TRAINING_AS_OF"),
         )
 

@@ -192,4 +192,9 @@ def shard_source(
     source = source.lazy()
     keys = source.select(entity_key_expr(group.entity.join_keys)).unique().drop_nulls().collect()
     keys = keys.filter(entity_shards(keys[ENTITY_KEY], shards) == shard)
-    return source.filter(entity_key_expr(group.entity.join_keys).is_in(keys[ENTITY_KEY]))
+    shard_key = "__shard_entity_key"
+    return (
+        source.with_columns(entity_key_expr(group.entity.join_keys).alias(shard_key))
+        .join(keys.lazy().rename({ENTITY_KEY: shard_key}), on=shard_key, how="semi")
+        .drop(shard_key)
+    )
