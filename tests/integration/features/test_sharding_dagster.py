@@ -85,3 +85,43 @@ def test_one_shard_defines_nothing() -> None:
     defs = sharded_definitions(1)
     assert not list(defs.assets or [])
     assert not list(defs.jobs or [])
+
+
+def test_the_daily_asset_writes_the_union_of_the_shards_from_shards(
+    warehouse: tuple[str, pl.DataFrame], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fraud_platform.defs.features import assets as feature_assets
+
+    path, transactions = warehouse
+    resources = {"warehouse": WarehouseResource(path=path), "delta": DeltaStore(str(tmp_path))}
+    group = GROUPS[0]
+    shard_assets = [
+        a
+        for a in sharded_definitions(SHARDS).assets or []  # type: ignore[union-attr]
+        if a.key == dg.AssetKey(["features_sharded", group.versioned_name])
+    ]
+    daily = feature_assets.feature_group_definitions(group).assets[0]  # type: ignore[index]
+    partition_range = {
+        "dagster/asset_partition_range_start": "2026-10-02",
+        "dagster/asset_partition_range_end": "2026-10-03",
+    }
+    config = {"ops": {f"features__{group.versioned_name}": {"config": {"from_shards": True}}}}
+    monkeypatch.setattr(feature_assets, "FEATURE_SHARDS", SHARDS)
+    # one shard of one day missing: the union is refused, nothing is written
+    for day, shard in [("2026-10-02", "0"), ("2026-10-02", "1"), ("2026-10-03", "0")]:
+        key = dg.MultiPartitionKey({DATE_DIMENSION: day, SHARD_DIMENSION: shard})
+        assert dg.materialize(shard_assets, partition_key=key, resources=resources).success
+    with pytest.raises(MissingShards, match="2026-10-03/1"):
+        dg.materialize([daily], tags=partition_range, run_config=config, resources=resources)
+    key = dg.MultiPartitionKey({DATE_DIMENSION: "2026-10-03", SHARD_DIMENSION: "1"})
+    assert dg.materialize(shard_assets, partition_key=key, resources=resources).success
+    assert dg.materialize(
+        [daily], tags=partition_range, run_config=config, resources=resources
+    ).success
+    start = datetime(2026, 10, 2, tzinfo=UTC)
+    expected = compute_feature_group_between(group, transactions, start, start + timedelta(days=2))
+    stored = resources["delta"].read(feature_assets.feature_table(group))  # type: ignore[attr-defined]
+    assert_frame_equal(
+        stored.drop(FEATURE_DATE).sort(FEATURE_TIME, ENTITY_KEY),
+        expected.sort(FEATURE_TIME, ENTITY_KEY),
+    )
