@@ -19,7 +19,7 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 # in flight across the scoring service's workers; at ~2-4 ms of CPU per request on 2 cores a
 # queue of this depth waits < 50 ms (benchmarks/serving_load.py measures it)
 DEFAULT_SCORING_MAX_CONCURRENCY = 16
-REDIS_SCHEMES = ("redis", "rediss", "unix")
+REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
 DELTA_OPTION_PREFIX = "FRAUD_PLATFORM_DELTA_OPT_"
 # variables whose value may carry a password: Dagster resources take them as ``dg.EnvVar`` when
 # set, so the UI shows the variable's name, never the value
@@ -130,6 +130,10 @@ class Settings:
     ``scoring_access_log`` (FRAUD_PLATFORM_SCORING_ACCESS_LOG, BentoML's per-request log line;
     off by default: it costs CPU on the request path and the decision log records every decision).
 
+    ``feature_shards`` (FRAUD_PLATFORM_FEATURE_SHARDS, default 1) adds the sharded feature
+    backfill (date x entity-hash shard partitions, README "Redis Cluster and sharded
+    backfills") when above 1.
+
     ``partitions_start`` (FRAUD_PLATFORM_PARTITIONS_START, default 2024-01-01) is the first
     daily feature partition: events before it are an error naming the range, not ignored.
 
@@ -177,6 +181,7 @@ class Settings:
     scoring_max_concurrency: int = DEFAULT_SCORING_MAX_CONCURRENCY
     scoring_access_log: bool = False
     partitions_start: date = date(2024, 1, 1)
+    feature_shards: int = 1
     training_as_of: datetime | None = None
     redis_ca_cert: str | None = None
     secrets_in_env: frozenset[str] = frozenset()
@@ -229,6 +234,7 @@ class Settings:
             ),
             scoring_access_log=_bool(env, "FRAUD_PLATFORM_SCORING_ACCESS_LOG", False),
             partitions_start=_date(env, "FRAUD_PLATFORM_PARTITIONS_START", date(2024, 1, 1)),
+            feature_shards=_int(env, "FRAUD_PLATFORM_FEATURE_SHARDS", 1),
             training_as_of=_datetime(env, "FRAUD_PLATFORM_TRAINING_AS_OF"),
             redis_ca_cert=_env(env, "FRAUD_PLATFORM_REDIS_CA_CERT"),
             secrets_in_env=frozenset(name for name in SECRET_VARIABLES if _env(env, name)),

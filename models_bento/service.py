@@ -52,6 +52,7 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import bentoml
 import redis
@@ -202,7 +203,7 @@ class FraudScorer:
             self._model_source,
             "champion" if loaded["champion"] else "not the champion",
             scoring.service.name,
-            redis.connection.parse_url(settings.redis_url).get("host", "?"),
+            urlsplit(settings.redis_url).hostname or "?",
             f"{self.decision_log.topic}@{settings.kafka_bootstrap}",
         )
         # Everything loaded so far (modules, schemas, the model) lives as long as the process:

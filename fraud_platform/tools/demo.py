@@ -163,7 +163,7 @@ def _daily_monitoring(instance, defs, days: list[str], log_dir: Path) -> list:
             assets=sorted(_materializations(result)),
             metadata=_materializations(result),
         )
-        layer.checks, layer.warnings = _check_results(result)
+        layer.checks, layer.warnings, layer.blocked = _check_results(result)
         for asset, keys in DAILY_MONITORING_SUMMARY.items():
             shown = {k: layer.metadata.get(asset, {}).get(k) for k in keys}
             _say(

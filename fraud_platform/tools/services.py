@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 import redis
 
+from fraud_platform.lib.features.online.client import redis_client
 from fraud_platform.lib.kafka import admin as kafka_admin
 from fraud_platform.settings import Settings, redact_url
 from fraud_platform.tools import brokers
@@ -39,7 +40,7 @@ def broker_spec(settings: Settings) -> brokers.BrokerSpec:
 
 def _redis_answers(url: str, timeout_s: float = 0.5) -> bool:
     try:
-        return bool(redis.Redis.from_url(url, socket_connect_timeout=timeout_s).ping())
+        return bool(redis_client(url, socket_connect_timeout=timeout_s).ping())
     except redis.RedisError:
         return False
 

@@ -12,7 +12,12 @@ import dagster as dg
 import polars as pl
 
 from fraud_platform import names
-from fraud_platform.defs.partitions import FEATURE_PARTITIONS, check_within_partitions
+from fraud_platform.defs.features.sharded import FEATURE_DATE, union_of_shards
+from fraud_platform.defs.partitions import (
+    FEATURE_PARTITIONS,
+    FEATURE_SHARDS,
+    check_within_partitions,
+)
 from fraud_platform.lib.features.catalog import FEATURE_GROUPS
 from fraud_platform.lib.features.compute import compute_feature_group_between, latest_per_entity
 from fraud_platform.lib.features.online.writer import write_snapshot
@@ -24,7 +29,13 @@ from fraud_platform.resources import RedisResource, WarehouseResource
 warnings.filterwarnings("ignore", message="Parameter `backfill_policy`", category=dg.BetaWarning)
 
 GROUP = "features"
-FEATURE_DATE = "feature_date"
+
+
+class FeaturePartitionConfig(dg.Config):
+    """``from_shards``: write the union of the sharded backfill's (day, shard) rows for the
+    range instead of computing it here (``sharded.py``; needs FRAUD_PLATFORM_FEATURE_SHARDS > 1)."""
+
+    from_shards: bool = False
 
 
 def feature_table(group: FeatureGroup) -> str:
@@ -101,15 +112,22 @@ def feature_group_definitions(group: FeatureGroup) -> dg.Definitions:
         context: dg.AssetExecutionContext,
         warehouse: WarehouseResource,
         delta: dg.ResourceParam[DeltaStore],
+        config: FeaturePartitionConfig,
     ) -> dg.MaterializeResult:
         started = time.perf_counter()
         window = context.partition_time_window
         start, end = _utc(window.start), _utc(window.end)
-        source = _source_events(warehouse, group, end)
-        rows = compute_feature_group_between(group, source, start, end).with_columns(
-            pl.col(FEATURE_TIME).dt.date().alias(FEATURE_DATE)
-        )
         first, last = start.date(), (end - timedelta(microseconds=1)).date()
+        if config.from_shards:
+            if FEATURE_SHARDS <= 1:
+                raise ValueError("from_shards needs FRAUD_PLATFORM_FEATURE_SHARDS above 1")
+            source = pl.DataFrame()  # read by the shard runs
+            rows = union_of_shards(delta, group, FEATURE_SHARDS, first, last)
+        else:
+            source = _source_events(warehouse, group, end)
+            rows = compute_feature_group_between(group, source, start, end).with_columns(
+                pl.col(FEATURE_TIME).dt.date().alias(FEATURE_DATE)
+            )
         version = delta.replace_range(
             feature_table(group),
             rows,

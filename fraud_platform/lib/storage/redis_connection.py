@@ -1,4 +1,5 @@
-"""Building a Redis client from ``REDIS_URL`` (``redis://``, ``rediss://`` for TLS, ``unix://``)
+"""Building a Redis client from ``REDIS_URL`` (``redis://``, ``rediss://`` for TLS, ``unix://``,
+``redis+cluster://``/``rediss+cluster://`` for a Redis Cluster: ``lib/features/online/client.py``)
 and the optional CA file that signed the server's certificate; and a ping whose errors say
 what to fix (TLS, password) without printing the password."""
 
@@ -9,6 +10,7 @@ from urllib.parse import urlsplit
 
 import redis
 
+from fraud_platform.lib.features.online.client import redis_client
 from fraud_platform.settings import redact_url
 
 
@@ -21,13 +23,13 @@ def connect(url: str, *, ca_cert: str | None = None, **options: Any) -> redis.Re
     """A client for ``url``; over ``rediss://`` the server's certificate is verified against
     ``ca_cert`` (a PEM file) when given, else against the system's CAs."""
     if ca_cert:
-        if urlsplit(url).scheme != "rediss":
+        if urlsplit(url).scheme not in ("rediss", "rediss+cluster"):
             raise RedisConnectionError(
                 f"a Redis CA certificate ({ca_cert}) is set but REDIS_URL={redact_url(url)} "
                 "is not a rediss:// (TLS) URL"
             )
         options["ssl_ca_certs"] = ca_cert
-    return redis.Redis.from_url(url, **options)
+    return redis_client(url, **options)
 
 
 def ping(client: redis.Redis, url: str) -> None:

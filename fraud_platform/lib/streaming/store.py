@@ -28,6 +28,8 @@ from dataclasses import dataclass
 
 import redis
 
+from fraud_platform.lib.features.online.scripts import PipelinedScript, key_chunks
+
 STORE_LAYOUT_VERSION = 1
 VERSION_FIELD = "#n"
 CHUNK_ENTITIES = 200
@@ -103,33 +105,33 @@ def encode_payload(values: Sequence[object]) -> str:
 
 def add_events(client: redis.Redis, batches: Sequence[EntityBatch]) -> list[tuple[int, str]]:
     """Add each entity's new events; per entity (in input order) its version after the add and
-    a flag per event ("1" added, "0" already stored)."""
-    script = client.register_script(ADD_LUA)
-    pipe = client.pipeline(transaction=False)
-    for start in range(0, len(batches), CHUNK_ENTITIES):
-        keys: list[str] = []
+    a flag per event ("1" added, "0" already stored). One pipeline (on a Redis Cluster the
+    calls are per hash slot, one round trip per node)."""
+    script = PipelinedScript(client, ADD_LUA)
+    chunks = key_chunks([batch.key for batch in batches], CHUNK_ENTITIES, script.cluster)
+    calls = []
+    for positions in chunks:
         args: list[str | int] = []
-        for batch in batches[start : start + CHUNK_ENTITIES]:
-            keys.append(batch.key)
+        for position in positions:
+            batch = batches[position]
             args += [len(batch.events), batch.pxat_ms]
             for event_id, payload in batch.events:
                 args += [event_id, payload]
-        script(keys=keys, args=args, client=pipe)
-    out = []
-    for reply in pipe.execute():
-        for version, flags in reply:
-            out.append((int(version), flags.decode() if isinstance(flags, bytes) else flags))
+        calls.append(([batches[p].key for p in positions], args))
+    out: list[tuple[int, str]] = [(0, "")] * len(batches)
+    for positions, reply in zip(chunks, script.run(calls, max(len(calls), 1)), strict=True):
+        for position, (version, flags) in zip(positions, reply, strict=True):
+            out[position] = (int(version), flags.decode() if isinstance(flags, bytes) else flags)
     return out
 
 
 def read_entities(client: redis.Redis, keys: Sequence[str]) -> list[EntitySnapshot]:
     """Each entity's version and stored events, read atomically per entity."""
-    script = client.register_script(READ_LUA)
-    pipe = client.pipeline(transaction=False)
-    for start in range(0, len(keys), CHUNK_ENTITIES):
-        script(keys=list(keys[start : start + CHUNK_ENTITIES]), client=pipe)
-    return [
-        EntitySnapshot(version=int(entry[0]), payloads=entry[1:])
-        for reply in pipe.execute()
-        for entry in reply
-    ]
+    script = PipelinedScript(client, READ_LUA)
+    chunks = key_chunks(keys, CHUNK_ENTITIES, script.cluster)
+    calls = [([keys[p] for p in positions], []) for positions in chunks]
+    out: list[EntitySnapshot | None] = [None] * len(keys)
+    for positions, reply in zip(chunks, script.run(calls, max(len(calls), 1)), strict=True):
+        for position, entry in zip(positions, reply, strict=True):
+            out[position] = EntitySnapshot(version=int(entry[0]), payloads=entry[1:])
+    return [snapshot for snapshot in out if snapshot is not None]

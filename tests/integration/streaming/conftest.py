@@ -39,6 +39,7 @@ class StreamRig:
     topics: dict[str, str]
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
     sent: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    redis_url: str = REDIS_URL  # a redis+cluster:// URL for the Redis Cluster tests
 
     def start_worker(self) -> subprocess.Popen[bytes]:
         command = [
@@ -48,7 +49,7 @@ class StreamRig:
             "--bootstrap",
             self.bootstrap,
             "--redis-url",
-            REDIS_URL,
+            self.redis_url,
             "--state-dir",
             str(self.folder / f"state{len(self.workers)}"),
             "--group",

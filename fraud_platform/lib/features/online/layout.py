@@ -1,8 +1,13 @@
 """The online store's layout: each entity's recent feature rows in Redis, one sorted set per entity.
 
-Key layout (version ``ONLINE_LAYOUT_VERSION`` = 3)::
+Key layout (version ``ONLINE_LAYOUT_VERSION`` = 4)::
 
-    fp:3:<group name>:v<group version>:<entity key>   ->  sorted set of rows, score = feature_time
+    fp:4:<group name>:v<group version>:{<entity name>:<entity key>}
+        ->  sorted set of rows, score = feature_time
+
+The braces are a Redis Cluster hash tag: every group of one entity hashes to one slot, so a
+script call may take all of an entity's keys (``scripts.py``); on a single server they are
+just characters of the key.
 
 Member: a JSON array ``[feature_time, f1, f2, ..., fn, writer_version]``: the row's feature_time
 in epoch microseconds (also its score), the group's features in their declared order, then the
@@ -35,7 +40,7 @@ import polars as pl
 
 from fraud_platform.lib.features.registry import ENTITY_KEY, FEATURE_TIME, FeatureGroup
 
-ONLINE_LAYOUT_VERSION = 3
+ONLINE_LAYOUT_VERSION = 4
 # Rows kept per entity: every row within this much of the entity's newest row, and at least
 # HISTORY_MIN_ROWS. A lookup lagging the stream by more than the horizon may find no row before
 # its time (the contract accepts events up to 10 minutes in the future; scoring lags seconds).
@@ -50,11 +55,15 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def online_key(group: FeatureGroup, entity_key: str) -> str:
-    return f"{key_prefix(group)}{entity_key}"
+    return f"{key_prefix(group)}{entity_key}{KEY_SUFFIX}"
 
 
 def key_prefix(group: FeatureGroup) -> str:
-    return f"fp:{ONLINE_LAYOUT_VERSION}:{group.name}:v{group.version}:"
+    """The key of an entity is this, its entity key, then ``KEY_SUFFIX``."""
+    return f"fp:{ONLINE_LAYOUT_VERSION}:{group.name}:v{group.version}:{{{group.entity.name}:"
+
+
+KEY_SUFFIX = "}"
 
 
 def to_micros(value: datetime) -> int:
@@ -106,7 +115,9 @@ def encode_rows(
     version_expr = pl.lit(version, pl.Int64) if isinstance(version, int) else version
     parts += [pl.lit(","), version_expr.cast(pl.Int64).cast(pl.String), pl.lit("]")]
     encoded = latest_rows.select(
-        key=pl.concat_str([pl.lit(key_prefix(group)), pl.col(ENTITY_KEY).cast(pl.String)]),
+        key=pl.concat_str(
+            [pl.lit(key_prefix(group)), pl.col(ENTITY_KEY).cast(pl.String), pl.lit(KEY_SUFFIX)]
+        ),
         score=ft_us,
         version=version_expr.cast(pl.Int64),
         value=pl.concat_str(parts),

@@ -1,4 +1,5 @@
-"""The online reader: a feature service's groups for one set of entities in ONE Redis call.
+"""The online reader: a feature service's groups for one set of entities in ONE Redis call
+(on a Redis Cluster: one call per entity, pipelined: one round trip per node, in parallel).
 
 One Lua script call (``READ_ROWS_LUA``) takes the keys of every group the service pins
 (layout.py), also for many entities at once (``get_online_features_many``), and returns, per
@@ -23,10 +24,12 @@ import redis
 from fraud_platform.lib.features.compute import KEY_SEPARATOR
 from fraud_platform.lib.features.online.layout import (
     EPOCH,
+    KEY_SUFFIX,
     ONLINE_LAYOUT_VERSION,
     key_prefix,
     to_micros,
 )
+from fraud_platform.lib.features.online.scripts import PipelinedScript, slot_of
 from fraud_platform.lib.features.registry import FeatureGroup, FeatureService
 
 
@@ -102,6 +105,7 @@ class OnlineFeatureReader:
             for group in self._groups
         ]
         self._script = client.register_script(READ_ROWS_LUA)
+        self._slot_scripts = PipelinedScript(client, READ_ROWS_LUA)  # used on a Redis Cluster
         self._feature_names = [name for layout in self._layout for name in layout.features]
         dtypes = [f.dtype for group in self._groups for f in group.features]
         self._ts_positions = [i for i, dtype in enumerate(dtypes) if dtype == "ts"]
@@ -112,13 +116,13 @@ class OnlineFeatureReader:
         for layout in self._layout:
             if len(layout.join_keys) == 1:
                 part = entities.get(layout.join_keys[0])
-                keys.append(None if part is None else f"{layout.prefix}{part}")
+                keys.append(None if part is None else f"{layout.prefix}{part}{KEY_SUFFIX}")
                 continue
             parts = [entities.get(k) for k in layout.join_keys]
             if any(part is None for part in parts):
                 keys.append(None)
             else:
-                keys.append(layout.prefix + KEY_SEPARATOR.join(map(str, parts)))
+                keys.append(layout.prefix + KEY_SEPARATOR.join(map(str, parts)) + KEY_SUFFIX)
         return keys
 
     def get_online_features(
@@ -148,6 +152,8 @@ class OnlineFeatureReader:
         if not wanted:
             return []
         try:
+            if self._slot_scripts.cluster:
+                return self._fetch_by_slot(wanted, args)
             return self._script(keys=wanted, args=args)
         except redis.ResponseError as exc:
             if "WRONGTYPE" in str(exc):
@@ -156,6 +162,24 @@ class OnlineFeatureReader:
                     f"set ({exc})"
                 ) from None
             raise
+
+    def _fetch_by_slot(self, keys: list[str], args: list[int]) -> list[Any]:
+        """``_fetch`` on a Redis Cluster: one script call per hash slot (one per entity, the
+        layout's hash tag), all in one pipeline: one round trip per node, the nodes in
+        parallel (at most the cluster's primary count, 3 here, for one request)."""
+        by_slot: dict[int, list[int]] = {}
+        for position, key in enumerate(keys):
+            by_slot.setdefault(slot_of(key), []).append(position)
+        calls = [
+            ([keys[i] for i in positions], [args[0], *(args[i + 1] for i in positions)])
+            for positions in by_slot.values()
+        ]
+        rows: list[Any] = [None] * len(keys)
+        results = self._slot_scripts.run(calls, calls_per_pipeline=len(calls))
+        for positions, found in zip(by_slot.values(), results, strict=True):
+            for position, row in zip(positions, found, strict=True):
+                rows[position] = row
+        return rows
 
     def get_online_features_many(
         self, entities: Sequence[Mapping[str, Any]], now: datetime | None = None

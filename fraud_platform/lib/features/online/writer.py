@@ -30,11 +30,14 @@ from fraud_platform.lib.features.online.layout import (
     HISTORY_MIN_ROWS,
     encode_rows,
 )
+from fraud_platform.lib.features.online.scripts import PipelinedScript, ScriptCall, slot_of
 from fraud_platform.lib.features.registry import ENTITY_KEY, FEATURE_TIME, FeatureGroup
 
 DEFAULT_BATCH_SIZE = 25000
 CHUNK_ROWS = 500  # rows per script call: long enough to amortise the call, short for latency
 CALLS_PER_PIPELINE = 20
+# On a cluster a call holds one slot's keys (usually one entity's): more calls per round trip.
+CLUSTER_CALLS_PER_PIPELINE = 2000
 
 # KEYS: one per entity. ARGV: horizon_us, min_rows, then per key: row count, pxat (the
 # latest expiry of its rows), then per row: score, version, member.
@@ -83,9 +86,11 @@ return stored
 """
 
 
-def _calls(encoded: pl.DataFrame) -> Iterable[tuple[list[str], list[str | int]]]:
+def _calls(encoded: pl.DataFrame, by_slot: bool) -> Iterable[ScriptCall]:
     """Script calls of about CHUNK_ROWS rows each, the rows of one key together (the history
-    of a key is trimmed and its expiry moved once per call)."""
+    of a key is trimmed and its expiry moved once per call). ``by_slot`` (a Redis Cluster):
+    a call never spans two hash slots, i.e. it holds the keys of one entity (layout.py's
+    hash tag) or of entities that happen to share a slot."""
     horizon_us = HISTORY_HORIZON // HISTORY_HORIZON.resolution
     keys: list[str] = []
     args: list[str | int] = [horizon_us, HISTORY_MIN_ROWS]
@@ -93,7 +98,19 @@ def _calls(encoded: pl.DataFrame) -> Iterable[tuple[list[str], list[str | int]]]
     grouped = encoded.group_by("key", maintain_order=True).agg(
         pl.col("score", "version", "value"), pl.col("pxat").max()
     )
-    for key, scores, versions, values, pxat in grouped.iter_rows():
+    slots: list[int] | None = None
+    if by_slot:
+        slot_column = pl.Series("slot", [slot_of(key) for key in grouped["key"]], pl.Int32)
+        grouped = grouped.with_columns(slot_column).sort("slot", maintain_order=True)
+        slots = grouped["slot"].to_list()
+        grouped = grouped.drop("slot")
+    previous_slot = None
+    for i, (key, scores, versions, values, pxat) in enumerate(grouped.iter_rows()):
+        if slots is not None:
+            if keys and slots[i] != previous_slot:
+                yield keys, args
+                keys, args, rows = [], [horizon_us, HISTORY_MIN_ROWS], 0
+            previous_slot = slots[i]
         keys.append(key)
         args += [len(scores), pxat]
         for score, version, value in zip(scores, versions, values, strict=True):
@@ -110,24 +127,18 @@ def write_encoded(client: redis.Redis, encoded: pl.DataFrame) -> int:
     """Store ``encode_rows`` output through the compare-on-write script; returns rows stored
     (a row that lost the comparison to a stored row of the same feature_time is not counted).
 
-    A key holding something other than a layout-3 sorted set makes Redis refuse the script
+    Round trips: one per CALLS_PER_PIPELINE script calls on a single server. On a Redis Cluster
+    a call holds one slot's keys (a few rows: one entity's), so a pipeline takes
+    CLUSTER_CALLS_PER_PIPELINE calls and costs one round trip per node, the nodes in parallel.
+
+    A key holding something other than a layout-4 sorted set makes Redis refuse the script
     (``redis.ResponseError``, WRONGTYPE).
     """
     if encoded.height == 0:
         return 0
-    script = client.register_script(WRITE_ROWS_LUA)
-    stored = 0
-    pipe = client.pipeline(transaction=False)
-    pending = 0
-    for keys, args in _calls(encoded):
-        script(keys=keys, args=args, client=pipe)
-        pending += 1
-        if pending == CALLS_PER_PIPELINE:
-            stored += sum(pipe.execute())
-            pending = 0
-    if pending:
-        stored += sum(pipe.execute())
-    return stored
+    script = PipelinedScript(client, WRITE_ROWS_LUA)
+    per_pipeline = CLUSTER_CALLS_PER_PIPELINE if script.cluster else CALLS_PER_PIPELINE
+    return sum(script.run(_calls(encoded, script.cluster), per_pipeline))
 
 
 def write_rows(

@@ -1,0 +1,92 @@
+"""Runs one Lua script over many calls, pipelined, on a single Redis or a Redis Cluster.
+
+On a single server any keys may share a call. On a cluster every key of a call must hash to
+one slot (Redis refuses CROSSSLOT scripts), so callers group keys by ``slot_of``; redis-py's
+cluster pipeline then sends each node its calls (non-transactional, one connection per node):
+it writes to every node before reading any, so a pipeline costs one round trip per node, all
+three in flight at once. redis-py refuses ``pipe.evalsha`` in a cluster pipeline; the raw
+``EVALSHA`` command goes through, after ``SCRIPT LOAD`` on every primary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import redis
+from redis.crc import key_slot
+
+from fraud_platform.lib.features.online.client import is_cluster
+
+ScriptCall = tuple[Sequence[str], Sequence[Any]]  # (keys, args)
+
+
+def slot_of(key: str) -> int:
+    """The cluster hash slot of ``key`` (its ``{hash tag}`` if it has one)."""
+    return key_slot(key.encode())
+
+
+class PipelinedScript:
+    """One Lua script; ``run`` executes many calls of it, ``calls_per_pipeline`` per round."""
+
+    def __init__(self, client: redis.Redis, source: str) -> None:
+        self._client = client
+        self._source = source
+        self.cluster = is_cluster(client)
+        self._script = client.register_script(source)
+        self._loaded = False
+
+    def run(self, calls: Iterable[ScriptCall], calls_per_pipeline: int) -> list[Any]:
+        """Each call's result, in call order."""
+        results: list[Any] = []
+        batch: list[ScriptCall] = []
+        for call in calls:
+            batch.append(call)
+            if len(batch) == calls_per_pipeline:
+                results += self._execute(batch)
+                batch = []
+        if batch:
+            results += self._execute(batch)
+        return results
+
+    def _execute(self, batch: Sequence[ScriptCall]) -> list[Any]:
+        if not self.cluster:
+            pipe = self._client.pipeline(transaction=False)
+            for keys, args in batch:
+                self._script(keys=keys, args=args, client=pipe)
+            return pipe.execute()
+        if not self._loaded:
+            self._client.script_load(self._source)  # on every primary
+            self._loaded = True
+        try:
+            return self._cluster_pipeline(batch)
+        except redis.exceptions.NoScriptError:
+            # a node restarted or failed over since SCRIPT LOAD: load again, run once more (the
+            # platform's scripts are idempotent: compare-on-write, HSETNX, reads)
+            self._client.script_load(self._source)
+            return self._cluster_pipeline(batch)
+
+    def _cluster_pipeline(self, batch: Sequence[ScriptCall]) -> list[Any]:
+        pipe = self._client.pipeline(transaction=False)
+        sha = self._script.sha
+        for keys, args in batch:
+            pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
+        return pipe.execute()
+
+
+def key_chunks(keys: Sequence[str], size: int, by_slot: bool) -> list[list[int]]:
+    """Positions of ``keys`` in chunks of at most ``size`` for one script call each:
+    consecutive positions on a single server; on a cluster (``by_slot``) each chunk within one
+    hash slot."""
+    if not by_slot:
+        return [
+            list(range(start, min(start + size, len(keys)))) for start in range(0, len(keys), size)
+        ]
+    by_slot_positions: dict[int, list[int]] = {}
+    for position, key in enumerate(keys):
+        by_slot_positions.setdefault(slot_of(key), []).append(position)
+    return [
+        positions[start : start + size]
+        for positions in by_slot_positions.values()
+        for start in range(0, len(positions), size)
+    ]
