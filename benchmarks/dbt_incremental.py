@@ -102,13 +102,14 @@ def dbt_build(warehouse: Path, delta_root: Path, workdir: Path, *flags: str) -> 
     if done.returncode != 0:
         sys.exit(f"dbt build {' '.join(flags)} failed:\n{done.stdout[-3000:]}")
     results = json.loads((workdir / "target" / "run_results.json").read_text())["results"]
-    models_s = sum(
-        result["execution_time"]
+    per_model = {
+        result["unique_id"].split(".")[-1]: round(result["execution_time"], 2)
         for result in results
         if result["unique_id"].split(".")[-1].startswith(("fct_", "dim_", "agg_"))
         and result["unique_id"].startswith("model.")
-    )
-    return elapsed, models_s
+    }
+    print(f"dbt build {' '.join(flags)}: {elapsed:.1f} s; models: {per_model}")
+    return elapsed, sum(per_model.values())
 
 
 def same_rows(left: Path, right: Path) -> bool:
