@@ -108,3 +108,10 @@ def test_benchmark_stream_freshness_quick_every_online_row_exact() -> None:
     assert figures["mismatches"] == 0 and figures["rows_compared"] > 0
     assert figures["events"] > 0 and figures["worker_events_per_s"] > 0
     assert {"rate", "freshness_p50_ms", "freshness_p99_ms"} <= set(figures)
+
+
+def test_benchmark_dbt_incremental_quick_equals_full_refresh() -> None:
+    figures = _run("dbt_incremental")
+    assert figures["equal"] is True
+    assert figures["history_events"] > 0 and figures["new_events"] > 0
+    assert figures["full_s"] > 0 and figures["incremental_s"] > 0

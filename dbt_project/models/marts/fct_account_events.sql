@@ -1,10 +1,33 @@
+-- depends_on: {{ ref('stg_bronze__account_events') }}
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='delete+insert',
+        unique_key='event_id',
+        full_refresh=full_refresh_on_replay(),
+    )
+}}
+{%- set watermark = own_watermark() %}
 with
+
+{% if watermark is none %}
 
 account_events as (
 
     select * from {{ ref('int_account_events_deduplicated') }}
 
 ),
+
+{% else %}
+
+-- incremental: the deliveries ingested since the last build, merged into their ids' rows
+{{ merge_new_deliveries(
+    ref('stg_bronze__account_events'), 'event_id', 'ingested_at, kafka_partition, kafka_offset', 'delivery_count', watermark, drop=['event_date']
+) }},
+
+account_events as (select * from merged),
+
+{% endif %}
 
 final as (
 

@@ -1,10 +1,33 @@
+-- depends_on: {{ ref('stg_bronze__transactions') }}
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='delete+insert',
+        unique_key='transaction_id',
+        full_refresh=full_refresh_on_replay(),
+    )
+}}
+{%- set watermark = own_watermark() %}
 with
+
+{% if watermark is none %}
 
 transactions as (
 
     select * from {{ ref('int_transactions_deduplicated') }}
 
 ),
+
+{% else %}
+
+-- incremental: the deliveries ingested since the last build, merged into their ids' rows
+{{ merge_new_deliveries(
+    ref('stg_bronze__transactions'), 'transaction_id', 'ingested_at, kafka_partition, kafka_offset', 'delivery_count', watermark, drop=['event_date']
+) }},
+
+transactions as (select * from merged),
+
+{% endif %}
 
 final as (
 

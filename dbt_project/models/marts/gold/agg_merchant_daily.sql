@@ -1,8 +1,42 @@
+-- depends_on: {{ ref('fct_transactions') }}
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='delete+insert',
+        unique_key='event_date',
+        full_refresh=full_refresh_on_replay(),
+        post_hook="{{ record_gold_watermark(ref('fct_transactions'), ref('fct_labels')) }}",
+    )
+}}
+{%- set since = gold_watermarks() %}
 with
+
+{% if since is not none %}
+
+-- incremental: recompute whole days, those with a transaction or a label change since the last build
+touched_dates as (
+
+    select event_date from {{ ref('fct_transactions') }}
+    where ingested_at > {{ since.transactions }}
+
+    union
+
+    select transactions.event_date
+    from {{ ref('fct_labels') }} as labels
+    inner join {{ ref('fct_transactions') }} as transactions
+        on labels.transaction_id = transactions.transaction_id
+    where labels.ingested_at > {{ since.labels }}
+
+),
+
+{% endif %}
 
 transactions as (
 
     select * from {{ ref('fct_transactions') }}
+    {% if since is not none %}
+    where event_date in (select event_date from touched_dates)
+    {% endif %}
 
 ),
 

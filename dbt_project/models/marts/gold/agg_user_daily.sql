@@ -1,14 +1,47 @@
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='delete+insert',
+        unique_key=['user_id', 'event_date'],
+        full_refresh=full_refresh_on_replay(),
+        post_hook="{{ record_gold_watermark(ref('fct_transactions'), none) }}",
+    )
+}}
+{%- set since = gold_watermarks() %}
 with
+
+{% if since is not none %}
+
+-- incremental: a transaction on day D can move the user's home country for every later day,
+-- so each user with new transactions is recomputed from the earliest of their new days on
+touched_users as (
+
+    select user_id, min(event_date) as from_date
+    from {{ ref('fct_transactions') }}
+    where ingested_at > {{ since.transactions }}
+    group by user_id
+
+),
+
+{% endif %}
 
 transactions as (
 
-    select * from {{ ref('fct_transactions') }}
+    select fct.* from {{ ref('fct_transactions') }} as fct
+    {% if since is not none %}
+    inner join touched_users
+        on fct.user_id = touched_users.user_id and fct.event_date >= touched_users.from_date
+    {% endif %}
 
 ),
 
 home_countries as (
 
-    select * from {{ ref('int_user_home_countries_daily') }}
+    select daily.* from {{ ref('int_user_home_countries_daily') }} as daily
+    {% if since is not none %}
+    inner join touched_users
+        on daily.user_id = touched_users.user_id and daily.event_date >= touched_users.from_date
+    {% endif %}
 
 ),
 
