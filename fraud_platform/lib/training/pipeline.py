@@ -104,6 +104,9 @@ class PipelineConfig:
     search_trials: int = 0
     """Optuna trials on time-ordered folds of the train part before the final fit; 0 = none."""
     search_time_budget_s: float = 120.0
+    # a baseline replaces CatBoost only when its validation AP is higher by more than this many
+    # paired-bootstrap standard errors (promotion.select_candidate)
+    selection_min_gain_se: float = 2.0
     search_folds: int = 3
     scheduled_search_trials: int = 30
     """The scheduled retrain searches CatBoost's hyper-parameters with this many trials..."""
@@ -232,16 +235,27 @@ def train_and_evaluate(
         kind: _candidate_row(model, split, config.review_budget_per_day)
         for kind, model in models.items()
     }
+    y_validation = split.validation["is_fraud"].to_numpy()
+    validation_scores = {kind: predict_proba(m, split.validation) for kind, m in models.items()}
+    incumbent = next(kind for kind in MODEL_KINDS if kind in models)
     selection = promotion.select_candidate(
         {kind: row["validation_average_precision"] for kind, row in candidates.items()},
         preference=MODEL_KINDS,
+        gain_standard_errors={
+            kind: promotion.ap_gain_standard_error(
+                y_validation, validation_scores[incumbent], scores
+            )
+            for kind, scores in validation_scores.items()
+            if kind != incumbent
+        },
+        min_gain_se=config.selection_min_gain_se,
     )
     if log:
         log(f"model selection: {selection.reason}")
     trained = models[selection.chosen]
     thresholds = evaluation.choose_thresholds(
-        split.validation["is_fraud"].to_numpy(),
-        predict_proba(trained, split.validation),
+        y_validation,
+        validation_scores[selection.chosen],
         review_rate=config.review_rate,
         decline_precision=config.decline_precision,
     )

@@ -12,7 +12,7 @@ from fraud_platform.lib.features.services import FRAUD_SCORING_V1
 from fraud_platform.lib.model.input import predict_proba
 from fraud_platform.lib.training.baselines import BaselineConfig
 from fraud_platform.lib.training.pipeline import PipelineConfig, train_and_evaluate
-from fraud_platform.lib.training.promotion import select_candidate
+from fraud_platform.lib.training.promotion import ap_gain_standard_error, select_candidate
 from tests.unit.training.synthetic import CATEGORICAL, FAST, NUMERIC, make_frame
 
 
@@ -39,6 +39,25 @@ def test_select_candidate_breaks_ties_by_preference_and_refuses_no_defined_ap() 
     assert select_candidate(tie, preference=("forest",)).chosen == "forest"
     with pytest.raises(ValueError, match="no candidate has a defined validation AP"):
         select_candidate({"catboost": math.nan, "logreg": math.nan})
+
+
+def test_a_baseline_replaces_catboost_only_when_it_wins_by_more_than_the_noise() -> None:
+    ap = {"catboost": 0.60, "logreg": 0.65, "forest": 0.55}
+    noisy = select_candidate(ap, ("catboost", "logreg", "forest"), {"logreg": 0.04, "forest": 0.1})
+    assert noisy.chosen == "catboost"  # 0.05 gain < 2 x 0.04
+    assert "logreg 0.6500 is not better than catboost 0.6000" in noisy.reason
+    clear = select_candidate(ap, ("catboost", "logreg", "forest"), {"logreg": 0.02, "forest": 0.1})
+    assert clear.chosen == "logreg"  # 0.05 gain > 2 x 0.02
+
+
+def test_ap_gain_standard_error_is_zero_for_identical_scores_and_grows_with_noise() -> None:
+    rng = np.random.default_rng(5)
+    y = rng.random(2000) < 0.05
+    base = y * 0.5 + rng.random(2000)
+    assert ap_gain_standard_error(y, base, base.copy()) == 0.0
+    small = ap_gain_standard_error(y, base, base + rng.normal(0, 0.05, 2000))
+    large = ap_gain_standard_error(y, base, base + rng.normal(0, 0.5, 2000))
+    assert 0 < small < large
 
 
 def test_train_and_evaluate_registers_the_candidate_with_the_best_validation_ap() -> None:
