@@ -16,6 +16,7 @@ each one flags is the same for the refit as for the selected model.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from fraud_platform.lib.model.baseline import SklearnModel
 from fraud_platform.lib.model.input import (
     LABEL_COLUMN,
     TIME_COLUMN,
@@ -31,15 +33,18 @@ from fraud_platform.lib.model.input import (
     to_model_input,
 )
 from fraud_platform.lib.serving.policy import Thresholds
+from fraud_platform.lib.training.fit import labels_of
 
 
 def refit_on_all(selected: TrainedModel, frame: pl.DataFrame, *, log: Any = None) -> TrainedModel:
     """The selected CatBoost model's parameters and tree count, fitted on all of ``frame``."""
     from catboost import CatBoostClassifier
 
+    if isinstance(selected.model, SklearnModel):
+        return _refit_baseline(selected, frame, log=log)
     if not hasattr(selected.model, "tree_count_"):
         raise ValueError(
-            f"refit supports CatBoost models; the selected model is a "
+            f"refit supports CatBoost and the baselines; the selected model is a "
             f"{type(selected.model).__name__}"
         )
     params: dict[str, Any] = dict(selected.params.get("catboost") or selected.model.get_params())
@@ -68,6 +73,27 @@ def refit_on_all(selected: TrainedModel, frame: pl.DataFrame, *, log: Any = None
         best_iteration=trees - 1,
         params={**selected.params, "catboost": params, "refit": True},
         best_scores={},
+        train_seconds=time.perf_counter() - started,
+    )
+
+
+def _refit_baseline(
+    selected: TrainedModel, frame: pl.DataFrame, *, log: Any = None
+) -> TrainedModel:
+    """A scikit-learn baseline: the same pipeline (same parameters) fitted on all of ``frame``."""
+    from sklearn.base import clone
+
+    pipeline = clone(selected.model.pipeline)
+    wrapper = dataclasses.replace(selected.model, pipeline=pipeline)
+    ordered = frame.sort(_order(frame))
+    if log:
+        log(f"refit: {selected.model.kind} on all {ordered.height} matured rows")
+    started = time.perf_counter()
+    pipeline.fit(wrapper.frame(ordered), labels_of(ordered))
+    return dataclasses.replace(
+        selected,
+        model=wrapper,
+        params={**selected.params, "refit": True},
         train_seconds=time.perf_counter() - started,
     )
 

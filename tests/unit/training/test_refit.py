@@ -6,8 +6,10 @@ import numpy as np
 import polars as pl
 import pytest
 
+from fraud_platform.lib.model.baseline import LOGREG
 from fraud_platform.lib.model.input import TrainedModel, predict_proba, to_model_input
 from fraud_platform.lib.serving.policy import Thresholds
+from fraud_platform.lib.training.baselines import train_baseline
 from fraud_platform.lib.training.fit import labels_of, time_split
 from fraud_platform.lib.training.refit import matched_thresholds, refit_on_all
 from tests.unit.training.synthetic import CATEGORICAL, FAST, NUMERIC
@@ -41,8 +43,29 @@ def test_refit_learns_from_the_days_the_split_kept_out(
 
 def test_refit_refuses_a_model_it_cannot_refit(trained: TrainedModel) -> None:
     other = dataclasses.replace(trained, model=object())
-    with pytest.raises(ValueError, match="refit supports CatBoost models"):
+    with pytest.raises(ValueError, match="refit supports CatBoost and the baselines"):
         refit_on_all(other, pl.DataFrame())
+
+
+def test_refit_of_a_baseline_fits_the_same_pipeline_on_the_held_out_days_too(
+    frame: pl.DataFrame,
+) -> None:
+    split = time_split(frame, FAST)
+    selected = train_baseline(LOGREG, split, NUMERIC, CATEGORICAL)
+    held_out = pl.col("event_time") >= split.validation_start
+    flipped = frame.with_columns(
+        pl.when(held_out).then(~pl.col("is_fraud")).otherwise(pl.col("is_fraud")).alias("is_fraud")
+    )
+    recent = frame.filter(held_out)
+    plain = refit_on_all(selected, frame)
+    assert plain.params["refit"] is True and plain.model.kind == LOGREG
+    assert plain.model.pipeline is not selected.model.pipeline
+    assert (
+        plain.model.pipeline.get_params()["classifier__C"]
+        == (selected.model.pipeline.get_params()["classifier__C"])
+    )
+    changed = predict_proba(refit_on_all(selected, flipped), recent)
+    assert not np.allclose(predict_proba(plain, recent), changed)
 
 
 def test_matched_thresholds_flag_the_same_share_of_validation_traffic(frame: pl.DataFrame) -> None:
