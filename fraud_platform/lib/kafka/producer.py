@@ -113,6 +113,14 @@ class Producer:
                     break
                 except BufferError:
                     poll(_QUEUE_FULL_WAIT_S)
+                except confluent_kafka.KafkaException as exc:
+                    # refused before queueing (e.g. a partition the cached metadata lacks;
+                    # confluent-kafka 2.12 raises here what 2.16 reported by callback): a
+                    # failed message like any other, so flush raises ProduceFailed
+                    self.failures.append(f"{topic}: {exc.args[0] if exc.args else exc}")
+                    if report is not None:
+                        report(Delivery(index, topic, target, -1, str(exc)))
+                    break
             poll(0)
             index += 1
             self._sent = index
