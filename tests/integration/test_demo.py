@@ -29,6 +29,8 @@ SUMMARY_KEYS = {
 DRIFT_CHECKS = {
     "monitoring/served_traffic_profile:served_features_have_not_drifted",
     "monitoring/daily_feature_drift:daily_features_have_not_drifted",
+    # a linear model (when the gate picks one) extrapolates the stale features: its scores drift
+    "monitoring/daily_prediction_drift:daily_scores_have_not_drifted",
 }
 
 
