@@ -74,8 +74,13 @@ class StreamRig:
         for topic, event in events:
             self.sent.setdefault(topic, []).append(event)
 
-    def wait_exact(self, client: redis.Redis, timeout_s: float = 90) -> tuple[int, int, list[str]]:
-        """Poll until every online row equals the reference (or the deadline); the last check."""
+    def wait_exact(self, client: redis.Redis, timeout_s: float = 300) -> tuple[int, int, list[str]]:
+        """Poll until every online row equals the reference (or the deadline); the last check.
+
+        A worker started after kill -9s may wait for the killed members' sessions and open
+        transactions to expire before it consumes (seen: 0 events in its first 94 s on a loaded
+        machine), hence a generous deadline; it returns as soon as the rows are exact.
+        """
         deadline = time.monotonic() + timeout_s
         while True:
             result = online_mismatches(client, FEATURE_GROUPS, self.sent)
