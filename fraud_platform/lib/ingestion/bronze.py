@@ -147,7 +147,12 @@ def committed_offsets(topic: str, store: DeltaStore) -> dict[int, int]:
     """Next offset to ingest per partition, from the bronze table's Delta log ({} if none)."""
     if not store.exists(bronze_table(topic)):
         return {}
-    return _recorded_positions(store.open(bronze_table(topic)), lambda p: bronze_app_id(topic, p))
+    return positions_at(store.open(bronze_table(topic)), topic)
+
+
+def positions_at(table: DeltaTable, topic: str) -> dict[int, int]:
+    """Next offset to ingest per partition as of ``table``'s version (a bronze table)."""
+    return _recorded_positions(table, lambda p: bronze_app_id(topic, p))
 
 
 # --------------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 CONSUMER_GROUP = FEATURE_STREAM_CONSUMER_GROUP
 DEFAULT_COMMIT_INTERVAL_S = 0.2
+MAX_POLL_INTERVAL_MS = 20_000
 
 
 @dataclass
@@ -118,7 +119,14 @@ def build_application(
         state_dir=str(state_dir),
         auto_create_topics=False,  # the platform creates its topics with a retention
         use_changelog_topics=False,  # no Quix state: the entity stores live in Redis
-        consumer_extra_config={"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000},
+        consumer_extra_config={
+            "session.timeout.ms": 6000,
+            "heartbeat.interval.ms": 1000,
+            # also the group's rebalance timeout: a rebalance waits this long for members that
+            # were killed while joining (kill -9 during start-up), and the default 300 s held a
+            # restarted worker idle for 5 min (noida's coordinator, seen in the kill -9 test)
+            "max.poll.interval.ms": MAX_POLL_INTERVAL_MS,
+        },
         loglevel="WARNING",
     )
     sink = OnlineStoreSink(

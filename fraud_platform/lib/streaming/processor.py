@@ -111,23 +111,36 @@ class StreamProcessor:
                 stats.rows_written += self._apply_stream(stream, records)
         stats.seconds += time.perf_counter() - started
 
-    def _apply_stream(self, stream: EntityStream, records: list[dict[str, Any]]) -> int:
-        by_entity: dict[str, list[tuple[str, str, list[Any]]]] = {}
-        since: dict[str, int] = {}
-        newest: dict[str, int] = {}
-        for record in records:
-            parts = [record.get(k) for k in stream.join_keys]
-            if any(part is None for part in parts):
-                continue  # no entity (e.g. the counterparty of a card payment)
-            entity = KEY_SEPARATOR.join(map(str, parts))
-            at = to_micros(record[stream.time_column])
-            values: list[Any] = [at]
-            values += [record.get(c) for c in stream.columns[1:]]
-            by_entity.setdefault(entity, []).append(
-                (str(record[stream.id_column]), encode_payload(values), values)
+    def seed(self, topic: str, records: list[dict[str, Any]]) -> int:
+        """Add already-applied events of ``topic`` to the entity stores without computing rows
+        (``bootstrap``: the batch path already wrote their rows); returns events stored."""
+        stored = 0
+        for stream in self.plan:
+            if stream.topic != topic or not records:
+                continue
+            by_entity, _, newest = _by_entity(stream, records)
+            replies = add_events(self._client, self._entity_batches(stream, by_entity, newest))
+            stored += sum(flags.count("1") for _, flags in replies)
+        return stored
+
+    def _entity_batches(
+        self,
+        stream: EntityStream,
+        by_entity: dict[str, list[tuple[str, str, list[Any]]]],
+        newest: dict[str, int],
+    ) -> list[EntityBatch]:
+        retention_ms = stream.retention // HISTORY_HORIZON.resolution // 1000
+        return [
+            EntityBatch(
+                key=store_key(self._store_prefix, stream.name, entity),
+                events=[(event_id, payload) for event_id, payload, _ in events],
+                pxat_ms=newest[entity] // 1000 + retention_ms + EXPIRY_MARGIN_MS,
             )
-            since[entity] = min(since.get(entity, at), at)
-            newest[entity] = max(newest.get(entity, at), at)
+            for entity, events in by_entity.items()
+        ]
+
+    def _apply_stream(self, stream: EntityStream, records: list[dict[str, Any]]) -> int:
+        by_entity, since, newest = _by_entity(stream, records)
         if not by_entity:
             return 0
         entities = list(by_entity)
@@ -160,18 +173,7 @@ class StreamProcessor:
         memory; any other (first touch, a restart, another worker added events) is read back
         from its store. Measured: reading every touched entity back at each checkpoint cost
         ~40% of the worker's time (benchmarks/stream_freshness.py, --profile in a script)."""
-        retention_ms = stream.retention // HISTORY_HORIZON.resolution // 1000
-        replies = add_events(
-            self._client,
-            [
-                EntityBatch(
-                    key=store_key(self._store_prefix, stream.name, entity),
-                    events=[(event_id, payload) for event_id, payload, _ in by_entity[entity]],
-                    pxat_ms=newest[entity] // 1000 + retention_ms + EXPIRY_MARGIN_MS,
-                )
-                for entity in entities
-            ],
-        )
+        replies = add_events(self._client, self._entity_batches(stream, by_entity, newest))
         cache = self._caches.setdefault(stream.name, _Cache(None, {}))
         if cache.frame is not None and cache.frame.height > MAX_CACHED_EVENTS:
             self._caches[stream.name] = cache = _Cache(None, {})
@@ -206,6 +208,30 @@ class StreamProcessor:
             parts.append(_events_frame(stream, added_entities, added_values))
         cache.frame = pl.concat(parts, how="vertical") if len(parts) > 1 else parts[0]
         return cache.frame.filter(pl.col(_ENTITY).is_in(entities)).drop(_ENTITY)
+
+
+def _by_entity(
+    stream: EntityStream, records: list[dict[str, Any]]
+) -> tuple[dict[str, list[tuple[str, str, list[Any]]]], dict[str, int], dict[str, int]]:
+    """The records' (event id, payload, values) per entity key, in input order, and each
+    entity's earliest and newest event time (microseconds)."""
+    by_entity: dict[str, list[tuple[str, str, list[Any]]]] = {}
+    since: dict[str, int] = {}
+    newest: dict[str, int] = {}
+    for record in records:
+        parts = [record.get(k) for k in stream.join_keys]
+        if any(part is None for part in parts):
+            continue  # no entity (e.g. the counterparty of a card payment)
+        entity = KEY_SEPARATOR.join(map(str, parts))
+        at = to_micros(record[stream.time_column])
+        values: list[Any] = [at]
+        values += [record.get(c) for c in stream.columns[1:]]
+        by_entity.setdefault(entity, []).append(
+            (str(record[stream.id_column]), encode_payload(values), values)
+        )
+        since[entity] = min(since.get(entity, at), at)
+        newest[entity] = max(newest.get(entity, at), at)
+    return by_entity, since, newest
 
 
 @dataclass

@@ -25,6 +25,7 @@ from fraud_platform.lib.contracts.events import (
 from fraud_platform.lib.features.catalog import FEATURE_GROUPS
 from fraud_platform.lib.kafka import producer
 from fraud_platform.lib.kafka.admin import admin_config, ensure_topics
+from fraud_platform.lib.streaming.health import heartbeat_key
 from fraud_platform.lib.streaming.verify import online_mismatches
 from fraud_platform.tools.brokers import BrokerSpec
 
@@ -73,6 +74,17 @@ class StreamRig:
         producer.produce(self.bootstrap, messages, config=config, flush_timeout_s=30)
         for topic, event in events:
             self.sent.setdefault(topic, []).append(event)
+
+    def wait_applying(self, client: redis.Redis, started_ms: int, timeout_s: float = 120) -> bool:
+        """Wait until a worker of the group applied a batch after ``started_ms`` (its heartbeat):
+        the worker has joined the group and is in its processing loop."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            last = client.hget(heartbeat_key(f"{self.prefix}group"), "last_batch_ms")
+            if last is not None and int(last) >= started_ms:
+                return True
+            time.sleep(0.05)
+        return False
 
     def wait_exact(self, client: redis.Redis, timeout_s: float = 300) -> tuple[int, int, list[str]]:
         """Poll until every online row equals the reference (or the deadline); the last check.

@@ -1,0 +1,64 @@
+"""Online freshness as a reader sees it: the time from an event's produce call until the row it
+creates is readable online (a thread polls Redis for the rows being waited for)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import redis
+
+POLL_INTERVAL_S = 0.002
+
+
+class FreshnessProbe:
+    """``watch(key, score)`` right after producing an event whose row goes to the sorted set
+    ``key`` at ``score`` (its feature_time in microseconds); ``stop()`` returns the latencies
+    (ms) of the rows seen and how many never appeared within ``grace_s`` of the stop."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._client = client
+        self._pending: dict[tuple[str, int], float] = {}
+        self._seen_ms: list[float] = []
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._deadline = float("inf")
+        self._thread = threading.Thread(target=self._poll, name="freshness-probe", daemon=True)
+        self._thread.start()
+
+    def watch(self, key: str, score: int) -> None:
+        with self._lock:
+            self._pending.setdefault((key, score), time.perf_counter())
+
+    def _poll(self) -> None:
+        while time.perf_counter() < self._deadline:
+            with self._lock:
+                items = list(self._pending.items())
+            if not items and self._stopping.is_set():
+                return
+            if items:
+                pipe = self._client.pipeline(transaction=False)
+                for (key, score), _ in items:
+                    pipe.zcount(key, score, score)
+                found = pipe.execute()
+                now = time.perf_counter()
+                with self._lock:
+                    for ((key, score), sent_at), count in zip(items, found, strict=True):
+                        if count:
+                            self._seen_ms.append((now - sent_at) * 1000)
+                            self._pending.pop((key, score), None)
+            time.sleep(POLL_INTERVAL_S)
+
+    def stop(self, grace_s: float = 30.0) -> tuple[list[float], int]:
+        self._deadline = time.perf_counter() + grace_s
+        self._stopping.set()
+        self._thread.join()
+        with self._lock:
+            return sorted(self._seen_ms), len(self._pending)
+
+
+def percentile(ordered: list[float], q: float) -> float | None:
+    """The ``q`` quantile (0..1) of sorted values, nearest rank; None when empty."""
+    if not ordered:
+        return None
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
