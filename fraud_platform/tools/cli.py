@@ -82,11 +82,23 @@ def demo(
     users: Annotated[int, typer.Option(help="Simulated users.")] = 2000,
     seed: Annotated[int, typer.Option(help="Simulation seed.")] = 7,
     holdout_days: Annotated[
-        int, typer.Option(help="Final days kept out of Kafka and replayed through /score.")
+        int,
+        typer.Option(help="Final days kept from the batch path and replayed through /score."),
     ] = 2,
     replay_limit: Annotated[
-        int, typer.Option(help="At most this many held-out transactions are replayed.")
+        int, typer.Option(help="At most this many held-out transactions are scored.")
     ] = 2000,
+    realtime: Annotated[
+        bool,
+        typer.Option(
+            help="Publish the held-out period while the stream worker keeps the online store "
+            "current, scoring each sampled transaction as it arrives (slower: see the README)."
+        ),
+    ] = False,
+    replay_rate: Annotated[
+        int,
+        typer.Option(help="Held-out events published per second (event-time order) in the replay."),
+    ] = 400,
 ) -> None:
     """Run the whole pipeline end to end on the embedded defaults and print a summary."""
     from fraud_platform.tools.demo import DemoConfig, run_demo
@@ -101,6 +113,8 @@ def demo(
                 seed=seed,
                 holdout_days=holdout_days,
                 replay_limit=replay_limit,
+                realtime=realtime,
+                replay_rate=replay_rate,
             ),
         )
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -18,11 +17,8 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from fraud_platform import names
-from fraud_platform.lib.contracts.events import format_timestamp
-from fraud_platform.lib.training.metrics import average_precision, roc_auc
+from fraud_platform.lib.contracts.events import TRANSACTIONS, format_timestamp
 from fraud_platform.settings import Settings
 
 
@@ -33,6 +29,8 @@ class DemoConfig:
     seed: int = 7
     holdout_days: int = 2
     replay_limit: int = 2000
+    realtime: bool = False  # publish the held-out period while the stream worker runs
+    replay_rate: int = 400  # held-out events published per second (realtime)
 
 
 def recent_start(days: int) -> datetime:
@@ -82,45 +80,12 @@ def _publish_once(
     return counts
 
 
-def _replay(settings: Settings, transactions: list[dict], truth: dict[str, str]) -> dict[str, Any]:
-    """Send held-out transactions to ``/score`` one by one; latency measured client-side."""
-    url = f"http://127.0.0.1:{settings.service_port}/score"
-    latencies: list[float] = []
-    decisions: dict[str, int] = {}
-    scores: list[float] = []
-    labels: list[int] = []
-    degraded = 0
-    with httpx.Client(timeout=10) as client:
-        for index, txn in enumerate(transactions, start=1):
-            body = {
-                k: (format_timestamp(v) if k == "event_time" else v)
-                for k, v in txn.items()
-                if k != "schema_version"
-            }
-            started = time.perf_counter()
-            response = client.post(url, json=body)
-            latencies.append((time.perf_counter() - started) * 1000)
-            response.raise_for_status()
-            answer = response.json()
-            decisions[answer["decision"]] = decisions.get(answer["decision"], 0) + 1
-            degraded += bool(answer.get("degraded"))
-            scores.append(float(answer["score"]))
-            labels.append(int(txn["transaction_id"] in truth))
-            if index % 500 == 0:
-                _say(f"  scored {index:,}/{len(transactions):,}")
-    ordered = sorted(latencies)
-    return {
-        "scored": len(latencies),
-        "decisions": decisions,
-        "degraded": degraded,
-        "score_p50_ms": round(statistics.median(ordered), 3),
-        "score_p99_ms": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], 3),
-        "replay_frauds": sum(labels),
-        "replay_auc": round(roc_auc(labels, scores), 4) if 0 < sum(labels) < len(labels) else None,
-        "replay_average_precision": round(average_precision(labels, scores), 4)
-        if sum(labels)
-        else None,
-    }
+def _training_metadata(layers) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The model's and the promotion gate's metadata from the training layer."""
+    training = [layer for layer in layers if layer.layer == "training"]
+    model = training[0].metadata.get(names.MODEL_ASSET, {}) if training else {}
+    gate = training[0].metadata.get(names.CHAMPION_ASSET, {}) if training else {}
+    return model, gate
 
 
 def _days(first: date, last: date) -> list[str]:
@@ -237,6 +202,12 @@ def seed_simulated_profiles(
 
 def run_demo(settings: Settings, config: DemoConfig) -> dict[str, Any]:
     from fraud_platform.lib.simulation import SimulationConfig, simulate
+    from fraud_platform.tools.demo_replay import (
+        RealtimeRun,
+        holdout_events,
+        realtime_replay,
+        snapshot_replay,
+    )
     from fraud_platform.tools.instance import prepare_dagster_home
     from fraud_platform.tools.pipeline import load_definitions, prepare_dbt_manifest, run_layers
     from fraud_platform.tools.services import services_up, started_services
@@ -269,50 +240,54 @@ def run_demo(settings: Settings, config: DemoConfig) -> dict[str, Any]:
     instance = DagsterInstance.get()
     defs = load_definitions()
     log_dir = settings.data_dir / "logs"
+    batch_config = {} if profiles else {names.PROFILES_TABLE: {"when_unreachable": "skip"}}
     layers = run_layers(
         instance,
         ("ingestion", "transform", "features", "training"),
         defs=defs,
         on_progress=_say,
         log_dir=log_dir,
-        asset_config=None
-        if profiles
-        else {names.PROFILES_TABLE: {"when_unreachable": "skip"}},
+        asset_config={
+            # the model learns what was known at the cutoff, also on a re-run after the batch
+            # path has ingested the held-out period
+            names.TRAINING_SET_TABLE: {"as_of": format_timestamp(cutoff)},
+            **batch_config,
+        },
     )
 
-    _say("starting the scoring service ...")
-    service = start_scoring_service(settings)
-    try:
-        holdout = [t for t in simulation.transactions if t["event_time"] >= cutoff]
-        stride = max(1, len(holdout) // config.replay_limit)
-        sample = holdout[::stride][: config.replay_limit]
-        _say(
-            f"replaying {len(sample):,} of {len(holdout):,} held-out transactions through /score ..."
+    model_meta, gate_meta = _training_metadata(layers)
+    events = holdout_events(simulation.events_by_topic(), cutoff)
+    holdout = [e for topic, e in events if topic == TRANSACTIONS]
+    stride = max(1, len(holdout) // config.replay_limit)
+    sample = holdout[::stride][: config.replay_limit]
+    replay_first_day = datetime.now(UTC).date()
+    stream: dict[str, Any] = {}
+    if config.realtime:
+        replay, stream, caught_up = realtime_replay(
+            RealtimeRun(settings, instance, defs, log_dir, batch_config, _say),
+            events,
+            sample,
+            simulation.fraud_type_by_transaction,
+            champion=gate_meta.get("champion"),
+            rate=config.replay_rate,
+            identity={**asdict(config), "start": format_timestamp(start)},
         )
-        replay_first_day = datetime.now(UTC).date()
-        replay = _replay(settings, sample, simulation.fraud_type_by_transaction)
-        replay_days = _days(replay_first_day, datetime.now(UTC).date())
-    finally:
-        stop_scoring_service(service)
+        layers += caught_up
+    else:
+        _say("starting the scoring service ...")
+        service = start_scoring_service(settings)
+        try:
+            _say(
+                f"replaying {len(sample):,} of {len(holdout):,} held-out transactions through "
+                "/score (against the online store as the batch path left it) ..."
+            )
+            replay = snapshot_replay(settings, sample, simulation.fraud_type_by_transaction, _say)
+        finally:
+            stop_scoring_service(service)
+    replay_days = _days(replay_first_day, datetime.now(UTC).date())
     layers += run_layers(instance, ("monitoring",), defs=defs, on_progress=_say, log_dir=log_dir)
     layers += _daily_monitoring(instance, defs, replay_days, log_dir)
 
-    model_meta = next(
-        (
-            layer.metadata.get(names.MODEL_ASSET, {})
-            for layer in layers
-            if layer.layer == "training"
-        ),
-        {},
-    )
-    gate_meta = next(
-        (
-            layer.metadata.get(names.CHAMPION_ASSET, {})
-            for layer in layers
-            if layer.layer == "training"
-        ),
-        {},
-    )
     ingested = sum(
         int(meta.get("rows_added", 0))
         for layer in layers
@@ -323,7 +298,7 @@ def run_demo(settings: Settings, config: DemoConfig) -> dict[str, Any]:
         int(layer.metadata.get(names.SCORES_TABLE, {}).get("rows_added", 0)) for layer in layers
     )
     summary: dict[str, Any] = {
-        "events_published": sum(published.values()),
+        "events_published": sum(published.values()) + replay.get("replay_events_published", 0),
         "events_ingested": ingested,
         "decisions_ingested": decisions_logged,
         "rows_per_asset": {**_rows_per_asset(layers), **_warehouse_rows(settings)},
@@ -335,6 +310,7 @@ def run_demo(settings: Settings, config: DemoConfig) -> dict[str, Any]:
         "checks": {name: ok for layer in layers for name, ok in layer.checks.items()},
         "check_warnings": [name for layer in layers for name in layer.warnings],
         **replay,
+        **stream,
         "daily_monitoring": {
             layer.layer.removeprefix("daily_monitoring "): {
                 asset: {k: layer.metadata.get(asset, {}).get(k) for k in keys}
@@ -376,8 +352,23 @@ def _print_summary(summary: dict[str, Any], path: Path) -> None:
     _say(
         f"held-out replay: {summary['scored']:,} scored, decisions {summary['decisions']}, degraded {summary['degraded']}"
     )
-    _say(f"  decisions ingested from the scores topic into bronze/scores: {summary['decisions_ingested']:,}")
+    _say(
+        f"  decisions ingested from the scores topic into bronze/scores: {summary['decisions_ingested']:,}"
+    )
     _say(f"  replay AUC {summary['replay_auc']}, AP {summary['replay_average_precision']}")
+    _say(
+        f"  online freshness (event produced -> row readable): p50 "
+        f"{summary['online_freshness_p50_ms']} ms, p99 {summary['online_freshness_p99_ms']} ms "
+        f"({summary['online_freshness_samples']:,} rows, "
+        f"{summary['online_freshness_never_seen']} never seen); {summary['replay_mode']}"
+    )
+    if "offline_average_precision" in summary:
+        _say(
+            f"  offline point-in-time backtest of the same transactions: AP "
+            f"{summary['offline_average_precision']} (online {summary['replay_average_precision']}); "
+            f"{summary['online_offline_scores_differing']} scores differ, max "
+            f"{summary['online_offline_score_max_abs_diff']}"
+        )
     _say(
         f"scoring latency (HTTP, client side): p50 {summary['score_p50_ms']} ms, p99 {summary['score_p99_ms']} ms"
     )

@@ -146,8 +146,11 @@ def _captured_stdout(log_dir: Path | None, layer: str) -> Iterator[None]:
         yield
 
 
-def _whole_history_tags(layer: str, on_progress: Callable[[str], None]) -> dict[str, str]:
-    """Run tags for one single-run backfill over every date partition the data covers."""
+def _whole_history_tags(
+    layer: str, on_progress: Callable[[str], None], partitions_from: str | None = None
+) -> dict[str, str]:
+    """Run tags for one single-run backfill over every date partition the data covers (from
+    ``partitions_from`` on, when given)."""
     from fraud_platform.defs.features.assets import history_partition_range
     from fraud_platform.defs.partitions import EventsOutsidePartitions
     from fraud_platform.resources import WarehouseResource
@@ -160,6 +163,8 @@ def _whole_history_tags(layer: str, on_progress: Callable[[str], None]) -> dict[
         raise LayerFailed(f"layer {layer}: {exc}") from None
     if bounds is None:
         raise LayerFailed(f"layer {layer}: the silver tables hold no events to compute from")
+    if partitions_from is not None:
+        bounds = (max(bounds[0], partitions_from), bounds[1])
     on_progress(f"  partitions {bounds[0]} .. {bounds[1]}")
     return {
         "dagster/asset_partition_range_start": bounds[0],
@@ -175,11 +180,13 @@ def run_layers(
     on_progress: Callable[[str], None] = print,
     log_dir: Path | None = None,
     asset_config: dict[str, dict] | None = None,
+    partitions_from: str | None = None,
 ) -> list[LayerResult]:
     """Materialize each layer (a Dagster asset group) in order; raise on the first failure.
 
     With ``log_dir``, what tools print while a layer runs (dbt's log lines) goes to
-    ``<log_dir>/<layer>.log`` instead of the terminal.
+    ``<log_dir>/<layer>.log`` instead of the terminal. Date-partitioned assets run as one
+    backfill over the partitions the data covers, from ``partitions_from`` (ISO date) on if given.
     """
     defs = defs or load_definitions()
     run_config = {
@@ -201,7 +208,7 @@ def run_layers(
         keys = selected
         tags = {"fraud_platform/layer": layer}
         if any(graph.get(key).is_partitioned for key in keys):
-            tags.update(_whole_history_tags(layer, on_progress))
+            tags.update(_whole_history_tags(layer, on_progress, partitions_from))
         on_progress(f"[{index}/{len(layers)}] {layer}: materializing {len(keys)} assets ...")
         started = time.perf_counter()
         with _captured_stdout(log_dir, layer):
