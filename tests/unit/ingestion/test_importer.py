@@ -129,7 +129,7 @@ def test_crash_after_a_committed_chunk_resumes_without_duplicates(
 ) -> None:
     thin_frame().write_parquet(tmp_path / "a.parquet", row_group_size=1)
     store = DeltaStore(str(tmp_path / "delta"))
-    monkeypatch.setattr(importer, "CHUNK_ROWS", 2)
+    monkeypatch.setattr(importer, "COMMIT_ROWS", 2)
     real_commit = importer.commit
     calls = {"bronze": 0}
 
