@@ -62,7 +62,9 @@ from fraud_platform.lib.storage.delta import DeltaStore, commit, recorded_versio
 
 log = logging.getLogger(__name__)
 
-COMMIT_ROWS = 4_000_000  # rows per bronze commit (one file per event date it touches)
+COMMIT_ROWS = (
+    2_000_000  # rows per bronze commit (in memory at once; one file per event date touched)
+)
 BATCH_ROWS = 1 << 18  # rows read and validated at once (memory: a few batches)
 METADATA_KEY = "fraud_platform.import"
 
