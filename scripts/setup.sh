@@ -6,5 +6,8 @@ if ! command -v uv >/dev/null 2>&1 && ! python3 -m uv --version >/dev/null 2>&1;
   python3 -m pip install --quiet uv
 fi
 UV="uv"; command -v uv >/dev/null 2>&1 || UV="python3 -m uv"
-$UV sync --frozen --extra dev --quiet
+# --compile-bytecode: this machine sets PYTHONDONTWRITEBYTECODE, so without it every Python
+# process compiles its imports from source (`fraud-platform import --help`: 9.3-9.6 s wall,
+# 1.75 s CPU at load 13; with it 1.9-2.2 s wall, 0.65 s CPU).
+$UV sync --frozen --extra dev --quiet --compile-bytecode
 .venv/bin/dbt parse --quiet --project-dir dbt_project --profiles-dir dbt_project

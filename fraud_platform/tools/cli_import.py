@@ -81,7 +81,7 @@ def import_command(
                 "accepted": result.accepted,
                 "dead_letters": result.rejected,
                 "already_imported": sum(f.already_imported for f in result.files),
-                "seconds": round(result.elapsed_s, 2),
+                "seconds": round(result.elapsed_s, 3),
                 "rows_per_s": round(rate),
                 "event_dates": [str(d) for d in result.event_dates] if result.event_dates else None,
             }

@@ -1,9 +1,5 @@
-"""The files an import reads: which ones, their identity (content hash), columns, rows in chunks.
-
-Parquet is read row group by row group (pyarrow); a CSV file is read whole (polars, every
-column as text, then converted per contract field, so a type guessed from the first rows cannot
-break later ones).
-"""
+"""The files an import reads: which ones, their identity (content hash), columns, and their
+rows as a stream of batches (polars' streaming engine; bounded memory)."""
 
 from __future__ import annotations
 
@@ -12,7 +8,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 FORMATS = ("parquet", "csv")
@@ -59,37 +54,21 @@ def columns_of(path: Path, kind: str) -> list[str]:
     return pl.scan_csv(path).collect_schema().names()
 
 
-def chunks(
-    path: Path, kind: str, columns: list[str], start: int, chunk_rows: int
+def batches(
+    path: Path, kind: str, columns: list[str], start: int, batch_rows: int
 ) -> Iterator[pl.DataFrame]:
-    """The file's rows from index ``start`` on, ``chunk_rows`` at a time (mapped columns only).
+    """The file's rows from index ``start`` on, about ``batch_rows`` at a time (mapped columns
+    only), streamed by polars (the next batch is read while the caller works on this one;
+    memory stays at a few batches whatever the file's size).
 
-    Parquet is read row group by row group; a CSV file is read whole (polars, all columns as
-    text then cast per field, so a type guess on the first rows cannot break later rows).
+    A CSV file is read with every column as text, converted per contract field later, so a type
+    guessed from the first rows cannot break later rows.
     """
     if kind == "csv":
-        frame = pl.read_csv(path, columns=columns, infer_schema=False).slice(start)
-        for offset in range(0, frame.height, chunk_rows):
-            yield frame.slice(offset, chunk_rows)
-        return
-    handle = pq.ParquetFile(path)
-    seen = 0
-    pending: list[pa.RecordBatch] = []
-    size = 0
-    for batch in handle.iter_batches(batch_size=max(1, chunk_rows // 4), columns=columns):
-        if seen + batch.num_rows <= start:
-            seen += batch.num_rows
-            continue
-        if seen < start:
-            batch = batch.slice(start - seen)
-        seen = max(seen, start) + batch.num_rows
-        pending.append(batch)
-        size += batch.num_rows
-        if size >= chunk_rows:
-            yield pl.from_arrow(pa.Table.from_batches(pending))  # type: ignore[misc]
-            pending, size = [], 0
-    if pending:
-        yield pl.from_arrow(pa.Table.from_batches(pending))  # type: ignore[misc]
+        scan = pl.scan_csv(path, infer_schema=False)
+    else:
+        scan = pl.scan_parquet(path)
+    yield from scan.select(columns).slice(start).collect_batches(chunk_size=batch_rows)
 
 
 def row_count(path: Path, kind: str) -> int:

@@ -31,7 +31,7 @@ from typing import Any
 
 import polars as pl
 import pyarrow as pa
-from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake import CommitProperties, DeltaTable, Transaction, WriterProperties, write_deltalake
 from deltalake.exceptions import CommitFailedError
 
 
@@ -54,22 +54,25 @@ def _arrow(rows: pa.Table | pl.DataFrame) -> pa.Table:
 
 def commit(
     table: DeltaTable,
-    rows: pa.Table | pl.DataFrame,
+    rows: pa.Table | pl.DataFrame | pa.RecordBatchReader,
     *,
     transactions: Mapping[str, int] | None = None,
     metadata: Mapping[str, Any] | None = None,
     retries: int | None = None,
+    writer_properties: WriterProperties | None = None,
 ) -> int:
     """Append ``rows`` to ``table`` with the application transactions ``{app_id: version}`` and
     the commit ``metadata`` (values as strings) in one commit on the snapshot ``table`` holds;
     returns the new version. ``retries=0``: fail when another writer committed meanwhile,
     instead of deltalake's default of committing a non-conflicting append on the newer
-    snapshot."""
+    snapshot. A ``RecordBatchReader`` is written as it is read (the commit follows its last
+    batch)."""
     write_deltalake(
         table,
-        _arrow(rows),
+        rows if isinstance(rows, pa.RecordBatchReader) else _arrow(rows),
         mode="append",
         commit_properties=_properties(transactions, metadata, retries),
+        writer_properties=writer_properties,
     )
     return table.version()
 

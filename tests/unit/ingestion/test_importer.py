@@ -129,7 +129,7 @@ def test_crash_after_a_committed_chunk_resumes_without_duplicates(
 ) -> None:
     thin_frame().write_parquet(tmp_path / "a.parquet", row_group_size=1)
     store = DeltaStore(str(tmp_path / "delta"))
-    monkeypatch.setattr(importer, "CHUNK_ROWS", 2)
+    monkeypatch.setattr(importer, "COMMIT_ROWS", 2)
     real_commit = importer.commit
     calls = {"bronze": 0}
 
@@ -269,3 +269,93 @@ def test_a_row_only_the_reference_validator_accepts_is_kept(tmp_path: Path) -> N
     result = run(tmp_path / "h.parquet", store, columns={**THIN, "merchant_category": "CITY"})
     assert (result.accepted, result.rejected) == (2, 0)
     assert bronze(store)["merchant_category"].to_list() == ["東京", "Paris"]
+
+
+def test_batches_and_commits_keep_file_order_and_write_one_file_per_date_per_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows = 20
+    pl.DataFrame(
+        {
+            "TRANSACTION_ID": list(range(rows)),
+            # dates 2025-04-01 (rows 0-9) and 2025-04-02 (rows 10-19)
+            "TX_DATETIME": [datetime(2025, 4, 1 + i // 10, 1, i) for i in range(rows)],
+            "CUSTOMER_ID": [i % 3 for i in range(rows)],
+            "TERMINAL_ID": [7] * rows,
+            "TX_AMOUNT": [-1.0 if i in (4, 15) else 1.0 + i for i in range(rows)],
+        }
+    ).write_parquet(tmp_path / "h.parquet", row_group_size=6)
+    monkeypatch.setattr(importer, "BATCH_ROWS", 3)
+    monkeypatch.setattr(importer, "COMMIT_ROWS", 8)  # commits: rows 0-7, 8-15, 16-19
+    store = DeltaStore(str(tmp_path / "delta"))
+    progress: list[str] = []
+    spec = load_mapping(TRANSACTIONS, columns=THIN)
+    result = import_files(TRANSACTIONS, tmp_path / "h.parquet", spec, store, now=NOW,
+                          progress=progress.append)  # fmt: skip
+    assert (result.accepted, result.rejected) == (18, 2)
+    assert bronze(store)["_offset"].to_list() == [i for i in range(rows) if i not in (4, 15)]
+    assert bronze(store)["transaction_id"].to_list() == [
+        str(i) for i in range(rows) if i not in (4, 15)
+    ]
+    assert sorted(store.read(DEAD_LETTER_TABLE)["offset"].to_list()) == [4, 15]
+    table = store.open(bronze_table(TRANSACTIONS))
+    history = [h for h in table.history() if h["operation"] == "WRITE"]
+    assert len(history) == 3
+    # commit 1: one date; commit 2: both dates; commit 3: one date
+    files = pl.DataFrame(table.get_add_actions(flatten=True)).to_dicts()
+    assert sorted(f["partition._event_date"].isoformat() for f in files) == [
+        "2025-04-01", "2025-04-01", "2025-04-02", "2025-04-02",
+    ]  # fmt: skip
+    assert (
+        table.transaction_version(importer.import_app_id(TRANSACTIONS, result.files[0].sha256))
+        == rows
+    )
+    assert any("20/20 rows" in line for line in progress)
+    assert all(f["num_records"] > 0 and f["min.event_time"] is not None for f in files)
+
+
+def test_bronze_files_are_delta_encoded_with_row_group_statistics(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    thin_frame().write_parquet(tmp_path / "h.parquet")
+    store = DeltaStore(str(tmp_path / "delta"))
+    run(tmp_path / "h.parquet", store)
+    [first, *_] = sorted((tmp_path / "delta" / bronze_table(TRANSACTIONS)).rglob("*.parquet"))
+    meta = pq.ParquetFile(first).metadata
+    names = meta.schema.to_arrow_schema().names
+    group = meta.row_group(0)
+    column = {name: group.column(i) for i, name in enumerate(names)}
+    assert "DELTA_BYTE_ARRAY" in column["transaction_id"].encodings
+    assert "DELTA_BINARY_PACKED" in column["event_time"].encodings
+    assert "DELTA_BINARY_PACKED" in column["_offset"].encodings
+    assert column["user_id"].statistics.has_min_max
+    assert not column["user_id"].has_column_index  # no page index: row-group statistics only
+
+
+def test_a_file_of_rejected_rows_records_its_position(tmp_path: Path) -> None:
+    thin_frame().filter(pl.col("TX_AMOUNT") < 0).write_parquet(tmp_path / "bad.parquet")
+    store = DeltaStore(str(tmp_path / "delta"))
+    first = run(tmp_path / "bad.parquet", store)
+    assert (first.accepted, first.rejected) == (0, 1)
+    again = run(tmp_path / "bad.parquet", store)
+    assert (again.accepted, again.rejected, again.files[0].already_imported) == (0, 0, 1)
+    assert bronze(store).height == 0
+    assert store.read(DEAD_LETTER_TABLE).height == 1
+
+
+def test_csv_is_read_in_batches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    lines = ["id,ts,card,merchant,amount"] + [
+        f"a{i},2025-04-01 10:00:0{i},c{i},m1,{'x' if i == 3 else i + 1}" for i in range(7)
+    ]
+    (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
+    monkeypatch.setattr(importer, "BATCH_ROWS", 2)
+    monkeypatch.setattr(importer, "COMMIT_ROWS", 3)
+    store = DeltaStore(str(tmp_path / "delta"))
+    columns = {"transaction_id": "id", "event_time": "ts", "card_id": "card",
+               "merchant_id": "merchant", "amount": "amount"}  # fmt: skip
+    result = run(tmp_path / "t.csv", store, columns=columns)
+    assert (result.rows, result.accepted, result.rejected) == (7, 6, 1)
+    assert bronze(store)["transaction_id"].to_list() == ["a0", "a1", "a2", "a4", "a5", "a6"]
+    assert store.read(DEAD_LETTER_TABLE)["reason"].to_list() == [
+        "field 'amount' must be a number, got str"
+    ]
