@@ -7,8 +7,9 @@ against the real Redis at 127.0.0.1:6379 (keys under a unique prefix, deleted af
 1. Throughput: a backlog of events is produced first; ``worker_events_per_s`` = backlog /
    (time from the worker's first applied batch to the backlog fully applied).
 2. Freshness, per rate: events produced at a constant rate with event_time = now; for every
-   20th transaction the time from its produce call until its ``user_txn_velocity_v1`` row is
-   in Redis (polled every 2 ms) is recorded: ``freshness_p50_ms``/``p99_ms``.
+   20th transaction the time from its produce call until its ``user_txn_velocity_v1`` row (or
+   a later one) is in Redis (``lib/streaming/freshness``, polled every 5 ms) is recorded:
+   ``freshness_p50_ms``/``p99_ms``.
 3. ``mismatches``: every online row of every stream group against ``compute_feature_group``
    over all events produced (must be 0).
 
@@ -24,7 +25,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -41,6 +41,7 @@ from fraud_platform.lib.contracts.events import encode_event, event_key  # noqa:
 from fraud_platform.lib.features.catalog import FEATURE_GROUPS, USER_TXN_VELOCITY  # noqa: E402
 from fraud_platform.lib.features.online.layout import online_key, to_micros  # noqa: E402
 from fraud_platform.lib.kafka.admin import admin_config, ensure_topics  # noqa: E402
+from fraud_platform.lib.streaming.freshness import FreshnessProbe  # noqa: E402
 from fraud_platform.lib.streaming.health import heartbeat_key  # noqa: E402
 from fraud_platform.lib.streaming.verify import online_mismatches  # noqa: E402
 from fraud_platform.tools.brokers import BrokerSpec, start_broker, stop_broker  # noqa: E402
@@ -104,33 +105,7 @@ class Run:
 
 def _constant_rate(run: Run, rate: int, seconds: float, users: int) -> tuple[list[float], int, int]:
     events = run.events(int(rate * seconds), users)
-    pending: dict[tuple[str, int], float] = {}
-    freshness: list[float] = []
-    lock = threading.Lock()
-    done = threading.Event()
-
-    def poll() -> None:
-        while not done.is_set() or pending:
-            with lock:
-                items = list(pending.items())
-            if items:
-                pipe = run.client.pipeline(transaction=False)
-                for (key, score), _ in items:
-                    pipe.zcount(key, score, score)
-                found = pipe.execute()
-                now = time.perf_counter()
-                with lock:
-                    for ((key, score), sent_at), count in zip(items, found, strict=True):
-                        if count:
-                            freshness.append((now - sent_at) * 1000)
-                            pending.pop((key, score), None)
-            time.sleep(0.002)
-            if done.is_set() and time.perf_counter() > deadline:
-                break
-
-    deadline = float("inf")
-    poller = threading.Thread(target=poll)
-    poller.start()
+    probe = FreshnessProbe(run.client)
     tick = 0.01
     per_tick = max(1, int(rate * tick))
     start = time.perf_counter()
@@ -147,14 +122,11 @@ def _constant_rate(run: Run, rate: int, seconds: float, users: int) -> tuple[lis
                 and (int(event["transaction_id"].rsplit("t", 1)[1]) % SAMPLE_EVERY == 0)
             ):
                 key = online_key(USER_TXN_VELOCITY, event["user_id"])
-                with lock:
-                    pending[(key, to_micros(event["event_time"]))] = time.perf_counter()
+                probe.watch(key, to_micros(event["event_time"]))
         run.producer.poll(0)
     run.producer.flush(30)
-    deadline = time.perf_counter() + 30
-    done.set()
-    poller.join()
-    return freshness, len(events), len(pending)
+    freshness, unseen = probe.stop(grace_s=30)
+    return freshness, len(events), unseen
 
 
 def _profile(n: int = 20_000, batch: int = 2_000) -> None:

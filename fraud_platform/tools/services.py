@@ -217,7 +217,11 @@ def start_stream_worker(settings: Settings) -> int:
         "--state-dir",
         str(folder / "state"),
     ]
-    process = spawn_logged(command, folder / "worker.log")
+    # one core per worker (scale out with more workers in the group): polars would otherwise
+    # take every core for each checkpoint, and the scoring service beside it answered /score
+    # at p50 337 ms during `demo --realtime` (load ~10)
+    env = {**os.environ, "POLARS_MAX_THREADS": os.environ.get("POLARS_MAX_THREADS", "1")}
+    process = spawn_logged(command, folder / "worker.log", env=env)
     time.sleep(0.5)
     if process.poll() is not None:
         raise ServicesError(f"the stream worker exited at once; see {folder / 'worker.log'}")
