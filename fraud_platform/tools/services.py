@@ -218,8 +218,9 @@ def start_stream_worker(settings: Settings) -> int:
         str(folder / "state"),
     ]
     # one core per worker (scale out with more workers in the group): polars would otherwise
-    # take every core for each checkpoint, and the scoring service beside it answered /score
-    # at p50 337 ms during `demo --realtime` (load ~10)
+    # take every core at each checkpoint from the scoring service beside it. Not measured to
+    # matter yet: /score p50 was 337 ms without it and 640 ms with it in `demo --realtime`,
+    # both at load 10-13 from other jobs on the 2 cores
     env = {**os.environ, "POLARS_MAX_THREADS": os.environ.get("POLARS_MAX_THREADS", "1")}
     process = spawn_logged(command, folder / "worker.log", env=env)
     time.sleep(0.5)
