@@ -356,12 +356,13 @@ def _print_summary(summary: dict[str, Any], path: Path) -> None:
         f"  decisions ingested from the scores topic into bronze/scores: {summary['decisions_ingested']:,}"
     )
     _say(f"  replay AUC {summary['replay_auc']}, AP {summary['replay_average_precision']}")
-    _say(
-        f"  online freshness (event produced -> row readable): p50 "
-        f"{summary['online_freshness_p50_ms']} ms, p99 {summary['online_freshness_p99_ms']} ms "
-        f"({summary['online_freshness_samples']:,} rows, "
-        f"{summary['online_freshness_never_seen']} never seen); {summary['replay_mode']}"
-    )
+    if summary.get("replay_mode") == "real time":
+        _say(
+            f"  online freshness (event produced -> row readable): p50 "
+            f"{summary['online_freshness_p50_ms']} ms, p99 {summary['online_freshness_p99_ms']} ms "
+            f"({summary['online_freshness_samples']:,} rows, "
+            f"{summary['online_freshness_never_seen']} never seen); {summary['replay_mode']}"
+        )
     if "offline_average_precision" in summary:
         _say(
             f"  offline point-in-time backtest of the same transactions: AP "
