@@ -5,7 +5,7 @@
 Starts a real ``bentoml serve`` of ``models_bento.service:FraudScorer`` (workers, concurrency
 limit and access log as its settings say; see ``fraud_platform.settings``) on a 400-tree
 depth-6 CatBoost (``--quick``: 100 trees) registered in a temporary model store, with online
-features in Redis (benchmark database 9) for every entity of the request mix, and its decision
+features in a private ``redis-server`` of the run for every entity of the request mix, and its decision
 log produced to an embedded noida broker (so decisions are delivered, as in production, rather
 than piling up for a Kafka that is not there). The mix is one simulated day (``fraud_platform.lib.simulation``: its channels, amounts, p2p counterparties),
 sent without ``event_time`` (scored as of now).
@@ -18,6 +18,11 @@ times, latency from the schedule. In the same run, against the same server:
 * ``/score`` at 2x that capacity: goodput (200s per second), shed (503) and answered p99;
 * a 10-minute soak at 300 req/s: p99 per minute, RSS of every server process at start and end.
 
+Per phase also: the server's CPU per request sent (``cpu/req``) and the time its threads spent
+runnable but waiting for a CPU per request (``rqwait``, from schedstat): on a shared machine the
+neighbours' share of the latency. At the end: degraded answers by reason (Redis timeouts under
+load show there).
+
 ``--quick``: ``/ping`` and ``/score`` at 300 req/s for 20 s each; no capacity, no soak.
 The last line printed is one JSON object (null where not measured).
 """
@@ -25,13 +30,16 @@ The last line printed is one JSON object (null where not measured).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -39,7 +47,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root
 
 from benchmarks._bench_model import model_metadata, train
-from benchmarks._common import BENCH_REDIS_URL, REPO_ROOT, emit, redis_client
+from benchmarks._common import REPO_ROOT, emit, redis_client
 from fraud_platform.lib.contracts.events import EVENT_FIELDS, SCORES, TRANSACTIONS
 from fraud_platform.lib.features.catalog import FEATURE_GROUPS
 from fraud_platform.lib.features.compute import KEY_SEPARATOR
@@ -205,6 +213,41 @@ def server_cpu_s(root: int) -> float:
     return total
 
 
+def server_runqueue_wait_s(root: int) -> float:
+    """Seconds the threads of ``root`` and its descendants spent runnable but waiting for a CPU
+    (``/proc/<pid>/task/<tid>/schedstat``): on a shared machine, the neighbours' share of the
+    latency."""
+    total = 0
+    for pid in server_rss_mb(root):
+        try:
+            tasks = list(Path(f"/proc/{pid}/task").iterdir())
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                total += int((task / "schedstat").read_text().split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    return total / 1e9
+
+
+def degraded_answers(url: str) -> dict[str, float] | str:
+    """``fraud_scorer_degraded_total`` by reason, summed over the workers (from /metrics); what
+    went wrong instead when /metrics did not answer (the run's figures matter more)."""
+    import httpx
+
+    try:
+        exposition = httpx.get(f"{url}/metrics", timeout=60).text
+    except httpx.HTTPError as exc:
+        return f"/metrics: {type(exc).__name__}: {exc}"
+    counts: dict[str, float] = {}
+    for line in exposition.splitlines():
+        match = re.match(r'fraud_scorer_degraded_total\{reason="([^"]+)"\} (\S+)', line)
+        if match:
+            counts[match[1]] = counts.get(match[1], 0.0) + float(match[2])
+    return counts
+
+
 def decision_log_stats(server_log: str) -> list[dict[str, int]]:
     """What each worker's decision log says at shutdown (appended, delivered, dropped)."""
     import ast
@@ -224,13 +267,49 @@ def row(endpoint: str, rate: Any, figures: dict[str, Any]) -> dict[str, Any]:
         "send_lag_p99_ms": figures.get("send_lag_p99_ms"),
         "statuses": figures.get("statuses"),
         "server_cpu_ms_per_req": figures.get("server_cpu_ms_per_req"),
+        "server_runqueue_wait_ms_per_req": figures.get("server_runqueue_wait_ms_per_req"),
         "loadavg_1m": figures.get("loadavg_1m"),
     }
 
 
+@contextlib.contextmanager
+def private_redis(folder: Path) -> Iterator[str]:
+    """A ``redis-server`` of this run only (free port, no persistence): the shared benchmark
+    database (6379/9) is flushed by whichever other benchmark starts meanwhile, which left a
+    run scoring half its requests without features."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is not installed")
+    port = free_port()
+    folder.mkdir(parents=True, exist_ok=True)
+    command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+    command += ["--appendonly", "no", "--dir", str(folder)]
+    with (folder / "redis.log").open("wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                redis_client(url).close()
+                break
+            except SystemExit:  # redis_client's "not reachable": not up yet
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"redis-server did not start; see {folder}") from None
+                time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
 def run(args: argparse.Namespace, tmp: Path) -> tuple[dict[str, Any], list[str]]:
-    client = redis_client()
-    client.flushdb()
+    with private_redis(tmp / "redis") as redis_url:
+        return _run(args, tmp, redis_url)
+
+
+def _run(args: argparse.Namespace, tmp: Path, redis_url: str) -> tuple[dict[str, Any], list[str]]:
+    client = redis_client(redis_url)
     mix = request_mix(2_000)
     written = write_features(client, mix, datetime.now(UTC) - timedelta(minutes=5))
     bodies = tmp / "score.jsonl"
@@ -250,7 +329,7 @@ def run(args: argparse.Namespace, tmp: Path) -> tuple[dict[str, Any], list[str]]
     start_broker(broker)
     ensure_topics(broker.bootstrap, [SCORES], partitions=2, retention_ms=600_000)
     try:
-        server = start_server(registered, BENCH_REDIS_URL, "load", broker.bootstrap, workers=None)
+        server = start_server(registered, redis_url, "load", broker.bootstrap, workers=None)
     except BaseException:
         stop_broker(broker)
         raise
@@ -290,9 +369,14 @@ def run(args: argparse.Namespace, tmp: Path) -> tuple[dict[str, Any], list[str]]
         """``drive`` plus the server's CPU per request sent (robust to a noisy machine: the
         neighbours' load shows in latency, not in our CPU) and the load average after."""
         cpu = server_cpu_s(server.process.pid)
+        waited = server_runqueue_wait_s(server.process.pid)
         figures = drive(url, body_file, **kwargs)
         used = server_cpu_s(server.process.pid) - cpu
+        waited = server_runqueue_wait_s(server.process.pid) - waited
         figures["server_cpu_ms_per_req"] = round(used * 1000 / max(figures["sent"], 1), 3)
+        figures["server_runqueue_wait_ms_per_req"] = round(
+            waited * 1000 / max(figures["sent"], 1), 3
+        )
         figures["loadavg_1m"] = round(os.getloadavg()[0], 2)
         return figures
 
@@ -344,10 +428,10 @@ def run(args: argparse.Namespace, tmp: Path) -> tuple[dict[str, Any], list[str]]
                 soak_rss_mb_end=rss_end,
                 soak_rss_growth=round(total_end / total_start - 1, 4) if total_start else None,
             )
+        results["degraded_answers"] = degraded_answers(server.url)
     finally:
         stop_server(server)
         stop_broker(broker)
-        client.flushdb()
         client.close()
     results["decision_log_per_worker"] = decision_log_stats(server.log_tail(1_000_000))
     if results["p50_ms"] and results["ping_p50_ms"]:
@@ -355,14 +439,15 @@ def run(args: argparse.Namespace, tmp: Path) -> tuple[dict[str, Any], list[str]]
     lines.append(
         f"{'endpoint':24s} {'rate':>6s} {'sent':>7s} {'ok':>7s} {'shed':>6s} {'err':>6s} "
         f"{'goodput':>8s} {'p50':>8s} {'p99':>8s} {'p99.9':>8s} {'lag99':>7s} {'cpu/req':>7s} "
-        f"{'load':>5s}"
+        f"{'rqwait':>7s} {'load':>5s}"
     )
     for r in table:
         lines.append(
             f"{r['endpoint']:24s} {r['rate']!s:>6s} {r['sent']:>7} {r['ok']:>7} {r['shed']:>6} "
             f"{r['errors']:>6} {r['goodput_rps']!s:>8s} {r['p50_ms']!s:>8s} {r['p99_ms']!s:>8s} "
             f"{r['p999_ms']!s:>8s} {r['send_lag_p99_ms']!s:>7s} "
-            f"{r['server_cpu_ms_per_req']!s:>7s} {r['loadavg_1m']!s:>5s}"
+            f"{r['server_cpu_ms_per_req']!s:>7s} {r['server_runqueue_wait_ms_per_req']!s:>7s} "
+            f"{r['loadavg_1m']!s:>5s}"
         )
     results["table"] = table
     return results, lines
