@@ -6,6 +6,8 @@ from pathlib import Path
 from dagster_dbt import DbtProject
 
 DBT_PROJECT_DIR = Path(__file__).resolve().parents[3] / "dbt_project"
+# Folders of the project that dbt writes, not sources of the manifest.
+_GENERATED = {"target", "logs", "dbt_packages"}
 
 
 def dbt_executable() -> str:
@@ -14,5 +16,20 @@ def dbt_executable() -> str:
     return str(beside) if beside.exists() else "dbt"
 
 
+def manifest_is_stale(project: DbtProject) -> bool:
+    """True when ``manifest.json`` is missing or older than a file of the project."""
+    if not project.manifest_path.exists():
+        return True
+    built = project.manifest_path.stat().st_mtime
+    for path in Path(project.project_dir).rglob("*"):
+        parts = path.relative_to(project.project_dir).parts
+        if parts[0] not in _GENERATED and path.is_file() and path.stat().st_mtime > built:
+            return True
+    return False
+
+
 dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
-dbt_project.prepare_if_dev()
+# Under ``dagster dev`` every process that loads the code location (the code server, and every
+# run worker) would run ``dbt parse`` (several seconds): only when the models changed.
+if manifest_is_stale(dbt_project):
+    dbt_project.prepare_if_dev()
