@@ -213,8 +213,11 @@ def run_profile(instance: Any, record: Any) -> dict[str, Any]:
     starts: dict[str, float] = {}
     worker: dict[str, float] = {}
     compute: dict[str, float] = {}
+    enqueued = record.create_timestamp.timestamp()
     for entry in instance.all_logs(run.run_id):
         event = entry.dagster_event
+        if event is not None and event.event_type == dg.DagsterEventType.RUN_ENQUEUED:
+            enqueued = entry.timestamp
         if event is None or event.step_key is None:
             continue
         kind = event.event_type
@@ -231,6 +234,8 @@ def run_profile(instance: Any, record: Any) -> dict[str, Any]:
         "status": run.status.value,
         "created": record.create_timestamp.timestamp(),
         "launch_s": (record.start_time or 0) - record.create_timestamp.timestamp(),
+        # run created -> queued: the execution plan and one "planned" event per asset and check
+        "create_s": enqueued - record.create_timestamp.timestamp(),
         "wall_s": (record.end_time or 0) - (record.start_time or 0),
         "steps": len(starts),
         "step_launch_s_sum": sum(overhead.values()),
@@ -254,6 +259,7 @@ def round_profile(instance: Any, published_unix: float) -> dict[str, Any]:
     out: dict[str, Any] = {
         "sensor_s": round(ingest["created"] - published_unix, 2),
         "ingest_launch_s": round(ingest["launch_s"], 2),
+        "ingest_create_s": round(ingest["create_s"], 2),
         "ingest_wall_s": round(ingest["wall_s"], 2),
         "ingest_steps": ingest["steps"],
         "ingest_step_launch_s": round(ingest["step_launch_s_sum"], 2),
@@ -271,6 +277,7 @@ def round_profile(instance: Any, published_unix: float) -> dict[str, Any]:
             {
                 "refresh_sensor_s": round(refresh["created"] - ingest["end"], 2),
                 "refresh_launch_s": round(refresh["launch_s"], 2),
+                "refresh_create_s": round(refresh["create_s"], 2),
                 "refresh_wall_s": round(refresh["wall_s"], 2),
                 "refresh_steps": refresh["steps"],
                 "refresh_step_launch_s": round(refresh["step_launch_s_sum"], 2),
@@ -297,6 +304,13 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--dagster-storage",
+        choices=["sqlite", "postgres"],
+        default="sqlite",
+        help="Dagster's own storage: SQLite under DAGSTER_HOME (the default instance) or a "
+        "private PostgreSQL database (FRAUD_PLATFORM_DAGSTER_PG_URL, as in production)",
+    )
     args = parser.parse_args()
     plan = QUICK if args.quick else FULL
     rounds = args.rounds or plan.rounds
@@ -317,6 +331,10 @@ def main() -> int:
         }
     )
     os.environ.pop("FRAUD_PLATFORM_DAGSTER_PG_URL", None)
+    databases = [database]
+    if args.dagster_storage == "postgres":
+        databases.append(f"{database}_dagster")
+        os.environ["FRAUD_PLATFORM_DAGSTER_PG_URL"] = f"{PG_SERVER}/{databases[1]}"
     from fraud_platform.lib.contracts.events import ALL_TOPICS
     from fraud_platform.lib.features.catalog import USER_TXN_VELOCITY
     from fraud_platform.lib.features.online.layout import online_key, to_micros
@@ -331,7 +349,8 @@ def main() -> int:
 
     redis = redis_client()
     redis.flushdb()
-    admin_pg(f"CREATE DATABASE {database}")
+    for name in databases:
+        admin_pg(f"CREATE DATABASE {name}")
     spec = BrokerSpec("noida", free_port(), tmp / "broker")
     dev: DagsterDev | None = None
     try:
@@ -400,6 +419,7 @@ def main() -> int:
         split = median_split(profiles)
         results = {
             "quick": args.quick,
+            "dagster_storage": args.dagster_storage,
             "rounds": rounds,
             "events_per_round": plan.per_round,
             "history_days": plan.days,
@@ -418,15 +438,22 @@ def main() -> int:
         }
         emit(results)
         return 0
+    except BaseException:
+        if dev is not None:  # the temp dir goes: keep the log of a failed run
+            kept = Path(tempfile.gettempdir()) / f"sensor_freshness_{os.getpid()}.log"
+            kept.write_bytes(dev.log_path.read_bytes())
+            say(f"failed; dagster dev's log kept at {kept}")
+        raise
     finally:
         if dev is not None:
             dev.stop()
         stop_broker(spec)
         redis.flushdb()
-        try:
-            admin_pg(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
-        except Exception as exc:  # noqa: BLE001 - report, the temp data is still removed
-            say(f"could not drop {database}: {exc}")
+        for name in databases:
+            try:
+                admin_pg(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            except Exception as exc:  # noqa: BLE001 - report, the temp data is still removed
+                say(f"could not drop {name}: {exc}")
         subprocess.run(["rm", "-rf", str(tmp)], check=False)
 
 

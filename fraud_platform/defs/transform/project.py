@@ -1,5 +1,7 @@
 """The dbt project's location, set in one place."""
 
+import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -8,6 +10,7 @@ from dagster_dbt import DbtProject
 DBT_PROJECT_DIR = Path(__file__).resolve().parents[3] / "dbt_project"
 # Folders of the project that dbt writes, not sources of the manifest.
 _GENERATED = {"target", "logs", "dbt_packages"}
+PARTIAL_PARSE = "partial_parse.msgpack"
 
 
 def dbt_executable() -> str:
@@ -26,6 +29,22 @@ def manifest_is_stale(project: DbtProject) -> bool:
         if parts[0] not in _GENERATED and path.is_file() and path.stat().st_mtime > built:
             return True
     return False
+
+
+def keep_partial_parse(run_target: Path, project: DbtProject) -> None:
+    """Make the partial-parse state of a finished dbt run the project's.
+
+    dagster-dbt runs dbt in a fresh target folder seeded with the project's
+    ``partial_parse.msgpack``; dbt reparses everything when that file was written under another
+    profile (the warehouse path is part of it: ``dbt parse`` at set-up runs with the defaults).
+    Kept here, the next run in the same environment parses only what changed."""
+    source = Path(run_target) / PARTIAL_PARSE
+    if not source.exists():
+        return
+    destination = Path(project.project_dir) / project.target_path / PARTIAL_PARSE
+    staged = destination.with_name(f"{PARTIAL_PARSE}.{os.getpid()}")
+    shutil.copyfile(source, staged)
+    os.replace(staged, destination)  # atomic: a concurrent run copies the old or the new file
 
 
 dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
