@@ -1,6 +1,11 @@
 """The batch path through the sensors: published event -> bronze row -> online feature row.
 
     .venv/bin/python benchmarks/sensor_freshness.py [--quick] [--rounds N]
+        [--dagster-storage sqlite|postgres]
+
+--quick: 2 days of history (60 users), 3 rounds of 5 transactions (~4-7 min on 2 shared
+cores, most of it dagster dev's start-up and the warm-up); full: 7 days (400 users), 8 rounds
+of 20. Last line: one JSON object with publish_to_bronze_p95_s and publish_to_online_p95_s.
 
 Starts its own noida broker (free port), a private PostgreSQL database for the profiles source,
 a data directory and DAGSTER_HOME under a temp dir, Redis database 9, and ``dagster dev`` (free
