@@ -51,6 +51,9 @@ INGEST_JOB = "ingest_job"
 DECISION_LOG_JOB = "decision_log_job"
 FEATURE_REFRESH_JOB = "feature_refresh_job"
 RETRAIN_JOB = "retrain_job"
+# Runs with the same value of this tag run one at a time (the QueuedRunCoordinator's tag
+# concurrency limit, ``tools/instance.py``); later ones wait in the queue.
+RUN_QUEUE_TAG = "fraud_platform/run_queue"
 
 
 def feature_table(versioned_group_name: str) -> str:

@@ -7,17 +7,39 @@ from pathlib import Path
 
 import yaml
 
+from fraud_platform import names
 from fraud_platform.settings import Settings
 
 PG_URL_VARIABLE = "FRAUD_PLATFORM_DAGSTER_PG_URL"
+MAX_CONCURRENT_RUNS = 4
 
 
 def dagster_yaml(settings: Settings) -> dict:
     config: dict = {
+        # Sensor and UI runs wait in a queue: at most MAX_CONCURRENT_RUNS at once, and one at a
+        # time per value of RUN_QUEUE_TAG (ingestion, feature refresh), so a burst of arrivals
+        # cannot start runs that fight for 2 cores and the same Delta tables. The queue is read
+        # every second and runs are launched from threads: launching one waits until its run
+        # worker has imported the code location.
         "run_coordinator": {
             "module": "dagster._core.run_coordinator",
-            "class": "DefaultRunCoordinator",
+            "class": "QueuedRunCoordinator",
+            "config": {
+                "max_concurrent_runs": MAX_CONCURRENT_RUNS,
+                "tag_concurrency_limits": [
+                    {
+                        "key": names.RUN_QUEUE_TAG,
+                        "value": {"applyLimitPerUniqueValue": True},
+                        "limit": 1,
+                    }
+                ],
+                "dequeue_interval_seconds": 1,
+                "dequeue_use_threads": True,
+                "dequeue_num_workers": 2,
+            },
         },
+        # each sensor in its own thread: a slow one does not delay the arrivals sensor
+        "sensors": {"use_threads": True, "num_workers": 4},
         "telemetry": {"enabled": False},
     }
     if settings.dagster_postgres_url:

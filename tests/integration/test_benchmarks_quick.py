@@ -115,3 +115,12 @@ def test_benchmark_dbt_incremental_quick_equals_full_refresh() -> None:
     assert figures["equal"] is True
     assert figures["history_events"] > 0 and figures["new_events"] > 0
     assert figures["full_s"] > 0 and figures["incremental_s"] > 0
+
+
+def test_benchmark_sensor_freshness_quick_brings_every_round_online() -> None:
+    # dagster dev + the sensors end to end; ~3 min on an idle 2-core machine
+    figures = _run("sensor_freshness", timeout_s=1500)
+    assert figures["rounds"] == len(figures["publish_to_online_s"]) >= 3
+    assert 0 < figures["publish_to_bronze_p95_s"] <= figures["publish_to_online_p95_s"]
+    split = figures["split_median_s"]
+    assert split["ingest_steps"] > 0 and split["refresh_steps"] > 0  # the sensors launched runs

@@ -16,6 +16,10 @@ feature_refresh_job = dg.define_asset_job(
         "Recompute a range of daily feature partitions (one step per group) and refresh the "
         "online store."
     ),
+    # one process for the whole run (see ingest_job); refresh runs write the same Delta
+    # partitions, so they run one at a time
+    executor_def=dg.in_process_executor,
+    tags={names.RUN_QUEUE_TAG: names.FEATURE_REFRESH_JOB},
 )
 
 
@@ -48,6 +52,7 @@ def stale_partition_range(first_new: str | None, today: str) -> tuple[str, str]:
     run_status=dg.DagsterRunStatus.SUCCESS,
     request_job=feature_refresh_job,
     default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=5,  # Dagster's default, 30 s, would be most of the budget
 )
 def stale_feature_partitions_sensor(
     context: dg.RunStatusSensorContext,

@@ -1,11 +1,16 @@
 """The dbt project's location, set in one place."""
 
+import os
+import shutil
 import sys
 from pathlib import Path
 
 from dagster_dbt import DbtProject
 
 DBT_PROJECT_DIR = Path(__file__).resolve().parents[3] / "dbt_project"
+# Folders of the project that dbt writes, not sources of the manifest.
+_GENERATED = {"target", "logs", "dbt_packages"}
+PARTIAL_PARSE = "partial_parse.msgpack"
 
 
 def dbt_executable() -> str:
@@ -14,5 +19,36 @@ def dbt_executable() -> str:
     return str(beside) if beside.exists() else "dbt"
 
 
+def manifest_is_stale(project: DbtProject) -> bool:
+    """True when ``manifest.json`` is missing or older than a file of the project."""
+    if not project.manifest_path.exists():
+        return True
+    built = project.manifest_path.stat().st_mtime
+    for path in Path(project.project_dir).rglob("*"):
+        parts = path.relative_to(project.project_dir).parts
+        if parts[0] not in _GENERATED and path.is_file() and path.stat().st_mtime > built:
+            return True
+    return False
+
+
+def keep_partial_parse(run_target: Path, project: DbtProject) -> None:
+    """Make the partial-parse state of a finished dbt run the project's.
+
+    dagster-dbt runs dbt in a fresh target folder seeded with the project's
+    ``partial_parse.msgpack``; dbt reparses everything when that file was written under another
+    profile (the warehouse path is part of it: ``dbt parse`` at set-up runs with the defaults).
+    Kept here, the next run in the same environment parses only what changed."""
+    source = Path(run_target) / PARTIAL_PARSE
+    if not source.exists():
+        return
+    destination = Path(project.project_dir) / project.target_path / PARTIAL_PARSE
+    staged = destination.with_name(f"{PARTIAL_PARSE}.{os.getpid()}")
+    shutil.copyfile(source, staged)
+    os.replace(staged, destination)  # atomic: a concurrent run copies the old or the new file
+
+
 dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
-dbt_project.prepare_if_dev()
+# Under ``dagster dev`` every process that loads the code location (the code server, and every
+# run worker) would run ``dbt parse`` (several seconds): only when the models changed.
+if manifest_is_stale(dbt_project):
+    dbt_project.prepare_if_dev()

@@ -1,0 +1,100 @@
+"""The sensor-driven path is cheap to launch: in-process jobs, a queue with one run at a time per
+kind, no pile-up of runs that have not started, and no ``dbt parse`` per run worker."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from dagster_dbt import DbtProject
+
+from fraud_platform import names
+from fraud_platform.defs.ingestion.assets import waiting_run
+from fraud_platform.defs.transform.project import manifest_is_stale
+from fraud_platform.lib.features.catalog import FEATURE_GROUPS
+from fraud_platform.settings import Settings
+from fraud_platform.tools.instance import MAX_CONCURRENT_RUNS, prepare_dagster_home
+from fraud_platform.tools.pipeline import load_definitions, prepare_dbt_manifest
+
+EVENT_DRIVEN_JOBS = (names.INGEST_JOB, names.DECISION_LOG_JOB, names.FEATURE_REFRESH_JOB)
+
+
+def test_event_driven_jobs_run_in_process_and_carry_their_queue_tag() -> None:
+    prepare_dbt_manifest()
+    defs = load_definitions()
+    for name in EVENT_DRIVEN_JOBS:
+        job = defs.resolve_job_def(name)
+        assert job.executor_def.name == dg.in_process_executor.name, name
+        assert job.tags[names.RUN_QUEUE_TAG] == name
+
+
+def test_feature_checks_run_in_the_assets_own_step() -> None:
+    prepare_dbt_manifest()
+    graph = load_definitions().resolve_asset_graph()
+    for group in FEATURE_GROUPS:
+        key = dg.AssetKey(["features", group.versioned_name])
+        check = dg.AssetCheckKey(key, f"{group.name}_has_no_null_keys")
+        assert check in graph.get(key).assets_def.check_keys, check  # the asset's op yields it
+
+
+def test_instance_queues_runs_one_at_a_time_per_queue_tag(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("FRAUD_PLATFORM_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("FRAUD_PLATFORM_DAGSTER_PG_URL", raising=False)
+    home = prepare_dagster_home(Settings.from_env())
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        coordinator = instance.run_coordinator
+        assert type(coordinator).__name__ == "QueuedRunCoordinator"
+        assert coordinator.dequeue_interval_seconds == 1
+        limits = coordinator.get_run_queue_config()
+        assert limits.max_concurrent_runs == MAX_CONCURRENT_RUNS
+        assert {
+            "key": names.RUN_QUEUE_TAG,
+            "value": {"applyLimitPerUniqueValue": True},
+            "limit": 1,
+        } in limits.tag_concurrency_limits
+
+
+@dg.op
+def _noop() -> None:
+    pass
+
+
+@dg.job(name=names.INGEST_JOB)
+def _ingest_stand_in() -> None:
+    _noop()
+
+
+def test_waiting_run_is_a_queued_or_starting_run_of_the_job() -> None:
+    job = _ingest_stand_in
+    with dg.DagsterInstance.ephemeral() as instance:
+        instance.create_run_for_job(job, status=dg.DagsterRunStatus.SUCCESS)
+        assert waiting_run(instance, names.INGEST_JOB) is None
+        # (a QUEUED run needs a code location's origin; STARTING is the same rule)
+        starting = instance.create_run_for_job(job, status=dg.DagsterRunStatus.STARTING)
+        assert waiting_run(instance, names.INGEST_JOB) == starting.run_id
+        assert waiting_run(instance, names.DECISION_LOG_JOB) is None
+
+
+def test_manifest_is_stale_only_when_a_project_file_is_newer(tmp_path: Path) -> None:
+    (tmp_path / "dbt_project.yml").write_text("name: demo\nprofile: demo\n")
+    (tmp_path / "models").mkdir()
+    model = tmp_path / "models" / "m.sql"
+    model.write_text("select 1 as x\n")
+    project = DbtProject(project_dir=tmp_path)
+    assert manifest_is_stale(project)  # no manifest yet
+    (tmp_path / "target").mkdir()
+    project.manifest_path.write_text("{}")
+    past = time.time() - 60
+    os.utime(model, (past, past))
+    os.utime(tmp_path / "dbt_project.yml", (past, past))
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "dbt.log").write_text("written by dbt after the manifest")
+    assert not manifest_is_stale(project)
+    model.write_text("select 2 as x\n")  # edited after the last parse
+    assert manifest_is_stale(project)
