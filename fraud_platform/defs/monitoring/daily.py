@@ -12,7 +12,7 @@ Each drift asset carries its checks (a ``Verdict``: status, metadata and plot ag
 "drift over time" plot of every day computed so far.
 """
 
-from datetime import date
+from datetime import date, timedelta
 
 import dagster as dg
 import polars as pl
@@ -22,16 +22,14 @@ from fraud_platform.defs.monitoring.assets import (
     FEATURES,
     TRAINING_PROFILE_FILE,
     DriftConfig,
-    feature_drift_plot,
-    judge_feature_drift,
     served_features,
 )
 from fraud_platform.defs.monitoring.verdicts import check_result
 from fraud_platform.lib import plots
-from fraud_platform.lib.monitoring import charts
+from fraud_platform.lib.monitoring import charts, recent_drift
 from fraud_platform.lib.monitoring.daily_tables import DATE_COLUMN, read_days, write_day
 from fraud_platform.lib.monitoring.decisions import read_decisions, without_outages
-from fraud_platform.lib.monitoring.drift import drift_report
+from fraud_platform.lib.monitoring.drift import DriftReport, drift_report
 from fraud_platform.lib.monitoring.prediction_drift import (
     decision_counts,
     decision_rate_drift,
@@ -39,7 +37,7 @@ from fraud_platform.lib.monitoring.prediction_drift import (
 )
 from fraud_platform.lib.monitoring.profiles import profile_frame, read_profile, write_profile
 from fraud_platform.lib.monitoring.reference import validation_reference
-from fraud_platform.lib.monitoring.verdict import NOT_JUDGED, judge, not_judged
+from fraud_platform.lib.monitoring.verdict import NOT_JUDGED, Verdict, judge, not_judged
 from fraud_platform.lib.storage.delta import DeltaStore
 from fraud_platform.resources import FilesResource, ModelStoreResource
 
@@ -122,6 +120,79 @@ def _over_time(frame: pl.DataFrame, column: str) -> list[float | None]:
     return [None if v is None else float(v) for v in frame[column].to_list()]
 
 
+class DailyDriftConfig(dg.Config):
+    history_days: int = 7
+    """Compare a day with the served traffic of up to this many days before it."""
+    min_history_days: int = 3
+    """With fewer history days (each with min_served_rows) the day is compared with the
+    training reference instead (``reference_*`` thresholds)."""
+    psi_factor: float = recent_drift.FACTOR
+    """A feature's PSI limit: this times the largest PSI of a history day against the others."""
+    floor_psi: float = recent_drift.FLOOR_PSI
+    """No feature's PSI limit is below this."""
+    max_share_drifted: float = 0.1
+    """Fail (ERROR) when more than this share of features moved beyond their limits."""
+    warn_share_drifted: float = 0.05
+    min_served_rows: int = 200
+    """Below this many decisions a day is not judged (and not used as history)."""
+    reference_max_share_drifted: float = DriftConfig().max_share_drifted
+    """Against the training reference (too little history): fail above this share..."""
+    reference_warn_share_drifted: float = DriftConfig().warn_share_drifted
+    """...warn above this one (ageing features drift against a reference a week or two old)."""
+    min_psi: float = DriftConfig().min_psi
+    """Against the training reference: shifts below this PSI do not count."""
+
+
+def served_history(files: FilesResource, day: date, config: DailyDriftConfig) -> list:
+    """The daily profiles of the ``history_days`` before ``day`` with enough decisions."""
+    history = []
+    for back in range(config.history_days, 0, -1):
+        path = files.path(*daily_profile_file(day - timedelta(days=back)))
+        if path.exists():
+            profile = read_profile(path)
+            if profile.rows >= config.min_served_rows:
+                history.append(profile)
+    return history
+
+
+def day_feature_drift(
+    served, history: list, files: FilesResource, config: DailyDriftConfig
+) -> tuple[Verdict, DriftReport, dict]:
+    """(verdict, per-column report, report JSON) of one day: against the served history with
+    calibrated limits when there is enough of it, else against the training reference."""
+    columns = [c for c in FEATURES if c in served.columns]
+    if len(history) >= config.min_history_days:
+        calibrated = recent_drift.calibrated_drift(
+            history,
+            served,
+            [c for c in columns if all(c in h.columns for h in history)],
+            factor=config.psi_factor,
+            floor_psi=config.floor_psi,
+        )
+        verdict = judge(
+            "share_drifted",
+            calibrated.share_drifted,
+            config.max_share_drifted,
+            config.warn_share_drifted,
+        )
+        return verdict, calibrated.report, calibrated.to_dict()
+    reference_path = files.path(*TRAINING_PROFILE_FILE)
+    if not reference_path.exists():
+        raise dg.Failure(
+            f"no training profile at {reference_path}: materialize monitoring/training_profile"
+        )
+    reference = read_profile(reference_path)
+    columns = [c for c in columns if c in reference.columns]
+    report = drift_report(reference, served, columns, min_psi=config.min_psi)
+    verdict = judge(
+        "share_drifted",
+        report.share_drifted,
+        config.reference_max_share_drifted,
+        config.reference_warn_share_drifted,
+    )
+    return verdict, report, {**report.to_dict(), "reference": "training profile"}
+
+
 @dg.asset(
     key=FEATURE_DRIFT_KEY,
     group_name=GROUP,
@@ -133,32 +204,31 @@ def _over_time(frame: pl.DataFrame, column: str) -> list[float | None]:
             FEATURE_DRIFT_CHECK,
             asset=FEATURE_DRIFT_KEY,
             description=(
-                "The day's served features are distributed like the training reference: share "
-                "of drifted features (KS / chi-square with a minimum PSI); WARN above "
-                "warn_share_drifted, FAIL above max_share_drifted; metadata value/threshold."
+                "The day's served features are distributed like those of the days before: "
+                "share of features whose PSI exceeds their own limit (calibrated on the history "
+                "days' day-to-day PSI) with a KS / chi-square p < 0.05; WARN above "
+                "warn_share_drifted, FAIL above max_share_drifted. With fewer than "
+                "min_history_days of history: against the training reference (min PSI, "
+                "reference_* thresholds). Metadata value/threshold."
             ),
         )
     ],
 )
 def daily_feature_drift(
     context: dg.AssetExecutionContext,
-    config: DriftConfig,
+    config: DailyDriftConfig,
     delta: dg.ResourceParam[DeltaStore],
     files: FilesResource,
 ) -> dg.MaterializeResult:
-    """Feature drift of one decision day against the training reference; one row per day in
-    the Delta table monitoring/daily_feature_drift, and the drift-over-time plot of all days."""
+    """Feature drift of one decision day against the served traffic of the days before it
+    (``lib/monitoring/recent_drift.py``: the training reference ages, and its ageing features
+    hid a real switch), or against the training reference while there is too little history;
+    one row per day in the Delta table monitoring/daily_feature_drift, and the drift-over-time
+    plot of all days. Reads the daily profiles of earlier days: materialize days in order."""
     day = partition_day(context)
-    served_path, reference_path = (
-        files.path(*daily_profile_file(day)),
-        files.path(*TRAINING_PROFILE_FILE),
-    )
+    served_path = files.path(*daily_profile_file(day))
     served = read_profile(served_path) if served_path.exists() else None
-    if not reference_path.exists():
-        raise dg.Failure(
-            f"no training profile at {reference_path}: materialize monitoring/training_profile"
-        )
-    report = None
+    report, report_json, history = None, {}, []
     if served is None or served.rows < config.min_served_rows:
         rows = served.rows if served else 0
         verdict = not_judged(
@@ -168,10 +238,9 @@ def daily_feature_drift(
             config.warn_share_drifted,
         )
     else:
-        reference = read_profile(reference_path)
-        columns = [c for c in FEATURES if c in served.columns and c in reference.columns]
-        report = drift_report(reference, served, columns, min_psi=config.min_psi)
-        verdict = judge_feature_drift(report, config)
+        history = served_history(files, day, config)
+        verdict, report, report_json = day_feature_drift(served, history, files, config)
+    reference = report_json.get("reference", "")
     psis = [c.psi for c in report.columns.values() if c.psi is not None] if report else []
     row = pl.DataFrame(
         {
@@ -188,16 +257,16 @@ def daily_feature_drift(
         schema_overrides={"share_drifted": pl.Float64, "max_psi": pl.Float64},
     )
     version = write_day(delta, names.DAILY_FEATURE_DRIFT_TABLE, day, row)
-    history = read_days(delta, names.DAILY_FEATURE_DRIFT_TABLE)
-    days = [d.isoformat() for d in history[DATE_COLUMN].to_list()]
+    table = read_days(delta, names.DAILY_FEATURE_DRIFT_TABLE)
+    days = [d.isoformat() for d in table[DATE_COLUMN].to_list()]
     over_time = charts.over_time_png(
         days,
         {
-            "share of features drifted": _over_time(history, "share_drifted"),
-            "max PSI": _over_time(history, "max_psi"),
+            "share of features drifted": _over_time(table, "share_drifted"),
+            "max PSI": _over_time(table, "max_psi"),
         },
-        thresholds={"fail": config.max_share_drifted, "warn": config.warn_share_drifted},
-        statuses=history["status"].to_list(),
+        thresholds={"fail": verdict.threshold, "warn": verdict.warn_threshold or verdict.threshold},
+        statuses=table["status"].to_list(),
         title=f"Feature drift over time ({len(days)} days); {day}: {verdict.summary}",
         ylabel="share drifted / max PSI",
     )
@@ -206,14 +275,20 @@ def daily_feature_drift(
         "drifted_columns": dg.MetadataValue.json(report.drifted_columns if report else []),
         "columns_compared": len(report.columns) if report else 0,
         "served_rows": served.rows if served else 0,
-        "min_psi": config.min_psi,
+        "reference": reference,
+        "history_days": len(history),
+        "decision_date": day.isoformat(),
     }
-    day_plot = feature_drift_plot(report, verdict, day.isoformat()) if report else None
+    day_plot = (
+        charts.feature_drift_png(report_json, f"{day} vs {reference}: {verdict.summary}")
+        if report
+        else None
+    )
     check = check_result(
         verdict,
         check_name=FEATURE_DRIFT_CHECK,
         asset_key=FEATURE_DRIFT_KEY,
-        metadata={**figures, "report": dg.MetadataValue.json(report.to_dict() if report else {})},
+        metadata={**figures, "report": dg.MetadataValue.json(report_json)},
         plot=day_plot,
     )
     metadata = {
