@@ -29,7 +29,12 @@ RECOVERY_RUN_CONFIG = {
     "ops": {
         "training__fraud_training_set": {"config": {"maturity_days": 3.0}},
         "models__fraud_catboost": {
-            "config": {"test_days": 2.0, "validation_days": 1.5, "gap_days": 0.25}
+            "config": {
+                "test_days": 2.0,
+                "validation_days": 1.5,
+                "gap_days": 0.25,
+                "refit": True,
+            }
         },
     }
 }
