@@ -182,4 +182,3 @@ def models_backtest(
             delta, result.scores, list(result.models), range_start, range_end
         )
         typer.echo(f"scores written to {serving.BACKTEST_SCORES_TABLE} (Delta version {version})")
-

@@ -275,9 +275,7 @@ def run_demo(settings: Settings, config: DemoConfig) -> dict[str, Any]:
         defs=defs,
         on_progress=_say,
         log_dir=log_dir,
-        asset_config=None
-        if profiles
-        else {names.PROFILES_TABLE: {"when_unreachable": "skip"}},
+        asset_config=None if profiles else {names.PROFILES_TABLE: {"when_unreachable": "skip"}},
     )
 
     _say("starting the scoring service ...")
@@ -376,7 +374,9 @@ def _print_summary(summary: dict[str, Any], path: Path) -> None:
     _say(
         f"held-out replay: {summary['scored']:,} scored, decisions {summary['decisions']}, degraded {summary['degraded']}"
     )
-    _say(f"  decisions ingested from the scores topic into bronze/scores: {summary['decisions_ingested']:,}")
+    _say(
+        f"  decisions ingested from the scores topic into bronze/scores: {summary['decisions_ingested']:,}"
+    )
     _say(f"  replay AUC {summary['replay_auc']}, AP {summary['replay_average_precision']}")
     _say(
         f"scoring latency (HTTP, client side): p50 {summary['score_p50_ms']} ms, p99 {summary['score_p99_ms']} ms"

@@ -199,7 +199,7 @@ def fraud_catboost(
             MODEL_NAME,
             model,
             metadata=metadata,
-            labels={"feature_service": SERVICE.name, "stage": "heldout"},
+            labels={"feature_service": SERVICE.name, "stage": names.HELDOUT_STAGE},
             run_id=context.run.run_id,
         )
         refitted = refit_on_all(result.trained, frame, log=context.log.info)

@@ -161,6 +161,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
     challenger = store.save_catboost(
         names.MODEL_NAME, challenger_model, metadata=metadata, labels={}
     )
+    # newest, but a refit's held-out twin: never the challenger in shadow
+    store.save_catboost(
+        names.MODEL_NAME, champion_model, metadata=metadata, labels={"stage": names.HELDOUT_STAGE}
+    )
     store.promote(champion)
     resources["model_store"] = ModelStoreResource(
         home=str(root / "bentoml"), delta=resources["delta"]
