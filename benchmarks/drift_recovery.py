@@ -2,8 +2,9 @@
 
     .venv/bin/python benchmarks/drift_recovery.py [--quick] [--seed N]
 
-Simulates ``days`` days (full: 45 days, 1,200 users, switch at day 30; quick: 34 days, 500
-users, switch at day 22) with
+Simulates ``days`` days (full: 45 days, 1,200 users, switch at day 30; quick: 36 days, 500
+users, switch at day 29; both serve the 7 days before the switch, the history the daily drift
+check compares a day with) with
 ``fraud-platform simulate --drift-at``'s drift, on a private broker, data directory, Dagster
 instance and Redis database. The simulation ends at today's UTC midnight, as the demo's does.
 
@@ -13,17 +14,22 @@ is one day around the switch, a few days later on: ``Plan.steps``):
   ``feature_refresh_job`` over the partitions its events made stale (the range
   ``stale_feature_partitions_sensor`` would request, computed with its own functions);
 * the champion scores the step's transactions with ``ScoringModel`` (the service's scoring
-  class) on the point-in-time features (what the online store serves: the skew check proves
-  they are equal); the decisions go through ``DecisionLog`` to the ``scores`` topic and
-  ``decision_log_job`` ingests them; the monitoring assets and checks run on its last day;
+  class) on the point-in-time lookups (each group's raw values known before the transaction,
+  what the online store serves; the service computes the request features from them); the
+  decisions go through ``DecisionLog`` to the ``scores`` topic and ``decision_log_job`` ingests
+  them; ``daily_monitoring_job`` runs on each of the step's days, in order (what
+  ``daily_monitoring_schedule`` runs each night);
 * ``retrain_on_drift_sensor`` is evaluated (``dg.build_sensor_context``) and its run request,
   with its run config, runs ``retrain_job``; ``retrain_schedule``'s ``retrain_job`` (daily
   defaults) runs after every step in full mode (once per step, not per day: the machine is
-  small); quick mode runs only the drift-triggered retrains, and its first training uses the
-  drift retrain's shorter split (34 days hold too little history for the daily split);
+  small); quick mode runs only the sensor's retrains; the first training uses the drift
+  retrain's split (22 days hold too little history for the daily split);
 * ``run_records_sensor`` is evaluated after every run.
 
-Figures: detect_days (simulated days of drifted traffic until a drift check failed), AP on the
+``--control``: the same simulation and steps without the switch (no drift check may fail).
+
+Figures: detect_days (days of drifted traffic up to and including the first day a daily drift
+check FAILed; WARN is reported, not counted), per_day (each monitored day's checks), AP on the
 post-switch test window (the last ``test_days``, ground-truth labels) of the pre-drift champion
 (stale), of the champion at the start of the window (retrained) and of a model trained with
 the ground truth of every transaction before the window (ceiling); recovery_ratio =
@@ -67,7 +73,7 @@ class Plan:
 FULL = Plan(days=45, drift_at=30, users=1200,
             steps=((23, 30), (30, 31), (31, 34), (34, 37), (37, 42)),
             schedule_retrain=True, initial_recovery_split=True)  # fmt: skip
-QUICK = Plan(days=34, drift_at=25, users=500, steps=((22, 25), (25, 26), (26, 31)),
+QUICK = Plan(days=36, drift_at=29, users=500, steps=((22, 29), (29, 30), (30, 33)),
              schedule_retrain=False, initial_recovery_split=True)  # fmt: skip
 
 
