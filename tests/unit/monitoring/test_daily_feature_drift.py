@@ -68,17 +68,17 @@ def history(days: int) -> dict[date, pl.DataFrame]:
 def test_a_normal_day_passes_against_its_history_although_a_feature_ages(
     files: FilesResource, tmp_path: Path
 ) -> None:
-    target = FIRST + timedelta(days=5)
-    days = {**history(5), target: traffic(99, age=15)}
+    target = FIRST + timedelta(days=7)
+    days = {**history(7), target: traffic(99, age=17)}
     check, meta = judge(files, tmp_path, days, target)
     assert check.passed and meta["status"] == "PASS", meta["summary"]
-    assert meta["reference"] == "served traffic of the 5 previous days"
-    assert meta["threshold"] == 0.1 and meta["history_days"] == 5
+    assert meta["reference"] == "served traffic of the 7 previous days"
+    assert meta["threshold"] == 0.1 and meta["history_days"] == 7
 
 
 def test_a_switch_fails_on_its_first_day(files: FilesResource, tmp_path: Path) -> None:
-    target = FIRST + timedelta(days=5)
-    days = {**history(5), target: traffic(99, age=15, switched=True)}
+    target = FIRST + timedelta(days=7)
+    days = {**history(7), target: traffic(99, age=17, switched=True)}
     check, meta = judge(files, tmp_path, days, target)
     assert not check.passed and meta["status"] == "FAIL", meta["summary"]
     assert check.severity == dg.AssetCheckSeverity.ERROR
@@ -86,13 +86,13 @@ def test_a_switch_fails_on_its_first_day(files: FilesResource, tmp_path: Path) -
     assert meta["value"] > meta["threshold"] and f"fail > {meta['threshold']}" in meta["summary"]
 
 
-def test_too_little_history_falls_back_to_the_training_reference(
+def test_less_than_a_week_of_history_falls_back_to_the_training_reference(
     files: FilesResource, tmp_path: Path
 ) -> None:
-    target = FIRST + timedelta(days=2)
-    days = {**history(2), target: traffic(99, age=12)}
+    target = FIRST + timedelta(days=6)
+    days = {**history(6), target: traffic(99, age=16)}
     check, meta = judge(files, tmp_path, days, target)
-    assert meta["reference"] == "training profile" and meta["history_days"] == 2
+    assert meta["reference"] == "training profile" and meta["history_days"] == 6
     assert meta["threshold"] == 0.3  # the training reference's own (wider) threshold
     # the ageing feature drifts against a reference weeks old: shown, judged by that threshold
     assert "merchant_txn_count_30d" in meta["drifted_columns"]
