@@ -2,8 +2,9 @@
 
     .venv/bin/python benchmarks/drift_recovery.py [--quick] [--seed N]
 
-Simulates ``days`` days (full: 45 days, 1,200 users, switch at day 30; quick: 34 days, 500
-users, switch at day 22) with
+Simulates ``days`` days (full: 45 days, 1,200 users, switch at day 30; quick: 36 days, 500
+users, switch at day 29; both serve the 7 days before the switch, the history the daily drift
+check compares a day with) with
 ``fraud-platform simulate --drift-at``'s drift, on a private broker, data directory, Dagster
 instance and Redis database. The simulation ends at today's UTC midnight, as the demo's does.
 
@@ -13,17 +14,22 @@ is one day around the switch, a few days later on: ``Plan.steps``):
   ``feature_refresh_job`` over the partitions its events made stale (the range
   ``stale_feature_partitions_sensor`` would request, computed with its own functions);
 * the champion scores the step's transactions with ``ScoringModel`` (the service's scoring
-  class) on the point-in-time features (what the online store serves: the skew check proves
-  they are equal); the decisions go through ``DecisionLog`` to the ``scores`` topic and
-  ``decision_log_job`` ingests them; the monitoring assets and checks run on its last day;
+  class) on the point-in-time lookups (each group's raw values known before the transaction,
+  what the online store serves; the service computes the request features from them); the
+  decisions go through ``DecisionLog`` to the ``scores`` topic and ``decision_log_job`` ingests
+  them; ``daily_monitoring_job`` runs on each of the step's days, in order (what
+  ``daily_monitoring_schedule`` runs each night);
 * ``retrain_on_drift_sensor`` is evaluated (``dg.build_sensor_context``) and its run request,
   with its run config, runs ``retrain_job``; ``retrain_schedule``'s ``retrain_job`` (daily
   defaults) runs after every step in full mode (once per step, not per day: the machine is
-  small); quick mode runs only the drift-triggered retrains, and its first training uses the
-  drift retrain's shorter split (34 days hold too little history for the daily split);
+  small); quick mode runs only the sensor's retrains; the first training uses the drift
+  retrain's split (22 days hold too little history for the daily split);
 * ``run_records_sensor`` is evaluated after every run.
 
-Figures: detect_days (simulated days of drifted traffic until a drift check failed), AP on the
+``--control``: the same simulation and steps without the switch (no drift check may fail).
+
+Figures: detect_days (days of drifted traffic up to and including the first day a daily drift
+check FAILed; WARN is reported, not counted), per_day (each monitored day's checks), AP on the
 post-switch test window (the last ``test_days``, ground-truth labels) of the pre-drift champion
 (stale), of the champion at the start of the window (retrained) and of a model trained with
 the ground truth of every transaction before the window (ceiling); recovery_ratio =
@@ -44,6 +50,8 @@ from pathlib import Path
 from _common import BENCH_REDIS_URL, REPO_ROOT, emit, free_port, redis_client
 
 PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
+# the daily drift checks; "flagged" = FAIL (ERROR severity: what retrain_on_drift_sensor acts on)
+DRIFT_CHECKS = ("daily_features_have_not_drifted", "daily_scores_have_not_drifted")
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
@@ -63,10 +71,14 @@ class Plan:
 
 
 FULL = Plan(days=45, drift_at=30, users=1200,
-            steps=((29, 30), (30, 31), (31, 34), (34, 37), (37, 42)),
-            schedule_retrain=True, initial_recovery_split=False)  # fmt: skip
-QUICK = Plan(days=34, drift_at=22, users=500, steps=((22, 23), (23, 31)),
+            steps=((23, 30), (30, 31), (31, 34), (34, 37), (37, 42)),
+            schedule_retrain=True, initial_recovery_split=True)  # fmt: skip
+QUICK = Plan(days=36, drift_at=29, users=500, steps=((22, 29), (29, 30), (30, 33)),
              schedule_retrain=False, initial_recovery_split=True)  # fmt: skip
+
+
+def flagged(checks: dict[str, dict]) -> bool:
+    return any(c["status"] == "FAIL" for c in checks.values())
 
 
 def say(message: str) -> None:
@@ -131,6 +143,7 @@ class Platform:
         each request is the transaction event as published, its looked-up features the
         point-in-time row of the feature tables."""
         from fraud_platform import names
+        from fraud_platform.lib.features.pit import point_in_time_join
         from fraud_platform.lib.features.services import FRAUD_SCORING_V1 as SERVICE
         from fraud_platform.lib.serving.decision_log import DecisionLog
         from fraud_platform.lib.serving.lookup import Lookup
@@ -139,7 +152,7 @@ class Platform:
             ScoringModel,
             decision_event,
         )
-        from fraud_platform.lib.training.backtest import pit_rows
+        from fraud_platform.lib.training.backtest import in_range
 
         store, delta, warehouse = self.resources()
         tag = store.champion(names.MODEL_NAME)
@@ -150,8 +163,11 @@ class Platform:
         )
         groups = {g.versioned_name: delta.read(names.feature_table(g.versioned_name))
                   for g in SERVICE.groups}  # fmt: skip
-        rows = pit_rows(warehouse.table("fct_transactions"), groups, SERVICE, since, until)
-        lookups = rows.to_dicts()
+        # what the online store serves: each group's values known before the transaction
+        # (raw: last-seen times, profile fields), from which the service computes the request
+        # features itself
+        selected = in_range(warehouse.table("fct_transactions"), since, until)
+        lookups = point_in_time_join(selected, SERVICE.groups, groups).to_dicts()
         published = {t["transaction_id"]: t for t in simulation.transactions
                      if since <= t["event_time"] < until}  # fmt: skip
         txns = [{k: published[row["transaction_id"]].get(k) for k in TRANSACTION_FIELDS}
@@ -172,28 +188,22 @@ class Platform:
         self._run("decision_log_job")
         return len(txns)
 
-    def monitor(self, served_date: date) -> dict[str, bool]:
-        """The monitoring group on the decisions of ``served_date`` (its checks' outcomes)."""
-        days = (datetime.now(UTC).date() - served_date).days + 1
-        job = self.defs.resolve_implicit_global_asset_job_def()
-        graph = self.defs.resolve_asset_graph()
-        keys = [k for k in graph.get_all_asset_keys()
-                if graph.get(k).group_name == "monitoring" and graph.get(k).is_materializable]  # fmt: skip
-        result = job.execute_in_process(
-            instance=self.instance,
-            asset_selection=keys,
-            raise_on_error=False,
-            run_config={
-                **QUIET,
-                "ops": {"monitoring__served_traffic_profile": {"config": {"days": days}}},
-            },
+    def monitor(self, served_date: date) -> dict[str, dict]:
+        """``daily_monitoring_job`` on the partition ``served_date`` (what
+        ``daily_monitoring_schedule`` runs the next night): each check's status and figure."""
+        result = self._run(
+            "daily_monitoring_job", partition_key=served_date.isoformat(), run_config={}
         )
         outcomes = {}
-        for event in result.all_events:
-            if event.event_type_value == "ASSET_CHECK_EVALUATION":
-                data = event.event_specific_data
-                outcomes[data.check_name] = bool(data.passed)
-        self.tick_run_records()
+        for event in result.get_asset_check_evaluations():
+            meta = {k: v.value for k, v in event.metadata.items()}
+            outcomes[event.check_name] = {
+                "status": meta.get("status"),
+                "value": meta.get("value"),
+                "threshold": meta.get("threshold"),
+                "drifted_columns": meta.get("drifted_columns"),
+                "reference": meta.get("reference"),
+            }
         return outcomes
 
     def tick_drift_sensor(self, label: str) -> bool:
@@ -317,6 +327,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--control", action="store_true", help="the same simulation without the drift switch"
+    )
     args = parser.parse_args()
     plan = QUICK if args.quick else FULL
     wall = time.perf_counter()
@@ -347,7 +360,8 @@ def main() -> int:
         today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
         start = today - timedelta(days=plan.days)
         config = SimulationConfig(days=plan.days, users=plan.users, seed=args.seed,
-                                  drift_at=plan.drift_at, start=start)  # fmt: skip
+                                  drift_at=None if args.control else plan.drift_at,
+                                  start=start)  # fmt: skip
         simulation = simulate(config)
         from fraud_platform.tools.demo import seed_simulated_profiles
 
@@ -366,7 +380,7 @@ def main() -> int:
         platform.ingest(simulation, start, platform.day_start(first_step))
         initial = {"run_config": RECOVERY_RUN_CONFIG} if plan.initial_recovery_split else {}
         platform.retrain(str(first_step - 1), trigger="initial", **initial)
-        detect_day, checks_by_day, stale = None, {}, None
+        detect_day, per_day, stale = None, {}, None
         for day, last in plan.steps:
             since, until = platform.day_start(day), platform.day_start(last)
             step = time.perf_counter()
@@ -374,15 +388,17 @@ def main() -> int:
                 stale = platform.resources()[0].champion("fraud_catboost")
             platform.ingest(simulation, since, until)
             served = platform.serve(simulation, since, until)
-            checks = platform.monitor((until - timedelta(days=1)).date())
-            drift_checks = {n: ok for n, ok in checks.items() if "drift" in n}
-            drifted = any(not ok for ok in drift_checks.values())
-            checks_by_day[day] = drift_checks
-            if drifted and day >= plan.drift_at and detect_day is None:
-                detect_day = last
+            for d in range(day, last):
+                checks = platform.monitor(platform.day_start(d).date())
+                per_day[d] = {n: c for n, c in checks.items() if n in DRIFT_CHECKS}
+                if flagged(per_day[d]) and d >= plan.drift_at and detect_day is None:
+                    detect_day = d
+                say(f"day {d}: " + "; ".join(
+                    f"{n} {c['status']} {c['value']} (threshold {c['threshold']}, "
+                    f"{c.get('reference') or 'validation period'})"
+                    for n, c in per_day[d].items()))  # fmt: skip
             label = f"{day}" if last == day + 1 else f"{day}..{last - 1}"
-            say(f"day {label}: served {served}, drift checks {drift_checks} "
-                f"({time.perf_counter() - step:.0f}s)")  # fmt: skip
+            say(f"days {label}: served {served} ({time.perf_counter() - step:.0f}s)")
             platform.tick_drift_sensor(label)
             if plan.schedule_retrain:
                 platform.retrain(label, trigger="schedule",
@@ -394,17 +410,20 @@ def main() -> int:
         ceiling = train_ceiling(platform, simulation, platform.day_start(window))
         aps = window_ap(platform, simulation, platform.day_start(window),
                         platform.day_start(plan.days), [stale, retrained], ceiling)  # fmt: skip
-        pre_switch_alarm = any(
-            not ok for d, c in checks_by_day.items() if d < plan.drift_at for ok in c.values()
-        )
+        switch = plan.days if args.control else plan.drift_at
+        pre_switch_alarm = [d for d, c in per_day.items() if d < switch and flagged(c)]
         results = {
             "quick": args.quick,
             "users": plan.users,
             "days": plan.days,
             "drift_at": plan.drift_at,
             "window_days": plan.days - plan.window,
-            "detect_days": (detect_day - plan.drift_at) if detect_day is not None else None,
-            "false_alarm_before_switch": pre_switch_alarm,
+            "control": args.control,
+            # days of drifted traffic up to and including the first day a drift check failed
+            "detect_days": (detect_day - plan.drift_at + 1) if detect_day is not None else None,
+            "false_alarm_before_switch": bool(pre_switch_alarm),
+            "false_alarm_days": pre_switch_alarm,
+            "monitored_days": len(per_day),
             "stale_champion": stale,
             "retrained_champion": retrained,
             "stale_ap": round(aps[stale], 4),
@@ -415,10 +434,19 @@ def main() -> int:
             "window_rows": aps["rows"],
             "window_frauds": aps["frauds"],
             "retrains": platform.retrains,
+            "per_day": {
+                str(d): {
+                    n: {k: c[k] for k in ("status", "value", "threshold", "reference")}
+                    | ({"drifted": c["drifted_columns"]} if c.get("drifted_columns") else {})
+                    for n, c in checks.items()
+                }
+                for d, checks in sorted(per_day.items())
+            },
             "run_records": platform.run_records,
             "seconds": round(time.perf_counter() - wall, 1),
         }
-        emit(results, [f"drift recovery benchmark ({'quick' if args.quick else 'full'})"])
+        kind = ("quick" if args.quick else "full") + (", control" if args.control else "")
+        emit(results, [f"drift recovery benchmark ({kind})"])
         return 0
     finally:
         stop_broker(spec)

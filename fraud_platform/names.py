@@ -58,3 +58,8 @@ RUN_QUEUE_TAG = "fraud_platform/run_queue"
 
 def feature_table(versioned_group_name: str) -> str:
     return f"features/{versioned_group_name}"
+
+
+# the model-store label ``stage`` of a refit's held-out twin (registered only to defend the refit
+# at the promotion gate)
+HELDOUT_STAGE = "heldout"

@@ -91,9 +91,11 @@ def test_benchmark_drift_recovery_quick_detects_drift_retrains_and_records_runs(
     assert {"detect_days", "stale_ap", "retrained_ap", "ceiling_ap", "recovery_ratio"} <= set(
         figures
     )
-    # The targets (detected within 1 day, recovery >= 0.9) are figures to report, not
-    # assertions: what is asserted is that the loop closed through the platform's own sensors.
-    assert figures["detect_days"] is not None and figures["detect_days"] >= 0
+    # Recovery (>= 0.9 of the ceiling) is a figure to report, not an assertion. Detection is
+    # asserted: the daily feature drift check failed within 2 days of drifted traffic (1 in
+    # every measured run) and on no day before the switch.
+    assert figures["detect_days"] is not None and 1 <= figures["detect_days"] <= 2
+    assert not figures["false_alarm_before_switch"], figures["per_day"]
     drift_retrains = [r for r in figures["retrains"] if r["trigger"] == "drift"]
     assert drift_retrains and all(r["completed"] for r in drift_retrains)
     assert figures["window_frauds"] > 0 and 0 < figures["ceiling_ap"] <= 1

@@ -3,16 +3,19 @@
 Per decision day, each asset reads only that day's partition of ``bronze/scores``:
 
 * ``monitoring/daily_served_profile``: the whylogs profile of the features served and the score;
-* ``monitoring/daily_feature_drift``: that profile against the training reference
-  (``monitoring/training_profile``), one row per day in the Delta table of the same name;
-* ``monitoring/daily_prediction_drift``: the day's scores and decision rates against the served
-  model's validation period, one row per day.
+* ``monitoring/daily_feature_drift``: that profile against the profiles of the served days
+  before it (per-feature limits calibrated on their day-to-day variation,
+  ``lib/monitoring/recent_drift.py``), or against the training reference
+  (``monitoring/training_profile``) while there are fewer than ``min_history_days``; one row per
+  day in the Delta table of the same name;
+* ``monitoring/daily_prediction_drift`` (``prediction.py``): the day's scores and decision rates
+  against the served model's validation period, one row per day.
 
 Each drift asset carries its checks (a ``Verdict``: status, metadata and plot agree) and a
 "drift over time" plot of every day computed so far.
 """
 
-from datetime import date
+from datetime import date, timedelta
 
 import dagster as dg
 import polars as pl
@@ -22,26 +25,18 @@ from fraud_platform.defs.monitoring.assets import (
     FEATURES,
     TRAINING_PROFILE_FILE,
     DriftConfig,
-    feature_drift_plot,
-    judge_feature_drift,
     served_features,
 )
 from fraud_platform.defs.monitoring.verdicts import check_result
 from fraud_platform.lib import plots
-from fraud_platform.lib.monitoring import charts
+from fraud_platform.lib.monitoring import charts, recent_drift
 from fraud_platform.lib.monitoring.daily_tables import DATE_COLUMN, read_days, write_day
 from fraud_platform.lib.monitoring.decisions import read_decisions, without_outages
-from fraud_platform.lib.monitoring.drift import drift_report
-from fraud_platform.lib.monitoring.prediction_drift import (
-    decision_counts,
-    decision_rate_drift,
-    score_drift,
-)
+from fraud_platform.lib.monitoring.drift import DriftReport, drift_report
 from fraud_platform.lib.monitoring.profiles import profile_frame, read_profile, write_profile
-from fraud_platform.lib.monitoring.reference import validation_reference
-from fraud_platform.lib.monitoring.verdict import NOT_JUDGED, judge, not_judged
+from fraud_platform.lib.monitoring.verdict import Verdict, judge, not_judged
 from fraud_platform.lib.storage.delta import DeltaStore
-from fraud_platform.resources import FilesResource, ModelStoreResource
+from fraud_platform.resources import FilesResource
 
 GROUP = "monitoring_daily"
 DECISION_PARTITIONS = dg.DailyPartitionsDefinition(start_date="2024-01-01", end_offset=1)
@@ -51,8 +46,6 @@ TRAINING_PROFILE_KEY = dg.AssetKey(["monitoring", "training_profile"])
 FEATURE_DRIFT_KEY = dg.AssetKey(names.DAILY_FEATURE_DRIFT_TABLE.split("/"))
 PREDICTION_DRIFT_KEY = dg.AssetKey(names.DAILY_PREDICTION_DRIFT_TABLE.split("/"))
 FEATURE_DRIFT_CHECK = "daily_features_have_not_drifted"
-SCORE_DRIFT_CHECK = "daily_scores_have_not_drifted"
-DECISION_RATE_CHECK = "daily_decision_rates_are_stable"
 SCORE_COLUMN = "score"
 
 
@@ -122,6 +115,81 @@ def _over_time(frame: pl.DataFrame, column: str) -> list[float | None]:
     return [None if v is None else float(v) for v in frame[column].to_list()]
 
 
+class DailyDriftConfig(dg.Config):
+    history_days: int = 7
+    """Compare a day with the served traffic of up to this many days before it."""
+    min_history_days: int = 7
+    """With fewer history days (each with min_served_rows) the day is compared with the
+    training reference instead (``reference_*`` thresholds). A full week: traffic has a weekly
+    cycle, and limits calibrated on 3 days failed a normal Monday (full benchmark: the 24-hour
+    counts after a quiet Sunday, 6 of 58 features, share 0.103 > 0.1)."""
+    psi_factor: float = recent_drift.FACTOR
+    """A feature's PSI limit: this times the largest PSI of a history day against the others."""
+    floor_psi: float = recent_drift.FLOOR_PSI
+    """No feature's PSI limit is below this."""
+    max_share_drifted: float = 0.1
+    """Fail (ERROR) when more than this share of features moved beyond their limits."""
+    warn_share_drifted: float = 0.05
+    min_served_rows: int = 200
+    """Below this many decisions a day is not judged (and not used as history)."""
+    reference_max_share_drifted: float = DriftConfig().max_share_drifted
+    """Against the training reference (too little history): fail above this share..."""
+    reference_warn_share_drifted: float = DriftConfig().warn_share_drifted
+    """...warn above this one (ageing features drift against a reference a week or two old)."""
+    min_psi: float = DriftConfig().min_psi
+    """Against the training reference: shifts below this PSI do not count."""
+
+
+def served_history(files: FilesResource, day: date, config: DailyDriftConfig) -> list:
+    """The daily profiles of the ``history_days`` before ``day`` with enough decisions."""
+    history = []
+    for back in range(config.history_days, 0, -1):
+        path = files.path(*daily_profile_file(day - timedelta(days=back)))
+        if path.exists():
+            profile = read_profile(path)
+            if profile.rows >= config.min_served_rows:
+                history.append(profile)
+    return history
+
+
+def day_feature_drift(
+    served, history: list, files: FilesResource, config: DailyDriftConfig
+) -> tuple[Verdict, DriftReport, dict]:
+    """(verdict, per-column report, report JSON) of one day: against the served history with
+    calibrated limits when there is enough of it, else against the training reference."""
+    columns = [c for c in FEATURES if c in served.columns]
+    if len(history) >= config.min_history_days:
+        calibrated = recent_drift.calibrated_drift(
+            history,
+            served,
+            [c for c in columns if all(c in h.columns for h in history)],
+            factor=config.psi_factor,
+            floor_psi=config.floor_psi,
+        )
+        verdict = judge(
+            "share_drifted",
+            calibrated.share_drifted,
+            config.max_share_drifted,
+            config.warn_share_drifted,
+        )
+        return verdict, calibrated.report, calibrated.to_dict()
+    reference_path = files.path(*TRAINING_PROFILE_FILE)
+    if not reference_path.exists():
+        raise dg.Failure(
+            f"no training profile at {reference_path}: materialize monitoring/training_profile"
+        )
+    reference = read_profile(reference_path)
+    columns = [c for c in columns if c in reference.columns]
+    report = drift_report(reference, served, columns, min_psi=config.min_psi)
+    verdict = judge(
+        "share_drifted",
+        report.share_drifted,
+        config.reference_max_share_drifted,
+        config.reference_warn_share_drifted,
+    )
+    return verdict, report, {**report.to_dict(), "reference": "training profile"}
+
+
 @dg.asset(
     key=FEATURE_DRIFT_KEY,
     group_name=GROUP,
@@ -133,32 +201,31 @@ def _over_time(frame: pl.DataFrame, column: str) -> list[float | None]:
             FEATURE_DRIFT_CHECK,
             asset=FEATURE_DRIFT_KEY,
             description=(
-                "The day's served features are distributed like the training reference: share "
-                "of drifted features (KS / chi-square with a minimum PSI); WARN above "
-                "warn_share_drifted, FAIL above max_share_drifted; metadata value/threshold."
+                "The day's served features are distributed like those of the days before: "
+                "share of features whose PSI exceeds their own limit (calibrated on the history "
+                "days' day-to-day PSI) with a KS / chi-square p < 0.05; WARN above "
+                "warn_share_drifted, FAIL above max_share_drifted. With fewer than "
+                "min_history_days of history: against the training reference (min PSI, "
+                "reference_* thresholds). Metadata value/threshold."
             ),
         )
     ],
 )
 def daily_feature_drift(
     context: dg.AssetExecutionContext,
-    config: DriftConfig,
+    config: DailyDriftConfig,
     delta: dg.ResourceParam[DeltaStore],
     files: FilesResource,
 ) -> dg.MaterializeResult:
-    """Feature drift of one decision day against the training reference; one row per day in
-    the Delta table monitoring/daily_feature_drift, and the drift-over-time plot of all days."""
+    """Feature drift of one decision day against the served traffic of the days before it
+    (``lib/monitoring/recent_drift.py``: the training reference ages, and its ageing features
+    hid a real switch), or against the training reference while there is too little history;
+    one row per day in the Delta table monitoring/daily_feature_drift, and the drift-over-time
+    plot of all days. Reads the daily profiles of earlier days: materialize days in order."""
     day = partition_day(context)
-    served_path, reference_path = (
-        files.path(*daily_profile_file(day)),
-        files.path(*TRAINING_PROFILE_FILE),
-    )
+    served_path = files.path(*daily_profile_file(day))
     served = read_profile(served_path) if served_path.exists() else None
-    if not reference_path.exists():
-        raise dg.Failure(
-            f"no training profile at {reference_path}: materialize monitoring/training_profile"
-        )
-    report = None
+    report, report_json, history = None, {}, []
     if served is None or served.rows < config.min_served_rows:
         rows = served.rows if served else 0
         verdict = not_judged(
@@ -168,10 +235,9 @@ def daily_feature_drift(
             config.warn_share_drifted,
         )
     else:
-        reference = read_profile(reference_path)
-        columns = [c for c in FEATURES if c in served.columns and c in reference.columns]
-        report = drift_report(reference, served, columns, min_psi=config.min_psi)
-        verdict = judge_feature_drift(report, config)
+        history = served_history(files, day, config)
+        verdict, report, report_json = day_feature_drift(served, history, files, config)
+    reference = report_json.get("reference", "")
     psis = [c.psi for c in report.columns.values() if c.psi is not None] if report else []
     row = pl.DataFrame(
         {
@@ -188,16 +254,16 @@ def daily_feature_drift(
         schema_overrides={"share_drifted": pl.Float64, "max_psi": pl.Float64},
     )
     version = write_day(delta, names.DAILY_FEATURE_DRIFT_TABLE, day, row)
-    history = read_days(delta, names.DAILY_FEATURE_DRIFT_TABLE)
-    days = [d.isoformat() for d in history[DATE_COLUMN].to_list()]
+    table = read_days(delta, names.DAILY_FEATURE_DRIFT_TABLE)
+    days = [d.isoformat() for d in table[DATE_COLUMN].to_list()]
     over_time = charts.over_time_png(
         days,
         {
-            "share of features drifted": _over_time(history, "share_drifted"),
-            "max PSI": _over_time(history, "max_psi"),
+            "share of features drifted": _over_time(table, "share_drifted"),
+            "max PSI": _over_time(table, "max_psi"),
         },
-        thresholds={"fail": config.max_share_drifted, "warn": config.warn_share_drifted},
-        statuses=history["status"].to_list(),
+        thresholds={"fail": verdict.threshold, "warn": verdict.warn_threshold or verdict.threshold},
+        statuses=table["status"].to_list(),
         title=f"Feature drift over time ({len(days)} days); {day}: {verdict.summary}",
         ylabel="share drifted / max PSI",
     )
@@ -206,14 +272,20 @@ def daily_feature_drift(
         "drifted_columns": dg.MetadataValue.json(report.drifted_columns if report else []),
         "columns_compared": len(report.columns) if report else 0,
         "served_rows": served.rows if served else 0,
-        "min_psi": config.min_psi,
+        "reference": reference,
+        "history_days": len(history),
+        "decision_date": day.isoformat(),
     }
-    day_plot = feature_drift_plot(report, verdict, day.isoformat()) if report else None
+    day_plot = (
+        charts.feature_drift_png(report_json, f"{day} vs {reference}: {verdict.summary}")
+        if report
+        else None
+    )
     check = check_result(
         verdict,
         check_name=FEATURE_DRIFT_CHECK,
         asset_key=FEATURE_DRIFT_KEY,
-        metadata={**figures, "report": dg.MetadataValue.json(report.to_dict() if report else {})},
+        metadata={**figures, "report": dg.MetadataValue.json(report_json)},
         plot=day_plot,
     )
     metadata = {
@@ -228,200 +300,3 @@ def daily_feature_drift(
     if day_plot is not None:
         metadata["drift_plot"] = dg.MetadataValue.md(plots.png_markdown(day_plot, verdict.summary))
     return dg.MaterializeResult(metadata=metadata, check_results=[check])
-
-
-class PredictionDriftConfig(dg.Config):
-    max_score_psi: float = 0.25
-    """Fail when the day's score PSI against the validation period exceeds this (a large shift)."""
-    warn_score_psi: float = 0.1
-    """Warn above this (a moderate shift)."""
-    max_decision_share_change: float = 0.05
-    """Fail when a decision's share (approve / review / decline) moved more than this (absolute)."""
-    warn_decision_share_change: float = 0.02
-    min_decisions: int = 200
-    """Below this many decisions of the served model the day is not judged."""
-
-
-def reference_scores(
-    tag: str, delta: DeltaStore, model_store: ModelStoreResource, files: FilesResource
-) -> pl.DataFrame:
-    """The model's validation-period scores and decisions (``reference.validation_reference``),
-    computed once per model tag and kept as a parquet file."""
-    path = files.path("profiles", "validation_reference", f"{tag.replace(':', '_')}.parquet")
-    if path.exists():
-        return pl.read_parquet(path)
-    metadata = dict(model_store.get(tag).info.metadata)
-    table = str(metadata.get("training_set_table") or names.TRAINING_SET_TABLE)
-    version = metadata.get("training_set_delta_version")
-    frame = delta.read(table, version=int(version) if version is not None else None)
-    reference = validation_reference(model_store.load_catboost(tag), metadata, frame)
-    tmp = path.with_name(f".{path.name}.tmp")
-    reference.write_parquet(tmp)
-    tmp.replace(path)
-    return reference
-
-
-@dg.asset(
-    key=PREDICTION_DRIFT_KEY,
-    group_name=GROUP,
-    partitions_def=DECISION_PARTITIONS,
-    deps=[SCORES_KEY, dg.AssetKey(names.CHAMPION_ASSET.split("/"))],
-    kinds={"delta"},
-    check_specs=[
-        dg.AssetCheckSpec(
-            SCORE_DRIFT_CHECK,
-            asset=PREDICTION_DRIFT_KEY,
-            description=(
-                "The day's score distribution matches the served model's validation period: PSI "
-                "on validation-quantile bins (KS reported); WARN above warn_score_psi, FAIL "
-                "above max_score_psi."
-            ),
-        ),
-        dg.AssetCheckSpec(
-            DECISION_RATE_CHECK,
-            asset=PREDICTION_DRIFT_KEY,
-            description=(
-                "The day's approve / review / decline shares match the validation period's: the "
-                "largest absolute change of a share; WARN above warn_decision_share_change, FAIL "
-                "above max_decision_share_change."
-            ),
-        ),
-    ],
-)
-def daily_prediction_drift(
-    context: dg.AssetExecutionContext,
-    config: PredictionDriftConfig,
-    delta: dg.ResourceParam[DeltaStore],
-    model_store: ModelStoreResource,
-    files: FilesResource,
-) -> dg.MaterializeResult:
-    """Prediction drift of one decision day: the scores and decision rates of the day's main
-    served model against that model's validation period (its own scores and the policy's
-    decisions there); one row per day in monitoring/daily_prediction_drift and the
-    drift-over-time plot of all days."""
-    day = partition_day(context)
-    decisions = read_decisions(delta, day, day)
-    versions = model_versions(decisions)
-    tag = next(iter(versions), None)
-    served = decisions.filter(pl.col("model_version") == tag) if tag else decisions
-    score, rates = None, None
-    if served.height < config.min_decisions:
-        why = f"{served.height} decisions of the served model on {day}, fewer than min_decisions={config.min_decisions}"
-        score_verdict = not_judged("score_psi", why, config.max_score_psi, config.warn_score_psi)
-        rate_verdict = not_judged(
-            "max_decision_share_change",
-            why,
-            config.max_decision_share_change,
-            config.warn_decision_share_change,
-        )
-    else:
-        reference = reference_scores(str(tag), delta, model_store, files)
-        score = score_drift(reference["score"].to_numpy(), served["score"].to_numpy())
-        rates = decision_rate_drift(
-            decision_counts(reference["decision"].to_list()),
-            decision_counts(served["decision"].to_list()),
-        )
-        score_verdict = judge("score_psi", score.psi, config.max_score_psi, config.warn_score_psi)
-        rate_verdict = judge(
-            "max_decision_share_change",
-            rates.max_abs_share_change,
-            config.max_decision_share_change,
-            config.warn_decision_share_change,
-        )
-    current = rates.current_shares if rates else {}
-    row = pl.DataFrame(
-        {
-            DATE_COLUMN: [day],
-            "model_tag": [tag or ""],
-            "rows": [served.height],
-            "score_psi": [score.psi if score else None],
-            "score_ks": [score.ks_statistic if score else None],
-            "score_ks_pvalue": [score.ks_pvalue if score else None],
-            "approve_share": [current.get("approve")],
-            "review_share": [current.get("review")],
-            "decline_share": [current.get("decline")],
-            "max_decision_share_change": [rates.max_abs_share_change if rates else None],
-            "score_status": [score_verdict.status],
-            "decision_rate_status": [rate_verdict.status],
-        },
-        schema_overrides={
-            c: pl.Float64
-            for c in (
-                "score_psi",
-                "score_ks",
-                "score_ks_pvalue",
-                "approve_share",
-                "review_share",
-                "decline_share",
-                "max_decision_share_change",
-            )
-        },
-    )
-    version = write_day(delta, names.DAILY_PREDICTION_DRIFT_TABLE, day, row)
-    history = read_days(delta, names.DAILY_PREDICTION_DRIFT_TABLE)
-    days = [d.isoformat() for d in history[DATE_COLUMN].to_list()]
-    over_time = charts.over_time_png(
-        days,
-        {
-            "score PSI": _over_time(history, "score_psi"),
-            "score KS": _over_time(history, "score_ks"),
-            "max decision share change": _over_time(history, "max_decision_share_change"),
-        },
-        thresholds={"fail": config.max_score_psi, "warn": config.warn_score_psi},
-        statuses=history["score_status"].to_list(),
-        title=f"Prediction drift over time ({len(days)} days); {day}: {score_verdict.summary}",
-        ylabel="PSI / KS / share change",
-    )
-    day_plot = None
-    if score and rates:
-        day_plot = charts.prediction_drift_png(
-            score.to_dict(),
-            rates.to_dict(),
-            f"{day} {tag}: {score_verdict.summary}; {rate_verdict.summary}",
-        )
-    score_meta = {
-        "score_drift": dg.MetadataValue.json(score.to_dict() if score else {}),
-        "model_tag": tag or "",
-    }
-    rate_meta = {
-        "decision_rates": dg.MetadataValue.json(rates.to_dict() if rates else {}),
-        "model_tag": tag or "",
-    }
-    checks = [
-        check_result(
-            score_verdict,
-            check_name=SCORE_DRIFT_CHECK,
-            asset_key=PREDICTION_DRIFT_KEY,
-            metadata=score_meta,
-            plot=day_plot,
-        ),
-        check_result(
-            rate_verdict,
-            check_name=DECISION_RATE_CHECK,
-            asset_key=PREDICTION_DRIFT_KEY,
-            metadata=rate_meta,
-            plot=day_plot,
-        ),
-    ]
-    metadata = {
-        "dagster/row_count": served.height,
-        "decisions_read": decisions.height,
-        "model_versions": dg.MetadataValue.json(versions),
-        "score_psi": score_verdict.value,
-        "score_verdict": score_verdict.summary,
-        "max_decision_share_change": rate_verdict.value,
-        "decision_rate_verdict": rate_verdict.summary,
-        **score_meta,
-        **rate_meta,
-        "table_version": version,
-        "drift_over_time": dg.MetadataValue.md(
-            plots.png_markdown(over_time, "Prediction drift over time")
-        ),
-    }
-    if day_plot is not None:
-        metadata["drift_plot"] = dg.MetadataValue.md(
-            plots.png_markdown(day_plot, "Prediction drift")
-        )
-    if score_verdict.status == NOT_JUDGED:
-        metadata["note"] = score_verdict.reason
-    return dg.MaterializeResult(metadata=metadata, check_results=checks)

@@ -44,7 +44,7 @@ from fraud_platform.lib.monitoring.realized import (
 from fraud_platform.lib.monitoring.shadow import SHADOW_SCHEMA, challenger_tag, shadow_score
 from fraud_platform.lib.monitoring.verdict import judge, not_judged
 from fraud_platform.lib.storage.delta import DeltaStore
-from fraud_platform.names import MODEL_NAME
+from fraud_platform.names import HELDOUT_STAGE, MODEL_NAME
 from fraud_platform.resources import ModelStoreResource
 
 SHADOW_KEY = dg.AssetKey(names.SHADOW_SCORES_TABLE.split("/"))
@@ -71,7 +71,12 @@ def shadow_scores(
     day = partition_day(context)
     decisions = read_decisions(delta, day, day)
     champion = model_store.champion(MODEL_NAME)
-    registered = [str(m.tag) for m in model_store.list(MODEL_NAME)]
+    # a refit's held-out twin only defends it at the gate: never a challenger
+    registered = [
+        str(m.tag)
+        for m in model_store.list(MODEL_NAME)
+        if m.info.labels.get("stage") != HELDOUT_STAGE
+    ]
     tag = challenger_tag(registered, champion)
     if tag is None or decisions.is_empty():
         write_day(delta, names.SHADOW_SCORES_TABLE, day, pl.DataFrame(schema=SHADOW_SCHEMA))

@@ -62,9 +62,14 @@ def decide_promotion(
             champion_thresholds = model_store.get(champion_tag).info.metadata.get("thresholds")
         except Exception as exc:  # noqa: BLE001 - a champion that cannot load cannot defend
             problem = f"cannot be loaded: {type(exc).__name__}: {exc}"
+    # a refit saw the test period: its held-out twin (same selection, trained without those
+    # days) defends it, so the comparison stays out of sample
+    heldout = (metadata.get("refit") or {}).get("heldout_tag")
+    if heldout:
+        metadata = {**metadata, "thresholds": model_store.get(heldout).info.metadata["thresholds"]}
     return promotion.run_gate(
         period,
-        model_store.load_catboost(challenger_tag),
+        model_store.load_catboost(heldout or challenger_tag),
         champion_model,
         challenger_tag=challenger_tag,
         champion_tag=champion_tag,

@@ -11,6 +11,7 @@ from fraud_platform.lib.storage.delta import DeltaStore
 from fraud_platform.lib.training import pipeline
 from fraud_platform.lib.training.backtest import as_utc
 from fraud_platform.lib.training.fit import TrainConfig
+from fraud_platform.lib.training.refit import matched_thresholds, refit_on_all
 from fraud_platform.names import MODEL_NAME, TRAINING_SET_TABLE
 from fraud_platform.resources import ModelStoreResource, WarehouseResource
 from fraud_platform.settings import Settings
@@ -130,9 +131,16 @@ class ModelConfig(dg.Config):
     forest_trees: int = DEFAULTS.baselines.forest_trees
     forest_max_samples: int = DEFAULTS.baselines.forest_max_samples
     """Rows in each tree's bootstrap sample, at most (bounds the forest's cost)."""
+    refit: bool = False
+    """After selection and the quality gate on held-out days, refit the selected model on every
+    row of the training set (the newest matured days included: after a drift switch they are
+    the only ones with the new traffic) and register that, with thresholds flagging the same
+    validation shares (``lib/training/refit.py``). The held-out model is registered too
+    (``heldout_tag``): the promotion gate compares it, not the refit, with the champion."""
 
     def pipeline_config(self) -> pipeline.PipelineConfig:
         values = self.model_dump()
+        values.pop("refit")
         baselines = dataclasses.replace(
             DEFAULTS.baselines,
             kinds=tuple(values.pop("baseline_kinds")),
@@ -184,10 +192,30 @@ def fraud_catboost(
         log=context.log.info,
     )
     metrics = result.metrics
+    metadata = result.registry_metadata(SERVICE, TRAINING_SET_TABLE, set_version)
+    model = result.trained.model
+    if config.refit and result.passed:
+        heldout_tag = model_store.save_model(
+            MODEL_NAME,
+            model,
+            metadata=metadata,
+            labels={"feature_service": SERVICE.name, "stage": names.HELDOUT_STAGE},
+            run_id=context.run.run_id,
+        )
+        refitted = refit_on_all(result.trained, frame, log=context.log.info)
+        thresholds = matched_thresholds(
+            result.trained, refitted, result.split.validation, result.thresholds
+        )
+        model = refitted.model
+        metadata = {
+            **metadata,
+            "thresholds": thresholds.to_dict(),
+            "refit": {"rows": frame.height, "heldout_tag": heldout_tag},
+        }
     tag = model_store.save_model(
         MODEL_NAME,
-        result.trained.model,
-        metadata=result.registry_metadata(SERVICE, TRAINING_SET_TABLE, set_version),
+        model,
+        metadata=metadata,
         labels={"feature_service": SERVICE.name, "stage": "candidate"},
         run_id=context.run.run_id,
     )
@@ -217,7 +245,8 @@ def fraud_catboost(
             "test_average_precision": metrics["average_precision"],
             "precision_at_budget": metrics["precision_at_budget"],
             "recall_at_budget": metrics["recall_at_budget"],
-            "thresholds": dg.MetadataValue.json(result.thresholds.to_dict()),
+            "thresholds": dg.MetadataValue.json(metadata["thresholds"]),
+            "refit": dg.MetadataValue.json(metadata.get("refit") or {}),
             "policy": dg.MetadataValue.json(metrics["policy"]),
             "metrics": dg.MetadataValue.json(metrics),
             "training_set_delta_version": set_version,

@@ -182,9 +182,12 @@ def feature_drift_png(report: Mapping[str, Any], title: str) -> bytes:
     ax.invert_yaxis()
     for yi, strength, col in zip(y, strengths, columns.values(), strict=True):
         if col.get("psi") is not None:
-            ax.text(strength, yi, f" PSI {col['psi']:.2f}", va="center", fontsize=7)
+            limit = col.get("psi_limit")
+            text = f" PSI {col['psi']:.3f}" + (f" (limit {limit:.3f})" if limit is not None else "")
+            ax.text(strength, yi, text, va="center", fontsize=7)
     for status, p in report.get("thresholds", {}).items():
         ax.axvline(-math.log10(p), color=colours.get(status, "grey"), linestyle="--", linewidth=1)
-    ax.set(xlabel="-log10(p-value); red = drifted (p < 0.05 and PSI >= min PSI)")
+    limit = "its limit" if report.get("factor") else "min PSI"
+    ax.set(xlabel=f"-log10(p-value); red = drifted (p < 0.05 and PSI above {limit})")
     fig.suptitle(_wrap(title, 80), fontsize=9)
     return _png(fig)

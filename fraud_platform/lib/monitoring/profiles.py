@@ -117,3 +117,14 @@ def read_profile(path: str | Path) -> ProfileSummary:
     """Read a profile written by ``write_profile`` (or any whylogs binary profile)."""
     view = _dataset_profile_view_class().deserialize(Path(path).read_bytes())
     return _summarise(view)
+
+
+def merge_profiles(profiles: Sequence[ProfileSummary]) -> ProfileSummary:
+    """One profile of the rows of all ``profiles`` (whylogs sketches merge exactly for counts
+    and within the KLL error for distributions)."""
+    if not profiles:
+        raise ValueError("merge_profiles needs at least one profile")
+    view = profiles[0].view
+    for profile in profiles[1:]:
+        view = view.merge(profile.view)
+    return _summarise(view)

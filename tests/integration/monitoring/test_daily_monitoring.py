@@ -19,12 +19,9 @@ from deltalake import write_deltalake
 
 from fraud_platform import names
 from fraud_platform.defs.monitoring.assets import TRAINING_PROFILE_FILE
-from fraud_platform.defs.monitoring.daily import (
-    daily_feature_drift,
-    daily_prediction_drift,
-    daily_served_profile,
-)
+from fraud_platform.defs.monitoring.daily import daily_feature_drift, daily_served_profile
 from fraud_platform.defs.monitoring.performance import daily_realized_performance, shadow_scores
+from fraud_platform.defs.monitoring.prediction import daily_prediction_drift
 from fraud_platform.lib.contracts.events import LABELS, SCORES, bronze_schema
 from fraud_platform.lib.monitoring.profiles import profile_frame, write_profile
 from fraud_platform.lib.serving.policy import RuleInput, Thresholds, apply_policy_many
@@ -163,6 +160,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
     champion = store.save_catboost(names.MODEL_NAME, champion_model, metadata=metadata, labels={})
     challenger = store.save_catboost(
         names.MODEL_NAME, challenger_model, metadata=metadata, labels={}
+    )
+    # newest, but a refit's held-out twin: never the challenger in shadow
+    store.save_catboost(
+        names.MODEL_NAME, champion_model, metadata=metadata, labels={"stage": names.HELDOUT_STAGE}
     )
     store.promote(champion)
     resources["model_store"] = ModelStoreResource(

@@ -1,10 +1,14 @@
-"""retrain_on_drift_sensor requests retrain_job exactly once per new failing drift evaluation."""
+"""retrain_on_drift_sensor requests retrain_job once per new failing drift evaluation, and
+on each daily evaluation within the recovery period after it."""
+
+from datetime import date, timedelta
 
 import dagster as dg
 
 from fraud_platform.defs.serving.retraining import (
     DRIFT_CHECK,
     DRIFT_TRIGGER,
+    RECOVERY_DAYS,
     TRIGGER_TAG,
     retrain_on_drift_sensor,
 )
@@ -14,13 +18,17 @@ def _report(
     instance: dg.DagsterInstance,
     passed: bool,
     severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR,
+    day: date | None = None,
 ) -> None:
+    metadata: dict = {"share_drifted": 0.9 if not passed else 0.0}
+    if day is not None:
+        metadata["decision_date"] = day.isoformat()
     instance.report_runless_asset_event(
         dg.AssetCheckEvaluation(
             asset_key=DRIFT_CHECK.asset_key,
             check_name=DRIFT_CHECK.name,
             passed=passed,
-            metadata={"share_drifted": 0.9 if not passed else 0.0},
+            metadata=metadata,
             severity=severity,
         )
     )
@@ -64,3 +72,23 @@ def test_a_drift_warning_requests_no_retrain() -> None:
         first = _tick(instance, None)
         _report(instance, passed=False, severity=dg.AssetCheckSeverity.WARN)
         assert _tick(instance, first.cursor).run_requests == []
+
+
+def test_daily_evaluations_after_a_failure_request_recovery_retrains() -> None:
+    switch = date(2026, 11, 1)
+    with dg.instance_for_test() as instance:
+        first = _tick(instance, None)
+        _report(instance, passed=True, day=switch - timedelta(days=1))
+        assert _tick(instance, first.cursor).run_requests == []  # no failure yet: no recovery
+        _report(instance, passed=False, day=switch)
+        failing = _tick(instance, first.cursor)
+        assert [r.tags["fraud_platform/retrain_reason"] for r in failing.run_requests] == ["drift"]
+        _report(instance, passed=True, day=switch + timedelta(days=1))
+        _report(instance, passed=True, day=switch + timedelta(days=2))
+        recovery = _tick(instance, failing.cursor)
+        assert len(recovery.run_requests) == 1  # one retrain per tick, however many days
+        assert recovery.run_requests[0].tags["fraud_platform/retrain_reason"] == "recovery"
+        assert recovery.run_requests[0].tags[TRIGGER_TAG] == DRIFT_TRIGGER
+        assert _tick(instance, recovery.cursor).run_requests == []
+        _report(instance, passed=True, day=switch + timedelta(days=RECOVERY_DAYS + 1))
+        assert _tick(instance, recovery.cursor).run_requests == []  # the period is over
