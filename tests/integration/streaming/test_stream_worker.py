@@ -30,9 +30,10 @@ from tests.integration.streaming.events import now_utc, random_events
 
 pytestmark = pytest.mark.integration
 NOIDA = pytest.mark.parametrize("kafka_broker", ["noida"], indirect=True)
-# noida 0.2.3 never expires a group member killed while it leads the group: the next worker
-# waits for the dead leader's SyncGroup for good (seen in 3 of 3 runs). A Kafka broker expires
-# it after session.timeout.ms, and so does tansu, so the kill -9 test runs there.
+# noida 0.2.3 never expires a group member killed while it leads the group: the other workers
+# wait for the dead leader's SyncGroup for good (seen in 3 of 3 kill -9 runs, and in a
+# two-worker run whose killed worker led the group). A Kafka broker expires it after
+# session.timeout.ms, and so does tansu, so the tests that kill workers run there.
 TANSU = pytest.mark.parametrize("kafka_broker", ["tansu"], indirect=True)
 STREAM_GROUPS = tuple(g for g in FEATURE_GROUPS if g.stream)
 KILLS = int(os.environ.get("STREAM_TEST_KILLS", "10"))
@@ -100,7 +101,7 @@ def test_kill_9_at_random_points_leaves_every_row_exact(
     assert mismatches == 0, details
 
 
-@NOIDA
+@TANSU
 def test_two_workers_one_killed_survivor_takes_over_and_values_stay_exact(
     stream_rig: StreamRig, redis_client: redis.Redis
 ) -> None:
@@ -112,7 +113,6 @@ def test_two_workers_one_killed_survivor_takes_over_and_values_stay_exact(
         span=timedelta(minutes=35),
         users=30,
     )
-    topics = sorted(stream_rig.topics.values())
     first, survivor = stream_rig.start_worker(), stream_rig.start_worker()
     for i in range(0, 1500, 250):
         stream_rig.produce(events[i : i + 250])
@@ -123,16 +123,11 @@ def test_two_workers_one_killed_survivor_takes_over_and_values_stay_exact(
     assert survivor.poll() is None
     assert compared > 3000
     assert mismatches == 0, details
-    # what online/feature_stream observes: nothing left to consume, a recent batch
+    # a recent batch (what online/feature_stream observes). Consumer lag is not checked here:
+    # tansu's high watermarks are wrong and its committed offsets lag the transactions Quix
+    # committed (630/2370 events produced, 141/530 reported committed, every row exact); the
+    # lag observation is tested on noida (the point-in-time lookup test below)
     group = f"{stream_rig.prefix}group"
-    deadline = time.monotonic() + 30
-    while sum(t.lag for t in consumer_lag(stream_rig.bootstrap, group, topics)) and (
-        time.monotonic() < deadline
-    ):
-        time.sleep(0.5)
-    lags = consumer_lag(stream_rig.bootstrap, group, topics)
-    assert [t.lag for t in lags] == [0, 0]
-    assert sum(t.end_offset for t in lags) == 3000
     age = last_batch_age_s(redis_client, group)
     assert age is not None and age < 120
     log = (stream_rig.folder / "worker1.log").read_text()
@@ -160,6 +155,16 @@ def test_lookups_at_event_times_see_exactly_the_point_in_time_rows(
     stream_rig.produce(events)
     stream_rig.start_worker()
     assert stream_rig.wait_exact(redis_client)[1] == 0
+    # what online/feature_stream observes: nothing left to consume
+    group, topics = f"{stream_rig.prefix}group", sorted(stream_rig.topics.values())
+    deadline = time.monotonic() + 30
+    while sum(t.lag for t in consumer_lag(stream_rig.bootstrap, group, topics)) and (
+        time.monotonic() < deadline
+    ):
+        time.sleep(0.5)
+    lags = consumer_lag(stream_rig.bootstrap, group, topics)
+    assert [t.lag for t in lags] == [0, 0]
+    assert sum(t.end_offset for t in lags) == len(events)
     reference = {
         g.versioned_name: compute_feature_group(
             g, records_frame(stream_rig.sent[SILVER_TOPICS[g.source]])
