@@ -36,7 +36,15 @@ def test_model_config_defaults_are_the_pipeline_defaults() -> None:
     assert BacktestConfig().review_budget_per_day == defaults.review_budget_per_day
 
 
-@pytest.mark.parametrize("name", sorted(ModelConfig.model_fields))
+# read by the model asset itself (a refit after selection), not by the training pipeline
+ASSET_LEVEL_FIELDS = {"refit"}
+
+
+def test_asset_level_model_config_fields_leave_the_pipeline_config_alone() -> None:
+    assert ModelConfig(refit=True).pipeline_config() == ModelConfig().pipeline_config()
+
+
+@pytest.mark.parametrize("name", sorted(set(ModelConfig.model_fields) - ASSET_LEVEL_FIELDS))
 def test_model_config_field_reaches_the_pipeline_config(name: str) -> None:
     default = getattr(ModelConfig(), name)
     if isinstance(default, list):
