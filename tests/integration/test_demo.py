@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -56,9 +57,10 @@ def _demo(env: dict[str, str], *options: str) -> dict:
     return json.loads(Path(env["FRAUD_PLATFORM_DATA_DIR"], "demo_summary.json").read_text())
 
 
-def test_demo_runs_end_to_end_and_a_second_run_adds_nothing(
-    tmp_path: Path, pg_database: str
-) -> None:
+@pytest.fixture
+def demo_env(tmp_path: Path, pg_database: str) -> Iterator[dict[str, str]]:
+    """The demo's environment: its own data dir, ports and Redis database; services stopped
+    and the database emptied afterwards."""
     env = {
         **os.environ,
         "FRAUD_PLATFORM_DATA_DIR": str(tmp_path / "data"),
@@ -71,43 +73,7 @@ def test_demo_runs_end_to_end_and_a_second_run_adds_nothing(
         env.pop(name, None)
     redis.Redis.from_url(REDIS_DB_URL).flushdb()
     try:
-        first = _demo(env)
-        assert SUMMARY_KEYS <= set(first)
-        assert first["events_ingested"] == first["events_published"] > 10_000
-        assert first["scored"] == sum(first["decisions"].values()) > 100
-        assert first["decisions_ingested"] == first["scored"]  # every decision, once
-        assert 0.5 < first["test_auc"] <= 1.0
-        # warnings, and no failures except the drift checks: the demo replays against an online
-        # snapshot up to two days stale, so time-since features drift for real, and the share
-        # that KS flags grows with the decisions logged (the second run doubles them)
-        failed = [k for k, ok in first["checks"].items() if not ok]
-        assert set(failed) <= set(first["check_warnings"]) | DRIFT_CHECKS, failed
-        assert first["promotion"]["decision"] == "promoted"
-        assert first["champion"] == first["model_tag"]
-        assert (
-            first["rows_per_asset"]["silver/fct_transactions"]
-            == first["rows_per_asset"]["bronze/transactions"]
-        )
-
-        second = _demo(env)
-        assert second["events_published"] == 0 and second["events_ingested"] == 0
-        for table in (
-            "bronze/transactions",
-            "silver/fct_transactions",
-            "silver/fct_labels",
-            "training/fraud_training_set",
-        ):
-            assert second["rows_per_asset"][table] == first["rows_per_asset"][table], table
-        assert second["test_auc"] == first["test_auc"]  # same data, same seed: same model
-        # an identical challenger is not better by the margin: the gate keeps the champion
-        assert second["promotion"]["decision"] == "kept champion", second["promotion"]
-        assert second["champion"] == first["model_tag"]
-        gate = "serving/fraud_catboost_champion:challenger_beats_champion"
-        assert not second["checks"][gate] and gate in second["check_warnings"]
-        failed = [k for k, ok in second["checks"].items() if not ok]
-        assert set(failed) <= set(second["check_warnings"]) | DRIFT_CHECKS, failed
-        assert second["checks"]["monitoring/served_traffic_profile:served_features_match_offline"]
-        _skew_check_catches_a_tampered_value(Path(env["FRAUD_PLATFORM_DATA_DIR"]))
+        yield env
     finally:
         subprocess.run(
             [str(Path(sys.executable).parent / "fraud-platform"), "services", "down"],
@@ -117,55 +83,77 @@ def test_demo_runs_end_to_end_and_a_second_run_adds_nothing(
             timeout=60,
         )
         redis.Redis.from_url(REDIS_DB_URL).flushdb()
+
+
+def test_demo_runs_end_to_end_and_a_second_run_adds_nothing(
+    demo_env: dict[str, str],
+) -> None:
+    env = demo_env
+    first = _demo(env)
+    assert SUMMARY_KEYS <= set(first)
+    assert first["events_ingested"] == first["events_published"] > 10_000
+    assert first["scored"] == sum(first["decisions"].values()) > 100
+    assert first["decisions_ingested"] == first["scored"]  # every decision, once
+    assert 0.5 < first["test_auc"] <= 1.0
+    # warnings, and no failures except the drift checks: the demo replays against an online
+    # snapshot up to two days stale, so time-since features drift for real, and the share
+    # that KS flags grows with the decisions logged (the second run doubles them)
+    failed = [k for k, ok in first["checks"].items() if not ok]
+    assert set(failed) <= set(first["check_warnings"]) | DRIFT_CHECKS, failed
+    assert first["promotion"]["decision"] == "promoted"
+    assert first["champion"] == first["model_tag"]
+    assert (
+        first["rows_per_asset"]["silver/fct_transactions"]
+        == first["rows_per_asset"]["bronze/transactions"]
+    )
+
+    second = _demo(env)
+    assert second["events_published"] == 0 and second["events_ingested"] == 0
+    for table in (
+        "bronze/transactions",
+        "silver/fct_transactions",
+        "silver/fct_labels",
+        "training/fraud_training_set",
+    ):
+        assert second["rows_per_asset"][table] == first["rows_per_asset"][table], table
+    assert second["test_auc"] == first["test_auc"]  # same data, same seed: same model
+    # an identical challenger is not better by the margin: the gate keeps the champion
+    assert second["promotion"]["decision"] == "kept champion", second["promotion"]
+    assert second["champion"] == first["model_tag"]
+    gate = "serving/fraud_catboost_champion:challenger_beats_champion"
+    assert not second["checks"][gate] and gate in second["check_warnings"]
+    failed = [k for k, ok in second["checks"].items() if not ok]
+    assert set(failed) <= set(second["check_warnings"]) | DRIFT_CHECKS, failed
+    assert second["checks"]["monitoring/served_traffic_profile:served_features_match_offline"]
+    _skew_check_catches_a_tampered_value(Path(env["FRAUD_PLATFORM_DATA_DIR"]))
 
 
 def test_realtime_demo_streams_the_held_out_period_and_the_batch_path_catches_up(
-    tmp_path: Path, pg_database: str
+    demo_env: dict[str, str],
 ) -> None:
     """``demo --realtime``: the stream worker starts where bronze stands, the held-out period
     is published while it runs and scored as it arrives, then the batch path catches up."""
-    env = {
-        **os.environ,
-        "FRAUD_PLATFORM_DATA_DIR": str(tmp_path / "data"),
-        "FRAUD_PLATFORM_KAFKA_PORT": str(free_port()),
-        "FRAUD_PLATFORM_SERVICE_PORT": str(free_port()),
-        "REDIS_URL": REDIS_DB_URL,
-        "FRAUD_PLATFORM_PROFILES_PG_URL": pg_database,
-    }
-    for name in ("KAFKA_BOOTSTRAP_SERVERS", "DAGSTER_HOME", "FRAUD_PLATFORM_DAGSTER_PG_URL"):
-        env.pop(name, None)
-    redis.Redis.from_url(REDIS_DB_URL).flushdb()
-    try:
-        summary = _demo(
-            env,
-            *("--days", "24", "--users", "300", "--replay-limit", "100"),
-            *("--realtime", "--replay-rate", "300"),
-        )
-        assert summary["replay_mode"] == "real time"
-        assert summary["stream_started_from"] == "bronze"
-        assert summary["stream_seeded_events"] > 5_000
-        assert summary["replay_events_published"] > 500
-        assert summary["stream_lag_final"] == 0  # the worker applied every held-out event
-        assert summary["online_freshness_samples"] > 0
-        # published = ingested: the history, then the held-out period in the catch-up
-        assert summary["events_ingested"] == summary["events_published"]
-        assert summary["scored"] == sum(summary["decisions"].values()) > 50
-        assert summary["decisions_ingested"] == summary["scored"]
-        assert "online_offline_scores_differing" in summary
-        # a request scored while the worker still lagged saw features the offline
-        # point-in-time join does not: the skew check may say so, nothing else may fail
-        failed = [k for k, ok in summary["checks"].items() if not ok]
-        allowed = set(summary["check_warnings"]) | DRIFT_CHECKS | {SKEW_CHECK}
-        assert set(failed) <= allowed, failed
-    finally:
-        subprocess.run(
-            [str(Path(sys.executable).parent / "fraud-platform"), "services", "down"],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            timeout=60,
-        )
-        redis.Redis.from_url(REDIS_DB_URL).flushdb()
+    summary = _demo(
+        demo_env,
+        *("--days", "24", "--users", "300", "--replay-limit", "100"),
+        *("--realtime", "--replay-rate", "300"),
+    )
+    assert summary["replay_mode"] == "real time"
+    assert summary["stream_started_from"] == "bronze"
+    assert summary["stream_seeded_events"] > 5_000
+    assert summary["replay_events_published"] > 500
+    assert summary["stream_lag_final"] == 0  # the worker applied every held-out event
+    assert summary["online_freshness_samples"] > 0
+    # published = ingested: the history, then the held-out period in the catch-up
+    assert summary["events_ingested"] == summary["events_published"]
+    assert summary["scored"] == sum(summary["decisions"].values()) > 50
+    assert summary["decisions_ingested"] == summary["scored"]
+    assert "online_offline_scores_differing" in summary
+    # a request scored while the worker still lagged saw features the offline
+    # point-in-time join does not: the skew check may say so, nothing else may fail
+    failed = [k for k, ok in summary["checks"].items() if not ok]
+    allowed = set(summary["check_warnings"]) | DRIFT_CHECKS | {SKEW_CHECK}
+    assert set(failed) <= allowed, failed
 
 
 def _skew_check_catches_a_tampered_value(data_dir: Path) -> None:

@@ -43,8 +43,9 @@ class BootstrapResult:
     offsets: dict[str, dict[int, int]] = field(default_factory=dict)
 
 
-def _committed(bootstrap: str, group: str, topics: Mapping[str, str]) -> list[TopicPartition]:
-    consumer = Consumer(
+def _group_consumer(bootstrap: str, group: str) -> Consumer:
+    """A consumer of ``group`` that never subscribes: reads and sets its committed offsets."""
+    return Consumer(
         {
             **admin_config(bootstrap),
             "group.id": group,
@@ -52,6 +53,10 @@ def _committed(bootstrap: str, group: str, topics: Mapping[str, str]) -> list[To
             "enable.auto.commit": False,
         }
     )
+
+
+def _committed(bootstrap: str, group: str, topics: Mapping[str, str]) -> list[TopicPartition]:
+    consumer = _group_consumer(bootstrap, group)
     try:
         partitions = []
         for name in topics.values():
@@ -63,14 +68,7 @@ def _committed(bootstrap: str, group: str, topics: Mapping[str, str]) -> list[To
 
 
 def _commit(bootstrap: str, group: str, offsets: list[TopicPartition]) -> None:
-    consumer = Consumer(
-        {
-            **admin_config(bootstrap),
-            "group.id": group,
-            "client.id": f"bootstrap-{uuid.uuid4().hex[:6]}",
-            "enable.auto.commit": False,
-        }
-    )
+    consumer = _group_consumer(bootstrap, group)
     try:
         consumer.commit(offsets=offsets, asynchronous=False)
     finally:
