@@ -45,19 +45,57 @@ def _masked(feature: Feature) -> pl.Expr:
     return base if mask is None else pl.when(mask).then(base).otherwise(None)
 
 
-def _window_agg(feature: Feature) -> pl.Expr:
+# A window's float aggregates must depend on the window's events only, never on how much
+# history came before it (incremental partitions and the stream worker compute a row from a
+# bounded lookback; the offline store from the whole history). The rolling kernels add and
+# subtract floats from an entity's first event: 14,572 of 66,590 7-day sums differed between a
+# whole-history and a bounded-lookback computation of the same rows. So:
+# - sums and means add the values in fixed point, 8 decimal places, in a 128-bit integer (a
+#   DECIMAL(38, 8) sum: exact, order-free; 0.05 s for 300k events), then divide once;
+# - deviations are taken over the window's own values (two-pass, in event order; a list per
+#   row, 10x the kernel's time, so only where a deviation is declared).
+FIXED_POINT_SCALE = 10**8
+_VALUES, _FIXED_SUM, _COUNT = "__values", "__fixed_sum", "__count"
+
+
+def _window_aggs(feature: Feature) -> list[pl.Expr]:
     value = _masked(feature)
+    name = feature.name
+    if feature.function == "std":
+        return [value.alias(name + _VALUES)]  # the window's values, as a list
+    if feature.function in ("sum", "mean"):
+        fixed = (value.cast(pl.Float64) * FIXED_POINT_SCALE).round().cast(pl.Int128)
+        return [fixed.sum().alias(name + _FIXED_SUM), value.count().alias(name + _COUNT)]
     expr = {
         "count": value.count(),
-        "sum": value.sum(),
-        "mean": value.mean(),
-        "std": value.std(),
         "max": value.max(),
         "min": value.min(),
         "n_unique": value.drop_nulls().n_unique(),
         "last": value.drop_nulls().last(),
     }[feature.function]
-    return expr.alias(feature.name)
+    return [expr.alias(name)]
+
+
+def _finish_window(feature: Feature) -> pl.Expr | None:
+    """The feature from the helper columns of ``_window_aggs`` (None: it is final already)."""
+    name = feature.name
+    if feature.function == "std":
+        return pl.col(name + _VALUES).list.drop_nulls().list.std().alias(name)
+    if feature.function in ("sum", "mean"):
+        total = pl.col(name + _FIXED_SUM).cast(pl.Float64) / FIXED_POINT_SCALE
+        if feature.function == "mean":
+            count = pl.col(name + _COUNT)
+            total = pl.when(count > 0).then(total / count)
+        return total.alias(name)
+    return None
+
+
+def _helper_columns(feature: Feature) -> list[str]:
+    if feature.function == "std":
+        return [feature.name + _VALUES]
+    if feature.function in ("sum", "mean"):
+        return [feature.name + _FIXED_SUM, feature.name + _COUNT]
+    return []
 
 
 def _lifetime_agg(feature: Feature) -> pl.Expr:
@@ -123,8 +161,10 @@ def compute_feature_group(group: FeatureGroup, source: pl.DataFrame | pl.LazyFra
             events.rolling(
                 index_column=FEATURE_TIME, period=window, group_by=ENTITY_KEY, closed="right"
             )
-            .agg(*[_window_agg(f) for f in features])
+            .agg(*[agg for f in features for agg in _window_aggs(f)])
             .unique(subset=[ENTITY_KEY, FEATURE_TIME], keep="last", maintain_order=True)
+            .with_columns(*[e for f in features if (e := _finish_window(f)) is not None])
+            .drop([c for f in features for c in _helper_columns(f)])
         )
     if lifetime:
         frames.append(
