@@ -60,6 +60,11 @@ def feature_table(versioned_group_name: str) -> str:
     return f"features/{versioned_group_name}"
 
 
+def feature_state_table(versioned_group_name: str) -> str:
+    """Each entity's lifetime state at the start of recent days (incremental partitions)."""
+    return f"feature_state/{versioned_group_name}"
+
+
 # the model-store label ``stage`` of a refit's held-out twin (registered only to defend the refit
 # at the promotion gate)
 HELDOUT_STAGE = "heldout"

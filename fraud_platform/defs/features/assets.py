@@ -13,13 +13,19 @@ import polars as pl
 
 from fraud_platform import names
 from fraud_platform.defs.features.sharded import FEATURE_DATE, union_of_shards
+from fraud_platform.defs.features.state import read_state, write_states
 from fraud_platform.defs.partitions import (
     FEATURE_PARTITIONS,
     FEATURE_SHARDS,
     check_within_partitions,
 )
 from fraud_platform.lib.features.catalog import FEATURE_GROUPS
-from fraud_platform.lib.features.compute import compute_feature_group_between, latest_per_entity
+from fraud_platform.lib.features.compute import compute_feature_group, latest_per_entity
+from fraud_platform.lib.features.incremental import (
+    compute_rows_from,
+    lifetime_state,
+    longest_window,
+)
 from fraud_platform.lib.features.online.writer import write_snapshot
 from fraud_platform.lib.features.registry import ENTITY_KEY, FEATURE_TIME, FeatureGroup
 from fraud_platform.lib.storage.delta import DeltaStore
@@ -65,13 +71,43 @@ def _utc(value: datetime) -> datetime:
 
 
 def _source_events(
-    warehouse: WarehouseResource, group: FeatureGroup, end: datetime
+    warehouse: WarehouseResource,
+    group: FeatureGroup,
+    end: datetime,
+    since: datetime | None = None,
 ) -> pl.DataFrame:
-    """The source events the rows before ``end`` depend on (see compute_feature_group_between)."""
-    return warehouse.query(
-        f'select * from silver."{group.source}" '
-        f"where \"{group.event_time_column}\" < '{end.isoformat()}'"
-    )
+    """The source events dated before ``end`` (and from ``since`` on, when given)."""
+    column = f'"{group.event_time_column}"'
+    where = f"{column} < '{end.isoformat()}'"
+    if since is not None:
+        where += f" and {column} >= '{since.isoformat()}'"
+    return warehouse.query(f'select * from silver."{group.source}" where {where}')
+
+
+def compute_range(
+    warehouse: WarehouseResource,
+    delta: DeltaStore,
+    group: FeatureGroup,
+    start: datetime,
+    end: datetime,
+) -> tuple[pl.DataFrame, int, str]:
+    """The rows of ``start <= feature_time < end``, the source events read, and how: from the
+    range's lookback and the lifetime state at ``start`` when a valid checkpoint exists
+    (``state.py``), else from the whole history. Either way the checkpoints of the range's
+    day boundaries are rewritten."""
+    state = read_state(delta, warehouse, group, start)
+    if state is not None:
+        source = _source_events(warehouse, group, end, since=start - longest_window(group))
+        rows = compute_rows_from(group, source, start, end, state)
+        how = "lookback and lifetime state"
+    else:
+        source = _source_events(warehouse, group, end)
+        full = compute_feature_group(group, source)
+        rows = full.filter(pl.col(FEATURE_TIME) >= start)
+        state = lifetime_state(group, full.filter(pl.col(FEATURE_TIME) < start))
+        how = "whole history"
+    write_states(delta, warehouse, group, rows, state, start, end)
+    return rows, source.height, how
 
 
 def history_partition_range(warehouse: WarehouseResource) -> tuple[str, str] | None:
@@ -140,13 +176,11 @@ def feature_group_definitions(group: FeatureGroup) -> dg.Definitions:
         if config.from_shards:
             if FEATURE_SHARDS <= 1:
                 raise ValueError("from_shards needs FRAUD_PLATFORM_FEATURE_SHARDS above 1")
-            source = pl.DataFrame()  # read by the shard runs
+            source_events, how = 0, "union of the shard runs"  # they read the sources
             rows = union_of_shards(delta, group, FEATURE_SHARDS, first, last)
         else:
-            source = _source_events(warehouse, group, end)
-            rows = compute_feature_group_between(group, source, start, end).with_columns(
-                pl.col(FEATURE_TIME).dt.date().alias(FEATURE_DATE)
-            )
+            rows, source_events, how = compute_range(warehouse, delta, group, start, end)
+            rows = rows.with_columns(pl.col(FEATURE_TIME).dt.date().alias(FEATURE_DATE))
         version = delta.replace_range(
             feature_table(group),
             rows,
@@ -158,14 +192,15 @@ def feature_group_definitions(group: FeatureGroup) -> dg.Definitions:
         elapsed = time.perf_counter() - started
         context.log.info(
             f"{group.versioned_name}: {rows.height} rows for {first}..{last} "
-            f"from {source.height} source events in {elapsed:.1f}s"
+            f"from {source_events} source events ({how}) in {elapsed:.1f}s"
         )
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": delta.row_count(feature_table(group)),
                 "rows_in_partitions": rows.height,
                 "partition_range": f"{first}..{last}",
-                "source_events_read": source.height,
+                "source_events_read": source_events,
+                "computed_from": how,
                 "entities": rows[ENTITY_KEY].n_unique(),
                 "delta_version": version,
                 "delta_uri": delta.uri(feature_table(group)),

@@ -18,6 +18,7 @@ class MaintenanceConfig(dg.Config):
 def maintained_tables() -> list[str]:
     tables = [names.bronze_table(topic) for topic in ALL_TOPICS] + [names.DEAD_LETTER_TABLE]
     tables += [names.feature_table(g.versioned_name) for g in FEATURE_GROUPS]
+    tables += [names.feature_state_table(g.versioned_name) for g in FEATURE_GROUPS]
     tables += [names.TRAINING_SET_TABLE, registry.TABLE]
     return tables
 

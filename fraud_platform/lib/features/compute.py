@@ -192,11 +192,8 @@ def compute_feature_group_between(
     end: datetime,
 ) -> pl.DataFrame:
     """The rows of ``group`` with ``start <= feature_time < end``: exactly (bit for bit) those
-    rows of ``compute_feature_group(group, source)``.
-
-    It reads every source event before ``end``, not only the longest window before ``start``:
-    polars' sliding-window kernels add and subtract floating-point values incrementally from an
-    entity's first event, so a history cut at ``start - window`` changes the last bits of sums.
+    rows of ``compute_feature_group(group, source)``, from every source event before ``end``
+    (``incremental.compute_rows_from`` needs only the lookback and a lifetime state).
     """
     events = source.lazy().filter(pl.col(group.event_time_column) < end)
     rows = compute_feature_group(group, events)

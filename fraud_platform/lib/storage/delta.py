@@ -188,6 +188,10 @@ class DeltaStore:
     def read(self, table: str, version: int | None = None) -> pl.DataFrame:
         return pl.read_delta(self.uri(table), version=version, storage_options=self._options())
 
+    def scan(self, table: str, version: int | None = None) -> pl.LazyFrame:
+        """The table as a lazy frame: filters on partition columns skip other partitions."""
+        return pl.scan_delta(self.uri(table), version=version, storage_options=self._options())
+
     def overwrite(
         self, table: str, frame: pl.DataFrame, metadata: Mapping[str, Any] | None = None
     ) -> int:

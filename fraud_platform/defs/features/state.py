@@ -1,0 +1,103 @@
+"""The lifetime-state checkpoints that let a feature partition range read only its lookback.
+
+``feature_state/<group>`` holds, per day boundary ``valid_at`` of the last
+``STATE_RETENTION_DAYS``, each entity's lifetime state after every row before that instant
+(``lib/features/incremental.lifetime_state``), and how many source events were dated before it
+when it was written. A range starting at ``valid_at`` uses it when that count still holds: an
+event dated before the range that arrived later (a refresh that failed, a late event outside
+the sensor's range) changes the count, and the range is then computed from the whole history,
+which also rewrites the checkpoints. Lateness policy: events up to ``STATE_RETENTION_DAYS`` late
+are repaired from a checkpoint; older ones from the whole history.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+import polars as pl
+
+from fraud_platform import names
+from fraud_platform.lib.features.incremental import is_incremental, lifetime_state
+from fraud_platform.lib.features.registry import FEATURE_TIME, FeatureGroup
+from fraud_platform.lib.storage.delta import DeltaStore
+from fraud_platform.resources import WarehouseResource
+
+STATE_RETENTION_DAYS = 14
+VALID_AT, EVENTS_BEFORE = "valid_at", "source_events_before"
+DAY = timedelta(days=1)
+
+
+def state_table(group: FeatureGroup) -> str:
+    return names.feature_state_table(group.versioned_name)
+
+
+def _midnight(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
+def events_before(
+    warehouse: WarehouseResource, group: FeatureGroup, instants: list[datetime]
+) -> list[int]:
+    """How many source events are dated before each instant (one scan of the time column)."""
+    column = group.event_time_column
+    counts = ", ".join(
+        f"count(*) filter (where \"{column}\" < '{at.isoformat()}') as c{i}"
+        for i, at in enumerate(instants)
+    )
+    return list(warehouse.query(f'select {counts} from silver."{group.source}"').row(0))
+
+
+def read_state(
+    delta: DeltaStore, warehouse: WarehouseResource, group: FeatureGroup, start: datetime
+) -> pl.DataFrame | None:
+    """The lifetime state at ``start``, or None when there is none that still holds."""
+    table = state_table(group)
+    if not is_incremental(group) or not delta.exists(table):
+        return None
+    state = delta.scan(table).filter(pl.col(VALID_AT) == start.date()).collect()
+    if state.height == 0:
+        return None
+    if state[EVENTS_BEFORE][0] != events_before(warehouse, group, [start])[0]:
+        return None  # events dated before `start` arrived after the checkpoint was written
+    return state.drop(VALID_AT, EVENTS_BEFORE)
+
+
+def write_states(
+    delta: DeltaStore,
+    warehouse: WarehouseResource,
+    group: FeatureGroup,
+    rows: pl.DataFrame,
+    state_at_start: pl.DataFrame,
+    start: datetime,
+    end: datetime,
+) -> int:
+    """Checkpoints at the day boundaries in ``(start, end]`` of the last
+    ``STATE_RETENTION_DAYS`` (``rows``: the range's rows); later ones are dropped (no longer
+    valid), and those older than the retention. Returns the checkpoint rows written."""
+    if not is_incremental(group):
+        return 0
+    first = max(start + DAY, end - (STATE_RETENTION_DAYS - 1) * DAY)
+    boundaries = [first + i * DAY for i in range((end - first) // DAY + 1)] if first <= end else []
+    counts = events_before(warehouse, group, boundaries) if boundaries else []
+    frames = []
+    for at, count in zip(boundaries, counts, strict=True):
+        state = lifetime_state(group, rows.filter(pl.col(FEATURE_TIME) < at), state_at_start)
+        frames.append(
+            state.with_columns(
+                pl.lit(at.date()).alias(VALID_AT), pl.lit(count, pl.Int64).alias(EVENTS_BEFORE)
+            )
+        )
+    table = state_table(group)
+    frame = pl.concat(frames) if frames else pl.DataFrame()
+    if frame.height:
+        delta.replace_where(
+            table,
+            frame,
+            f"{VALID_AT} > '{start.date().isoformat()}'",
+            partition_by=[VALID_AT],
+            metadata={"feature_group": group.versioned_name, "valid_at": f"{first}..{end}"},
+        )
+    if delta.exists(table):
+        oldest = (end - STATE_RETENTION_DAYS * DAY).date().isoformat()
+        delta.open(table).delete(f"{VALID_AT} < '{oldest}' OR {VALID_AT} > '{end.date()}'")
+    return frame.height
