@@ -23,6 +23,7 @@ from fraud_platform.lib.features.catalog import FEATURE_GROUPS
 from fraud_platform.lib.features.compute import compute_feature_group, latest_per_entity
 from fraud_platform.lib.features.incremental import (
     compute_rows_from,
+    is_incremental,
     lifetime_state,
     longest_window,
 )
@@ -84,6 +85,9 @@ def _source_events(
     return warehouse.query(f'select * from silver."{group.source}" where {where}')
 
 
+CHUNK = timedelta(days=32)  # a long backfill is computed a month at a time: bounded memory
+
+
 def compute_range(
     warehouse: WarehouseResource,
     delta: DeltaStore,
@@ -91,23 +95,36 @@ def compute_range(
     start: datetime,
     end: datetime,
 ) -> tuple[pl.DataFrame, int, str]:
-    """The rows of ``start <= feature_time < end``, the source events read, and how: from the
-    range's lookback and the lifetime state at ``start`` when a valid checkpoint exists
-    (``state.py``), else from the whole history. Either way the checkpoints of the range's
-    day boundaries are rewritten."""
-    state = read_state(delta, warehouse, group, start)
-    if state is not None:
-        source = _source_events(warehouse, group, end, since=start - longest_window(group))
-        rows = compute_rows_from(group, source, start, end, state)
-        how = "lookback and lifetime state"
-    else:
+    """The rows of ``start <= feature_time < end``, the source events read, and how.
+
+    From a lifetime checkpoint at ``start`` when one holds (``state.py``), else from the whole
+    history before ``start``; then chunk by chunk, each from its lookback and the state the
+    previous chunk left (``incremental.compute_rows_from``), so memory follows the chunk, not
+    the range. Either way the checkpoints of the range's day boundaries are rewritten."""
+    if not is_incremental(group):
         source = _source_events(warehouse, group, end)
-        full = compute_feature_group(group, source)
-        rows = full.filter(pl.col(FEATURE_TIME) >= start)
-        state = lifetime_state(group, full.filter(pl.col(FEATURE_TIME) < start))
-        how = "whole history"
-    write_states(delta, warehouse, group, rows, state, start, end)
-    return rows, source.height, how
+        rows = compute_feature_group(group, source).filter(pl.col(FEATURE_TIME) >= start)
+        return rows, source.height, "whole history"
+    state = read_state(delta, warehouse, group, start)
+    read, how = 0, "lookback and lifetime state"
+    if state is None:
+        before = _source_events(warehouse, group, start)
+        state = lifetime_state(group, compute_feature_group(group, before))
+        read, how = before.height, "whole history"
+    at_start, parts, chunk_start = state, [], start
+    while chunk_start < end:
+        chunk_end = min(chunk_start + CHUNK, end)
+        source = _source_events(
+            warehouse, group, chunk_end, since=chunk_start - longest_window(group)
+        )
+        rows = compute_rows_from(group, source, chunk_start, chunk_end, state)
+        state = lifetime_state(group, rows, previous=state)
+        parts.append(rows)
+        read += source.height
+        chunk_start = chunk_end
+    rows = pl.concat(parts) if len(parts) > 1 else parts[0]
+    write_states(delta, warehouse, group, rows, at_start, start, end)
+    return rows, read, how
 
 
 def history_partition_range(warehouse: WarehouseResource) -> tuple[str, str] | None:
