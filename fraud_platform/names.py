@@ -56,6 +56,9 @@ RETRAIN_JOB = "retrain_job"
 RUN_QUEUE_TAG = "fraud_platform/run_queue"
 
 
+FEATURE_DATE = "feature_date"  # the feature tables' daily partition column (UTC date)
+
+
 def feature_table(versioned_group_name: str) -> str:
     return f"features/{versioned_group_name}"
 

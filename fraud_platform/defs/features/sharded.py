@@ -22,6 +22,7 @@ from datetime import UTC, date, datetime, timedelta
 import dagster as dg
 import polars as pl
 
+from fraud_platform import names
 from fraud_platform.defs.partitions import (
     DATE_DIMENSION,
     FEATURE_SHARDS,
@@ -36,7 +37,7 @@ from fraud_platform.resources import WarehouseResource
 
 SHARDED_GROUP = "features_sharded"
 SHARDED_BACKFILL_JOB = "sharded_feature_backfill"
-FEATURE_DATE = "feature_date"
+FEATURE_DATE = names.FEATURE_DATE
 
 
 def shard_table(group: FeatureGroup, shards: int, shard: int, day: date) -> str:

@@ -213,8 +213,13 @@ def offline_features_for(log: pl.DataFrame, delta: DeltaStore) -> pl.DataFrame:
     rows = log.select("request_id", *ENTITY_COLUMNS, *REQUEST_COLUMNS).with_columns(
         pl.col(JOIN_KEYS).cast(pl.String)  # a key never seen in the log reads back as Null
     )
+    # only the feature partitions a lookup of these requests can reach: from the earliest
+    # request's date minus the group's TTL to the latest request's date
+    first, last = rows["event_time"].min(), rows["event_time"].max()
     group_rows = {
-        g.versioned_name: delta.read(names.feature_table(g.versioned_name))
+        g.versioned_name: delta.scan(names.feature_table(g.versioned_name)).filter(
+            pl.col(names.FEATURE_DATE).is_between((first - g.ttl).date(), last.date())
+        )
         for g in FRAUD_SCORING_V1.groups
     }
     joined = point_in_time_join(rows, FRAUD_SCORING_V1.groups, group_rows)
