@@ -55,6 +55,7 @@ def _masked(feature: Feature) -> pl.Expr:
 # - deviations are taken over the window's own values (two-pass, in event order; a list per
 #   row, 10x the kernel's time, so only where a deviation is declared).
 FIXED_POINT_SCALE = 10**8
+_INVERSE_SCALE = 1.0 / FIXED_POINT_SCALE
 _VALUES, _FIXED_SUM, _COUNT = "__values", "__fixed_sum", "__count"
 
 
@@ -64,7 +65,7 @@ def _window_aggs(feature: Feature) -> list[pl.Expr]:
     if feature.function == "std":
         return [value.alias(name + _VALUES)]  # the window's values, as a list
     if feature.function in ("sum", "mean"):
-        fixed = (value.cast(pl.Float64) * FIXED_POINT_SCALE).round().cast(pl.Int128)
+        fixed = (value.cast(pl.Float64) * FIXED_POINT_SCALE).round().cast(pl.Int128).fill_null(0)
         return [fixed.sum().alias(name + _FIXED_SUM), value.count().alias(name + _COUNT)]
     expr = {
         "count": value.count(),
@@ -82,11 +83,15 @@ def _finish_window(feature: Feature) -> pl.Expr | None:
     if feature.function == "std":
         return pl.col(name + _VALUES).list.drop_nulls().list.std().alias(name)
     if feature.function in ("sum", "mean"):
-        total = pl.col(name + _FIXED_SUM).cast(pl.Float64) / FIXED_POINT_SCALE
-        if feature.function == "mean":
-            count = pl.col(name + _COUNT)
-            total = pl.when(count > 0).then(total / count)
-        return total.alias(name)
+        # Float arithmetic that no context evaluates differently: polars divides a column by a
+        # scalar as a multiplication by its reciprocal in some contexts and not in others
+        # (96.32000000000001 and 96.32 for one sum), so the sum multiplies by the reciprocal
+        # itself, and the mean divides a column by a column.
+        total = pl.col(name + _FIXED_SUM).cast(pl.Float64)
+        if feature.function == "sum":
+            return (total * _INVERSE_SCALE).alias(name)
+        count = pl.col(name + _COUNT).cast(pl.Float64)
+        return pl.when(count > 0).then(total / (count * FIXED_POINT_SCALE)).alias(name)
     return None
 
 

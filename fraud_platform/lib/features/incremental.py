@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 
 import polars as pl
 
-from fraud_platform.lib.features.compute import compute_feature_group, entity_key_expr
+from fraud_platform.lib.features.compute import compute_feature_group
 from fraud_platform.lib.features.registry import (
     ENTITY_KEY,
     FEATURE_TIME,
@@ -122,42 +122,4 @@ def compute_rows_from(
     keys = list(group.entity.join_keys)
     return rows.select(ENTITY_KEY, *keys, FEATURE_TIME, *group.feature_names).sort(
         FEATURE_TIME, ENTITY_KEY
-    )
-
-
-def compute_rows_since(
-    group: FeatureGroup, events: pl.DataFrame | pl.LazyFrame, since: pl.DataFrame
-) -> pl.DataFrame:
-    """The rows of each entity of ``since`` (``ENTITY_KEY``, ``FEATURE_TIME``: its earliest
-    row wanted) from ``feature_time`` on, equal to those of ``compute_feature_group`` over
-    ``events`` (every event of those entities). Window aggregates read only the longest
-    window before each entity's ``since``; lifetime aggregates (cumulative, no windows) read
-    all of the entity's events."""
-    events = events.lazy()
-    start = since.lazy().select(ENTITY_KEY, pl.col(FEATURE_TIME).alias("__since"))
-    keyed = events.with_columns(entity_key_expr(group.entity.join_keys).alias("__entity"))
-    recent = keyed.join(start.rename({ENTITY_KEY: "__entity"}), on="__entity", how="inner").filter(
-        pl.col(group.event_time_column) >= pl.col("__since") - longest_window(group)
-    )
-    lifetime = lifetime_features(group)
-    windowed = tuple(f for f in group.features if f.window is not None)
-    columns = [c for c in keyed.collect_schema().names() if c != "__entity"]
-    everything = keyed.join(start.rename({ENTITY_KEY: "__entity"}), on="__entity", how="semi")
-    if not windowed:
-        rows = compute_feature_group(group, everything.select(columns))
-    else:
-        rows = compute_feature_group(
-            dataclasses.replace(group, features=windowed), recent.select(columns)
-        )
-        if lifetime:
-            cumulative = compute_feature_group(
-                dataclasses.replace(group, features=tuple(lifetime)), everything.select(columns)
-            ).select(ENTITY_KEY, FEATURE_TIME, *[f.name for f in lifetime])
-            rows = rows.join(cumulative, on=[ENTITY_KEY, FEATURE_TIME], how="left")
-    keys = list(group.entity.join_keys)
-    return (
-        rows.join(start.collect(), on=ENTITY_KEY, how="inner")
-        .filter(pl.col(FEATURE_TIME) >= pl.col("__since"))
-        .select(ENTITY_KEY, *keys, FEATURE_TIME, *group.feature_names)
-        .sort(FEATURE_TIME, ENTITY_KEY)
     )

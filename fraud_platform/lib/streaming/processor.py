@@ -1,9 +1,8 @@
 """One checkpoint's events -> feature rows online, with the batch code and nothing else.
 
 For each entity stream (``plan``) the batch's events are added to their entities' stores, and
-every group of the stream is computed by the offline code over the touched entities' stored
-events, from each entity's earliest new event on (``incremental.compute_rows_since``: window
-aggregates from the longest window before it, lifetime aggregates from all stored events). The rows of the batch's events and of every later event of
+every group of the stream is computed by ``compute_feature_group`` (the offline code) over the
+touched entities' stored events. The rows of the batch's events and of every later event of
 the entity (a late event changes them) are written through the online writer with the
 entity's version; the online store keeps the history the lookup needs (``online/layout.py``).
 
@@ -25,8 +24,7 @@ import polars as pl
 import redis
 
 from fraud_platform.lib.contracts.events import RejectedEvent, validate_event
-from fraud_platform.lib.features.compute import KEY_SEPARATOR
-from fraud_platform.lib.features.incremental import compute_rows_since
+from fraud_platform.lib.features.compute import KEY_SEPARATOR, compute_feature_group
 from fraud_platform.lib.features.online.layout import (
     EXPIRY_MARGIN_MS,
     HISTORY_HORIZON,
@@ -156,12 +154,9 @@ class StreamProcessor:
             },
             schema={ENTITY_KEY: pl.String, _VERSION: pl.Int64, _SINCE: pl.Int64},
         )
-        since_rows = touched.select(
-            ENTITY_KEY, pl.col(_SINCE).cast(pl.Datetime("us", "UTC")).alias(FEATURE_TIME)
-        )
         written = 0
         for group in stream.groups:
-            rows = _rows_to_write(compute_rows_since(group, frame, since_rows), touched)
+            rows = _rows_to_write(compute_feature_group(group, frame), touched)
             written += write_rows(self._client, group, rows, version=pl.col(_VERSION))
         return written
 

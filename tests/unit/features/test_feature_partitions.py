@@ -15,11 +15,10 @@ from fraud_platform.lib.features.compute import (
 )
 from fraud_platform.lib.features.incremental import (
     compute_rows_from,
-    compute_rows_since,
     is_incremental,
     lifetime_state,
 )
-from fraud_platform.lib.features.registry import ENTITY_KEY, FEATURE_TIME, Feature
+from fraud_platform.lib.features.registry import FEATURE_TIME, Feature
 from fraud_platform.lib.simulation import SimulationConfig, simulate
 from fraud_platform.lib.simulation.profiles import simulated_profiles
 
@@ -149,27 +148,3 @@ def test_a_lifetime_float_sum_is_not_continued_from_a_state() -> None:
     assert not is_incremental(group)
     with pytest.raises(ValueError, match="whole history"):
         compute_rows_from(group, pl.DataFrame(), START, START, pl.DataFrame())
-
-
-@pytest.mark.parametrize("group", FEATURE_GROUPS, ids=lambda g: g.versioned_name)
-def test_rows_since_each_entitys_own_start_equal_the_full_computation(group, long_sources) -> None:
-    """The stream worker's computation: rows from each touched entity's earliest new event on,
-    windows from the lookback only, equal the whole-history rows bit for bit."""
-    source = long_sources[group.source]
-    full = compute_feature_group(group, source)
-    rng = random.Random(f"since {group.name}")
-    entities = full[ENTITY_KEY].unique(maintain_order=True).to_list()
-    touched = rng.sample(entities, k=max(1, len(entities) // 3))
-    starts = (
-        full.filter(pl.col(ENTITY_KEY).is_in(touched))
-        .group_by(ENTITY_KEY, maintain_order=True)
-        .agg(pl.col(FEATURE_TIME).sample(1, seed=rng.randrange(1000)).first())
-    )
-    rows = compute_rows_since(group, source, starts)
-    expected = (
-        full.join(starts.rename({FEATURE_TIME: "since"}), on=ENTITY_KEY)
-        .filter(pl.col(FEATURE_TIME) >= pl.col("since"))
-        .drop("since")
-    )
-    assert rows.height == expected.height > 0
-    assert rows.equals(expected)
