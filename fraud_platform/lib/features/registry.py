@@ -19,9 +19,10 @@ Semantics (stated once, tested in tests/unit/features/):
   otherwise every feature of the group is null.
 - Source events whose join keys are null (e.g. a card payment has no p2p counterparty) belong
   to no entity: they emit no row, and a lookup with a null join key finds nothing.
-- Every aggregation is incremental in the event stream (count/sum/mean/std/max/min over a
-  sliding window, cumulative lifetime versions, latest value), so a stream worker can maintain
-  the same declaration without a batch recompute.
+- A row's window aggregates depend only on its window's events: sums and means are taken in
+  fixed point (8 decimal places, exact), deviations over the window's values in event order.
+  Lifetime aggregates are count, sum, max, min, last and mean; count, max, min and last
+  continue from the previous row's value (incremental partitions, ``incremental.py``).
 """
 
 from __future__ import annotations
