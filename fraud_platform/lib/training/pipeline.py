@@ -40,6 +40,7 @@ from fraud_platform.lib.training.baselines import BaselineConfig, train_baseline
 from fraud_platform.lib.training.fit import Log, Split, TrainConfig, time_split, train_model
 from fraud_platform.lib.training.guards import require_group_features
 from fraud_platform.lib.training.metrics import metrics_by_day
+from fraud_platform.lib.training.selection import ap_gain_standard_error, select_candidate
 from fraud_platform.lib.training.versioning import code_version
 
 SHAP_SAMPLE_ROWS = 2000
@@ -105,7 +106,7 @@ class PipelineConfig:
     """Optuna trials on time-ordered folds of the train part before the final fit; 0 = none."""
     search_time_budget_s: float = 120.0
     # > 0: a baseline replaces CatBoost only when its validation AP is higher by more than this
-    # many paired-bootstrap standard errors (promotion.select_candidate). Off by default: on the
+    # many paired-bootstrap standard errors (selection.select_candidate). Off by default: on the
     # demo's data 2.0 kept CatBoost (test AP 0.770 vs logreg's 0.691), but on a small data set it
     # kept a CatBoost that had learnt nothing (window AUC 0.5) over a working baseline
     selection_min_gain_se: float = 0.0
@@ -240,13 +241,11 @@ def train_and_evaluate(
     y_validation = split.validation["is_fraud"].to_numpy()
     validation_scores = {kind: predict_proba(m, split.validation) for kind, m in models.items()}
     incumbent = next(kind for kind in MODEL_KINDS if kind in models)
-    selection = promotion.select_candidate(
+    selection = select_candidate(
         {kind: row["validation_average_precision"] for kind, row in candidates.items()},
         preference=MODEL_KINDS,
         gain_standard_errors={
-            kind: promotion.ap_gain_standard_error(
-                y_validation, validation_scores[incumbent], scores
-            )
+            kind: ap_gain_standard_error(y_validation, validation_scores[incumbent], scores)
             for kind, scores in validation_scores.items()
             if kind != incumbent and config.selection_min_gain_se > 0
         },

@@ -12,7 +12,7 @@ from fraud_platform.lib.features.services import FRAUD_SCORING_V1
 from fraud_platform.lib.model.input import predict_proba
 from fraud_platform.lib.training.baselines import BaselineConfig
 from fraud_platform.lib.training.pipeline import PipelineConfig, train_and_evaluate
-from fraud_platform.lib.training.promotion import ap_gain_standard_error, select_candidate
+from fraud_platform.lib.training.selection import ap_gain_standard_error, select_candidate
 from tests.unit.training.synthetic import CATEGORICAL, FAST, NUMERIC, make_frame
 
 
