@@ -320,6 +320,7 @@ def run_demo(settings: Settings, config: DemoConfig) -> dict[str, Any]:
             if layer.layer.startswith("daily_monitoring ")
         },
         "layer_seconds": {layer.layer: round(layer.seconds, 1) for layer in layers},
+        "layer_peak_rss_mb": {layer.layer: round(layer.peak_rss_mb) for layer in layers},
         "dagster_ui": f"run `fraud-platform ui`, then open http://127.0.0.1:{settings.ui_port}",
         "scoring_service": f"run `fraud-platform serve`, then POST http://127.0.0.1:{settings.service_port}/score",
         "data_dir": str(settings.data_dir),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -73,12 +74,19 @@ class LayerResult:
     layer: str
     seconds: float
     assets: list[str]
+    peak_rss_mb: float = 0.0
+    """The process's peak resident memory when the layer ended (layers run in process)."""
     metadata: dict[str, dict] = field(default_factory=dict)
     checks: dict[str, bool] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     """Failed checks of WARN severity: reported outcomes (e.g. a refused promotion), not errors."""
     blocked: list[str] = field(default_factory=list)
     """Failed blocking checks of ERROR severity: what they gate did not run."""
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size so far, in MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _materializations(result: dg.ExecuteInProcessResult) -> dict[str, dict]:
@@ -224,6 +232,7 @@ def run_layers(
         layer_result = LayerResult(
             layer=layer,
             seconds=seconds,
+            peak_rss_mb=peak_rss_mb(),
             assets=sorted(k.to_user_string() for k in keys),
             metadata=_materializations(result),
         )
