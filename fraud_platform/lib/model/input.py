@@ -220,3 +220,36 @@ def predict_proba(
     pool = to_model_input(rows, features, categorical, allow_missing=allow_missing)
     threads = 1 if pool.num_row() <= SMALL_INPUT_ROWS else thread_count
     return cb_model.predict(pool, prediction_type="Probability", thread_count=threads)[:, 1]
+
+
+class OneRowPredictor:
+    """``predict_proba(model, row, allow_missing=True)[0]`` for one dict row, at lower cost per
+    call: the model's feature order and categorical indices are read once, here, and the
+    one-row ``Pool`` carries no feature names (CatBoost reads columns by position, in the
+    model's order). Same conversion (``_rows_from_dicts``), same prediction call: the score is
+    bit-identical (tests/unit/model/test_model_input.py). Measured on a 100-tree model: 162 us
+    -> ~100 us per call (the Pool with names ~73 us, without ~53 us; the signature ~10 us).
+
+    For a scikit-learn baseline the call is ``predict_proba`` itself."""
+
+    __slots__ = ("_model", "_features", "_is_cat", "_cat_indices", "_baseline")
+
+    def __init__(self, model: Any) -> None:
+        inner = model.model if isinstance(model, TrainedModel) else model
+        self._baseline = model if hasattr(inner, "predict_scores") else None
+        if self._baseline is not None:
+            return
+        self._model, features, categorical = model_signature(model)
+        cat_set = frozenset(categorical)
+        self._features = tuple(features)
+        self._is_cat = tuple(name in cat_set for name in features)
+        self._cat_indices = [i for i, cat in enumerate(self._is_cat) if cat]
+
+    def __call__(self, row: Mapping[str, Any]) -> float:
+        if self._baseline is not None:
+            return float(predict_proba(self._baseline, row, allow_missing=True)[0])
+        from catboost import Pool
+
+        data = _rows_from_dicts((row,), self._features, self._is_cat, allow_missing=True)
+        pool = Pool(data, cat_features=self._cat_indices)
+        return float(self._model.predict(pool, prediction_type="Probability", thread_count=1)[0, 1])

@@ -8,7 +8,12 @@ import polars as pl
 import pytest
 
 from fraud_platform.lib.model.explain import top_reasons
-from fraud_platform.lib.model.input import MISSING_CATEGORY, predict_proba, to_model_input
+from fraud_platform.lib.model.input import (
+    MISSING_CATEGORY,
+    OneRowPredictor,
+    predict_proba,
+    to_model_input,
+)
 from tests.unit.training.synthetic import CATEGORICAL, NUMERIC
 
 
@@ -63,3 +68,18 @@ def test_top_reasons_returns_k_features_from_the_list(frame: pl.DataFrame, train
             assert r["value"] == (MISSING_CATEGORY if expected is None else expected)
         else:
             assert r["value"] == pytest.approx(expected, nan_ok=True) or r["value"] is None
+
+
+def test_one_row_predictor_is_bit_identical_to_predict_proba(frame: pl.DataFrame, trained) -> None:
+    """The service's one-row path (no feature names, signature read once) gives exactly the
+    score of ``predict_proba``, on every row (nulls, NaN-as-None) and the raw CatBoost model."""
+    batch = predict_proba(trained, frame)
+    predictors = (OneRowPredictor(trained), OneRowPredictor(trained.model))
+    for i, row in enumerate(frame.iter_rows(named=True)):
+        online = {k: (None if v != v else v) for k, v in row.items()}  # NaN -> null, as served
+        expected = predict_proba(trained, online, allow_missing=True)[0]
+        assert expected == batch[i]
+        for predict in predictors:
+            assert predict(online) == expected
+    sparse = {NUMERIC[0]: 1.0}  # features absent: null, as predict_proba(allow_missing=True)
+    assert predictors[0](sparse) == predict_proba(trained, sparse, allow_missing=True)[0]
