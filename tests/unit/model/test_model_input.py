@@ -3,6 +3,11 @@ and the top SHAP reasons of one row."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+
 import numpy as np
 import polars as pl
 import pytest
@@ -83,3 +88,47 @@ def test_one_row_predictor_is_bit_identical_to_predict_proba(frame: pl.DataFrame
             assert predict(online) == expected
     sparse = {NUMERIC[0]: 1.0}  # features absent: null, as predict_proba(allow_missing=True)
     assert predictors[0](sparse) == predict_proba(trained, sparse, allow_missing=True)[0]
+
+
+# Run in a fresh process: a model loaded from file (as the service does), no training there.
+_THREADS_PROBE = """
+import json, os, sys
+from catboost import CatBoostClassifier
+from fraud_platform.lib.model.explain import top_reasons
+from fraud_platform.lib.model.input import OneRowPredictor, predict_proba
+
+model = CatBoostClassifier()
+model.load_model(sys.argv[1])
+rows = json.loads(sys.argv[2])
+threads = lambda: len(os.listdir("/proc/self/task"))
+before = threads()
+predict = OneRowPredictor(model)
+for row in rows:
+    predict(row)
+    predict_proba(model, row, allow_missing=True)
+    top_reasons(model, row, k=3, allow_missing=True, shap_calc_type="Approximate")
+predict_proba(model, rows, allow_missing=True)
+print(json.dumps({"before": before, "after": threads()}))
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="Linux /proc only")
+def test_small_inputs_start_no_catboost_threads(frame: pl.DataFrame, trained, tmp_path) -> None:
+    """One-row (and small) predictions and explanations run on the calling thread. A Pool built
+    with CatBoost's default thread_count (-1) starts executor threads that then spin on every
+    call (~0.7 ms of CPU per one-row prediction in the service): none may appear."""
+    path = tmp_path / "model.cbm"
+    trained.model.save_model(str(path))
+    rows = [
+        {k: (None if v != v else v) for k, v in row.items()}
+        for row in frame.head(5).iter_rows(named=True)
+    ]
+    done = subprocess.run(
+        [sys.executable, "-c", _THREADS_PROBE, str(path), json.dumps(rows, default=str)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    counts = json.loads(done.stdout.strip().splitlines()[-1])
+    assert counts["after"] == counts["before"], counts
