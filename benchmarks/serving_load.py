@@ -8,7 +8,9 @@ depth-6 CatBoost (``--quick``: 100 trees) registered in a temporary model store,
 features in a private ``redis-server`` of the run for every entity of the request mix, and its decision
 log produced to an embedded noida broker (so decisions are delivered, as in production, rather
 than piling up for a Kafka that is not there). The mix is one simulated day (``fraud_platform.lib.simulation``: its channels, amounts, p2p counterparties),
-sent without ``event_time`` (scored as of now).
+sent without ``event_time`` (scored as of now). Before serving, the mix is scored in process
+(thresholds) and ``one_row_vs_batch_score_mismatches`` counts scores of the service's one-row
+path that differ from ``predict_proba`` on the same rows (0: bit-identical).
 
 Load comes from ``benchmarks/_open_loop.py`` in its own process: requests at fixed scheduled
 times, latency from the schedule. In the same run, against the same server:
