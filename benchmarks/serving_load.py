@@ -8,7 +8,9 @@ depth-6 CatBoost (``--quick``: 100 trees) registered in a temporary model store,
 features in a private ``redis-server`` of the run for every entity of the request mix, and its decision
 log produced to an embedded noida broker (so decisions are delivered, as in production, rather
 than piling up for a Kafka that is not there). The mix is one simulated day (``fraud_platform.lib.simulation``: its channels, amounts, p2p counterparties),
-sent without ``event_time`` (scored as of now).
+sent without ``event_time`` (scored as of now). Before serving, the mix is scored in process
+(thresholds) and ``one_row_vs_batch_score_mismatches`` counts scores of the service's one-row
+path that differ from ``predict_proba`` on the same rows (0: bit-identical).
 
 Load comes from ``benchmarks/_open_loop.py`` in its own process: requests at fixed scheduled
 times, latency from the schedule. In the same run, against the same server:
@@ -24,6 +26,7 @@ neighbours' share of the latency. At the end: degraded answers by reason (Redis 
 load show there).
 
 ``--quick``: ``/ping`` and ``/score`` at 300 req/s for 20 s each; no capacity, no soak.
+``--quick --rates 150,300 --duration-s 30``: other rates and phase lengths (CPU comparisons).
 The last line printed is one JSON object (null where not measured).
 """
 
@@ -124,13 +127,17 @@ def write_features(client: Any, mix: list[dict[str, Any]], feature_time: datetim
 
 def realistic_thresholds(
     model: Any, client: Any, mix: list[dict[str, Any]]
-) -> tuple[dict[str, float], dict[str, int]]:
-    """Thresholds a fraud team would set: ~2% of the mix reviewed, ~0.3% declined; and the
-    decisions the mix then gets in process (rules included: every non-approve pays SHAP).
+) -> tuple[dict[str, float], dict[str, int], int]:
+    """Thresholds a fraud team would set: ~2% of the mix reviewed, ~0.3% declined; the
+    decisions the mix then gets in process (rules included: every non-approve pays SHAP); and
+    how many of the mix's scores differ from ``predict_proba`` on the same model row (the
+    service's one-row path must give exactly the batch path's score: 0).
 
     The synthetic model's own 0.5/0.9 would send ~30% of this mix to review (and through SHAP);
     a payment flow reviews a few percent.
     """
+    from fraud_platform.lib.features.request import model_row
+    from fraud_platform.lib.model.input import predict_proba
     from fraud_platform.lib.serving.lookup import FeatureLookup
     from fraud_platform.lib.serving.scoring import ScoringModel
 
@@ -140,9 +147,16 @@ def realistic_thresholds(
     txns = [{"counterparty_id": None, **t, "event_time": now} for t in mix]
     looked_up = [lookup.lookup(t).values for t in txns]
     probe = ScoringModel.from_metadata(model, metadata, "fraud_catboost:probe")
-    scores = sorted(
+    served = [
         probe.score(t, v, explain="never").score for t, v in zip(txns, looked_up, strict=True)
+    ]
+    batch = predict_proba(
+        model,
+        [model_row(t, v, probe.service) for t, v in zip(txns, looked_up, strict=True)],
+        allow_missing=True,
     )
+    mismatches = sum(a != float(b) for a, b in zip(served, batch, strict=True))
+    scores = sorted(served)
     thresholds = {
         "review": round(scores[int(len(scores) * 0.98)], 6),
         "decline": round(scores[int(len(scores) * 0.997)], 6),
@@ -154,7 +168,7 @@ def realistic_thresholds(
     for t, v in zip(txns, looked_up, strict=True):
         decision = final.score(t, v, explain="never").decision
         decisions[decision] = decisions.get(decision, 0) + 1
-    return thresholds, decisions
+    return thresholds, decisions, mismatches
 
 
 def drive(
@@ -318,7 +332,7 @@ def _run(args: argparse.Namespace, tmp: Path, redis_url: str) -> tuple[dict[str,
     ping.write_text("{}\n")
 
     model = train(100 if args.quick else 400)
-    thresholds, decisions = realistic_thresholds(model, client, mix)
+    thresholds, decisions, mismatches = realistic_thresholds(model, client, mix)
     metadata = model_metadata(model, thresholds)
     data_dir = tmp / "platform"
     store = platform_model_store(data_dir)
@@ -350,6 +364,7 @@ def _run(args: argparse.Namespace, tmp: Path, redis_url: str) -> tuple[dict[str,
         "trees": int(model.tree_count_),
         "thresholds": thresholds,
         "mix_decisions_in_process": decisions,
+        "one_row_vs_batch_score_mismatches": mismatches,
         "mix": len(mix),
         "mix_channels": {
             c: sum(t["channel"] == c for t in mix) for c in {t["channel"] for t in mix}
@@ -382,8 +397,8 @@ def _run(args: argparse.Namespace, tmp: Path, redis_url: str) -> tuple[dict[str,
 
     try:
         drive(f"{server.url}/score", bodies, rate=50, duration=3)  # warm-up, not reported
-        rates = (300,) if args.quick else RATES
-        duration = 20.0
+        rates = args.rates or ((300,) if args.quick else RATES)
+        duration = args.duration_s
         for rate in rates:
             got_ping = measured(f"{server.url}/ping", ping, rate=rate, duration=duration)
             got = measured(f"{server.url}/score", bodies, rate=rate, duration=duration)
@@ -457,6 +472,13 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--soak-s", type=float, default=600.0)
+    parser.add_argument(
+        "--rates",
+        type=lambda text: tuple(int(r) for r in text.split(",")),
+        help="comma-separated rates for the /ping and /score phases (default: 100,300,600; "
+        "--quick: 300); the JSON's figures are those at 300 req/s",
+    )
+    parser.add_argument("--duration-s", type=float, default=20.0, help="seconds per rate")
     args = parser.parse_args()
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:

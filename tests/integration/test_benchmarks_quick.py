@@ -60,6 +60,7 @@ def test_benchmark_serving_load_quick_drives_ping_and_score_open_loop() -> None:
     assert figures["rate"] == 300 and figures["p50_ms"] > 0 and figures["ping_p50_ms"] > 0
     assert {row["endpoint"] for row in figures["table"]} == {"/ping", "/score"}
     assert all(row["sent"] == 6_000 for row in figures["table"])
+    assert figures["one_row_vs_batch_score_mismatches"] == 0  # the service's score = batch's
 
 
 def test_benchmark_import_files_quick_reimport_adds_nothing() -> None:

@@ -57,6 +57,7 @@ def top_reasons(
         [values],
         cat_features=[i for i, name in enumerate(features) if name in cat_set],
         feature_names=list(features),
+        thread_count=1,  # the default (all cores) leaves CatBoost threads spinning (input.py)
     )
     shap = cb_model.get_feature_importance(
         pool, type="ShapValues", thread_count=1, shap_calc_type=shap_calc_type

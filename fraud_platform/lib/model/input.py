@@ -32,7 +32,9 @@ TIME_COLUMN = "event_time"
 ID_COLUMN = "transaction_id"
 # Columns that describe the label or the row itself: never model features.
 NON_FEATURE_COLUMNS = frozenset({LABEL_COLUMN, "fraud_type", ID_COLUMN, TIME_COLUMN, "label_time"})
-# Inputs up to this many rows are converted row-wise (no pandas) and predicted on one thread.
+# Inputs up to this many rows are converted row-wise (no pandas) and built and predicted on one
+# thread. A Pool's default thread_count (-1: all cores) starts CatBoost's executor threads, which
+# then spin on every later call: ~0.7 ms of CPU per one-row prediction in a server, measured.
 SMALL_INPUT_ROWS = 256
 
 
@@ -112,7 +114,14 @@ def to_model_input(
     cat_set = frozenset(categorical)
     data = prepare_values(rows, features, cat_set, allow_missing)
     cat_indices = [i for i, name in enumerate(features) if name in cat_set]
-    return Pool(data, label=label, cat_features=cat_indices, feature_names=list(features))
+    threads = 1 if len(data) <= SMALL_INPUT_ROWS else -1
+    return Pool(
+        data,
+        label=label,
+        cat_features=cat_indices,
+        feature_names=list(features),
+        thread_count=threads,
+    )
 
 
 def prepare_values(
@@ -220,3 +229,37 @@ def predict_proba(
     pool = to_model_input(rows, features, categorical, allow_missing=allow_missing)
     threads = 1 if pool.num_row() <= SMALL_INPUT_ROWS else thread_count
     return cb_model.predict(pool, prediction_type="Probability", thread_count=threads)[:, 1]
+
+
+class OneRowPredictor:
+    """``predict_proba(model, row, allow_missing=True)[0]`` for one dict row, at lower cost per
+    call: the model's feature order and categorical indices are read once, here, and the
+    one-row ``Pool`` carries no feature names (CatBoost reads columns by position, in the
+    model's order) and is built on one thread (``SMALL_INPUT_ROWS``). Same conversion
+    (``_rows_from_dicts``), same prediction call: the score is bit-identical
+    (tests/unit/model/test_model_input.py). Measured on a 100-tree model, back to back: 162 us
+    -> ~100 us per call (the Pool with names ~73 us, without ~53 us; the signature ~10 us).
+
+    For a scikit-learn baseline the call is ``predict_proba`` itself."""
+
+    __slots__ = ("_model", "_features", "_is_cat", "_cat_indices", "_baseline")
+
+    def __init__(self, model: Any) -> None:
+        inner = model.model if isinstance(model, TrainedModel) else model
+        self._baseline = model if hasattr(inner, "predict_scores") else None
+        if self._baseline is not None:
+            return
+        self._model, features, categorical = model_signature(model)
+        cat_set = frozenset(categorical)
+        self._features = tuple(features)
+        self._is_cat = tuple(name in cat_set for name in features)
+        self._cat_indices = [i for i, cat in enumerate(self._is_cat) if cat]
+
+    def __call__(self, row: Mapping[str, Any]) -> float:
+        if self._baseline is not None:
+            return float(predict_proba(self._baseline, row, allow_missing=True)[0])
+        from catboost import Pool
+
+        data = _rows_from_dicts((row,), self._features, self._is_cat, allow_missing=True)
+        pool = Pool(data, cat_features=self._cat_indices, thread_count=1)
+        return float(self._model.predict(pool, prediction_type="Probability", thread_count=1)[0, 1])

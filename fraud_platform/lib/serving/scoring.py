@@ -35,7 +35,7 @@ from fraud_platform.lib.features.registry import FeatureService
 from fraud_platform.lib.features.request import model_row
 from fraud_platform.lib.features.services import FRAUD_SCORING_V1, service_for_model
 from fraud_platform.lib.model.explain import top_reasons
-from fraud_platform.lib.model.input import predict_proba
+from fraud_platform.lib.model.input import OneRowPredictor, predict_proba
 from fraud_platform.lib.serving.lookup import Lookup
 from fraud_platform.lib.serving.policy import (
     DEFAULT_RULES,
@@ -92,6 +92,7 @@ class ScoringModel:
     shap_calc_type: str = "Approximate"
     service: FeatureService = FRAUD_SCORING_V1
     metadata: dict[str, Any] = field(default_factory=dict)
+    _predict_one: OneRowPredictor = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "thresholds", Thresholds.of(self.thresholds))
@@ -111,6 +112,7 @@ class ScoringModel:
             )
         if self.explain not in ("always", "flagged", "never"):
             raise ValueError(f"explain must be always|flagged|never, got {self.explain!r}")
+        object.__setattr__(self, "_predict_one", OneRowPredictor(self.model))
 
     @classmethod
     def from_metadata(
@@ -199,7 +201,7 @@ class ScoringModel:
         the features looked up for it (``{}`` when none could be)."""
         started = perf_counter()
         row = self._row(txn, looked_up)
-        score = float(predict_proba(self.model, row, allow_missing=True)[0])
+        score = self._predict_one(row)  # = predict_proba(self.model, row, allow_missing=True)[0]
         stages = {"model": perf_counter() - started}
         return self._finish(score, txn, row, degraded, explain or self.explain, stages)
 

@@ -3,12 +3,22 @@ and the top SHAP reasons of one row."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+
 import numpy as np
 import polars as pl
 import pytest
 
 from fraud_platform.lib.model.explain import top_reasons
-from fraud_platform.lib.model.input import MISSING_CATEGORY, predict_proba, to_model_input
+from fraud_platform.lib.model.input import (
+    MISSING_CATEGORY,
+    OneRowPredictor,
+    predict_proba,
+    to_model_input,
+)
 from tests.unit.training.synthetic import CATEGORICAL, NUMERIC
 
 
@@ -63,3 +73,62 @@ def test_top_reasons_returns_k_features_from_the_list(frame: pl.DataFrame, train
             assert r["value"] == (MISSING_CATEGORY if expected is None else expected)
         else:
             assert r["value"] == pytest.approx(expected, nan_ok=True) or r["value"] is None
+
+
+def test_one_row_predictor_is_bit_identical_to_predict_proba(frame: pl.DataFrame, trained) -> None:
+    """The service's one-row path (no feature names, signature read once) gives exactly the
+    score of ``predict_proba``, on every row (nulls, NaN-as-None) and the raw CatBoost model."""
+    batch = predict_proba(trained, frame)
+    predictors = (OneRowPredictor(trained), OneRowPredictor(trained.model))
+    for i, row in enumerate(frame.iter_rows(named=True)):
+        online = {k: (None if v != v else v) for k, v in row.items()}  # NaN -> null, as served
+        expected = predict_proba(trained, online, allow_missing=True)[0]
+        assert expected == batch[i]
+        for predict in predictors:
+            assert predict(online) == expected
+    sparse = {NUMERIC[0]: 1.0}  # features absent: null, as predict_proba(allow_missing=True)
+    assert predictors[0](sparse) == predict_proba(trained, sparse, allow_missing=True)[0]
+
+
+# Run in a fresh process: a model loaded from file (as the service does), no training there.
+_THREADS_PROBE = """
+import json, os, sys
+from catboost import CatBoostClassifier
+from fraud_platform.lib.model.explain import top_reasons
+from fraud_platform.lib.model.input import OneRowPredictor, predict_proba
+
+model = CatBoostClassifier()
+model.load_model(sys.argv[1])
+rows = json.loads(sys.argv[2])
+threads = lambda: len(os.listdir("/proc/self/task"))
+before = threads()
+predict = OneRowPredictor(model)
+for row in rows:
+    predict(row)
+    predict_proba(model, row, allow_missing=True)
+    top_reasons(model, row, k=3, allow_missing=True, shap_calc_type="Approximate")
+predict_proba(model, rows, allow_missing=True)
+print(json.dumps({"before": before, "after": threads()}))
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="Linux /proc only")
+def test_small_inputs_start_no_catboost_threads(frame: pl.DataFrame, trained, tmp_path) -> None:
+    """One-row (and small) predictions and explanations run on the calling thread. A Pool built
+    with CatBoost's default thread_count (-1) starts executor threads that then spin on every
+    call (~0.7 ms of CPU per one-row prediction in the service): none may appear."""
+    path = tmp_path / "model.cbm"
+    trained.model.save_model(str(path))
+    rows = [
+        {k: (None if v != v else v) for k, v in row.items()}
+        for row in frame.head(5).iter_rows(named=True)
+    ]
+    done = subprocess.run(
+        [sys.executable, "-c", _THREADS_PROBE, str(path), json.dumps(rows, default=str)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    counts = json.loads(done.stdout.strip().splitlines()[-1])
+    assert counts["after"] == counts["before"], counts
