@@ -176,6 +176,14 @@ def test_full_snapshot_when_asked_or_when_the_checkpoint_does_not_fit(
     flushed = snapshot_group(incremental, recreated, TABLE, GROUP, partition_column=DAY)
     assert (flushed.mode, flushed.entities_written) == ("full", rows[ENTITY_KEY].n_unique())
 
+    # the version the checkpoint names lost its files to a VACUUM: a full snapshot
+    later = _rows(GROUP, _transactions(5, users=5, n=60, first=START, hours=20))
+    _write(recreated, later, day, day)
+    recreated.open(TABLE).vacuum(retention_hours=0, enforce_retention_duration=False, dry_run=False)
+    vacuumed = snapshot_group(incremental, recreated, TABLE, GROUP, partition_column=DAY)
+    assert vacuumed.mode == "full" and "no longer readable" in vacuumed.reason
+    assert vacuumed.rows_read == later.height
+
     incremental.hset(checkpoint_key(), GROUP.versioned_name, b"not json")
     with pytest.raises(ValueError, match="is not a checkpoint"):
         snapshot_group(incremental, recreated, TABLE, GROUP, partition_column=DAY)

@@ -21,6 +21,8 @@ checkpoint's version and the current one:
    P all disappeared has its newest row looked up in the whole table (a filter on its key).
 
 The checkpoint is saved after the writes: a crash in between repeats the same writes next time.
+A checkpoint whose version can no longer be read (its log entries or, after a VACUUM, its files
+are gone) gives a full snapshot.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from datetime import date
 import polars as pl
 import redis
 from deltalake import DeltaTable
+from deltalake.exceptions import DeltaError
 
 from fraud_platform.lib.features.compute import latest_per_entity
 from fraud_platform.lib.features.online.layout import ONLINE_LAYOUT_VERSION, encode_rows
@@ -136,30 +139,39 @@ def snapshot_group(
     was recreated."""
     current = store.open(table)
     version = current.version()
-    table_id = current.metadata().id
     checkpoint = None if full else read_checkpoint(client, group)
     reason = ""
     if full:
         reason = "full snapshot requested"
     elif checkpoint is None:
         reason = "no checkpoint in the online store"
-    elif checkpoint.table_id != table_id:
+    elif checkpoint.table_id != current.metadata().id:
         reason = "the offline table was recreated"
     elif checkpoint.version > version:
         reason = f"checkpoint version {checkpoint.version} is ahead of the table's {version}"
-    if reason:
-        rows = store.read(table, version=version)
-        latest = latest_per_entity(rows)
-        stored = write_snapshot(client, group, latest)
-        save_checkpoint(client, group, Checkpoint(table_id, version))
-        partitions = rows[partition_column].n_unique() if rows.height else 0
-        return GroupSnapshot(
-            "full", reason, version, partitions, rows.height, latest.height, stored
-        )
-    assert checkpoint is not None
+    if reason or checkpoint is None:
+        return _full(client, store, table, group, current, partition_column, reason)
     if checkpoint.version == version:
         return GroupSnapshot("unchanged", f"still at version {version}", version, 0, 0, 0, 0)
     return _incremental(client, store, table, group, current, checkpoint, partition_column)
+
+
+def _full(
+    client: redis.Redis,
+    store: DeltaStore,
+    table: str,
+    group: FeatureGroup,
+    current: DeltaTable,
+    partition_column: str,
+    reason: str,
+) -> GroupSnapshot:
+    version = current.version()
+    rows = store.read(table, version=version)
+    latest = latest_per_entity(rows)
+    stored = write_snapshot(client, group, latest)
+    save_checkpoint(client, group, Checkpoint(current.metadata().id, version))
+    partitions = rows[partition_column].n_unique() if rows.height else 0
+    return GroupSnapshot("full", reason, version, partitions, rows.height, latest.height, stored)
 
 
 def _incremental(
@@ -172,12 +184,16 @@ def _incremental(
     partition_column: str,
 ) -> GroupSnapshot:
     version = current.version()
-    previous = store.open(table, version=checkpoint.version)
     schema = pl.scan_delta(store.uri(table), version=version).collect_schema()
     columns = [ENTITY_KEY, FEATURE_TIME, *group.feature_names]
-    changed = changed_partitions(previous, current, partition_column)
+    try:
+        previous = store.open(table, version=checkpoint.version)
+        changed = changed_partitions(previous, current, partition_column)
+        old = _read(previous, partition_column, changed, columns, schema)
+    except (DeltaError, OSError) as exc:  # its log entries or its files were cleaned up
+        reason = f"checkpoint version {checkpoint.version} is no longer readable: {exc}"
+        return _full(client, store, table, group, current, partition_column, reason[:300])
     new = _read(current, partition_column, changed, columns, schema)
-    old = _read(previous, partition_column, changed, columns, schema)
     later: list[date] = []
     if changed:
         present = _partition_files(current, partition_column)["partition"].unique().to_list()
