@@ -127,3 +127,20 @@ def test_benchmark_sensor_freshness_quick_brings_every_round_online() -> None:
     assert 0 < figures["publish_to_bronze_p95_s"] <= figures["publish_to_online_p95_s"]
     split = figures["split_median_s"]
     assert split["ingest_steps"] > 0 and split["refresh_steps"] > 0  # the sensors launched runs
+
+
+def test_benchmark_refresh_scaling_quick_times_an_incremental_micro_batch_per_history() -> None:
+    # three histories, each set up from Kafka through every layer: ~4 min on an idle 2-core
+    # machine, ~8 min under a load of 8
+    figures = _run("refresh_scaling", timeout_s=1500)
+    assert figures["days"] == [10, 20, 40]
+    assert figures["history_events"] == sorted(figures["history_events"])
+    assert figures["ratio_to_30d"][0] == 1.0 and all(s > 0 for s in figures["microbatch_s"])
+    for row in figures["table"]:
+        assert set(row["per_layer_s"]) == {"ingestion", "silver", "features", "snapshot"}
+        assert row["bronze_rows_added"] == row["new_events"] > row["late_events"] > 0
+        # the online snapshot after the micro-batch is incremental: it reads the stale
+        # partitions only (fewer rows than a full snapshot reads) and writes some entities
+        assert row["snapshot_modes"] == ["incremental"]
+        assert 0 < row["snapshot_entities_written"]
+        assert row["snapshot_rows_read"] < row["snapshot_full_rows_read"]

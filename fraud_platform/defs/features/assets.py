@@ -6,6 +6,7 @@ the same tables, so offline and online values come from one computation.
 
 import time
 import warnings
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
@@ -20,14 +21,14 @@ from fraud_platform.defs.partitions import (
     check_within_partitions,
 )
 from fraud_platform.lib.features.catalog import FEATURE_GROUPS
-from fraud_platform.lib.features.compute import compute_feature_group, latest_per_entity
+from fraud_platform.lib.features.compute import compute_feature_group
 from fraud_platform.lib.features.incremental import (
     compute_rows_from,
     is_incremental,
     lifetime_state,
     longest_window,
 )
-from fraud_platform.lib.features.online.writer import write_snapshot
+from fraud_platform.lib.features.online.snapshot import GroupSnapshot, snapshot_group
 from fraud_platform.lib.features.registry import ENTITY_KEY, FEATURE_TIME, FeatureGroup
 from fraud_platform.lib.storage.delta import DeltaStore
 from fraud_platform.resources import RedisResource, WarehouseResource
@@ -235,6 +236,13 @@ class OnlineSnapshotConfig(dg.Config):
     max_staleness_minutes: float = 15.0
 
 
+class FeatureSnapshotConfig(dg.Config):
+    """``full``: rewrite every entity's newest row instead of only the changed ones (also done
+    for a group without a checkpoint in the online store, e.g. after a flush or a new layout)."""
+
+    full: bool = False
+
+
 @dg.asset(
     key=["online", "feature_snapshot"],
     group_name=GROUP,
@@ -242,23 +250,44 @@ class OnlineSnapshotConfig(dg.Config):
     kinds={"redis"},
 )
 def feature_snapshot(
-    context: dg.AssetExecutionContext, delta: dg.ResourceParam[DeltaStore], redis: RedisResource
+    context: dg.AssetExecutionContext,
+    delta: dg.ResourceParam[DeltaStore],
+    redis: RedisResource,
+    config: FeatureSnapshotConfig,
 ) -> dg.MaterializeResult:
-    """The latest value of every feature per entity, written to Redis for serving."""
+    """The latest value of every feature per entity, written to Redis for serving: only the
+    entities whose newest row changed since the last snapshot, read from the partitions written
+    since (``lib/features/online/snapshot.py``); every entity with ``full``."""
     client = redis.client()
     started = time.perf_counter()
-    per_group: dict[str, int] = {}
+    per_group: dict[str, GroupSnapshot] = {}
     for group in FEATURE_GROUPS:
-        latest = latest_per_entity(delta.read(feature_table(group)))
-        per_group[group.versioned_name] = write_snapshot(client, group, latest)
-        context.log.info(f"online: {group.versioned_name} {per_group[group.versioned_name]} keys")
+        done = snapshot_group(
+            client,
+            delta,
+            feature_table(group),
+            group,
+            partition_column=FEATURE_DATE,
+            full=config.full,
+        )
+        per_group[group.versioned_name] = done
+        context.log.info(
+            f"online: {group.versioned_name} {done.mode} ({done.reason}): {done.rows_read} rows "
+            f"read, {done.entities_written} entities written, {done.rows_stored} rows stored"
+        )
     elapsed = time.perf_counter() - started
-    total = sum(per_group.values())
+    total = sum(done.rows_stored for done in per_group.values())
     return dg.MaterializeResult(
         metadata={
             "keys_written": total,
-            "keys_per_group": dg.MetadataValue.json(per_group),
-            "rows_per_s": round(total / elapsed, 1) if elapsed else 0.0,
+            "keys_per_group": dg.MetadataValue.json(
+                {name: done.rows_stored for name, done in per_group.items()}
+            ),
+            "rows_read": sum(done.rows_read for done in per_group.values()),
+            "entities_written": sum(done.entities_written for done in per_group.values()),
+            "modes": dg.MetadataValue.json({n: d.mode for n, d in per_group.items()}),
+            "per_group": dg.MetadataValue.json({n: asdict(d) for n, d in per_group.items()}),
+            "snapshot_seconds": round(elapsed, 3),
             "written_at_unix": time.time(),
             "redis_url": redis.url.split("@")[-1],
         }

@@ -1,0 +1,231 @@
+"""The batch path's online snapshot of one feature group, incremental by default.
+
+What the store holds after a snapshot is defined by the full snapshot: the newest row of every
+entity of the offline table, written through the compare-on-write script (``writer.py``). The
+incremental snapshot writes the same rows, but only for the entities whose newest row differs
+from the one the previous snapshot wrote; for every other entity the full snapshot's write would
+repeat a row the store already holds (same feature_time, same writer_version 0: a no-op).
+
+The checkpoint is the Delta version (and table id) the previous snapshot read, kept per group
+in a hash in the online store itself (``checkpoint_key``): a store that was flushed, or a new
+layout version (a new key prefix), has no checkpoint and gets a full snapshot. Between the
+checkpoint's version and the current one:
+
+1. the changed partitions P are those of files added or removed (the two versions' file lists;
+   the feature assets replace whole daily partitions);
+2. the rows of P are read at both versions; rows of partitions outside P are the same at both;
+3. an entity's newest row is the newest of its rows in P and in the partitions after min(P)
+   (a row of an earlier partition is older than every row of P); those later partitions are read
+   only for the entities seen in P (with the usual stale range, D..today, there are none);
+4. entities whose newest row (as encoded for Redis) differs are written; an entity whose rows in
+   P all disappeared has its newest row looked up in the whole table (a filter on its key).
+
+The checkpoint is saved after the writes: a crash in between repeats the same writes next time.
+A checkpoint whose version can no longer be read (its log entries or, after a VACUUM, its files
+are gone) gives a full snapshot.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from datetime import date
+
+import polars as pl
+import redis
+from deltalake import DeltaTable
+from deltalake.exceptions import DeltaError
+
+from fraud_platform.lib.features.compute import latest_per_entity
+from fraud_platform.lib.features.online.layout import ONLINE_LAYOUT_VERSION, encode_rows
+from fraud_platform.lib.features.online.writer import write_snapshot
+from fraud_platform.lib.features.registry import ENTITY_KEY, FEATURE_TIME, FeatureGroup
+from fraud_platform.lib.storage.delta import DeltaStore
+
+
+def checkpoint_key() -> str:
+    """The hash of snapshot checkpoints: field = versioned group name, value = JSON."""
+    return f"fp:{ONLINE_LAYOUT_VERSION}:snapshot_checkpoint"
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """The offline table (Delta table id) and version the last snapshot of a group wrote."""
+
+    table_id: str
+    version: int
+
+
+def read_checkpoint(client: redis.Redis, group: FeatureGroup) -> Checkpoint | None:
+    raw = client.hget(checkpoint_key(), group.versioned_name)
+    if raw is None:
+        return None
+    try:
+        value = json.loads(raw)
+        return Checkpoint(table_id=str(value["table_id"]), version=int(value["version"]))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(
+            f"{checkpoint_key()} field {group.versioned_name} is not a checkpoint: {raw!r}"
+        ) from exc
+
+
+def save_checkpoint(client: redis.Redis, group: FeatureGroup, checkpoint: Checkpoint) -> None:
+    client.hset(checkpoint_key(), group.versioned_name, json.dumps(asdict(checkpoint)))
+
+
+@dataclass(frozen=True)
+class GroupSnapshot:
+    """What one group's snapshot did (the asset's metadata)."""
+
+    mode: str  # "full", "incremental" or "unchanged"
+    reason: str
+    version: int
+    partitions_read: int
+    rows_read: int
+    entities_written: int
+    rows_stored: int
+    entities_looked_up: int = 0
+
+
+def _partition_files(table: DeltaTable, partition_column: str) -> pl.DataFrame:
+    actions = pl.DataFrame(table.get_add_actions(flatten=True))
+    column = f"partition.{partition_column}"
+    if actions.height == 0:
+        return pl.DataFrame(schema={"path": pl.String, "partition": pl.Date})
+    if column not in actions.columns:
+        raise ValueError(f"{table.table_uri} is not partitioned by {partition_column}")
+    return actions.select("path", pl.col(column).cast(pl.Date).alias("partition"))
+
+
+def changed_partitions(old: DeltaTable, new: DeltaTable, partition_column: str) -> list[date]:
+    """Partitions holding a file that one of the two versions has and the other has not."""
+    before = _partition_files(old, partition_column)
+    after = _partition_files(new, partition_column)
+    added = after.join(before, on="path", how="anti")
+    removed = before.join(after, on="path", how="anti")
+    return sorted(set(added["partition"].to_list()) | set(removed["partition"].to_list()))
+
+
+def _read(
+    table: DeltaTable,
+    partition_column: str,
+    partitions: list[date],
+    columns: list[str],
+    schema: pl.Schema,
+) -> pl.DataFrame:
+    if not partitions:
+        return pl.DataFrame(schema={c: schema[c] for c in columns})
+    values = [p.isoformat() for p in partitions]
+    arrow = table.to_pyarrow_table(filters=[(partition_column, "in", values)], columns=columns)
+    return pl.DataFrame(arrow).cast({c: schema[c] for c in columns})
+
+
+def _encoded_latest(group: FeatureGroup, rows: pl.DataFrame) -> pl.DataFrame:
+    latest = latest_per_entity(rows)
+    return latest.select(ENTITY_KEY).with_columns(encode_rows(group, latest)["value"])
+
+
+def snapshot_group(
+    client: redis.Redis,
+    store: DeltaStore,
+    table: str,
+    group: FeatureGroup,
+    *,
+    partition_column: str,
+    full: bool = False,
+) -> GroupSnapshot:
+    """Bring the online store up to date with the offline ``table`` of ``group`` (module
+    docstring); a full snapshot when ``full``, without a usable checkpoint, or when the table
+    was recreated."""
+    current = store.open(table)
+    version = current.version()
+    checkpoint = None if full else read_checkpoint(client, group)
+    reason = ""
+    if full:
+        reason = "full snapshot requested"
+    elif checkpoint is None:
+        reason = "no checkpoint in the online store"
+    elif checkpoint.table_id != current.metadata().id:
+        reason = "the offline table was recreated"
+    elif checkpoint.version > version:
+        reason = f"checkpoint version {checkpoint.version} is ahead of the table's {version}"
+    if reason or checkpoint is None:
+        return _full(client, store, table, group, current, partition_column, reason)
+    if checkpoint.version == version:
+        return GroupSnapshot("unchanged", f"still at version {version}", version, 0, 0, 0, 0)
+    return _incremental(client, store, table, group, current, checkpoint, partition_column)
+
+
+def _full(
+    client: redis.Redis,
+    store: DeltaStore,
+    table: str,
+    group: FeatureGroup,
+    current: DeltaTable,
+    partition_column: str,
+    reason: str,
+) -> GroupSnapshot:
+    version = current.version()
+    rows = store.read(table, version=version)
+    latest = latest_per_entity(rows)
+    stored = write_snapshot(client, group, latest)
+    save_checkpoint(client, group, Checkpoint(current.metadata().id, version))
+    partitions = rows[partition_column].n_unique() if rows.height else 0
+    return GroupSnapshot("full", reason, version, partitions, rows.height, latest.height, stored)
+
+
+def _incremental(
+    client: redis.Redis,
+    store: DeltaStore,
+    table: str,
+    group: FeatureGroup,
+    current: DeltaTable,
+    checkpoint: Checkpoint,
+    partition_column: str,
+) -> GroupSnapshot:
+    version = current.version()
+    schema = pl.scan_delta(store.uri(table), version=version).collect_schema()
+    columns = [ENTITY_KEY, FEATURE_TIME, *group.feature_names]
+    try:
+        previous = store.open(table, version=checkpoint.version)
+        changed = changed_partitions(previous, current, partition_column)
+        old = _read(previous, partition_column, changed, columns, schema)
+    except (DeltaError, OSError) as exc:  # its log entries or its files were cleaned up
+        reason = f"checkpoint version {checkpoint.version} is no longer readable: {exc}"
+        return _full(client, store, table, group, current, partition_column, reason[:300])
+    new = _read(current, partition_column, changed, columns, schema)
+    later: list[date] = []
+    if changed:
+        present = _partition_files(current, partition_column)["partition"].unique().to_list()
+        later = sorted(p for p in present if p > changed[0] and p not in set(changed))
+    seen = pl.concat([new[ENTITY_KEY], old[ENTITY_KEY]]).unique()
+    after = _read(current, partition_column, later, columns, schema).filter(
+        pl.col(ENTITY_KEY).is_in(seen.implode())
+    )
+    latest_new = _encoded_latest(group, pl.concat([new, after]))
+    latest_old = _encoded_latest(group, pl.concat([old, after]))
+    differs = latest_new.join(
+        latest_old, on=[ENTITY_KEY, "value"], how="anti", nulls_equal=True
+    ).select(ENTITY_KEY)
+    candidates = pl.concat([new, after]).join(differs, on=ENTITY_KEY, how="semi")
+    # entities whose rows of P all disappeared: their newest row is in an earlier partition
+    gone = latest_old.select(ENTITY_KEY).join(latest_new, on=ENTITY_KEY, how="anti")
+    looked_up = pl.DataFrame(schema={c: schema[c] for c in columns})
+    if gone.height:
+        arrow = current.to_pyarrow_table(
+            filters=[(ENTITY_KEY, "in", gone[ENTITY_KEY].to_list())], columns=columns
+        )
+        looked_up = pl.DataFrame(arrow).cast({c: schema[c] for c in columns})
+    latest = latest_per_entity(pl.concat([candidates, looked_up]))
+    stored = write_snapshot(client, group, latest)
+    save_checkpoint(client, group, Checkpoint(checkpoint.table_id, version))
+    return GroupSnapshot(
+        "incremental",
+        f"versions {checkpoint.version}..{version}",
+        version,
+        len(changed) + len(later),
+        new.height + old.height + after.height + looked_up.height,
+        latest.height,
+        stored,
+        gone.height,
+    )
