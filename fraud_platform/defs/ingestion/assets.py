@@ -1,6 +1,7 @@
 """Bronze: Kafka topics into append-only Delta tables, exactly once, rejects to a dead-letter table."""
 
 import json
+from collections.abc import Iterable
 
 import dagster as dg
 
@@ -98,6 +99,24 @@ decision_log_job = dg.define_asset_job(
     executor_def=dg.in_process_executor,
     tags={names.RUN_QUEUE_TAG: names.DECISION_LOG_JOB},
 )
+PROFILES_KEY = dg.AssetKey(names.PROFILES_TABLE.split("/"))
+
+
+def arrivals_selection(
+    repository: dg.RepositoryDefinition, topics: Iterable[str]
+) -> list[dg.AssetKey]:
+    """The assets of the ingest job that new events of ``topics`` can change: their bronze
+    tables and what the job builds from them (the dbt models downstream), plus the account
+    profiles, which PostgreSQL gives no arrival signal for and so are polled by every run.
+
+    A run over the whole job would also rebuild and test the models of the quiet topics, whose
+    inputs did not move: for a burst of transactions 10 of the 16 models, 53 of the 79 dbt tests.
+    Scheduled and UI runs still cover the whole job."""
+    roots = [BRONZE_KEYS[topic] for topic in topics] + [PROFILES_KEY]
+    selection = dg.AssetSelection.assets(*roots).downstream() & ingest_job.selection
+    return sorted(selection.resolve(repository.asset_graph), key=lambda key: key.to_user_string())
+
+
 # A run that has not reached its steps yet will read every event published until then.
 WAITING = [
     dg.DagsterRunStatus.QUEUED,
@@ -124,11 +143,13 @@ def kafka_arrivals_sensor(
     delta: dg.ResourceParam[DeltaStore],
 ) -> dg.SensorResult | dg.SkipReason:
     """Requests a run when a topic's end offsets move past what bronze has committed: the
-    ingest job for the input topics, the decision-log job for ``scores``.
+    ingest job for the input topics (only the assets their events can change, see
+    ``arrivals_selection``), the decision-log job for ``scores``.
 
     The cursor (last seen end offsets) is only a hint: the Delta log decides what is new. No
     run is requested for a job whose previous run has not started yet: that run will take
-    these events too, so arrivals do not pile up runs in the queue.
+    these events too, so arrivals do not pile up runs in the queue (events of a topic it did
+    not select are seen again by the first tick after it and get a run of their own).
     """
     kafka.ensure_topics()
     arrivals: dict[str, int] = {}
@@ -145,10 +166,18 @@ def kafka_arrivals_sensor(
         return dg.SkipReason("no new events in Kafka beyond what bronze holds")
     inputs = {t: n for t, n in arrivals.items() if t != SCORES}
     decisions = {t: n for t, n in arrivals.items() if t == SCORES}
+    if context.repository_def is None:
+        raise dg.DagsterInvariantViolationError(
+            "kafka_arrivals_sensor needs its definitions (build_sensor_context(definitions=...))"
+        )
     requests = [
         dg.RunRequest(
             run_key=f"{job.name}:{cursor}",
             job_name=job.name,
+            # the checks of the selected assets run with them (asset_check_keys=None)
+            asset_selection=arrivals_selection(context.repository_def, waiting)
+            if job is ingest_job
+            else None,
             tags={"arrivals": json.dumps(waiting, sort_keys=True)},
         )
         for job, waiting in ((ingest_job, inputs), (decision_log_job, decisions))
