@@ -196,6 +196,9 @@ def test_pipeline_sensor_skips_when_bronze_is_current_and_fires_on_arrivals(plat
     selected = {key.to_user_string() for key in request.asset_selection}
     assert {"bronze/transactions", "silver/fct_transactions", "gold/agg_user_daily"} <= selected
     assert {"bronze/labels", "silver/fct_labels", "silver/fct_account_events"}.isdisjoint(selected)
+    checks = {key.name for key in request.asset_check_keys}
+    assert "unique_fct_transactions_transaction_id" in checks
+    assert not any(name.startswith("not_null_") for name in checks)
 
 
 def test_pipeline_maintenance_job_keeps_every_row(platform: dict) -> None:

@@ -111,8 +111,9 @@ def test_arrivals_selection_is_the_topics_bronze_and_what_the_job_builds_from_it
     job_assets = defs.resolve_job_def(names.INGEST_JOB).asset_layer.selected_asset_keys
 
     def selected(*topics: str) -> set[str]:
-        keys = arrivals_selection(repository, topics)
+        keys, checks = arrivals_selection(repository, topics)
         assert set(keys) <= job_assets
+        assert {check.asset_key for check in checks} <= set(keys)
         return {key.to_user_string() for key in keys}
 
     transactions = selected("transactions")
@@ -146,3 +147,20 @@ def test_dbt_resource_knows_the_local_dbt_version_without_running_it() -> None:
         [dbt_executable(), "--version"], capture_output=True, text=True, check=True
     ).stdout
     assert f"installed: {dbt_version}" in out, out
+
+
+def test_arrivals_selection_leaves_out_only_the_dbt_tests_of_the_event_contracts() -> None:
+    prepare_dbt_manifest()
+    repository = load_definitions().get_repository_def()
+    graph = repository.asset_graph
+    assets, checks = arrivals_selection(repository, ["transactions"])
+    every_check = graph.get_check_keys_for_assets(set(assets))
+    left_out = {key.name for key in every_check - set(checks)}
+    assert left_out and all(name.startswith(("not_null_", "accepted_values_")) for name in left_out)
+    kept = {key.name for key in checks}
+    assert "unique_fct_transactions_transaction_id" in kept
+    assert "unique_stg_bronze__transactions_kafka_partition_kafka_offset" in kept  # exactly once
+    assert "transactions_rejection_rate_below_threshold" in kept
+    assert any(name.startswith("relationships_") for name in kept)
+    for key in every_check - set(checks):
+        assert graph.get_check_spec(key).metadata[names.SKIPPED_ON_ARRIVAL] is True
