@@ -8,7 +8,11 @@ import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 
 from fraud_platform import names
-from fraud_platform.defs.transform.project import dbt_project, keep_partial_parse
+from fraud_platform.defs.transform.project import (
+    dbt_project,
+    keep_partial_parse,
+    remove_run_target,
+)
 from fraud_platform.lib.storage.delta import DeltaStore
 from fraud_platform.resources import WarehouseResource
 
@@ -61,3 +65,4 @@ def fraud_dbt_models(
     invocation = dbt.cli(["build", "--exclude-resource-type", "unit_test"], context=context)
     yield from invocation.stream()
     keep_partial_parse(invocation.target_path, dbt_project)
+    remove_run_target(invocation.target_path, dbt_project)

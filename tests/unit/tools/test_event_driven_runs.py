@@ -16,7 +16,12 @@ from packaging.version import Version
 
 from fraud_platform import names
 from fraud_platform.defs.ingestion.assets import arrivals_selection, waiting_run
-from fraud_platform.defs.transform.project import dbt_executable, dbt_project, manifest_is_stale
+from fraud_platform.defs.transform.project import (
+    dbt_executable,
+    dbt_project,
+    manifest_is_stale,
+    remove_run_target,
+)
 from fraud_platform.lib.features.catalog import FEATURE_GROUPS
 from fraud_platform.resources.dbt import DbtResource
 from fraud_platform.settings import Settings
@@ -99,6 +104,8 @@ def test_manifest_is_stale_only_when_a_project_file_is_newer(tmp_path: Path) -> 
     os.utime(tmp_path / "dbt_project.yml", (past, past))
     (tmp_path / "logs").mkdir()
     (tmp_path / "logs" / "dbt.log").write_text("written by dbt after the manifest")
+    (tmp_path / "target" / "fraud_dbt_models-1234567-abc" / "compiled").mkdir(parents=True)
+    (tmp_path / "target" / "fraud_dbt_models-1234567-abc" / "compiled" / "m.sql").write_text("")
     assert not manifest_is_stale(project)
     model.write_text("select 2 as x\n")  # edited after the last parse
     assert manifest_is_stale(project)
@@ -164,3 +171,17 @@ def test_arrivals_selection_leaves_out_only_the_dbt_tests_of_the_event_contracts
     assert any(name.startswith("relationships_") for name in kept)
     for key in every_check - set(checks):
         assert graph.get_check_spec(key).metadata[names.SKIPPED_ON_ARRIVAL] is True
+
+
+def test_remove_run_target_deletes_a_dbt_runs_folder_and_nothing_else(tmp_path: Path) -> None:
+    (tmp_path / "dbt_project.yml").write_text("name: demo\nprofile: demo\n")
+    project = DbtProject(project_dir=tmp_path)
+    run = tmp_path / "target" / "fraud_dbt_models-1234567-abc"
+    (run / "compiled").mkdir(parents=True)
+    (run / "run_results.json").write_text("{}")
+    remove_run_target(run, project)
+    assert not run.exists() and (tmp_path / "target").is_dir()
+    with pytest.raises(ValueError, match="not a dbt run's folder"):
+        remove_run_target(tmp_path / "models", project)
+    with pytest.raises(ValueError, match="not a dbt run's folder"):
+        remove_run_target(tmp_path / "target", project)
