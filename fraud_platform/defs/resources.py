@@ -5,7 +5,6 @@ store's options) is passed as ``dg.EnvVar`` whenever it came from the environmen
 resolves it when the resource is built and its UI shows the variable's name, not the value."""
 
 import dagster as dg
-from dagster_dbt import DbtCliResource
 
 from fraud_platform.defs.transform.project import dbt_executable, dbt_project
 from fraud_platform.resources import (
@@ -19,6 +18,7 @@ from fraud_platform.resources import (
     RedisResource,
     WarehouseResource,
 )
+from fraud_platform.resources.dbt import DbtResource
 from fraud_platform.settings import Settings
 
 
@@ -58,7 +58,7 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
         "profiles_pg": ProfilesSourceResource(
             url=_secret(settings, "FRAUD_PLATFORM_PROFILES_PG_URL", settings.profiles_pg_url)
         ),
-        "dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=dbt_executable()),
+        "dbt": DbtResource(project_dir=dbt_project, dbt_executable=dbt_executable()),
     }
 
 

@@ -184,11 +184,21 @@ def test_pipeline_sensor_skips_when_bronze_is_current_and_fires_on_arrivals(plat
     )
     events = [("transactions", txn) for txn in extra.transactions[:5]]
     produce(settings.kafka_bootstrap, event_messages(events), flush_timeout_s=10)
-    with dg.build_sensor_context(instance=platform["instance"], resources=resources) as context:
+    with dg.build_sensor_context(
+        instance=platform["instance"], resources=resources, definitions=platform["defs"]
+    ) as context:
         result = sensor(context)
     assert isinstance(result, dg.SensorResult)
     assert len(result.run_requests) == 1
-    assert '"transactions": 5' in result.run_requests[0].tags["arrivals"]
+    request = result.run_requests[0]
+    assert '"transactions": 5' in request.tags["arrivals"]
+    # only what new transactions can change (and the polled profiles), not the whole job
+    selected = {key.to_user_string() for key in request.asset_selection}
+    assert {"bronze/transactions", "silver/fct_transactions", "gold/agg_user_daily"} <= selected
+    assert {"bronze/labels", "silver/fct_labels", "silver/fct_account_events"}.isdisjoint(selected)
+    checks = {key.name for key in request.asset_check_keys}
+    assert "unique_fct_transactions_transaction_id" in checks
+    assert not any(name.startswith("not_null_") for name in checks)
 
 
 def test_pipeline_maintenance_job_keeps_every_row(platform: dict) -> None:

@@ -52,7 +52,8 @@ def stale_partition_range(first_new: str | None, today: str) -> tuple[str, str]:
     run_status=dg.DagsterRunStatus.SUCCESS,
     request_job=feature_refresh_job,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=5,  # Dagster's default, 30 s, would be most of the budget
+    # Dagster's default, 30 s, would be most of the budget
+    minimum_interval_seconds=names.EVENT_SENSOR_INTERVAL_S,
 )
 def stale_feature_partitions_sensor(
     context: dg.RunStatusSensorContext,

@@ -24,9 +24,11 @@ def manifest_is_stale(project: DbtProject) -> bool:
     if not project.manifest_path.exists():
         return True
     built = project.manifest_path.stat().st_mtime
-    for path in Path(project.project_dir).rglob("*"):
-        parts = path.relative_to(project.project_dir).parts
-        if parts[0] not in _GENERATED and path.is_file() and path.stat().st_mtime > built:
+    root = Path(project.project_dir)
+    for folder, subfolders, files in os.walk(root):
+        if Path(folder) == root:  # never walk what dbt writes (a target folder per dbt run)
+            subfolders[:] = [name for name in subfolders if name not in _GENERATED]
+        if any((Path(folder) / name).stat().st_mtime > built for name in files):
             return True
     return False
 
@@ -45,6 +47,18 @@ def keep_partial_parse(run_target: Path, project: DbtProject) -> None:
     staged = destination.with_name(f"{PARTIAL_PARSE}.{os.getpid()}")
     shutil.copyfile(source, staged)
     os.replace(staged, destination)  # atomic: a concurrent run copies the old or the new file
+
+
+def remove_run_target(run_target: Path, project: DbtProject) -> None:
+    """Delete the target folder of a finished dbt run (its manifest, compiled SQL, logs: ~5 MB).
+
+    dagster-dbt leaves one per dbt command, so every ingestion run added one and the project
+    folder grew without end; the results are in Dagster's event log. A failed run never gets
+    here: its folder stays for a look at dbt's own log."""
+    run_target = Path(run_target).resolve()
+    if run_target.parent != (Path(project.project_dir) / project.target_path).resolve():
+        raise ValueError(f"{run_target} is not a dbt run's folder under the project's target/")
+    shutil.rmtree(run_target)
 
 
 dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)

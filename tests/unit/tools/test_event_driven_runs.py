@@ -4,17 +4,26 @@ kind, no pile-up of runs that have not started, and no ``dbt parse`` per run wor
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from pathlib import Path
 
 import dagster as dg
 import pytest
 from dagster_dbt import DbtProject
+from dbt.version import __version__ as dbt_version
+from packaging.version import Version
 
 from fraud_platform import names
-from fraud_platform.defs.ingestion.assets import waiting_run
-from fraud_platform.defs.transform.project import manifest_is_stale
+from fraud_platform.defs.ingestion.assets import arrivals_selection, waiting_run
+from fraud_platform.defs.transform.project import (
+    dbt_executable,
+    dbt_project,
+    manifest_is_stale,
+    remove_run_target,
+)
 from fraud_platform.lib.features.catalog import FEATURE_GROUPS
+from fraud_platform.resources.dbt import DbtResource
 from fraud_platform.settings import Settings
 from fraud_platform.tools.instance import MAX_CONCURRENT_RUNS, prepare_dagster_home
 from fraud_platform.tools.pipeline import load_definitions, prepare_dbt_manifest
@@ -95,6 +104,84 @@ def test_manifest_is_stale_only_when_a_project_file_is_newer(tmp_path: Path) -> 
     os.utime(tmp_path / "dbt_project.yml", (past, past))
     (tmp_path / "logs").mkdir()
     (tmp_path / "logs" / "dbt.log").write_text("written by dbt after the manifest")
+    (tmp_path / "target" / "fraud_dbt_models-1234567-abc" / "compiled").mkdir(parents=True)
+    (tmp_path / "target" / "fraud_dbt_models-1234567-abc" / "compiled" / "m.sql").write_text("")
     assert not manifest_is_stale(project)
     model.write_text("select 2 as x\n")  # edited after the last parse
     assert manifest_is_stale(project)
+
+
+def test_arrivals_selection_is_the_topics_bronze_and_what_the_job_builds_from_it() -> None:
+    prepare_dbt_manifest()
+    defs = load_definitions()
+    repository = defs.get_repository_def()
+    job_assets = defs.resolve_job_def(names.INGEST_JOB).asset_layer.selected_asset_keys
+
+    def selected(*topics: str) -> set[str]:
+        keys, checks = arrivals_selection(repository, topics)
+        assert set(keys) <= job_assets
+        assert {check.asset_key for check in checks} <= set(keys)
+        return {key.to_user_string() for key in keys}
+
+    transactions = selected("transactions")
+    assert {
+        "bronze/transactions",
+        "bronze/account_profiles",  # polled on every ingestion
+        "staging/stg_bronze__transactions",
+        "silver/fct_transactions",
+        "gold/agg_user_daily",
+        "gold/agg_merchant_daily",
+    } <= transactions
+    quiet = {
+        "bronze/labels",
+        "silver/fct_labels",
+        "bronze/account_events",
+        "silver/fct_account_events",
+    }
+    assert transactions.isdisjoint(quiet)
+    labels = selected("labels")
+    assert {"bronze/labels", "silver/fct_labels", "gold/agg_merchant_daily"} <= labels
+    assert "silver/fct_transactions" not in labels
+    everything = {key.to_user_string() for key in job_assets}
+    assert selected("transactions", "account_events", "labels") == everything
+
+
+def test_dbt_resource_knows_the_local_dbt_version_without_running_it() -> None:
+    resource = DbtResource(project_dir=dbt_project, dbt_executable=dbt_executable())
+    assert resource._cli_version == Version(dbt_version)  # what dbt --version says
+    assert resource._initialize_dbt_core_adapter(["build"]) is None
+    out = subprocess.run(
+        [dbt_executable(), "--version"], capture_output=True, text=True, check=True
+    ).stdout
+    assert f"installed: {dbt_version}" in out, out
+
+
+def test_arrivals_selection_leaves_out_only_the_dbt_tests_of_the_event_contracts() -> None:
+    prepare_dbt_manifest()
+    repository = load_definitions().get_repository_def()
+    graph = repository.asset_graph
+    assets, checks = arrivals_selection(repository, ["transactions"])
+    every_check = graph.get_check_keys_for_assets(set(assets))
+    left_out = {key.name for key in every_check - set(checks)}
+    assert left_out and all(name.startswith(("not_null_", "accepted_values_")) for name in left_out)
+    kept = {key.name for key in checks}
+    assert "unique_fct_transactions_transaction_id" in kept
+    assert "unique_stg_bronze__transactions_kafka_partition_kafka_offset" in kept  # exactly once
+    assert "transactions_rejection_rate_below_threshold" in kept
+    assert any(name.startswith("relationships_") for name in kept)
+    for key in every_check - set(checks):
+        assert graph.get_check_spec(key).metadata[names.SKIPPED_ON_ARRIVAL] is True
+
+
+def test_remove_run_target_deletes_a_dbt_runs_folder_and_nothing_else(tmp_path: Path) -> None:
+    (tmp_path / "dbt_project.yml").write_text("name: demo\nprofile: demo\n")
+    project = DbtProject(project_dir=tmp_path)
+    run = tmp_path / "target" / "fraud_dbt_models-1234567-abc"
+    (run / "compiled").mkdir(parents=True)
+    (run / "run_results.json").write_text("{}")
+    remove_run_target(run, project)
+    assert not run.exists() and (tmp_path / "target").is_dir()
+    with pytest.raises(ValueError, match="not a dbt run's folder"):
+        remove_run_target(tmp_path / "models", project)
+    with pytest.raises(ValueError, match="not a dbt run's folder"):
+        remove_run_target(tmp_path / "target", project)
