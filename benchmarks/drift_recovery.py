@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -452,6 +453,10 @@ def main() -> int:
         stop_broker(spec)
         redis.flushdb()
         admin_pg(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+        if os.environ.get("DRIFT_RECOVERY_KEEP") != "1":  # 1.4 GB after a full run
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            say(f"kept {tmp} (its Dagster instance can be browsed)")
 
 
 if __name__ == "__main__":
