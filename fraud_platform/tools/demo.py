@@ -109,6 +109,7 @@ def _daily_monitoring(instance, defs, days: list[str], log_dir: Path) -> list:
         _check_results,
         _materializations,
         _raise_unless_only_gated,
+        peak_rss_mb,
     )
 
     job = defs.resolve_job_def("daily_monitoring_job")
@@ -125,6 +126,7 @@ def _daily_monitoring(instance, defs, days: list[str], log_dir: Path) -> list:
         layer = LayerResult(
             layer=f"daily_monitoring {day}",
             seconds=time.perf_counter() - started,
+            peak_rss_mb=peak_rss_mb(),
             assets=sorted(_materializations(result)),
             metadata=_materializations(result),
         )
