@@ -102,3 +102,19 @@ def emit(results: dict[str, Any], lines: Sequence[str] = ()) -> None:
         print(f"{key}: {value}")
     sys.stdout.flush()
     print(json.dumps(results, sort_keys=False, default=str), flush=True)
+
+
+PG_SERVER = "postgresql://postgres@127.0.0.1:5432"  # the machine's PostgreSQL (trust auth)
+
+
+def admin_pg(statement: str) -> None:
+    """Run one statement on the server's ``postgres`` database, autocommit (CREATE/DROP DATABASE)."""
+    import psycopg2
+
+    conn = psycopg2.connect(f"{PG_SERVER}/postgres", connect_timeout=5)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute(statement)
+    finally:
+        conn.close()

@@ -48,9 +48,8 @@ from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from _common import BENCH_REDIS_URL, REPO_ROOT, emit, free_port, redis_client
+from _common import BENCH_REDIS_URL, PG_SERVER, REPO_ROOT, admin_pg, emit, free_port, redis_client
 
-PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
 # the daily drift checks; "flagged" = FAIL (ERROR severity: what retrain_on_drift_sensor acts on)
 DRIFT_CHECKS = ("daily_features_have_not_drifted", "daily_scores_have_not_drifted")
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -310,18 +309,6 @@ def train_ceiling(platform: Platform, simulation, until: datetime):
     split = time_split(frame, config)
     split = replace(split, train=pl.concat([split.train, split.test]))
     return train_model(split, SERVICE.numeric_features, list(SERVICE.categorical_features), config)
-
-
-def admin_pg(statement: str) -> None:
-    import psycopg2
-
-    conn = psycopg2.connect(f"{PG_SERVER}/postgres", connect_timeout=5)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cursor:
-            cursor.execute(statement)
-    finally:
-        conn.close()
 
 
 def main() -> int:

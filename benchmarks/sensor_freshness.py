@@ -44,9 +44,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from _common import BENCH_REDIS_URL, REPO_ROOT, emit, free_port, percentile, redis_client
+from _common import (
+    BENCH_REDIS_URL,
+    PG_SERVER,
+    REPO_ROOT,
+    admin_pg,
+    emit,
+    free_port,
+    percentile,
+    redis_client,
+)
 
-PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
 LOCATION = "fraud_platform"
 LOAD_DEADLINE_S = 300.0
 POLL_S = 0.25
@@ -67,18 +75,6 @@ FULL = Plan(days=7, users=400, rounds=8, per_round=20, round_deadline_s=900)
 
 def say(text: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
-
-
-def admin_pg(statement: str) -> None:
-    import psycopg2
-
-    conn = psycopg2.connect(f"{PG_SERVER}/postgres", connect_timeout=5)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cursor:
-            cursor.execute(statement)
-    finally:
-        conn.close()
 
 
 class DagsterDev:

@@ -12,12 +12,12 @@ are repaired from a checkpoint; older ones from the whole history.
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import datetime, timedelta
 
 import polars as pl
 
 from fraud_platform import names
-from fraud_platform.lib.features.incremental import is_incremental, lifetime_state
+from fraud_platform.lib.features.incremental import lifetime_state
 from fraud_platform.lib.features.registry import FEATURE_TIME, FeatureGroup
 from fraud_platform.lib.storage.delta import DeltaStore
 from fraud_platform.resources import WarehouseResource
@@ -29,10 +29,6 @@ DAY = timedelta(days=1)
 
 def state_table(group: FeatureGroup) -> str:
     return names.feature_state_table(group.versioned_name)
-
-
-def _midnight(day: date) -> datetime:
-    return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
 def events_before(
@@ -50,9 +46,10 @@ def events_before(
 def read_state(
     delta: DeltaStore, warehouse: WarehouseResource, group: FeatureGroup, start: datetime
 ) -> pl.DataFrame | None:
-    """The lifetime state at ``start``, or None when there is none that still holds."""
+    """The lifetime state at ``start`` of an ``is_incremental`` group, or None when there is
+    none that still holds."""
     table = state_table(group)
-    if not is_incremental(group) or not delta.exists(table):
+    if not delta.exists(table):
         return None
     state = delta.scan(table).filter(pl.col(VALID_AT) == start.date()).collect()
     if state.height == 0:
@@ -74,8 +71,6 @@ def write_states(
     """Checkpoints at the day boundaries in ``(start, end]`` of the last
     ``STATE_RETENTION_DAYS`` (``rows``: the range's rows); later ones are dropped (no longer
     valid), and those older than the retention. Returns the checkpoint rows written."""
-    if not is_incremental(group):
-        return 0
     first = max(start + DAY, end - (STATE_RETENTION_DAYS - 1) * DAY)
     boundaries = [first + i * DAY for i in range((end - first) // DAY + 1)] if first <= end else []
     counts = events_before(warehouse, group, boundaries) if boundaries else []

@@ -96,11 +96,9 @@ def _finish_window(feature: Feature) -> pl.Expr | None:
 
 
 def _helper_columns(feature: Feature) -> list[str]:
-    if feature.function == "std":
-        return [feature.name + _VALUES]
-    if feature.function in ("sum", "mean"):
-        return [feature.name + _FIXED_SUM, feature.name + _COUNT]
-    return []
+    """The columns ``_window_aggs`` adds besides the feature's own (dropped once finished)."""
+    names = (expr.meta.output_name() for expr in _window_aggs(feature))
+    return [name for name in names if name != feature.name]
 
 
 def _lifetime_agg(feature: Feature) -> pl.Expr:
