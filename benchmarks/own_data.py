@@ -7,14 +7,11 @@
    contract column names: ``transactions.parquet`` (only the thin fields) and
    ``labels.parquet``. Full: 3,000 cards x 180 days (~1.08M transactions); quick: 500 cards x
    70 days.
-2. Imports it with ``fraud-platform import transactions|labels PATH`` (into bronze) when
-   ``fraud_platform.lib.ingestion.importer`` exists. Until then (FALLBACK, reported as
-   ``import_path: kafka_publish_fallback``): publishes the same rows, the missing contract fields
-   at ``thin.CONTRACT_DEFAULTS``, to an embedded broker the way the demo does
-   (``lib.simulation.publish``); ``import_events_per_s`` is then that publish rate.
-3. Trains with a cutoff and evaluates on a later window. ``fraud-platform evaluate`` is being
-   built on another branch; until it lands this runs a minimal in-process protocol on the same
-   rows: the feature groups of ``fraud_scoring_thin_v1`` computed from the Parquet data, the
+2. Imports it with ``fraud-platform import transactions|labels PATH`` (into bronze), one
+   process per file.
+3. Trains with a cutoff and evaluates on a later window, in process on the same rows (the
+   platform's ``fraud-platform evaluate`` runs the same protocol over the stored tables): the
+   feature groups of ``fraud_scoring_thin_v1`` computed from the Parquet data, the
    training set as known at ``train_until`` (labels with ``label_time <= train_until``, 7-day
    maturity), ``pipeline.train_and_evaluate`` (CatBoost, logistic regression and random forest
    on one split; the best by validation AP chosen), then every candidate scored on the test
@@ -29,7 +26,6 @@ top-k cards by their highest score, cards already caught on earlier days left ou
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import subprocess
@@ -41,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-from _common import REPO_ROOT, emit, free_port
+from _common import REPO_ROOT, emit
 
 from fraud_platform.lib.features.catalog import MERCHANT_FRAUD_LABELS, TXN
 from fraud_platform.lib.features.compute import compute_feature_group
@@ -96,28 +92,6 @@ def import_with_cli(transactions: Path, labels: Path, data_dir: Path) -> dict[st
     }
 
 
-def publish_through_kafka(simulation: ThinSimulation, tmp: Path) -> dict[str, Any]:
-    """FALLBACK until ``fraud-platform import`` lands: the demo's way into the platform."""
-    from fraud_platform.lib.contracts.events import ALL_TOPICS
-    from fraud_platform.lib.kafka.admin import ensure_topics
-    from fraud_platform.lib.simulation import Simulation, publish
-    from fraud_platform.lib.simulation.thin import contract_events
-    from fraud_platform.tools.brokers import BrokerSpec, start_broker, stop_broker
-
-    spec = BrokerSpec("noida", free_port(), tmp / "noida")
-    start_broker(spec)
-    try:
-        ensure_topics(spec.bootstrap, list(ALL_TOPICS), retention_ms=400 * 86_400_000)
-        events = contract_events(simulation)
-        replay = Simulation(events["transactions"], [], events["labels"], {})
-        started = time.perf_counter()
-        publish(replay, spec.bootstrap)
-        seconds = time.perf_counter() - started
-    finally:
-        stop_broker(spec)
-    return {"import_path": "kafka_publish_fallback", "import_s": seconds, "wall_s": seconds}
-
-
 def feature_rows(transactions: pl.DataFrame, labels: pl.DataFrame) -> dict[str, pl.DataFrame]:
     """Every group of the thin service from the imported rows (the silver tables' content)."""
     merchant_labels = (
@@ -153,11 +127,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench_own_data_") as folder:
         tmp = Path(folder)
         transactions_path, labels_path = write_parquet(simulation, tmp / "data")
-        if importlib.util.find_spec("fraud_platform.lib.ingestion.importer") is not None:
-            imported = import_with_cli(transactions_path, labels_path, tmp / "platform")
-        else:
-            lines.append("FALLBACK: no importer yet; publishing through Kafka as the demo does")
-            imported = publish_through_kafka(simulation, tmp)
+        imported = import_with_cli(transactions_path, labels_path, tmp / "platform")
         transactions = pl.read_parquet(transactions_path)
         labels = pl.read_parquet(labels_path)
     # the contract defaults of the fields thin data lacks (request features read two of them)
