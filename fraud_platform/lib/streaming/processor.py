@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +25,7 @@ import polars as pl
 import redis
 
 from fraud_platform.lib.contracts.events import RejectedEvent, validate_event
-from fraud_platform.lib.features.compute import KEY_SEPARATOR, compute_feature_group
+from fraud_platform.lib.features.compute import KEY_SEPARATOR
 from fraud_platform.lib.features.online.layout import (
     EXPIRY_MARGIN_MS,
     HISTORY_HORIZON,
@@ -33,6 +34,7 @@ from fraud_platform.lib.features.online.layout import (
 )
 from fraud_platform.lib.features.online.writer import write_rows
 from fraud_platform.lib.features.registry import ENTITY_KEY, FEATURE_TIME, FeatureGroup
+from fraud_platform.lib.features.targeted import SINCE, compute_rows_since, prepare_events
 from fraud_platform.lib.streaming.plan import ID_COLUMNS, EntityStream, stream_plan
 from fraud_platform.lib.streaming.store import (
     EntityBatch,
@@ -42,7 +44,7 @@ from fraud_platform.lib.streaming.store import (
     store_key,
 )
 
-_VERSION, _SINCE, _ENTITY = "__version", "__since", "__entity"
+_VERSION, _ENTITY = "__version", "__entity"
 MAX_CACHED_EVENTS = 5_000_000  # per entity stream; past it the copy restarts from the stores
 
 
@@ -87,6 +89,7 @@ class StreamProcessor:
         self.plan = stream_plan(groups)
         self._store_prefix = store_prefix
         self._caches: dict[str, _Cache] = {}
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="online-writer")
 
     @property
     def client(self) -> redis.Redis:
@@ -104,11 +107,20 @@ class StreamProcessor:
         return stats
 
     def apply(self, topic: str, records: list[dict[str, Any]], stats: BatchStats) -> None:
+        """Apply ``records`` of ``topic``; returns once every row is written (before the
+        checkpoint commits). A stream's rows are written on the writer thread while the next
+        stream is added and computed: the worker waits on Redis replies for much of its time
+        (recv ~30% of the worker's profile under load), and a reply wait releases the GIL."""
         started = time.perf_counter()
         stats.events += len(records)
-        for stream in self.plan:
-            if stream.topic == topic and records:
-                stats.rows_written += self._apply_stream(stream, records)
+        pending: list[Future[int]] = []
+        try:
+            for stream in self.plan:
+                if stream.topic == topic and records:
+                    pending += self._apply_stream(stream, records)
+        finally:
+            for future in pending:  # every write finishes (or fails) before apply returns
+                stats.rows_written += future.result()
         stats.seconds += time.perf_counter() - started
 
     def seed(self, topic: str, records: list[dict[str, Any]]) -> int:
@@ -139,10 +151,14 @@ class StreamProcessor:
             for entity, events in by_entity.items()
         ]
 
-    def _apply_stream(self, stream: EntityStream, records: list[dict[str, Any]]) -> int:
+    def _apply_stream(
+        self, stream: EntityStream, records: list[dict[str, Any]]
+    ) -> list[Future[int]]:
+        """Add the records to the stream's stores and compute its groups' rows; their writes
+        (rows stored) are left running on the writer thread."""
         by_entity, since, newest = _by_entity(stream, records)
         if not by_entity:
-            return 0
+            return []
         entities = list(by_entity)
         frame = self._update_cache(stream, entities, by_entity, newest)
         versions = self._caches[stream.name].versions
@@ -150,15 +166,18 @@ class StreamProcessor:
             {
                 ENTITY_KEY: entities,
                 _VERSION: [versions[e] for e in entities],
-                _SINCE: [since[e] for e in entities],
+                SINCE: [since[e] for e in entities],
             },
-            schema={ENTITY_KEY: pl.String, _VERSION: pl.Int64, _SINCE: pl.Int64},
+            schema={ENTITY_KEY: pl.String, _VERSION: pl.Int64, SINCE: pl.Int64},
         )
-        written = 0
+        events = prepare_events(stream.groups[0], frame)  # the stream's groups share the order
+        writes = []
         for group in stream.groups:
-            rows = _rows_to_write(compute_feature_group(group, frame), touched)
-            written += write_rows(self._client, group, rows, version=pl.col(_VERSION))
-        return written
+            rows = _rows_to_write(compute_rows_since(group, events, touched), touched)
+            writes.append(
+                self._writer.submit(write_rows, self._client, group, rows, version=pl.col(_VERSION))
+            )
+        return writes
 
     def _update_cache(
         self,
@@ -181,7 +200,8 @@ class StreamProcessor:
         added_values: list[list[Any]] = []
         reload: list[str] = []
         for entity, (version, flags) in zip(entities, replies, strict=True):
-            if cache.versions.get(entity) == version - flags.count("1"):
+            # the version before this add: ours, or 0 (the store was empty: it holds just these)
+            if cache.versions.get(entity, 0) == version - flags.count("1"):
                 for (_, _, values), flag in zip(by_entity[entity], flags, strict=True):
                     if flag == "1":
                         added_entities.append(entity)
@@ -261,7 +281,7 @@ def _rows_to_write(rows: pl.DataFrame, touched: pl.DataFrame) -> pl.DataFrame:
     ft_us = pl.col(FEATURE_TIME).dt.epoch("us")
     return (
         rows.join(touched, on=ENTITY_KEY, how="inner")
-        .filter(ft_us >= pl.col(_SINCE))
+        .filter(ft_us >= pl.col(SINCE))
         .filter(
             (ft_us >= ft_us.max().over(ENTITY_KEY) - horizon_us)
             | (ft_us.rank("ordinal", descending=True).over(ENTITY_KEY) <= HISTORY_MIN_ROWS)
