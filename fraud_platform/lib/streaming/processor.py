@@ -1,10 +1,16 @@
 """One checkpoint's events -> feature rows online, with the batch code and nothing else.
 
 For each entity stream (``plan``) the batch's events are added to their entities' stores, and
-every group of the stream is computed by ``compute_feature_group`` (the offline code) over the
-touched entities' stored events. The rows of the batch's events and of every later event of
-the entity (a late event changes them) are written through the online writer with the
-entity's version; the online store keeps the history the lookup needs (``online/layout.py``).
+the rows of the batch's events and of every later event of the entity (a late event changes
+them) are computed from the touched entities' events by ``targeted.compute_rows_since`` (the
+offline aggregations, evaluated only at those rows: bit-equal to ``compute_feature_group``
+over the whole history) and written through the online writer with the entity's version; the
+online store keeps the history the lookup needs (``online/layout.py``).
+
+The worker keeps the events of the entities it touched in memory (``_Cache``) and trusts that
+copy only while the store's version moved by exactly its own additions: after a restart, a
+partition reassignment, or another worker's additions (a merchant paid from users in another
+partition) the entity is read back from its store before its rows are computed.
 
 Applying a batch is idempotent: the stores ignore events they hold, rows are a function of the
 stored events, and the writer's compare-on-write keeps the row of the highest version. So a
