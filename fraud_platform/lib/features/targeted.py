@@ -68,20 +68,36 @@ def compute_rows_since(
     ``compute_feature_group`` over the same events. ``events`` is ``prepare_events`` output
     holding every event of those entities within the group's longest window before ``SINCE``
     (all of them if the group has lifetime features); other entities' events are ignored."""
+    return rows_since_query(group, events, since).collect()
+
+
+def rows_since_query(
+    group: FeatureGroup, events: pl.DataFrame | pl.LazyFrame, since: pl.DataFrame
+) -> pl.LazyFrame:
+    """``compute_rows_since`` as one lazy query: a stream checkpoint collects its groups'
+    queries together (``pl.collect_all``). Measured: the same steps run eagerly cost ~66
+    polars calls per group, ~19 ms per group per checkpoint whatever its size (load ~14)."""
     keys = list(group.entity.join_keys)
-    events = events.join(since.select(ENTITY_KEY), on=ENTITY_KEY, how="semi").with_row_index(_INDEX)
+    wanted = since.lazy()
+    # a filter keeps the events' order (a lazy join need not): the row index is their order
+    indexed = (
+        events.lazy()
+        .filter(pl.col(ENTITY_KEY).is_in(since[ENTITY_KEY].implode()))
+        .with_row_index(_INDEX)
+    )
     ft_us = pl.col(FEATURE_TIME).dt.epoch("us")
     # one row per (entity, time): the last event at that time (as compute's unique keep-last)
     points = (
-        events.group_by(ENTITY_KEY, FEATURE_TIME, maintain_order=True)
-        .agg(pl.col(_INDEX).last().alias(_HIGH))
-        .join(since, on=ENTITY_KEY, how="inner")
+        indexed.group_by(ENTITY_KEY, FEATURE_TIME, maintain_order=True)
+        .agg(pl.col(_INDEX).last().alias(_HIGH), *[pl.col(k).last() for k in keys])
+        .join(wanted, on=ENTITY_KEY, how="inner")
         .filter(ft_us >= pl.col(SINCE))
         .drop(SINCE)
-        .with_row_index(_ROW)
+        # a point's id is its last event's index: the same in every branch of the query (a
+        # row number after the join was not: a lazy join's order varies between evaluations)
+        .with_columns(pl.col(_HIGH).alias(_ROW))
     )
-    at_high = events.select(pl.all().gather(points[_HIGH]))
-    rows = points.select(_ROW, ENTITY_KEY, FEATURE_TIME).with_columns(at_high.select(keys))
+    rows = points.select(_ROW, ENTITY_KEY, FEATURE_TIME, *keys)
     windows: dict[timedelta, list[Feature]] = {}
     lifetime: list[Feature] = []
     for feature in group.features:
@@ -90,20 +106,22 @@ def compute_rows_since(
         else:
             windows.setdefault(feature.window, []).append(feature)
     for window, features in windows.items():
-        rows = rows.join(_window_rows(events, points, window, features), on=_ROW, how="left")
+        rows = rows.join(_window_rows(indexed, points, window, features), on=_ROW, how="left")
     if lifetime:
-        values = events.select(*[_lifetime_agg(f) for f in lifetime])
-        rows = rows.with_columns(values.select(pl.all().gather(points[_HIGH])))
+        values = indexed.select(_INDEX, *[_lifetime_agg(f) for f in lifetime])
+        at_high = points.select(_ROW, _HIGH).join(values, left_on=_HIGH, right_on=_INDEX)
+        rows = rows.join(at_high.drop(_HIGH), on=_ROW, how="left")
     return rows.select(ENTITY_KEY, *keys, FEATURE_TIME, *[_cast(f) for f in group.features]).sort(
         FEATURE_TIME, ENTITY_KEY
     )
 
 
 def _window_rows(
-    events: pl.DataFrame, points: pl.DataFrame, window: timedelta, features: list[Feature]
-) -> pl.DataFrame:
-    """``features`` (one window) at each of ``points``: its window's events gathered by index,
-    in (time, tiebreak) order, aggregated as ``compute_feature_group`` aggregates them."""
+    events: pl.LazyFrame, points: pl.LazyFrame, window: timedelta, features: list[Feature]
+) -> pl.LazyFrame:
+    """``features`` (one window) at each of ``points``: the window's first event by an as-of
+    join, then counts/sums/means from running totals and the other aggregations over the
+    window's events joined by index, in (time, tiebreak) order, as ``compute_feature_group``."""
     starts = events.select(ENTITY_KEY, FEATURE_TIME, _INDEX).sort(FEATURE_TIME, _INDEX)
     bounds = (
         points.select(_ROW, ENTITY_KEY, _HIGH, (pl.col(FEATURE_TIME) - window).alias(_FROM))
@@ -116,21 +134,22 @@ def _window_rows(
             allow_exact_matches=False,  # the window is (t - w, t]
             check_sortedness=False,  # sorted by _FROM; polars cannot check it within groups
         )
+        .select(_ROW, _LOW, _HIGH)
     )
     additive = [f for f in features if f.function in ADDITIVE]
     listed = [f for f in features if f.function not in ADDITIVE]
-    rows = bounds.select(_ROW).with_columns(_additive_aggs(events, bounds, additive))
+    rows = bounds.select(_ROW)
+    if additive:
+        rows = _additive_aggs(events, bounds, additive)
     if listed:
         members = (
             bounds.select(_ROW, pl.int_ranges(_LOW, pl.col(_HIGH) + 1).alias(_MEMBER))
             .explode(_MEMBER)
+            .join(events, left_on=_MEMBER, right_on=_INDEX)
             .sort(_ROW, _MEMBER)
         )
-        gathered = events.select(pl.all().gather(members[_MEMBER]))
-        aggregated = (
-            gathered.with_columns(members[_ROW])
-            .group_by(_ROW, maintain_order=True)
-            .agg(*[agg for f in listed for agg in _window_aggs(f)])
+        aggregated = members.group_by(_ROW, maintain_order=True).agg(
+            *[agg for f in listed for agg in _window_aggs(f)]
         )
         rows = rows.join(aggregated, on=_ROW, how="left")
     return rows.with_columns(*[e for f in features if (e := _finish_window(f)) is not None]).drop(
@@ -139,11 +158,12 @@ def _window_rows(
 
 
 def _additive_aggs(
-    events: pl.DataFrame, bounds: pl.DataFrame, features: list[Feature]
-) -> list[pl.Series]:
-    """The helper columns of count, sum and mean features at each bound, as differences of
-    running totals: integers (counts, fixed-point sums), so exactly the window's own sums, at
-    O(1) per row however many events the window holds (a busy merchant's 30 days)."""
+    events: pl.LazyFrame, bounds: pl.LazyFrame, features: list[Feature]
+) -> pl.LazyFrame:
+    """The helper columns of count, sum and mean features at each bound (``_ROW``), as
+    differences of running totals: integers (counts, fixed-point sums), so exactly the
+    window's own sums, at O(1) per row however many events the window holds (a busy
+    merchant's 30 days)."""
     terms: list[pl.Expr] = []
     for feature in features:
         value = _masked(feature)
@@ -155,12 +175,18 @@ def _additive_aggs(
                 _fixed_point(value).alias(feature.name + _FIXED_SUM),
                 present.alias(feature.name + _COUNT),
             ]
-    if not terms:
-        return []
-    per_event = events.select(terms)
-    totals = per_event.select(pl.all().cum_sum())
-    before = totals.select(pl.all().gather(bounds[_LOW])) - per_event.select(
-        pl.all().gather(bounds[_LOW])
+    names = [term.meta.output_name() for term in terms]
+    per_event = events.select(_INDEX, *terms)
+    # totals before an event (exclusive) and through it (inclusive)
+    totals = per_event.select(
+        _INDEX,
+        *[(pl.col(n).cum_sum() - pl.col(n)).alias(n + "__before") for n in names],
+        *[pl.col(n).cum_sum().alias(n + "__through") for n in names],
     )
-    window = totals.select(pl.all().gather(bounds[_HIGH])) - before
-    return window.get_columns()
+    low = totals.select(_INDEX, *[n + "__before" for n in names])
+    high = totals.select(_INDEX, *[n + "__through" for n in names])
+    return (
+        bounds.join(low, left_on=_LOW, right_on=_INDEX)
+        .join(high, left_on=_HIGH, right_on=_INDEX)
+        .select(_ROW, *[(pl.col(n + "__through") - pl.col(n + "__before")).alias(n) for n in names])
+    )

@@ -31,7 +31,7 @@ import polars as pl
 import redis
 
 from fraud_platform.lib.contracts.events import RejectedEvent, validate_event
-from fraud_platform.lib.features.compute import KEY_SEPARATOR
+from fraud_platform.lib.features.compute import KEY_SEPARATOR, compute_feature_group
 from fraud_platform.lib.features.online.layout import (
     EXPIRY_MARGIN_MS,
     HISTORY_HORIZON,
@@ -40,7 +40,7 @@ from fraud_platform.lib.features.online.layout import (
 )
 from fraud_platform.lib.features.online.writer import write_rows
 from fraud_platform.lib.features.registry import ENTITY_KEY, FEATURE_TIME, FeatureGroup
-from fraud_platform.lib.features.targeted import SINCE, compute_rows_since, prepare_events
+from fraud_platform.lib.features.targeted import SINCE, prepare_events, rows_since_query
 from fraud_platform.lib.streaming.plan import ID_COLUMNS, EntityStream, stream_plan
 from fraud_platform.lib.streaming.store import (
     EntityBatch,
@@ -52,6 +52,12 @@ from fraud_platform.lib.streaming.store import (
 
 _VERSION, _ENTITY = "__version", "__entity"
 MAX_CACHED_EVENTS = 5_000_000  # per entity stream; past it the copy restarts from the stores
+MAX_CACHE_CHUNKS = 64
+# Touched histories up to this size are recomputed whole (``compute_feature_group``), larger
+# ones only at the new rows (``targeted``); both equal the reference bit for bit. Measured
+# (load ~15): 60-event checkpoints cost 335 ms whole vs 402 ms targeted (a targeted query's
+# fixed cost); 2,000 new events over 185k merchant events 4.1 s whole vs 1.3 s targeted.
+WHOLE_HISTORY_MAX_EVENTS = 20_000
 
 
 @dataclass
@@ -176,14 +182,21 @@ class StreamProcessor:
             },
             schema={ENTITY_KEY: pl.String, _VERSION: pl.Int64, SINCE: pl.Int64},
         )
-        events = prepare_events(stream.groups[0], frame)  # the stream's groups share the order
-        writes = []
-        for group in stream.groups:
-            rows = _rows_to_write(compute_rows_since(group, events, touched), touched)
-            writes.append(
-                self._writer.submit(write_rows, self._client, group, rows, version=pl.col(_VERSION))
-            )
-        return writes
+        if frame.height <= WHOLE_HISTORY_MAX_EVENTS:
+            queries = [
+                _rows_to_write(compute_feature_group(group, frame).lazy(), touched)
+                for group in stream.groups
+            ]
+        else:
+            events = prepare_events(stream.groups[0], frame)  # the groups share the order
+            queries = [
+                _rows_to_write(rows_since_query(group, events, touched), touched)
+                for group in stream.groups
+            ]
+        return [
+            self._writer.submit(write_rows, self._client, group, rows, version=pl.col(_VERSION))
+            for group, rows in zip(stream.groups, pl.collect_all(queries), strict=True)
+        ]
 
     def _update_cache(
         self,
@@ -233,6 +246,8 @@ class StreamProcessor:
         if added_values:
             parts.append(_events_frame(stream, added_entities, added_values))
         cache.frame = pl.concat(parts, how="vertical") if len(parts) > 1 else parts[0]
+        if cache.frame.n_chunks() > MAX_CACHE_CHUNKS:
+            cache.frame = cache.frame.rechunk()  # a chunk per checkpoint slows every filter
         return cache.frame.filter(pl.col(_ENTITY).is_in(entities)).drop(_ENTITY)
 
 
@@ -279,14 +294,14 @@ def _events_frame(stream: EntityStream, entities: list[str], rows: list[list[Any
     )
 
 
-def _rows_to_write(rows: pl.DataFrame, touched: pl.DataFrame) -> pl.DataFrame:
+def _rows_to_write(rows: pl.LazyFrame, touched: pl.DataFrame) -> pl.LazyFrame:
     """Rows at or after each entity's earliest new event (a late event changes every later row)
     that the online history keeps: within HISTORY_HORIZON of the entity's newest row, or among
     its newest HISTORY_MIN_ROWS."""
     horizon_us = HISTORY_HORIZON // HISTORY_HORIZON.resolution
     ft_us = pl.col(FEATURE_TIME).dt.epoch("us")
     return (
-        rows.join(touched, on=ENTITY_KEY, how="inner")
+        rows.join(touched.lazy(), on=ENTITY_KEY, how="inner")
         .filter(ft_us >= pl.col(SINCE))
         .filter(
             (ft_us >= ft_us.max().over(ENTITY_KEY) - horizon_us)
