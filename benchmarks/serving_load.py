@@ -16,7 +16,8 @@ Load comes from ``benchmarks/_open_loop.py`` in its own process: requests at fix
 times, latency from the schedule. In the same run, against the same server:
 
 * ``/ping`` (a no-op API: the framework's own floor) and ``/score`` at 100, 300 and 600 req/s;
-* the capacity: closed-loop throughput of ``/score`` with 16 connections;
+* the capacity: closed-loop throughput of ``/score`` with as many connections as the service's
+  concurrency bound (``capacity_connections``);
 * ``/score`` at 2x that capacity: goodput (200s per second), shed (503) and answered p99;
 * a 10-minute soak at 300 req/s: p99 per minute, RSS of every server process at start and end.
 
@@ -71,10 +72,19 @@ from tests.serving.conftest import (
 GENERATOR = REPO_ROOT / "benchmarks" / "_open_loop.py"
 RATES = (100, 300, 600)
 PHASES = ("rates", "overload", "soak")
-# twice the service's default concurrency bound (4): each worker has its 2 in progress and ~2
-# waiting in line, so its handler thread never idles; the line moves within its 20 ms unless the
-# machine starves the server (then the closed loop's 503s show in its shed column)
-CAPACITY_CONNECTIONS = 8
+# The capacity closed loop runs as many connections as the service's concurrency bound (its
+# setting; 8 when unbounded): every one in progress, none refused for it. With 8 against a bound
+# of 4 (2026-12-05, load 13-16) the line was refused 7,331 times in 15 s and each 503 came back
+# at once to be sent again: the loop measured its own retries (goodput 204 vs 398 req/s).
+UNBOUNDED_CAPACITY_CONNECTIONS = 8
+
+
+def capacity_connections() -> int:
+    from fraud_platform.settings import Settings
+
+    return Settings.from_env().scoring_max_concurrency or UNBOUNDED_CAPACITY_CONNECTIONS
+
+
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -464,11 +474,11 @@ def _run(args: argparse.Namespace, tmp: Path, redis_url: str) -> tuple[dict[str,
                     ping_server_cpu_ms_per_req=got_ping["server_cpu_ms_per_req"],
                 )
         if "overload" in phases:
-            capacity = measured(
-                f"{server.url}/score", bodies, closed=CAPACITY_CONNECTIONS, duration=15
-            )
+            connections = capacity_connections()
+            capacity = measured(f"{server.url}/score", bodies, closed=connections, duration=15)
             results["capacity_rps"] = capacity["goodput_rps"]
-            table.append(row(f"/score closed x{CAPACITY_CONNECTIONS}", "max", capacity))
+            results["capacity_shed"] = capacity["shed"]
+            table.append(row(f"/score closed x{connections}", "max", capacity))
             over = args.overload_rps or round(2 * capacity["goodput_rps"])
             got = measured(f"{server.url}/score", bodies, rate=over, duration=duration)
             table.append(row("/score", over, got))
