@@ -16,7 +16,8 @@ Load comes from ``benchmarks/_open_loop.py`` in its own process: requests at fix
 times, latency from the schedule. In the same run, against the same server:
 
 * ``/ping`` (a no-op API: the framework's own floor) and ``/score`` at 100, 300 and 600 req/s;
-* the capacity: closed-loop throughput of ``/score`` with 16 connections;
+* the capacity: closed-loop throughput of ``/score`` with as many connections as the service's
+  concurrency bound (``capacity_connections``);
 * ``/score`` at 2x that capacity: goodput (200s per second), shed (503) and answered p99;
 * a 10-minute soak at 300 req/s: p99 per minute, RSS of every server process at start and end.
 
@@ -27,6 +28,8 @@ load show there).
 
 ``--quick``: ``/ping`` and ``/score`` at 300 req/s for 20 s each; no capacity, no soak.
 ``--quick --rates 150,300 --duration-s 30``: other rates and phase lengths (CPU comparisons).
+``--phases overload`` (or any of ``rates,overload,soak``): only those phases, e.g. the capacity
+and 2x-capacity phases alone; ``--soak-s 180`` a shorter soak.
 The last line printed is one JSON object (null where not measured).
 """
 
@@ -68,9 +71,20 @@ from tests.serving.conftest import (
 
 GENERATOR = REPO_ROOT / "benchmarks" / "_open_loop.py"
 RATES = (100, 300, 600)
-# below the service's default concurrency bound (16): the closed loop measures throughput, not
-# shedding
-CAPACITY_CONNECTIONS = 8
+PHASES = ("rates", "overload", "soak")
+# The capacity closed loop runs as many connections as the service's concurrency bound (its
+# setting; 8 when unbounded): every one in progress, none refused for it. With 8 against a bound
+# of 4 (2026-12-05, load 13-16) the line was refused 7,331 times in 15 s and each 503 came back
+# at once to be sent again: the loop measured its own retries (goodput 204 vs 398 req/s).
+UNBOUNDED_CAPACITY_CONNECTIONS = 8
+
+
+def capacity_connections() -> int:
+    from fraud_platform.settings import Settings
+
+    return Settings.from_env().scoring_max_concurrency or UNBOUNDED_CAPACITY_CONNECTIONS
+
+
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -262,6 +276,42 @@ def degraded_answers(url: str) -> dict[str, float] | str:
     return counts
 
 
+def server_duration_buckets(url: str, endpoint: str = "/score") -> dict[float, float]:
+    """BentoML's own request-duration histogram for ``endpoint``'s 200s, summed over the
+    workers: cumulative count by upper bound (seconds). Its outermost middleware starts the
+    clock, so the time a request waited in the kernel or the generator before the server read
+    it is not in it: the difference to the generator's latency is that wait."""
+    import httpx
+
+    counts: dict[float, float] = {}
+    pattern = re.compile(r"bentoml_service_request_duration_seconds_bucket\{([^}]*)\} (\S+)")
+    for line in httpx.get(f"{url}/metrics", timeout=60).text.splitlines():
+        match = pattern.match(line)
+        if not match:
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', match[1]))
+        if labels.get("endpoint") != endpoint or labels.get("http_response_code") != "200":
+            continue
+        bound = float(labels["le"])
+        counts[bound] = counts.get(bound, 0.0) + float(match[2])
+    return counts
+
+
+def histogram_quantile_ms(
+    before: dict[float, float], after: dict[float, float], q: float
+) -> float | None:
+    """The upper bound (ms) of the bucket holding quantile ``q`` of what was observed between
+    two ``server_duration_buckets`` readings."""
+    diff = sorted((bound, after[bound] - before.get(bound, 0.0)) for bound in after)
+    total = diff[-1][1] if diff else 0
+    if not total:
+        return None
+    for bound, count in diff:
+        if count >= q * total:
+            return round(bound * 1000, 3)
+    return None
+
+
 def decision_log_stats(server_log: str) -> list[dict[str, int]]:
     """What each worker's decision log says at shutdown (appended, delivered, dropped)."""
     import ast
@@ -279,10 +329,13 @@ def row(endpoint: str, rate: Any, figures: dict[str, Any]) -> dict[str, Any]:
         "rate": rate,
         **{k: figures.get(k) for k in keys},
         "send_lag_p99_ms": figures.get("send_lag_p99_ms"),
+        "p99_from_send_ms": figures.get("p99_from_send_ms"),
         "statuses": figures.get("statuses"),
         "server_cpu_ms_per_req": figures.get("server_cpu_ms_per_req"),
         "server_runqueue_wait_ms_per_req": figures.get("server_runqueue_wait_ms_per_req"),
         "loadavg_1m": figures.get("loadavg_1m"),
+        "server_p50_ms_bucket": figures.get("server_p50_ms"),
+        "server_p99_ms_bucket": figures.get("server_p99_ms"),
     }
 
 
@@ -385,7 +438,12 @@ def _run(args: argparse.Namespace, tmp: Path, redis_url: str) -> tuple[dict[str,
         neighbours' load shows in latency, not in our CPU) and the load average after."""
         cpu = server_cpu_s(server.process.pid)
         waited = server_runqueue_wait_s(server.process.pid)
+        histogram = server_duration_buckets(server.url)
         figures = drive(url, body_file, **kwargs)
+        if url.endswith("/score"):
+            histogram_after = server_duration_buckets(server.url)
+            for name, q in (("server_p50_ms", 0.5), ("server_p99_ms", 0.99)):
+                figures[name] = histogram_quantile_ms(histogram, histogram_after, q)
         used = server_cpu_s(server.process.pid) - cpu
         waited = server_runqueue_wait_s(server.process.pid) - waited
         figures["server_cpu_ms_per_req"] = round(used * 1000 / max(figures["sent"], 1), 3)
@@ -397,7 +455,8 @@ def _run(args: argparse.Namespace, tmp: Path, redis_url: str) -> tuple[dict[str,
 
     try:
         drive(f"{server.url}/score", bodies, rate=50, duration=3)  # warm-up, not reported
-        rates = args.rates or ((300,) if args.quick else RATES)
+        phases = args.phases or (("rates",) if args.quick else PHASES)
+        rates = (args.rates or ((300,) if args.quick else RATES)) if "rates" in phases else ()
         duration = args.duration_s
         for rate in rates:
             got_ping = measured(f"{server.url}/ping", ping, rate=rate, duration=duration)
@@ -414,13 +473,13 @@ def _run(args: argparse.Namespace, tmp: Path, redis_url: str) -> tuple[dict[str,
                     server_cpu_ms_per_req=got["server_cpu_ms_per_req"],
                     ping_server_cpu_ms_per_req=got_ping["server_cpu_ms_per_req"],
                 )
-        if not args.quick:
-            capacity = measured(
-                f"{server.url}/score", bodies, closed=CAPACITY_CONNECTIONS, duration=15
-            )
+        if "overload" in phases:
+            connections = capacity_connections()
+            capacity = measured(f"{server.url}/score", bodies, closed=connections, duration=15)
             results["capacity_rps"] = capacity["goodput_rps"]
-            table.append(row(f"/score closed x{CAPACITY_CONNECTIONS}", "max", capacity))
-            over = round(2 * capacity["goodput_rps"])
+            results["capacity_shed"] = capacity["shed"]
+            table.append(row(f"/score closed x{connections}", "max", capacity))
+            over = args.overload_rps or round(2 * capacity["goodput_rps"])
             got = measured(f"{server.url}/score", bodies, rate=over, duration=duration)
             table.append(row("/score", over, got))
             results.update(
@@ -428,7 +487,10 @@ def _run(args: argparse.Namespace, tmp: Path, redis_url: str) -> tuple[dict[str,
                 answered_p99_at_2x_ms=got["p99_ms"],
                 shed_at_2x=got["shed"],
                 errors_at_2x=got["errors"],
+                send_lag_p99_at_2x_ms=got["send_lag_p99_ms"],
+                answered_p99_from_send_at_2x_ms=got["p99_from_send_ms"],
             )
+        if "soak" in phases:
             rss_start = server_rss_mb(server.process.pid)
             soak = measured(
                 f"{server.url}/score", bodies, rate=300, duration=args.soak_s, bucket_s=60
@@ -454,7 +516,7 @@ def _run(args: argparse.Namespace, tmp: Path, redis_url: str) -> tuple[dict[str,
     lines.append(
         f"{'endpoint':24s} {'rate':>6s} {'sent':>7s} {'ok':>7s} {'shed':>6s} {'err':>6s} "
         f"{'goodput':>8s} {'p50':>8s} {'p99':>8s} {'p99.9':>8s} {'lag99':>7s} {'cpu/req':>7s} "
-        f"{'rqwait':>7s} {'load':>5s}"
+        f"{'rqwait':>7s} {'load':>5s} {'srv99':>6s} {'sent99':>7s}"
     )
     for r in table:
         lines.append(
@@ -462,10 +524,15 @@ def _run(args: argparse.Namespace, tmp: Path, redis_url: str) -> tuple[dict[str,
             f"{r['errors']:>6} {r['goodput_rps']!s:>8s} {r['p50_ms']!s:>8s} {r['p99_ms']!s:>8s} "
             f"{r['p999_ms']!s:>8s} {r['send_lag_p99_ms']!s:>7s} "
             f"{r['server_cpu_ms_per_req']!s:>7s} {r['server_runqueue_wait_ms_per_req']!s:>7s} "
-            f"{r['loadavg_1m']!s:>5s}"
+            f"{r['loadavg_1m']!s:>5s} {r['server_p99_ms_bucket']!s:>6s} "
+            f"{r['p99_from_send_ms']!s:>7s}"
         )
     results["table"] = table
     return results, lines
+
+
+def _bad_phase(name: str) -> bool:
+    raise argparse.ArgumentTypeError(f"unknown phase {name!r}: choose from {PHASES}")
 
 
 def main() -> None:
@@ -479,6 +546,18 @@ def main() -> None:
         "--quick: 300); the JSON's figures are those at 300 req/s",
     )
     parser.add_argument("--duration-s", type=float, default=20.0, help="seconds per rate")
+    parser.add_argument(
+        "--phases",
+        type=lambda text: tuple(p for p in text.split(",") if p in PHASES or _bad_phase(p)),
+        help=f"comma-separated phases to run, of {','.join(PHASES)} (default: all; --quick: "
+        "rates); e.g. --phases overload for the capacity and 2x-capacity phases only",
+    )
+    parser.add_argument(
+        "--overload-rps",
+        type=int,
+        help="offered rate of the overload phase (default: twice the measured capacity); a "
+        "fixed rate compares two builds on a machine whose capacity varies",
+    )
     args = parser.parse_args()
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -47,7 +48,7 @@ from fraud_platform.lib.streaming.verify import online_mismatches  # noqa: E402
 from fraud_platform.tools.brokers import BrokerSpec, start_broker, stop_broker  # noqa: E402
 from tests.integration.streaming.events import random_events  # noqa: E402
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
+REDIS_URL = os.environ.get("STREAM_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 SAMPLE_EVERY = 20
 
 

@@ -18,7 +18,8 @@ DEFAULT_PROFILES_PG_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 # in flight across the scoring service's workers; at ~2-4 ms of CPU per request on 2 cores a
 # queue of this depth waits < 50 ms (benchmarks/serving_load.py measures it)
-DEFAULT_SCORING_MAX_CONCURRENCY = 16
+DEFAULT_SCORING_MAX_CONCURRENCY = 4
+DEFAULT_SCORING_MAX_QUEUE_WAIT_MS = 20
 REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
 DELTA_OPTION_PREFIX = "FRAUD_PLATFORM_DELTA_OPT_"
 # variables whose value may carry a password: Dagster resources take them as ``dg.EnvVar`` when
@@ -125,8 +126,9 @@ class Settings:
 
     The scoring service: ``scoring_workers`` (FRAUD_PLATFORM_SCORING_WORKERS, default one per
     CPU core), ``scoring_max_concurrency`` (FRAUD_PLATFORM_SCORING_MAX_CONCURRENCY, requests in
-    progress across all workers, split evenly, beyond which it answers 503 with Retry-After at
-    once; 0 = unbounded) and
+    progress across all workers, split evenly, beyond which a request waits in line),
+    ``scoring_max_queue_wait_ms`` (FRAUD_PLATFORM_SCORING_MAX_QUEUE_WAIT_MS, default 20: how long
+    it may wait before the 503 with Retry-After; 0 = answer 503 at once past the bound) and
     ``scoring_access_log`` (FRAUD_PLATFORM_SCORING_ACCESS_LOG, BentoML's per-request log line;
     off by default: it costs CPU on the request path and the decision log records every decision).
 
@@ -179,6 +181,7 @@ class Settings:
     decision_log_buffer: int = 100_000
     scoring_workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     scoring_max_concurrency: int = DEFAULT_SCORING_MAX_CONCURRENCY
+    scoring_max_queue_wait_ms: int = DEFAULT_SCORING_MAX_QUEUE_WAIT_MS
     scoring_access_log: bool = False
     partitions_start: date = date(2024, 1, 1)
     feature_shards: int = 1
@@ -198,6 +201,10 @@ class Settings:
         if self.scoring_max_concurrency < 0:
             raise SettingsError(
                 f"FRAUD_PLATFORM_SCORING_MAX_CONCURRENCY={self.scoring_max_concurrency} is < 0"
+            )
+        if self.scoring_max_queue_wait_ms < 0:
+            raise SettingsError(
+                f"FRAUD_PLATFORM_SCORING_MAX_QUEUE_WAIT_MS={self.scoring_max_queue_wait_ms} is < 0"
             )
 
     @classmethod
@@ -231,6 +238,9 @@ class Settings:
             scoring_workers=_int(env, "FRAUD_PLATFORM_SCORING_WORKERS", os.cpu_count() or 1),
             scoring_max_concurrency=_int(
                 env, "FRAUD_PLATFORM_SCORING_MAX_CONCURRENCY", DEFAULT_SCORING_MAX_CONCURRENCY
+            ),
+            scoring_max_queue_wait_ms=_int(
+                env, "FRAUD_PLATFORM_SCORING_MAX_QUEUE_WAIT_MS", DEFAULT_SCORING_MAX_QUEUE_WAIT_MS
             ),
             scoring_access_log=_bool(env, "FRAUD_PLATFORM_SCORING_ACCESS_LOG", False),
             partitions_start=_date(env, "FRAUD_PLATFORM_PARTITIONS_START", date(2024, 1, 1)),

@@ -385,12 +385,14 @@ class FraudScorer:
         logging.getLogger(BENTOML_ERROR_LOGGER).removeFilter(self._log_filter)
 
 
-# Past the concurrency bound: 503 at once. Then content type and size limits before BentoML
+# Past the concurrency bound: a line of at most FRAUD_PLATFORM_SCORING_MAX_QUEUE_WAIT_MS, then
+# 503. Then content type and size limits before BentoML
 # parses a body; the OpenAPI 3.0 /docs.json.
 if _SERVING.scoring_max_concurrency:
     FraudScorer.add_asgi_middleware(
         LoadShedder,
         limit=-(-_SERVING.scoring_max_concurrency // _SERVING.scoring_workers),
+        max_wait_s=_SERVING.scoring_max_queue_wait_ms / 1000,
         paths=[method.route for method in FraudScorer.apis.values()],
     )
 FraudScorer.add_asgi_middleware(RequestGuard, service=FraudScorer)

@@ -14,6 +14,7 @@ from fraud_platform.lib.features.services import FRAUD_SCORING_V1
 
 from .conftest import (
     READY_DEADLINE_S,
+    REDIS_URL,
     Customer,
     Registered,
     Server,
@@ -54,7 +55,7 @@ def label_values(samples: Samples, name: str, label: str) -> set[str]:
 def multi_worker_scorer(registered_model: Registered, customer: Customer) -> Iterator[Server]:
     server = start_server(
         registered_model,
-        "redis://127.0.0.1:6379/0",
+        REDIS_URL,
         "metrics",
         workers=WORKERS,
     )

@@ -1,8 +1,10 @@
-"""Overload against a real ``bentoml serve``: past the concurrency bound the service answers 503
-with a JSON message and ``Retry-After`` at once, counts it, and answers every request.
+"""Overload against a real ``bentoml serve``: past the concurrency bound and its short line the
+service answers 503 with a JSON message and ``Retry-After``, counts it, and answers every
+request.
 
-The server has one worker and a bound of one request in progress; a burst of concurrent
-requests (open loop: all sent without waiting for answers) must then be partly refused. What is
+The server has one worker, a bound of one request in progress and a line of at most 20 ms; a
+burst of concurrent requests (open loop: all sent without waiting for answers) must then be
+partly refused. (The line's rules, in process: tests/unit/serving/test_load_shedder.py.) What is
 checked is behaviour, not speed: every request gets an HTTP answer (the client's generous
 timeout is only there so a hang fails the test instead of blocking it), the only answers are a
 decision or a 503 refusal, and the shed counter equals the refusals the client saw.
@@ -19,7 +21,7 @@ import pytest
 from models_bento.errors import RETRY_AFTER_S, ErrorResponse
 from models_bento.schemas import ScoreResponse
 
-from .conftest import Customer, Registered, Server, start_server, stop_server
+from .conftest import REDIS_URL, Customer, Registered, Server, start_server, stop_server
 from .test_metrics import scrape, value
 
 pytestmark = pytest.mark.serving
@@ -34,9 +36,12 @@ HTTP_TOTAL = "bentoml_service_request_total"
 def bounded_scorer(registered_model: Registered, customer: Customer) -> Iterator[Server]:
     server = start_server(
         registered_model,
-        "redis://127.0.0.1:6379/0",
+        REDIS_URL,
         "overload",
-        extra_env={"FRAUD_PLATFORM_SCORING_MAX_CONCURRENCY": "1"},
+        extra_env={
+            "FRAUD_PLATFORM_SCORING_MAX_CONCURRENCY": "1",
+            "FRAUD_PLATFORM_SCORING_MAX_QUEUE_WAIT_MS": "20",
+        },
         workers=1,
     )
     yield server
@@ -51,7 +56,7 @@ async def burst(url: str, bodies: list[dict]) -> list[httpx.Response | BaseExcep
         )
 
 
-def test_past_the_bound_the_service_answers_503_at_once(bounded_scorer: Server, customer: Customer):
+def test_past_the_bound_the_service_answers_503(bounded_scorer: Server, customer: Customer):
     before = scrape(bounded_scorer)
     bodies = [customer.transaction() for _ in range(BURST)]
     answers = asyncio.run(burst(bounded_scorer.url, bodies))
@@ -75,7 +80,10 @@ def test_past_the_bound_the_service_answers_503_at_once(bounded_scorer: Server, 
         assert decision.transaction_id in by_transaction
 
     after = scrape(bounded_scorer)
-    shed = value(after, SHED, reason="overload") - value(before, SHED, reason="overload")
+    shed = sum(
+        value(after, SHED, reason=reason) - value(before, SHED, reason=reason)
+        for reason in ("overload", "queue_timeout")
+    )
     assert shed == len(refused)
     served_503 = value(after, HTTP_TOTAL, endpoint="/score", http_response_code="503") - value(
         before, HTTP_TOTAL, endpoint="/score", http_response_code="503"

@@ -7,6 +7,7 @@ import pytest
 from fraud_platform.settings import (
     DEFAULT_REDIS_URL,
     DEFAULT_SCORING_MAX_CONCURRENCY,
+    DEFAULT_SCORING_MAX_QUEUE_WAIT_MS,
     Settings,
     SettingsError,
 )
@@ -88,6 +89,7 @@ def test_settings_scoring_service_defaults_one_worker_per_core_bounded_no_access
     settings = Settings.from_env({})
     assert settings.scoring_workers == (os.cpu_count() or 1)
     assert settings.scoring_max_concurrency == DEFAULT_SCORING_MAX_CONCURRENCY > 0
+    assert settings.scoring_max_queue_wait_ms == DEFAULT_SCORING_MAX_QUEUE_WAIT_MS > 0
     assert settings.scoring_access_log is False
 
 
@@ -96,10 +98,12 @@ def test_settings_scoring_service_read_from_the_environment() -> None:
         {
             "FRAUD_PLATFORM_SCORING_WORKERS": "3",
             "FRAUD_PLATFORM_SCORING_MAX_CONCURRENCY": "0",
+            "FRAUD_PLATFORM_SCORING_MAX_QUEUE_WAIT_MS": "0",
             "FRAUD_PLATFORM_SCORING_ACCESS_LOG": "true",
         }
     )
     assert (settings.scoring_workers, settings.scoring_max_concurrency) == (3, 0)
+    assert settings.scoring_max_queue_wait_ms == 0
     assert settings.scoring_access_log is True
 
 
@@ -109,6 +113,7 @@ def test_settings_scoring_service_read_from_the_environment() -> None:
         ("FRAUD_PLATFORM_SCORING_WORKERS", "0", "is < 1"),
         ("FRAUD_PLATFORM_SCORING_WORKERS", "two", "is not an integer"),
         ("FRAUD_PLATFORM_SCORING_MAX_CONCURRENCY", "-1", "is < 0"),
+        ("FRAUD_PLATFORM_SCORING_MAX_QUEUE_WAIT_MS", "-1", "is < 0"),
         ("FRAUD_PLATFORM_SCORING_ACCESS_LOG", "maybe", "is not a boolean"),
     ],
 )

@@ -59,14 +59,21 @@ _INVERSE_SCALE = 1.0 / FIXED_POINT_SCALE
 _VALUES, _FIXED_SUM, _COUNT = "__values", "__fixed_sum", "__count"
 
 
+def _fixed_point(value: pl.Expr) -> pl.Expr:
+    """Each value in fixed point (0 where null): what a window's sum adds."""
+    return (value.cast(pl.Float64) * FIXED_POINT_SCALE).round().cast(pl.Int128).fill_null(0)
+
+
 def _window_aggs(feature: Feature) -> list[pl.Expr]:
     value = _masked(feature)
     name = feature.name
     if feature.function == "std":
         return [value.alias(name + _VALUES)]  # the window's values, as a list
     if feature.function in ("sum", "mean"):
-        fixed = (value.cast(pl.Float64) * FIXED_POINT_SCALE).round().cast(pl.Int128).fill_null(0)
-        return [fixed.sum().alias(name + _FIXED_SUM), value.count().alias(name + _COUNT)]
+        return [
+            _fixed_point(value).sum().alias(name + _FIXED_SUM),
+            value.count().alias(name + _COUNT),
+        ]
     expr = {
         "count": value.count(),
         "max": value.max(),

@@ -1,10 +1,16 @@
 """One checkpoint's events -> feature rows online, with the batch code and nothing else.
 
 For each entity stream (``plan``) the batch's events are added to their entities' stores, and
-every group of the stream is computed by ``compute_feature_group`` (the offline code) over the
-touched entities' stored events. The rows of the batch's events and of every later event of
-the entity (a late event changes them) are written through the online writer with the
-entity's version; the online store keeps the history the lookup needs (``online/layout.py``).
+the rows of the batch's events and of every later event of the entity (a late event changes
+them) are computed from the touched entities' events by ``targeted.compute_rows_since`` (the
+offline aggregations, evaluated only at those rows: bit-equal to ``compute_feature_group``
+over the whole history) and written through the online writer with the entity's version; the
+online store keeps the history the lookup needs (``online/layout.py``).
+
+The worker keeps the events of the entities it touched in memory (``_Cache``) and trusts that
+copy only while the store's version moved by exactly its own additions: after a restart, a
+partition reassignment, or another worker's additions (a merchant paid from users in another
+partition) the entity is read back from its store before its rows are computed.
 
 Applying a batch is idempotent: the stores ignore events they hold, rows are a function of the
 stored events, and the writer's compare-on-write keeps the row of the highest version. So a
@@ -17,6 +23,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +40,7 @@ from fraud_platform.lib.features.online.layout import (
 )
 from fraud_platform.lib.features.online.writer import write_rows
 from fraud_platform.lib.features.registry import ENTITY_KEY, FEATURE_TIME, FeatureGroup
+from fraud_platform.lib.features.targeted import SINCE, prepare_events, rows_since_query
 from fraud_platform.lib.streaming.plan import ID_COLUMNS, EntityStream, stream_plan
 from fraud_platform.lib.streaming.store import (
     EntityBatch,
@@ -42,8 +50,14 @@ from fraud_platform.lib.streaming.store import (
     store_key,
 )
 
-_VERSION, _SINCE, _ENTITY = "__version", "__since", "__entity"
+_VERSION, _ENTITY = "__version", "__entity"
 MAX_CACHED_EVENTS = 5_000_000  # per entity stream; past it the copy restarts from the stores
+MAX_CACHE_CHUNKS = 64
+# Touched histories up to this size are recomputed whole (``compute_feature_group``), larger
+# ones only at the new rows (``targeted``); both equal the reference bit for bit. Measured
+# (load ~15): 60-event checkpoints cost 335 ms whole vs 402 ms targeted (a targeted query's
+# fixed cost); 2,000 new events over 185k merchant events 2.4-4.1 s whole vs 1.3 s targeted.
+WHOLE_HISTORY_MAX_EVENTS = 20_000
 
 
 @dataclass
@@ -87,6 +101,7 @@ class StreamProcessor:
         self.plan = stream_plan(groups)
         self._store_prefix = store_prefix
         self._caches: dict[str, _Cache] = {}
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="online-writer")
 
     @property
     def client(self) -> redis.Redis:
@@ -104,11 +119,20 @@ class StreamProcessor:
         return stats
 
     def apply(self, topic: str, records: list[dict[str, Any]], stats: BatchStats) -> None:
+        """Apply ``records`` of ``topic``; returns once every row is written (before the
+        checkpoint commits). A stream's rows are written on the writer thread while the next
+        stream is added and computed: the worker waits on Redis replies for much of its time
+        (recv ~30% of the worker's profile under load), and a reply wait releases the GIL."""
         started = time.perf_counter()
         stats.events += len(records)
-        for stream in self.plan:
-            if stream.topic == topic and records:
-                stats.rows_written += self._apply_stream(stream, records)
+        pending: list[Future[int]] = []
+        try:
+            for stream in self.plan:
+                if stream.topic == topic and records:
+                    pending += self._apply_stream(stream, records)
+        finally:
+            for future in pending:  # every write finishes (or fails) before apply returns
+                stats.rows_written += future.result()
         stats.seconds += time.perf_counter() - started
 
     def seed(self, topic: str, records: list[dict[str, Any]]) -> int:
@@ -139,10 +163,14 @@ class StreamProcessor:
             for entity, events in by_entity.items()
         ]
 
-    def _apply_stream(self, stream: EntityStream, records: list[dict[str, Any]]) -> int:
+    def _apply_stream(
+        self, stream: EntityStream, records: list[dict[str, Any]]
+    ) -> list[Future[int]]:
+        """Add the records to the stream's stores and compute its groups' rows; their writes
+        (rows stored) are left running on the writer thread."""
         by_entity, since, newest = _by_entity(stream, records)
         if not by_entity:
-            return 0
+            return []
         entities = list(by_entity)
         frame = self._update_cache(stream, entities, by_entity, newest)
         versions = self._caches[stream.name].versions
@@ -150,15 +178,25 @@ class StreamProcessor:
             {
                 ENTITY_KEY: entities,
                 _VERSION: [versions[e] for e in entities],
-                _SINCE: [since[e] for e in entities],
+                SINCE: [since[e] for e in entities],
             },
-            schema={ENTITY_KEY: pl.String, _VERSION: pl.Int64, _SINCE: pl.Int64},
+            schema={ENTITY_KEY: pl.String, _VERSION: pl.Int64, SINCE: pl.Int64},
         )
-        written = 0
-        for group in stream.groups:
-            rows = _rows_to_write(compute_feature_group(group, frame), touched)
-            written += write_rows(self._client, group, rows, version=pl.col(_VERSION))
-        return written
+        if frame.height <= WHOLE_HISTORY_MAX_EVENTS:
+            queries = [
+                _rows_to_write(compute_feature_group(group, frame).lazy(), touched)
+                for group in stream.groups
+            ]
+        else:
+            events = prepare_events(stream.groups[0], frame)  # the groups share the order
+            queries = [
+                _rows_to_write(rows_since_query(group, events, touched), touched)
+                for group in stream.groups
+            ]
+        return [
+            self._writer.submit(write_rows, self._client, group, rows, version=pl.col(_VERSION))
+            for group, rows in zip(stream.groups, pl.collect_all(queries), strict=True)
+        ]
 
     def _update_cache(
         self,
@@ -181,7 +219,8 @@ class StreamProcessor:
         added_values: list[list[Any]] = []
         reload: list[str] = []
         for entity, (version, flags) in zip(entities, replies, strict=True):
-            if cache.versions.get(entity) == version - flags.count("1"):
+            # the version before this add: ours, or 0 (the store was empty: it holds just these)
+            if cache.versions.get(entity, 0) == version - flags.count("1"):
                 for (_, _, values), flag in zip(by_entity[entity], flags, strict=True):
                     if flag == "1":
                         added_entities.append(entity)
@@ -207,6 +246,8 @@ class StreamProcessor:
         if added_values:
             parts.append(_events_frame(stream, added_entities, added_values))
         cache.frame = pl.concat(parts, how="vertical") if len(parts) > 1 else parts[0]
+        if cache.frame.n_chunks() > MAX_CACHE_CHUNKS:
+            cache.frame = cache.frame.rechunk()  # a chunk per checkpoint slows every filter
         return cache.frame.filter(pl.col(_ENTITY).is_in(entities)).drop(_ENTITY)
 
 
@@ -253,15 +294,15 @@ def _events_frame(stream: EntityStream, entities: list[str], rows: list[list[Any
     )
 
 
-def _rows_to_write(rows: pl.DataFrame, touched: pl.DataFrame) -> pl.DataFrame:
+def _rows_to_write(rows: pl.LazyFrame, touched: pl.DataFrame) -> pl.LazyFrame:
     """Rows at or after each entity's earliest new event (a late event changes every later row)
     that the online history keeps: within HISTORY_HORIZON of the entity's newest row, or among
     its newest HISTORY_MIN_ROWS."""
     horizon_us = HISTORY_HORIZON // HISTORY_HORIZON.resolution
     ft_us = pl.col(FEATURE_TIME).dt.epoch("us")
     return (
-        rows.join(touched, on=ENTITY_KEY, how="inner")
-        .filter(ft_us >= pl.col(_SINCE))
+        rows.join(touched.lazy(), on=ENTITY_KEY, how="inner")
+        .filter(ft_us >= pl.col(SINCE))
         .filter(
             (ft_us >= ft_us.max().over(ENTITY_KEY) - horizon_us)
             | (ft_us.rank("ordinal", descending=True).over(ENTITY_KEY) <= HISTORY_MIN_ROWS)

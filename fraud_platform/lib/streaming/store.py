@@ -98,9 +98,14 @@ class EntitySnapshot:
     payloads: list[bytes]
 
 
+# one encoder: ``json.dumps`` with non-default options builds a new encoder per call (~40% of
+# the encoding time, 90k calls per 20k events in the worker's profile)
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def encode_payload(values: Sequence[object]) -> str:
     """An event's stored columns as JSON (floats round-trip exactly through ``repr``)."""
-    return json.dumps(values, ensure_ascii=False, separators=(",", ":"))
+    return _ENCODER.encode(values)
 
 
 def add_events(client: redis.Redis, batches: Sequence[EntityBatch]) -> list[tuple[int, str]]:

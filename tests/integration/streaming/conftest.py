@@ -29,7 +29,8 @@ from fraud_platform.lib.streaming.health import heartbeat_key
 from fraud_platform.lib.streaming.verify import online_mismatches
 from fraud_platform.tools.brokers import BrokerSpec
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
+# STREAM_TEST_REDIS_URL: another database of the shared Redis (parallel sessions)
+REDIS_URL = os.environ.get("STREAM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 @dataclass

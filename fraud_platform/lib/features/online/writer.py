@@ -96,26 +96,39 @@ def _calls(encoded: pl.DataFrame, by_slot: bool) -> Iterable[ScriptCall]:
     args: list[str | int] = [horizon_us, HISTORY_MIN_ROWS]
     rows = 0
     grouped = encoded.group_by("key", maintain_order=True).agg(
-        pl.col("score", "version", "value"), pl.col("pxat").max()
+        pl.len().alias("count"), pl.col("pxat").max()
     )
     slots: list[int] | None = None
     if by_slot:
         slot_column = pl.Series("slot", [slot_of(key) for key in grouped["key"]], pl.Int32)
         grouped = grouped.with_columns(slot_column).sort("slot", maintain_order=True)
         slots = grouped["slot"].to_list()
-        grouped = grouped.drop("slot")
+    # the rows in the keys' order as flat columns: converting list columns to Python
+    # (``iter_rows``) was 12% of the stream worker's samples (py-spy)
+    position = grouped.select("key").with_row_index("__key_position")
+    flat = encoded.join(position, on="key").sort("__key_position", maintain_order=True)
+    scores, versions, values = (flat[c].to_list() for c in ("score", "version", "value"))
     previous_slot = None
-    for i, (key, scores, versions, values, pxat) in enumerate(grouped.iter_rows()):
+    at = 0
+    for i, (key, count, pxat) in enumerate(
+        zip(
+            grouped["key"].to_list(),
+            grouped["count"].to_list(),
+            grouped["pxat"].to_list(),
+            strict=True,
+        )
+    ):
         if slots is not None:
             if keys and slots[i] != previous_slot:
                 yield keys, args
                 keys, args, rows = [], [horizon_us, HISTORY_MIN_ROWS], 0
             previous_slot = slots[i]
         keys.append(key)
-        args += [len(scores), pxat]
-        for score, version, value in zip(scores, versions, values, strict=True):
-            args += [score, version, value]
-        rows += len(scores)
+        args += [count, pxat]
+        for j in range(at, at + count):
+            args += [scores[j], versions[j], values[j]]
+        at += count
+        rows += count
         if rows >= CHUNK_ROWS:
             yield keys, args
             keys, args, rows = [], [horizon_us, HISTORY_MIN_ROWS], 0
