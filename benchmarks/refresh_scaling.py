@@ -182,7 +182,11 @@ def one_history(days: int, users: int) -> dict[str, Any]:
         assets, checks = arrivals_selection(runner.defs.get_repository_def(), arrived)
         transform = set(runner.keys("transform"))
         clock = time.perf_counter()
-        runner.run([key for key in assets if key in transform], checks=checks)
+        runner.run(
+            [key for key in assets if key in transform],
+            tags={names.ARRIVALS_TAG: json.dumps({topic: new.get(topic, 0) for topic in arrived})},
+            checks=[check for check in checks if check.asset_key in transform],
+        )
         per_layer["silver"] = time.perf_counter() - clock
         first, last = stale_partition_range(
             first_new_event_date(runner.instance, ingested.run_id),
