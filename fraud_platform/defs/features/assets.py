@@ -262,7 +262,8 @@ def feature_group_definitions(group: FeatureGroup) -> dg.Definitions:
         if config.from_shards:
             if FEATURE_SHARDS <= 1:
                 raise ValueError("from_shards needs FRAUD_PLATFORM_FEATURE_SHARDS above 1")
-            source_events, how = 0, "union of the shard runs"  # they read the sources
+            source_events, how, mark = 0, "union of the shard runs", None  # they read the sources;
+            # no mark: the next range recomputes every entity (changed.py)
             rows = union_of_shards(delta, group, FEATURE_SHARDS, first, last)
         else:
             rows, source_events, how, mark = compute_range(warehouse, delta, group, start, end)
