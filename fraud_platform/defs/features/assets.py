@@ -16,13 +16,13 @@ from fraud_platform import names
 from fraud_platform.defs.features.changed import (
     Mark,
     mark_after_range,
-    newest_ingestion,
     recorded_mark,
     source_events_of,
+    survey,
     unchanged_rows,
 )
 from fraud_platform.defs.features.sharded import FEATURE_DATE, union_of_shards
-from fraud_platform.defs.features.state import read_state, write_states
+from fraud_platform.defs.features.state import checkpoint_boundaries, read_state, write_states
 from fraud_platform.defs.partitions import (
     FEATURE_PARTITIONS,
     FEATURE_SHARDS,
@@ -117,32 +117,29 @@ def compute_range(
         source = _source_events(warehouse, group, end)
         rows = compute_feature_group(group, source).filter(pl.col(FEATURE_TIME) >= start)
         return rows, source.height, "whole history", None
-    newest = newest_ingestion(warehouse, group)  # before any event is read
     previous = recorded_mark(delta, feature_table(group))
     last = _last_day(end)
-    state = read_state(delta, warehouse, group, start)
+    boundaries = checkpoint_boundaries(start, end)
+    seen = survey(warehouse, group, start, boundaries, previous)  # before any event is read
+    mark = mark_after_range(previous, seen, start, last)
+    state = read_state(delta, warehouse, group, start, seen.events_before[0])
     if state is None:
         before = _source_events(warehouse, group, start)
         state = lifetime_state(group, compute_feature_group(group, before))
-        mark = mark_after_range(warehouse, group, previous, newest, start, last, before.height)
         rows, read = _every_entity_rows(warehouse, group, state, start, end)
         how, read = "whole history", read + before.height
+    elif (
+        mark is not None
+        and previous is not None
+        and previous.partitions_through >= last
+        and end - start <= CHUNK
+    ):
+        rows, read = _changed_entities_rows(warehouse, delta, group, previous, state, start, end)
+        how = "changed entities: lookback and lifetime state"
     else:
-        mark = mark_after_range(warehouse, group, previous, newest, start, last, None)
-        if (
-            mark is not None
-            and previous is not None
-            and previous.partitions_through >= last
-            and end - start <= CHUNK
-        ):
-            rows, read = _changed_entities_rows(
-                warehouse, delta, group, previous, state, start, end
-            )
-            how = "changed entities: lookback and lifetime state"
-        else:
-            rows, read = _every_entity_rows(warehouse, group, state, start, end)
-            how = "lookback and lifetime state"
-    write_states(delta, warehouse, group, rows, state, start, end)
+        rows, read = _every_entity_rows(warehouse, group, state, start, end)
+        how = "lookback and lifetime state"
+    write_states(delta, warehouse, group, rows, state, start, end, seen.events_before[1:])
     return rows, read, how, mark
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
+import duckdb
 import polars as pl
 
 from fraud_platform.lib.features.compute import entity_key_expr
@@ -58,20 +59,6 @@ def _source(group: FeatureGroup) -> str:
     return f'silver."{group.source}"'
 
 
-def newest_ingestion(warehouse: WarehouseResource, group: FeatureGroup) -> str | None:
-    """The source's newest ``ingested_at`` (None: not a ``STAMPED_SOURCES`` table, or empty).
-    Read before the events, so a mark made from it never claims events the run did not read."""
-    if group.source not in STAMPED_SOURCES:
-        return None
-    columns = warehouse.query(f"select * from {_source(group)} limit 0").columns
-    if INGESTED_AT not in columns:  # e.g. a test's silver table built from simulated events
-        return None
-    newest = warehouse.query(
-        f"select cast(max({INGESTED_AT}) as varchar) as newest from {_source(group)}"
-    ).item()
-    return None if newest is None else str(newest)
-
-
 def recorded_mark(delta: DeltaStore, table: str) -> Mark | None:
     """The mark of the table's latest commit, if it has one."""
     if not delta.exists(table):
@@ -86,40 +73,64 @@ def _ingested_after(mark: Mark) -> str:
     return f"{INGESTED_AT} > cast('{mark.ingested_through}' as timestamptz)"
 
 
-def arrived_dated_before(
-    warehouse: WarehouseResource, group: FeatureGroup, mark: Mark, before: datetime
-) -> int:
-    """Source events ingested after ``mark`` and dated before ``before``."""
-    return int(
-        warehouse.query(
-            f"select count(*) from {_source(group)} where {_ingested_after(mark)} "
-            f"and \"{group.event_time_column}\" < '{before.isoformat()}'"
-        ).item()
-    )
+@dataclass(frozen=True)
+class Survey:
+    """What a range needs to know of its source before reading events, from one query (each
+    query opens the warehouse file: ~0.15 s on 2 busy cores)."""
+
+    events_before: list[int]  # source events dated before each instant asked
+    newest: str | None  # the newest ingested_at (None: not a STAMPED_SOURCES table, or empty)
+    arrived_before_start: int  # events ingested after the previous mark, dated before start
+
+
+def survey(
+    warehouse: WarehouseResource,
+    group: FeatureGroup,
+    start: datetime,
+    instants: list[datetime],
+    previous: Mark | None,
+) -> Survey:
+    """``Survey`` of ``group``'s source for a range from ``start``; ``events_before`` counts
+    for ``start`` first, then each of ``instants``."""
+    at = f'"{group.event_time_column}"'
+    counts = [
+        f"count(*) filter (where {at} < '{instant.isoformat()}')" for instant in [start, *instants]
+    ]
+    stamped = [f"cast(max({INGESTED_AT}) as varchar)"]
+    if previous is not None:
+        stamped.append(
+            f"count(*) filter (where {_ingested_after(previous)} and {at} < '{start.isoformat()}')"
+        )
+    source = f"from {_source(group)}"
+    if group.source in STAMPED_SOURCES:
+        try:
+            row = warehouse.query(f"select {', '.join(counts + stamped)} {source}").row(0)
+        except duckdb.BinderException:  # no ingested_at (a test's table of simulated events)
+            row = None
+        if row is not None:
+            before, newest = list(row[: len(counts)]), row[len(counts)]
+            arrived = row[len(counts) + 1] if previous is not None else 0
+            return Survey(before, None if newest is None else str(newest), int(arrived))
+    before = list(warehouse.query(f"select {', '.join(counts)} {source}").row(0))
+    return Survey(before, None, 0)
 
 
 def mark_after_range(
-    warehouse: WarehouseResource,
-    group: FeatureGroup,
-    previous: Mark | None,
-    newest: str | None,
-    start: datetime,
-    last: date,
-    events_before_start: int | None,
+    previous: Mark | None, seen: Survey, start: datetime, last: date
 ) -> Mark | None:
-    """The mark a write of the partitions ``start .. last`` computed from the events ingested up
-    to ``newest`` may record: the partitions before ``start`` must reflect them already (no
-    event dated before ``start`` (``events_before_start``, None: some), or the previous mark
-    covered them and nothing dated before ``start`` arrived since)."""
-    if newest is None:
+    """The mark a write of the partitions ``start .. last``, computed from the events ``seen``
+    before reading them, may record: the partitions before ``start`` must reflect those events
+    already (none is dated before ``start``, or the previous mark covered those partitions and
+    nothing dated before ``start`` arrived since)."""
+    if seen.newest is None:
         return None
-    if events_before_start == 0:
-        return Mark(newest, last)
+    if seen.events_before[0] == 0:
+        return Mark(seen.newest, last)
     if previous is None or previous.partitions_through < (start - DAY).date():
         return None
-    if arrived_dated_before(warehouse, group, previous, start):
+    if seen.arrived_before_start:
         return None
-    return Mark(newest, last)
+    return Mark(seen.newest, last)
 
 
 def source_events_of(
