@@ -62,6 +62,9 @@ EVENT_SENSOR_INTERVAL_S = 1
 # Metadata of an asset check (a dbt test) that the arrivals sensor's ingestion runs leave out:
 # scheduled, UI and CI runs still evaluate it.
 SKIPPED_ON_ARRIVAL = "fraud_platform/skipped_on_arrival"
+# Run tag of the arrivals sensor's ingestion runs (the events waiting per topic, JSON): their
+# dbt tests check the newly ingested rows only (dbt_project/macros/test_scope.sql).
+ARRIVALS_TAG = "arrivals"
 
 
 FEATURE_DATE = "feature_date"  # the feature tables' daily partition column (UTC date)

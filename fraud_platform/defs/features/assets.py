@@ -7,14 +7,22 @@ the same tables, so offline and online values come from one computation.
 import time
 import warnings
 from dataclasses import asdict
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 import polars as pl
 
 from fraud_platform import names
+from fraud_platform.defs.features.changed import (
+    Mark,
+    mark_after_range,
+    recorded_mark,
+    source_events_of,
+    survey,
+    unchanged_rows,
+)
 from fraud_platform.defs.features.sharded import FEATURE_DATE, union_of_shards
-from fraud_platform.defs.features.state import read_state, write_states
+from fraud_platform.defs.features.state import checkpoint_boundaries, read_state, write_states
 from fraud_platform.defs.partitions import (
     FEATURE_PARTITIONS,
     FEATURE_SHARDS,
@@ -95,24 +103,59 @@ def compute_range(
     group: FeatureGroup,
     start: datetime,
     end: datetime,
-) -> tuple[pl.DataFrame, int, str]:
-    """The rows of ``start <= feature_time < end``, the source events read, and how.
+) -> tuple[pl.DataFrame, int, str, Mark | None]:
+    """The rows of ``start <= feature_time < end``, the source events read, how, and the mark
+    the write of the rows may record (``changed.py``).
 
     From a lifetime checkpoint at ``start`` when one holds (``state.py``), else from the whole
     history before ``start``; then chunk by chunk, each from its lookback and the state the
     previous chunk left (``incremental.compute_rows_from``), so memory follows the chunk, not
-    the range. Either way the checkpoints of the range's day boundaries are rewritten."""
+    the range. When the table's mark vouches for every partition of the range, only the
+    entities with events ingested since are recomputed, the other rows are kept. Either way the
+    checkpoints of the range's day boundaries are rewritten."""
     if not is_incremental(group):
         source = _source_events(warehouse, group, end)
         rows = compute_feature_group(group, source).filter(pl.col(FEATURE_TIME) >= start)
-        return rows, source.height, "whole history"
-    state = read_state(delta, warehouse, group, start)
-    read, how = 0, "lookback and lifetime state"
+        return rows, source.height, "whole history", None
+    previous = recorded_mark(delta, feature_table(group))
+    last = _last_day(end)
+    boundaries = checkpoint_boundaries(start, end)
+    seen = survey(warehouse, group, start, boundaries, previous)  # before any event is read
+    mark = mark_after_range(previous, seen, start, last)
+    state = read_state(delta, warehouse, group, start, seen.events_before[0])
     if state is None:
         before = _source_events(warehouse, group, start)
         state = lifetime_state(group, compute_feature_group(group, before))
-        read, how = before.height, "whole history"
-    at_start, parts, chunk_start = state, [], start
+        rows, read = _every_entity_rows(warehouse, group, state, start, end)
+        how, read = "whole history", read + before.height
+    elif (
+        mark is not None
+        and previous is not None
+        and previous.partitions_through >= last
+        and end - start <= CHUNK
+    ):
+        rows, read = _changed_entities_rows(warehouse, delta, group, previous, state, start, end)
+        how = "changed entities: lookback and lifetime state"
+    else:
+        rows, read = _every_entity_rows(warehouse, group, state, start, end)
+        how = "lookback and lifetime state"
+    write_states(delta, warehouse, group, rows, state, start, end, seen.events_before[1:])
+    return rows, read, how, mark
+
+
+def _last_day(end: datetime) -> date:
+    return (end - timedelta(microseconds=1)).date()
+
+
+def _every_entity_rows(
+    warehouse: WarehouseResource,
+    group: FeatureGroup,
+    state: pl.DataFrame,
+    start: datetime,
+    end: datetime,
+) -> tuple[pl.DataFrame, int]:
+    """Every entity's rows of the range, a chunk at a time, and the source events read."""
+    parts, chunk_start, read = [], start, 0
     while chunk_start < end:
         chunk_end = min(chunk_start + CHUNK, end)
         source = _source_events(
@@ -123,9 +166,27 @@ def compute_range(
         parts.append(rows)
         read += source.height
         chunk_start = chunk_end
-    rows = pl.concat(parts) if len(parts) > 1 else parts[0]
-    write_states(delta, warehouse, group, rows, at_start, start, end)
-    return rows, read, how
+    return (pl.concat(parts) if len(parts) > 1 else parts[0]), read
+
+
+def _changed_entities_rows(
+    warehouse: WarehouseResource,
+    delta: DeltaStore,
+    group: FeatureGroup,
+    previous: Mark,
+    state: pl.DataFrame,
+    start: datetime,
+    end: datetime,
+) -> tuple[pl.DataFrame, int]:
+    """The range's rows of the entities with events ingested after ``previous`` recomputed, the
+    stored rows of the others kept, and the source events read."""
+    source = source_events_of(warehouse, group, previous, start - longest_window(group), end)
+    rows = compute_rows_from(group, source, start, end, state)
+    kept = unchanged_rows(
+        delta, feature_table(group), group, source, FEATURE_DATE, start.date(), _last_day(end)
+    )
+    kept = kept.select([pl.col(name).cast(dtype) for name, dtype in rows.schema.items()])
+    return pl.concat([kept, rows]).sort(FEATURE_TIME, ENTITY_KEY), source.height
 
 
 def history_partition_range(warehouse: WarehouseResource) -> tuple[str, str] | None:
@@ -145,9 +206,11 @@ def history_partition_range(warehouse: WarehouseResource) -> tuple[str, str] | N
     return first_key, max(first_key, _utc(last).date().isoformat())
 
 
-def null_key_check(delta: DeltaStore, group: FeatureGroup) -> dg.AssetCheckResult:
-    """Every row of the group's table names its entity and the time its values became known."""
-    rows = delta.read(feature_table(group)).select(ENTITY_KEY, FEATURE_TIME)
+def null_key_check(group: FeatureGroup, written: pl.DataFrame) -> dg.AssetCheckResult:
+    """Every row the run wrote (its partitions; the others were checked by the runs that wrote
+    them: reading the whole table made the check grow with history) names its entity and the
+    time its values became known."""
+    rows = written.select(ENTITY_KEY, FEATURE_TIME)
     nulls = rows.null_count().sum_horizontal().item()
     return dg.AssetCheckResult(
         check_name=f"{group.name}_has_no_null_keys",
@@ -177,7 +240,9 @@ def feature_group_definitions(group: FeatureGroup) -> dg.Definitions:
             dg.AssetCheckSpec(
                 f"{group.name}_has_no_null_keys",
                 asset=asset_key,
-                description="Every row names its entity and the time its values became known.",
+                description=(
+                    "Every row written names its entity and the time its values became known."
+                ),
             )
         ],
     )
@@ -194,10 +259,11 @@ def feature_group_definitions(group: FeatureGroup) -> dg.Definitions:
         if config.from_shards:
             if FEATURE_SHARDS <= 1:
                 raise ValueError("from_shards needs FRAUD_PLATFORM_FEATURE_SHARDS above 1")
-            source_events, how = 0, "union of the shard runs"  # they read the sources
+            source_events, how, mark = 0, "union of the shard runs", None  # they read the sources;
+            # no mark: the next range recomputes every entity (changed.py)
             rows = union_of_shards(delta, group, FEATURE_SHARDS, first, last)
         else:
-            rows, source_events, how = compute_range(warehouse, delta, group, start, end)
+            rows, source_events, how, mark = compute_range(warehouse, delta, group, start, end)
             rows = rows.with_columns(pl.col(FEATURE_TIME).dt.date().alias(FEATURE_DATE))
         version = delta.replace_range(
             feature_table(group),
@@ -205,7 +271,11 @@ def feature_group_definitions(group: FeatureGroup) -> dg.Definitions:
             partition_column=FEATURE_DATE,
             first=first,
             last=last,
-            metadata={"feature_group": group.versioned_name, "partitions": f"{first}..{last}"},
+            metadata={
+                "feature_group": group.versioned_name,
+                "partitions": f"{first}..{last}",
+                **(mark.metadata() if mark is not None else {}),
+            },
         )
         elapsed = time.perf_counter() - started
         context.log.info(
@@ -226,7 +296,7 @@ def feature_group_definitions(group: FeatureGroup) -> dg.Definitions:
                 "definition": dg.MetadataValue.md(definition_markdown(group)),
                 "compute_seconds": round(elapsed, 3),
             },
-            check_results=[null_key_check(delta, group)],
+            check_results=[null_key_check(group, rows)],
         )
 
     return dg.Definitions(assets=[_asset])

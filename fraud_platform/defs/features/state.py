@@ -43,18 +43,31 @@ def events_before(
     return list(warehouse.query(f'select {counts} from silver."{group.source}"').row(0))
 
 
+def checkpoint_boundaries(start: datetime, end: datetime) -> list[datetime]:
+    """The day boundaries in ``(start, end]`` of the last ``STATE_RETENTION_DAYS``: where a
+    range ``start .. end`` writes checkpoints."""
+    first = max(start + DAY, end - (STATE_RETENTION_DAYS - 1) * DAY)
+    return [first + i * DAY for i in range((end - first) // DAY + 1)] if first <= end else []
+
+
 def read_state(
-    delta: DeltaStore, warehouse: WarehouseResource, group: FeatureGroup, start: datetime
+    delta: DeltaStore,
+    warehouse: WarehouseResource,
+    group: FeatureGroup,
+    start: datetime,
+    events_before_start: int | None = None,
 ) -> pl.DataFrame | None:
     """The lifetime state at ``start`` of an ``is_incremental`` group, or None when there is
-    none that still holds."""
+    none that still holds (``events_before_start``: the source's count, when already known)."""
     table = state_table(group)
     if not delta.exists(table):
         return None
     state = delta.scan(table).filter(pl.col(VALID_AT) == start.date()).collect()
     if state.height == 0:
         return None
-    if state[EVENTS_BEFORE][0] != events_before(warehouse, group, [start])[0]:
+    if events_before_start is None:
+        events_before_start = events_before(warehouse, group, [start])[0]
+    if state[EVENTS_BEFORE][0] != events_before_start:
         return None  # events dated before `start` arrived after the checkpoint was written
     return state.drop(VALID_AT, EVENTS_BEFORE)
 
@@ -67,13 +80,15 @@ def write_states(
     state_at_start: pl.DataFrame,
     start: datetime,
     end: datetime,
+    counts: list[int] | None = None,
 ) -> int:
-    """Checkpoints at the day boundaries in ``(start, end]`` of the last
-    ``STATE_RETENTION_DAYS`` (``rows``: the range's rows); later ones are dropped (no longer
-    valid), and those older than the retention. Returns the checkpoint rows written."""
-    first = max(start + DAY, end - (STATE_RETENTION_DAYS - 1) * DAY)
-    boundaries = [first + i * DAY for i in range((end - first) // DAY + 1)] if first <= end else []
-    counts = events_before(warehouse, group, boundaries) if boundaries else []
+    """Checkpoints at the ``checkpoint_boundaries`` of ``start .. end`` (``rows``: the range's
+    rows; ``counts``: the source events dated before each boundary, when already known); later
+    ones are dropped (no longer valid), and those older than the retention. Returns the
+    checkpoint rows written."""
+    boundaries = checkpoint_boundaries(start, end)
+    if counts is None:
+        counts = events_before(warehouse, group, boundaries) if boundaries else []
     frames = []
     for at, count in zip(boundaries, counts, strict=True):
         state = lifetime_state(group, rows.filter(pl.col(FEATURE_TIME) < at), state_at_start)
@@ -90,7 +105,7 @@ def write_states(
             frame,
             f"{VALID_AT} > '{start.date().isoformat()}'",
             partition_by=[VALID_AT],
-            metadata={"feature_group": group.versioned_name, "valid_at": f"{first}..{end}"},
+            metadata={"feature_group": group.versioned_name, "valid_at": f"{boundaries[0]}..{end}"},
         )
     if delta.exists(table):
         oldest = (end - STATE_RETENTION_DAYS * DAY).date().isoformat()

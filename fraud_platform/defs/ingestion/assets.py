@@ -188,7 +188,7 @@ def kafka_arrivals_sensor(
                 job_name=ingest_job.name,
                 asset_selection=assets,
                 asset_check_keys=checks,
-                tags={"arrivals": json.dumps(inputs, sort_keys=True)},
+                tags={names.ARRIVALS_TAG: json.dumps(inputs, sort_keys=True)},
             )
         )
     if decisions and waiting_run(context.instance, decision_log_job.name) is None:
@@ -196,7 +196,7 @@ def kafka_arrivals_sensor(
             dg.RunRequest(
                 run_key=f"{decision_log_job.name}:{cursor}",
                 job_name=decision_log_job.name,
-                tags={"arrivals": json.dumps(decisions, sort_keys=True)},
+                tags={names.ARRIVALS_TAG: json.dumps(decisions, sort_keys=True)},
             )
         )
     if not requests:

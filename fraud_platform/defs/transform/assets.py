@@ -20,8 +20,30 @@ from fraud_platform.resources import WarehouseResource
 # every event was validated against its contract on the way into bronze (required fields, enum
 # values), so these re-check the contract, ~0.2 s apiece for a few rows on 2 busy cores (three
 # Dagster events each). ``unique`` (keys after the incremental merges) and ``relationships``
-# still run on every arrival; scheduled, UI and CI runs (tests/dbt) run them all.
+# still run on every arrival, over the newly ingested rows (``tests_ingested_after``);
+# scheduled, UI and CI runs (tests/dbt) run them all over whole models.
 SKIPPED_ON_ARRIVAL_TESTS = frozenset({"not_null", "accepted_values"})
+TESTS_INGESTED_AFTER = "FRAUD_PLATFORM_TESTS_INGESTED_AFTER"  # macros/test_scope.sql
+# The incremental silver tables the arrivals feed; each absorbs bronze rows in ingestion order.
+STAMPED_TABLES = ("fct_transactions", "fct_account_events", "fct_labels")
+
+
+def tests_ingested_after(warehouse: WarehouseResource) -> str | None:
+    """The newest ``ingested_at`` every stamped silver table had absorbed before this run: the
+    rows ingested after it are the ones this run adds (or that a failed run left). None when a
+    table is missing or empty (a first build: everything is new)."""
+    present = warehouse.query(
+        "select table_name from duckdb_tables() where schema_name = 'silver'"
+    )["table_name"].to_list()
+    if not set(STAMPED_TABLES) <= set(present):
+        return None
+    newest = " union all ".join(
+        f"select max(ingested_at) as newest from silver.{table}" for table in STAMPED_TABLES
+    )
+    found = warehouse.query(
+        f"select cast(min(newest) as varchar) as after, count(newest) as stamped from ({newest})"
+    ).row(0)
+    return str(found[0]) if found[1] == len(STAMPED_TABLES) else None
 
 
 class LayeredTranslator(DagsterDbtTranslator):
@@ -60,6 +82,12 @@ def fraud_dbt_models(
     """Silver and gold tables built by ``dbt build``, streamed as they finish."""
     # dbt's profile and sources read these
     os.environ.update(warehouse.dbt_env(delta.root, delta.storage_options))
+    after = tests_ingested_after(warehouse) if names.ARRIVALS_TAG in context.run.tags else None
+    if after is None:
+        os.environ.pop(TESTS_INGESTED_AFTER, None)  # whole models (set by an earlier run?)
+    else:
+        os.environ[TESTS_INGESTED_AFTER] = after
+        context.log.info(f"dbt tests check the rows ingested after {after}")
     # dbt's unit tests check the SQL against fixed rows, not the data: CI runs them
     # (tests/dbt), every ingestion run would only pay for them (dbt's advice for production)
     invocation = dbt.cli(["build", "--exclude-resource-type", "unit_test"], context=context)

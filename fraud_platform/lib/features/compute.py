@@ -19,6 +19,12 @@ from fraud_platform.lib.features.registry import (
 
 KEY_SEPARATOR = "|"
 _TIEBREAK = "__tiebreak"
+# How an event was delivered, not what it says: a re-delivery raises silver's delivery_count
+# (the first copy's other columns stay), and must not reorder events (defs/features/changed.py
+# recomputes only the entities with newly ingested events).
+DELIVERY_COLUMNS = frozenset(
+    {"kafka_topic", "kafka_partition", "kafka_offset", "ingested_at", "delivery_count"}
+)
 
 
 def entity_key_expr(join_keys: tuple[str, ...]) -> pl.Expr:
@@ -153,7 +159,9 @@ def compute_feature_group(group: FeatureGroup, source: pl.DataFrame | pl.LazyFra
             # Events of one entity at the same instant are ordered by their content, never by
             # arrival: window kernels add floats incrementally, so a different order of equal
             # timestamps would change the last bits of sums and deviations between runs.
-            pl.struct(columns).hash(seed=0).alias(_TIEBREAK),
+            pl.struct([c for c in columns if c not in DELIVERY_COLUMNS])
+            .hash(seed=0)
+            .alias(_TIEBREAK),
         )
         .sort(ENTITY_KEY, FEATURE_TIME, _TIEBREAK)
     )

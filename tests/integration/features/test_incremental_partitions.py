@@ -15,6 +15,7 @@ from fraud_platform.defs.features.assets import feature_group_definitions, featu
 from fraud_platform.defs.features.state import STATE_RETENTION_DAYS, VALID_AT, state_table
 from fraud_platform.lib.features.catalog import USER_TXN_VELOCITY
 from fraud_platform.lib.features.compute import compute_feature_group
+from fraud_platform.lib.features.incremental import longest_window
 from fraud_platform.lib.features.registry import ENTITY_KEY, FEATURE_TIME
 from fraud_platform.lib.simulation import SimulationConfig, simulate
 from fraud_platform.lib.storage.delta import DeltaStore
@@ -103,4 +104,83 @@ def test_ranges_read_their_lookback_from_a_checkpoint_and_stay_exact(platform: d
     assert after["computed_from"] == "whole history"
     repaired = _materialize(platform, _day(DAYS - 8), _day(DAYS - 1))
     assert repaired["computed_from"] == "lookback and lifetime state"
+    _assert_store_equals_whole_history(platform)
+
+
+def _insert(path: str, rows: pl.DataFrame) -> None:
+    with duckdb.connect(path) as connection:
+        connection.register("new_rows", rows.to_arrow())
+        connection.sql("insert into silver.fct_transactions by name select * from new_rows")
+
+
+def test_a_range_recomputes_only_the_entities_with_newly_ingested_events(
+    tmp_path: Path,
+) -> None:
+    sim = simulate(SimulationConfig(days=DAYS, users=60, merchants=15, seed=4, start=START))
+    stamped = pl.DataFrame(sim.transactions).with_columns(
+        pl.col("event_time").cast(pl.Datetime("us", "UTC")),
+        pl.lit(1, pl.Int64).alias("delivery_count"),
+    )
+    cut = START + timedelta(days=DAYS) - timedelta(hours=1)
+    history = stamped.filter(pl.col("event_time") < cut)
+    # the micro-batch: the last hour and five late copies of transactions 2 days old
+    late = (
+        history.filter(pl.col("event_time") >= cut - timedelta(days=2))
+        .head(5)
+        .with_columns(pl.col("transaction_id") + "-late")
+    )
+    batch = pl.concat([stamped.filter(pl.col("event_time") >= cut), late])
+    path = str(tmp_path / "warehouse.duckdb")
+    with duckdb.connect(path) as connection:
+        connection.sql("create schema silver")
+        connection.register("frame", history.to_arrow())
+        connection.sql(
+            "create table silver.fct_transactions as select *, "
+            "timestamptz '2026-10-10 00:00:00+00' as ingested_at from frame"
+        )
+    platform = {
+        "path": path,
+        "delta": DeltaStore(str(tmp_path / "delta")),
+        "asset": feature_group_definitions(GROUP).assets[0],  # type: ignore[index]
+    }
+    first = _materialize(platform, _day(0), _day(DAYS - 1))
+    assert first["computed_from"] == "whole history"
+
+    _insert(
+        path, batch.with_columns(pl.lit(datetime(2026, 10, 11, tzinfo=UTC)).alias("ingested_at"))
+    )
+    with duckdb.connect(path) as connection:  # a re-delivery only counts: nothing to recompute
+        connection.sql(
+            "update silver.fct_transactions set delivery_count = 2 where transaction_id = "
+            "(select min(transaction_id) from silver.fct_transactions)"
+        )
+    changed = _materialize(platform, _day(DAYS - 3), _day(DAYS - 1))
+    assert changed["computed_from"] == "changed entities: lookback and lifetime state"
+    lookback = stamped.filter(
+        pl.col("event_time") >= START + timedelta(days=DAYS - 3) - longest_window(GROUP)
+    )
+    assert 0 < changed["source_events_read"] < lookback.height / 2
+    _assert_store_equals_whole_history(platform)
+
+    # an event dated before the range arrives: the range falls back to the whole history, and
+    # the table keeps no mark (every entity is recomputed) until a range from the first partition
+    day = START + timedelta(days=DAYS - 6)
+    old = history.filter(pl.col("event_time").is_between(day, day + timedelta(hours=20))).tail(1)
+    _insert(
+        path,
+        old.with_columns(
+            pl.col("transaction_id") + "-old",
+            pl.lit(datetime(2026, 10, 12, tzinfo=UTC)).alias("ingested_at"),
+        ),
+    )
+    assert _materialize(platform, _day(DAYS - 3), _day(DAYS - 1))["computed_from"] == (
+        "whole history"
+    )
+    repaired = _materialize(platform, _day(DAYS - 6), _day(DAYS - 1))
+    assert repaired["computed_from"] == "lookback and lifetime state"
+    _assert_store_equals_whole_history(platform)
+    assert _materialize(platform, _day(0), _day(DAYS - 1))["computed_from"] == "whole history"
+    again = _materialize(platform, _day(DAYS - 3), _day(DAYS - 1))
+    assert again["computed_from"] == "changed entities: lookback and lifetime state"
+    assert again["source_events_read"] == 0  # nothing ingested since the mark
     _assert_store_equals_whole_history(platform)

@@ -1,0 +1,50 @@
+"""dbt tests scoped to the newly ingested rows (dbt_project/macros/test_scope.sql): with
+FRAUD_PLATFORM_TESTS_INGESTED_AFTER set, as on the arrivals sensor's runs, a test checks the rows
+ingested after that instant; without it, the whole model. The real dbt CLI on Delta bronze."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from fraud_platform.defs.transform.assets import TESTS_INGESTED_AFTER
+from fraud_platform.lib.contracts.events import TRANSACTIONS
+from tests.dbt.test_dbt_build import dbt_env, run_dbt, ts, txn, write_bronze
+
+UNIQUE_OFFSETS = "test.fraud_platform.unique_stg_bronze__transactions_kafka_partition_kafka_offset"
+
+
+def _unique_offsets_status(workdir: Path, after: str | None) -> str:
+    env = dbt_env(workdir / "warehouse.duckdb", workdir / "delta")
+    env.pop(TESTS_INGESTED_AFTER, None)
+    if after is not None:
+        env[TESTS_INGESTED_AFTER] = after
+    target = workdir / f"target-{after is not None}"
+    done = run_dbt("build --select stg_bronze__transactions", env, target, workdir / "logs")
+    results = json.loads((target / "run_results.json").read_text())["results"]
+    assert done.returncode == 0, done.stdout[-3000:]  # the test's severity is warn
+    [status] = [r["status"] for r in results if r["unique_id"].startswith(UNIQUE_OFFSETS + ".")]
+    return status
+
+
+@pytest.mark.parametrize(
+    ("duplicate_ingested_on", "scoped", "whole"),
+    [(1, "pass", "warn"), (2, "warn", "warn")],
+    ids=["old-duplicate-out-of-scope", "new-duplicate-caught"],
+)
+def test_a_scoped_test_checks_only_the_rows_ingested_after_the_instant(
+    tmp_path: Path, duplicate_ingested_on: int, scoped: str, whole: str
+) -> None:
+    day = duplicate_ingested_on
+    rows = [
+        # two records at one Kafka partition and offset: a broken exactly-once ingestion
+        txn(0, 7, ts(day, 10), "t1", "u1", "c1", "m1", 10.0, "FR", ts(day, 9), "d1"),
+        txn(0, 7, ts(day, 10), "t2", "u1", "c1", "m1", 20.0, "FR", ts(day, 9), "d1"),
+        txn(0, 8, ts(2, 10), "t3", "u2", "c2", "m1", 30.0, "FR", ts(2, 9), "d2"),
+    ]
+    write_bronze(tmp_path / "delta", {TRANSACTIONS: rows})
+    after = ts(1, 23).isoformat()
+    assert _unique_offsets_status(tmp_path, after) == scoped
+    assert _unique_offsets_status(tmp_path, None) == whole
