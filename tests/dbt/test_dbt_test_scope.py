@@ -30,18 +30,18 @@ def _unique_offsets_status(workdir: Path, after: str | None) -> str:
 
 
 @pytest.mark.parametrize(
-    ("duplicate_ingested_on", "scoped", "whole"),
-    [(1, "pass", "warn"), (2, "warn", "warn")],
-    ids=["old-duplicate-out-of-scope", "new-duplicate-caught"],
+    ("first_ingested_on", "second_ingested_on", "scoped", "whole"),
+    [(1, 1, "pass", "warn"), (2, 2, "warn", "warn"), (1, 2, "warn", "warn")],
+    ids=["old-duplicate-out-of-scope", "new-duplicate-caught", "new-copy-of-old-key-caught"],
 )
 def test_a_scoped_test_checks_only_the_rows_ingested_after_the_instant(
-    tmp_path: Path, duplicate_ingested_on: int, scoped: str, whole: str
+    tmp_path: Path, first_ingested_on: int, second_ingested_on: int, scoped: str, whole: str
 ) -> None:
-    day = duplicate_ingested_on
+    first, second = first_ingested_on, second_ingested_on
     rows = [
         # two records at one Kafka partition and offset: a broken exactly-once ingestion
-        txn(0, 7, ts(day, 10), "t1", "u1", "c1", "m1", 10.0, "FR", ts(day, 9), "d1"),
-        txn(0, 7, ts(day, 10), "t2", "u1", "c1", "m1", 20.0, "FR", ts(day, 9), "d1"),
+        txn(0, 7, ts(first, 10), "t1", "u1", "c1", "m1", 10.0, "FR", ts(first, 9), "d1"),
+        txn(0, 7, ts(second, 10), "t2", "u1", "c1", "m1", 20.0, "FR", ts(second, 9), "d1"),
         txn(0, 8, ts(2, 10), "t3", "u2", "c2", "m1", 30.0, "FR", ts(2, 9), "d2"),
     ]
     write_bronze(tmp_path / "delta", {TRANSACTIONS: rows})
