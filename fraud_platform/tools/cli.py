@@ -147,8 +147,12 @@ def simulate(
 
     from fraud_platform.lib.contracts.events import ALL_TOPICS
     from fraud_platform.lib.kafka import admin as kafka_admin
-    from fraud_platform.lib.simulation import Simulation, SimulationConfig, publish
-    from fraud_platform.lib.simulation import simulate as run_simulation
+    from fraud_platform.lib.simulation import (
+        Simulation,
+        SimulationConfig,
+        simulate_chunks,
+    )
+    from fraud_platform.lib.simulation import publish_chunks as publish
     from fraud_platform.lib.simulation.thin import ThinConfig, contract_events, simulate_thin
     from fraud_platform.tools.demo import recent_start, seed_simulated_profiles
 
@@ -157,28 +161,26 @@ def simulate(
     if profile == "thin":
         thin = simulate_thin(ThinConfig(days=days, cards=users, seed=seed, start=start))
         events = contract_events(thin)
-        simulation = Simulation(
-            transactions=events["transactions"],
-            account_events=[],
-            labels=events["labels"],
-            fraud_type_by_transaction={},
-        )
-    else:
-        simulation = run_simulation(
+        chunks = [
+            Simulation(
+                transactions=events["transactions"],
+                account_events=[],
+                labels=events["labels"],
+                fraud_type_by_transaction={},
+            )
+        ]
+    else:  # a week at a time: memory does not grow with days x users
+        chunks = simulate_chunks(
             SimulationConfig(
                 days=days, users=users, seed=seed, rate=rate, drift_at=drift_at, start=start
             )
         )
     end = start + timedelta(days=days)
     counts = publish(
-        simulation,
+        chunks,
         settings.kafka_bootstrap,
         until=end,
-        progress=lambda done, total: (
-            typer.echo(f"\r{done:,}/{total:,}", nl=False)
-            if done % 20000 == 0 or done == total
-            else None
-        ),
+        progress=lambda done: typer.echo(f"\r{done:,}", nl=False),
     )
     typer.echo(f"\npublished {json.dumps(counts)} to {settings.kafka_bootstrap}")
     if profile == "standard":

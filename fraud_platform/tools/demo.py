@@ -10,15 +10,23 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from fraud_platform import names
-from fraud_platform.lib.contracts.events import TRANSACTIONS, format_timestamp
+from fraud_platform.lib.contracts.events import (
+    ACCOUNT_EVENTS,
+    LABELS,
+    TRANSACTIONS,
+    format_timestamp,
+)
+from fraud_platform.lib.simulation.engine import Simulation
 from fraud_platform.settings import Settings
 
 
@@ -55,29 +63,60 @@ def _previous_start(settings: Settings, config: DemoConfig) -> datetime | None:
 
 
 def _publish_once(
-    settings: Settings, config: DemoConfig, simulation, simulation_start: datetime, cutoff: datetime
+    settings: Settings,
+    config: DemoConfig,
+    chunks: Iterable[Simulation],
+    simulation_start: datetime,
+    cutoff: datetime,
 ) -> dict[str, int]:
     """Publish events before ``cutoff`` unless this exact simulation was already published:
-    a producer does not send the same events twice, so a second demo run adds nothing."""
-    from fraud_platform.lib.simulation import publish
+    a producer does not send the same events twice, so a second demo run adds nothing.
+    ``chunks`` are consumed either way."""
+    from fraud_platform.lib.simulation import publish_chunks
+    from fraud_platform.tools.pipeline import peak_rss_mb
 
     marker = settings.data_dir / "published_simulation.json"
     identity = {**asdict(config), "start": format_timestamp(simulation_start)}
     key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
     if marker.exists() and json.loads(marker.read_text()).get("key") == key:
         _say("simulation already published to Kafka (same config): not sending it again")
+        deque(chunks, maxlen=0)
         return {}
 
-    last = {"n": 0}
+    def progress(done: int) -> None:
+        _say(f"  published {done:,} events (peak RSS {peak_rss_mb():,.0f} MiB)")
 
-    def progress(done: int, total: int) -> None:
-        if done - last["n"] >= max(total // 10, 1) or done == total:
-            last["n"] = done
-            _say(f"  published {done:,}/{total:,} events")
-
-    counts = publish(simulation, settings.kafka_bootstrap, until=cutoff, progress=progress)
+    counts = publish_chunks(chunks, settings.kafka_bootstrap, until=cutoff, progress=progress)
     marker.write_text(json.dumps({"key": key, "simulation": identity, "counts": counts}))
     return counts
+
+
+@dataclass
+class HeldOut:
+    """What the replay needs of a simulation streamed in chunks: the events from ``cutoff``
+    on, their ground truth, and the number of events per topic."""
+
+    cutoff: datetime
+    simulation: Simulation = field(default_factory=lambda: Simulation([], [], [], {}))
+    counts: Counter[str] = field(default_factory=Counter)
+
+    def collect(self, chunks: Iterable[Simulation]) -> Iterator[Simulation]:
+        for chunk in chunks:
+            for topic, events in chunk.events_by_topic().items():
+                self.counts[topic] += len(events)
+            self.simulation.transactions += [
+                e for e in chunk.transactions if e["event_time"] >= self.cutoff
+            ]
+            self.simulation.account_events += [
+                e for e in chunk.account_events if e["event_time"] >= self.cutoff
+            ]
+            self.simulation.fraud_type_by_transaction |= {
+                e["transaction_id"]: chunk.fraud_type_by_transaction[e["transaction_id"]]
+                for e in chunk.transactions
+                if e["event_time"] >= self.cutoff
+                and e["transaction_id"] in chunk.fraud_type_by_transaction
+            }
+            yield chunk
 
 
 def _training_metadata(layers) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -109,7 +148,9 @@ def _daily_monitoring(instance, defs, days: list[str], log_dir: Path) -> list:
         _check_results,
         _materializations,
         _raise_unless_only_gated,
+        children_peak_rss_mb,
         peak_rss_mb,
+        reset_peak_rss,
     )
 
     job = defs.resolve_job_def("daily_monitoring_job")
@@ -117,6 +158,7 @@ def _daily_monitoring(instance, defs, days: list[str], log_dir: Path) -> list:
     for day in days:
         _say(f"daily monitoring of decision day {day} ...")
         started = time.perf_counter()
+        reset_peak_rss()
         log_dir.mkdir(parents=True, exist_ok=True)
         with (log_dir / "daily_monitoring.log").open("a") as log, contextlib.redirect_stdout(log):
             result = job.execute_in_process(
@@ -127,6 +169,7 @@ def _daily_monitoring(instance, defs, days: list[str], log_dir: Path) -> list:
             layer=f"daily_monitoring {day}",
             seconds=time.perf_counter() - started,
             peak_rss_mb=peak_rss_mb(),
+            children_peak_rss_mb=children_peak_rss_mb(),
             assets=sorted(_materializations(result)),
             metadata=_materializations(result),
         )
@@ -203,7 +246,8 @@ def seed_simulated_profiles(
 
 
 def run_demo(settings: Settings, config: DemoConfig) -> dict[str, Any]:
-    from fraud_platform.lib.simulation import SimulationConfig, simulate
+    from fraud_platform.lib.simulation import SimulationConfig, simulate_chunks
+    from fraud_platform.lib.simulation.engine import DEFAULT_CHUNK_DAYS
     from fraud_platform.tools.demo_replay import (
         RealtimeRun,
         holdout_events,
@@ -211,7 +255,14 @@ def run_demo(settings: Settings, config: DemoConfig) -> dict[str, Any]:
         snapshot_replay,
     )
     from fraud_platform.tools.instance import prepare_dagster_home
-    from fraud_platform.tools.pipeline import load_definitions, prepare_dbt_manifest, run_layers
+    from fraud_platform.tools.pipeline import (
+        LayerResult,
+        load_definitions,
+        peak_rss_mb,
+        prepare_dbt_manifest,
+        reset_peak_rss,
+        run_layers,
+    )
     from fraud_platform.tools.services import services_up, started_services
     from fraud_platform.tools.serving_process import start_scoring_service, stop_scoring_service
 
@@ -222,17 +273,34 @@ def run_demo(settings: Settings, config: DemoConfig) -> dict[str, Any]:
     for line in services_up(settings).lines():
         _say(f"  {line}")
 
-    _say(f"simulating {config.days} days, {config.users} users (seed {config.seed}) ...")
     start = _previous_start(settings, config) or recent_start(config.days)
-    simulation = simulate(
-        SimulationConfig(days=config.days, users=config.users, seed=config.seed, start=start)
-    )
     cutoff = start + timedelta(days=config.days - config.holdout_days)
     _say(
-        f"  {len(simulation.transactions):,} transactions, {len(simulation.account_events):,} account "
-        f"events, {len(simulation.labels):,} labels; held out from {format_timestamp(cutoff)}"
+        f"simulating {config.days} days, {config.users} users (seed {config.seed}) and "
+        f"publishing it, {DEFAULT_CHUNK_DAYS} days at a time ..."
     )
-    published = _publish_once(settings, config, simulation, start, cutoff)
+    held_out = HeldOut(cutoff)
+    simulated = simulate_chunks(
+        SimulationConfig(days=config.days, users=config.users, seed=config.seed, start=start)
+    )
+    started = time.perf_counter()
+    reset_peak_rss()
+    published = _publish_once(settings, config, held_out.collect(simulated), start, cutoff)
+    simulation = held_out.simulation
+    counts = held_out.counts
+    _say(
+        f"  {counts[TRANSACTIONS]:,} transactions, {counts[ACCOUNT_EVENTS]:,} account events, "
+        f"{counts[LABELS]:,} labels; held out from {format_timestamp(cutoff)}"
+    )
+    simulate_layer = LayerResult(
+        layer="simulate+publish",
+        seconds=time.perf_counter() - started,
+        assets=[],
+        peak_rss_mb=peak_rss_mb(),
+        metadata={
+            "simulation": {"events": sum(counts.values()), "published": sum(published.values())}
+        },
+    )
     profiles = seed_simulated_profiles(settings, config.seed, config.users, start, _say)
 
     from dagster import DagsterInstance
@@ -243,7 +311,8 @@ def run_demo(settings: Settings, config: DemoConfig) -> dict[str, Any]:
     defs = load_definitions()
     log_dir = settings.data_dir / "logs"
     batch_config = {} if profiles else {names.PROFILES_TABLE: {"when_unreachable": "skip"}}
-    layers = run_layers(
+    layers = [simulate_layer]
+    layers += run_layers(
         instance,
         ("ingestion", "transform", "features", "training"),
         defs=defs,
@@ -323,6 +392,9 @@ def run_demo(settings: Settings, config: DemoConfig) -> dict[str, Any]:
         },
         "layer_seconds": {layer.layer: round(layer.seconds, 1) for layer in layers},
         "layer_peak_rss_mb": {layer.layer: round(layer.peak_rss_mb) for layer in layers},
+        "children_peak_rss_mb": round(max(layer.children_peak_rss_mb for layer in layers)),
+        "events_simulated": dict(counts),
+        "load_average": [round(load, 2) for load in os.getloadavg()],
         "dagster_ui": f"run `fraud-platform ui`, then open http://127.0.0.1:{settings.ui_port}",
         "scoring_service": f"run `fraud-platform serve`, then POST http://127.0.0.1:{settings.service_port}/score",
         "data_dir": str(settings.data_dir),
