@@ -8,13 +8,11 @@ through ``/score`` -> monitoring -> a summary (printed, and JSON in the data dir
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import time
-from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,7 +24,6 @@ from fraud_platform.lib.contracts.events import (
     TRANSACTIONS,
     format_timestamp,
 )
-from fraud_platform.lib.simulation.engine import Simulation
 from fraud_platform.settings import Settings
 
 
@@ -60,63 +57,6 @@ def _previous_start(settings: Settings, config: DemoConfig) -> datetime | None:
     if {k: v for k, v in previous.items() if k != "start"} != asdict(config):
         return None
     return datetime.fromisoformat(previous["start"].replace("Z", "+00:00"))
-
-
-def _publish_once(
-    settings: Settings,
-    config: DemoConfig,
-    chunks: Iterable[Simulation],
-    simulation_start: datetime,
-    cutoff: datetime,
-) -> dict[str, int]:
-    """Publish events before ``cutoff`` unless this exact simulation was already published:
-    a producer does not send the same events twice, so a second demo run adds nothing.
-    ``chunks`` are consumed either way."""
-    from fraud_platform.lib.simulation import publish_chunks
-    from fraud_platform.tools.pipeline import peak_rss_mb
-
-    marker = settings.data_dir / "published_simulation.json"
-    identity = {**asdict(config), "start": format_timestamp(simulation_start)}
-    key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
-    if marker.exists() and json.loads(marker.read_text()).get("key") == key:
-        _say("simulation already published to Kafka (same config): not sending it again")
-        deque(chunks, maxlen=0)
-        return {}
-
-    def progress(done: int) -> None:
-        _say(f"  published {done:,} events (peak RSS {peak_rss_mb():,.0f} MiB)")
-
-    counts = publish_chunks(chunks, settings.kafka_bootstrap, until=cutoff, progress=progress)
-    marker.write_text(json.dumps({"key": key, "simulation": identity, "counts": counts}))
-    return counts
-
-
-@dataclass
-class HeldOut:
-    """What the replay needs of a simulation streamed in chunks: the events from ``cutoff``
-    on, their ground truth, and the number of events per topic."""
-
-    cutoff: datetime
-    simulation: Simulation = field(default_factory=lambda: Simulation([], [], [], {}))
-    counts: Counter[str] = field(default_factory=Counter)
-
-    def collect(self, chunks: Iterable[Simulation]) -> Iterator[Simulation]:
-        for chunk in chunks:
-            for topic, events in chunk.events_by_topic().items():
-                self.counts[topic] += len(events)
-            self.simulation.transactions += [
-                e for e in chunk.transactions if e["event_time"] >= self.cutoff
-            ]
-            self.simulation.account_events += [
-                e for e in chunk.account_events if e["event_time"] >= self.cutoff
-            ]
-            self.simulation.fraud_type_by_transaction |= {
-                e["transaction_id"]: chunk.fraud_type_by_transaction[e["transaction_id"]]
-                for e in chunk.transactions
-                if e["event_time"] >= self.cutoff
-                and e["transaction_id"] in chunk.fraud_type_by_transaction
-            }
-            yield chunk
 
 
 def _training_metadata(layers) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -248,6 +188,12 @@ def seed_simulated_profiles(
 def run_demo(settings: Settings, config: DemoConfig) -> dict[str, Any]:
     from fraud_platform.lib.simulation import SimulationConfig, simulate_chunks
     from fraud_platform.lib.simulation.engine import DEFAULT_CHUNK_DAYS
+    from fraud_platform.tools.demo_publish import (
+        HeldOut,
+        demo_identity,
+        publish_once,
+        trim_ingested,
+    )
     from fraud_platform.tools.demo_replay import (
         RealtimeRun,
         holdout_events,
@@ -275,32 +221,6 @@ def run_demo(settings: Settings, config: DemoConfig) -> dict[str, Any]:
 
     start = _previous_start(settings, config) or recent_start(config.days)
     cutoff = start + timedelta(days=config.days - config.holdout_days)
-    _say(
-        f"simulating {config.days} days, {config.users} users (seed {config.seed}) and "
-        f"publishing it, {DEFAULT_CHUNK_DAYS} days at a time ..."
-    )
-    held_out = HeldOut(cutoff)
-    simulated = simulate_chunks(
-        SimulationConfig(days=config.days, users=config.users, seed=config.seed, start=start)
-    )
-    started = time.perf_counter()
-    reset_peak_rss()
-    published = _publish_once(settings, config, held_out.collect(simulated), start, cutoff)
-    simulation = held_out.simulation
-    counts = held_out.counts
-    _say(
-        f"  {counts[TRANSACTIONS]:,} transactions, {counts[ACCOUNT_EVENTS]:,} account events, "
-        f"{counts[LABELS]:,} labels; held out from {format_timestamp(cutoff)}"
-    )
-    simulate_layer = LayerResult(
-        layer="simulate+publish",
-        seconds=time.perf_counter() - started,
-        assets=[],
-        peak_rss_mb=peak_rss_mb(),
-        metadata={
-            "simulation": {"events": sum(counts.values()), "published": sum(published.values())}
-        },
-    )
     profiles = seed_simulated_profiles(settings, config.seed, config.users, start, _say)
 
     from dagster import DagsterInstance
@@ -311,19 +231,68 @@ def run_demo(settings: Settings, config: DemoConfig) -> dict[str, Any]:
     defs = load_definitions()
     log_dir = settings.data_dir / "logs"
     batch_config = {} if profiles else {names.PROFILES_TABLE: {"when_unreachable": "skip"}}
-    layers = [simulate_layer]
+    # the model learns what was known at the cutoff, also on a re-run after the batch path
+    # has ingested the held-out period
+    asset_config = {names.TRAINING_SET_TABLE: {"as_of": format_timestamp(cutoff)}, **batch_config}
+    layers: list[LayerResult] = []
+
+    publishing_peaks: list[float] = []
+
+    def ingest() -> None:
+        """Between batches of the simulation: ingest, so the broker can let go of them."""
+        publishing_peaks.append(peak_rss_mb())
+        for layer in run_layers(
+            instance, ("ingestion",), defs=defs, on_progress=_say, log_dir=log_dir,
+            asset_config=batch_config,
+        ):  # fmt: skip
+            layer.layer = f"ingestion while publishing {len(layers) + 1}"
+            layers.append(layer)
+        reset_peak_rss()
+
+    _say(
+        f"simulating {config.days} days, {config.users} users (seed {config.seed}) and "
+        f"publishing it, {DEFAULT_CHUNK_DAYS} days at a time ..."
+    )
+    held_out = HeldOut(cutoff)
+    simulated = simulate_chunks(
+        SimulationConfig(days=config.days, users=config.users, seed=config.seed, start=start)
+    )
+    started = time.perf_counter()
+    reset_peak_rss()
+    published = publish_once(
+        settings,
+        demo_identity(config, start),
+        held_out.collect(simulated),
+        cutoff,
+        ingest=ingest,
+        say=_say,
+    )
+    simulation, counts = held_out.simulation, held_out.counts
+    _say(
+        f"  {counts[TRANSACTIONS]:,} transactions, {counts[ACCOUNT_EVENTS]:,} account events, "
+        f"{counts[LABELS]:,} labels; held out from {format_timestamp(cutoff)}"
+    )
+    layers.insert(
+        0,
+        LayerResult(
+            layer="simulate+publish",
+            seconds=time.perf_counter() - started - sum(layer.seconds for layer in layers),
+            assets=[],
+            peak_rss_mb=max([*publishing_peaks, peak_rss_mb()]),
+        ),
+    )
+    layers += run_layers(
+        instance, ("ingestion",), defs=defs, on_progress=_say, log_dir=log_dir,
+        asset_config=asset_config,
+    )  # fmt: skip
+    trim_ingested(settings, _say)
     layers += run_layers(
         instance,
-        ("ingestion", "transform", "features", "training"),
+        ("transform", "features", "training"),
         defs=defs,
         on_progress=_say,
         log_dir=log_dir,
-        asset_config={
-            # the model learns what was known at the cutoff, also on a re-run after the batch
-            # path has ingested the held-out period
-            names.TRAINING_SET_TABLE: {"as_of": format_timestamp(cutoff)},
-            **batch_config,
-        },
+        asset_config=asset_config,
     )
 
     model_meta, gate_meta = _training_metadata(layers)
