@@ -78,8 +78,19 @@ def _known_layers(names: list[str] | None) -> list[str] | None:
 
 @app.command()
 def demo(
-    days: Annotated[int, typer.Option(help="Days of traffic to simulate.")] = 30,
-    users: Annotated[int, typer.Option(help="Simulated users.")] = 2000,
+    scale: Annotated[
+        str,
+        typer.Option(
+            help="A size preset (days x users): default 30 x 2,000, quarter 90 x 5,000, year "
+            "365 x 2,000 (see the README's scale section); --days/--users override it."
+        ),
+    ] = "default",
+    days: Annotated[
+        int | None, typer.Option(help="Days of traffic to simulate (default: the scale's).")
+    ] = None,
+    users: Annotated[
+        int | None, typer.Option(help="Simulated users (default: the scale's).")
+    ] = None,
     seed: Annotated[int, typer.Option(help="Simulation seed.")] = 7,
     holdout_days: Annotated[
         int,
@@ -101,15 +112,17 @@ def demo(
     ] = 400,
 ) -> None:
     """Run the whole pipeline end to end on the embedded defaults and print a summary."""
-    from fraud_platform.tools.demo import DemoConfig, run_demo
+    from fraud_platform.tools.demo import SCALES, DemoConfig, run_demo
 
+    if scale not in SCALES:
+        _fail(f"unknown scale {scale!r}; known: {', '.join(SCALES)}", 2)
     settings = _settings()
     with _service_errors():
         run_demo(
             settings,
             DemoConfig(
-                days=days,
-                users=users,
+                days=days if days is not None else SCALES[scale][0],
+                users=users if users is not None else SCALES[scale][1],
                 seed=seed,
                 holdout_days=holdout_days,
                 replay_limit=replay_limit,

@@ -26,6 +26,15 @@ from fraud_platform.lib.contracts.events import (
 )
 from fraud_platform.settings import Settings
 
+# Size presets of ``fraud-platform demo --scale``: (days, users). Memory stays bounded at any
+# size (the simulation streams a week at a time; the embedded broker is trimmed after each
+# million events); time grows with days x users (README, "A year on one machine").
+SCALES: dict[str, tuple[int, int]] = {
+    "default": (30, 2000),
+    "quarter": (90, 5000),
+    "year": (365, 2000),
+}
+
 
 @dataclass(frozen=True)
 class DemoConfig:
@@ -429,4 +438,4 @@ def _print_summary(summary: dict[str, Any], path: Path) -> None:
     _say(f"wall time: {summary['wall_s']} s; summary written to {path}")
 
 
-__all__ = ["DemoConfig", "run_demo"]
+__all__ = ["SCALES", "DemoConfig", "run_demo"]
