@@ -97,7 +97,6 @@ def _daily_monitoring(instance, defs, days: list[str], log_dir: Path) -> list:
         _check_results,
         _materializations,
         _raise_unless_only_gated,
-        children_peak_rss_mb,
         peak_rss_mb,
         reset_peak_rss,
     )
@@ -118,7 +117,6 @@ def _daily_monitoring(instance, defs, days: list[str], log_dir: Path) -> list:
             layer=f"daily_monitoring {day}",
             seconds=time.perf_counter() - started,
             peak_rss_mb=peak_rss_mb(),
-            children_peak_rss_mb=children_peak_rss_mb(),
             assets=sorted(_materializations(result)),
             metadata=_materializations(result),
         )
@@ -370,7 +368,6 @@ def run_demo(settings: Settings, config: DemoConfig) -> dict[str, Any]:
         },
         "layer_seconds": {layer.layer: round(layer.seconds, 1) for layer in layers},
         "layer_peak_rss_mb": {layer.layer: round(layer.peak_rss_mb) for layer in layers},
-        "children_peak_rss_mb": round(max(layer.children_peak_rss_mb for layer in layers)),
         "events_simulated": dict(counts),
         "load_average": [round(load, 2) for load in os.getloadavg()],
         "dagster_ui": f"run `fraud-platform ui`, then open http://127.0.0.1:{settings.ui_port}",

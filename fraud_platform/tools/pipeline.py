@@ -76,8 +76,6 @@ class LayerResult:
     assets: list[str]
     peak_rss_mb: float = 0.0
     """This process's peak resident memory during the layer (layers run in process)."""
-    children_peak_rss_mb: float = 0.0
-    """The largest peak of a finished child process so far (dbt runs as one): cumulative."""
     metadata: dict[str, dict] = field(default_factory=dict)
     checks: dict[str, bool] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
@@ -105,11 +103,6 @@ def peak_rss_mb() -> float:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def children_peak_rss_mb() -> float:
-    """The largest peak resident set size of a finished child process so far, in MiB."""
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
 
 def _materializations(result: dg.ExecuteInProcessResult) -> dict[str, dict]:
@@ -257,7 +250,6 @@ def run_layers(
             layer=layer,
             seconds=seconds,
             peak_rss_mb=peak_rss_mb(),
-            children_peak_rss_mb=children_peak_rss_mb(),
             assets=sorted(k.to_user_string() for k in keys),
             metadata=_materializations(result),
         )
