@@ -78,8 +78,19 @@ def _known_layers(names: list[str] | None) -> list[str] | None:
 
 @app.command()
 def demo(
-    days: Annotated[int, typer.Option(help="Days of traffic to simulate.")] = 30,
-    users: Annotated[int, typer.Option(help="Simulated users.")] = 2000,
+    scale: Annotated[
+        str,
+        typer.Option(
+            help="A size preset (days x users): default 30 x 2,000, quarter 90 x 5,000, year "
+            "365 x 2,000 (see the README's scale section); --days/--users override it."
+        ),
+    ] = "default",
+    days: Annotated[
+        int | None, typer.Option(help="Days of traffic to simulate (default: the scale's).")
+    ] = None,
+    users: Annotated[
+        int | None, typer.Option(help="Simulated users (default: the scale's).")
+    ] = None,
     seed: Annotated[int, typer.Option(help="Simulation seed.")] = 7,
     holdout_days: Annotated[
         int,
@@ -101,15 +112,17 @@ def demo(
     ] = 400,
 ) -> None:
     """Run the whole pipeline end to end on the embedded defaults and print a summary."""
-    from fraud_platform.tools.demo import DemoConfig, run_demo
+    from fraud_platform.tools.demo import SCALES, DemoConfig, run_demo
 
+    if scale not in SCALES:
+        _fail(f"unknown scale {scale!r}; known: {', '.join(SCALES)}", 2)
     settings = _settings()
     with _service_errors():
         run_demo(
             settings,
             DemoConfig(
-                days=days,
-                users=users,
+                days=days if days is not None else SCALES[scale][0],
+                users=users if users is not None else SCALES[scale][1],
                 seed=seed,
                 holdout_days=holdout_days,
                 replay_limit=replay_limit,
@@ -147,8 +160,12 @@ def simulate(
 
     from fraud_platform.lib.contracts.events import ALL_TOPICS
     from fraud_platform.lib.kafka import admin as kafka_admin
-    from fraud_platform.lib.simulation import Simulation, SimulationConfig, publish
-    from fraud_platform.lib.simulation import simulate as run_simulation
+    from fraud_platform.lib.simulation import (
+        Simulation,
+        SimulationConfig,
+        simulate_chunks,
+    )
+    from fraud_platform.lib.simulation import publish_chunks as publish
     from fraud_platform.lib.simulation.thin import ThinConfig, contract_events, simulate_thin
     from fraud_platform.tools.demo import recent_start, seed_simulated_profiles
 
@@ -157,28 +174,26 @@ def simulate(
     if profile == "thin":
         thin = simulate_thin(ThinConfig(days=days, cards=users, seed=seed, start=start))
         events = contract_events(thin)
-        simulation = Simulation(
-            transactions=events["transactions"],
-            account_events=[],
-            labels=events["labels"],
-            fraud_type_by_transaction={},
-        )
-    else:
-        simulation = run_simulation(
+        chunks = [
+            Simulation(
+                transactions=events["transactions"],
+                account_events=[],
+                labels=events["labels"],
+                fraud_type_by_transaction={},
+            )
+        ]
+    else:  # a week at a time: memory does not grow with days x users
+        chunks = simulate_chunks(
             SimulationConfig(
                 days=days, users=users, seed=seed, rate=rate, drift_at=drift_at, start=start
             )
         )
     end = start + timedelta(days=days)
     counts = publish(
-        simulation,
+        chunks,
         settings.kafka_bootstrap,
         until=end,
-        progress=lambda done, total: (
-            typer.echo(f"\r{done:,}/{total:,}", nl=False)
-            if done % 20000 == 0 or done == total
-            else None
-        ),
+        progress=lambda done: typer.echo(f"\r{done:,}", nl=False),
     )
     typer.echo(f"\npublished {json.dumps(counts)} to {settings.kafka_bootstrap}")
     if profile == "standard":

@@ -8,8 +8,8 @@ through ``/score`` -> monitoring -> a summary (printed, and JSON in the data dir
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -18,8 +18,22 @@ from pathlib import Path
 from typing import Any
 
 from fraud_platform import names
-from fraud_platform.lib.contracts.events import TRANSACTIONS, format_timestamp
+from fraud_platform.lib.contracts.events import (
+    ACCOUNT_EVENTS,
+    LABELS,
+    TRANSACTIONS,
+    format_timestamp,
+)
 from fraud_platform.settings import Settings
+
+# Size presets of ``fraud-platform demo --scale``: (days, users). Memory stays bounded at any
+# size (the simulation streams a week at a time; the embedded broker is trimmed after each
+# million events); time grows with days x users (README, "A year on one machine").
+SCALES: dict[str, tuple[int, int]] = {
+    "default": (30, 2000),
+    "quarter": (90, 5000),
+    "year": (365, 2000),
+}
 
 
 @dataclass(frozen=True)
@@ -54,32 +68,6 @@ def _previous_start(settings: Settings, config: DemoConfig) -> datetime | None:
     return datetime.fromisoformat(previous["start"].replace("Z", "+00:00"))
 
 
-def _publish_once(
-    settings: Settings, config: DemoConfig, simulation, simulation_start: datetime, cutoff: datetime
-) -> dict[str, int]:
-    """Publish events before ``cutoff`` unless this exact simulation was already published:
-    a producer does not send the same events twice, so a second demo run adds nothing."""
-    from fraud_platform.lib.simulation import publish
-
-    marker = settings.data_dir / "published_simulation.json"
-    identity = {**asdict(config), "start": format_timestamp(simulation_start)}
-    key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
-    if marker.exists() and json.loads(marker.read_text()).get("key") == key:
-        _say("simulation already published to Kafka (same config): not sending it again")
-        return {}
-
-    last = {"n": 0}
-
-    def progress(done: int, total: int) -> None:
-        if done - last["n"] >= max(total // 10, 1) or done == total:
-            last["n"] = done
-            _say(f"  published {done:,}/{total:,} events")
-
-    counts = publish(simulation, settings.kafka_bootstrap, until=cutoff, progress=progress)
-    marker.write_text(json.dumps({"key": key, "simulation": identity, "counts": counts}))
-    return counts
-
-
 def _training_metadata(layers) -> tuple[dict[str, Any], dict[str, Any]]:
     """The model's and the promotion gate's metadata from the training layer."""
     training = [layer for layer in layers if layer.layer == "training"]
@@ -110,6 +98,7 @@ def _daily_monitoring(instance, defs, days: list[str], log_dir: Path) -> list:
         _materializations,
         _raise_unless_only_gated,
         peak_rss_mb,
+        reset_peak_rss,
     )
 
     job = defs.resolve_job_def("daily_monitoring_job")
@@ -117,6 +106,7 @@ def _daily_monitoring(instance, defs, days: list[str], log_dir: Path) -> list:
     for day in days:
         _say(f"daily monitoring of decision day {day} ...")
         started = time.perf_counter()
+        reset_peak_rss()
         log_dir.mkdir(parents=True, exist_ok=True)
         with (log_dir / "daily_monitoring.log").open("a") as log, contextlib.redirect_stdout(log):
             result = job.execute_in_process(
@@ -203,7 +193,14 @@ def seed_simulated_profiles(
 
 
 def run_demo(settings: Settings, config: DemoConfig) -> dict[str, Any]:
-    from fraud_platform.lib.simulation import SimulationConfig, simulate
+    from fraud_platform.lib.simulation import SimulationConfig, simulate_chunks
+    from fraud_platform.lib.simulation.engine import DEFAULT_CHUNK_DAYS
+    from fraud_platform.tools.demo_publish import (
+        HeldOut,
+        demo_identity,
+        publish_once,
+        trim_ingested,
+    )
     from fraud_platform.tools.demo_replay import (
         RealtimeRun,
         holdout_events,
@@ -211,7 +208,14 @@ def run_demo(settings: Settings, config: DemoConfig) -> dict[str, Any]:
         snapshot_replay,
     )
     from fraud_platform.tools.instance import prepare_dagster_home
-    from fraud_platform.tools.pipeline import load_definitions, prepare_dbt_manifest, run_layers
+    from fraud_platform.tools.pipeline import (
+        LayerResult,
+        load_definitions,
+        peak_rss_mb,
+        prepare_dbt_manifest,
+        reset_peak_rss,
+        run_layers,
+    )
     from fraud_platform.tools.services import services_up, started_services
     from fraud_platform.tools.serving_process import start_scoring_service, stop_scoring_service
 
@@ -222,17 +226,8 @@ def run_demo(settings: Settings, config: DemoConfig) -> dict[str, Any]:
     for line in services_up(settings).lines():
         _say(f"  {line}")
 
-    _say(f"simulating {config.days} days, {config.users} users (seed {config.seed}) ...")
     start = _previous_start(settings, config) or recent_start(config.days)
-    simulation = simulate(
-        SimulationConfig(days=config.days, users=config.users, seed=config.seed, start=start)
-    )
     cutoff = start + timedelta(days=config.days - config.holdout_days)
-    _say(
-        f"  {len(simulation.transactions):,} transactions, {len(simulation.account_events):,} account "
-        f"events, {len(simulation.labels):,} labels; held out from {format_timestamp(cutoff)}"
-    )
-    published = _publish_once(settings, config, simulation, start, cutoff)
     profiles = seed_simulated_profiles(settings, config.seed, config.users, start, _say)
 
     from dagster import DagsterInstance
@@ -243,18 +238,68 @@ def run_demo(settings: Settings, config: DemoConfig) -> dict[str, Any]:
     defs = load_definitions()
     log_dir = settings.data_dir / "logs"
     batch_config = {} if profiles else {names.PROFILES_TABLE: {"when_unreachable": "skip"}}
-    layers = run_layers(
+    # the model learns what was known at the cutoff, also on a re-run after the batch path
+    # has ingested the held-out period
+    asset_config = {names.TRAINING_SET_TABLE: {"as_of": format_timestamp(cutoff)}, **batch_config}
+    layers: list[LayerResult] = []
+
+    publishing_peaks: list[float] = []
+
+    def ingest() -> None:
+        """Between batches of the simulation: ingest, so the broker can let go of them."""
+        publishing_peaks.append(peak_rss_mb())
+        for layer in run_layers(
+            instance, ("ingestion",), defs=defs, on_progress=_say, log_dir=log_dir,
+            asset_config=batch_config,
+        ):  # fmt: skip
+            layer.layer = f"ingestion while publishing {len(layers) + 1}"
+            layers.append(layer)
+        reset_peak_rss()
+
+    _say(
+        f"simulating {config.days} days, {config.users} users (seed {config.seed}) and "
+        f"publishing it, {DEFAULT_CHUNK_DAYS} days at a time ..."
+    )
+    held_out = HeldOut(cutoff)
+    simulated = simulate_chunks(
+        SimulationConfig(days=config.days, users=config.users, seed=config.seed, start=start)
+    )
+    started = time.perf_counter()
+    reset_peak_rss()
+    published = publish_once(
+        settings,
+        demo_identity(config, start),
+        held_out.collect(simulated),
+        cutoff,
+        ingest=ingest,
+        say=_say,
+    )
+    simulation, counts = held_out.simulation, held_out.counts
+    _say(
+        f"  {counts[TRANSACTIONS]:,} transactions, {counts[ACCOUNT_EVENTS]:,} account events, "
+        f"{counts[LABELS]:,} labels; held out from {format_timestamp(cutoff)}"
+    )
+    layers.insert(
+        0,
+        LayerResult(
+            layer="simulate+publish",
+            seconds=time.perf_counter() - started - sum(layer.seconds for layer in layers),
+            assets=[],
+            peak_rss_mb=max([*publishing_peaks, peak_rss_mb()]),
+        ),
+    )
+    layers += run_layers(
+        instance, ("ingestion",), defs=defs, on_progress=_say, log_dir=log_dir,
+        asset_config=asset_config,
+    )  # fmt: skip
+    trim_ingested(settings, _say)
+    layers += run_layers(
         instance,
-        ("ingestion", "transform", "features", "training"),
+        ("transform", "features", "training"),
         defs=defs,
         on_progress=_say,
         log_dir=log_dir,
-        asset_config={
-            # the model learns what was known at the cutoff, also on a re-run after the batch
-            # path has ingested the held-out period
-            names.TRAINING_SET_TABLE: {"as_of": format_timestamp(cutoff)},
-            **batch_config,
-        },
+        asset_config=asset_config,
     )
 
     model_meta, gate_meta = _training_metadata(layers)
@@ -323,6 +368,8 @@ def run_demo(settings: Settings, config: DemoConfig) -> dict[str, Any]:
         },
         "layer_seconds": {layer.layer: round(layer.seconds, 1) for layer in layers},
         "layer_peak_rss_mb": {layer.layer: round(layer.peak_rss_mb) for layer in layers},
+        "events_simulated": dict(counts),
+        "load_average": [round(load, 2) for load in os.getloadavg()],
         "dagster_ui": f"run `fraud-platform ui`, then open http://127.0.0.1:{settings.ui_port}",
         "scoring_service": f"run `fraud-platform serve`, then POST http://127.0.0.1:{settings.service_port}/score",
         "data_dir": str(settings.data_dir),
@@ -388,4 +435,4 @@ def _print_summary(summary: dict[str, Any], path: Path) -> None:
     _say(f"wall time: {summary['wall_s']} s; summary written to {path}")
 
 
-__all__ = ["DemoConfig", "run_demo"]
+__all__ = ["SCALES", "DemoConfig", "run_demo"]

@@ -75,7 +75,7 @@ class LayerResult:
     seconds: float
     assets: list[str]
     peak_rss_mb: float = 0.0
-    """The process's peak resident memory when the layer ended (layers run in process)."""
+    """This process's peak resident memory during the layer (layers run in process)."""
     metadata: dict[str, dict] = field(default_factory=dict)
     checks: dict[str, bool] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
@@ -84,8 +84,24 @@ class LayerResult:
     """Failed blocking checks of ERROR severity: what they gate did not run."""
 
 
+_STATUS = Path("/proc/self/status")
+
+
+def reset_peak_rss() -> None:
+    """Start a new peak for ``peak_rss_mb``: Linux resets VmHWM when "5" is written to
+    ``/proc/self/clear_refs``. Without it every layer after the biggest one would report that
+    one's peak. A no-op where the file is missing or not writable."""
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
+
+
 def peak_rss_mb() -> float:
-    """This process's peak resident set size so far, in MiB (Linux reports KiB)."""
+    """This process's peak resident set size since the last ``reset_peak_rss``, in MiB
+    (VmHWM; the whole life's ``ru_maxrss`` where /proc is missing; Linux reports KiB)."""
+    with contextlib.suppress(OSError):
+        for line in _STATUS.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -219,6 +235,7 @@ def run_layers(
             tags.update(_whole_history_tags(layer, on_progress, partitions_from))
         on_progress(f"[{index}/{len(layers)}] {layer}: materializing {len(keys)} assets ...")
         started = time.perf_counter()
+        reset_peak_rss()
         with _captured_stdout(log_dir, layer):
             result = job.execute_in_process(
                 instance=instance,

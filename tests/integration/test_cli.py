@@ -176,3 +176,43 @@ def test_cli_materialize_rejects_bad_options_before_running(args: list[str], mes
     result = runner.invoke(app, ["materialize", *args])
     assert result.exit_code == 2, result.output
     assert message in " ".join(result.output.split())
+
+
+@pytest.mark.parametrize("kafka_broker", ["noida"], indirect=True)
+def test_cli_simulate_publishes_the_whole_simulation_streamed_by_weeks(
+    kafka_broker, tmp_path, monkeypatch
+) -> None:
+    """`simulate` streams the simulation a week at a time: every event of the days reaches its
+    topic (labels up to the simulation's end), as many as the whole simulation holds."""
+    from datetime import timedelta
+
+    from fraud_platform.lib.contracts.events import TOPICS
+    from fraud_platform.lib.simulation import SimulationConfig, simulate
+    from fraud_platform.tools.demo import recent_start
+
+    monkeypatch.setenv("FRAUD_PLATFORM_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka_broker.bootstrap)
+    monkeypatch.setenv("FRAUD_PLATFORM_PROFILES_PG_URL", "postgresql://nobody@127.0.0.1:1/none")
+    before = {topic: _end(kafka_broker.bootstrap, topic) for topic in TOPICS}
+    result = runner.invoke(app, ["simulate", "--days", "9", "--users", "40", "--seed", "3"])
+    assert result.exit_code == 0, result.output
+
+    start = recent_start(9)
+    whole = simulate(SimulationConfig(days=9, users=40, seed=3, start=start))
+    end = start + timedelta(days=9)
+    expected = {
+        "transactions": len(whole.transactions),
+        "account_events": len(whole.account_events),
+        "labels": sum(label["label_time"] < end for label in whole.labels),
+    }
+    published = {t: _end(kafka_broker.bootstrap, t) - before[t] for t in TOPICS}
+    assert published == expected
+    assert f'published {{"transactions": {expected["transactions"]}' in result.output
+
+
+def _end(bootstrap: str, topic: str) -> int:
+    from fraud_platform.lib.kafka.admin import ensure_topics
+    from fraud_platform.lib.kafka.reader import kafka_end_offsets
+
+    ensure_topics(bootstrap, [topic])
+    return sum(kafka_end_offsets(topic, bootstrap).values())

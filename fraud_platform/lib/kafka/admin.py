@@ -117,3 +117,29 @@ def _wait_for_topics(admin: AdminClient, wanted: Mapping[str, int], timeout_s: f
         if time.monotonic() > deadline:
             raise KafkaException(f"topics not ready after {timeout_s} s: {pending}")
         time.sleep(0.1)
+
+
+def delete_records_before(
+    bootstrap: str, offsets: Mapping[str, Mapping[int, int]], timeout_s: float = 30
+) -> int:
+    """DeleteRecords: drop each partition's records before the given offset (``offsets``:
+    topic -> partition -> offset); returns the number of partitions trimmed.
+
+    For a broker that keeps what it retains in memory (the embedded one) once a durable copy
+    exists (bronze): never on topics other consumers still read. Raises on any refusal.
+    """
+    from confluent_kafka import TopicPartition
+
+    wanted = [
+        TopicPartition(topic, partition, offset)
+        for topic, partitions in offsets.items()
+        for partition, offset in partitions.items()
+        if offset > 0
+    ]
+    count = len(wanted)  # delete_records empties the list it is given
+    if not wanted:
+        return 0
+    admin = AdminClient(admin_config(bootstrap))
+    for future in admin.delete_records(wanted, request_timeout=timeout_s).values():
+        future.result()
+    return count

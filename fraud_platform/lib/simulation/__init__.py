@@ -8,7 +8,8 @@ Modules:
 * ``world``: countries, merchants, users and fraud rings (static per seed);
 * ``ordinary``: legitimate behaviour, day by day;
 * ``scenarios``: one function per fraud scenario, each documenting its signature;
-* ``labels``: chargebacks and reviews; ``engine``: ``simulate``; ``publisher``: ``publish``.
+* ``labels``: chargebacks and reviews; ``engine``: ``simulate`` (whole) and
+``simulate_chunks`` (a week at a time, bounded memory); ``publisher``: ``publish``, ``publish_chunks``.
 
 Conventions: ``country`` is where the event happens (shop country, or geolocated address);
 ``ip`` addresses are ``10.<country index>.x.y`` (a toy GeoIP); ``device_id`` is the device
@@ -17,7 +18,21 @@ the phone or laptop online; ``amount`` is in the account's billing ``currency`` 
 USD, from the user's home country).
 """
 
-from fraud_platform.lib.simulation.engine import Simulation, SimulationConfig, simulate
-from fraud_platform.lib.simulation.publisher import publish
+from fraud_platform.lib.simulation.engine import (
+    Simulation,
+    SimulationConfig,
+    concatenate,
+    simulate,
+    simulate_chunks,
+)
+from fraud_platform.lib.simulation.publisher import publish, publish_chunks
 
-__all__ = ["Simulation", "SimulationConfig", "publish", "simulate"]
+__all__ = [
+    "Simulation",
+    "SimulationConfig",
+    "concatenate",
+    "publish",
+    "publish_chunks",
+    "simulate",
+    "simulate_chunks",
+]

@@ -147,6 +147,11 @@ class Day:
         return max(self.start, time - timedelta(seconds=seconds))
 
 
+# A transaction as recorded: the event, its fraud type (None if legitimate) and, for frauds,
+# the incident's chargeback delay in days.
+Draft = tuple[dict[str, Any], str | None, float | None]
+
+
 @dataclass
 class Recorder:
     """Collects draft events; drops anything at or after the end of the simulation.
@@ -156,9 +161,7 @@ class Recorder:
     """
 
     end: datetime
-    transactions: list[tuple[dict[str, Any], str | None, float | None]] = field(
-        default_factory=list
-    )
+    transactions: list[Draft] = field(default_factory=list)
     account_events: list[dict[str, Any]] = field(default_factory=list)
     # day -> merchant_id -> {(user index, card_id): None}: which cards paid where (an ordered set).
     card_history: dict[int, dict[str, dict[tuple[int, str], None]]] = field(default_factory=dict)
@@ -220,3 +223,8 @@ class Recorder:
     def remember_card(self, day: int, merchant_id: str, user_index: int, card: str) -> None:
         """Note that ``card`` paid at ``merchant_id`` on ``day`` (for merchant breaches)."""
         self.card_history.setdefault(day, {}).setdefault(merchant_id, {})[(user_index, card)] = None
+
+    def forget_cards_before(self, day: int) -> None:
+        """Drop the card history of days before ``day`` (no breach looks back that far)."""
+        for old in [d for d in self.card_history if d < day]:
+            del self.card_history[old]

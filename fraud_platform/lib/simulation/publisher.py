@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from typing import Any
 
-from fraud_platform.lib.contracts.events import EVENT_TIME_FIELD
+from fraud_platform.lib.contracts.events import (
+    ACCOUNT_EVENTS,
+    EVENT_TIME_FIELD,
+    LABELS,
+    TRANSACTIONS,
+)
 from fraud_platform.lib.kafka.producer import event_messages, produce
 from fraud_platform.lib.simulation.engine import Simulation
 
@@ -67,3 +72,30 @@ def publish(
     if progress is not None:
         progress(total, total)
     return {topic: delivered.get(topic, 0) for topic in simulation.events_by_topic()}
+
+
+def publish_chunks(
+    chunks: Iterable[Simulation],
+    bootstrap_servers: str,
+    *,
+    until: datetime | None = None,
+    since: datetime | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, int]:
+    """``publish`` for consecutive chunks of one simulation (``simulate_chunks``), through one
+    producer: only one chunk is in memory at a time. ``progress`` gets the number of events
+    handed to the producer after each chunk. Every chunk is consumed, also those after
+    ``until`` (a caller may collect them on the way)."""
+    topics = (TRANSACTIONS, ACCOUNT_EVENTS, LABELS)
+
+    def ordered() -> Iterator[tuple[str, dict[str, Any]]]:
+        sent = 0
+        for chunk in chunks:
+            streams = _window(chunk, since, until)
+            yield from _merged(streams)
+            sent += sum(len(s) for s in streams)
+            if progress is not None:
+                progress(sent)
+
+    delivered = produce(bootstrap_servers, event_messages(ordered()))
+    return {topic: delivered.get(topic, 0) for topic in topics}

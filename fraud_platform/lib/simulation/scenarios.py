@@ -50,6 +50,10 @@ DRIFT_FACTOR = {
     "compromised_merchant": 1.0,
 }
 DRIFT_NEW_RING_SHARE = 0.6
+# compromised_merchant: a breach ended 1-5 days ago and lasted 2-5 days.
+BREACH_ENDED_DAYS_AGO = (1, 5)
+BREACH_DAYS = (2, 5)
+BREACH_LOOKBACK_DAYS = BREACH_ENDED_DAYS_AGO[1] + BREACH_DAYS[1] - 1
 
 
 @dataclass
@@ -203,8 +207,8 @@ def compromised_merchant(inc: Incident) -> None:
     that paid there is now used online elsewhere, over the next 4 days, for 1-3 medium-large
     purchases each at risky merchants, from ring devices and addresses."""
     rng, day = inc.rng, inc.day
-    last = day.index - rng.randint(1, 5)
-    first = max(0, last - rng.randint(2, 5) + 1)
+    last = day.index - rng.randint(*BREACH_ENDED_DAYS_AGO)
+    first = max(0, last - rng.randint(*BREACH_DAYS) + 1)
     exposed: dict[str, dict[tuple[int, str], None]] = {}
     for d in range(first, last + 1):
         for merchant_id, cards in inc.rec.card_history.get(d, {}).items():
