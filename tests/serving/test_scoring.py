@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import typing
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,6 +17,7 @@ from pydantic import ValidationError
 from fraud_platform.lib.contracts.events import (
     CHANNELS,
     EVENT_FIELDS,
+    MAX_STRING_CHARS,
     SCORES,
     TRANSACTIONS,
     RejectedEvent,
@@ -29,7 +31,7 @@ from fraud_platform.lib.serving.policy import Thresholds, decide
 from fraud_platform.lib.serving.scoring import ScoringModel, decision_event
 from models_bento.schemas import EXAMPLE_TRANSACTION, TransactionRequest
 
-from .conftest import THRESHOLDS, free_port, train_tiny_model
+from .conftest import REDIS_URL, THRESHOLDS, free_port, train_tiny_model
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -167,6 +169,31 @@ def test_feature_lookup_degrades_when_redis_is_down():
     # within retry_after_s Redis is not tried again: same answer, no timeout paid
     second = lookup.lookup(txn())
     assert second.degraded_reason == first.degraded_reason
+
+
+def test_degraded_decisions_meet_the_scores_contract(scoring: ScoringModel):
+    """Every group missing (entities the store never saw) and a Redis error: reasons longer
+    than the contract's MAX_STRING_CHARS sent a year-scale demo's decisions to the dead letters."""
+    unseen = txn(**{k: f"{k}-{uuid.uuid4().hex}" for k in ("user_id", "card_id", "merchant_id")})
+    store = redis.Redis.from_url(REDIS_URL, socket_timeout=2)
+    down = redis.Redis(port=free_port(), socket_timeout=0.05, socket_connect_timeout=0.05)
+    missing = FeatureLookup(store).lookup(unseen)
+    unavailable = FeatureLookup(down).lookup(unseen)
+    for lookup in (missing, unavailable):
+        assert lookup.degraded
+        event = decision_event(
+            request_id="r1",
+            scored_at=NOW,
+            txn=unseen,
+            result=scoring.score(unseen, lookup.values),
+            lookup=lookup,
+            feature_service=scoring.service.name,
+        )
+        record = validate_event(SCORES, encode_event(event), now=NOW)
+        assert record["degraded_reason"] == lookup.degraded_reason
+    assert missing.degraded_reason.startswith("no online features for groups: ")
+    assert missing.degraded_reason.endswith("…")
+    assert len(missing.degraded_reason) == MAX_STRING_CHARS
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,11 +12,13 @@ No BentoML or Dagster import here.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from fraud_platform.lib.contracts.events import CONTROL_CHARACTERS, MAX_STRING_CHARS
 from fraud_platform.lib.features.catalog import FEATURE_GROUPS
 from fraud_platform.lib.features.online.reader import OnlineFeatureReader
 from fraud_platform.lib.features.registry import FeatureService
@@ -80,7 +82,9 @@ class FeatureLookup:
     @staticmethod
     def _unavailable(reason: str, service: FeatureService) -> Lookup:
         groups = [g.versioned_name for g in service.groups]
-        return Lookup(values={}, age_seconds=dict.fromkeys(groups), degraded_reason=reason)
+        return Lookup(
+            values={}, age_seconds=dict.fromkeys(groups), degraded_reason=loggable_reason(reason)
+        )
 
     def lookup(self, txn: Mapping[str, Any], service: FeatureService | None = None) -> Lookup:
         """Features of ``service`` (default: this lookup's) known strictly before
@@ -104,4 +108,19 @@ class FeatureLookup:
         if missing:
             metrics().degraded_answer("missing_features", missing)
         reason = f"no online features for groups: {', '.join(missing)}" if missing else None
-        return Lookup(values=online.values, age_seconds=online.age_seconds, degraded_reason=reason)
+        return Lookup(
+            values=online.values,
+            age_seconds=online.age_seconds,
+            degraded_reason=loggable_reason(reason) if reason else None,
+        )
+
+
+_CONTROL_RUN = re.compile(f"[{CONTROL_CHARACTERS}]+")
+
+
+def loggable_reason(reason: str) -> str:
+    """``reason`` as the scores contract takes it (``degraded_reason`` is checked like an id):
+    control characters (an exception's line breaks) as spaces, at most MAX_STRING_CHARS. A
+    longer reason sent every decision of a year-scale demo to the dead-letter table."""
+    flat = _CONTROL_RUN.sub(" ", reason).strip() or "unknown"
+    return flat if len(flat) <= MAX_STRING_CHARS else flat[: MAX_STRING_CHARS - 1] + "…"
