@@ -2,6 +2,7 @@
 
 import os
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -31,7 +32,10 @@ STAMPED_TABLES = ("fct_transactions", "fct_account_events", "fct_labels")
 def tests_ingested_after(warehouse: WarehouseResource) -> str | None:
     """The newest ``ingested_at`` every stamped silver table had absorbed before this run: the
     rows ingested after it are the ones this run adds (or that a failed run left). None when a
-    table is missing or empty (a first build: everything is new)."""
+    table is missing or empty, or the warehouse file is not there yet (a first build:
+    everything is new)."""
+    if not Path(warehouse.path).exists():
+        return None
     present = warehouse.query(
         "select table_name from duckdb_tables() where schema_name = 'silver'"
     )["table_name"].to_list()

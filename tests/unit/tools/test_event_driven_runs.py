@@ -185,3 +185,32 @@ def test_remove_run_target_deletes_a_dbt_runs_folder_and_nothing_else(tmp_path: 
         remove_run_target(tmp_path / "models", project)
     with pytest.raises(ValueError, match="not a dbt run's folder"):
         remove_run_target(tmp_path / "target", project)
+
+
+def test_arrival_runs_test_rows_ingested_after_the_oldest_stamped_table(tmp_path):
+    """The first arrival run on a new platform has no warehouse file yet: it tests everything
+    (it raised "database does not exist" and failed the first ingest run of the sensor path)."""
+    import duckdb
+
+    from fraud_platform.defs.transform.assets import STAMPED_TABLES, tests_ingested_after
+    from fraud_platform.resources import WarehouseResource
+
+    path = tmp_path / "warehouse.duckdb"
+    warehouse = WarehouseResource(path=str(path))
+    assert tests_ingested_after(warehouse) is None
+    newest = {"fct_transactions": "03:00", "fct_account_events": "02:00", "fct_labels": "04:00"}
+    with duckdb.connect(str(path)) as db:
+        db.sql("create schema silver")
+        for table in STAMPED_TABLES[:-1]:
+            db.sql(
+                f"create table silver.{table} as select timestamptz '2026-03-01 "
+                f"{newest[table]}:00+00' as ingested_at"
+            )
+    assert tests_ingested_after(warehouse) is None  # fct_labels missing: a first build
+    with duckdb.connect(str(path)) as db:
+        last = STAMPED_TABLES[-1]
+        db.sql(
+            f"create table silver.{last} as select timestamptz '2026-03-01 "
+            f"{newest[last]}:00+00' as ingested_at"
+        )
+    assert tests_ingested_after(warehouse).startswith("2026-03-01 02:00:00")
