@@ -70,6 +70,18 @@ def _fixed_point(value: pl.Expr) -> pl.Expr:
     return (value.cast(pl.Float64) * FIXED_POINT_SCALE).round().cast(pl.Int128).fill_null(0)
 
 
+def features_by_window(group: FeatureGroup) -> tuple[dict[timedelta, list[Feature]], list[Feature]]:
+    """The group's windowed features by window (declaration order) and its lifetime ones."""
+    windows: dict[timedelta, list[Feature]] = {}
+    lifetime: list[Feature] = []
+    for feature in group.features:
+        if feature.window is None:
+            lifetime.append(feature)
+        else:
+            windows.setdefault(feature.window, []).append(feature)
+    return windows, lifetime
+
+
 def _window_aggs(feature: Feature) -> list[pl.Expr]:
     value = _masked(feature)
     name = feature.name
@@ -166,13 +178,7 @@ def compute_feature_group(group: FeatureGroup, source: pl.DataFrame | pl.LazyFra
         .sort(ENTITY_KEY, FEATURE_TIME, _TIEBREAK)
     )
     frames: list[pl.LazyFrame] = []
-    windows: dict[timedelta, list[Feature]] = {}
-    lifetime: list[Feature] = []
-    for feature in group.features:
-        if feature.window is None:
-            lifetime.append(feature)
-        else:
-            windows.setdefault(feature.window, []).append(feature)
+    windows, lifetime = features_by_window(group)
 
     for window, features in windows.items():
         frames.append(

@@ -34,6 +34,7 @@ from fraud_platform.lib.features.compute import (
     _masked,
     _window_aggs,
     entity_key_expr,
+    features_by_window,
 )
 from fraud_platform.lib.features.registry import ENTITY_KEY, FEATURE_TIME, Feature, FeatureGroup
 
@@ -99,13 +100,7 @@ def rows_since_query(
         .with_columns(pl.col(_HIGH).alias(_ROW))
     )
     rows = points.select(_ROW, ENTITY_KEY, FEATURE_TIME, *keys)
-    windows: dict[timedelta, list[Feature]] = {}
-    lifetime: list[Feature] = []
-    for feature in group.features:
-        if feature.window is None:
-            lifetime.append(feature)
-        else:
-            windows.setdefault(feature.window, []).append(feature)
+    windows, lifetime = features_by_window(group)
     for window, features in windows.items():
         rows = rows.join(_window_rows(indexed, points, window, features), on=_ROW, how="left")
     if lifetime:
