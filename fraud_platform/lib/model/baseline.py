@@ -22,8 +22,9 @@ Explanations:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -90,6 +91,20 @@ class SklearnModel:
             return values
         return pd.DataFrame(values, columns=list(self.features))
 
+    @cached_property
+    def row_transform(self) -> Callable[[Mapping[str, Any]], np.ndarray] | None:
+        """``pipeline[:-1].transform`` of one dict row, compiled (``sklearn_row``), or None."""
+        from fraud_platform.lib.model.sklearn_row import compile_row_transform
+
+        return compile_row_transform(self)
+
+    @cached_property
+    def row_scorer(self) -> Callable[[Mapping[str, Any]], float] | None:
+        """The fraud probability of one dict row, compiled (``sklearn_row``), or None."""
+        from fraud_platform.lib.model.sklearn_row import compile_row_scorer
+
+        return compile_row_scorer(self)
+
     def predict_scores(
         self,
         rows: pl.DataFrame | Sequence[Mapping[str, Any]] | Mapping[str, Any],
@@ -97,6 +112,8 @@ class SklearnModel:
         allow_missing: bool = False,
     ) -> np.ndarray:
         """Probability of fraud per row (float64)."""
+        if allow_missing and isinstance(rows, Mapping) and self.row_scorer is not None:
+            return np.array([self.row_scorer(rows)], dtype=np.float64)
         probabilities = self.pipeline.predict_proba(self.frame(rows, allow_missing))
         return np.asarray(probabilities[:, 1], dtype=np.float64)
 
@@ -124,7 +141,10 @@ class SklearnModel:
                 f"per-row contributions exist for logreg models only, not {self.kind} "
                 "(scikit-learn has no tree SHAP)"
             )
-        transformed = self.pipeline[:-1].transform(self.frame(rows, allow_missing))
+        if allow_missing and isinstance(rows, Mapping) and self.row_transform is not None:
+            transformed = self.row_transform(rows)
+        else:
+            transformed = self.pipeline[:-1].transform(self.frame(rows, allow_missing))
         transformed = np.asarray(
             transformed.toarray() if hasattr(transformed, "toarray") else transformed,
             dtype=np.float64,
