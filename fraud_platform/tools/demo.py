@@ -7,13 +7,12 @@ through ``/score`` -> monitoring -> a summary (printed, and JSON in the data dir
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,15 @@ from fraud_platform.lib.contracts.events import (
     format_timestamp,
 )
 from fraud_platform.settings import Settings
+from fraud_platform.tools.demo_report import (
+    DAILY_MONITORING_SUMMARY,
+    daily_monitoring,
+    days_between,
+    print_summary,
+    rows_per_asset,
+    training_metadata,
+    warehouse_rows,
+)
 
 # Size presets of ``fraud-platform demo --scale``: (days, users). Memory stays bounded at any
 # size (the simulation streams a week at a time; the embedded broker is trimmed after each
@@ -66,97 +74,6 @@ def _previous_start(settings: Settings, config: DemoConfig) -> datetime | None:
     if {k: v for k, v in previous.items() if k != "start"} != asdict(config):
         return None
     return datetime.fromisoformat(previous["start"].replace("Z", "+00:00"))
-
-
-def _training_metadata(layers) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The model's and the promotion gate's metadata from the training layer."""
-    training = [layer for layer in layers if layer.layer == "training"]
-    model = training[0].metadata.get(names.MODEL_ASSET, {}) if training else {}
-    gate = training[0].metadata.get(names.CHAMPION_ASSET, {}) if training else {}
-    return model, gate
-
-
-def _days(first: date, last: date) -> list[str]:
-    return [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
-
-
-DAILY_MONITORING_SUMMARY = {
-    "monitoring/daily_feature_drift": ("summary", "drifted_columns"),
-    "monitoring/daily_prediction_drift": ("score_verdict", "decision_rate_verdict"),
-    "monitoring/shadow_scores": ("challenger", "agreement_with_served", "note"),
-    "monitoring/daily_realized_performance": ("summary", "label_coverage", "table"),
-}
-
-
-def _daily_monitoring(instance, defs, days: list[str], log_dir: Path) -> list:
-    """The daily monitoring job (drift, shadow challenger, realized performance) on the
-    decision days of the replay: one run per day partition."""
-    from fraud_platform.tools.pipeline import (
-        QUIET_LOGS,
-        LayerResult,
-        _check_results,
-        _materializations,
-        _raise_unless_only_gated,
-        peak_rss_mb,
-        reset_peak_rss,
-    )
-
-    job = defs.resolve_job_def("daily_monitoring_job")
-    results = []
-    for day in days:
-        _say(f"daily monitoring of decision day {day} ...")
-        started = time.perf_counter()
-        reset_peak_rss()
-        log_dir.mkdir(parents=True, exist_ok=True)
-        with (log_dir / "daily_monitoring.log").open("a") as log, contextlib.redirect_stdout(log):
-            result = job.execute_in_process(
-                instance=instance, partition_key=day, run_config=QUIET_LOGS, raise_on_error=False
-            )
-        _raise_unless_only_gated(result, f"daily monitoring {day}")
-        layer = LayerResult(
-            layer=f"daily_monitoring {day}",
-            seconds=time.perf_counter() - started,
-            peak_rss_mb=peak_rss_mb(),
-            assets=sorted(_materializations(result)),
-            metadata=_materializations(result),
-        )
-        layer.checks, layer.warnings, layer.blocked = _check_results(result)
-        for asset, keys in DAILY_MONITORING_SUMMARY.items():
-            shown = {k: layer.metadata.get(asset, {}).get(k) for k in keys}
-            _say(
-                f"  {asset}: "
-                + "; ".join(f"{k}: {v}" for k, v in shown.items() if v not in (None, ""))
-            )
-        results.append(layer)
-    return results
-
-
-def _warehouse_rows(settings: Settings) -> dict[str, int]:
-    """Row counts of the dbt-built silver and gold tables."""
-    import duckdb
-
-    with duckdb.connect(str(settings.warehouse_path), read_only=True) as connection:
-        tables = connection.execute(
-            "select table_schema, table_name from information_schema.tables "
-            "where table_schema in ('silver', 'gold') and table_type = 'BASE TABLE'"
-        ).fetchall()
-        return {
-            f"{schema}/{name}": connection.execute(
-                f'select count(*) from "{schema}"."{name}"'
-            ).fetchone()[0]
-            for schema, name in tables
-        }
-
-
-def _rows_per_asset(layer_results) -> dict[str, int]:
-    rows: dict[str, int] = {}
-    for layer in layer_results:
-        for asset, metadata in layer.metadata.items():
-            for key in ("dagster/row_count", "keys_written", "rows_added"):
-                if key in metadata and isinstance(metadata[key], int | float):
-                    rows[asset] = int(metadata[key])
-                    break
-    return rows
 
 
 def seed_simulated_profiles(
@@ -302,7 +219,7 @@ def run_demo(settings: Settings, config: DemoConfig) -> dict[str, Any]:
         asset_config=asset_config,
     )
 
-    model_meta, gate_meta = _training_metadata(layers)
+    model_meta, gate_meta = training_metadata(layers)
     events = holdout_events(simulation.events_by_topic(), cutoff)
     holdout = [e for topic, e in events if topic == TRANSACTIONS]
     stride = max(1, len(holdout) // config.replay_limit)
@@ -331,9 +248,9 @@ def run_demo(settings: Settings, config: DemoConfig) -> dict[str, Any]:
             replay = snapshot_replay(settings, sample, simulation.fraud_type_by_transaction, _say)
         finally:
             stop_scoring_service(service)
-    replay_days = _days(replay_first_day, datetime.now(UTC).date())
+    replay_days = days_between(replay_first_day, datetime.now(UTC).date())
     layers += run_layers(instance, ("monitoring",), defs=defs, on_progress=_say, log_dir=log_dir)
-    layers += _daily_monitoring(instance, defs, replay_days, log_dir)
+    layers += daily_monitoring(instance, defs, replay_days, log_dir)
 
     ingested = sum(
         int(meta.get("rows_added", 0))
@@ -348,7 +265,7 @@ def run_demo(settings: Settings, config: DemoConfig) -> dict[str, Any]:
         "events_published": sum(published.values()) + replay.get("replay_events_published", 0),
         "events_ingested": ingested,
         "decisions_ingested": decisions_logged,
-        "rows_per_asset": {**_rows_per_asset(layers), **_warehouse_rows(settings)},
+        "rows_per_asset": {**rows_per_asset(layers), **warehouse_rows(settings)},
         "model_tag": model_meta.get("model_tag"),
         "test_auc": model_meta.get("test_auc_roc"),
         "test_average_precision": model_meta.get("test_average_precision"),
@@ -377,62 +294,11 @@ def run_demo(settings: Settings, config: DemoConfig) -> dict[str, Any]:
     }
     path = Path(settings.data_dir, "demo_summary.json")
     path.write_text(json.dumps(summary, indent=2, default=str))
-    _print_summary(summary, path)
+    print_summary(summary, path)
     running = started_services(settings)
     if running:
         _say(f"still running: {' and '.join(running)}; stop with `fraud-platform services down`")
     return summary
-
-
-def _print_summary(summary: dict[str, Any], path: Path) -> None:
-    _say("\n=== fraud-platform demo summary ===")
-    _say(
-        f"events published / ingested this run: {summary['events_published']:,} / {summary['events_ingested']:,}"
-    )
-    _say("rows per asset:")
-    for asset, rows in sorted(summary["rows_per_asset"].items()):
-        _say(f"  {asset:45s} {rows:>10,}")
-    _say(
-        f"model {summary['model_tag']}: test AUC {summary['test_auc']:.4f}, AP {summary['test_average_precision']:.4f}"
-    )
-    _say(
-        f"promotion gate: {summary['promotion']['decision']} ({summary['promotion']['reason']}); "
-        f"champion {summary['champion']}"
-    )
-    _say(
-        f"held-out replay: {summary['scored']:,} scored, decisions {summary['decisions']}, degraded {summary['degraded']}"
-    )
-    _say(
-        f"  decisions ingested from the scores topic into bronze/scores: {summary['decisions_ingested']:,}"
-    )
-    _say(f"  replay AUC {summary['replay_auc']}, AP {summary['replay_average_precision']}")
-    if summary.get("replay_mode") == "real time":
-        _say(
-            f"  online freshness (event produced -> row readable): p50 "
-            f"{summary['online_freshness_p50_ms']} ms, p99 {summary['online_freshness_p99_ms']} ms "
-            f"({summary['online_freshness_samples']:,} rows, "
-            f"{summary['online_freshness_never_seen']} never seen); {summary['replay_mode']}"
-        )
-    if "offline_average_precision" in summary:
-        _say(
-            f"  offline point-in-time backtest of the same transactions: AP "
-            f"{summary['offline_average_precision']} (online {summary['replay_average_precision']}); "
-            f"{summary['online_offline_scores_differing']} scores differ, max "
-            f"{summary['online_offline_score_max_abs_diff']}"
-        )
-    _say(
-        f"scoring latency (HTTP, client side): p50 {summary['score_p50_ms']} ms, p99 {summary['score_p99_ms']} ms"
-    )
-    warned = summary["check_warnings"]
-    failed = [name for name, ok in summary["checks"].items() if not ok and name not in warned]
-    _say(
-        f"asset checks: {len(summary['checks']) - len(failed) - len(warned)} passed, "
-        f"{len(failed)} failed {failed or ''}"
-        + (f", {len(warned)} warning(s) {warned}" if warned else "")
-    )
-    _say(f"Dagster UI: {summary['dagster_ui']}")
-    _say(f"scoring service: {summary['scoring_service']}")
-    _say(f"wall time: {summary['wall_s']} s; summary written to {path}")
 
 
 __all__ = ["SCALES", "DemoConfig", "run_demo"]
