@@ -20,13 +20,13 @@ the rows of one application of each event.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import polars as pl
 import redis
 
@@ -126,10 +126,11 @@ class StreamProcessor:
         started = time.perf_counter()
         stats.events += len(records)
         pending: list[Future[int]] = []
+        times = _event_times(records)
         try:
             for stream in self.plan:
                 if stream.topic == topic and records:
-                    pending += self._apply_stream(stream, records)
+                    pending += self._apply_stream(stream, records, times)
         finally:
             for future in pending:  # every write finishes (or fails) before apply returns
                 stats.rows_written += future.result()
@@ -139,10 +140,11 @@ class StreamProcessor:
         """Add already-applied events of ``topic`` to the entity stores without computing rows
         (``bootstrap``: the batch path already wrote their rows); returns events stored."""
         stored = 0
+        times = _event_times(records)
         for stream in self.plan:
             if stream.topic != topic or not records:
                 continue
-            by_entity, _, newest = _by_entity(stream, records)
+            by_entity, _, newest = _by_entity(stream, records, times)
             replies = add_events(self._client, self._entity_batches(stream, by_entity, newest))
             stored += sum(flags.count("1") for _, flags in replies)
         return stored
@@ -150,7 +152,7 @@ class StreamProcessor:
     def _entity_batches(
         self,
         stream: EntityStream,
-        by_entity: dict[str, list[tuple[str, str, list[Any]]]],
+        by_entity: dict[str, list[tuple[str, bytes, list[Any]]]],
         newest: dict[str, int],
     ) -> list[EntityBatch]:
         retention_ms = stream.retention // HISTORY_HORIZON.resolution // 1000
@@ -164,11 +166,11 @@ class StreamProcessor:
         ]
 
     def _apply_stream(
-        self, stream: EntityStream, records: list[dict[str, Any]]
+        self, stream: EntityStream, records: list[dict[str, Any]], times: list[int]
     ) -> list[Future[int]]:
         """Add the records to the stream's stores and compute its groups' rows; their writes
         (rows stored) are left running on the writer thread."""
-        by_entity, since, newest = _by_entity(stream, records)
+        by_entity, since, newest = _by_entity(stream, records, times)
         if not by_entity:
             return []
         entities = list(by_entity)
@@ -202,7 +204,7 @@ class StreamProcessor:
         self,
         stream: EntityStream,
         entities: list[str],
-        by_entity: dict[str, list[tuple[str, str, list[Any]]]],
+        by_entity: dict[str, list[tuple[str, bytes, list[Any]]]],
         newest: dict[str, int],
     ) -> pl.DataFrame:
         """Add the events to the stores and to the in-memory copy; the touched entities' events.
@@ -241,7 +243,7 @@ class StreamProcessor:
                 payloads += snapshot.payloads
             if parts:
                 parts = [parts[0].filter(~pl.col(_ENTITY).is_in(reload))]
-            rows = json.loads(b"[" + b",".join(payloads) + b"]")
+            rows = orjson.loads(b"[" + b",".join(payloads) + b"]")
             parts.append(_events_frame(stream, owners, rows))
         if added_values:
             parts.append(_events_frame(stream, added_entities, added_values))
@@ -251,27 +253,43 @@ class StreamProcessor:
         return cache.frame.filter(pl.col(_ENTITY).is_in(entities)).drop(_ENTITY)
 
 
+def _event_times(records: list[dict[str, Any]]) -> list[int]:
+    """Each record's event time in epoch microseconds (every stream orders by ``event_time``)."""
+    return [to_micros(record["event_time"]) for record in records]
+
+
 def _by_entity(
-    stream: EntityStream, records: list[dict[str, Any]]
-) -> tuple[dict[str, list[tuple[str, str, list[Any]]]], dict[str, int], dict[str, int]]:
+    stream: EntityStream, records: list[dict[str, Any]], times: list[int]
+) -> tuple[dict[str, list[tuple[str, bytes, list[Any]]]], dict[str, int], dict[str, int]]:
     """The records' (event id, payload, values) per entity key, in input order, and each
-    entity's earliest and newest event time (microseconds)."""
-    by_entity: dict[str, list[tuple[str, str, list[Any]]]] = {}
+    entity's earliest and newest event time (microseconds); ``times`` from ``_event_times``."""
+    by_entity: dict[str, list[tuple[str, bytes, list[Any]]]] = {}
     since: dict[str, int] = {}
     newest: dict[str, int] = {}
-    for record in records:
-        parts = [record.get(k) for k in stream.join_keys]
-        if any(part is None for part in parts):
-            continue  # no entity (e.g. the counterparty of a card payment)
-        entity = KEY_SEPARATOR.join(map(str, parts))
-        at = to_micros(record[stream.time_column])
-        values: list[Any] = [at]
-        values += [record.get(c) for c in stream.columns[1:]]
-        by_entity.setdefault(entity, []).append(
-            (str(record[stream.id_column]), encode_payload(values), values)
-        )
-        since[entity] = min(since.get(entity, at), at)
-        newest[entity] = max(newest.get(entity, at), at)
+    join_keys = stream.join_keys
+    columns = stream.columns[1:]  # the id, then the rest
+    for record, at in zip(records, times, strict=True):
+        if len(join_keys) == 1:
+            part = record.get(join_keys[0])
+            if part is None:
+                continue  # no entity (e.g. the counterparty of a card payment)
+            entity = str(part)
+        else:
+            parts = [record.get(k) for k in join_keys]
+            if None in parts:
+                continue
+            entity = KEY_SEPARATOR.join(map(str, parts))
+        values: list[Any] = [at, *[record.get(c) for c in columns]]
+        events = by_entity.get(entity)
+        if events is None:
+            by_entity[entity] = [(str(values[1]), encode_payload(values), values)]
+            since[entity] = newest[entity] = at
+            continue
+        events.append((str(values[1]), encode_payload(values), values))
+        if at < since[entity]:
+            since[entity] = at
+        elif at > newest[entity]:
+            newest[entity] = at
     return by_entity, since, newest
 
 

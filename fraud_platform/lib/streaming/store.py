@@ -22,10 +22,10 @@ for a batch of entities at flush time; Quix state is per message. An entity's ev
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import orjson
 import redis
 
 from fraud_platform.lib.features.online.scripts import PipelinedScript, key_chunks
@@ -53,7 +53,7 @@ for i, key in ipairs(KEYS) do
     at = at + 2
   end
   local version = redis.call('HINCRBY', key, '#n', added)
-  if redis.call('PTTL', key) == -1 then
+  if version == added then  -- a new key (or an expired one): no expiry to compare with
     redis.call('PEXPIREAT', key, pxat)
   else
     redis.call('PEXPIREAT', key, pxat, 'GT')
@@ -88,7 +88,7 @@ class EntityBatch:
     """New events of one entity: ``(event id, payload)`` pairs, and the store's expiry."""
 
     key: str
-    events: list[tuple[str, str]]
+    events: list[tuple[str, bytes]]
     pxat_ms: int
 
 
@@ -98,14 +98,10 @@ class EntitySnapshot:
     payloads: list[bytes]
 
 
-# one encoder: ``json.dumps`` with non-default options builds a new encoder per call (~40% of
-# the encoding time, 90k calls per 20k events in the worker's profile)
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-
-
-def encode_payload(values: Sequence[object]) -> str:
-    """An event's stored columns as JSON (floats round-trip exactly through ``repr``)."""
-    return _ENCODER.encode(values)
+def encode_payload(values: Sequence[object]) -> bytes:
+    """An event's stored columns as JSON (floats as their shortest round-trip text: read back
+    bit for bit; the contract rejects non-finite amounts). orjson: 5x ``json``'s encoder here."""
+    return orjson.dumps(values)
 
 
 def add_events(client: redis.Redis, batches: Sequence[EntityBatch]) -> list[tuple[int, str]]:

@@ -19,6 +19,9 @@ from redis.crc import key_slot
 from fraud_platform.lib.features.online.client import is_cluster
 
 ScriptCall = tuple[Sequence[str], Sequence[Any]]  # (keys, args)
+# (client id, script sha) loaded by this process: callers make a PipelinedScript per batch. A
+# reused id or a server that lost its scripts only costs a NOSCRIPT reply and a reload.
+_LOADED: set[tuple[int, str]] = set()
 
 
 def slot_of(key: str) -> int:
@@ -34,7 +37,6 @@ class PipelinedScript:
         self._source = source
         self.cluster = is_cluster(client)
         self._script = client.register_script(source)
-        self._loaded = False
 
     def run(self, calls: Iterable[ScriptCall], calls_per_pipeline: int) -> list[Any]:
         """Each call's result, in call order."""
@@ -50,23 +52,23 @@ class PipelinedScript:
         return results
 
     def _execute(self, batch: Sequence[ScriptCall]) -> list[Any]:
-        if not self.cluster:
-            pipe = self._client.pipeline(transaction=False)
-            for keys, args in batch:
-                self._script(keys=keys, args=args, client=pipe)
-            return pipe.execute()
-        if not self._loaded:
-            self._client.script_load(self._source)  # on every primary
-            self._loaded = True
+        # raw EVALSHA after one SCRIPT LOAD: a pipeline of registered scripts asks SCRIPT
+        # EXISTS first, a round trip per pipeline (and redis-py refuses ``pipe.evalsha`` in a
+        # cluster pipeline)
+        loaded = (id(self._client), self._script.sha)
+        if loaded not in _LOADED:
+            self._client.script_load(self._source)  # on every primary of a cluster
+            _LOADED.add(loaded)
         try:
-            return self._cluster_pipeline(batch)
+            return self._pipeline(batch)
         except redis.exceptions.NoScriptError:
-            # a node restarted or failed over since SCRIPT LOAD: load again, run once more (the
-            # platform's scripts are idempotent: compare-on-write, HSETNX, reads)
+            # the server restarted, failed over or flushed its scripts since SCRIPT LOAD: load
+            # again, run once more (the platform's scripts are idempotent: compare-on-write,
+            # HSETNX, reads)
             self._client.script_load(self._source)
-            return self._cluster_pipeline(batch)
+            return self._pipeline(batch)
 
-    def _cluster_pipeline(self, batch: Sequence[ScriptCall]) -> list[Any]:
+    def _pipeline(self, batch: Sequence[ScriptCall]) -> list[Any]:
         pipe = self._client.pipeline(transaction=False)
         sha = self._script.sha
         for keys, args in batch:

@@ -52,6 +52,7 @@ for _, key in ipairs(KEYS) do
   local pxat = ARGV[at + 1]
   at = at + 2
   local changed = false
+  local new_members = 0
   for j = 1, count do
     local score = ARGV[at]
     local version = tonumber(ARGV[at + 1])
@@ -64,18 +65,26 @@ for _, key in ipairs(KEYS) do
       if old_version == nil or old_version > version then wins = false end
     end
     if wins then
-      if #same > 0 then redis.call('ZREMRANGEBYSCORE', key, score, score) end
+      if #same > 0 then
+        redis.call('ZREMRANGEBYSCORE', key, score, score)
+      else
+        new_members = new_members + 1
+      end
       redis.call('ZADD', key, score, member)
       stored = stored + 1
       changed = true
     end
   end
   if changed then
-    local newest = redis.call('ZREVRANGE', key, 0, 0, 'WITHSCORES')
-    local old_rows = redis.call('ZCOUNT', key, '-inf', '(' .. (tonumber(newest[2]) - horizon))
-    local removable = math.min(old_rows, redis.call('ZCARD', key) - min_rows)
-    if removable > 0 then redis.call('ZREMRANGEBYRANK', key, 0, removable - 1) end
-    if redis.call('PTTL', key) == -1 then
+    local card = redis.call('ZCARD', key)
+    if card > min_rows then
+      local newest = redis.call('ZREVRANGE', key, 0, 0, 'WITHSCORES')
+      local old_rows = redis.call('ZCOUNT', key, '-inf', '(' .. (tonumber(newest[2]) - horizon))
+      local removable = math.min(old_rows, card - min_rows)
+      if removable > 0 then redis.call('ZREMRANGEBYRANK', key, 0, removable - 1) end
+    end
+    -- only this call's members: the key did not exist, so it has no expiry to compare with
+    if card == new_members then
       redis.call('PEXPIREAT', key, pxat)
     else
       redis.call('PEXPIREAT', key, pxat, 'GT')
