@@ -160,6 +160,12 @@ def _cast(feature: Feature) -> pl.Expr:
 
 def compute_feature_group(group: FeatureGroup, source: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
     """All rows of ``group`` from its source events: entity key columns, feature_time, features."""
+    return feature_group_query(group, source).collect()
+
+
+def feature_group_query(group: FeatureGroup, source: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
+    """``compute_feature_group`` as one lazy query (the stream worker collects its groups'
+    queries together with ``pl.collect_all``)."""
     keys = list(group.entity.join_keys)
     source = source.lazy()
     columns = source.collect_schema().names()
@@ -202,10 +208,8 @@ def compute_feature_group(group: FeatureGroup, source: pl.DataFrame | pl.LazyFra
     )
     for frame in frames:
         rows = rows.join(frame, on=[ENTITY_KEY, FEATURE_TIME], how="left")
-    return (
-        rows.select(ENTITY_KEY, *keys, FEATURE_TIME, *[_cast(f) for f in group.features])
-        .sort(FEATURE_TIME, ENTITY_KEY)
-        .collect()
+    return rows.select(ENTITY_KEY, *keys, FEATURE_TIME, *[_cast(f) for f in group.features]).sort(
+        FEATURE_TIME, ENTITY_KEY
     )
 
 

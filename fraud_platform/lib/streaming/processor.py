@@ -31,7 +31,7 @@ import polars as pl
 import redis
 
 from fraud_platform.lib.contracts.events import RejectedEvent, validate_event
-from fraud_platform.lib.features.compute import KEY_SEPARATOR, compute_feature_group
+from fraud_platform.lib.features.compute import KEY_SEPARATOR, feature_group_query
 from fraud_platform.lib.features.online.layout import (
     EXPIRY_MARGIN_MS,
     HISTORY_HORIZON,
@@ -159,7 +159,7 @@ class StreamProcessor:
         return [
             EntityBatch(
                 key=store_key(self._store_prefix, stream.name, entity),
-                events=[(event_id, payload) for event_id, payload, _ in events],
+                events=events,
                 pxat_ms=newest[entity] // 1000 + retention_ms + EXPIRY_MARGIN_MS,
             )
             for entity, events in by_entity.items()
@@ -186,7 +186,7 @@ class StreamProcessor:
         )
         if frame.height <= WHOLE_HISTORY_MAX_EVENTS:
             queries = [
-                _rows_to_write(compute_feature_group(group, frame).lazy(), touched)
+                _rows_to_write(feature_group_query(group, frame), touched)
                 for group in stream.groups
             ]
         else:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 import redis
@@ -85,10 +86,11 @@ def store_key(prefix: str, stream_name: str, entity_key: str) -> str:
 
 @dataclass
 class EntityBatch:
-    """New events of one entity: ``(event id, payload)`` pairs, and the store's expiry."""
+    """New events of one entity: ``(event id, payload, ...)`` tuples (what follows the payload
+    is the caller's), and the store's expiry."""
 
     key: str
-    events: list[tuple[str, bytes]]
+    events: Sequence[tuple[Any, ...]]
     pxat_ms: int
 
 
@@ -112,12 +114,13 @@ def add_events(client: redis.Redis, batches: Sequence[EntityBatch]) -> list[tupl
     chunks = key_chunks([batch.key for batch in batches], CHUNK_ENTITIES, script.cluster)
     calls = []
     for positions in chunks:
-        args: list[str | int] = []
+        args: list[Any] = []
         for position in positions:
             batch = batches[position]
             args += [len(batch.events), batch.pxat_ms]
-            for event_id, payload in batch.events:
-                args += [event_id, payload]
+            for event in batch.events:
+                args.append(event[0])
+                args.append(event[1])
         calls.append(([batches[p].key for p in positions], args))
     out: list[tuple[int, str]] = [(0, "")] * len(batches)
     for positions, reply in zip(chunks, script.run(calls, max(len(calls), 1)), strict=True):
