@@ -24,6 +24,7 @@ import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -267,7 +268,7 @@ def _by_entity(
     since: dict[str, int] = {}
     newest: dict[str, int] = {}
     join_keys = stream.join_keys
-    columns = stream.columns[1:]  # the id, then the rest
+    stored = itemgetter(*stream.columns[1:])  # the id, then the rest (every contract field is set)
     for record, at in zip(records, times, strict=True):
         if len(join_keys) == 1:
             part = record.get(join_keys[0])
@@ -279,7 +280,7 @@ def _by_entity(
             if None in parts:
                 continue
             entity = KEY_SEPARATOR.join(map(str, parts))
-        values: list[Any] = [at, *[record.get(c) for c in columns]]
+        values: list[Any] = [at, *stored(record)]
         events = by_entity.get(entity)
         if events is None:
             by_entity[entity] = [(str(values[1]), encode_payload(values), values)]
@@ -305,7 +306,14 @@ def _events_frame(stream: EntityStream, entities: list[str], rows: list[list[Any
     """Stored events (value lists) as a frame with the source's column types and their entity."""
     schema = stream.schema()
     schema[stream.time_column] = pl.Int64()
-    frame = pl.DataFrame(rows, schema=schema, orient="row")
+    # column by column: polars' row orientation cost ~6% of the worker's samples (py-spy)
+    columns = list(zip(*rows, strict=True)) if rows else [()] * len(schema)
+    frame = pl.DataFrame(
+        [
+            pl.Series(name, values, dtype=dtype, strict=False)
+            for (name, dtype), values in zip(schema.items(), columns, strict=True)
+        ]
+    )
     return frame.with_columns(
         pl.col(stream.time_column).cast(pl.Datetime("us", "UTC")),
         pl.Series(_ENTITY, entities, dtype=pl.String),
