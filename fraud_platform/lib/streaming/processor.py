@@ -37,9 +37,11 @@ from fraud_platform.lib.features.online.layout import (
     EXPIRY_MARGIN_MS,
     HISTORY_HORIZON,
     HISTORY_MIN_ROWS,
+    check_encoded,
+    encode_query,
     to_micros,
 )
-from fraud_platform.lib.features.online.writer import write_rows
+from fraud_platform.lib.features.online.writer import write_encoded
 from fraud_platform.lib.features.registry import ENTITY_KEY, FEATURE_TIME, FeatureGroup
 from fraud_platform.lib.features.targeted import SINCE, prepare_events, rows_since_query
 from fraud_platform.lib.streaming.plan import ID_COLUMNS, EntityStream, stream_plan
@@ -121,17 +123,27 @@ class StreamProcessor:
 
     def apply(self, topic: str, records: list[dict[str, Any]], stats: BatchStats) -> None:
         """Apply ``records`` of ``topic``; returns once every row is written (before the
-        checkpoint commits). A stream's rows are written on the writer thread while the next
-        stream is added and computed: the worker waits on Redis replies for much of its time
-        (recv ~30% of the worker's profile under load), and a reply wait releases the GIL."""
+        checkpoint commits). Every stream's events go to their stores in ONE pipeline; then a
+        stream's rows are written on the writer thread while the next stream is computed (a
+        reply wait releases the GIL)."""
         started = time.perf_counter()
         stats.events += len(records)
         pending: list[Future[int]] = []
+        streams = [stream for stream in self.plan if stream.topic == topic] if records else []
         times = _event_times(records)
+        grouped = [_by_entity(stream, records, times) for stream in streams]
+        batches = [
+            self._entity_batches(stream, by_entity, newest)
+            for stream, (by_entity, _, newest) in zip(streams, grouped, strict=True)
+        ]
+        replies = add_events(self._client, [batch for part in batches for batch in part])
         try:
-            for stream in self.plan:
-                if stream.topic == topic and records:
-                    pending += self._apply_stream(stream, records, times)
+            at = 0
+            for stream, (by_entity, since, _) in zip(streams, grouped, strict=True):
+                stream_replies = replies[at : at + len(by_entity)]
+                at += len(by_entity)
+                if by_entity:
+                    pending.append(self._apply_stream(stream, by_entity, since, stream_replies))
         finally:
             for future in pending:  # every write finishes (or fails) before apply returns
                 stats.rows_written += future.result()
@@ -167,15 +179,16 @@ class StreamProcessor:
         ]
 
     def _apply_stream(
-        self, stream: EntityStream, records: list[dict[str, Any]], times: list[int]
-    ) -> list[Future[int]]:
-        """Add the records to the stream's stores and compute its groups' rows; their writes
-        (rows stored) are left running on the writer thread."""
-        by_entity, since, newest = _by_entity(stream, records, times)
-        if not by_entity:
-            return []
+        self,
+        stream: EntityStream,
+        by_entity: dict[str, list[tuple[str, bytes, list[Any]]]],
+        since: dict[str, int],
+        replies: list[tuple[int, str]],
+    ) -> Future[int]:
+        """Compute the stream's groups' rows of the added events (``replies``: the stores'
+        answers); their write (rows stored) is left running on the writer thread."""
         entities = list(by_entity)
-        frame = self._update_cache(stream, entities, by_entity, newest)
+        frame = self._update_cache(stream, entities, by_entity, replies)
         versions = self._caches[stream.name].versions
         touched = pl.DataFrame(
             {
@@ -186,35 +199,35 @@ class StreamProcessor:
             schema={ENTITY_KEY: pl.String, _VERSION: pl.Int64, SINCE: pl.Int64},
         )
         if frame.height <= WHOLE_HISTORY_MAX_EVENTS:
-            queries = [
-                _rows_to_write(feature_group_query(group, frame), touched)
-                for group in stream.groups
-            ]
+            rows = [feature_group_query(group, frame) for group in stream.groups]
         else:
             events = prepare_events(stream.groups[0], frame)  # the groups share the order
-            queries = [
-                _rows_to_write(rows_since_query(group, events, touched), touched)
-                for group in stream.groups
+            rows = [rows_since_query(group, events, touched) for group in stream.groups]
+        # encoded in the same query, all groups in one write (a pipeline round trip and a
+        # polars call per group before)
+        encoded = pl.collect_all(
+            [
+                encode_query(group, _rows_to_write(query, touched), pl.col(_VERSION))
+                for group, query in zip(stream.groups, rows, strict=True)
             ]
-        return [
-            self._writer.submit(write_rows, self._client, group, rows, version=pl.col(_VERSION))
-            for group, rows in zip(stream.groups, pl.collect_all(queries), strict=True)
-        ]
+        )
+        checked = [check_encoded(g, e) for g, e in zip(stream.groups, encoded, strict=True)]
+        return self._writer.submit(write_encoded, self._client, pl.concat(checked))
 
     def _update_cache(
         self,
         stream: EntityStream,
         entities: list[str],
         by_entity: dict[str, list[tuple[str, bytes, list[Any]]]],
-        newest: dict[str, int],
+        replies: list[tuple[int, str]],
     ) -> pl.DataFrame:
-        """Add the events to the stores and to the in-memory copy; the touched entities' events.
+        """Add the events (``replies``: the stores' answers to adding them) to the in-memory
+        copy; the touched entities' events.
 
         An entity whose stored version moved by exactly this worker's additions is extended in
         memory; any other (first touch, a restart, another worker added events) is read back
         from its store. Measured: reading every touched entity back at each checkpoint cost
         ~40% of the worker's time (benchmarks/stream_freshness.py, --profile in a script)."""
-        replies = add_events(self._client, self._entity_batches(stream, by_entity, newest))
         cache = self._caches.setdefault(stream.name, _Cache(None, {}))
         if cache.frame is not None and cache.frame.height > MAX_CACHED_EVENTS:
             self._caches[stream.name] = cache = _Cache(None, {})
