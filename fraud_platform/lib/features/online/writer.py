@@ -145,6 +145,53 @@ def _calls(encoded: pl.DataFrame, by_slot: bool) -> Iterable[ScriptCall]:
         yield keys, args
 
 
+def _bulk(expr: pl.Expr) -> pl.Expr:
+    """A RESP bulk string of each value: ``$<bytes>\\r\\n<text>\\r\\n``."""
+    text = expr.cast(pl.String)
+    return pl.concat_str(
+        [pl.lit("$"), text.str.len_bytes().cast(pl.String), pl.lit("\r\n"), text, pl.lit("\r\n")]
+    )
+
+
+def _bulk_text(value: str | int) -> str:
+    text = str(value)
+    return f"${len(text.encode())}\r\n{text}\r\n"
+
+
+def _packed_calls(encoded: pl.DataFrame, sha: str) -> list[bytes]:
+    """``_calls`` on a single server, packed as EVALSHA commands by polars: whole keys per call
+    until it holds CHUNK_ROWS rows (the last key may pass it), no Python per row."""
+    per_key = (
+        encoded.group_by("key", maintain_order=True)
+        .agg(
+            pl.len().alias("count"),
+            pl.col("pxat").max(),
+            pl.concat_str([_bulk(pl.col(c)) for c in ("score", "version", "value")])
+            .str.join("")
+            .alias("rows"),
+        )
+        .with_columns(((pl.col("count").cum_sum() - pl.col("count")) // CHUNK_ROWS).alias("call"))
+    )
+    calls = per_key.group_by("call", maintain_order=True).agg(
+        pl.len().alias("keys"),
+        pl.col("count").sum().alias("row_count"),
+        _bulk(pl.col("key")).str.join("").alias("key_args"),
+        pl.concat_str([_bulk(pl.col("count")), _bulk(pl.col("pxat")), pl.col("rows")])
+        .str.join("")
+        .alias("row_args"),
+    )
+    horizon_us = HISTORY_HORIZON // HISTORY_HORIZON.resolution
+    fixed = _bulk_text(horizon_us) + _bulk_text(HISTORY_MIN_ROWS)
+    packed = []
+    for keys, rows, key_args, row_args in calls.select(
+        "keys", "row_count", "key_args", "row_args"
+    ).iter_rows():
+        arity = 3 + keys + 2 + 2 * keys + 3 * rows  # EVALSHA sha numkeys, keys, args
+        head = f"*{arity}\r\n$7\r\nEVALSHA\r\n" + _bulk_text(sha) + _bulk_text(keys)
+        packed.append((head + key_args + fixed + row_args).encode())
+    return packed
+
+
 def write_encoded(client: redis.Redis, encoded: pl.DataFrame) -> int:
     """Store ``encode_rows`` output through the compare-on-write script; returns rows stored
     (a row that lost the comparison to a stored row of the same feature_time is not counted).
@@ -159,8 +206,9 @@ def write_encoded(client: redis.Redis, encoded: pl.DataFrame) -> int:
     if encoded.height == 0:
         return 0
     script = PipelinedScript(client, WRITE_ROWS_LUA)
-    per_pipeline = CLUSTER_CALLS_PER_PIPELINE if script.cluster else CALLS_PER_PIPELINE
-    return sum(script.run(_calls(encoded, script.cluster), per_pipeline))
+    if script.cluster:
+        return sum(script.run(_calls(encoded, True), CLUSTER_CALLS_PER_PIPELINE))
+    return sum(script.run_packed(lambda sha: _packed_calls(encoded, sha), CALLS_PER_PIPELINE))
 
 
 def write_rows(
