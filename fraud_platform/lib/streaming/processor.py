@@ -24,14 +24,16 @@ import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from operator import itemgetter
 from typing import Any
 
 import orjson
 import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
 import redis
 
-from fraud_platform.lib.contracts.events import RejectedEvent, validate_event
 from fraud_platform.lib.features.compute import KEY_SEPARATOR, feature_group_query
 from fraud_platform.lib.features.online.layout import (
     EXPIRY_MARGIN_MS,
@@ -44,6 +46,7 @@ from fraud_platform.lib.features.online.layout import (
 from fraud_platform.lib.features.online.writer import write_encoded
 from fraud_platform.lib.features.registry import ENTITY_KEY, FEATURE_TIME, FeatureGroup
 from fraud_platform.lib.features.targeted import SINCE, prepare_events, rows_since_query
+from fraud_platform.lib.ingestion.batch_validation import validate_batch
 from fraud_platform.lib.streaming.plan import ID_COLUMNS, EntityStream, stream_plan
 from fraud_platform.lib.streaming.store import (
     EntityBatch,
@@ -73,21 +76,25 @@ class BatchStats:
 
 
 def parse_events(topic: str, values: Iterable[bytes | None], stats: BatchStats) -> list[dict]:
-    """Contract-valid records of raw Kafka values (bronze's check); rejects are counted."""
-    records = []
-    for value in values:
-        try:
-            record = validate_event(topic, value)
-        except RejectedEvent as exc:
-            stats.rejected += 1
-            reason = str(exc).split(":")[0][:60]
-            stats.rejected_reasons[reason] = stats.rejected_reasons.get(reason, 0) + 1
-            continue
-        for column in ID_COLUMNS:
-            if record.get(column) == "":
-                record[column] = None  # nullif(id, '') as in the staging models
-        records.append(record)
-    return records
+    """Contract-valid records of raw Kafka values (bronze's check, ``validate_batch``: the
+    records and reasons of ``validate_event``, in half its time); rejects are counted. The
+    records' ``event_time`` is in epoch microseconds."""
+    table, _, rejects = validate_batch(topic, list(values), datetime.now(UTC))
+    for _, message in rejects:
+        stats.rejected += 1
+        reason = message.split(":")[0][:60]
+        stats.rejected_reasons[reason] = stats.rejected_reasons.get(reason, 0) + 1
+    names = table.column_names
+    columns: list[list[Any]] = []
+    for name in names:
+        column = table.column(name)
+        if name == "event_time":
+            columns.append(pc.cast(column, pa.int64()).to_pylist())
+        elif name in ID_COLUMNS:  # nullif(id, '') as in the staging models
+            columns.append([None if value == "" else value for value in column.to_pylist()])
+        else:
+            columns.append(column.to_pylist())
+    return [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
 
 
 class StreamProcessor:
@@ -268,8 +275,11 @@ class StreamProcessor:
 
 
 def _event_times(records: list[dict[str, Any]]) -> list[int]:
-    """Each record's event time in epoch microseconds (every stream orders by ``event_time``)."""
-    return [to_micros(record["event_time"]) for record in records]
+    """Each record's event time in epoch microseconds (every stream orders by ``event_time``):
+    ``parse_events`` gives microseconds already, bronze rows (``bootstrap``) datetimes."""
+    return [
+        at if isinstance(at := record["event_time"], int) else to_micros(at) for record in records
+    ]
 
 
 def _by_entity(
