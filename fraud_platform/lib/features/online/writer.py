@@ -53,6 +53,7 @@ for _, key in ipairs(KEYS) do
   at = at + 2
   local changed = false
   local new_members = 0
+  local replaced = false
   for j = 1, count do
     local score = ARGV[at]
     local version = tonumber(ARGV[at + 1])
@@ -67,6 +68,7 @@ for _, key in ipairs(KEYS) do
     if wins then
       if #same > 0 then
         redis.call('ZREMRANGEBYSCORE', key, score, score)
+        replaced = true
       else
         new_members = new_members + 1
       end
@@ -83,8 +85,9 @@ for _, key in ipairs(KEYS) do
       local removable = math.min(old_rows, card - min_rows)
       if removable > 0 then redis.call('ZREMRANGEBYRANK', key, 0, removable - 1) end
     end
-    -- only this call's members: the key did not exist, so it has no expiry to compare with
-    if card == new_members then
+    -- only this call's members: the key did not exist, so it has no expiry to compare with;
+    -- a replaced row may have been the key's only one (the key was deleted and made anew)
+    if card == new_members or (replaced and redis.call('PTTL', key) == -1) then
       redis.call('PEXPIREAT', key, pxat)
     else
       redis.call('PEXPIREAT', key, pxat, 'GT')
