@@ -70,6 +70,15 @@ def _delete_matching(client: redis.Redis, pattern: str) -> None:
         client.unlink(*batch)
 
 
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of process ``pid`` so far (Linux /proc; None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
@@ -221,14 +230,25 @@ def main() -> None:
         )
         first = None
         deadline = time.monotonic() + 600
+        cpu_first = None
         while run.applied_events() < backlog and time.monotonic() < deadline:
             if first is None and run.applied_events() > 0:
+                cpu_first = _cpu_seconds(worker.pid)
                 first = (time.perf_counter(), run.applied_events())
             time.sleep(0.01)
         drained = time.perf_counter()
+        cpu_drained = _cpu_seconds(worker.pid)
         assert first is not None, (folder / "worker.log").read_text()[-2000:]
         worker_rate = (backlog - first[1]) / max(drained - first[0], 1e-9)
-        print(f"backlog {backlog} events: worker {worker_rate:,.0f} events/s")
+        # CPU seconds of the worker per drained event: less noisy than the rate on a shared box
+        cpu_us = (
+            None
+            if cpu_first is None or cpu_drained is None
+            else round((cpu_drained - cpu_first) / max(backlog - first[1], 1) * 1e6, 1)
+        )
+        print(
+            f"backlog {backlog} events: worker {worker_rate:,.0f} events/s, {cpu_us} CPU us/event"
+        )
         for rate in rates:
             freshness, n, unseen = _constant_rate(run, rate, seconds, users)
             row = {
@@ -256,6 +276,7 @@ def main() -> None:
             freshness_p50_ms=last["freshness_p50_ms"],
             freshness_p99_ms=last["freshness_p99_ms"],
             worker_events_per_s=round(worker_rate),
+            worker_cpu_us_per_event=cpu_us,
             rows_compared=compared,
             mismatches=mismatches,
             note="one worker process, 3 partitions, noida broker, shared 2-core machine",

@@ -6,8 +6,8 @@ entity's events with the columns those groups read.
 
 What silver does to a topic's events before features, and what the stream does instead:
 
-* contract validation (bronze rejects to the dead-letter table): the same ``validate_event``;
-  a rejected event is skipped and counted;
+* contract validation (bronze rejects to the dead-letter table): the same ``validate_batch``
+  (``validate_event``'s records and reasons, columnar); a rejected event is skipped and counted;
 * an empty id is a missing id (``nullif(id, '')`` in staging): the same here;
 * deduplication by event id, first ingested copy wins: each entity store keeps the first copy
   of an id it stores (``HSETNX``); a second copy with another content is ignored, as silver does

@@ -22,10 +22,11 @@ for a batch of entities at flush time; Quix state is per message. An entity's ev
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
+import orjson
 import redis
 
 from fraud_platform.lib.features.online.scripts import PipelinedScript, key_chunks
@@ -53,7 +54,7 @@ for i, key in ipairs(KEYS) do
     at = at + 2
   end
   local version = redis.call('HINCRBY', key, '#n', added)
-  if redis.call('PTTL', key) == -1 then
+  if version == added then  -- a new key (or an expired one): no expiry to compare with
     redis.call('PEXPIREAT', key, pxat)
   else
     redis.call('PEXPIREAT', key, pxat, 'GT')
@@ -85,10 +86,11 @@ def store_key(prefix: str, stream_name: str, entity_key: str) -> str:
 
 @dataclass
 class EntityBatch:
-    """New events of one entity: ``(event id, payload)`` pairs, and the store's expiry."""
+    """New events of one entity: ``(event id, payload, ...)`` tuples (what follows the payload
+    is the caller's), and the store's expiry."""
 
     key: str
-    events: list[tuple[str, str]]
+    events: Sequence[tuple[Any, ...]]
     pxat_ms: int
 
 
@@ -98,14 +100,10 @@ class EntitySnapshot:
     payloads: list[bytes]
 
 
-# one encoder: ``json.dumps`` with non-default options builds a new encoder per call (~40% of
-# the encoding time, 90k calls per 20k events in the worker's profile)
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-
-
-def encode_payload(values: Sequence[object]) -> str:
-    """An event's stored columns as JSON (floats round-trip exactly through ``repr``)."""
-    return _ENCODER.encode(values)
+def encode_payload(values: Sequence[object]) -> bytes:
+    """An event's stored columns as JSON (floats as their shortest round-trip text: read back
+    bit for bit; the contract rejects non-finite amounts). orjson: 5x ``json``'s encoder here."""
+    return orjson.dumps(values)
 
 
 def add_events(client: redis.Redis, batches: Sequence[EntityBatch]) -> list[tuple[int, str]]:
@@ -116,12 +114,13 @@ def add_events(client: redis.Redis, batches: Sequence[EntityBatch]) -> list[tupl
     chunks = key_chunks([batch.key for batch in batches], CHUNK_ENTITIES, script.cluster)
     calls = []
     for positions in chunks:
-        args: list[str | int] = []
+        args: list[Any] = []
         for position in positions:
             batch = batches[position]
             args += [len(batch.events), batch.pxat_ms]
-            for event_id, payload in batch.events:
-                args += [event_id, payload]
+            for event in batch.events:
+                args.append(event[0])
+                args.append(event[1])
         calls.append(([batches[p].key for p in positions], args))
     out: list[tuple[int, str]] = [(0, "")] * len(batches)
     for positions, reply in zip(chunks, script.run(calls, max(len(calls), 1)), strict=True):

@@ -106,7 +106,15 @@ def encode_rows(
 
     Raises ``ValueError`` if an entity key or a feature_time is null.
     """
-    schema = latest_rows.schema
+    return check_encoded(group, encode_query(group, latest_rows, version).collect())
+
+
+def encode_query(
+    group: FeatureGroup, rows: pl.DataFrame | pl.LazyFrame, version: pl.Expr | int = 0
+) -> pl.LazyFrame:
+    """``encode_rows`` as a lazy query, without the null check (``check_encoded``)."""
+    rows = rows.lazy()
+    schema = rows.collect_schema()
     ttl_ms = int(group.ttl.total_seconds() * 1000)
     ft_us = pl.col(FEATURE_TIME).dt.epoch("us")
     parts: list[pl.Expr] = [pl.lit("["), ft_us.cast(pl.String)]
@@ -114,7 +122,7 @@ def encode_rows(
         parts += [pl.lit(","), _json_text(feature.name, feature.dtype, schema[feature.name])]
     version_expr = pl.lit(version, pl.Int64) if isinstance(version, int) else version
     parts += [pl.lit(","), version_expr.cast(pl.Int64).cast(pl.String), pl.lit("]")]
-    encoded = latest_rows.select(
+    return rows.select(
         key=pl.concat_str(
             [pl.lit(key_prefix(group)), pl.col(ENTITY_KEY).cast(pl.String), pl.lit(KEY_SUFFIX)]
         ),
@@ -123,6 +131,10 @@ def encode_rows(
         value=pl.concat_str(parts),
         pxat=ft_us // 1000 + (ttl_ms + EXPIRY_MARGIN_MS),
     )
+
+
+def check_encoded(group: FeatureGroup, encoded: pl.DataFrame) -> pl.DataFrame:
+    """``encoded`` if no row lacks its key or expiry (a null entity key or feature_time)."""
     nulls = encoded.select(pl.col("key", "pxat").null_count()).row(0)
     if any(nulls):
         raise ValueError(

@@ -52,6 +52,8 @@ for _, key in ipairs(KEYS) do
   local pxat = ARGV[at + 1]
   at = at + 2
   local changed = false
+  local new_members = 0
+  local replaced = false
   for j = 1, count do
     local score = ARGV[at]
     local version = tonumber(ARGV[at + 1])
@@ -64,18 +66,28 @@ for _, key in ipairs(KEYS) do
       if old_version == nil or old_version > version then wins = false end
     end
     if wins then
-      if #same > 0 then redis.call('ZREMRANGEBYSCORE', key, score, score) end
+      if #same > 0 then
+        redis.call('ZREMRANGEBYSCORE', key, score, score)
+        replaced = true
+      else
+        new_members = new_members + 1
+      end
       redis.call('ZADD', key, score, member)
       stored = stored + 1
       changed = true
     end
   end
   if changed then
-    local newest = redis.call('ZREVRANGE', key, 0, 0, 'WITHSCORES')
-    local old_rows = redis.call('ZCOUNT', key, '-inf', '(' .. (tonumber(newest[2]) - horizon))
-    local removable = math.min(old_rows, redis.call('ZCARD', key) - min_rows)
-    if removable > 0 then redis.call('ZREMRANGEBYRANK', key, 0, removable - 1) end
-    if redis.call('PTTL', key) == -1 then
+    local card = redis.call('ZCARD', key)
+    if card > min_rows then
+      local newest = redis.call('ZREVRANGE', key, 0, 0, 'WITHSCORES')
+      local old_rows = redis.call('ZCOUNT', key, '-inf', '(' .. (tonumber(newest[2]) - horizon))
+      local removable = math.min(old_rows, card - min_rows)
+      if removable > 0 then redis.call('ZREMRANGEBYRANK', key, 0, removable - 1) end
+    end
+    -- only this call's members: the key did not exist, so it has no expiry to compare with;
+    -- a replaced row may have been the key's only one (the key was deleted and made anew)
+    if card == new_members or (replaced and redis.call('PTTL', key) == -1) then
       redis.call('PEXPIREAT', key, pxat)
     else
       redis.call('PEXPIREAT', key, pxat, 'GT')
@@ -136,6 +148,53 @@ def _calls(encoded: pl.DataFrame, by_slot: bool) -> Iterable[ScriptCall]:
         yield keys, args
 
 
+def _bulk(expr: pl.Expr) -> pl.Expr:
+    """A RESP bulk string of each value: ``$<bytes>\\r\\n<text>\\r\\n``."""
+    text = expr.cast(pl.String)
+    return pl.concat_str(
+        [pl.lit("$"), text.str.len_bytes().cast(pl.String), pl.lit("\r\n"), text, pl.lit("\r\n")]
+    )
+
+
+def _bulk_text(value: str | int) -> str:
+    text = str(value)
+    return f"${len(text.encode())}\r\n{text}\r\n"
+
+
+def _packed_calls(encoded: pl.DataFrame, sha: str) -> list[bytes]:
+    """``_calls`` on a single server, packed as EVALSHA commands by polars: whole keys per call
+    until it holds CHUNK_ROWS rows (the last key may pass it), no Python per row."""
+    per_key = (
+        encoded.group_by("key", maintain_order=True)
+        .agg(
+            pl.len().alias("count"),
+            pl.col("pxat").max(),
+            pl.concat_str([_bulk(pl.col(c)) for c in ("score", "version", "value")])
+            .str.join("")
+            .alias("rows"),
+        )
+        .with_columns(((pl.col("count").cum_sum() - pl.col("count")) // CHUNK_ROWS).alias("call"))
+    )
+    calls = per_key.group_by("call", maintain_order=True).agg(
+        pl.len().alias("keys"),
+        pl.col("count").sum().alias("row_count"),
+        _bulk(pl.col("key")).str.join("").alias("key_args"),
+        pl.concat_str([_bulk(pl.col("count")), _bulk(pl.col("pxat")), pl.col("rows")])
+        .str.join("")
+        .alias("row_args"),
+    )
+    horizon_us = HISTORY_HORIZON // HISTORY_HORIZON.resolution
+    fixed = _bulk_text(horizon_us) + _bulk_text(HISTORY_MIN_ROWS)
+    packed = []
+    for keys, rows, key_args, row_args in calls.select(
+        "keys", "row_count", "key_args", "row_args"
+    ).iter_rows():
+        arity = 3 + keys + 2 + 2 * keys + 3 * rows  # EVALSHA sha numkeys, keys, args
+        head = f"*{arity}\r\n$7\r\nEVALSHA\r\n" + _bulk_text(sha) + _bulk_text(keys)
+        packed.append((head + key_args + fixed + row_args).encode())
+    return packed
+
+
 def write_encoded(client: redis.Redis, encoded: pl.DataFrame) -> int:
     """Store ``encode_rows`` output through the compare-on-write script; returns rows stored
     (a row that lost the comparison to a stored row of the same feature_time is not counted).
@@ -150,8 +209,9 @@ def write_encoded(client: redis.Redis, encoded: pl.DataFrame) -> int:
     if encoded.height == 0:
         return 0
     script = PipelinedScript(client, WRITE_ROWS_LUA)
-    per_pipeline = CLUSTER_CALLS_PER_PIPELINE if script.cluster else CALLS_PER_PIPELINE
-    return sum(script.run(_calls(encoded, script.cluster), per_pipeline))
+    if script.cluster:
+        return sum(script.run(_calls(encoded, True), CLUSTER_CALLS_PER_PIPELINE))
+    return sum(script.run_packed(lambda sha: _packed_calls(encoded, sha), CALLS_PER_PIPELINE))
 
 
 def write_rows(
