@@ -12,10 +12,11 @@ import pytest
 import redis
 
 from tests.integration.conftest import free_port
+from tests.redis_server import redis_db_url
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
-REDIS_DB_URL = "redis://127.0.0.1:6379/6"
+REDIS_DB_URL = redis_db_url(6)
 SUMMARY_KEYS = {
     "events_ingested",
     "rows_per_asset",

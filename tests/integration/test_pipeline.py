@@ -26,9 +26,10 @@ from fraud_platform.tools.layers import LAYERS
 from fraud_platform.tools.pipeline import load_definitions, prepare_dbt_manifest, run_layers
 from tests.asset_keys import LAYER_ASSETS
 from tests.integration.conftest import free_port
+from tests.redis_server import redis_db_url
 
 pytestmark = pytest.mark.integration
-REDIS_DB_URL = "redis://127.0.0.1:6379/7"  # a database of its own: flushed by this test
+REDIS_DB_URL = redis_db_url(7)  # a database of its own: flushed by this test
 DAYS = 16
 SMALL_MODEL = {
     "iterations": 120,
@@ -215,7 +216,7 @@ def test_pipeline_maintenance_job_keeps_every_row(platform: dict) -> None:
     assert committed_offsets("transactions", store) == offsets
 
 
-REPLAY_REDIS_URL = "redis://127.0.0.1:6379/8"  # flushed before every replayed instant
+REPLAY_REDIS_URL = redis_db_url(8)  # flushed before every replayed instant
 REPLAY_INSTANTS = 40
 REPLAY_TXNS_PER_INSTANT = 25
 

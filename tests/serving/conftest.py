@@ -43,10 +43,11 @@ from fraud_platform.names import MODEL_NAME
 from fraud_platform.tools.brokers import BrokerSpec, start_broker, stop_broker
 from fraud_platform.tools.processes import spawn_logged
 from fraud_platform.tools.serving_process import serve_command
+from tests.redis_server import redis_db_url
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # FRAUD_PLATFORM_TEST_REDIS_URL: another database of the shared Redis (e.g. a helper's own)
-REDIS_URL = os.environ.get("FRAUD_PLATFORM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+REDIS_URL = os.environ.get("FRAUD_PLATFORM_TEST_REDIS_URL", redis_db_url(0))
 
 THRESHOLDS = {"review": 0.5, "decline": 0.9}
 READY_DEADLINE_S = 120.0  # workers load the model in parallel; on a busy 2-core box ~45 s

@@ -18,10 +18,11 @@ from fraud_platform.lib.features.online.writer import write_snapshot
 from fraud_platform.lib.features.registry import ENTITY_KEY, FEATURE_TIME, FeatureGroup
 from fraud_platform.lib.features.services import FRAUD_SCORING_V1
 from fraud_platform.lib.storage.delta import DeltaStore
+from tests.redis_server import redis_db_url
 
 pytestmark = pytest.mark.integration
-INCREMENTAL_DB = "redis://127.0.0.1:6379/13"  # flushed by this module's tests
-FULL_DB = "redis://127.0.0.1:6379/14"
+INCREMENTAL_DB = redis_db_url(13)  # flushed by this module's tests
+FULL_DB = redis_db_url(14)
 DAY = "feature_date"
 TABLE = "features/card_velocity_v1"
 # recent, so the keys are not already past their TTL on the wall clock that Redis expires by

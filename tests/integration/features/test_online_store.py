@@ -25,6 +25,7 @@ from fraud_platform.lib.features.online.writer import write_rows, write_snapshot
 from fraud_platform.lib.features.pit import point_in_time_join
 from fraud_platform.lib.features.registry import Entity, Feature, FeatureGroup, FeatureService
 from fraud_platform.lib.features.services import FRAUD_SCORING_V1
+from tests.redis_server import redis_db_url
 
 pytestmark = pytest.mark.integration
 # recent, so the keys are not already past their TTL on the wall clock that Redis expires by
@@ -34,7 +35,7 @@ TXN_GROUPS = [g for g in FRAUD_SCORING_V1.groups if g.source == "fct_transaction
 
 @pytest.fixture
 def client() -> redis.Redis:
-    client = redis.Redis.from_url("redis://127.0.0.1:6379/0", socket_timeout=5)
+    client = redis.Redis.from_url(redis_db_url(0), socket_timeout=5)
     client.ping()
     return client
 
@@ -192,7 +193,7 @@ ROUND_TRIP = FeatureGroup(
     description="Every dtype, for the online store's round trip.",
 )
 ROUND_TRIP_SERVICE = FeatureService("online_round_trip_test", (ROUND_TRIP,), (), ())
-OWN_DB = "redis://127.0.0.1:6379/12"  # this module's tests below flush it
+OWN_DB = redis_db_url(12)  # this module's tests below flush it
 
 
 @pytest.fixture

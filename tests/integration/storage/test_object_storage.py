@@ -22,11 +22,12 @@ from fraud_platform.tools.brokers import BrokerSpec, start_broker, stop_broker
 from fraud_platform.tools.pipeline import load_definitions, prepare_dbt_manifest, run_layers
 from tests.integration.conftest import free_port
 from tests.integration.storage.moto_s3 import S3Server, moto_s3
+from tests.redis_server import redis_db_url
 
 pytestmark = pytest.mark.integration
 # a database no other test or benchmark uses; the online snapshot's keys ("fp:*") are deleted
 # before and after (no FLUSHDB on the shared server)
-REDIS_DB_URL = "redis://127.0.0.1:6379/10"
+REDIS_DB_URL = redis_db_url(10)
 DAYS = 12
 ROOT = "s3://lake/delta"
 SMALL_MODEL = {

@@ -28,9 +28,10 @@ from fraud_platform.lib.kafka.admin import admin_config, ensure_topics
 from fraud_platform.lib.streaming.health import heartbeat_key
 from fraud_platform.lib.streaming.verify import online_mismatches
 from fraud_platform.tools.brokers import BrokerSpec
+from tests.redis_server import redis_db_url
 
 # STREAM_TEST_REDIS_URL: another database of the shared Redis (parallel sessions)
-REDIS_URL = os.environ.get("STREAM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+REDIS_URL = os.environ.get("STREAM_TEST_REDIS_URL", redis_db_url(0))
 
 
 @dataclass

@@ -18,6 +18,7 @@ from fraud_platform.lib.features.request import REQUEST_FEATURES, model_row
 from fraud_platform.lib.features.services import FRAUD_SCORING_V1
 from fraud_platform.lib.features.training_frame import model_frame
 from fraud_platform.lib.serving.lookup import ABSENCE_IS_SIGNAL
+from tests.redis_server import redis_db_url
 
 SIGNUP = datetime(2025, 3, 1, 12, tzinfo=UTC)
 T0 = datetime(2026, 3, 1, 12, tzinfo=UTC)  # first version: KYC 1, personal
@@ -112,7 +113,7 @@ def test_online_profile_equals_offline_after_the_update() -> None:
     user = f"u-{uuid.uuid4().hex}"
     versions = _versions(user)
     rows = compute_feature_group(ACCOUNT_PROFILE, versions)
-    client = redis.Redis.from_url("redis://127.0.0.1:6379/0", socket_timeout=5)
+    client = redis.Redis.from_url(redis_db_url(0), socket_timeout=5)
     latest = latest_per_entity(rows)
     try:
         write_snapshot(client, ACCOUNT_PROFILE, latest)

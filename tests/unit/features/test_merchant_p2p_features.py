@@ -20,6 +20,7 @@ from fraud_platform.lib.features.online.writer import write_snapshot
 from fraud_platform.lib.features.pit import point_in_time_join
 from fraud_platform.lib.features.registry import FeatureService
 from fraud_platform.lib.features.request import request_features
+from tests.redis_server import redis_db_url
 
 T0 = datetime(2026, 10, 1, tzinfo=UTC)
 TS = pl.Datetime("us", "UTC")
@@ -111,7 +112,7 @@ def test_online_reader_skips_groups_with_a_null_join_key() -> None:
     txns = _txns([("u1", "m", mule, "p2p", 0), ("u2", "m", mule, "p2p", 1)]).with_columns(
         pl.col("event_time") - T0 + start
     )
-    client = redis.Redis.from_url("redis://127.0.0.1:6379/0", socket_timeout=5)
+    client = redis.Redis.from_url(redis_db_url(0), socket_timeout=5)
     groups = (COUNTERPARTY_INBOUND, USER_COUNTERPARTY_HISTORY)
     written = [(g, latest_per_entity(compute_feature_group(g, txns))) for g in groups]
     try:
