@@ -266,6 +266,7 @@ class Generator:
             "p99_ms": _percentile(ok, 99),
             "p999_ms": _percentile(ok, 99.9),
             # from the actual send: without this generator's own delay (send_lag)
+            "p50_from_send_ms": _percentile(ok_from_send, 50),
             "p99_from_send_ms": _percentile(ok_from_send, 99),
             "max_ms": round(ok[-1] * 1000, 3) if ok else None,
             "send_lag_p50_ms": round(statistics.median(lag) * 1000, 3) if lag else None,
