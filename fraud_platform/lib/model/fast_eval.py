@@ -77,7 +77,7 @@ class LeafEvaluator:
             if not evaluator._agrees(probe_rows, cat_indices):
                 return None
             return evaluator
-        except (KeyError, ValueError, TypeError, IndexError, AttributeError):
+        except Exception:  # noqa: BLE001 - an optimisation: any failure keeps CatBoost's calls
             return None
 
     def leaves(self, pool: Any) -> np.ndarray:
