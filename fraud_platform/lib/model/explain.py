@@ -11,7 +11,7 @@ CatBoost is imported lazily.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -63,6 +63,13 @@ def top_reasons(
         pool, type="ShapValues", thread_count=1, shap_calc_type=shap_calc_type
     )
     contributions = np.asarray(shap)[0, :-1]  # the last column is the expected value
+    return reasons_from(contributions, values, features, k)
+
+
+def reasons_from(
+    contributions: np.ndarray, values: Sequence[Any], features: Sequence[str], k: int
+) -> list[dict[str, Any]]:
+    """``top_reasons``' answer from one row's SHAP values and model-input values."""
     order = np.argsort(-contributions, kind="stable")
     reasons = []
     for index in order[:k]:
