@@ -78,25 +78,26 @@
 -#}
 {% macro gold_watermarks() %}
     {%- if not (execute and this is not none and is_incremental()) -%}{{ return(none) }}{%- endif -%}
+    {#- by name: a table written before the account_events column lacks it -#}
     {%- set found = run_query(
-        "select cast(transactions_ingested_at as varchar), cast(labels_ingested_at as varchar), "
-        ~ "cast(account_events_ingested_at as varchar) "
-        ~ "from dbt_state.gold_watermarks where model = '" ~ this.identifier ~ "'"
+        "select columns(*)::varchar from dbt_state.gold_watermarks "
+        ~ "where model = '" ~ this.identifier ~ "'"
     ) if gold_state_exists() else none -%}
-    {%- set row = found.rows[0] if found and found.rows | length > 0 else [none, none, none] -%}
-    {%- set literal = [] -%}
-    {%- for value in row -%}
-        {%- do literal.append("cast('" ~ (value if value is not none else '-infinity') ~ "' as timestamptz)") -%}
+    {%- set row = found.rows[0] if found and found.rows | length > 0 else none -%}
+    {%- set literals = {} -%}
+    {%- for source in ['transactions', 'labels', 'account_events'] -%}
+        {%- set column = source ~ '_ingested_at' -%}
+        {%- set value = row[column] if row is not none and column in found.column_names else none -%}
+        {%- do literals.update({source: "cast('" ~ (value if value is not none else '-infinity') ~ "' as timestamptz)"}) -%}
     {%- endfor -%}
-    {{ return({'transactions': literal[0], 'labels': literal[1], 'account_events': literal[2]}) }}
+    {{ return(literals) }}
 {% endmacro %}
 
 
-{#- the table as of the account_events column (older warehouses lack it: redo those models whole) -#}
 {% macro gold_state_exists() %}
     {%- set found = run_query(
-        "select count(*) from duckdb_columns() where schema_name = 'dbt_state' "
-        ~ "and table_name = 'gold_watermarks' and column_name = 'account_events_ingested_at'"
+        "select count(*) from duckdb_tables() "
+        ~ "where schema_name = 'dbt_state' and table_name = 'gold_watermarks'"
     ) -%}
     {{ return(found.columns[0].values()[0] > 0) }}
 {% endmacro %}
