@@ -71,22 +71,26 @@
 
 
 {#-
-    Gold's watermarks: the newest silver `ingested_at` each gold model has already aggregated,
-    kept in dbt_state.gold_watermarks by the model's post-hook (so a failed build is redone).
-    Returns {'transactions': literal, 'labels': literal}, or none on a full build.
+    The watermarks of the models built from silver (gold, dim_users): the newest silver
+    `ingested_at` each has already absorbed, kept in dbt_state.gold_watermarks by the model's
+    post-hook (so a failed build is redone). Returns {'transactions': literal, 'labels':
+    literal, 'account_events': literal}, or none on a full build.
 -#}
 {% macro gold_watermarks() %}
     {%- if not (execute and this is not none and is_incremental()) -%}{{ return(none) }}{%- endif -%}
+    {#- by name: a table written before the account_events column lacks it -#}
     {%- set found = run_query(
-        "select cast(transactions_ingested_at as varchar), cast(labels_ingested_at as varchar) "
-        ~ "from dbt_state.gold_watermarks where model = '" ~ this.identifier ~ "'"
+        "select columns(*)::varchar from dbt_state.gold_watermarks "
+        ~ "where model = '" ~ this.identifier ~ "'"
     ) if gold_state_exists() else none -%}
-    {%- set row = found.rows[0] if found and found.rows | length > 0 else [none, none] -%}
-    {%- set literal = [] -%}
-    {%- for value in row -%}
-        {%- do literal.append("cast('" ~ (value if value is not none else '-infinity') ~ "' as timestamptz)") -%}
+    {%- set row = found.rows[0] if found and found.rows | length > 0 else none -%}
+    {%- set literals = {} -%}
+    {%- for source in ['transactions', 'labels', 'account_events'] -%}
+        {%- set column = source ~ '_ingested_at' -%}
+        {%- set value = row[column] if row is not none and column in found.column_names else none -%}
+        {%- do literals.update({source: "cast('" ~ (value if value is not none else '-infinity') ~ "' as timestamptz)"}) -%}
     {%- endfor -%}
-    {{ return({'transactions': literal[0], 'labels': literal[1]}) }}
+    {{ return(literals) }}
 {% endmacro %}
 
 
@@ -99,17 +103,20 @@
 {% endmacro %}
 
 
-{#- post-hook of a gold model: record the silver it has just aggregated -#}
-{% macro record_gold_watermark(transactions, labels) %}
+{#- post-hook of a model built from silver: record the silver it has just absorbed -#}
+{% macro record_gold_watermark(transactions, labels, account_events=none) %}
     create schema if not exists dbt_state;
     create table if not exists dbt_state.gold_watermarks (
         model varchar primary key,
         transactions_ingested_at timestamptz,
         labels_ingested_at timestamptz
     );
+    alter table dbt_state.gold_watermarks add column if not exists account_events_ingested_at timestamptz;
     insert or replace into dbt_state.gold_watermarks
+        (model, transactions_ingested_at, labels_ingested_at, account_events_ingested_at)
     select
         '{{ this.identifier }}',
         (select max(ingested_at) from {{ transactions }}),
-        {% if labels is not none %}(select max(ingested_at) from {{ labels }}){% else %}null{% endif %};
+        {% if labels is not none %}(select max(ingested_at) from {{ labels }}){% else %}null{% endif %},
+        {% if account_events is not none %}(select max(ingested_at) from {{ account_events }}){% else %}null{% endif %};
 {% endmacro %}

@@ -1,14 +1,48 @@
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='delete+insert',
+        unique_key='user_id',
+        full_refresh=full_refresh_on_replay(),
+        post_hook="{{ record_gold_watermark(ref('fct_transactions'), none, ref('fct_account_events')) }}",
+    )
+}}
+{%- set since = gold_watermarks() %}
 with
+
+{% if since is not none %}
+
+-- incremental: every value is over the user's whole history, recomputed for the users with a
+-- transaction or an account event ingested since the last build
+touched_users as (
+
+    select user_id from {{ ref('fct_transactions') }}
+    where ingested_at > {{ since.transactions }}
+
+    union
+
+    select user_id from {{ ref('fct_account_events') }}
+    where ingested_at > {{ since.account_events }}
+
+),
+
+{% endif %}
 
 transactions as (
 
     select * from {{ ref('fct_transactions') }}
+    {% if since is not none %}
+    where user_id in (select user_id from touched_users)
+    {% endif %}
 
 ),
 
 account_events as (
 
     select * from {{ ref('fct_account_events') }}
+    {% if since is not none %}
+    where user_id in (select user_id from touched_users)
+    {% endif %}
 
 ),
 

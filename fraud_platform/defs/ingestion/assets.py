@@ -112,7 +112,7 @@ def arrivals_selection(
     are polled by every run. A run of the whole job would also rebuild and test the models of
     the quiet topics, whose inputs did not move (for a burst of transactions: 12 of 20 assets).
     The checks: those of these assets, less the ones marked ``names.SKIPPED_ON_ARRIVAL`` (dbt
-    tests that re-check the event contracts: 41 of the 53 that remain for transactions).
+    tests that re-check the event contracts, and the tests of the intermediate views).
     Scheduled and UI runs still cover the whole job and every check."""
     graph = repository.asset_graph
     roots = [BRONZE_KEYS[topic] for topic in topics] + [PROFILES_KEY]

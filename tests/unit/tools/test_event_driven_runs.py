@@ -156,14 +156,18 @@ def test_dbt_resource_knows_the_local_dbt_version_without_running_it() -> None:
     assert f"installed: {dbt_version}" in out, out
 
 
-def test_arrivals_selection_leaves_out_only_the_dbt_tests_of_the_event_contracts() -> None:
+def test_arrivals_selection_leaves_out_contract_and_intermediate_view_tests() -> None:
     prepare_dbt_manifest()
     repository = load_definitions().get_repository_def()
     graph = repository.asset_graph
     assets, checks = arrivals_selection(repository, ["transactions"])
     every_check = graph.get_check_keys_for_assets(set(assets))
     left_out = {key.name for key in every_check - set(checks)}
-    assert left_out and all(name.startswith(("not_null_", "accepted_values_")) for name in left_out)
+    intermediate = ("unique_int_", "not_null_int_")
+    assert left_out and all(
+        name.startswith(("not_null_", "accepted_values_", *intermediate)) for name in left_out
+    )
+    assert "unique_int_user_home_countries_daily_user_id_event_date" in left_out
     kept = {key.name for key in checks}
     assert "unique_fct_transactions_transaction_id" in kept
     assert "unique_stg_bronze__transactions_kafka_partition_kafka_offset" in kept  # exactly once

@@ -1,3 +1,4 @@
+-- depends_on: {{ ref('int_user_home_countries_daily') }}
 {{
     config(
         materialized='incremental',
@@ -35,15 +36,34 @@ transactions as (
 
 ),
 
-home_countries as (
+{% if since is not none %}
 
-    select daily.* from {{ ref('int_user_home_countries_daily') }} as daily
-    {% if since is not none %}
-    inner join touched_users
-        on daily.user_id = touched_users.user_id and daily.event_date >= touched_users.from_date
-    {% endif %}
+-- their home countries need all of their earlier days, but nobody else's
+touched_users_transactions as (
+
+    select fct.* from {{ ref('fct_transactions') }} as fct
+    semi join touched_users on fct.user_id = touched_users.user_id
 
 ),
+
+home_countries as (
+
+    select daily.*
+    from ({{ user_home_countries_daily('touched_users_transactions') }}) as daily
+    inner join touched_users
+        on daily.user_id = touched_users.user_id and daily.event_date >= touched_users.from_date
+
+),
+
+{% else %}
+
+home_countries as (
+
+    select * from {{ ref('int_user_home_countries_daily') }}
+
+),
+
+{% endif %}
 
 final as (
 

@@ -116,7 +116,10 @@ def _read(
     if not partitions:
         return pl.DataFrame(schema={c: schema[c] for c in columns})
     values = [p.isoformat() for p in partitions]
-    arrow = table.to_pyarrow_table(filters=[(partition_column, "in", values)], columns=columns)
+    # pruned while the log is replayed: ``to_pyarrow_table(filters=...)`` sets up a fragment per
+    # file of the table first, which grew with history (a file per day)
+    pruned = table.to_pyarrow_dataset(file_pruning_predicate=[(partition_column, "in", values)])
+    arrow = pruned.to_table(columns=columns)
     return pl.DataFrame(arrow).cast({c: schema[c] for c in columns})
 
 
