@@ -58,13 +58,15 @@ def test_an_entitys_keys_share_a_slot_and_entities_spread_over_the_nodes(
 
 
 def test_replay_online_matches_point_in_time_on_the_cluster(cluster_client: redis.Redis) -> None:
-    single_server.test_replay_online_matches_point_in_time_at_random_instants(cluster_client)
+    compared = single_server.check_replay_at_random_instants(cluster_client)
+    assert compared == 8 * 4 * single_server.FEATURES_PER_READ
 
 
 def test_online_value_equals_latest_offline_value_on_the_cluster(
     cluster_client: redis.Redis,
 ) -> None:
-    single_server.test_online_value_equals_latest_offline_value(cluster_client)
+    compared = single_server.check_online_equals_latest_offline(cluster_client)
+    assert compared == 5 * single_server.FEATURES_PER_READ
 
 
 def test_a_snapshot_writes_every_entity_across_all_nodes(cluster_client: redis.Redis) -> None:
