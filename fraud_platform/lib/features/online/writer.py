@@ -98,11 +98,11 @@ return stored
 """
 
 
-def _calls(encoded: pl.DataFrame, by_slot: bool) -> Iterable[ScriptCall]:
+def _cluster_calls(encoded: pl.DataFrame) -> Iterable[ScriptCall]:
     """Script calls of about CHUNK_ROWS rows each, the rows of one key together (the history
-    of a key is trimmed and its expiry moved once per call). ``by_slot`` (a Redis Cluster):
-    a call never spans two hash slots, i.e. it holds the keys of one entity (layout.py's
-    hash tag) or of entities that happen to share a slot."""
+    of a key is trimmed and its expiry moved once per call), for a Redis Cluster: a call never
+    spans two hash slots, i.e. it holds the keys of one entity (layout.py's hash tag) or of
+    entities that happen to share a slot. A single server gets ``_packed_calls``."""
     horizon_us = HISTORY_HORIZON // HISTORY_HORIZON.resolution
     keys: list[str] = []
     args: list[str | int] = [horizon_us, HISTORY_MIN_ROWS]
@@ -110,11 +110,9 @@ def _calls(encoded: pl.DataFrame, by_slot: bool) -> Iterable[ScriptCall]:
     grouped = encoded.group_by("key", maintain_order=True).agg(
         pl.len().alias("count"), pl.col("pxat").max()
     )
-    slots: list[int] | None = None
-    if by_slot:
-        slot_column = pl.Series("slot", [slot_of(key) for key in grouped["key"]], pl.Int32)
-        grouped = grouped.with_columns(slot_column).sort("slot", maintain_order=True)
-        slots = grouped["slot"].to_list()
+    slot_column = pl.Series("slot", [slot_of(key) for key in grouped["key"]], pl.Int32)
+    grouped = grouped.with_columns(slot_column).sort("slot", maintain_order=True)
+    slots = grouped["slot"].to_list()
     # the rows in the keys' order as flat columns: converting list columns to Python
     # (``iter_rows``) was 12% of the stream worker's samples (py-spy)
     position = grouped.select("key").with_row_index("__key_position")
@@ -130,11 +128,10 @@ def _calls(encoded: pl.DataFrame, by_slot: bool) -> Iterable[ScriptCall]:
             strict=True,
         )
     ):
-        if slots is not None:
-            if keys and slots[i] != previous_slot:
-                yield keys, args
-                keys, args, rows = [], [horizon_us, HISTORY_MIN_ROWS], 0
-            previous_slot = slots[i]
+        if keys and slots[i] != previous_slot:
+            yield keys, args
+            keys, args, rows = [], [horizon_us, HISTORY_MIN_ROWS], 0
+        previous_slot = slots[i]
         keys.append(key)
         args += [count, pxat]
         for j in range(at, at + count):
@@ -162,8 +159,9 @@ def _bulk_text(value: str | int) -> str:
 
 
 def _packed_calls(encoded: pl.DataFrame, sha: str) -> list[bytes]:
-    """``_calls`` on a single server, packed as EVALSHA commands by polars: whole keys per call
-    until it holds CHUNK_ROWS rows (the last key may pass it), no Python per row."""
+    """``_cluster_calls`` on a single server (no slots), packed as EVALSHA commands by polars:
+    whole keys per call until it holds CHUNK_ROWS rows (the last key may pass it), no Python
+    per row."""
     per_key = (
         encoded.group_by("key", maintain_order=True)
         .agg(
@@ -210,7 +208,7 @@ def write_encoded(client: redis.Redis, encoded: pl.DataFrame) -> int:
         return 0
     script = PipelinedScript(client, WRITE_ROWS_LUA)
     if script.cluster:
-        return sum(script.run(_calls(encoded, True), CLUSTER_CALLS_PER_PIPELINE))
+        return sum(script.run(_cluster_calls(encoded), CLUSTER_CALLS_PER_PIPELINE))
     return sum(script.run_packed(lambda sha: _packed_calls(encoded, sha), CALLS_PER_PIPELINE))
 
 
