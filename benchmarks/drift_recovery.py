@@ -218,11 +218,22 @@ class Platform:
 
     def retrain(self, label: str, trigger: str, **kwargs) -> None:
         from fraud_platform import names
+        from fraud_platform.defs.training.assets import QUALITY_CHECK
 
         started = time.perf_counter()
         before = self.resources()[0].champion(names.MODEL_NAME)
         result = self._run("retrain_job", **kwargs)
         after = self.resources()[0].champion(names.MODEL_NAME)
+        # the promotion gate's verdict and figures: a retrain it stops is the platform refusing
+        # a model below the minimum quality (e.g. trained a day after the switch), not an error
+        gate = next(
+            (
+                {"passed": e.passed, **{k: v.value for k, v in e.metadata.items()}}
+                for e in result.get_asset_check_evaluations()
+                if e.check_name == QUALITY_CHECK
+            ),
+            None,
+        )
         self.retrains.append(
             {
                 "day": label,
@@ -230,10 +241,19 @@ class Platform:
                 "completed": result.success,
                 "promoted": after != before,
                 "champion": after,
+                "gate": gate,
                 "seconds": round(time.perf_counter() - started, 1),
             }  # fmt: skip
         )
-        say(f"  retrain ({trigger}) day {label}: champion {before} -> {after}")
+        verdict = (
+            ""
+            if gate is None
+            else (
+                f" (gate {'passed' if gate['passed'] else 'FAILED'}: test AUC "
+                f"{gate['test_auc_roc']:.3f}, AP {gate['test_average_precision']:.3f})"
+            )
+        )
+        say(f"  retrain ({trigger}) day {label}: champion {before} -> {after}{verdict}")
 
     def tick_run_records(self) -> None:
         from fraud_platform.defs.notifications.run_records import run_records_sensor
