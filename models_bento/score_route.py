@@ -1,11 +1,10 @@
 """The hot route: ``POST /score`` answered by an ASGI middleware, below BentoML's API machinery.
 
-Why: profiled at 150 req/s per worker (py-spy, and per-thread CPU from /proc), a /score request
-cost ~2.7 ms of server CPU, of which ~0.75 ms was the scoring itself (validation, Redis,
-model, policy, decision log, metrics) and ~1.9 ms BentoML's per-request path on the event loop:
-routing, its context middleware, the IO descriptor and serde, the hand-off to the API's
-handler thread and back (with the GIL traded between that thread and the event loop on every
-request), the response object. The /ping floor pays the same path.
+Why: profiled at 150 req/s on one worker (py-spy, per-thread CPU from /proc), a /score request
+cost ~2.7 ms of server CPU: the scoring itself ~0.73 ms, background threads ~0.3 ms, the event
+loop the rest, of which uvicorn ~38% and BentoML's per-request path most of the remainder:
+routing, its context middleware, the IO descriptor and serde, ``api_endpoint`` and the hand-off
+to the handler thread (README, "Scoring under load"). The /ping floor pays the same path.
 
 ``ScoreRoute`` sits innermost among the service's middlewares: BentoML's HTTP metrics, tracing
 exclusion and timeout stay outside it, and so do ``LoadShedder`` (which refuses before any
