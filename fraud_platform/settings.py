@@ -130,7 +130,9 @@ class Settings:
     ``scoring_max_queue_wait_ms`` (FRAUD_PLATFORM_SCORING_MAX_QUEUE_WAIT_MS, default 20: how long
     it may wait before the 503 with Retry-After; 0 = answer 503 at once past the bound) and
     ``scoring_access_log`` (FRAUD_PLATFORM_SCORING_ACCESS_LOG, BentoML's per-request log line;
-    off by default: it costs CPU on the request path and the decision log records every decision).
+    off by default: it costs CPU on the request path and the decision log records every decision)
+    and ``scoring_fast_route`` (FRAUD_PLATFORM_SCORING_FAST_ROUTE, default on: ``/score`` answered
+    below BentoML's API machinery, ``models_bento/score_route.py``; off: by BentoML's route).
 
     ``feature_shards`` (FRAUD_PLATFORM_FEATURE_SHARDS, default 1) adds the sharded feature
     backfill (date x entity-hash shard partitions, README "Redis Cluster and sharded
@@ -183,6 +185,7 @@ class Settings:
     scoring_max_concurrency: int = DEFAULT_SCORING_MAX_CONCURRENCY
     scoring_max_queue_wait_ms: int = DEFAULT_SCORING_MAX_QUEUE_WAIT_MS
     scoring_access_log: bool = False
+    scoring_fast_route: bool = True
     partitions_start: date = date(2024, 1, 1)
     feature_shards: int = 1
     training_as_of: datetime | None = None
@@ -243,6 +246,7 @@ class Settings:
                 env, "FRAUD_PLATFORM_SCORING_MAX_QUEUE_WAIT_MS", DEFAULT_SCORING_MAX_QUEUE_WAIT_MS
             ),
             scoring_access_log=_bool(env, "FRAUD_PLATFORM_SCORING_ACCESS_LOG", False),
+            scoring_fast_route=_bool(env, "FRAUD_PLATFORM_SCORING_FAST_ROUTE", True),
             partitions_start=_date(env, "FRAUD_PLATFORM_PARTITIONS_START", date(2024, 1, 1)),
             feature_shards=_int(env, "FRAUD_PLATFORM_FEATURE_SHARDS", 1),
             training_as_of=_datetime(env, "FRAUD_PLATFORM_TRAINING_AS_OF"),

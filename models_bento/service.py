@@ -75,7 +75,7 @@ from fraud_platform.lib.storage.delta import DeltaStore
 from fraud_platform.lib.storage.redis_connection import connect
 from fraud_platform.names import MODEL_NAME
 from fraud_platform.settings import Settings
-from models_bento.errors import LoadShedder, RequestGuard
+from models_bento.errors import REJECTED_REQUEST, LoadShedder, RequestGuard, field_errors
 from models_bento.model_loading import (
     REGISTRY,
     BentoArgs,
@@ -87,6 +87,7 @@ from models_bento.model_loading import (
     warm_up,
 )
 from models_bento.schemas import Pong, Reason, ScoreResponse, TransactionRequest
+from models_bento.score_route import ScoreRoute
 
 log = logging.getLogger("bentoml.fraud_scorer")
 
@@ -109,12 +110,8 @@ class QuietRejectedRequests(logging.Filter):
 
         exc = record.exc_info[1] if record.exc_info else None
         if isinstance(exc, ValidationError):
-            errors = "; ".join(
-                f"{'.'.join(str(part) for part in e['loc']) or '<request>'}: {e['msg']}"
-                for e in exc.errors(include_input=False, include_context=False)
-            )
-            record.msg = "rejected request (%s): %s"
-            record.args = (record.args[0] if record.args else "?", errors)
+            record.msg = REJECTED_REQUEST
+            record.args = (record.args[0] if record.args else "?", field_errors(exc))
             record.exc_info = None
             record.exc_text = None
             record.levelno = logging.WARNING
@@ -145,6 +142,14 @@ def online_store_client(
 # has every decision. BentoML traces every request with OpenTelemetry (no exporter is configured
 # here): 0.2-0.3 ms of CPU per request, measured; the API routes are excluded.
 _SERVING = Settings.from_env()
+# This worker's FraudScorer once its __init__ is done: ScoreRoute answers /score with it.
+_in_service: FraudScorer | None = None
+
+
+def in_service() -> FraudScorer | None:
+    return _in_service
+
+
 # `fraud-platform bento build` sets these (`bentoml build --arg model_tag=...`).
 _BENTO = bentoml.use_arguments(BentoArgs)
 
@@ -209,6 +214,8 @@ class FraudScorer:
         # Everything loaded so far (modules, schemas, the model) lives as long as the process:
         # out of the collector's sight, a full collection no longer walks it mid-request.
         gc.freeze()
+        global _in_service
+        _in_service = self  # from now on ScoreRoute answers /score with self.decide
 
     @staticmethod
     def _check_bentoml_home(expected: Path) -> None:
@@ -309,8 +316,15 @@ class FraudScorer:
     @bentoml.api(route="/score", input_spec=TransactionRequest)
     def score(self, ctx: bentoml.Context, **txn: Any) -> ScoreResponse:
         """Score one transaction: score, decision, reasons, model version, feature freshness."""
+        # Served by ScoreRoute (models_bento.score_route) once this instance is up; this route
+        # remains what the OpenAPI document describes and what answers before that.
+        return self.decide(txn, ctx.request.headers.get(REQUEST_ID_HEADER))
+
+    def decide(self, txn: dict[str, Any], request_id: str | None = None) -> ScoreResponse:
+        """/score once the request is validated (``txn``: ``TransactionRequest``'s fields):
+        features, score, policy, the decision log and the metrics."""
         started = time.perf_counter()
-        request_id = ctx.request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
+        request_id = request_id or uuid.uuid4().hex
         served = self._current()  # this request's model, whatever is swapped in meanwhile
         scoring = served.scoring
         metrics().model_in_service(scoring.tag, scoring.service.name, served.champion)
@@ -378,6 +392,8 @@ class FraudScorer:
 
     @bentoml.on_shutdown
     def _shutdown(self) -> None:
+        global _in_service
+        _in_service = None
         self._sampler.stop()
         mark_process_dead()
         self.decision_log.close()
@@ -385,9 +401,10 @@ class FraudScorer:
         logging.getLogger(BENTOML_ERROR_LOGGER).removeFilter(self._log_filter)
 
 
-# Past the concurrency bound: a line of at most FRAUD_PLATFORM_SCORING_MAX_QUEUE_WAIT_MS, then
-# 503. Then content type and size limits before BentoML
-# parses a body; the OpenAPI 3.0 /docs.json.
+# Outermost of ours (inside BentoML's HTTP metrics, tracing and timeout): past the concurrency
+# bound, a line of at most FRAUD_PLATFORM_SCORING_MAX_QUEUE_WAIT_MS, then 503, before any body is
+# read. Then content type and size limits and the OpenAPI 3.0 /docs.json; then /score itself,
+# answered below BentoML's API machinery (ScoreRoute).
 if _SERVING.scoring_max_concurrency:
     FraudScorer.add_asgi_middleware(
         LoadShedder,
@@ -396,3 +413,5 @@ if _SERVING.scoring_max_concurrency:
         paths=[method.route for method in FraudScorer.apis.values()],
     )
 FraudScorer.add_asgi_middleware(RequestGuard, service=FraudScorer)
+if _SERVING.scoring_fast_route:
+    FraudScorer.add_asgi_middleware(ScoreRoute, scorer=in_service, server_name=FraudScorer.name)

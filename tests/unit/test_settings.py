@@ -91,6 +91,7 @@ def test_settings_scoring_service_defaults_one_worker_per_core_bounded_no_access
     assert settings.scoring_max_concurrency == DEFAULT_SCORING_MAX_CONCURRENCY > 0
     assert settings.scoring_max_queue_wait_ms == DEFAULT_SCORING_MAX_QUEUE_WAIT_MS > 0
     assert settings.scoring_access_log is False
+    assert settings.scoring_fast_route is True
 
 
 def test_settings_scoring_service_read_from_the_environment() -> None:
@@ -100,11 +101,13 @@ def test_settings_scoring_service_read_from_the_environment() -> None:
             "FRAUD_PLATFORM_SCORING_MAX_CONCURRENCY": "0",
             "FRAUD_PLATFORM_SCORING_MAX_QUEUE_WAIT_MS": "0",
             "FRAUD_PLATFORM_SCORING_ACCESS_LOG": "true",
+            "FRAUD_PLATFORM_SCORING_FAST_ROUTE": "false",
         }
     )
     assert (settings.scoring_workers, settings.scoring_max_concurrency) == (3, 0)
     assert settings.scoring_max_queue_wait_ms == 0
     assert settings.scoring_access_log is True
+    assert settings.scoring_fast_route is False
 
 
 @pytest.mark.parametrize(
