@@ -252,8 +252,8 @@ def train_and_evaluate(
     explanations on the test part (the latest period)."""
     config = config or PipelineConfig()
     split = time_split(frame, config.train)
-    require_unweighted(split.validation, "validation")
-    require_unweighted(split.test, "test")
+    require_unweighted(split.validation, "validation part")
+    require_unweighted(split.test, "test part")
     models, search_summary = train_candidates(split, numeric, categorical, config, log)
     candidates = {
         kind: _candidate_row(model, split, config.review_budget_per_day)

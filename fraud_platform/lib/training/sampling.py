@@ -101,13 +101,17 @@ def fit_weights(frame: pl.DataFrame) -> dict[str, np.ndarray]:
     return {} if weights is None else {"classifier__sample_weight": weights}
 
 
-def require_unweighted(frame: pl.DataFrame, part: str) -> None:
+def require_unweighted(frame: pl.DataFrame, part: str, remedy: str = "") -> None:
     """Raise when ``part`` (validation, test) holds downsampled rows: its metrics and thresholds
     would be computed on a population that is not the traffic's."""
     weights = weights_of(frame)
     if weights is not None and bool((weights != 1.0).any()):
         raise ValueError(
-            f"the {part} part holds downsampled rows (sample_weight != 1): the training set "
-            "kept fewer days whole than this split evaluates on; rebuild it with a larger "
-            "whole_days, or use test_days + validation_days + 2 gap_days that fit in it"
+            f"the {part} holds downsampled rows (sample_weight != 1), on which metrics would "
+            "not be the traffic's; "
+            + (
+                remedy
+                or "the training set kept fewer days whole than this split evaluates on: "
+                "rebuild it with a larger whole_days, or a split that fits in it"
+            )
         )

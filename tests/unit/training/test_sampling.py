@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import timedelta
+from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
 from sklearn.metrics import average_precision_score
 
+from fraud_platform.defs.serving.assets import backtest_rows
 from fraud_platform.lib.model.input import predict_proba
+from fraud_platform.lib.storage.delta import DeltaStore
 from fraud_platform.lib.training import metrics
 from fraud_platform.lib.training.fit import time_split, train_model
 from fraud_platform.lib.training.pipeline import PipelineConfig, train_and_evaluate
@@ -19,8 +22,9 @@ from fraud_platform.lib.training.sampling import (
     RowBudget,
     downsample_legit,
 )
+from fraud_platform.names import TRAINING_SET_TABLE
 
-from .synthetic import CATEGORICAL, FAST, NUMERIC, make_frame
+from .synthetic import CATEGORICAL, FAST, NUMERIC, START, make_frame
 
 WHOLE_DAYS = FAST.evaluation_days  # 10: validation 3 + test 5 + two gaps of 1
 
@@ -113,3 +117,16 @@ def test_the_pipeline_trains_on_a_downsampled_set_and_refuses_weighted_test_rows
     too_few_whole = downsample_legit(big, RowBudget(max_rows=3_000, whole_days=2.0))
     with pytest.raises(ValueError, match="the validation part holds downsampled rows"):
         train_and_evaluate(too_few_whole.frame, NUMERIC, CATEGORICAL, config)
+
+
+def test_a_backtest_of_the_training_set_refuses_downsampled_days(
+    big: pl.DataFrame, tmp_path: Path
+) -> None:
+    delta = DeltaStore(str(tmp_path))
+    done = downsample_legit(big, RowBudget(max_rows=3_000, whole_days=WHOLE_DAYS))
+    delta.overwrite(TRAINING_SET_TABLE, done.frame)
+    rows, _, _ = backtest_rows("training_set", None, None, 7.0, delta, None)  # newest 7 days
+    assert rows.height == done.frame.height
+    old_days = (START + timedelta(days=5), START + timedelta(days=12))
+    with pytest.raises(ValueError, match="backtest older days with source 'silver'"):
+        backtest_rows("training_set", *old_days, 7.0, delta, None)
