@@ -65,8 +65,10 @@ def fraud_training_set(
         g.versioned_name: delta.version(names.feature_table(g.versioned_name))
         for g in SERVICE.groups
     }
+    # lazy: the point-in-time join collects one group's key, time and feature columns at a
+    # time instead of every whole feature table at once
     group_rows = {
-        g.versioned_name: delta.read(
+        g.versioned_name: delta.scan(
             names.feature_table(g.versioned_name), version=input_versions[g.versioned_name]
         )
         for g in SERVICE.groups

@@ -10,7 +10,7 @@ model asset takes its defaults from here, so each default is declared once.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -71,7 +71,7 @@ class TrainingSet:
 def build_training_set(
     transactions: pl.DataFrame,
     labels: pl.DataFrame,
-    group_rows: dict[str, pl.DataFrame],
+    group_rows: Mapping[str, pl.DataFrame | pl.LazyFrame],
     service: FeatureService,
     maturity: timedelta,
     as_of: datetime | None = None,
