@@ -327,5 +327,6 @@ def encode_event(event: dict[str, Any]) -> bytes:
     non-finite float becomes ``null``, which the contracts reject as they rejected ``NaN``)."""
     return orjson.dumps(
         {k: format_timestamp(v) if isinstance(v, datetime) else v for k, v in event.items()},
-        option=orjson.OPT_SERIALIZE_NUMPY,  # json.dumps took numpy.float64 (a float subclass)
+        # as json.dumps: numpy.float64 (a float subclass) and non-string keys (as strings)
+        option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS,
     )

@@ -25,6 +25,7 @@ def test_encoding_is_compact_json_that_decodes_to_the_event() -> None:
         "score": np.float64(0.25),  # the decision log's scores may be numpy floats
         "counterparty_id": None,
         "is_fraud": True,
+        "by_day": {1: 2},  # json.dumps wrote non-string keys as strings
     }
     encoded = encode_event(event)
     assert b" " not in encoded
@@ -34,4 +35,5 @@ def test_encoding_is_compact_json_that_decodes_to_the_event() -> None:
         "score": 0.25,
         "counterparty_id": None,
         "is_fraud": True,
+        "by_day": {"1": 2},
     }
