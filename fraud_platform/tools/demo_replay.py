@@ -18,6 +18,7 @@ import hashlib
 import json
 import statistics
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -201,7 +202,7 @@ def replay_in_real_time(
     latencies: list[float] = []
     scores: dict[str, float] = {}
     decisions: dict[str, int] = {}
-    degraded = 0
+    degraded, reasons = 0, Counter[str]()
     per_tick = max(1, int(rate * TICK_S))
     started = time.perf_counter()
     with httpx.Client(timeout=10) as http:
@@ -218,7 +219,7 @@ def replay_in_real_time(
                 answer = response.json()
                 scores[event["transaction_id"]] = float(answer["score"])
                 decisions[answer["decision"]] = decisions.get(answer["decision"], 0) + 1
-                degraded += bool(answer.get("degraded"))
+                degraded += _count_degraded(answer, reasons)
                 if producer is not None:
                     key = online_key(USER_TXN_VELOCITY, event["user_id"])
                     probe.watch(key, to_micros(event["event_time"]))
@@ -242,6 +243,7 @@ def replay_in_real_time(
         "scored": len(ids),
         "decisions": decisions,
         "degraded": degraded,
+        "degraded_reasons": dict(reasons.most_common(3)),
         "score_p50_ms": round(statistics.median(ordered), 3) if ordered else None,
         "score_p99_ms": round(percentile(ordered, 0.99) or 0, 3) if ordered else None,
         "online_freshness_p50_ms": _round(percentile(seen, 0.5)),
@@ -257,6 +259,30 @@ def replay_in_real_time(
     return summary, scores
 
 
+def _count_degraded(answer: Mapping[str, Any], reasons: Counter[str]) -> bool:
+    if answer.get("degraded"):
+        reasons[str(answer.get("degraded_reason"))] += 1
+        return True
+    return False
+
+
+def online_store_state(settings: Settings) -> dict[str, int]:
+    """Keys in the online store's database and groups with a snapshot checkpoint, as the
+    replay starts: a store emptied since the features layer (another process flushing a shared
+    database) shows as 0 here rather than only as degraded answers."""
+    from fraud_platform.lib.features.online.snapshot import checkpoint_key
+    from fraud_platform.lib.storage.redis_connection import connect
+
+    client = connect(settings.redis_url, ca_cert=settings.redis_ca_cert, socket_timeout=30)
+    try:
+        return {
+            "online_keys_before_replay": int(client.dbsize()),
+            "snapshot_checkpoints_before_replay": int(client.hlen(checkpoint_key())),
+        }
+    finally:
+        client.close()
+
+
 def snapshot_replay(
     settings: Settings, transactions: list[dict], truth: Mapping[str, str], say: Say = print
 ) -> dict[str, Any]:
@@ -267,7 +293,8 @@ def snapshot_replay(
     decisions: dict[str, int] = {}
     scores: list[float] = []
     labels: list[int] = []
-    degraded = 0
+    degraded, reasons = 0, Counter[str]()
+    store = online_store_state(settings)
     with httpx.Client(timeout=10) as client:
         for index, txn in enumerate(transactions, start=1):
             body = {
@@ -281,7 +308,7 @@ def snapshot_replay(
             response.raise_for_status()
             answer = response.json()
             decisions[answer["decision"]] = decisions.get(answer["decision"], 0) + 1
-            degraded += bool(answer.get("degraded"))
+            degraded += _count_degraded(answer, reasons)
             scores.append(float(answer["score"]))
             labels.append(int(txn["transaction_id"] in truth))
             if index % 500 == 0:
@@ -291,6 +318,8 @@ def snapshot_replay(
         "scored": len(latencies),
         "decisions": decisions,
         "degraded": degraded,
+        "degraded_reasons": dict(reasons.most_common(3)),
+        **store,
         "score_p50_ms": round(statistics.median(ordered), 3),
         "score_p99_ms": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], 3),
         "replay_frauds": sum(labels),

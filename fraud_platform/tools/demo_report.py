@@ -126,6 +126,13 @@ def print_summary(summary: dict[str, Any], path: Path) -> None:
     say(
         f"held-out replay: {summary['scored']:,} scored, decisions {summary['decisions']}, degraded {summary['degraded']}"
     )
+    if summary.get("degraded"):
+        say(f"  degraded answers by reason: {summary.get('degraded_reasons')}")
+    if "online_keys_before_replay" in summary:
+        say(
+            f"  online store as the replay started: {summary['online_keys_before_replay']:,} "
+            f"keys, snapshot checkpoints of {summary['snapshot_checkpoints_before_replay']} groups"
+        )
     say(
         f"  decisions ingested from the scores topic into bronze/scores: {summary['decisions_ingested']:,}"
     )

@@ -11,6 +11,7 @@ from fraud_platform.lib.storage.delta import DeltaStore
 from fraud_platform.lib.training import backtest as backtesting
 from fraud_platform.lib.training import promotion
 from fraud_platform.lib.training.pipeline import PipelineConfig
+from fraud_platform.lib.training.sampling import require_unweighted
 from fraud_platform.lib.training.window import apply_file_labels
 from fraud_platform.names import BACKTEST_SCORES_TABLE, MODEL_NAME, TRAINING_SET_TABLE
 from fraud_platform.resources import ModelStoreResource, WarehouseResource
@@ -213,6 +214,14 @@ def backtest_rows(
         }
         frame = backtesting.pit_rows(
             frame, group_rows, SERVICE, start, end, labels=warehouse.table("fct_labels")
+        )
+    if source == "training_set":
+        in_range = frame.filter((pl.col("event_time") >= start) & (pl.col("event_time") < end))
+        require_unweighted(
+            in_range,
+            "backtest range",
+            "the training set keeps only its newest days whole: "
+            "backtest older days with source 'silver'",
         )
     if file_labels is not None:
         frame = apply_file_labels(frame, file_labels)

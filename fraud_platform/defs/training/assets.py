@@ -12,6 +12,7 @@ from fraud_platform.lib.training import pipeline
 from fraud_platform.lib.training.backtest import as_utc
 from fraud_platform.lib.training.fit import TrainConfig
 from fraud_platform.lib.training.refit import matched_thresholds, refit_on_all
+from fraud_platform.lib.training.sampling import DEFAULT_MAX_TRAIN_ROWS, RowBudget
 from fraud_platform.names import MODEL_NAME, TRAINING_SET_TABLE
 from fraud_platform.resources import ModelStoreResource, WarehouseResource
 from fraud_platform.settings import Settings
@@ -19,6 +20,7 @@ from fraud_platform.settings import Settings
 GROUP = "training"
 SERVICE = FRAUD_SCORING_V1
 QUALITY_CHECK = "fraud_catboost_meets_minimum_quality"
+DEFAULT_SPLIT = TrainConfig()  # the model's split, whose newest days a budget keeps whole
 
 
 class TrainingSetConfig(dg.Config):
@@ -27,6 +29,10 @@ class TrainingSetConfig(dg.Config):
     as_of: str = ""
     """The cutoff (ISO date/time, UTC when no zone is given): train on the transactions and labels
     known then. Empty: FRAUD_PLATFORM_TRAINING_AS_OF if set, else the newest transaction."""
+    max_train_rows: int = DEFAULT_MAX_TRAIN_ROWS
+    """Row budget of the fitted part: above it, legitimate rows older than the model's
+    validation and test days are downsampled and weighted by the inverse rate (every fraud and
+    the newest days kept; ``lib/training/sampling.py``). 0: no budget."""
 
     def cutoff(self) -> datetime | None:
         if self.as_of.strip():
@@ -59,8 +65,10 @@ def fraud_training_set(
         g.versioned_name: delta.version(names.feature_table(g.versioned_name))
         for g in SERVICE.groups
     }
+    # lazy: the point-in-time join collects one group's key, time and feature columns at a
+    # time instead of every whole feature table at once
     group_rows = {
-        g.versioned_name: delta.read(
+        g.versioned_name: delta.scan(
             names.feature_table(g.versioned_name), version=input_versions[g.versioned_name]
         )
         for g in SERVICE.groups
@@ -72,9 +80,13 @@ def fraud_training_set(
         SERVICE,
         maturity=timedelta(days=config.maturity_days),
         as_of=(cutoff := config.cutoff()),
+        budget=RowBudget(config.max_train_rows, DEFAULT_SPLIT.evaluation_days)
+        if config.max_train_rows > 0
+        else None,
     )
     frame = built.frame
-    context.log.info(f"training frame: {frame.height} rows in {built.seconds:.1f}s")
+    sampled = built.downsampled.summary() if built.downsampled else {}
+    context.log.info(f"training frame: {frame.height} rows in {built.seconds:.1f}s {sampled}")
     version = delta.overwrite(
         TRAINING_SET_TABLE,
         frame,
@@ -85,6 +97,7 @@ def fraud_training_set(
             "dagster/row_count": frame.height,
             "positives": built.positives,
             "fraud_rate": round(built.positives / max(frame.height, 1), 5),
+            "downsampled": dg.MetadataValue.json(sampled),
             "unmatured_excluded": built.unmatured_excluded,
             "as_of": str(built.as_of),
             "as_of_source": "configured cutoff" if cutoff else "newest transaction",

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 import pyarrow as pa
 
 SCHEMA_VERSION = 1
@@ -200,8 +201,12 @@ def parse_timestamp(value: Any) -> datetime:
 
 
 def format_timestamp(value: datetime) -> str:
-    """The wire format of timestamps: ISO-8601 in UTC with microseconds and ``Z``."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """The wire format of timestamps: ISO-8601 in UTC with microseconds and ``Z``.
+
+    ``isoformat`` rather than ``strftime``: the same text at a third of the cost (every published
+    event has one or two)."""
+    utc = value if value.tzinfo is UTC else value.astimezone(UTC)
+    return utc.isoformat(timespec="microseconds")[:-6] + "Z"  # "+00:00" -> "Z"
 
 
 def _check_field(spec: Field, value: Any) -> Any:
@@ -315,8 +320,13 @@ def event_key(topic: str, event: dict[str, Any]) -> bytes:
 
 
 def encode_event(event: dict[str, Any]) -> bytes:
-    """The wire encoding: JSON with timestamps in ``format_timestamp`` form."""
-    return json.dumps(
+    """The wire encoding: compact JSON with timestamps in ``format_timestamp`` form.
+
+    orjson: the bytes ``json.dumps(..., separators=(",", ":"))`` gives for the contracts' ASCII
+    values at a tenth of the cost (non-ASCII text is UTF-8 instead of ``\\u`` escapes; a
+    non-finite float becomes ``null``, which the contracts reject as they rejected ``NaN``)."""
+    return orjson.dumps(
         {k: format_timestamp(v) if isinstance(v, datetime) else v for k, v in event.items()},
-        separators=(",", ":"),
-    ).encode()
+        # as json.dumps: numpy.float64 (a float subclass) and non-string keys (as strings)
+        option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS,
+    )

@@ -102,6 +102,7 @@ def to_model_input(
     categorical: Iterable[str],
     *,
     label: Any = None,
+    weight: Any = None,
     allow_missing: bool = False,
 ) -> Pool:
     """A ``catboost.Pool`` with exactly the given feature order and the types described above.
@@ -118,6 +119,7 @@ def to_model_input(
     return Pool(
         data,
         label=label,
+        weight=weight,
         cat_features=cat_indices,
         feature_names=list(features),
         thread_count=threads,

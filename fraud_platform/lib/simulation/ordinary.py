@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 import numpy as np
 
 from fraud_platform.lib.simulation import drift
-from fraud_platform.lib.simulation.common import Day, Recorder, ip_in, stream
+from fraud_platform.lib.simulation.common import Day, Recorder, choose, ip_in, stream
 from fraud_platform.lib.simulation.world import (
     ATMS,
     COUNTRIES,
@@ -53,7 +53,7 @@ def simulate_ordinary_day(world: World, rec: Recorder, seed: int, day: Day, rate
         _security_events(world, rec, day, user)
         cum = _channel_cum(user, day)
         for _ in range(n):
-            channel = rng.choices(_CHANNELS, cum_weights=cum)[0]
+            channel = choose(rng, _CHANNELS, cum)
             _transaction(world, rec, day, user, channel)
         for _ in range(_extra_logins(rng)):
             _login(rec, day, user, day.time_at(user.home.tz), user.devices[-1])

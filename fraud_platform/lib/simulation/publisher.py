@@ -45,6 +45,14 @@ def _merged(streams: list[list[Timed]]) -> Iterator[tuple[str, dict[str, Any]]]:
         yield topic, event
 
 
+def merged_window(
+    simulation: Simulation, since: datetime | None = None, until: datetime | None = None
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """``(topic, event)`` of the three topics with time in ``[since, until)``, oldest first:
+    what ``publish`` produces, in its order."""
+    return _merged(_window(simulation, since, until))
+
+
 def publish(
     simulation: Simulation,
     bootstrap_servers: str,

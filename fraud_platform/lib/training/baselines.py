@@ -24,6 +24,7 @@ from typing import Any
 from fraud_platform.lib.model.baseline import FOREST, LOGREG, SklearnModel
 from fraud_platform.lib.model.input import LABEL_COLUMN, TrainedModel, check_features
 from fraud_platform.lib.training.fit import Log, Split, labels_of
+from fraud_platform.lib.training.sampling import fit_weights
 
 
 @dataclass(frozen=True)
@@ -130,7 +131,7 @@ def train_baseline(
             f"({int(split.train[LABEL_COLUMN].sum())} fraud); {len(features)} features"
         )
     started = time.perf_counter()
-    pipeline.fit(train_frame, labels_of(split.train))
+    pipeline.fit(train_frame, labels_of(split.train), **fit_weights(split.train))
     seconds = time.perf_counter() - started
     if log:
         log(f"{kind} done in {seconds:.1f}s")

@@ -24,6 +24,7 @@ from fraud_platform.lib.model.input import (
     check_features,
     to_model_input,
 )
+from fraud_platform.lib.training.sampling import weights_of
 
 Log = Callable[[str], None]
 
@@ -76,6 +77,11 @@ class TrainConfig:
                 f"auto_class_weights must be None, 'Balanced' or 'SqrtBalanced', "
                 f"got {self.auto_class_weights!r}"
             )
+
+    @property
+    def evaluation_days(self) -> float:
+        """The newest days ``time_split`` keeps out of the fit (validation, test, both gaps)."""
+        return self.test_days + self.validation_days + 2 * self.gap_days
 
     @property
     def weighted(self) -> bool:
@@ -249,7 +255,11 @@ def train_model(
     check_features(numeric_features, categorical_features)
     features = [*numeric_features, *categorical_features]
     train_pool = to_model_input(
-        split.train, features, categorical_features, label=labels_of(split.train)
+        split.train,
+        features,
+        categorical_features,
+        label=labels_of(split.train),
+        weight=weights_of(split.train),
     )
     validation_pool = to_model_input(
         split.validation, features, categorical_features, label=labels_of(split.validation)

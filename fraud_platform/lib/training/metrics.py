@@ -80,11 +80,14 @@ def day_index(event_time: Any, n: int) -> np.ndarray:
 # curves and ranking metrics
 
 
-def binary_clf_curve(y_true: Any, scores: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def binary_clf_curve(
+    y_true: Any, scores: Any, sample_weight: Any = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """False/true positive counts at each distinct threshold, thresholds in decreasing order.
 
     At threshold ``thresholds[i]`` everything with ``score >= thresholds[i]`` is flagged;
-    ``fps[i]`` / ``tps[i]`` count the flagged negatives / positives.
+    ``fps[i]`` / ``tps[i]`` count the flagged negatives / positives (sums of their
+    ``sample_weight`` when given: a downsampled set's rows stand for 1/rate rows each).
     """
     y, s = labels_scores(y_true, scores)
     order = np.argsort(-s, kind="mergesort")
@@ -92,6 +95,10 @@ def binary_clf_curve(y_true: Any, scores: Any) -> tuple[np.ndarray, np.ndarray, 
     y_sorted = y[order]
     distinct = np.flatnonzero(np.diff(s_sorted))
     last = np.r_[distinct, s_sorted.size - 1] if s_sorted.size else np.array([], dtype=np.int64)
+    if sample_weight is not None:
+        w_sorted = as_numpy(sample_weight).astype(np.float64)[order]
+        tps_w = np.cumsum(w_sorted * y_sorted)[last]
+        return np.cumsum(w_sorted * ~y_sorted)[last], tps_w, s_sorted[last]
     tps = np.cumsum(y_sorted, dtype=np.int64)[last]
     fps = (last + 1) - tps
     return fps, tps, s_sorted[last]
@@ -135,13 +142,13 @@ def roc_auc(y_true: Any, scores: Any) -> float:
     return (rank_sum_pos - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
 
 
-def average_precision(y_true: Any, scores: Any) -> float:
+def average_precision(y_true: Any, scores: Any, sample_weight: Any = None) -> float:
     """Step-wise area under the precision-recall curve: sum_k (R_k - R_{k-1}) * P_k.
 
     Same definition as scikit-learn's ``average_precision_score`` (no interpolation, tied scores
-    form one threshold); ``nan`` without positives.
+    form one threshold, rows counted by ``sample_weight`` when given); ``nan`` without positives.
     """
-    fps, tps, _ = binary_clf_curve(y_true, scores)
+    fps, tps, _ = binary_clf_curve(y_true, scores, sample_weight)
     if tps.size == 0 or tps[-1] == 0:
         return float("nan")
     precision = tps / (tps + fps)

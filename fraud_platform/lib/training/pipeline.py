@@ -10,7 +10,7 @@ model asset takes its defaults from here, so each default is declared once.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -40,6 +40,13 @@ from fraud_platform.lib.training.baselines import BaselineConfig, train_baseline
 from fraud_platform.lib.training.fit import Log, Split, TrainConfig, time_split, train_model
 from fraud_platform.lib.training.guards import require_group_features
 from fraud_platform.lib.training.metrics import metrics_by_day
+from fraud_platform.lib.training.sampling import (
+    SAMPLE_WEIGHT,
+    Downsampled,
+    RowBudget,
+    downsample_legit,
+    require_unweighted,
+)
 from fraud_platform.lib.training.selection import ap_gain_standard_error, select_candidate
 from fraud_platform.lib.training.versioning import code_version
 
@@ -58,25 +65,36 @@ class TrainingSet:
     positives: int
     unmatured_excluded: int
     seconds: float  # to join the features
+    downsampled: Downsampled | None = None  # None: within the row budget (or no budget)
 
 
 def build_training_set(
     transactions: pl.DataFrame,
     labels: pl.DataFrame,
-    group_rows: dict[str, pl.DataFrame],
+    group_rows: Mapping[str, pl.DataFrame | pl.LazyFrame],
     service: FeatureService,
     maturity: timedelta,
     as_of: datetime | None = None,
+    budget: RowBudget | None = None,
 ) -> TrainingSet:
     """Matured, labelled transactions joined point-in-time to the service's feature groups.
 
     The clock is ``as_of``: a cutoff (train on what was known then), by default the newest
     transaction. Labels that arrive later are not yet known; transactions after it are left out.
+    Above ``budget``, legitimate rows before its whole days are downsampled, with weights,
+    before the join (``sampling.py``); ``positives`` counts every fraud either way.
     """
     as_of = resolve_as_of(transactions, as_of)
     labelled = label_transactions(transactions, labels, as_of=as_of, maturity=maturity)
+    rows, downsampled = labelled.frame, None
+    if budget is not None:
+        downsampled = downsample_legit(rows, budget)
+        rows = downsampled.frame
+        downsampled = downsampled if downsampled.dropped else None
     started = time.perf_counter()
-    frame = build_training_frame(labelled.frame, group_rows, service)
+    frame = build_training_frame(rows, group_rows, service)
+    if SAMPLE_WEIGHT in rows.columns:
+        frame = frame.with_columns(rows[SAMPLE_WEIGHT])
     require_group_features(frame, service)
     return TrainingSet(
         frame=frame,
@@ -84,6 +102,7 @@ def build_training_set(
         positives=labelled.positives,
         unmatured_excluded=labelled.unmatured_excluded,
         seconds=time.perf_counter() - started,
+        downsampled=downsampled,
     )
 
 
@@ -233,6 +252,8 @@ def train_and_evaluate(
     explanations on the test part (the latest period)."""
     config = config or PipelineConfig()
     split = time_split(frame, config.train)
+    require_unweighted(split.validation, "validation part")
+    require_unweighted(split.test, "test part")
     models, search_summary = train_candidates(split, numeric, categorical, config, log)
     candidates = {
         kind: _candidate_row(model, split, config.review_budget_per_day)

@@ -34,6 +34,7 @@ from fraud_platform.lib.model.input import (
 )
 from fraud_platform.lib.serving.policy import Thresholds
 from fraud_platform.lib.training.fit import labels_of
+from fraud_platform.lib.training.sampling import fit_weights, weights_of
 
 
 def refit_on_all(selected: TrainedModel, frame: pl.DataFrame, *, log: Any = None) -> TrainedModel:
@@ -57,6 +58,7 @@ def refit_on_all(selected: TrainedModel, frame: pl.DataFrame, *, log: Any = None
         list(selected.features),
         list(selected.categorical),
         label=ordered[LABEL_COLUMN].cast(pl.Int8).to_numpy(),
+        weight=weights_of(ordered),
     )
     if log:
         log(
@@ -89,7 +91,7 @@ def _refit_baseline(
     if log:
         log(f"refit: {selected.model.kind} on all {ordered.height} matured rows")
     started = time.perf_counter()
-    pipeline.fit(wrapper.frame(ordered), labels_of(ordered))
+    pipeline.fit(wrapper.frame(ordered), labels_of(ordered), **fit_weights(ordered))
     return dataclasses.replace(
         selected,
         model=wrapper,

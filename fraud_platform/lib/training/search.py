@@ -43,6 +43,7 @@ from fraud_platform.lib.model.input import LABEL_COLUMN, TIME_COLUMN, check_feat
 from fraud_platform.lib.training import fit as training
 from fraud_platform.lib.training import metrics
 from fraud_platform.lib.training.fit import Log, TrainConfig
+from fraud_platform.lib.training.sampling import weights_of
 
 CLASS_WEIGHTS: tuple[str | None, ...] = (None, "Balanced", "SqrtBalanced")
 # Search space bounds (log scale for learning_rate and l2_leaf_reg).
@@ -238,12 +239,17 @@ def search_hyperparameters(
     pools = [
         (
             to_model_input(
-                fold_train, features, categorical_features, label=training.labels_of(fold_train)
+                fold_train,
+                features,
+                categorical_features,
+                label=training.labels_of(fold_train),
+                weight=weights_of(fold_train),
             ),
             to_model_input(
                 fold_val, features, categorical_features, label=training.labels_of(fold_val)
             ),
             training.labels_of(fold_val).astype(bool),
+            weights_of(fold_val),  # downsampled folds: AP on the weighted population
         )
         for _, fold_train, fold_val in folds
     ]
@@ -272,13 +278,13 @@ def search_hyperparameters(
             )
         cb_params = dataclasses.replace(base, **params).catboost_params()
         fold_values, best_iterations = [], []
-        for train_pool, val_pool, y_val in pools:
+        for train_pool, val_pool, y_val, w_val in pools:
             model = CatBoostClassifier(**cb_params)
             model.fit(train_pool, eval_set=val_pool, use_best_model=True)
             scores = model.predict(
                 val_pool, prediction_type="Probability", thread_count=base.thread_count
             )[:, 1]
-            fold_values.append(metrics.average_precision(y_val, scores))
+            fold_values.append(metrics.average_precision(y_val, scores, sample_weight=w_val))
             best_iterations.append(int(model.get_best_iteration()))
         value = float(np.mean(fold_values))
         seconds = time.perf_counter() - started
