@@ -120,3 +120,30 @@
         {% if labels is not none %}(select max(ingested_at) from {{ labels }}){% else %}null{% endif %},
         {% if account_events is not none %}(select max(ingested_at) from {{ account_events }}){% else %}null{% endif %};
 {% endmacro %}
+
+
+{#- fct_merchant_fraud_labels: the ids whose label or transaction silver absorbed since `since` -#}
+{% macro touched_fraud_label_ids(since) %}
+    touched as (
+
+        select transaction_id from {{ ref('fct_labels') }}
+        where ingested_at > {{ since.labels }}
+
+        union
+
+        select transaction_id from {{ ref('fct_transactions') }}
+        where ingested_at > {{ since.transactions }}
+
+    )
+{% endmacro %}
+
+
+{#- pre-hook of fct_merchant_fraud_labels: delete the touched ids' rows (rebuilt by the model) -#}
+{% macro delete_touched_fraud_labels() %}
+    {%- set since = gold_watermarks() -%}
+    {%- if since is not none -%}
+        delete from {{ this }} where transaction_id in (
+            with {{ touched_fraud_label_ids(since) }} select transaction_id from touched
+        )
+    {%- endif -%}
+{% endmacro %}

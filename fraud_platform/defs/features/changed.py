@@ -34,7 +34,7 @@ INGESTED_AT = "ingested_at"
 # Silver tables whose rows never change once written but for their delivery count (the
 # incremental ``fct_*`` merges keep the first copy): an event ingested before a mark is
 # reflected by it for good. Not dim_account_profile_versions (a new version closes the previous
-# row's validity) nor fct_merchant_fraud_labels (rebuilt whole, stamped with the label's time).
+# row's validity) nor fct_merchant_fraud_labels (a cleared label deletes its row; no ingested_at).
 STAMPED_SOURCES = frozenset({"fct_transactions", "fct_account_events"})
 INGESTED_THROUGH = "source_ingested_through"
 PARTITIONS_THROUGH = "reflects_partitions_through"
