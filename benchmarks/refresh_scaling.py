@@ -110,6 +110,22 @@ def metadata(result, key: str) -> dict[str, Any]:
     raise RuntimeError(f"the run materialized no {key}")
 
 
+def slowest_dbt_nodes(result, count: int = 8) -> dict[str, float]:
+    """The dbt models and tests of ``result`` that took longest (dbt's own timings)."""
+    timings: dict[str, float] = {}
+    for event in result.get_asset_materialization_events():
+        materialization = event.step_materialization_data.materialization
+        duration = materialization.metadata.get("Execution Duration")
+        if duration is not None:
+            timings[materialization.asset_key.path[-1]] = duration.value
+    for evaluation in result.get_asset_check_evaluations():
+        duration = evaluation.metadata.get("Execution Duration")
+        if duration is not None:
+            timings[evaluation.check_name] = duration.value
+    slowest = sorted(timings.items(), key=lambda item: -item[1])[:count]
+    return {name: round(seconds, 2) for name, seconds in slowest}
+
+
 def late_transactions(transactions: list[dict], cut) -> list[dict[str, Any]]:
     """``LATE_EVENTS`` re-identified copies of transactions 1-3 days before ``cut``."""
     window = [
@@ -182,7 +198,7 @@ def one_history(days: int, users: int) -> dict[str, Any]:
         assets, checks = arrivals_selection(runner.defs.get_repository_def(), arrived)
         transform = set(runner.keys("transform"))
         clock = time.perf_counter()
-        runner.run(
+        silver = runner.run(
             [key for key in assets if key in transform],
             tags={names.ARRIVALS_TAG: json.dumps({topic: new.get(topic, 0) for topic in arrived})},
             checks=[check for check in checks if check.asset_key in transform],
@@ -227,6 +243,11 @@ def one_history(days: int, users: int) -> dict[str, Any]:
         "microbatch_s": round(sum(per_layer.values()), 2),
         "per_layer_s": {k: round(v, 2) for k, v in per_layer.items()},
         "feature_source_events_read": source_read,
+        "slowest_dbt_nodes_s": slowest_dbt_nodes(silver),
+        "feature_groups_s": {
+            k.path[-1]: metadata(features, k.to_user_string())["compute_seconds"]
+            for k in feature_keys
+        },
         "snapshot_modes": sorted(set(snapshot["modes"].values())),
         "snapshot_rows_read": snapshot["rows_read"],
         "snapshot_entities_written": snapshot["entities_written"],

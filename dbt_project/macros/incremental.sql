@@ -44,7 +44,9 @@
 
         select * {% if drop %}exclude ({{ drop | join(', ') }}){% endif %}
         from {{ this }}
-        where {{ key }} in (select {{ key }} from new_deliveries)
+        {#- the new keys' range as constants: DuckDB skips the row groups outside it -#}
+        where {{ narrowed_to_new_values(staging, key, 'ingested_at > ' ~ watermark) }}
+        and {{ key }} in (select {{ key }} from new_deliveries)
 
     ),
 
@@ -119,4 +121,31 @@
         (select max(ingested_at) from {{ transactions }}),
         {% if labels is not none %}(select max(ingested_at) from {{ labels }}){% else %}null{% endif %},
         {% if account_events is not none %}(select max(ingested_at) from {{ account_events }}){% else %}null{% endif %};
+{% endmacro %}
+
+
+{#- fct_merchant_fraud_labels: the ids whose label or transaction silver absorbed since `since` -#}
+{% macro touched_fraud_label_ids(since) %}
+    touched as (
+
+        select transaction_id from {{ ref('fct_labels') }}
+        where ingested_at > {{ since.labels }}
+
+        union
+
+        select transaction_id from {{ ref('fct_transactions') }}
+        where ingested_at > {{ since.transactions }}
+
+    )
+{% endmacro %}
+
+
+{#- pre-hook of fct_merchant_fraud_labels: delete the touched ids' rows (rebuilt by the model) -#}
+{% macro delete_touched_fraud_labels() %}
+    {%- set since = gold_watermarks() -%}
+    {%- if since is not none -%}
+        delete from {{ this }} where transaction_id in (
+            with {{ touched_fraud_label_ids(since) }} select transaction_id from touched
+        )
+    {%- endif -%}
 {% endmacro %}

@@ -90,8 +90,8 @@ RUN_2 = {
         label(0, 2, ingested(7), "t4", ts(6, 11), True, "p2p_scam"),
     ],
 }
-# Run 3 (8 March): new events on 4 March only, t5 delivered again, and a label for t4 older
-# than the one already built (it does not supersede, it only counts).
+# Run 3 (8 March): new events on 4 March only, t5 delivered again, a label for t4 older than
+# the one already built (it does not supersede, it only counts) and a later one clearing t1.
 RUN_3 = {
     TRANSACTIONS: [
         txn(0, 4, ingested(8), "t9", "u2", "c9", "m2", 4.0, "GB", ts(4, 9), "d9"),
@@ -100,6 +100,7 @@ RUN_3 = {
     ACCOUNT_EVENTS: [],
     LABELS: [
         label(0, 3, ingested(8), "t4", ts(5, 11), False),
+        label(0, 4, ingested(8), "t1", ts(7, 10), False),
     ],
 }
 
@@ -164,7 +165,10 @@ def test_incremental_builds_equal_a_full_refresh_byte_for_byte(tmp_path: Path) -
     assert execute(
         warehouse,
         "select transaction_id, is_fraud, fraud_type, label_count from silver.fct_labels order by 1",
-    ) == [("t1", True, "stolen_card", 2), ("t4", True, "p2p_scam", 2)]
+    ) == [("t1", False, None, 3), ("t4", True, "p2p_scam", 2)]
+    assert execute(
+        warehouse, "select transaction_id from silver.fct_merchant_fraud_labels order by 1"
+    ) == [("t4",)]
     assert execute(
         warehouse,
         "select event_type, delivery_count from silver.fct_account_events where event_id = 'e1'",

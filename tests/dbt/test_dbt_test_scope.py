@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from fraud_platform.defs.transform.assets import TESTS_INGESTED_AFTER
@@ -48,3 +49,46 @@ def test_a_scoped_test_checks_only_the_rows_ingested_after_the_instant(
     after = ts(1, 23).isoformat()
     assert _unique_offsets_status(tmp_path, after) == scoped
     assert _unique_offsets_status(tmp_path, None) == whole
+
+
+UNIQUE_IDS = "test.fraud_platform.unique_fct_transactions_transaction_id"
+
+
+def test_a_scoped_unique_test_of_a_silver_table_catches_a_new_copy_of_an_old_key(
+    tmp_path: Path,
+) -> None:
+    """The rows a new row's key is looked up among are narrowed to the new keys' range
+    (macros/test_scope.sql): an old copy of a new row's key is inside it by construction."""
+    rows = [
+        txn(0, 1, ts(1, 10), "t1", "u1", "c1", "m1", 10.0, "FR", ts(1, 9), "d1"),
+        txn(0, 2, ts(1, 10), "t2", "u1", "c1", "m1", 20.0, "FR", ts(1, 9), "d1"),
+        txn(0, 3, ts(2, 10), "t3", "u2", "c2", "m1", 30.0, "FR", ts(2, 9), "d2"),
+    ]
+    write_bronze(tmp_path / "delta", {TRANSACTIONS: rows})
+    warehouse = tmp_path / "warehouse.duckdb"
+    env = dbt_env(warehouse, tmp_path / "delta")
+    env.pop(TESTS_INGESTED_AFTER, None)
+    select = "+fct_transactions --exclude test_name:relationships"  # no dim_users here
+    built = run_dbt(f"build --select {select}", env, tmp_path / "t0", tmp_path / "logs")
+    assert built.returncode == 0, built.stdout[-3000:]
+
+    def status(name: str, copy_of: str, ingested_on: int, after: str | None) -> str:
+        with duckdb.connect(str(warehouse)) as con:
+            con.execute("delete from silver.fct_transactions where kafka_offset = 99")
+            con.execute(
+                "insert into silver.fct_transactions select * replace (99 as kafka_offset, "
+                f"'{ts(ingested_on, 12).isoformat()}'::timestamptz as ingested_at) "
+                f"from silver.fct_transactions where transaction_id = '{copy_of}'"
+            )
+        scoped = {**env, TESTS_INGESTED_AFTER: after} if after else env
+        target = tmp_path / name
+        run_dbt("test --select test_name:unique,fct_transactions", scoped, target, tmp_path / "l")
+        results = json.loads((target / "run_results.json").read_text())["results"]
+        [found] = [r["status"] for r in results if r["unique_id"].startswith(UNIQUE_IDS + ".")]
+        return found
+
+    after = ts(1, 23).isoformat()
+    assert status("old-pair-out-of-scope", "t1", 1, after) == "pass"
+    assert status("old-pair-whole-model", "t1", 1, None) == "fail"
+    assert status("new-copy-of-old-key", "t1", 2, after) == "fail"
+    assert status("new-copy-of-new-key", "t3", 2, after) == "fail"

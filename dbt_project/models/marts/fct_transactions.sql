@@ -67,3 +67,6 @@ final as (
 )
 
 select * from final
+-- stored in event-time order: the feature assets and gold read ranges of event_time, and DuckDB
+-- skips the row groups outside a range only when their zone maps are narrow
+order by event_time, transaction_id

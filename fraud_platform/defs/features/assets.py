@@ -123,11 +123,12 @@ def compute_range(
     seen = survey(warehouse, group, start, boundaries, previous)  # before any event is read
     mark = mark_after_range(previous, seen, start, last)
     state = read_state(delta, warehouse, group, start, seen.events_before[0])
-    if state is None:
-        before = _source_events(warehouse, group, start)
+    if state is None:  # the whole history, read once: the state at start, then the range
+        history = _source_events(warehouse, group, end)
+        before = history.filter(pl.col(group.event_time_column) < start)
         state = lifetime_state(group, compute_feature_group(group, before))
-        rows, read = _every_entity_rows(warehouse, group, state, start, end)
-        how, read = "whole history", read + before.height
+        rows, _ = _every_entity_rows(warehouse, group, state, start, end, history)
+        how, read = "whole history", history.height
     elif (
         mark is not None
         and previous is not None
@@ -153,14 +154,19 @@ def _every_entity_rows(
     state: pl.DataFrame,
     start: datetime,
     end: datetime,
+    history: pl.DataFrame | None = None,
 ) -> tuple[pl.DataFrame, int]:
-    """Every entity's rows of the range, a chunk at a time, and the source events read."""
+    """Every entity's rows of the range, a chunk at a time, and the source events read (from
+    the warehouse, or taken from ``history`` when it is already in memory)."""
     parts, chunk_start, read = [], start, 0
+    at = pl.col(group.event_time_column)
     while chunk_start < end:
         chunk_end = min(chunk_start + CHUNK, end)
-        source = _source_events(
-            warehouse, group, chunk_end, since=chunk_start - longest_window(group)
-        )
+        since = chunk_start - longest_window(group)
+        if history is None:
+            source = _source_events(warehouse, group, chunk_end, since=since)
+        else:
+            source = history.filter((at >= since) & (at < chunk_end))
         rows = compute_rows_from(group, source, chunk_start, chunk_end, state)
         state = lifetime_state(group, rows, previous=state)
         parts.append(rows)

@@ -24,6 +24,7 @@ from datetime import date, datetime, timedelta
 import duckdb
 import polars as pl
 
+from fraud_platform.defs.features.state import events_before_query
 from fraud_platform.lib.features.compute import entity_key_expr
 from fraud_platform.lib.features.registry import ENTITY_KEY, FeatureGroup
 from fraud_platform.lib.storage.delta import DeltaStore
@@ -33,7 +34,7 @@ INGESTED_AT = "ingested_at"
 # Silver tables whose rows never change once written but for their delivery count (the
 # incremental ``fct_*`` merges keep the first copy): an event ingested before a mark is
 # reflected by it for good. Not dim_account_profile_versions (a new version closes the previous
-# row's validity) nor fct_merchant_fraud_labels (rebuilt whole, stamped with the label's time).
+# row's validity) nor fct_merchant_fraud_labels (a cleared label deletes its row; no ingested_at).
 STAMPED_SOURCES = frozenset({"fct_transactions", "fct_account_events"})
 INGESTED_THROUGH = "source_ingested_through"
 PARTITIONS_THROUGH = "reflects_partitions_through"
@@ -91,28 +92,37 @@ def survey(
     previous: Mark | None,
 ) -> Survey:
     """``Survey`` of ``group``'s source for a range from ``start``; ``events_before`` counts
-    for ``start`` first, then each of ``instants``."""
-    at = f'"{group.event_time_column}"'
-    counts = [
-        f"count(*) filter (where {at} < '{instant.isoformat()}')" for instant in [start, *instants]
-    ]
-    stamped = [f"cast(max({INGESTED_AT}) as varchar)"]
-    if previous is not None:
-        stamped.append(
-            f"count(*) filter (where {_ingested_after(previous)} and {at} < '{start.isoformat()}')"
-        )
-    source = f"from {_source(group)}"
+    for ``start`` first, then each of ``instants``. Each part reads only recent row groups
+    (``events_before_query``; the stamps after the previous mark), not the whole source."""
+    at, counted = f'"{group.event_time_column}"', [start, *instants]
     if group.source in STAMPED_SOURCES:
+        stamped = [_newest_stamp(group, previous)]
+        if previous is not None:
+            stamped.append(
+                f"(select count(*) from {_source(group)} "
+                f"where {_ingested_after(previous)} and {at} < '{start.isoformat()}')"
+            )
         try:
-            row = warehouse.query(f"select {', '.join(counts + stamped)} {source}").row(0)
+            row = warehouse.query(events_before_query(group, counted, tuple(stamped))).row(0)
         except duckdb.BinderException:  # no ingested_at (a test's table of simulated events)
             row = None
         if row is not None:
-            before, newest = list(row[: len(counts)]), row[len(counts)]
-            arrived = row[len(counts) + 1] if previous is not None else 0
+            before, newest = list(row[: len(counted)]), row[len(counted)]
+            if newest is None and previous is not None:  # the source went back before the mark
+                newest = warehouse.query(f"select {_newest_stamp(group, None)}").item()
+            arrived = row[len(counted) + 1] if previous is not None else 0
             return Survey(before, None if newest is None else str(newest), int(arrived))
-    before = list(warehouse.query(f"select {', '.join(counts)} {source}").row(0))
+    before = list(warehouse.query(events_before_query(group, counted)).row(0))
     return Survey(before, None, 0)
+
+
+def _newest_stamp(group: FeatureGroup, previous: Mark | None) -> str:
+    """The source's newest ``ingested_at`` (as text), looked for from the previous mark on
+    (stamps only grow): null when no row is stamped at or after it."""
+    since = ""
+    if previous is not None:
+        since = f" where {INGESTED_AT} >= cast('{previous.ingested_through}' as timestamptz)"
+    return f"(select cast(max({INGESTED_AT}) as varchar) from {_source(group)}{since})"
 
 
 def mark_after_range(

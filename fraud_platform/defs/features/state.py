@@ -31,16 +31,33 @@ def state_table(group: FeatureGroup) -> str:
     return names.feature_state_table(group.versioned_name)
 
 
+def events_before_query(
+    group: FeatureGroup, instants: list[datetime], more: tuple[str, ...] = ()
+) -> str:
+    """A one-row query: how many source events are dated before each instant, then the
+    ``more`` scalar expressions. Counted as every dated event less those from the instant on,
+    the latter among the events from the earliest instant on only: DuckDB then skips the row
+    groups of older events (zone maps) instead of reading the whole time column, which grew
+    with history."""
+    column, source = f'"{group.event_time_column}"', f'silver."{group.source}"'
+    since = [
+        f"count(*) filter (where {column} >= '{at.isoformat()}') as c{i}"
+        for i, at in enumerate(instants)
+    ]
+    counts = [f"dated.n - recent.c{i}" for i in range(len(instants))]
+    earliest = f" where {column} >= '{min(instants).isoformat()}'" if instants else ""
+    return (
+        f"select {', '.join([*counts, *more]) or '1'} "
+        f"from (select count({column}) as n from {source}) as dated, "
+        f"(select {', '.join(since) or '1'} from {source}{earliest}) as recent"
+    )
+
+
 def events_before(
     warehouse: WarehouseResource, group: FeatureGroup, instants: list[datetime]
 ) -> list[int]:
-    """How many source events are dated before each instant (one scan of the time column)."""
-    column = group.event_time_column
-    counts = ", ".join(
-        f"count(*) filter (where \"{column}\" < '{at.isoformat()}') as c{i}"
-        for i, at in enumerate(instants)
-    )
-    return list(warehouse.query(f'select {counts} from silver."{group.source}"').row(0))
+    """How many source events are dated before each instant (``events_before_query``)."""
+    return list(warehouse.query(events_before_query(group, instants)).row(0))
 
 
 def checkpoint_boundaries(start: datetime, end: datetime) -> list[datetime]:

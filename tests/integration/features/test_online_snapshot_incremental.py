@@ -188,3 +188,37 @@ def test_full_snapshot_when_asked_or_when_the_checkpoint_does_not_fit(
     incremental.hset(checkpoint_key(), GROUP.versioned_name, b"not json")
     with pytest.raises(ValueError, match="is not a checkpoint"):
         snapshot_group(incremental, recreated, TABLE, GROUP, partition_column=DAY)
+
+
+def test_an_entity_gone_from_the_stale_partitions_is_found_however_far_back(
+    tmp_path: Path, stores: tuple[redis.Redis, redis.Redis]
+) -> None:
+    """The lookup reads the earlier partitions newest first, a batch at a time: a card last seen
+    in the first batch and one last seen only in an older batch both get their newest row."""
+    incremental, full = stores
+    delta = DeltaStore(str(tmp_path / "delta"))
+    first = START - timedelta(days=7)  # 13 days: within the keys' TTL + grace on the wall clock
+    days = [(first + timedelta(days=d)).date() for d in range(13)]
+    noise = _transactions(5, users=20, n=600, first=first, hours=13 * 24 - 1)
+
+    def card_on(card: str, day: int, seed: int) -> pl.DataFrame:
+        one = _transactions(seed, users=1, n=1, first=first + timedelta(days=day, hours=9), hours=1)
+        return one.with_columns(
+            pl.lit(card.split("-")[0]).alias("user_id"), pl.lit(card).alias("card_id")
+        )
+
+    # card "old": days 1 and 12 (found in the second batch); card "recent": days 8 and 12 (first)
+    special = [card_on("old-c", 1, 6), card_on("old-c", 12, 7)]
+    special += [card_on("recent-c", 8, 8), card_on("recent-c", 12, 9)]
+    rows = _rows(GROUP, pl.concat([noise, *special]).sort("event_time"))
+    v1 = _write(delta, rows, days[0], days[-1])
+    snapshot_group(incremental, delta, TABLE, GROUP, partition_column=DAY)
+    _full_snapshot(full, delta, v1)
+
+    gone = rows.filter(pl.col(DAY) == days[-1], pl.col("card_id").is_in(["old-c", "recent-c"]))
+    assert gone.height == 2
+    v2 = _write(delta, rows.join(gone, on=rows.columns, how="anti"), days[-1], days[-1])
+    done = snapshot_group(incremental, delta, TABLE, GROUP, partition_column=DAY)
+    _full_snapshot(full, delta, v2)
+    assert v2 > v1 and _dump(incremental) == _dump(full)
+    assert (done.mode, done.entities_looked_up, done.entities_written) == ("incremental", 2, 2)

@@ -18,7 +18,7 @@ checkpoint's version and the current one:
    (a row of an earlier partition is older than every row of P); those later partitions are read
    only for the entities seen in P (with the usual stale range, D..today, there are none);
 4. entities whose newest row (as encoded for Redis) differs are written; an entity whose rows in
-   P all disappeared has its newest row looked up in the whole table (a filter on its key).
+   P all disappeared has its newest row looked up in the partitions before min(P), newest first.
 
 The checkpoint is saved after the writes: a crash in between repeats the same writes next time.
 A checkpoint whose version can no longer be read (its log entries or, after a VACUUM, its files
@@ -123,6 +123,35 @@ def _read(
     return pl.DataFrame(arrow).cast({c: schema[c] for c in columns})
 
 
+FIRST_LOOKUP_DAYS = 7
+
+
+def _newest_rows_before(
+    table: DeltaTable,
+    partition_column: str,
+    earlier: list[date],
+    entities: pl.DataFrame,
+    columns: list[str],
+    schema: pl.Schema,
+) -> pl.DataFrame:
+    """The rows of the ``earlier`` partitions that hold the newest row of each of ``entities``
+    (none has a row in a later partition). Read newest first, a week, then twice as many days
+    at a time; an entity found in a batch is not looked for in older ones (its rows there are
+    older), so usually the first batch is all that is read (filtering the whole table on the
+    keys read every file: it grew with history)."""
+    found = [pl.DataFrame(schema={c: schema[c] for c in columns})]
+    remaining = entities[ENTITY_KEY].unique()
+    earlier = sorted(earlier, reverse=True)
+    batch, taken = FIRST_LOOKUP_DAYS, 0
+    while taken < len(earlier) and remaining.len():
+        rows = _read(table, partition_column, earlier[taken : taken + batch], columns, schema)
+        rows = rows.filter(pl.col(ENTITY_KEY).is_in(remaining.implode()))
+        found.append(rows)
+        remaining = remaining.filter(~remaining.is_in(rows[ENTITY_KEY].implode()))
+        taken, batch = taken + batch, batch * 2
+    return pl.concat(found)
+
+
 def _encoded_latest(group: FeatureGroup, rows: pl.DataFrame) -> pl.DataFrame:
     latest = latest_per_entity(rows)
     return latest.select(ENTITY_KEY).with_columns(encode_rows(group, latest)["value"])
@@ -198,9 +227,11 @@ def _incremental(
         return _full(client, store, table, group, current, partition_column, reason[:300])
     new = _read(current, partition_column, changed, columns, schema)
     later: list[date] = []
+    earlier: list[date] = []
     if changed:
         present = _partition_files(current, partition_column)["partition"].unique().to_list()
         later = sorted(p for p in present if p > changed[0] and p not in set(changed))
+        earlier = [p for p in present if p < changed[0]]
     seen = pl.concat([new[ENTITY_KEY], old[ENTITY_KEY]]).unique()
     after = _read(current, partition_column, later, columns, schema).filter(
         pl.col(ENTITY_KEY).is_in(seen.implode())
@@ -213,12 +244,7 @@ def _incremental(
     candidates = pl.concat([new, after]).join(differs, on=ENTITY_KEY, how="semi")
     # entities whose rows of P all disappeared: their newest row is in an earlier partition
     gone = latest_old.select(ENTITY_KEY).join(latest_new, on=ENTITY_KEY, how="anti")
-    looked_up = pl.DataFrame(schema={c: schema[c] for c in columns})
-    if gone.height:
-        arrow = current.to_pyarrow_table(
-            filters=[(ENTITY_KEY, "in", gone[ENTITY_KEY].to_list())], columns=columns
-        )
-        looked_up = pl.DataFrame(arrow).cast({c: schema[c] for c in columns})
+    looked_up = _newest_rows_before(current, partition_column, earlier, gone, columns, schema)
     latest = latest_per_entity(pl.concat([candidates, looked_up]))
     stored = write_snapshot(client, group, latest)
     save_checkpoint(client, group, Checkpoint(checkpoint.table_id, version))
