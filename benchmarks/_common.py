@@ -118,3 +118,75 @@ def admin_pg(statement: str) -> None:
             cursor.execute(statement)
     finally:
         conn.close()
+
+
+def one_event_window_state(
+    group: Any, n: int, seed: int
+) -> tuple[dict[str, Any], list[dict[tuple[Any, ...], Any]]]:
+    """Window state columns (``windows.py``) for ``n`` entities of ``group`` whose only row
+    stands for ONE event: per (column, where) the event passes or not, its amount (2 decimals)
+    and a distinct value. Returns the columns and, per row, what the event was (for
+    ``one_event_windows``)."""
+    import random as _random
+
+    import polars as pl
+
+    from fraud_platform.lib.features.windows import SCALE, STORED_TOTAL, window_plan
+
+    plan = window_plan(group)
+    rng = _random.Random(seed)
+    events = []
+    for _ in range(n):
+        amount = round(rng.uniform(1.0, 500.0), 2)
+        passes = {(m.column, m.where): rng.random() < 0.7 for m in plan.measures}
+        passes |= {(i.column, i.where): rng.random() < 0.7 for i in plan.instants}
+        events.append({"amount": amount, "passes": passes, "value": f"v{rng.randrange(50)}"})
+    columns: dict[str, Any] = {}
+    for measure in plan.measures:
+        fixed = [
+            round(e["amount"] * SCALE) if e["passes"][(measure.column, measure.where)] else 0
+            for e in events
+        ]
+        values = {
+            "n": [int(e["passes"][(measure.column, measure.where)]) for e in events],
+            "s": fixed,
+            "q": [f * f for f in fixed],
+        }[measure.kind]
+        columns[measure.name] = pl.Series(values, dtype=pl.Int128).cast(STORED_TOTAL)
+    for instant in plan.instants:
+        passed = [e["passes"][(instant.column, instant.where)] for e in events]
+        if instant.function == "n_unique":
+            columns[instant.name] = pl.Series(
+                [[e["value"]] if p else [] for e, p in zip(events, passed, strict=True)],
+                dtype=pl.List(pl.String),
+            )
+        else:
+            columns[instant.name] = pl.Series(
+                [e["amount"] if p else None for e, p in zip(events, passed, strict=True)],
+                dtype=pl.Float64,
+            )
+    return columns, events
+
+
+def one_event_windows(group: Any, event: dict[str, Any], feature_time: Any, now: Any) -> dict:
+    """The windowed features at ``now`` of an entity whose only event (``one_event_window_state``)
+    was at ``feature_time``, by hand: it is in a window w iff now - w < feature_time < now."""
+    out: dict[str, Any] = {}
+    for feature in group.features:
+        if feature.window is None:
+            continue
+        counted = (
+            now - feature.window < feature_time < now
+            and event["passes"][(feature.column, feature.where)]
+        )
+        amount = event["amount"] if counted else None
+        out[feature.name] = {
+            "count": int(counted),
+            "sum": amount if counted else 0.0,
+            "mean": amount,
+            "std": None,  # one value
+            "max": amount,
+            "min": amount,
+            "n_unique": int(counted),
+        }[feature.function]
+    return out

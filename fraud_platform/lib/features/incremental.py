@@ -24,6 +24,7 @@ from fraud_platform.lib.features.registry import (
     Feature,
     FeatureGroup,
 )
+from fraud_platform.lib.features.windows import stored_columns
 
 CHECKPOINTABLE = frozenset({"count", "max", "min", "last"})
 STATE_SUFFIX = "__state"
@@ -120,6 +121,6 @@ def compute_rows_from(
             continued, on=[ENTITY_KEY, FEATURE_TIME], how="left"
         )
     keys = list(group.entity.join_keys)
-    return rows.select(ENTITY_KEY, *keys, FEATURE_TIME, *group.feature_names).sort(
+    return rows.select(ENTITY_KEY, *keys, FEATURE_TIME, *stored_columns(group)).sort(
         FEATURE_TIME, ENTITY_KEY
     )
