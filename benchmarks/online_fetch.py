@@ -36,14 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root
 import numpy as np
 import polars as pl
 
-from benchmarks._common import (
-    emit,
-    latency_ms,
-    one_event_window_state,
-    one_event_windows,
-    profiled,
-    redis_client,
-)
+from benchmarks._common import emit, latency_ms, profiled, redis_client
 from fraud_platform.lib.features.compute import KEY_SEPARATOR
 from fraud_platform.lib.features.online.reader import OnlineFeatureReader, OnlineFeatures
 from fraud_platform.lib.features.online.writer import write_snapshot
@@ -102,14 +95,7 @@ def group_frame(group: FeatureGroup, n: int, now: datetime, seed: int) -> pl.Dat
             columns[feature.name] = with_nulls(
                 pl.Series([f"s{v}" for v in rng.integers(0, 50, n)]), null
             )
-    state, events = one_event_window_state(group, n, seed)
-    EVENTS[group.versioned_name] = events
-    return pl.DataFrame(columns).with_columns(**state).with_row_index(ROW)
-
-
-# per group, what each row's one event was (``one_event_window_state``): the windows' brute force
-EVENTS: dict[str, list[dict[str, Any]]] = {}
-ROW = "__row"
+    return pl.DataFrame(columns)
 
 
 def with_nulls(values: pl.Series, null: np.ndarray) -> pl.Series:
@@ -120,11 +106,8 @@ def raw_fetch(client: Any, keys: Sequence[str]) -> list[Any]:
     return client.mget(keys)
 
 
-def expected_for(
-    frames: Mapping[str, pl.DataFrame], ents: Mapping[str, str], now: datetime
-) -> OnlineFeatures:
-    """Brute force: scan each written frame for the entity's row; its windows at ``now`` by
-    hand from the one event the row stands for."""
+def expected_for(frames: Mapping[str, pl.DataFrame], ents: Mapping[str, str]) -> OnlineFeatures:
+    """Brute force: scan each written frame for the entity's row."""
     values: dict[str, Any] = {}
     times: dict[str, datetime | None] = {}
     for group in SERVICE.groups:
@@ -136,9 +119,6 @@ def expected_for(
         times[group.versioned_name] = row[FEATURE_TIME] if row else None
         for name in group.feature_names:
             values[name] = row[name] if row else None
-        if row is not None:
-            event = EVENTS[group.versioned_name][row[ROW]]
-            values |= one_event_windows(group, event, row[FEATURE_TIME], now)
     return OnlineFeatures(values=values, feature_times=times)
 
 
@@ -163,16 +143,14 @@ def verify(
     """Fetched (single and batch) == written for ``sample`` entities and some absent ones."""
     ids = rng.sample(range(n_entities), sample)
     absent = [n_entities + i for i in range(5)]
-    now = datetime.now(UTC)  # one instant: the windows are evaluated at it
     for i in [*ids, *absent]:
         ents = entity(i)
-        got = reader.get_online_features(ents, now=now)
-        check(got, expected_for(frames, ents, now), f"entity {i}")
+        check(reader.get_online_features(ents), expected_for(frames, ents), f"entity {i}")
     for start in range(0, len(ids), BATCH):
         chunk = [*ids[start : start + BATCH], absent[0]]
-        got = reader.get_online_features_many([entity(i) for i in chunk], now=now)
+        got = reader.get_online_features_many([entity(i) for i in chunk])
         for i, features in zip(chunk, got, strict=True):
-            check(features, expected_for(frames, entity(i), now), f"batch entity {i}")
+            check(features, expected_for(frames, entity(i)), f"batch entity {i}")
     return len(ids) + len(absent)
 
 

@@ -55,7 +55,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root
 
 from benchmarks._bench_model import model_metadata, train
-from benchmarks._common import REPO_ROOT, emit, one_event_window_state, redis_client
+from benchmarks._common import REPO_ROOT, emit, redis_client
 from fraud_platform.lib.contracts.events import EVENT_FIELDS, SCORES, TRANSACTIONS
 from fraud_platform.lib.features.catalog import FEATURE_GROUPS
 from fraud_platform.lib.features.compute import KEY_SEPARATOR
@@ -137,9 +137,7 @@ def write_features(client: Any, mix: list[dict[str, Any]], feature_time: datetim
             for i, key in enumerate(keys)
         ]
         if rows:
-            # the windows' state: each row stands for one event (evaluated at each request)
-            state, _ = one_event_window_state(group, len(rows), seed=len(group.name))
-            written += write_snapshot(client, group, pl.DataFrame(rows).with_columns(**state))
+            written += write_snapshot(client, group, pl.DataFrame(rows))
     return written
 
 

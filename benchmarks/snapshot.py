@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root
 import numpy as np
 import polars as pl
 
-from benchmarks._common import emit, one_event_window_state, profiled, redis_client
+from benchmarks._common import emit, profiled, redis_client
 from fraud_platform.lib.features.catalog import USER_TXN_VELOCITY
 from fraud_platform.lib.features.online.layout import (
     EXPIRY_MARGIN_MS,
@@ -46,7 +46,6 @@ from fraud_platform.lib.features.online.layout import (
 )
 from fraud_platform.lib.features.online.writer import DEFAULT_BATCH_SIZE, write_snapshot
 from fraud_platform.lib.features.registry import ENTITY_KEY, FEATURE_TIME
-from fraud_platform.lib.features.windows import stored_columns
 
 GROUP = USER_TXN_VELOCITY
 TARGET_ROWS_PER_S = 200_000
@@ -72,7 +71,7 @@ def synthesize(n: int, now: datetime, seed: int = 5) -> pl.DataFrame:
             columns[feature.name] = pl.Series(feature_us).cast(ts)
         else:
             columns[feature.name] = pl.Series(np.abs(rng.normal(80.0, 60.0, n)))
-    frame = pl.DataFrame(columns).with_columns(**one_event_window_state(GROUP, n, seed)[0])
+    frame = pl.DataFrame(columns)
     null_std = pl.Series(rng.random(n) < 0.1)
     return frame.with_columns(
         pl.when(null_std)
@@ -83,15 +82,15 @@ def synthesize(n: int, now: datetime, seed: int = 5) -> pl.DataFrame:
 
 
 def encode_batches(rows: pl.DataFrame) -> list[pl.DataFrame]:
-    columns = [ENTITY_KEY, FEATURE_TIME, *stored_columns(GROUP)]
+    columns = [ENTITY_KEY, FEATURE_TIME, *GROUP.feature_names]
     return list(encode_rows(GROUP, rows.select(columns)).iter_slices(BATCH))
 
 
-def redispy_write(client: Any, batches: list[list[tuple[Any, ...]]]) -> None:
+def redispy_write(client: Any, batches: list[list[tuple[str, int, int, str, int]]]) -> None:
     """The rows as sorted-set members, no comparison: ZADD + PEXPIREAT per key, pipelined."""
     for batch in batches:
         pipe = client.pipeline(transaction=False)
-        for key, score, _, value, pxat, *_ in batch:
+        for key, score, _, value, pxat in batch:
             pipe.zadd(key, {value: score})
             pipe.pexpireat(key, pxat)
         pipe.execute()
@@ -116,12 +115,12 @@ def verify(client: Any, rows: pl.DataFrame, sample: int, rng: random.Random) -> 
             continue
         stored = json.loads(members[0])
         want_ft = to_micros(row[FEATURE_TIME])
-        if len(stored) != 2 + len(stored_columns(GROUP)) or stored[-1] != 0:
-            errors.append(f"{key}: {stored!r} is not a layout-5 batch row")
+        if len(stored) != 2 + len(GROUP.features) or stored[-1] != 0:
+            errors.append(f"{key}: {stored!r} is not a layout-3 batch row")
             continue
         if stored[0] != want_ft or type(stored[0]) is not int:
             errors.append(f"{key}: feature_time {stored[0]!r}, expected {want_ft}")
-        for feature, got in zip(GROUP.features, stored[1 : 1 + len(GROUP.features)], strict=True):
+        for feature, got in zip(GROUP.features, stored[1:-1], strict=True):
             value, kind = row[feature.name], feature.dtype
             if value is None or got is None:
                 if value is not got:

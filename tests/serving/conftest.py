@@ -27,17 +27,15 @@ import pytest
 import redis
 
 from fraud_platform.lib.contracts.events import SCORES
-from fraud_platform.lib.features.catalog import (
-    ACCOUNT,
-    FEATURE_GROUPS,
-    MERCHANT_FRAUD_LABELS,
-    PROFILE_VERSIONS,
-    TXN,
-)
-from fraud_platform.lib.features.compute import compute_feature_group
-from fraud_platform.lib.features.online.layout import online_history
+from fraud_platform.lib.features.catalog import FEATURE_GROUPS
+from fraud_platform.lib.features.compute import KEY_SEPARATOR
 from fraud_platform.lib.features.online.writer import write_snapshot
-from fraud_platform.lib.features.registry import FeatureGroup, FeatureService
+from fraud_platform.lib.features.registry import (
+    ENTITY_KEY,
+    FEATURE_TIME,
+    FeatureGroup,
+    FeatureService,
+)
 from fraud_platform.lib.features.services import FRAUD_SCORING_V1
 from fraud_platform.lib.kafka.admin import ensure_topics
 from fraud_platform.lib.model.input import to_model_input
@@ -160,6 +158,15 @@ def redis_client() -> Iterator[redis.Redis]:
     client.close()
 
 
+def _group_value(group: FeatureGroup, name: str, feature_time: datetime) -> Any:
+    dtype = group.feature(name).dtype
+    if dtype == "ts":
+        return feature_time - timedelta(minutes=30)
+    if dtype == "int":
+        return 2
+    return 40.0
+
+
 @dataclass(frozen=True)
 class Customer:
     """Entity ids whose online features were written for this session."""
@@ -194,65 +201,8 @@ class Customer:
         return body
 
 
-# The customer's source events (hand-made, so each test knows what they give): two payments of
-# 40.0, 10 min apart, the later one at feature_time; a password change 30 min before
-# feature_time and a login at it; a fraud label at the merchant and a profile version, both at
-# feature_time. Served 5 to 50 min after feature_time: 2 payments in the last hour, mean 40.0.
-CUSTOMER_AMOUNT = 40.0
-PAYMENT_GAP = timedelta(minutes=10)
-PASSWORD_CHANGE_BEFORE = timedelta(minutes=30)
-
-
-def customer_events(customer: Customer) -> dict[str, pl.DataFrame]:
-    """The customer's source events, by source table."""
-    ft = customer.feature_time
-    payment = {
-        "user_id": customer.user_id,
-        "card_id": customer.card_id,
-        "device_id": customer.device_id,
-        "country": customer.country,
-        "merchant_id": customer.merchant_id,
-        "merchant_category": "electronics",
-        "amount": CUSTOMER_AMOUNT,
-    }
-    transactions = [
-        {**payment, "transaction_id": "t1", "channel": "ecommerce", "counterparty_id": None,
-         "event_time": ft - PAYMENT_GAP},
-        {**payment, "transaction_id": "t2", "channel": "p2p",
-         "counterparty_id": customer.counterparty_id, "event_time": ft},
-    ]  # fmt: skip
-    account = [
-        {"user_id": customer.user_id, "event_type": event_type, "event_time": at,
-         "device_id": customer.device_id, "country": customer.country}
-        for event_type, at in (("password_change", ft - PASSWORD_CHANGE_BEFORE), ("login", ft))
-    ]  # fmt: skip
-    labels = [{"merchant_id": customer.merchant_id, "label_time": ft}]
-    profile = [
-        {"user_id": customer.user_id, "valid_from": ft, "signup_time": ft - timedelta(days=365),
-         "kyc_level": 2, "account_type": "personal", "home_country": customer.country}
-    ]  # fmt: skip
-    return {
-        TXN: events_frame(transactions, "event_time"),
-        ACCOUNT: events_frame(account, "event_time"),
-        MERCHANT_FRAUD_LABELS: events_frame(labels, "label_time"),
-        PROFILE_VERSIONS: events_frame(profile, "valid_from", "signup_time"),
-    }
-
-
-def events_frame(rows: list[dict[str, Any]], *time_columns: str) -> pl.DataFrame:
-    utc = pl.Datetime("us", "UTC")
-    overrides = {c: utc for c in time_columns} | {"counterparty_id": pl.String}
-    return pl.DataFrame(rows, schema_overrides={k: v for k, v in overrides.items() if k in rows[0]})
-
-
-def write_group_events(client: redis.Redis, group: FeatureGroup, events: pl.DataFrame) -> None:
-    """The rows the batch path computes from ``events`` and leaves in the online store."""
-    write_snapshot(client, group, online_history(group, compute_feature_group(group, events)))
-
-
 def write_customer(client: redis.Redis, feature_time: datetime) -> Customer:
-    """Every feature group of the catalog (all versions) for a fresh user/card/device/country,
-    computed from ``customer_events``."""
+    """Every feature group of the catalog (all versions) for a fresh user/card/device/country."""
     run = uuid.uuid4().hex[:10]
     customer = Customer(
         user_id=f"u-test-{run}",
@@ -263,9 +213,19 @@ def write_customer(client: redis.Redis, feature_time: datetime) -> Customer:
         counterparty_id=f"p-test-{run}",
         feature_time=feature_time,
     )
-    events = customer_events(customer)
+    ids = {
+        "user_id": customer.user_id,
+        "card_id": customer.card_id,
+        "device_id": customer.device_id,
+        "country": customer.country,
+        "merchant_id": customer.merchant_id,
+        "counterparty_id": customer.counterparty_id,
+    }
     for group in FEATURE_GROUPS:
-        write_group_events(client, group, events[group.source])
+        key = KEY_SEPARATOR.join(ids[k] for k in group.entity.join_keys)
+        row = {ENTITY_KEY: key, FEATURE_TIME: feature_time}
+        row.update({name: _group_value(group, name, feature_time) for name in group.feature_names})
+        write_snapshot(client, group, pl.DataFrame([row]))
     return customer
 
 

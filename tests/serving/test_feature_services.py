@@ -10,13 +10,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import pytest
 import redis
 
 from fraud_platform.lib.contracts.events import TRANSACTIONS, validate_record
 from fraud_platform.lib.features.catalog import USER_TXN_VELOCITY, USER_TXN_VELOCITY_V2
 from fraud_platform.lib.features.online.layout import online_key
-from fraud_platform.lib.features.registry import FeatureService
+from fraud_platform.lib.features.online.writer import write_snapshot
+from fraud_platform.lib.features.registry import ENTITY_KEY, FEATURE_TIME, FeatureService
 from fraud_platform.lib.features.services import FRAUD_SCORING_V1, FRAUD_SCORING_V2
 from fraud_platform.lib.serving.lookup import FeatureLookup
 from fraud_platform.lib.serving.scoring import ScoringModel
@@ -26,18 +28,15 @@ from .conftest import (
     REDIS_URL,
     THRESHOLDS,
     Customer,
+    _group_value,
     delete_customer,
-    events_frame,
     platform_model_store,
     train_tiny_model,
     write_customer,
-    write_group_events,
 )
 
 pytestmark = pytest.mark.serving
-# v2's key gets 7 payments of its own (amounts 3.5, 4.5, ...); write_customer's 2 payments give
-# every other key a count of 2 and amounts of 40.0: 7 and 3.5 can only come from v2's key
-V2_COUNT_1H = 7
+V2_COUNT_1H = 7  # write_customer writes 2 for every int feature: 7 can only come from v2's key
 V2_MIN_7D = 3.5
 
 
@@ -65,19 +64,14 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def v2_only(redis_client: redis.Redis) -> Iterator[Customer]:
-    """A customer whose user features exist only as user_txn_velocity_v2 (v1's key deleted),
-    computed from 7 payments of its own, one a minute up to the customer's feature_time."""
+    """A customer whose user features exist only as user_txn_velocity_v2 (v1's key deleted)."""
     known = write_customer(redis_client, datetime.now(UTC) - timedelta(minutes=5))
-    for group in (USER_TXN_VELOCITY, USER_TXN_VELOCITY_V2):
-        assert redis_client.delete(online_key(group, known.user_id)) == 1
-    payments = [
-        {
-            **known.transaction(amount=V2_MIN_7D + i),
-            "event_time": known.feature_time - timedelta(minutes=i),
-        }
-        for i in range(V2_COUNT_1H)
-    ]
-    write_group_events(redis_client, USER_TXN_VELOCITY_V2, events_frame(payments, "event_time"))
+    row: dict[str, Any] = {ENTITY_KEY: known.user_id, FEATURE_TIME: known.feature_time}
+    for name in USER_TXN_VELOCITY_V2.feature_names:
+        row[name] = _group_value(USER_TXN_VELOCITY_V2, name, known.feature_time)
+    row.update(user_txn_count_1h=V2_COUNT_1H, user_amount_min_7d=V2_MIN_7D)
+    write_snapshot(redis_client, USER_TXN_VELOCITY_V2, pl.DataFrame([row]))
+    assert redis_client.delete(online_key(USER_TXN_VELOCITY, known.user_id)) == 1
     yield known
     delete_customer(redis_client, known)
 

@@ -44,11 +44,9 @@ def record_of(customer: Customer, **overrides) -> dict:
 def test_lookup_reads_what_was_written(lookup: FeatureLookup, customer: Customer):
     found = lookup.lookup(record_of(customer))
     assert not found.degraded, found.degraded_reason
-    # conftest.customer_events: two payments of 40.0 in the last hour, a password change 30 min
-    # before the customer's feature_time
     assert found.values["user_txn_count_1h"] == 2
     assert found.values["user_amount_mean_30d"] == 40.0
-    expected = customer.feature_time - timedelta(minutes=30)
+    expected = customer.feature_time - timedelta(minutes=30)  # see conftest._group_value
     assert found.values["last_password_change_time"] == expected
     p2p_only = {g.versioned_name for g in FEATURE_GROUPS if "counterparty_id" in g.entity.join_keys}
     for group, age in found.age_seconds.items():

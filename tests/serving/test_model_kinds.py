@@ -12,14 +12,12 @@ import httpx
 import numpy as np
 import polars as pl
 import pytest
-import redis
 
 from fraud_platform.lib.features.request import model_row
 from fraud_platform.lib.features.services import FRAUD_SCORING_V1 as SERVICE
 from fraud_platform.lib.model.baseline import SklearnModel
 from fraud_platform.lib.model.input import predict_proba
 from fraud_platform.lib.serving import registry
-from fraud_platform.lib.serving.lookup import FeatureLookup
 from fraud_platform.lib.storage.delta import DeltaStore
 from fraud_platform.lib.training.baselines import BaselineConfig, train_baseline
 from fraud_platform.lib.training.fit import Split
@@ -31,6 +29,7 @@ from .conftest import (
     THRESHOLDS,
     Customer,
     Registered,
+    _group_value,
     platform_model_store,
     start_server,
     stop_server,
@@ -72,16 +71,13 @@ def _register(data_dir: Path, kind: str) -> Registered:
     return Registered(data_dir, data_dir / "bentoml", tag, model, metadata)
 
 
-def _looked_up(customer: Customer, txn: dict[str, Any]) -> dict[str, Any]:
-    """The online values the service path reads for ``txn`` (conftest.customer_events computed
-    and written by the batch path's functions): the model's input, not what is tested here."""
-    client = redis.Redis.from_url(REDIS_URL, socket_timeout=2)
-    try:
-        found = FeatureLookup(client).lookup(txn, SERVICE)
-    finally:
-        client.close()
-    assert not found.degraded, found.degraded_reason
-    return found.values
+def _looked_up(customer: Customer) -> dict[str, Any]:
+    """The online values ``write_customer`` stored for every group of the service."""
+    return {
+        name: _group_value(group, name, customer.feature_time)
+        for group in SERVICE.groups
+        for name in group.feature_names
+    }
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -101,7 +97,7 @@ def test_each_model_kind_round_trips_the_registry_and_scores_in_the_service_path
 
     txn = {**customer.transaction(amount=950.0, channel="p2p"), "event_time": datetime.now(UTC)}
     txn["counterparty_id"] = customer.counterparty_id
-    looked_up = _looked_up(customer, txn)
+    looked_up = _looked_up(customer)
     result = scoring.score(txn, looked_up, explain="always")
     row = model_row(txn, looked_up, SERVICE)
     expected = float(predict_proba(registered.model, row, allow_missing=True)[0])
@@ -115,8 +111,9 @@ def test_each_model_kind_round_trips_the_registry_and_scores_in_the_service_path
 
 def test_logistic_regression_reasons_are_its_linear_contributions(customer: Customer) -> None:
     model = _model("logreg")
-    txn = {**customer.transaction(), "event_time": datetime.now(UTC)}
-    row = model_row(txn, _looked_up(customer, txn), SERVICE)
+    row = model_row(
+        {**customer.transaction(), "event_time": datetime.now(UTC)}, _looked_up(customer), SERVICE
+    )
     frame = model.frame(row, allow_missing=True)
     transformed = model.pipeline[:-1].transform(frame)[0]
     coef = model.pipeline[-1].coef_[0]
@@ -148,6 +145,6 @@ def test_a_logistic_regression_champion_is_served_over_http(
     # the same transaction scored in process with the values the server read from Redis; the
     # elapsed-time features move by the request's latency, hence the tolerance
     txn = {**body, "event_time": sent_at + timedelta(milliseconds=50)}
-    row = model_row(txn, _looked_up(customer, txn), SERVICE)
+    row = model_row(txn, _looked_up(customer), SERVICE)
     expected = float(predict_proba(registered.model, row, allow_missing=True)[0])
     assert answer["score"] == pytest.approx(expected, abs=1e-3)

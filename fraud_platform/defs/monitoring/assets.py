@@ -11,7 +11,6 @@ from fraud_platform.defs.monitoring.verdicts import check_result
 from fraud_platform.lib.features.pit import point_in_time_join
 from fraud_platform.lib.features.services import FRAUD_SCORING_V1
 from fraud_platform.lib.features.training_frame import model_frame
-from fraud_platform.lib.features.windows import lookback
 from fraud_platform.lib.monitoring import charts
 from fraud_platform.lib.monitoring.decisions import read_decisions, recent_dates, without_outages
 from fraud_platform.lib.monitoring.drift import DriftReport, drift_report
@@ -215,12 +214,11 @@ def offline_features_for(log: pl.DataFrame, delta: DeltaStore) -> pl.DataFrame:
         pl.col(JOIN_KEYS).cast(pl.String)  # a key never seen in the log reads back as Null
     )
     # only the feature partitions a lookup of these requests can reach: from the earliest
-    # request's date minus the group's lookback (its TTL, or two blocks of windows) to the
-    # latest request's date
+    # request's date minus the group's TTL to the latest request's date
     first, last = rows["event_time"].min(), rows["event_time"].max()
     group_rows = {
         g.versioned_name: delta.scan(names.feature_table(g.versioned_name)).filter(
-            pl.col(names.FEATURE_DATE).is_between((first - lookback(g)).date(), last.date())
+            pl.col(names.FEATURE_DATE).is_between((first - g.ttl).date(), last.date())
         )
         for g in FRAUD_SCORING_V1.groups
     }

@@ -17,7 +17,6 @@ from fraud_platform.lib.features.registry import (
     Feature,
     FeatureGroup,
 )
-from fraud_platform.lib.features.windows import window_plan, window_state
 
 KEY_SEPARATOR = "|"
 _TIEBREAK = "__tiebreak"
@@ -197,9 +196,6 @@ def feature_group_query(group: FeatureGroup, source: pl.DataFrame | pl.LazyFrame
             .with_columns(*finish)
             .drop(helpers)
         )
-    plan = window_plan(group)
-    if plan.features:
-        frames.append(window_state(plan, events))
     if exprs.lifetime:
         frames.append(
             events.select(ENTITY_KEY, FEATURE_TIME, *exprs.lifetime).unique(
@@ -212,9 +208,7 @@ def feature_group_query(group: FeatureGroup, source: pl.DataFrame | pl.LazyFrame
     )
     for frame in frames:
         rows = rows.join(frame, on=[ENTITY_KEY, FEATURE_TIME], how="left")
-    return rows.select(ENTITY_KEY, *keys, FEATURE_TIME, *exprs.casts, *plan.state_columns).sort(
-        FEATURE_TIME, ENTITY_KEY
-    )
+    return rows.select(ENTITY_KEY, *keys, FEATURE_TIME, *exprs.casts).sort(FEATURE_TIME, ENTITY_KEY)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,6 @@ from fraud_platform.lib.features.registry import (
     Feature,
     FeatureGroup,
 )
-from fraud_platform.lib.features.windows import stored_columns
 
 CHECKPOINTABLE = frozenset({"count", "max", "min", "last"})
 STATE_SUFFIX = "__state"
@@ -121,6 +120,6 @@ def compute_rows_from(
             continued, on=[ENTITY_KEY, FEATURE_TIME], how="left"
         )
     keys = list(group.entity.join_keys)
-    return rows.select(ENTITY_KEY, *keys, FEATURE_TIME, *stored_columns(group)).sort(
+    return rows.select(ENTITY_KEY, *keys, FEATURE_TIME, *group.feature_names).sort(
         FEATURE_TIME, ENTITY_KEY
     )

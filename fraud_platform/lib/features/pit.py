@@ -2,9 +2,7 @@
 
 For a row at time ``t`` and each group, take the group's latest row of the same entity with
 ``feature_time < t`` (strictly: equal timestamps are NOT visible, so an event never sees
-itself) and ``t - feature_time <= ttl``; otherwise the group's features are null. Lifetime
-features are that row's values; windowed ones are evaluated at ``t`` over ``(t - w, t)``
-from the rows' window state (``windows.evaluate_at``, the online reader's maths).
+itself) and ``t - feature_time <= ttl``; otherwise the group's features are null.
 """
 
 from __future__ import annotations
@@ -15,8 +13,6 @@ import polars as pl
 
 from fraud_platform.lib.features.compute import entity_key_expr
 from fraud_platform.lib.features.registry import ENTITY_KEY, FEATURE_TIME, FeatureGroup
-from fraud_platform.lib.features.window_join import evaluate_at
-from fraud_platform.lib.features.windows import Measure, window_plan
 
 _ROW, _MATCH, _KEY, _TIME = "__row", "__match", "__key", "__feature_time"
 
@@ -55,13 +51,10 @@ def point_in_time_join(
         names = [n for n in group.feature_names if wanted is None or n in wanted]
         if not names:
             continue
-        plan = window_plan(group)
-        windowed = [f.name for f in plan.features if f.name in names]
-        state = plan.state_columns if windowed else []
         rows = (
             group_rows[group.versioned_name]
             .lazy()
-            .select(ENTITY_KEY, FEATURE_TIME, *names, *state)
+            .select(ENTITY_KEY, FEATURE_TIME, *names)
             .collect(engine="in-memory")
         )
         right = rows.select(
@@ -81,23 +74,5 @@ def point_in_time_join(
                 tolerance=group.ttl,  # t - feature_time <= ttl, else no match (nulls)
             )
         )[_MATCH].gather(back_to_row_order)
-        values = rows.select(pl.col(names).gather(matched))
-        if windowed:
-            _check_state(group, rows, plan.measures)
-            probes = left.select(
-                time_column, entity_key_expr(group.entity.join_keys).alias(ENTITY_KEY)
-            )
-            at_t = evaluate_at(plan, rows, probes, time_column).select(windowed)
-            values = values.with_columns(at_t.select(pl.all().gather(back_to_row_order)))
-        parts.append(values)
+        parts.append(rows.select(pl.col(names).gather(matched)))
     return pl.concat(parts, how="horizontal")
-
-
-def _check_state(group: FeatureGroup, rows: pl.DataFrame, measures: Sequence[Measure]) -> None:
-    """Rows written before windows were evaluated at the lookup lack the state (null)."""
-    missing = [m.name for m in measures if rows[m.name].null_count()]
-    if missing:
-        raise ValueError(
-            f"{group.versioned_name}: {rows[missing[0]].null_count()} rows without window state "
-            f"{missing[0]}: rows computed before windows-at-lookup; recompute the group's table"
-        )

@@ -12,21 +12,15 @@ within a service, so a model's input columns are unambiguous.
 
 Semantics (stated once, tested in tests/unit/features/):
 - A group emits one row per (entity, source event time). The row's ``feature_time`` is that
-  event time: the moment the values became known. The row's window aggregates cover source
-  events with time in ``(feature_time - window, feature_time]`` (all events sharing the
-  timestamp included): the values as of the entity's event, kept in the offline table.
+  event time: the moment the values became known. Window aggregates cover source events with
+  time in ``(feature_time - window, feature_time]`` (all events sharing the timestamp included).
 - A lookup at time ``t`` sees the latest row with ``feature_time < t`` (strictly before; an
   event never sees itself or anything at its own timestamp) and ``t - feature_time <= ttl``;
-  otherwise every feature of the group is null. Lifetime features (``window=None``: last
-  value, first/last seen, lifetime counts) are that row's values. A windowed feature is
-  evaluated at the lookup: the events in ``(t - window, t)``, however long ago the entity's
-  last event was (``windows.py``; the offline join and the online reader share its maths).
+  otherwise every feature of the group is null.
 - Source events whose join keys are null (e.g. a card payment has no p2p counterparty) belong
   to no entity: they emit no row, and a lookup with a null join key finds nothing.
 - A row's window aggregates depend only on its window's events: sums and means are taken in
   fixed point (8 decimal places, exact), deviations over the window's values in event order.
-  At a lookup, sums, means and deviations come from integer totals of amounts in the
-  contract's smallest minor unit (4 decimal places; ``windows.SCALE``).
   Lifetime aggregates are count, sum, max, min, last and mean; count, max, min and last
   continue from the previous row's value (incremental partitions, ``incremental.py``).
 """

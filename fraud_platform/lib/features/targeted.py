@@ -37,7 +37,6 @@ from fraud_platform.lib.features.compute import (
     features_by_window,
 )
 from fraud_platform.lib.features.registry import ENTITY_KEY, FEATURE_TIME, Feature, FeatureGroup
-from fraud_platform.lib.features.windows import window_plan, window_state
 
 ADDITIVE = frozenset({"count", "sum", "mean"})  # windows of these are differences of totals
 SINCE = "__since"  # per entity: the earliest feature_time whose row is wanted (epoch us)
@@ -108,11 +107,7 @@ def rows_since_query(
         values = indexed.select(_INDEX, *[_lifetime_agg(f) for f in lifetime])
         at_high = points.select(_ROW, _HIGH).join(values, left_on=_HIGH, right_on=_INDEX)
         rows = rows.join(at_high.drop(_HIGH), on=_ROW, how="left")
-    plan = window_plan(group)
-    if plan.features:  # the state of a point: block totals and its own events' contributions
-        rows = rows.join(window_state(plan, indexed), on=[ENTITY_KEY, FEATURE_TIME], how="left")
-    casts = [_cast(f) for f in group.features]
-    return rows.select(ENTITY_KEY, *keys, FEATURE_TIME, *casts, *plan.state_columns).sort(
+    return rows.select(ENTITY_KEY, *keys, FEATURE_TIME, *[_cast(f) for f in group.features]).sort(
         FEATURE_TIME, ENTITY_KEY
     )
 

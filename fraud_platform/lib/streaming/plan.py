@@ -26,7 +26,6 @@ from fraud_platform.lib.contracts.events import (
     EVENT_ID_FIELD,
     TRANSACTIONS,
 )
-from fraud_platform.lib.features.online.layout import HISTORY_HORIZON
 from fraud_platform.lib.features.registry import FeatureGroup
 
 # silver table -> the topic it is built from (one event per row, after the steps above)
@@ -104,8 +103,7 @@ def stream_plan(groups: tuple[FeatureGroup, ...]) -> list[EntityStream]:
         id_column = EVENT_ID_FIELD[topic]
         read = set().union(*(_read_columns(g) for g in members)) - {"event_time", id_column}
         windows = [f.window for g in members for f in g.features if f.window is not None]
-        # a late event's row needs its block's events (windows.py): a window plus the lateness
-        retention = max([g.ttl for g in members] + windows) + HISTORY_HORIZON
+        retention = max([g.ttl for g in members] + windows)
         plan.append(
             EntityStream(
                 topic=topic,

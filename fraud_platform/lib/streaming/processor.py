@@ -41,7 +41,6 @@ from fraud_platform.lib.features.online.layout import (
     HISTORY_MIN_ROWS,
     check_encoded,
     encode_query,
-    keep_us,
     to_micros,
 )
 from fraud_platform.lib.features.online.writer import write_encoded
@@ -215,7 +214,7 @@ class StreamProcessor:
         # polars call per group before)
         encoded = pl.collect_all(
             [
-                encode_query(group, _rows_to_write(group, query, touched), pl.col(_VERSION))
+                encode_query(group, _rows_to_write(query, touched), pl.col(_VERSION))
                 for group, query in zip(stream.groups, rows, strict=True)
             ]
         )
@@ -344,12 +343,11 @@ def _events_frame(stream: EntityStream, entities: list[str], rows: list[list[Any
     )
 
 
-def _rows_to_write(group: FeatureGroup, rows: pl.LazyFrame, touched: pl.DataFrame) -> pl.LazyFrame:
+def _rows_to_write(rows: pl.LazyFrame, touched: pl.DataFrame) -> pl.LazyFrame:
     """Rows at or after each entity's earliest new event (a late event changes every later row)
-    that the online history keeps: within ``keep_us`` of the entity's newest row (the lateness
-    horizon, plus the longest window for a group with windows), or among its newest
-    HISTORY_MIN_ROWS."""
-    horizon_us = keep_us(group)
+    that the online history keeps: within HISTORY_HORIZON of the entity's newest row, or among
+    its newest HISTORY_MIN_ROWS."""
+    horizon_us = HISTORY_HORIZON // HISTORY_HORIZON.resolution
     ft_us = pl.col(FEATURE_TIME).dt.epoch("us")
     return (
         rows.join(touched.lazy(), on=ENTITY_KEY, how="inner")

@@ -12,13 +12,11 @@ import polars as pl
 import pytest
 import redis
 
-from fraud_platform.lib.features.compute import compute_feature_group
-from fraud_platform.lib.features.online.layout import online_history
+from fraud_platform.lib.features.compute import compute_feature_group, latest_per_entity
 from fraud_platform.lib.features.online.snapshot import checkpoint_key, snapshot_group
 from fraud_platform.lib.features.online.writer import write_snapshot
 from fraud_platform.lib.features.registry import ENTITY_KEY, FEATURE_TIME, FeatureGroup
 from fraud_platform.lib.features.services import FRAUD_SCORING_V1
-from fraud_platform.lib.features.windows import stored_columns
 from fraud_platform.lib.storage.delta import DeltaStore
 from tests.redis_server import redis_db_url
 
@@ -96,16 +94,16 @@ def _dump(client: redis.Redis) -> dict[bytes, tuple[list, int]]:
 
 def _full_snapshot(client: redis.Redis, delta: DeltaStore, version: int) -> None:
     """The snapshot as it was before it became incremental: every entity's newest row."""
-    write_snapshot(client, GROUP, online_history(GROUP, delta.read(TABLE, version=version)))
+    write_snapshot(client, GROUP, latest_per_entity(delta.read(TABLE, version=version)))
 
 
 def _changed_entities(delta: DeltaStore, before: int, after: int) -> int:
-    """Entities with a row that differs between two versions (computed from whole tables):
-    a window is evaluated at the lookup from older rows too, so any changed row is written
-    (before windows were evaluated at the lookup, only the newest row mattered)."""
-    columns = [ENTITY_KEY, FEATURE_TIME, *stored_columns(GROUP)]
-    old, new = (delta.read(TABLE, version=v).select(columns) for v in (before, after))
-    return new.join(old, on=columns, how="anti", nulls_equal=True)[ENTITY_KEY].n_unique()
+    """Entities whose newest row differs between two versions (computed from whole tables)."""
+    columns = [ENTITY_KEY, FEATURE_TIME, *GROUP.feature_names]
+    old, new = (
+        latest_per_entity(delta.read(TABLE, version=v)).select(columns) for v in (before, after)
+    )
+    return new.join(old, on=columns, how="anti", nulls_equal=True).height
 
 
 def test_incremental_snapshot_equals_full_and_touches_only_changed_entities(

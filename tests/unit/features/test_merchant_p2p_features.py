@@ -13,8 +13,8 @@ from fraud_platform.lib.features.catalog import (
     MERCHANT_FRAUD,
     USER_COUNTERPARTY_HISTORY,
 )
-from fraud_platform.lib.features.compute import compute_feature_group
-from fraud_platform.lib.features.online.layout import online_history, online_key
+from fraud_platform.lib.features.compute import compute_feature_group, latest_per_entity
+from fraud_platform.lib.features.online.layout import online_key
 from fraud_platform.lib.features.online.reader import OnlineFeatureReader
 from fraud_platform.lib.features.online.writer import write_snapshot
 from fraud_platform.lib.features.pit import point_in_time_join
@@ -95,9 +95,7 @@ def test_counterparty_senders_and_first_transfer() -> None:
     assert all(r.height == 5 for r in rows.values())
     looked_up = list(_lookup(txns.select("user_id", "counterparty_id", "event_time"), groups, rows))
     senders = [r["counterparty_senders_24h"] for r in looked_up]
-    # hour 30: the window is (6h, 30h), the three senders paid at hours 0..3: none left (the
-    # value as of the counterparty's last event, hour 3, was 3: windows are evaluated at t)
-    assert senders == [None, 1, 2, 2, None, 0]
+    assert senders == [None, 1, 2, 2, None, 3]
     first = [
         request_features({**txn, "merchant_category": "x"}, seen)[
             "is_first_transfer_to_counterparty"
@@ -116,7 +114,7 @@ def test_online_reader_skips_groups_with_a_null_join_key() -> None:
     )
     client = redis.Redis.from_url(redis_db_url(0), socket_timeout=5)
     groups = (COUNTERPARTY_INBOUND, USER_COUNTERPARTY_HISTORY)
-    written = [(g, online_history(g, compute_feature_group(g, txns))) for g in groups]
+    written = [(g, latest_per_entity(compute_feature_group(g, txns))) for g in groups]
     try:
         for group, rows in written:
             write_snapshot(client, group, rows)

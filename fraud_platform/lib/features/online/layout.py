@@ -1,6 +1,6 @@
 """The online store's layout: each entity's recent feature rows in Redis, one sorted set per entity.
 
-Key layout (version ``ONLINE_LAYOUT_VERSION`` = 5)::
+Key layout (version ``ONLINE_LAYOUT_VERSION`` = 4)::
 
     fp:4:<group name>:v<group version>:{<entity name>:<entity key>}
         ->  sorted set of rows, score = feature_time
@@ -9,11 +9,9 @@ The braces are a Redis Cluster hash tag: every group of one entity hashes to one
 script call may take all of an entity's keys (``scripts.py``); on a single server they are
 just characters of the key.
 
-Member: a JSON array ``[feature_time, f1, f2, ..., fn, s1, ..., sm, writer_version]``: the
-row's feature_time in epoch microseconds (also its score), the group's features in their
-declared order, the window state (``windows.py``: block totals as JSON integers, each event's
-max/min as numbers, its distinct values as an array of strings), then the version of the
-knowledge that computed it (``0`` for the batch snapshot, the entity's event
+Member: a JSON array ``[feature_time, f1, f2, ..., fn, writer_version]``: the row's feature_time
+in epoch microseconds (also its score), the group's features in their declared order, then the
+version of the knowledge that computed it (``0`` for the batch snapshot, the entity's event
 counter for the stream worker). A null feature is ``null``; ints are JSON integers; floats are
 their shortest round-trip decimal text (polars' formatting, bit-exact through ``float()``; NaN
 and +-Infinity as Python's ``json`` writes them); timestamps are epoch microseconds; strings are
@@ -22,12 +20,8 @@ JSON strings. The reader (``reader.py``) turns each element back into its declar
 Why several rows: a transaction may be scored before, while or after the stream worker applies
 it (and later events of its entity). The lookup at ``t`` takes the latest row with
 ``feature_time < t`` within the TTL (``ZREVRANGEBYSCORE key (t t-ttl LIMIT 0 1``), so rows of
-the transaction itself or later never hide the one it must see. Its windows are evaluated at
-``t`` over ``(t - w, t)`` (``windows.py``) from a few more rows of the same key: the latest
-before t's block, the latest at or before ``t - w`` per window, and the rows in
-``(t - w, t)`` for max/min/n_unique. So the store keeps every row within ``keep_us`` of the
-entity's newest row (``HISTORY_HORIZON``, plus the longest window for a group with windows,
-with the newest row older than that) and at least ``HISTORY_MIN_ROWS``.
+the transaction itself or later never hide the one it must see. Every row newer than
+``HISTORY_HORIZON`` before the entity's newest row is kept, and at least ``HISTORY_MIN_ROWS``.
 
 Every write goes through ONE Lua script (``writer.py``) that compares on feature_time: a row
 never replaces a row of another feature_time (an older row can never hide a newer one), and at
@@ -44,11 +38,9 @@ from datetime import UTC, datetime, timedelta
 
 import polars as pl
 
-from fraud_platform.lib.features.compute import latest_per_entity
 from fraud_platform.lib.features.registry import ENTITY_KEY, FEATURE_TIME, FeatureGroup
-from fraud_platform.lib.features.windows import window_plan
 
-ONLINE_LAYOUT_VERSION = 5
+ONLINE_LAYOUT_VERSION = 4
 # Rows kept per entity: every row within this much of the entity's newest row, and at least
 # HISTORY_MIN_ROWS. A lookup lagging the stream by more than the horizon may find no row before
 # its time (the contract accepts events up to 10 minutes in the future; scoring lags seconds).
@@ -117,37 +109,6 @@ def encode_rows(
     return check_encoded(group, encode_query(group, latest_rows, version).collect())
 
 
-def _state_text(name: str, schema_dtype: pl.DataType) -> pl.Expr:
-    """The JSON text of a window state column: an integer total, a value, a list of texts."""
-    col = pl.col(name)
-    if isinstance(schema_dtype, pl.Decimal):
-        return col.cast(pl.String).fill_null(pl.lit("null"))
-    if isinstance(schema_dtype, pl.List):  # {"s":[...]} without its 5 first and last chars
-        encoded = pl.struct(col.alias("s")).struct.json_encode()
-        return encoded.str.slice(5, encoded.str.len_chars() - 6).fill_null(pl.lit("null"))
-    dtype = "int" if schema_dtype.is_integer() else "ts" if schema_dtype.is_temporal() else "float"
-    return _json_text(name, dtype, schema_dtype)
-
-
-def keep_us(group: FeatureGroup) -> int:
-    """How far before an entity's newest row the store keeps its rows (with, for a group with
-    windows, the newest row older than that): the lateness horizon, plus the group's longest
-    window when it has windows (a lookup at t reads rows back to t - window)."""
-    return (HISTORY_HORIZON + window_plan(group).period) // HISTORY_HORIZON.resolution
-
-
-def online_history(group: FeatureGroup, rows: pl.DataFrame) -> pl.DataFrame:
-    """The rows of each entity the online store holds from the batch path: its newest row, and
-    for a group with windows every row within ``keep_us`` of it and the newest row before."""
-    if not window_plan(group).features:
-        return latest_per_entity(rows)
-    ft_us = pl.col(FEATURE_TIME).dt.epoch("us")
-    cutoff = ft_us.max().over(ENTITY_KEY) - keep_us(group)
-    older = ft_us < cutoff
-    newest_older = ft_us == pl.when(older).then(ft_us).otherwise(None).max().over(ENTITY_KEY)
-    return rows.filter(~older | newest_older).sort(FEATURE_TIME)
-
-
 def encode_query(
     group: FeatureGroup, rows: pl.DataFrame | pl.LazyFrame, version: pl.Expr | int = 0
 ) -> pl.LazyFrame:
@@ -159,8 +120,6 @@ def encode_query(
     parts: list[pl.Expr] = [pl.lit("["), ft_us.cast(pl.String)]
     for feature in group.features:
         parts += [pl.lit(","), _json_text(feature.name, feature.dtype, schema[feature.name])]
-    for name in window_plan(group).state_columns:
-        parts += [pl.lit(","), _state_text(name, schema[name])]
     version_expr = pl.lit(version, pl.Int64) if isinstance(version, int) else version
     parts += [pl.lit(","), version_expr.cast(pl.Int64).cast(pl.String), pl.lit("]")]
     return rows.select(
@@ -171,9 +130,6 @@ def encode_query(
         version=version_expr.cast(pl.Int64),
         value=pl.concat_str(parts),
         pxat=ft_us // 1000 + (ttl_ms + EXPIRY_MARGIN_MS),
-        keep=pl.lit(keep_us(group), pl.Int64),
-        # a group with windows keeps the newest row older than ``keep`` too
-        older=pl.lit(int(bool(window_plan(group).features)), pl.Int64),
     )
 
 

@@ -30,15 +30,7 @@ from fraud_platform.lib.features.online.layout import (
     to_micros,
 )
 from fraud_platform.lib.features.online.scripts import PipelinedScript, slot_of
-from fraud_platform.lib.features.registry import FEATURE_TIME, FeatureGroup, FeatureService
-from fraud_platform.lib.features.windows import (
-    EntityRows,
-    WindowPlan,
-    evaluate_rows,
-    stored_columns,
-    window_bounds,
-    window_plan,
-)
+from fraud_platform.lib.features.registry import FeatureGroup, FeatureService
 
 
 @dataclass
@@ -54,38 +46,13 @@ class OnlineFeatures:
         return [name for name, ft in self.feature_times.items() if ft is None]
 
 
-# KEYS: the rows' keys. ARGV: now (epoch us), then per key the oldest feature_time in its TTL
-# and the count of window bounds, then those (``windows.EntityRows``): the start of now's block,
-# t - w per prefix window, the start of the instants' rows ('-': none). A key's answer is its
-# latest row before now within the TTL (or false), or with bounds and a row:
-# {latest, latest before the block, latest at or before each t - w, {rows in (low, now)}}.
+# KEYS: the rows' keys. ARGV: now (epoch us), then per key the oldest feature_time in its TTL.
 READ_ROWS_LUA = """
 local now = '(' .. ARGV[1]
 local out = {}
-local at = 2
 for i, key in ipairs(KEYS) do
-  local bounds = tonumber(ARGV[at + 1])
-  local latest = redis.call('ZREVRANGEBYSCORE', key, now, ARGV[at], 'LIMIT', 0, 1)[1]
-  at = at + 2
-  if bounds == 0 or not latest then
-    out[i] = latest or false
-  else
-    local entry = {latest}
-    local older = redis.call('ZREVRANGEBYSCORE', key, '(' .. ARGV[at], '-inf', 'LIMIT', 0, 1)
-    entry[2] = older[1] or false
-    for j = 1, bounds - 2 do
-      older = redis.call('ZREVRANGEBYSCORE', key, ARGV[at + j], '-inf', 'LIMIT', 0, 1)
-      entry[j + 2] = older[1] or false
-    end
-    local low = ARGV[at + bounds - 1]
-    if low == '-' then
-      entry[bounds + 1] = {}
-    else
-      entry[bounds + 1] = redis.call('ZRANGEBYSCORE', key, '(' .. low, now)
-    end
-    out[i] = entry
-  end
-  at = at + bounds
+  local rows = redis.call('ZREVRANGEBYSCORE', key, now, ARGV[i + 1], 'LIMIT', 0, 1)
+  out[i] = rows[1] or false
 end
 return out
 """
@@ -101,23 +68,14 @@ class _GroupLayout(NamedTuple):
     ttl_us: int
     features: tuple[str, ...]  # in stored order
     nulls: tuple[None, ...]  # one per feature
-    plan: WindowPlan | None  # None: no windows
-    width: int  # elements of a stored row: feature_time, features, window state, version
 
 
-def _json_bytes(raw: Any) -> bytes:
-    """A script answer as JSON text: a stored row as is, a list (a key's window rows) as an
-    array, None as null."""
-    if raw is None:
-        return b"null"
-    if isinstance(raw, list):
-        return b"[" + b",".join([_json_bytes(item) for item in raw]) + b"]"
-    return raw if isinstance(raw, bytes) else str(raw).encode()
-
-
-def _parse_rows(raw_values: Sequence[Any], count: int) -> list[Any]:
+def _parse_rows(raw_values: Sequence[bytes | str | None], count: int) -> list[Any]:
     """The stored rows (None where absent), parsed as ONE JSON array: one C call, not ``count``."""
-    joined = b",".join([_json_bytes(raw) for raw in raw_values]).decode()
+    try:
+        joined = b",".join([b"null" if raw is None else raw for raw in raw_values]).decode()
+    except TypeError:  # str values: a client with decode_responses=True
+        joined = ",".join(["null" if raw is None else str(raw) for raw in raw_values])
     text = f"[{joined}]"
     try:
         rows, end = _scan_json(text, 0)
@@ -126,28 +84,6 @@ def _parse_rows(raw_values: Sequence[Any], count: int) -> list[Any]:
     if end != len(text) or len(rows) != count:
         raise ValueError(f"not online rows of layout {ONLINE_LAYOUT_VERSION}: {text[:120]!r}")
     return rows
-
-
-def _entity_rows(plan: WindowPlan, entry: list[Any], offset: int) -> EntityRows:
-    """A key's window rows (``READ_ROWS_LUA``: latest, before the block, at or before each
-    t - w, the recent rows) as ``windows.EntityRows``; state values start at ``offset``."""
-    names = plan.state_columns
-    end = offset + len(names)
-
-    def state(row: list[Any] | None) -> dict[str, Any] | None:
-        if row is None:
-            return None
-        values = dict(zip(names, row[offset:end], strict=True))
-        values[FEATURE_TIME] = row[0]
-        return values
-
-    windows = plan.prefix_windows
-    return EntityRows(
-        latest=state(entry[0]),
-        before_block=state(entry[1]),
-        at_or_before={w: state(row) for w, row in zip(windows, entry[2:-1], strict=True)},
-        recent=[state(row) for row in entry[-1]],  # type: ignore[misc]
-    )
 
 
 class OnlineFeatureReader:
@@ -165,8 +101,6 @@ class OnlineFeatureReader:
                 ttl_us=group.ttl // timedelta(microseconds=1),
                 features=tuple(group.feature_names),
                 nulls=(None,) * len(group.features),
-                plan=window_plan(group) if window_plan(group).features else None,
-                width=len(stored_columns(group)) + 2,
             )
             for group in self._groups
         ]
@@ -206,23 +140,21 @@ class OnlineFeatureReader:
         return self._decode(raw, now)
 
     def _fetch(self, keys: Sequence[str | None], width: int, now: datetime) -> list[Any]:
-        """The point-in-time row of each non-None key (None where none), with a group's window
-        rows (``READ_ROWS_LUA``), in one script call. ``keys`` are ``width`` per entity set, in
-        the layout's group order."""
+        """The point-in-time row of each non-None key (None where none), in one script call.
+        ``keys`` are ``width`` per entity set, in the layout's group order."""
         now_us = to_micros(now)
         wanted: list[str] = []
-        args: list[list[int | str]] = []
+        args: list[int] = [now_us]
         for i, key in enumerate(keys):
             if key is not None:
                 wanted.append(key)
-                layout = self._layout[i % width]
-                args.append([now_us - layout.ttl_us, *window_bounds(layout.plan, now_us)])
+                args.append(now_us - self._layout[i % width].ttl_us)
         if not wanted:
             return []
         try:
             if self._slot_scripts.cluster:
-                return self._fetch_by_slot(wanted, now_us, args)
-            return self._script(keys=wanted, args=[now_us, *(a for key in args for a in key)])
+                return self._fetch_by_slot(wanted, args)
+            return self._script(keys=wanted, args=args)
         except redis.ResponseError as exc:
             if "WRONGTYPE" in str(exc):
                 raise ValueError(
@@ -231,9 +163,7 @@ class OnlineFeatureReader:
                 ) from None
             raise
 
-    def _fetch_by_slot(
-        self, keys: list[str], now_us: int, args: list[list[int | str]]
-    ) -> list[Any]:
+    def _fetch_by_slot(self, keys: list[str], args: list[int]) -> list[Any]:
         """``_fetch`` on a Redis Cluster: one script call per hash slot (one per entity, the
         layout's hash tag), all in one pipeline: one round trip per node, the nodes in
         parallel (at most the cluster's primary count, 3 here, for one request)."""
@@ -241,7 +171,7 @@ class OnlineFeatureReader:
         for position, key in enumerate(keys):
             by_slot.setdefault(slot_of(key), []).append(position)
         calls = [
-            ([keys[i] for i in positions], [now_us, *(a for i in positions for a in args[i])])
+            ([keys[i] for i in positions], [args[0], *(args[i + 1] for i in positions)])
             for positions in by_slot.values()
         ]
         rows: list[Any] = [None] * len(keys)
@@ -277,13 +207,10 @@ class OnlineFeatureReader:
         ages: dict[str, float | None] = {}
         now_us = to_micros(now)
         epoch, delta = EPOCH, timedelta  # from_micros inlined: ~20 calls per entity
-        for layout, entry in zip(self._layout, rows, strict=True):
-            name, _, _, ttl_us, features, nulls, plan, width = layout
-            windowed = type(entry) is list and len(entry) > 0 and type(entry[0]) is list
-            row = entry[0] if windowed else entry  # type: ignore[index]
+        for (name, _, _, ttl_us, features, nulls), row in zip(self._layout, rows, strict=True):
             if row is not None and (
                 type(row) is not list
-                or len(row) != width
+                or len(row) != len(features) + 2
                 or type(row[0]) is not int
                 or type(row[-1]) is not int
             ):
@@ -295,16 +222,7 @@ class OnlineFeatureReader:
                 continue
             feature_times[name] = epoch + delta(0, 0, row[0])
             ages[name] = (now_us - row[0]) / 1_000_000
-            values = row[1 : 1 + len(features)]
-            if plan is not None:
-                if not windowed:
-                    raise ValueError(f"{name}: a row without its window rows: {entry!r}")
-                at_t = evaluate_rows(plan, now_us, _entity_rows(plan, entry, 1 + len(features)))
-                values = [
-                    at_t.get(feature, value)
-                    for feature, value in zip(features, values, strict=True)
-                ]
-            flat += values
+            flat += row[1:-1]  # without feature_time and writer_version
         for position in self._ts_positions:
             if (micros := flat[position]) is not None:
                 flat[position] = epoch + delta(0, 0, micros)

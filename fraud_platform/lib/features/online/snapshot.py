@@ -1,8 +1,7 @@
 """The batch path's online snapshot of one feature group, incremental by default.
 
 What the store holds after a snapshot is defined by the full snapshot: the newest row of every
-entity of the offline table (for a group with windows, its history as ``layout.online_history``
-keeps it: a lookup evaluates the windows from older rows too), written through the compare-on-write script (``writer.py``). The
+entity of the offline table, written through the compare-on-write script (``writer.py``). The
 incremental snapshot writes the same rows, but only for the entities whose newest row differs
 from the one the previous snapshot wrote; for every other entity the full snapshot's write would
 repeat a row the store already holds (same feature_time, same writer_version 0: a no-op).
@@ -38,14 +37,9 @@ from deltalake import DeltaTable
 from deltalake.exceptions import DeltaError
 
 from fraud_platform.lib.features.compute import latest_per_entity
-from fraud_platform.lib.features.online.layout import (
-    ONLINE_LAYOUT_VERSION,
-    encode_rows,
-    online_history,
-)
+from fraud_platform.lib.features.online.layout import ONLINE_LAYOUT_VERSION, encode_rows
 from fraud_platform.lib.features.online.writer import write_snapshot
 from fraud_platform.lib.features.registry import ENTITY_KEY, FEATURE_TIME, FeatureGroup
-from fraud_platform.lib.features.windows import stored_columns, window_plan
 from fraud_platform.lib.storage.delta import DeltaStore
 
 
@@ -163,16 +157,6 @@ def _encoded_latest(group: FeatureGroup, rows: pl.DataFrame) -> pl.DataFrame:
     return latest.select(ENTITY_KEY).with_columns(encode_rows(group, latest)["value"])
 
 
-def _changed_rows(group: FeatureGroup, new: pl.DataFrame, old: pl.DataFrame) -> pl.DataFrame:
-    """The rows of ``new`` whose entity, feature_time or stored values ``old`` lacks."""
-    encoded_old = encode_rows(group, old).select("key", "score", "value")
-    encoded_new = encode_rows(group, new).select("key", "score", "value")
-    changed = encoded_new.with_row_index("__row").join(
-        encoded_old, on=["key", "score", "value"], how="anti"
-    )
-    return new[changed["__row"]]
-
-
 def snapshot_group(
     client: redis.Redis,
     store: DeltaStore,
@@ -215,12 +199,11 @@ def _full(
 ) -> GroupSnapshot:
     version = current.version()
     rows = store.read(table, version=version)
-    latest = online_history(group, rows)
+    latest = latest_per_entity(rows)
     stored = write_snapshot(client, group, latest)
     save_checkpoint(client, group, Checkpoint(current.metadata().id, version))
     partitions = rows[partition_column].n_unique() if rows.height else 0
-    entities = latest[ENTITY_KEY].n_unique()
-    return GroupSnapshot("full", reason, version, partitions, rows.height, entities, stored)
+    return GroupSnapshot("full", reason, version, partitions, rows.height, latest.height, stored)
 
 
 def _incremental(
@@ -234,7 +217,7 @@ def _incremental(
 ) -> GroupSnapshot:
     version = current.version()
     schema = pl.scan_delta(store.uri(table), version=version).collect_schema()
-    columns = [ENTITY_KEY, FEATURE_TIME, *stored_columns(group)]
+    columns = [ENTITY_KEY, FEATURE_TIME, *group.feature_names]
     try:
         previous = store.open(table, version=checkpoint.version)
         changed = changed_partitions(previous, current, partition_column)
@@ -262,11 +245,7 @@ def _incremental(
     # entities whose rows of P all disappeared: their newest row is in an earlier partition
     gone = latest_old.select(ENTITY_KEY).join(latest_new, on=ENTITY_KEY, how="anti")
     looked_up = _newest_rows_before(current, partition_column, earlier, gone, columns, schema)
-    if window_plan(group).features:
-        # a lookup reads older rows too: every row of P that differs (rows before P are in
-        # the store from earlier snapshots, rows after P did not change)
-        candidates = _changed_rows(group, new, old)
-    latest = online_history(group, pl.concat([candidates, looked_up]))
+    latest = latest_per_entity(pl.concat([candidates, looked_up]))
     stored = write_snapshot(client, group, latest)
     save_checkpoint(client, group, Checkpoint(checkpoint.table_id, version))
     return GroupSnapshot(
@@ -275,7 +254,7 @@ def _incremental(
         version,
         len(changed) + len(later),
         new.height + old.height + after.height + looked_up.height,
-        latest[ENTITY_KEY].n_unique(),
+        latest.height,
         stored,
         gone.height,
     )

@@ -1,7 +1,7 @@
 """Writes feature rows online (layout.py) through ONE Lua script that compares on feature_time.
 
 Both writers of the online store go through ``write_rows``: the batch snapshot
-(``write_snapshot``: each entity's history as ``layout.online_history`` keeps it, writer_version 0) and the stream worker
+(``write_snapshot``: each entity's latest row, writer_version 0) and the stream worker
 (``lib/streaming``: every row of the events it applied, writer_version = the entity's event
 counter). The script runs atomically in Redis, so the two never fight:
 
@@ -10,10 +10,8 @@ counter). The script runs atomically in Redis, so the two never fight:
 * at the same feature_time the stored row is replaced only by a writer_version at least as
   high (the stream's rows, computed from more events, win over an older computation; the batch
   snapshot replaces only a batch row);
-* the entity keeps every row within ``layout.keep_us`` of its newest row (the lateness horizon,
-  plus the longest window for a group with windows, which also keeps the newest row older
-  than that), at least ``HISTORY_MIN_ROWS``, and the key expires ``ttl`` + 7 days after its
-  newest row.
+* the entity keeps every row within ``HISTORY_HORIZON`` of its newest row, at least
+  ``HISTORY_MIN_ROWS``, and the key expires ``ttl`` + 7 days after its newest row.
 
 Each script call takes ``CHUNK_ROWS`` rows (one round trip per call, calls pipelined). Measured
 here: ~150k rows/s for single-row keys (``benchmarks/snapshot.py``); layout 2's plain ``SET``
@@ -28,12 +26,12 @@ import polars as pl
 import redis
 
 from fraud_platform.lib.features.online.layout import (
+    HISTORY_HORIZON,
     HISTORY_MIN_ROWS,
     encode_rows,
 )
 from fraud_platform.lib.features.online.scripts import PipelinedScript, ScriptCall, slot_of
 from fraud_platform.lib.features.registry import ENTITY_KEY, FEATURE_TIME, FeatureGroup
-from fraud_platform.lib.features.windows import stored_columns
 
 DEFAULT_BATCH_SIZE = 25000
 CHUNK_ROWS = 500  # rows per script call: long enough to amortise the call, short for latency
@@ -41,20 +39,18 @@ CALLS_PER_PIPELINE = 20
 # On a cluster a call holds one slot's keys (usually one entity's): more calls per round trip.
 CLUSTER_CALLS_PER_PIPELINE = 2000
 
-# KEYS: one per entity. ARGV: min_rows, then per key: row count, pxat (the latest expiry of
-# its rows), keep (us: rows this much older than the key's newest go), older (1: the newest of
-# those stays: a window's lookup subtracts it), then per row: score, version, member.
+# KEYS: one per entity. ARGV: horizon_us, min_rows, then per key: row count, pxat (the
+# latest expiry of its rows), then per row: score, version, member.
 # Returns how many rows were stored (the others lost the comparison).
 WRITE_ROWS_LUA = """
-local min_rows = tonumber(ARGV[1])
+local horizon = tonumber(ARGV[1])
+local min_rows = tonumber(ARGV[2])
 local stored = 0
-local at = 2
+local at = 3
 for _, key in ipairs(KEYS) do
   local count = tonumber(ARGV[at])
   local pxat = ARGV[at + 1]
-  local horizon = tonumber(ARGV[at + 2])
-  local older = tonumber(ARGV[at + 3])
-  at = at + 4
+  at = at + 2
   local changed = false
   local new_members = 0
   local replaced = false
@@ -86,7 +82,7 @@ for _, key in ipairs(KEYS) do
     if card > min_rows then
       local newest = redis.call('ZREVRANGE', key, 0, 0, 'WITHSCORES')
       local old_rows = redis.call('ZCOUNT', key, '-inf', '(' .. (tonumber(newest[2]) - horizon))
-      local removable = math.min(old_rows - older, card - min_rows)
+      local removable = math.min(old_rows, card - min_rows)
       if removable > 0 then redis.call('ZREMRANGEBYRANK', key, 0, removable - 1) end
     end
     -- only this call's members: the key did not exist, so it has no expiry to compare with;
@@ -107,11 +103,12 @@ def _cluster_calls(encoded: pl.DataFrame) -> Iterable[ScriptCall]:
     of a key is trimmed and its expiry moved once per call), for a Redis Cluster: a call never
     spans two hash slots, i.e. it holds the keys of one entity (layout.py's hash tag) or of
     entities that happen to share a slot. A single server gets ``_packed_calls``."""
+    horizon_us = HISTORY_HORIZON // HISTORY_HORIZON.resolution
     keys: list[str] = []
-    args: list[str | int] = [HISTORY_MIN_ROWS]
+    args: list[str | int] = [horizon_us, HISTORY_MIN_ROWS]
     rows = 0
     grouped = encoded.group_by("key", maintain_order=True).agg(
-        pl.len().alias("count"), pl.col("pxat").max(), pl.col("keep", "older").first()
+        pl.len().alias("count"), pl.col("pxat").max()
     )
     slot_column = pl.Series("slot", [slot_of(key) for key in grouped["key"]], pl.Int32)
     grouped = grouped.with_columns(slot_column).sort("slot", maintain_order=True)
@@ -123,22 +120,27 @@ def _cluster_calls(encoded: pl.DataFrame) -> Iterable[ScriptCall]:
     scores, versions, values = (flat[c].to_list() for c in ("score", "version", "value"))
     previous_slot = None
     at = 0
-    for i, (key, count, pxat, keep, older) in enumerate(
-        zip(*(grouped[c].to_list() for c in ("key", "count", "pxat", "keep", "older")), strict=True)
+    for i, (key, count, pxat) in enumerate(
+        zip(
+            grouped["key"].to_list(),
+            grouped["count"].to_list(),
+            grouped["pxat"].to_list(),
+            strict=True,
+        )
     ):
         if keys and slots[i] != previous_slot:
             yield keys, args
-            keys, args, rows = [], [HISTORY_MIN_ROWS], 0
+            keys, args, rows = [], [horizon_us, HISTORY_MIN_ROWS], 0
         previous_slot = slots[i]
         keys.append(key)
-        args += [count, pxat, keep, older]
+        args += [count, pxat]
         for j in range(at, at + count):
             args += [scores[j], versions[j], values[j]]
         at += count
         rows += count
         if rows >= CHUNK_ROWS:
             yield keys, args
-            keys, args, rows = [], [HISTORY_MIN_ROWS], 0
+            keys, args, rows = [], [horizon_us, HISTORY_MIN_ROWS], 0
     if keys:
         yield keys, args
 
@@ -165,7 +167,6 @@ def _packed_calls(encoded: pl.DataFrame, sha: str) -> list[bytes]:
         .agg(
             pl.len().alias("count"),
             pl.col("pxat").max(),
-            pl.col("keep", "older").first(),
             pl.concat_str([_bulk(pl.col(c)) for c in ("score", "version", "value")])
             .str.join("")
             .alias("rows"),
@@ -176,16 +177,17 @@ def _packed_calls(encoded: pl.DataFrame, sha: str) -> list[bytes]:
         pl.len().alias("keys"),
         pl.col("count").sum().alias("row_count"),
         _bulk(pl.col("key")).str.join("").alias("key_args"),
-        pl.concat_str([*(_bulk(pl.col(c)) for c in ("count", "pxat", "keep", "older")), "rows"])
+        pl.concat_str([_bulk(pl.col("count")), _bulk(pl.col("pxat")), pl.col("rows")])
         .str.join("")
         .alias("row_args"),
     )
-    fixed = _bulk_text(HISTORY_MIN_ROWS)
+    horizon_us = HISTORY_HORIZON // HISTORY_HORIZON.resolution
+    fixed = _bulk_text(horizon_us) + _bulk_text(HISTORY_MIN_ROWS)
     packed = []
     for keys, rows, key_args, row_args in calls.select(
         "keys", "row_count", "key_args", "row_args"
     ).iter_rows():
-        arity = 3 + keys + 1 + 4 * keys + 3 * rows  # EVALSHA sha numkeys, keys, args
+        arity = 3 + keys + 2 + 2 * keys + 3 * rows  # EVALSHA sha numkeys, keys, args
         head = f"*{arity}\r\n$7\r\nEVALSHA\r\n" + _bulk_text(sha) + _bulk_text(keys)
         packed.append((head + key_args + fixed + row_args).encode())
     return packed
@@ -241,11 +243,11 @@ def write_snapshot(
     *,
     batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> int:
-    """Write each entity's rows from the batch path (writer_version 0): ``latest_rows`` are
-    ``layout.online_history`` output; returns the rows stored. A row the stream already holds at the same feature_time stays the stream's, and a
+    """Write each entity's latest row from the batch path (writer_version 0); returns the rows
+    stored. A row the stream already holds at the same feature_time stays the stream's, and a
     newer stream row stays the newest: the batch snapshot adds history, never hides it.
     """
     if latest_rows.height == 0:
         return 0
-    rows = latest_rows.select(ENTITY_KEY, FEATURE_TIME, *stored_columns(group))
+    rows = latest_rows.select(ENTITY_KEY, FEATURE_TIME, *group.feature_names)
     return write_rows(client, group, rows, version=0, batch_size=batch_size)
