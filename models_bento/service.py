@@ -75,7 +75,7 @@ from fraud_platform.lib.storage.delta import DeltaStore
 from fraud_platform.lib.storage.redis_connection import connect
 from fraud_platform.names import MODEL_NAME
 from fraud_platform.settings import Settings
-from models_bento.errors import REJECTED_REQUEST, LoadShedder, RequestGuard, field_errors
+from models_bento.errors import REJECTED_REQUEST, RequestGuard, field_errors
 from models_bento.model_loading import (
     REGISTRY,
     BentoArgs,
@@ -88,6 +88,7 @@ from models_bento.model_loading import (
 )
 from models_bento.schemas import Pong, Reason, ScoreResponse, TransactionRequest
 from models_bento.score_route import ScoreRoute
+from models_bento.shedding import FrontDoor
 
 log = logging.getLogger("bentoml.fraud_scorer")
 
@@ -137,7 +138,7 @@ def online_store_client(
 
 
 # Worker count, the concurrency bound, the access log and tracing are fixed when the class is
-# defined. The bound is ours (LoadShedder, at the end of this module), not BentoML's
+# defined. The bound is ours (LoadShedder via FrontDoor, at the end of this module), not BentoML's
 # traffic.max_concurrency. Access log lines cost CPU per request and the decision log (Kafka)
 # has every decision. BentoML traces every request with OpenTelemetry (no exporter is configured
 # here): 0.2-0.3 ms of CPU per request, measured; the API routes are excluded.
@@ -401,13 +402,13 @@ class FraudScorer:
         logging.getLogger(BENTOML_ERROR_LOGGER).removeFilter(self._log_filter)
 
 
-# Outermost of ours (inside BentoML's HTTP metrics, tracing and timeout): past the concurrency
-# bound, a line of at most FRAUD_PLATFORM_SCORING_MAX_QUEUE_WAIT_MS, then 503, before any body is
-# read. Then content type and size limits and the OpenAPI 3.0 /docs.json; then /score itself,
-# answered below BentoML's API machinery (ScoreRoute).
+# In front of everything, BentoML's HTTP metrics, tracing and timeout included (FrontDoor):
+# past the concurrency bound, a line of at most FRAUD_PLATFORM_SCORING_MAX_QUEUE_WAIT_MS, then
+# 503, before any body is read. Then content type and size limits and the OpenAPI 3.0
+# /docs.json; then /score itself, answered below BentoML's API machinery (ScoreRoute).
 if _SERVING.scoring_max_concurrency:
     FraudScorer.add_asgi_middleware(
-        LoadShedder,
+        FrontDoor,
         limit=-(-_SERVING.scoring_max_concurrency // _SERVING.scoring_workers),
         max_wait_s=_SERVING.scoring_max_queue_wait_ms / 1000,
         paths=[method.route for method in FraudScorer.apis.values()],
