@@ -21,7 +21,8 @@ same run, against the same server:
 * the capacity: closed-loop throughput of ``/score`` with as many connections as the service's
   concurrency bound (``capacity_connections``);
 * ``/score`` at 2x that capacity: goodput (200s per second), shed (503) and answered p99;
-* a 10-minute soak at 300 req/s: p99 per minute, RSS of every server process at start and end.
+* a 10-minute soak at 300 req/s: p99 per minute, RSS of every server process at start and end
+  (``soak_rss_growth``: their total, end over start; this tree's server only, not the baseline's).
 
 Per phase also: the server's CPU per request sent (``cpu/req``) and the time its threads spent
 runnable but waiting for a CPU per request (``rqwait``, from schedstat): on a shared machine the
@@ -91,17 +92,22 @@ GENERATOR = REPO_ROOT / "benchmarks" / "_open_loop.py"
 RATES = (100, 300, 600)
 SOAK_RPS = 300
 PHASES = ("rates", "overload", "soak")
-# The capacity closed loop runs as many connections as the service's concurrency bound (its
-# setting; 8 when unbounded): every one in progress, none refused for it. With 8 against a bound
-# of 4 (2026-12-05, load 13-16) the line was refused 7,331 times in 15 s and each 503 came back
-# at once to be sent again: the loop measured its own retries (goodput 204 vs 398 req/s).
+# The capacity closed loop runs twice as many connections as the service's concurrency bound
+# (its setting; 8 when unbounded). With exactly the bound (4), a worker that accepted 3 of the
+# 4 connections (uvloop accepts what is pending in one go) left the other worker half idle and
+# refused the third in its line: 2026-12-06, load 7-8, 1,890 refused in 15 s and a capacity of
+# 423 against 592 req/s for the same code with an even split. With 8, each worker gets enough
+# to stay busy; a refused request is sent again 20 ms later (``_open_loop.CLOSED_RETRY_S``), not
+# at once, which made the loop measure its own retries (2026-12-05: 7,331 refusals in 15 s).
 UNBOUNDED_CAPACITY_CONNECTIONS = 8
+CAPACITY_CONNECTIONS_PER_BOUND = 2
 
 
 def capacity_connections() -> int:
     from fraud_platform.settings import Settings
 
-    return Settings.from_env().scoring_max_concurrency or UNBOUNDED_CAPACITY_CONNECTIONS
+    bound = Settings.from_env().scoring_max_concurrency
+    return bound * CAPACITY_CONNECTIONS_PER_BOUND if bound else UNBOUNDED_CAPACITY_CONNECTIONS
 
 
 def drive(
@@ -350,7 +356,7 @@ def run_phases(
                 answered_p99_from_send_at_2x_ms=got["p99_from_send_ms"],
             )
     if "soak" in phases:
-        for label, server in servers:
+        for label, server in servers[:1]:  # this tree's server only: 10 minutes each
             rss_start = server_rss_mb(server.process.pid)
             soak = measured(
                 server,
