@@ -10,7 +10,8 @@ Each due request takes an idle keep-alive connection or opens a new one. ``send_
 write time minus scheduled time) is this generator's own delay, reported separately.
 
 ``--closed N``: N connections each send the next request as soon as the previous one is
-answered, for ``--duration`` seconds: the saturation throughput (capacity).
+answered (20 ms after a 503/429), for ``--duration`` seconds: the saturation throughput
+(capacity).
 
 Prints one JSON object. Kept to the standard library so it starts fast in its own process.
 """
@@ -33,6 +34,9 @@ MAX_CONNECTIONS = 4_000
 # (else a request written as the server closes it fails: the client's race, not the server's)
 IDLE_REUSE_S = 2.0
 SHED_STATUSES = (429, 503)
+# closed loop: a refused request is sent again after this long, not at once (at once, the loop
+# measured how fast the server refuses its own retries)
+CLOSED_RETRY_S = 0.02
 # The generator shares the cores with the server it loads: at a lower niceness it is scheduled
 # first, so a send is late only when the generator itself is out of CPU (send_lag says so).
 NICE = -10
@@ -167,8 +171,14 @@ class Generator:
         else:
             conn.close()
         if self.closed_until and now() < self.closed_until:
-            self.fire(self.sent_closed, now())
-            self.sent_closed += 1
+            if status in SHED_STATUSES:  # as a client honouring Retry-After would, briefly
+                asyncio.get_running_loop().call_later(CLOSED_RETRY_S, self._fire_closed)
+            else:
+                self._fire_closed()
+
+    def _fire_closed(self) -> None:
+        self.fire(self.sent_closed, now())
+        self.sent_closed += 1
 
     def lost(self, conn: Conn) -> None:
         self.open -= 1
@@ -238,8 +248,7 @@ class Generator:
         self.closed_until = start + duration
         sweeper = asyncio.get_running_loop().create_task(self._sweep())
         for _ in range(connections):
-            self.fire(self.sent_closed, now())
-            self.sent_closed += 1
+            self._fire_closed()
         await asyncio.sleep(duration)
         await self._until_answered()
         sweeper.cancel()

@@ -21,7 +21,8 @@ same run, against the same server:
 * the capacity: closed-loop throughput of ``/score`` with as many connections as the service's
   concurrency bound (``capacity_connections``);
 * ``/score`` at 2x that capacity: goodput (200s per second), shed (503) and answered p99;
-* a 10-minute soak at 300 req/s: p99 per minute, RSS of every server process at start and end.
+* a 10-minute soak at 300 req/s: p99 per minute, RSS of every server process at start and end
+  (``soak_rss_growth``: their total, end over start; this tree's server only, not the baseline's).
 
 Per phase also: the server's CPU per request sent (``cpu/req``) and the time its threads spent
 runnable but waiting for a CPU per request (``rqwait``, from schedstat): on a shared machine the
@@ -32,22 +33,25 @@ load show there).
 ``--quick --rates 150,300 --duration-s 30``: other rates and phase lengths (CPU comparisons).
 ``--phases overload`` (or any of ``rates,overload,soak``): only those phases, e.g. the capacity
 and 2x-capacity phases alone; ``--soak-s 180`` a shorter soak.
+``--baseline-src DIR`` (e.g. ``git archive main | tar -x -C DIR``) and/or ``--baseline-env
+KEY=VALUE``: a second server (that tree's code, those settings) next to this one, with the same
+model, features and broker; every phase runs against this tree's server and then the
+baseline's, so two builds are compared minutes apart on the same machine (``baseline`` in the
+JSON, rows prefixed ``baseline`` in the table).
+``ok_per_cpu_at_2x_over_capacity``: 200s per server CPU second at 2x over the same at capacity;
+unlike ``goodput_at_2x_over_capacity`` it does not move with the neighbours' share of the cores.
 The last line printed is one JSON object (null where not measured).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import re
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -56,15 +60,28 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root
 
 from benchmarks._bench_model import model_metadata, train
 from benchmarks._common import REPO_ROOT, emit, redis_client
-from fraud_platform.lib.contracts.events import EVENT_FIELDS, SCORES, TRANSACTIONS
-from fraud_platform.lib.features.catalog import FEATURE_GROUPS
-from fraud_platform.lib.features.compute import KEY_SEPARATOR
-from fraud_platform.lib.features.online.writer import write_snapshot
-from fraud_platform.lib.features.registry import ENTITY_KEY, FEATURE_TIME, FeatureGroup
+from benchmarks._server_stats import (
+    decision_log_stats,
+    degraded_answers,
+    histogram_quantile_ms,
+    server_cpu_s,
+    server_duration_buckets,
+    server_rss_mb,
+    server_runqueue_wait_s,
+    shed_requests,
+)
+from benchmarks._serving_setup import (
+    private_redis,
+    realistic_thresholds,
+    request_mix,
+    write_features,
+)
+from fraud_platform.lib.contracts.events import SCORES
 from fraud_platform.lib.kafka.admin import ensure_topics
 from fraud_platform.tools.brokers import BrokerSpec, start_broker, stop_broker
 from tests.serving.conftest import (
     Registered,
+    Server,
     free_port,
     platform_model_store,
     start_server,
@@ -73,118 +90,24 @@ from tests.serving.conftest import (
 
 GENERATOR = REPO_ROOT / "benchmarks" / "_open_loop.py"
 RATES = (100, 300, 600)
+SOAK_RPS = 300
 PHASES = ("rates", "overload", "soak")
-# The capacity closed loop runs as many connections as the service's concurrency bound (its
-# setting; 8 when unbounded): every one in progress, none refused for it. With 8 against a bound
-# of 4 (2026-12-05, load 13-16) the line was refused 7,331 times in 15 s and each 503 came back
-# at once to be sent again: the loop measured its own retries (goodput 204 vs 398 req/s).
+# The capacity closed loop runs twice as many connections as the service's concurrency bound
+# (its setting; 8 when unbounded). With exactly the bound (4), a worker that accepted 3 of the
+# 4 connections (uvloop accepts what is pending in one go) left the other worker half idle and
+# refused the third in its line: 2026-12-06, load 7-8, 1,890 refused in 15 s and a capacity of
+# 423 against 592 req/s for the same code with an even split. With 8, each worker gets enough
+# to stay busy; a refused request is sent again 20 ms later (``_open_loop.CLOSED_RETRY_S``), not
+# at once, which made the loop measure its own retries (2026-12-05: 7,331 refusals in 15 s).
 UNBOUNDED_CAPACITY_CONNECTIONS = 8
+CAPACITY_CONNECTIONS_PER_BOUND = 2
 
 
 def capacity_connections() -> int:
     from fraud_platform.settings import Settings
 
-    return Settings.from_env().scoring_max_concurrency or UNBOUNDED_CAPACITY_CONNECTIONS
-
-
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def request_mix(n: int, seed: int = 11) -> list[dict[str, Any]]:
-    """``n`` transactions of the last simulated day, as /score bodies (no event_time)."""
-    import polars as pl  # noqa: F401  (the simulator's import cost is paid here, not in timing)
-
-    from fraud_platform.lib.simulation import SimulationConfig, simulate
-
-    start = datetime.now(UTC).replace(microsecond=0) - timedelta(days=2)
-    simulation = simulate(SimulationConfig(days=2, users=1000, seed=seed, start=start))
-    last_day = [t for t in simulation.transactions if t["event_time"] >= start + timedelta(days=1)]
-    stride = max(1, len(last_day) // n)
-    fields = [f.name for f in EVENT_FIELDS[TRANSACTIONS] if f.name != "event_time"]
-    return [{k: t[k] for k in fields if t.get(k) is not None} for t in last_day[::stride][:n]]
-
-
-def _value(group: FeatureGroup, name: str, feature_time: datetime, i: int) -> Any:
-    """Varied but ordinary: no recent password/2FA change, no card-testing burst, so the hard
-    rules fire about as rarely as in real traffic and flagged requests stay a few percent."""
-    dtype = group.feature(name).dtype
-    if dtype == "ts":
-        return feature_time - timedelta(days=30 + i % 300)
-    if dtype == "int":
-        return i % 2
-    return float(i % 97)
-
-
-def write_features(client: Any, mix: list[dict[str, Any]], feature_time: datetime) -> int:
-    """A fresh row of every feature group for every entity the mix names."""
-    import polars as pl
-
-    written = 0
-    for group in FEATURE_GROUPS:
-        keys = sorted(
-            {
-                KEY_SEPARATOR.join(str(t[k]) for k in group.entity.join_keys)
-                for t in mix
-                if all(t.get(k) is not None for k in group.entity.join_keys)
-            }
-        )
-        rows = [
-            {
-                ENTITY_KEY: key,
-                FEATURE_TIME: feature_time,
-                **{name: _value(group, name, feature_time, i) for name in group.feature_names},
-            }
-            for i, key in enumerate(keys)
-        ]
-        if rows:
-            written += write_snapshot(client, group, pl.DataFrame(rows))
-    return written
-
-
-def realistic_thresholds(
-    model: Any, client: Any, mix: list[dict[str, Any]]
-) -> tuple[dict[str, float], dict[str, int], int]:
-    """Thresholds a fraud team would set: ~2% of the mix reviewed, ~0.3% declined; the
-    decisions the mix then gets in process (rules included: every non-approve pays SHAP); and
-    how many of the mix's scores differ from ``predict_proba`` on the same model row (the
-    service's one-row path must give exactly the batch path's score: 0).
-
-    The synthetic model's own 0.5/0.9 would send ~30% of this mix to review (and through SHAP);
-    a payment flow reviews a few percent.
-    """
-    from fraud_platform.lib.features.request import model_row
-    from fraud_platform.lib.model.input import predict_proba
-    from fraud_platform.lib.serving.lookup import FeatureLookup
-    from fraud_platform.lib.serving.scoring import ScoringModel
-
-    metadata = model_metadata(model)
-    lookup = FeatureLookup(client)
-    now = datetime.now(UTC)
-    txns = [{"counterparty_id": None, **t, "event_time": now} for t in mix]
-    looked_up = [lookup.lookup(t).values for t in txns]
-    probe = ScoringModel.from_metadata(model, metadata, "fraud_catboost:probe")
-    served = [
-        probe.score(t, v, explain="never").score for t, v in zip(txns, looked_up, strict=True)
-    ]
-    batch = predict_proba(
-        model,
-        [model_row(t, v, probe.service) for t, v in zip(txns, looked_up, strict=True)],
-        allow_missing=True,
-    )
-    mismatches = sum(a != float(b) for a, b in zip(served, batch, strict=True))
-    scores = sorted(served)
-    thresholds = {
-        "review": round(scores[int(len(scores) * 0.98)], 6),
-        "decline": round(scores[int(len(scores) * 0.997)], 6),
-    }
-    final = ScoringModel.from_metadata(
-        model, {**metadata, "thresholds": thresholds}, "fraud_catboost:probe"
-    )
-    decisions: dict[str, int] = {}
-    for t, v in zip(txns, looked_up, strict=True):
-        decision = final.score(t, v, explain="never").decision
-        decisions[decision] = decisions.get(decision, 0) + 1
-    return thresholds, decisions, mismatches
+    bound = Settings.from_env().scoring_max_concurrency
+    return bound * CAPACITY_CONNECTIONS_PER_BOUND if bound else UNBOUNDED_CAPACITY_CONNECTIONS
 
 
 def drive(
@@ -208,122 +131,6 @@ def drive(
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def server_rss_mb(root: int) -> dict[int, float]:
-    """RSS of ``root`` and all its descendants (BentoML's workers run in their own sessions)."""
-    parent: dict[int, int] = {}
-    rss: dict[int, float] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            status = dict(
-                line.split(":", 1) for line in (entry / "status").read_text().splitlines()
-            )
-            parent[int(entry.name)] = int(status["PPid"])
-            rss[int(entry.name)] = round(int(status.get("VmRSS", "0 kB").split()[0]) / 1024, 1)
-        except (OSError, ValueError, KeyError):
-            continue
-    tree, grown = {root}, True
-    while grown:
-        more = {pid for pid, ppid in parent.items() if ppid in tree} - tree
-        tree |= more
-        grown = bool(more)
-    return {pid: rss[pid] for pid in sorted(tree) if pid in rss}
-
-
-def server_cpu_s(root: int) -> float:
-    """CPU seconds (user + system) used so far by ``root`` and its descendants."""
-    total = 0.0
-    for pid in server_rss_mb(root):
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-    return total
-
-
-def server_runqueue_wait_s(root: int) -> float:
-    """Seconds the threads of ``root`` and its descendants spent runnable but waiting for a CPU
-    (``/proc/<pid>/task/<tid>/schedstat``): on a shared machine, the neighbours' share of the
-    latency."""
-    total = 0
-    for pid in server_rss_mb(root):
-        try:
-            tasks = list(Path(f"/proc/{pid}/task").iterdir())
-        except OSError:
-            continue
-        for task in tasks:
-            try:
-                total += int((task / "schedstat").read_text().split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-    return total / 1e9
-
-
-def degraded_answers(url: str) -> dict[str, float] | str:
-    """``fraud_scorer_degraded_total`` by reason, summed over the workers (from /metrics); what
-    went wrong instead when /metrics did not answer (the run's figures matter more)."""
-    import httpx
-
-    try:
-        exposition = httpx.get(f"{url}/metrics", timeout=60).text
-    except httpx.HTTPError as exc:
-        return f"/metrics: {type(exc).__name__}: {exc}"
-    counts: dict[str, float] = {}
-    for line in exposition.splitlines():
-        match = re.match(r'fraud_scorer_degraded_total\{reason="([^"]+)"\} (\S+)', line)
-        if match:
-            counts[match[1]] = counts.get(match[1], 0.0) + float(match[2])
-    return counts
-
-
-def server_duration_buckets(url: str, endpoint: str = "/score") -> dict[float, float]:
-    """BentoML's own request-duration histogram for ``endpoint``'s 200s, summed over the
-    workers: cumulative count by upper bound (seconds). Its outermost middleware starts the
-    clock, so the time a request waited in the kernel or the generator before the server read
-    it is not in it: the difference to the generator's latency is that wait."""
-    import httpx
-
-    counts: dict[float, float] = {}
-    pattern = re.compile(r"bentoml_service_request_duration_seconds_bucket\{([^}]*)\} (\S+)")
-    for line in httpx.get(f"{url}/metrics", timeout=60).text.splitlines():
-        match = pattern.match(line)
-        if not match:
-            continue
-        labels = dict(re.findall(r'(\w+)="([^"]*)"', match[1]))
-        if labels.get("endpoint") != endpoint or labels.get("http_response_code") != "200":
-            continue
-        bound = float(labels["le"])
-        counts[bound] = counts.get(bound, 0.0) + float(match[2])
-    return counts
-
-
-def histogram_quantile_ms(
-    before: dict[float, float], after: dict[float, float], q: float
-) -> float | None:
-    """The upper bound (ms) of the bucket holding quantile ``q`` of what was observed between
-    two ``server_duration_buckets`` readings."""
-    diff = sorted((bound, after[bound] - before.get(bound, 0.0)) for bound in after)
-    total = diff[-1][1] if diff else 0
-    if not total:
-        return None
-    for bound, count in diff:
-        if count >= q * total:
-            return round(bound * 1000, 3)
-    return None
-
-
-def decision_log_stats(server_log: str) -> list[dict[str, int]]:
-    """What each worker's decision log says at shutdown (appended, delivered, dropped)."""
-    import ast
-
-    return [
-        ast.literal_eval(match)
-        for match in re.findall(r"decision log closed: (\{[^}]*\})", server_log)
-    ]
-
-
 def row(endpoint: str, rate: Any, figures: dict[str, Any]) -> dict[str, Any]:
     keys = ("sent", "ok", "shed", "errors", "goodput_rps", "p50_ms", "p99_ms", "p999_ms")
     return {
@@ -342,37 +149,6 @@ def row(endpoint: str, rate: Any, figures: dict[str, Any]) -> dict[str, Any]:
         "server_p50_ms_bucket": figures.get("server_p50_ms"),
         "server_p99_ms_bucket": figures.get("server_p99_ms"),
     }
-
-
-@contextlib.contextmanager
-def private_redis(folder: Path) -> Iterator[str]:
-    """A ``redis-server`` of this run only (free port, no persistence): the shared benchmark
-    database (6379/9) is flushed by whichever other benchmark starts meanwhile, which left a
-    run scoring half its requests without features."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise RuntimeError("redis-server is not installed")
-    port = free_port()
-    folder.mkdir(parents=True, exist_ok=True)
-    command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
-    command += ["--appendonly", "no", "--dir", str(folder)]
-    with (folder / "redis.log").open("wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    url = f"redis://127.0.0.1:{port}/0"
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                redis_client(url).close()
-                break
-            except SystemExit:  # redis_client's "not reachable": not up yet
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"redis-server did not start; see {folder}") from None
-                time.sleep(0.1)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 def run(args: argparse.Namespace, tmp: Path) -> tuple[dict[str, Any], list[str]]:
@@ -400,25 +176,32 @@ def _run(args: argparse.Namespace, tmp: Path, redis_url: str) -> tuple[dict[str,
     broker = BrokerSpec("noida", free_port(), tmp / "broker")
     start_broker(broker)
     ensure_topics(broker.bootstrap, [SCORES], partitions=2, retention_ms=600_000)
+    servers: list[tuple[str, Server]] = []
     try:
-        server = start_server(registered, redis_url, "load", broker.bootstrap, workers=None)
+        servers.append(
+            ("", start_server(registered, redis_url, "load", broker.bootstrap, workers=None))
+        )
+        if args.baseline_src or args.baseline_env:
+            baseline = start_server(
+                registered,
+                redis_url,
+                "baseline",
+                broker.bootstrap,
+                # its own BentoML home: BentoML empties the Prometheus directory in it at
+                # start, which would take the other server's metrics away (the model store
+                # stays the platform's, FRAUD_PLATFORM_DATA_DIR)
+                extra_env={"BENTOML_HOME": str(tmp / "baseline-bentoml")}
+                | dict(args.baseline_env or ()),
+                workers=None,
+                src=args.baseline_src,
+            )
+            servers.append(("baseline", baseline))
     except BaseException:
+        for _, server in servers:
+            stop_server(server)
         stop_broker(broker)
         raise
-    results: dict[str, Any] = {
-        "rate": 300,
-        "p50_ms": None,
-        "p99_ms": None,
-        "ping_p50_ms": None,
-        "ping_p99_ms": None,
-        "errors": None,
-        "shed": None,
-        "capacity_rps": None,
-        "goodput_at_2x_rps": None,
-        "answered_p99_at_2x_ms": None,
-        "shed_at_2x": None,
-        "soak_rss_growth": None,
-        "soak_p99_ms_per_minute": None,
+    common: dict[str, Any] = {
         "trees": int(model.tree_count_),
         "thresholds": thresholds,
         "mix_decisions_in_process": decisions,
@@ -435,40 +218,103 @@ def _run(args: argparse.Namespace, tmp: Path, redis_url: str) -> tuple[dict[str,
             if k.startswith(("FRAUD_PLATFORM_SCOR", "BENTOML_CONFIG"))
         },
     }
+    if len(servers) > 1:
+        common["baseline_src"] = str(args.baseline_src or REPO_ROOT)
+        common["baseline_env"] = dict(args.baseline_env or ())
+    figures = {label: empty_results() for label, _ in servers}
     table: list[dict[str, Any]] = []
-    lines: list[str] = []
-
-    def measured(url: str, body_file: Path, **kwargs: Any) -> dict[str, Any]:
-        """``drive`` plus the server's CPU per request sent (robust to a noisy machine: the
-        neighbours' load shows in latency, not in our CPU) and the load average after."""
-        cpu = server_cpu_s(server.process.pid)
-        waited = server_runqueue_wait_s(server.process.pid)
-        histogram = server_duration_buckets(server.url)
-        figures = drive(url, body_file, **kwargs)
-        if url.endswith("/score"):
-            histogram_after = server_duration_buckets(server.url)
-            for name, q in (("server_p50_ms", 0.5), ("server_p99_ms", 0.99)):
-                figures[name] = histogram_quantile_ms(histogram, histogram_after, q)
-        used = server_cpu_s(server.process.pid) - cpu
-        waited = server_runqueue_wait_s(server.process.pid) - waited
-        figures["server_cpu_ms_per_req"] = round(used * 1000 / max(figures["sent"], 1), 3)
-        figures["server_runqueue_wait_ms_per_req"] = round(
-            waited * 1000 / max(figures["sent"], 1), 3
-        )
-        figures["loadavg_1m"] = round(os.getloadavg()[0], 2)
-        return figures
-
     try:
-        drive(f"{server.url}/score", bodies, rate=50, duration=3)  # warm-up, not reported
-        phases = args.phases or (("rates",) if args.quick else PHASES)
-        rates = (args.rates or ((300,) if args.quick else RATES)) if "rates" in phases else ()
-        duration = args.duration_s
-        for rate in rates:
-            got_ping = measured(f"{server.url}/ping", ping, rate=rate, duration=duration)
-            got = measured(f"{server.url}/score", bodies, rate=rate, duration=duration)
-            table += [row("/ping", rate, got_ping), row("/score", rate, got)]
+        for _, server in servers:
+            drive(f"{server.url}/score", bodies, rate=50, duration=3)  # warm-up, not reported
+        run_phases(args, servers, bodies, ping, figures, table)
+        for label, server in servers:
+            figures[label]["degraded_answers"] = degraded_answers(server.url)
+    finally:
+        for _, server in servers:
+            stop_server(server)
+        stop_broker(broker)
+        client.close()
+    for label, server in servers:
+        results = figures[label]
+        results["decision_log_per_worker"] = decision_log_stats(server.log_tail(1_000_000))
+        if results["p50_ms"] and results["ping_p50_ms"]:
+            results["score_over_ping_p50"] = round(results["p50_ms"] / results["ping_p50_ms"], 2)
+        if results.get("p50_from_send_ms") and results.get("ping_p50_from_send_ms"):
+            results["score_over_ping_p50_from_send"] = round(
+                results["p50_from_send_ms"] / results["ping_p50_from_send_ms"], 2
+            )
+        if results["capacity_rps"] and results["goodput_at_2x_rps"] is not None:
+            results["goodput_at_2x_over_capacity"] = round(
+                results["goodput_at_2x_rps"] / results["capacity_rps"], 3
+            )
+            if results["capacity_ok_per_server_cpu_s"] and results["ok_per_server_cpu_s_at_2x"]:
+                results["ok_per_cpu_at_2x_over_capacity"] = round(
+                    results["ok_per_server_cpu_s_at_2x"] / results["capacity_ok_per_server_cpu_s"],
+                    3,
+                )
+    results = {**figures[""], **common, "table": table}
+    if "baseline" in figures:
+        results["baseline"] = figures["baseline"]
+    return results, table_lines(table)
+
+
+def empty_results() -> dict[str, Any]:
+    keys = ("p50_ms", "p99_ms", "ping_p50_ms", "ping_p99_ms", "errors", "shed", "capacity_rps")
+    keys += ("goodput_at_2x_rps", "answered_p99_at_2x_ms", "shed_at_2x", "soak_rss_growth")
+    return {"rate": 300, **dict.fromkeys(keys), "soak_p99_ms_per_minute": None}
+
+
+def measured(server: Server, url: str, body_file: Path, **kwargs: Any) -> dict[str, Any]:
+    """``drive`` plus the server's CPU per request sent (robust to a noisy machine: the
+    neighbours' load shows in latency, not in our CPU) and the load average after."""
+    pid = server.process.pid
+    cpu = server_cpu_s(pid)
+    waited = server_runqueue_wait_s(pid)
+    histogram = server_duration_buckets(server.url)
+    shed = shed_requests(server.url)
+    figures = drive(url, body_file, **kwargs)
+    if url.endswith("/score"):
+        histogram_after = server_duration_buckets(server.url)
+        for name, q in (("server_p50_ms", 0.5), ("server_p99_ms", 0.99)):
+            figures[name] = histogram_quantile_ms(histogram, histogram_after, q)
+    figures["server_shed"] = {
+        reason: count - shed.get(reason, 0.0) for reason, count in shed_requests(server.url).items()
+    }
+    used = server_cpu_s(pid) - cpu
+    waited = server_runqueue_wait_s(pid) - waited
+    figures["server_cpu_ms_per_req"] = round(used * 1000 / max(figures["sent"], 1), 3)
+    figures["server_runqueue_wait_ms_per_req"] = round(waited * 1000 / max(figures["sent"], 1), 3)
+    figures["loadavg_1m"] = round(os.getloadavg()[0], 2)
+    return figures
+
+
+def run_phases(
+    args: argparse.Namespace,
+    servers: list[tuple[str, Server]],
+    bodies: Path,
+    ping: Path,
+    figures: dict[str, dict[str, Any]],
+    table: list[dict[str, Any]],
+) -> None:
+    """Each phase against every server in turn (this tree's, then the baseline's): two builds
+    compared on the same machine minutes apart at most, not across runs."""
+    phases = args.phases or (("rates",) if args.quick else PHASES)
+    rates = (args.rates or ((300,) if args.quick else RATES)) if "rates" in phases else ()
+    duration = args.duration_s
+
+    def name(label: str, endpoint: str) -> str:
+        return f"{label} {endpoint}".strip()
+
+    for rate in rates:
+        for label, server in servers:
+            got_ping = measured(server, f"{server.url}/ping", ping, rate=rate, duration=duration)
+            got = measured(server, f"{server.url}/score", bodies, rate=rate, duration=duration)
+            table += [
+                row(name(label, "/ping"), rate, got_ping),
+                row(name(label, "/score"), rate, got),
+            ]
             if rate == 300:
-                results.update(
+                figures[label].update(
                     p50_ms=got["p50_ms"],
                     p99_ms=got["p99_ms"],
                     ping_p50_ms=got_ping["p50_ms"],
@@ -480,66 +326,84 @@ def _run(args: argparse.Namespace, tmp: Path, redis_url: str) -> tuple[dict[str,
                     server_cpu_ms_per_req=got["server_cpu_ms_per_req"],
                     ping_server_cpu_ms_per_req=got_ping["server_cpu_ms_per_req"],
                 )
-        if "overload" in phases:
-            connections = capacity_connections()
-            capacity = measured(f"{server.url}/score", bodies, closed=connections, duration=15)
-            results["capacity_rps"] = capacity["goodput_rps"]
-            results["capacity_shed"] = capacity["shed"]
-            table.append(row(f"/score closed x{connections}", "max", capacity))
-            over = args.overload_rps or round(2 * capacity["goodput_rps"])
-            got = measured(f"{server.url}/score", bodies, rate=over, duration=duration)
-            table.append(row("/score", over, got))
-            results.update(
+    if "overload" in phases:
+        connections = capacity_connections()
+        capacities = {}
+        for label, server in servers:
+            capacity = measured(
+                server, f"{server.url}/score", bodies, closed=connections, duration=15
+            )
+            capacities[label] = capacity["goodput_rps"]
+            figures[label].update(
+                capacity_rps=capacity["goodput_rps"],
+                capacity_shed=capacity["shed"],
+                capacity_ok_per_server_cpu_s=ok_per_cpu_s(capacity),
+            )
+            table.append(row(name(label, f"/score closed x{connections}"), "max", capacity))
+        for label, server in servers:
+            over = args.overload_rps or round(2 * capacities[label])
+            got = measured(server, f"{server.url}/score", bodies, rate=over, duration=duration)
+            table.append(row(name(label, "/score"), over, got))
+            figures[label].update(
                 goodput_at_2x_rps=got["goodput_rps"],
                 answered_p99_at_2x_ms=got["p99_ms"],
                 shed_at_2x=got["shed"],
+                server_shed_at_2x=got["server_shed"],
+                ok_per_server_cpu_s_at_2x=ok_per_cpu_s(got),
                 errors_at_2x=got["errors"],
+                server_cpu_ms_per_req_at_2x=got["server_cpu_ms_per_req"],
                 send_lag_p99_at_2x_ms=got["send_lag_p99_ms"],
                 answered_p99_from_send_at_2x_ms=got["p99_from_send_ms"],
             )
-        if "soak" in phases:
+    if "soak" in phases:
+        for label, server in servers[:1]:  # this tree's server only: 10 minutes each
             rss_start = server_rss_mb(server.process.pid)
             soak = measured(
-                f"{server.url}/score", bodies, rate=300, duration=args.soak_s, bucket_s=60
+                server,
+                f"{server.url}/score",
+                bodies,
+                rate=SOAK_RPS,
+                duration=args.soak_s,
+                bucket_s=60,
             )
             rss_end = server_rss_mb(server.process.pid)
-            table.append(row("/score soak", 300, soak))
+            table.append(row(name(label, "/score soak"), SOAK_RPS, soak))
             total_start, total_end = sum(rss_start.values()), sum(rss_end.values())
-            results.update(
+            figures[label].update(
                 soak_p99_ms_per_minute=soak["p99_ms_per_bucket"],
                 soak_errors=soak["errors"],
+                soak_shed=soak["shed"],
+                soak_p50_ms=soak["p50_ms"],
+                soak_p99_ms=soak["p99_ms"],
                 soak_rss_mb_start=rss_start,
                 soak_rss_mb_end=rss_end,
                 soak_rss_growth=round(total_end / total_start - 1, 4) if total_start else None,
             )
-        results["degraded_answers"] = degraded_answers(server.url)
-    finally:
-        stop_server(server)
-        stop_broker(broker)
-        client.close()
-    results["decision_log_per_worker"] = decision_log_stats(server.log_tail(1_000_000))
-    if results["p50_ms"] and results["ping_p50_ms"]:
-        results["score_over_ping_p50"] = round(results["p50_ms"] / results["ping_p50_ms"], 2)
-    if results.get("p50_from_send_ms") and results.get("ping_p50_from_send_ms"):
-        results["score_over_ping_p50_from_send"] = round(
-            results["p50_from_send_ms"] / results["ping_p50_from_send_ms"], 2
-        )
-    lines.append(
-        f"{'endpoint':24s} {'rate':>6s} {'sent':>7s} {'ok':>7s} {'shed':>6s} {'err':>6s} "
+
+
+def ok_per_cpu_s(figures: dict[str, Any]) -> float | None:
+    """200s per second of server CPU: the goodput a phase would have had with the whole machine
+    (the neighbours' share of the CPU changes between phases; this does not follow it)."""
+    cpu_s = figures["server_cpu_ms_per_req"] * figures["sent"] / 1000
+    return round(figures["ok"] / cpu_s, 1) if cpu_s else None
+
+
+def table_lines(table: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        f"{'endpoint':32s} {'rate':>6s} {'sent':>7s} {'ok':>7s} {'shed':>6s} {'err':>6s} "
         f"{'goodput':>8s} {'p50':>8s} {'p99':>8s} {'p99.9':>8s} {'lag99':>7s} {'cpu/req':>7s} "
         f"{'rqwait':>7s} {'load':>5s} {'srv99':>6s} {'sent99':>7s} {'gen/req':>7s}"
-    )
+    ]
     for r in table:
         lines.append(
-            f"{r['endpoint']:24s} {r['rate']!s:>6s} {r['sent']:>7} {r['ok']:>7} {r['shed']:>6} "
+            f"{r['endpoint']:32s} {r['rate']!s:>6s} {r['sent']:>7} {r['ok']:>7} {r['shed']:>6} "
             f"{r['errors']:>6} {r['goodput_rps']!s:>8s} {r['p50_ms']!s:>8s} {r['p99_ms']!s:>8s} "
             f"{r['p999_ms']!s:>8s} {r['send_lag_p99_ms']!s:>7s} "
             f"{r['server_cpu_ms_per_req']!s:>7s} {r['server_runqueue_wait_ms_per_req']!s:>7s} "
             f"{r['loadavg_1m']!s:>5s} {r['server_p99_ms_bucket']!s:>6s} "
             f"{r['p99_from_send_ms']!s:>7s} {r['generator_cpu_ms_per_req']!s:>7s}"
         )
-    results["table"] = table
-    return results, lines
+    return lines
 
 
 def _bad_phase(name: str) -> bool:
@@ -550,6 +414,19 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--soak-s", type=float, default=600.0)
+    parser.add_argument(
+        "--baseline-src",
+        type=Path,
+        help="another source tree (e.g. `git archive main | tar -x -C DIR`) served next to this "
+        "one with the same model, features and settings; every phase runs against both in turn",
+    )
+    parser.add_argument(
+        "--baseline-env",
+        action="append",
+        type=lambda text: tuple(text.split("=", 1)),
+        help="KEY=VALUE for the baseline server only (repeatable; without --baseline-src the "
+        "baseline is this tree with these settings)",
+    )
     parser.add_argument(
         "--rates",
         type=lambda text: tuple(int(r) for r in text.split(",")),

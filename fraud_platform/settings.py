@@ -19,7 +19,7 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 # in flight across the scoring service's workers; at ~2-4 ms of CPU per request on 2 cores a
 # queue of this depth waits < 50 ms (benchmarks/serving_load.py measures it)
 DEFAULT_SCORING_MAX_CONCURRENCY = 4
-DEFAULT_SCORING_MAX_QUEUE_WAIT_MS = 20
+DEFAULT_SCORING_MAX_QUEUE_WAIT_MS = 10
 REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
 DELTA_OPTION_PREFIX = "FRAUD_PLATFORM_DELTA_OPT_"
 # variables whose value may carry a password: Dagster resources take them as ``dg.EnvVar`` when
@@ -127,7 +127,7 @@ class Settings:
     The scoring service: ``scoring_workers`` (FRAUD_PLATFORM_SCORING_WORKERS, default one per
     CPU core), ``scoring_max_concurrency`` (FRAUD_PLATFORM_SCORING_MAX_CONCURRENCY, requests in
     progress across all workers, split evenly, beyond which a request waits in line),
-    ``scoring_max_queue_wait_ms`` (FRAUD_PLATFORM_SCORING_MAX_QUEUE_WAIT_MS, default 20: how long
+    ``scoring_max_queue_wait_ms`` (FRAUD_PLATFORM_SCORING_MAX_QUEUE_WAIT_MS, default 10: how long
     it may wait before the 503 with Retry-After; 0 = answer 503 at once past the bound) and
     ``scoring_access_log`` (FRAUD_PLATFORM_SCORING_ACCESS_LOG, BentoML's per-request log line;
     off by default: it costs CPU on the request path and the decision log records every decision)

@@ -1,9 +1,6 @@
 """What the scoring service answers to requests it cannot take, and the middleware that answers.
 
-``LoadShedder`` bounds the API requests each worker has taken on: past the bound a request waits
-in a short line bounded in time, and gets 503 with a JSON ``ErrorResponse`` and ``Retry-After``
-when that time is up (``fraud_scorer_shed_requests_total{reason="queue_timeout"}``) or at once
-when the line cannot move in time (``reason="overload"``), instead of queueing for seconds.
+Past capacity: ``models_bento.shedding`` (503 with an ``ErrorResponse`` and ``Retry-After``).
 
 ``RequestGuard`` is a plain ASGI middleware in front of the API routes (all POST). Before
 BentoML parses anything it rejects, with a JSON ``ErrorResponse``:
@@ -22,17 +19,13 @@ without input values).
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
-from collections import deque
-from collections.abc import Awaitable, Callable, Collection, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
 from fraud_platform.lib.contracts.events import MAX_PAYLOAD_BYTES
-from fraud_platform.lib.serving.metrics import metrics
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -42,9 +35,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 JSON = "application/json"
 DOCS_PATH = "/docs.json"
-RETRY_AFTER_S = 1
 REJECTED_REQUEST = "rejected request (%s): %s"  # log line: path, field_errors()
-HOLD_SMOOTHING = 0.1  # weight of the latest request in LoadShedder's smoothed hold time
 
 
 class ErrorResponse(BaseModel):
@@ -106,119 +97,6 @@ async def send_json(
 
 async def _send_error(send: Send, status: int, message: str) -> None:
     await send_json(send, status, ErrorResponse(error=message).model_dump_json().encode())
-
-
-class LoadShedder:
-    """ASGI middleware: at most ``limit`` requests to ``paths`` in progress in this worker
-    (parsed, on the handler thread or answering); the next ones wait in line (first come, first
-    served) at most ``max_wait_s`` for a place, then get 503 with ``Retry-After``
-    (``reason="queue_timeout"``). A request that would wait longer than that by the current
-    rate of progress (the line's length times the recent time a place is held, over ``limit``)
-    gets its 503 at once (``reason="overload"``), so does one past ``max_waiting``.
-    ``max_wait_s=0``: no line, 503 at once past the bound.
-
-    Why a short line on a tight bound rather than a count: the worker has one handler thread,
-    so with 8 requests admitted per worker the 8th waited for 7 others; at 2x capacity
-    (2026-12-05, shared machine, load 9-12) answered p99 was 357-414 ms and BentoML's own
-    request histogram put p99 in the 250-500 ms bucket: the wait was inside the server, after
-    admission. Bounding the wait bounds the answered latency; the line absorbs bursts that a
-    count bound of 1-2 would refuse.
-
-    BentoML's own bound (``traffic.max_concurrency``) counts but answers 429, which says the
-    *client* sent too many: here the service is over capacity.
-    """
-
-    def __init__(
-        self,
-        app: ASGIApp,
-        limit: int,
-        paths: Collection[str],
-        max_wait_s: float = 0.0,
-        max_waiting: int = 256,
-        retry_after_s: int = RETRY_AFTER_S,
-    ) -> None:
-        self.app = app
-        self.limit = limit
-        self.paths = frozenset(paths)
-        self.max_wait_s = max_wait_s
-        self.max_waiting = max_waiting if max_wait_s > 0 else 0
-        self.in_progress = 0
-        self.waiting = 0
-        self._line: deque[asyncio.Future[bool]] = deque()
-        # smoothed seconds a place is held (admission to the last byte of the answer)
-        self.hold_s = 0.0
-        self._retry_after = (b"retry-after", str(retry_after_s).encode())
-        self._refusal = (
-            ErrorResponse(
-                error=f"over capacity: {limit} requests already in progress in this worker; "
-                f"retry after {retry_after_s} s"
-            )
-            .model_dump_json()
-            .encode()
-        )
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] not in self.paths:
-            await self.app(scope, receive, send)
-            return
-        if self.in_progress < self.limit:  # then nobody waits: _release hands places on first
-            self.in_progress += 1
-        else:
-            refused = self._refusal_reason()
-            if refused is None:
-                refused = await self._wait_in_line()
-            if refused is not None:
-                metrics().shed_request(refused)
-                await send_json(send, 503, self._refusal, (self._retry_after,))
-                return
-        admitted = time.perf_counter()
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            self.hold_s += (time.perf_counter() - admitted - self.hold_s) * HOLD_SMOOTHING
-            self._release()
-
-    def _refusal_reason(self) -> str | None:
-        """``"overload"`` when waiting in line would be pointless: no line, a full one, or one
-        that will not have moved enough within ``max_wait_s``."""
-        if self.waiting >= self.max_waiting:
-            return "overload"
-        if (self.waiting + 1) * self.hold_s > self.max_wait_s * self.limit:
-            return "overload"
-        return None
-
-    async def _wait_in_line(self) -> str | None:
-        """None once handed a place (by ``_release``), ``"queue_timeout"`` after
-        ``max_wait_s``."""
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[bool] = loop.create_future()
-        timer = loop.call_later(self.max_wait_s, _give_up, waiter)
-        self._line.append(waiter)
-        self.waiting += 1
-        try:
-            placed = await waiter
-        except asyncio.CancelledError:  # client gone: pass on a place handed meanwhile
-            if waiter.done() and not waiter.cancelled() and waiter.result():
-                self._release()
-            raise
-        finally:
-            self.waiting -= 1
-            timer.cancel()
-        return None if placed else "queue_timeout"
-
-    def _release(self) -> None:
-        """Hand this place to the first one still waiting, else free it."""
-        while self._line:
-            waiter = self._line.popleft()
-            if not waiter.done():
-                waiter.set_result(True)
-                return
-        self.in_progress -= 1
-
-
-def _give_up(waiter: asyncio.Future[bool]) -> None:
-    if not waiter.done():
-        waiter.set_result(False)
 
 
 class RequestGuard:

@@ -7,8 +7,9 @@ routing, its context middleware, the IO descriptor and serde, ``api_endpoint`` a
 to the handler thread (README, "Scoring under load"). The /ping floor pays the same path.
 
 ``ScoreRoute`` sits innermost among the service's middlewares: BentoML's HTTP metrics, tracing
-exclusion and timeout stay outside it, and so do ``LoadShedder`` (which refuses before any
-body is read) and ``RequestGuard`` (content type and size). What it keeps identical:
+exclusion and timeout stay outside it, and so do ``LoadShedder`` (in front of everything, see
+``models_bento.shedding``; it refuses before any body is read) and ``RequestGuard`` (content
+type and size). What it keeps identical:
 
 * validation: ``TransactionRequest.model_validate_json`` on the body, as BentoML's JSON serde
   calls it, and BentoML's 400 body (``errors.validation_error_body``), logged as one WARNING

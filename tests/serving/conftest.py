@@ -285,14 +285,17 @@ def start_server(
     kafka_bootstrap: str | None = None,
     extra_env: dict[str, str] | None = None,
     workers: int | None = 1,
+    src: Path | None = None,
 ) -> Server:
     """``bentoml serve`` of FraudScorer; decisions go to ``kafka_bootstrap`` (default: a port
     nothing listens on, so a test server never writes into a broker it does not own).
     ``workers=None``: the service's default (one per core). The tests use one worker unless
-    they say otherwise: which worker answers a request is then not a variable."""
+    they say otherwise: which worker answers a request is then not a variable. ``src``: serve
+    the code of another source tree (e.g. an export of main, for benchmarks comparing builds)."""
     port = free_port()
     env = {
         **os.environ,
+        **({"PYTHONPATH": str(src)} if src is not None else {}),
         "FRAUD_PLATFORM_DATA_DIR": str(registered.data_dir),
         "BENTOML_HOME": str(registered.bentoml_home),
         "REDIS_URL": redis_url,
@@ -303,7 +306,9 @@ def start_server(
     if workers is not None:
         env["FRAUD_PLATFORM_SCORING_WORKERS"] = str(workers)
     log_path = registered.data_dir / f"{name}-{port}.log"
-    process = spawn_logged(serve_command(port), log_path, cwd=REPO_ROOT, env=env, append=False)
+    process = spawn_logged(
+        serve_command(port), log_path, cwd=src or REPO_ROOT, env=env, append=False
+    )
     server = Server(f"http://127.0.0.1:{port}", process, log_path, registered.data_dir)
     deadline = time.monotonic() + READY_DEADLINE_S
     while True:

@@ -1,4 +1,4 @@
-"""LoadShedder (models_bento/errors.py) as an ASGI middleware, in process: past the bound a
+"""LoadShedder (models_bento/shedding.py) as an ASGI middleware, in process: past the bound a
 request waits in line (first come, first served) at most ``max_wait_s``, then gets 503
 ``queue_timeout``; a line that cannot move in time, or no line at all (``max_wait_s=0``), is a
 503 ``overload`` at once. The app behind it holds its place until the test lets it go, so what is
@@ -12,7 +12,7 @@ import asyncio
 import json
 from typing import Any
 
-from models_bento.errors import RETRY_AFTER_S, LoadShedder
+from models_bento.shedding import RETRY_AFTER_S, FrontDoor, LoadShedder
 
 PATH = "/score"
 LONG_S = 5.0  # never reached: a request released before it
@@ -27,6 +27,8 @@ class HeldApp:
         self.release: dict[int, asyncio.Event] = {}
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return  # lifespan: nothing to start
         number = scope["number"]
         self.started.append(number)
         await self.release.setdefault(number, asyncio.Event()).wait()
@@ -158,5 +160,65 @@ def test_other_paths_are_not_bounded():
         for n in range(3):
             app.let_go(n)
         assert [a[0] for a in await asyncio.gather(*tasks)] == [200, 200, 200]
+
+    asyncio.run(scenario())
+
+
+class Outer:
+    """A middleware standing for BentoML's (HTTP metrics, tracing): counts what reaches it."""
+
+    def __init__(self, app: Any, seen: list[int]) -> None:
+        self.app = app
+        self.seen = seen
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            self.seen.append(scope["number"])
+        await self.app(scope, receive, send)
+
+
+def test_front_door_refuses_in_front_of_the_middlewares_added_before_it():
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+
+    async def scenario() -> None:
+        held = HeldApp()
+        seen: list[int] = []
+        options = {"limit": 1, "paths": [PATH], "max_wait_s": 0}
+        application = Starlette(
+            middleware=[Middleware(Outer, seen=seen), Middleware(FrontDoor, **options)]
+        )
+        application.router = held  # type: ignore[assignment]  (the routes: held requests)
+        sent: list[dict] = []
+
+        async def lifespan_receive() -> dict:
+            return {"type": "lifespan.shutdown"}
+
+        async def collect(message: dict) -> None:
+            sent.append(message)
+
+        # the first call builds the stack; FrontDoor puts the shedder in front of it
+        await application({"type": "lifespan"}, lifespan_receive, collect)
+        assert isinstance(application.middleware_stack, LoadShedder)
+
+        async def call(number: int) -> int:
+            answer: list[dict] = []
+
+            async def send(message: dict) -> None:
+                answer.append(message)
+
+            async def receive() -> dict:
+                return {"type": "http.request", "body": b"", "more_body": False}
+
+            scope = {"type": "http", "path": PATH, "number": number}
+            await application(scope, receive, send)
+            return answer[0]["status"]
+
+        first = asyncio.create_task(call(0))
+        await settle()
+        assert await asyncio.wait_for(call(1), timeout=LONG_S) == 503
+        assert seen == [0]  # the refusal never reached the middleware outside FrontDoor
+        held.let_go(0)
+        assert await first == 200
 
     asyncio.run(scenario())
