@@ -1,12 +1,13 @@
-"""Feature groups (offline store, Delta) and the online snapshot (Redis).
+"""Feature groups (offline store, Delta).
 
-One asset per declared feature group, generated from the registry; the online snapshot reads
-the same tables, so offline and online values come from one computation.
+One asset per declared feature group, generated from the registry, all computed by one
+multi-asset step (``feature_groups_asset``); the online snapshot (``snapshot.py``) reads the same
+tables, so offline and online values come from one computation.
 """
 
 import time
 import warnings
-from dataclasses import asdict
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
@@ -36,10 +37,9 @@ from fraud_platform.lib.features.incremental import (
     lifetime_state,
     longest_window,
 )
-from fraud_platform.lib.features.online.snapshot import GroupSnapshot, snapshot_group
 from fraud_platform.lib.features.registry import ENTITY_KEY, FEATURE_TIME, FeatureGroup
 from fraud_platform.lib.storage.delta import DeltaStore
-from fraud_platform.resources import RedisResource, WarehouseResource
+from fraud_platform.resources import WarehouseResource
 
 # single-run backfills are a deliberate choice (a range of days is one polars computation)
 warnings.filterwarnings("ignore", message="Parameter `backfill_policy`", category=dg.BetaWarning)
@@ -219,19 +219,20 @@ def null_key_check(group: FeatureGroup, written: pl.DataFrame) -> dg.AssetCheckR
     rows = written.select(ENTITY_KEY, FEATURE_TIME)
     nulls = rows.null_count().sum_horizontal().item()
     return dg.AssetCheckResult(
+        asset_key=asset_key(group),
         check_name=f"{group.name}_has_no_null_keys",
         passed=nulls == 0,
         metadata={"null_keys": nulls, "rows": rows.height},
     )
 
 
-def feature_group_definitions(group: FeatureGroup) -> dg.Definitions:
-    """The offline-store asset of one group (daily partitions) with its key check, evaluated in
-    the asset's own step (a separate check step costs a step launch for a column scan)."""
-    asset_key = dg.AssetKey(["features", group.versioned_name])
+def asset_key(group: FeatureGroup) -> dg.AssetKey:
+    return dg.AssetKey(["features", group.versioned_name])
 
-    @dg.asset(
-        key=asset_key,
+
+def _group_spec(group: FeatureGroup) -> dg.AssetSpec:
+    return dg.AssetSpec(
+        key=asset_key(group),
         group_name=GROUP,
         deps=[dg.AssetKey(["silver", group.source])],
         description=(
@@ -241,153 +242,134 @@ def feature_group_definitions(group: FeatureGroup) -> dg.Definitions:
         tags={"entity": group.entity.name, "owner": group.owner},
         kinds={"polars", "delta"},
         partitions_def=FEATURE_PARTITIONS,
-        backfill_policy=dg.BackfillPolicy.single_run(),
-        check_specs=[
-            dg.AssetCheckSpec(
-                f"{group.name}_has_no_null_keys",
-                asset=asset_key,
-                description=(
-                    "Every row written names its entity and the time its values became known."
-                ),
-            )
-        ],
     )
-    def _asset(
+
+
+def _null_key_check_spec(group: FeatureGroup) -> dg.AssetCheckSpec:
+    return dg.AssetCheckSpec(
+        f"{group.name}_has_no_null_keys",
+        asset=asset_key(group),
+        description="Every row written names its entity and the time its values became known.",
+    )
+
+
+def _materialize_group(
+    context: dg.AssetExecutionContext,
+    warehouse: WarehouseResource,
+    delta: DeltaStore,
+    config: FeaturePartitionConfig,
+    group: FeatureGroup,
+) -> dg.MaterializeResult:
+    """Compute and write one group's partitions of the run's range (module docstring)."""
+    started = time.perf_counter()
+    window = context.partition_time_window
+    start, end = _utc(window.start), _utc(window.end)
+    first, last = start.date(), (end - timedelta(microseconds=1)).date()
+    if config.from_shards:
+        if FEATURE_SHARDS <= 1:
+            raise ValueError("from_shards needs FRAUD_PLATFORM_FEATURE_SHARDS above 1")
+        source_events, how, mark = 0, "union of the shard runs", None  # they read the sources;
+        # no mark: the next range recomputes every entity (changed.py)
+        rows = union_of_shards(delta, group, FEATURE_SHARDS, first, last)
+    else:
+        rows, source_events, how, mark = compute_range(warehouse, delta, group, start, end)
+        rows = rows.with_columns(pl.col(FEATURE_TIME).dt.date().alias(FEATURE_DATE))
+    version = delta.replace_range(
+        feature_table(group),
+        rows,
+        partition_column=FEATURE_DATE,
+        first=first,
+        last=last,
+        metadata={
+            "feature_group": group.versioned_name,
+            "partitions": f"{first}..{last}",
+            **(mark.metadata() if mark is not None else {}),
+        },
+    )
+    elapsed = time.perf_counter() - started
+    return dg.MaterializeResult(
+        asset_key=asset_key(group),
+        metadata={
+            "dagster/row_count": delta.row_count(feature_table(group)),
+            "rows_in_partitions": rows.height,
+            "partition_range": f"{first}..{last}",
+            "source_events_read": source_events,
+            "computed_from": how,
+            "entities": rows[ENTITY_KEY].n_unique(),
+            "delta_version": version,
+            "delta_uri": delta.uri(feature_table(group)),
+            "latest_feature_time": str(rows[FEATURE_TIME].max()) if rows.height else "",
+            "definition": dg.MetadataValue.md(definition_markdown(group)),
+            "compute_seconds": round(elapsed, 3),
+        },
+        check_results=[null_key_check(group, rows)],
+    )
+
+
+class FeatureGroupsFailed(RuntimeError):
+    """Some groups of a step failed; the others were written (and recorded) all the same."""
+
+
+def feature_groups_asset(groups: list[FeatureGroup], name: str) -> dg.AssetsDefinition:
+    """The offline-store assets of ``groups`` (daily partitions) with their key checks, computed
+    in ONE step: each group stays its own asset in the graph and the catalog (and can be
+    materialized alone: the step computes the selected ones), but a run over every group pays
+    one step's Dagster events and checks instead of one per group, which on the default SQLite
+    instance cost more than the computations of a micro-batch (README, refresh scaling). A
+    group that fails does not stop the others; the step fails after them, naming it."""
+
+    @dg.multi_asset(
+        name=name,
+        specs=[_group_spec(group) for group in groups],
+        check_specs=[_null_key_check_spec(group) for group in groups],
+        can_subset=True,
+        partitions_def=FEATURE_PARTITIONS,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+    )
+    def _assets(
         context: dg.AssetExecutionContext,
         warehouse: WarehouseResource,
         delta: dg.ResourceParam[DeltaStore],
         config: FeaturePartitionConfig,
-    ) -> dg.MaterializeResult:
-        started = time.perf_counter()
-        window = context.partition_time_window
-        start, end = _utc(window.start), _utc(window.end)
-        first, last = start.date(), (end - timedelta(microseconds=1)).date()
-        if config.from_shards:
-            if FEATURE_SHARDS <= 1:
-                raise ValueError("from_shards needs FRAUD_PLATFORM_FEATURE_SHARDS above 1")
-            source_events, how, mark = 0, "union of the shard runs", None  # they read the sources;
-            # no mark: the next range recomputes every entity (changed.py)
-            rows = union_of_shards(delta, group, FEATURE_SHARDS, first, last)
-        else:
-            rows, source_events, how, mark = compute_range(warehouse, delta, group, start, end)
-            rows = rows.with_columns(pl.col(FEATURE_TIME).dt.date().alias(FEATURE_DATE))
-        version = delta.replace_range(
-            feature_table(group),
-            rows,
-            partition_column=FEATURE_DATE,
-            first=first,
-            last=last,
-            metadata={
-                "feature_group": group.versioned_name,
-                "partitions": f"{first}..{last}",
-                **(mark.metadata() if mark is not None else {}),
-            },
-        )
-        elapsed = time.perf_counter() - started
-        context.log.info(
-            f"{group.versioned_name}: {rows.height} rows for {first}..{last} "
-            f"from {source_events} source events ({how}) in {elapsed:.1f}s"
-        )
-        return dg.MaterializeResult(
-            metadata={
-                "dagster/row_count": delta.row_count(feature_table(group)),
-                "rows_in_partitions": rows.height,
-                "partition_range": f"{first}..{last}",
-                "source_events_read": source_events,
-                "computed_from": how,
-                "entities": rows[ENTITY_KEY].n_unique(),
-                "delta_version": version,
-                "delta_uri": delta.uri(feature_table(group)),
-                "latest_feature_time": str(rows[FEATURE_TIME].max()) if rows.height else "",
-                "definition": dg.MetadataValue.md(definition_markdown(group)),
-                "compute_seconds": round(elapsed, 3),
-            },
-            check_results=[null_key_check(group, rows)],
-        )
+    ) -> Iterator[dg.MaterializeResult]:
+        selected = context.selected_asset_keys
+        failed: dict[str, BaseException] = {}
+        done: list[str] = []
+        for group in groups:
+            if asset_key(group) not in selected:
+                continue
+            try:
+                result = _materialize_group(context, warehouse, delta, config, group)
+            except Exception as exc:  # the other groups still run; raised below
+                context.log.exception(f"{group.versioned_name} failed")
+                failed[group.versioned_name] = exc
+                continue
+            metadata = result.metadata or {}
+            done.append(
+                f"{group.versioned_name}: {metadata['rows_in_partitions']} rows from "
+                f"{metadata['source_events_read']} source events ({metadata['computed_from']}) "
+                f"in {metadata['compute_seconds']:.1f}s"
+            )
+            yield result
+        if done:  # one log record for the step (each is a stored event)
+            context.log.info("\n".join(done))
+        if len(failed) == 1:  # as a step of its own would have
+            raise next(iter(failed.values()))
+        if failed:
+            first = next(iter(failed.values()))
+            raise FeatureGroupsFailed(
+                f"feature groups failed: {', '.join(failed)} (first: {first!r})"
+            ) from first
 
-    return dg.Definitions(assets=[_asset])
+    return _assets
 
 
-class OnlineSnapshotConfig(dg.Config):
-    max_staleness_minutes: float = 15.0
-
-
-class FeatureSnapshotConfig(dg.Config):
-    """``full``: rewrite every entity's newest row instead of only the changed ones (also done
-    for a group without a checkpoint in the online store, e.g. after a flush or a new layout)."""
-
-    full: bool = False
-
-
-@dg.asset(
-    key=["online", "feature_snapshot"],
-    group_name=GROUP,
-    deps=[dg.AssetKey(["features", g.versioned_name]) for g in FEATURE_GROUPS],
-    kinds={"redis"},
-)
-def feature_snapshot(
-    context: dg.AssetExecutionContext,
-    delta: dg.ResourceParam[DeltaStore],
-    redis: RedisResource,
-    config: FeatureSnapshotConfig,
-) -> dg.MaterializeResult:
-    """The latest value of every feature per entity, written to Redis for serving: only the
-    entities whose newest row changed since the last snapshot, read from the partitions written
-    since (``lib/features/online/snapshot.py``); every entity with ``full``."""
-    client = redis.client()
-    started = time.perf_counter()
-    per_group: dict[str, GroupSnapshot] = {}
-    for group in FEATURE_GROUPS:
-        done = snapshot_group(
-            client,
-            delta,
-            feature_table(group),
-            group,
-            partition_column=FEATURE_DATE,
-            full=config.full,
-        )
-        per_group[group.versioned_name] = done
-        context.log.info(
-            f"online: {group.versioned_name} {done.mode} ({done.reason}): {done.rows_read} rows "
-            f"read, {done.entities_written} entities written, {done.rows_stored} rows stored"
-        )
-    elapsed = time.perf_counter() - started
-    total = sum(done.rows_stored for done in per_group.values())
-    return dg.MaterializeResult(
-        metadata={
-            "keys_written": total,
-            "keys_per_group": dg.MetadataValue.json(
-                {name: done.rows_stored for name, done in per_group.items()}
-            ),
-            "rows_read": sum(done.rows_read for done in per_group.values()),
-            "entities_written": sum(done.entities_written for done in per_group.values()),
-            "modes": dg.MetadataValue.json({n: d.mode for n, d in per_group.items()}),
-            "per_group": dg.MetadataValue.json({n: asdict(d) for n, d in per_group.items()}),
-            "snapshot_seconds": round(elapsed, 3),
-            "written_at_unix": time.time(),
-            "redis_url": redis.url.split("@")[-1],
-        }
-    )
-
-
-@dg.asset_check(asset=feature_snapshot, description="The online store was refreshed recently.")
-def feature_snapshot_is_fresh(
-    context: dg.AssetCheckExecutionContext, config: OnlineSnapshotConfig
-) -> dg.AssetCheckResult:
-    event = context.instance.get_latest_materialization_event(
-        dg.AssetKey(["online", "feature_snapshot"])
-    )
-    if event is None:
-        return dg.AssetCheckResult(passed=False, metadata={"reason": "never materialized"})
-    age_min = (time.time() - event.timestamp) / 60
-    return dg.AssetCheckResult(
-        passed=age_min <= config.max_staleness_minutes,
-        metadata={"age_minutes": round(age_min, 2), "limit_minutes": config.max_staleness_minutes},
+def feature_group_definitions(group: FeatureGroup) -> dg.Definitions:
+    """One group's asset on its own (op ``features__<group>``), e.g. for a test."""
+    return dg.Definitions(
+        assets=[feature_groups_asset([group], name=f"features__{group.versioned_name}")]
     )
 
 
 # A module holding a Definitions object contributes only that object: put everything in it.
-defs = dg.Definitions.merge(
-    *[feature_group_definitions(g) for g in FEATURE_GROUPS],
-    dg.Definitions(assets=[feature_snapshot], asset_checks=[feature_snapshot_is_fresh]),
-)
+defs = dg.Definitions(assets=[feature_groups_asset(list(FEATURE_GROUPS), name="feature_groups")])

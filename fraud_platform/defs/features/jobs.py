@@ -13,7 +13,7 @@ feature_refresh_job = dg.define_asset_job(
     names.FEATURE_REFRESH_JOB,
     selection=dg.AssetSelection.groups(GROUP),
     description=(
-        "Recompute a range of daily feature partitions (one step per group) and refresh the "
+        "Recompute a range of daily feature partitions (one step for every group) and refresh the "
         "online store."
     ),
     # one process for the whole run (see ingest_job); refresh runs write the same Delta

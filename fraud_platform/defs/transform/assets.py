@@ -1,5 +1,6 @@
 """dbt-duckdb: bronze (Delta) -> staging -> intermediate -> silver -> gold. dbt tests are asset checks."""
 
+import json
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -31,15 +32,16 @@ SKIPPED_ON_ARRIVAL_TESTS = frozenset({"not_null", "accepted_values"})
 # tables built from them, which are tested on every arrival.
 SKIPPED_ON_ARRIVAL_LAYERS = frozenset({"intermediate"})
 TESTS_INGESTED_AFTER = "FRAUD_PLATFORM_TESTS_INGESTED_AFTER"  # macros/test_scope.sql
+TESTS_INGESTED_AFTER_BY_TABLE = "FRAUD_PLATFORM_TESTS_INGESTED_AFTER_BY_TABLE"  # the same
 # The incremental silver tables the arrivals feed; each absorbs bronze rows in ingestion order.
 STAMPED_TABLES = ("fct_transactions", "fct_account_events", "fct_labels")
 
 
-def tests_ingested_after(warehouse: WarehouseResource) -> str | None:
-    """The newest ``ingested_at`` every stamped silver table had absorbed before this run: the
-    rows ingested after it are the ones this run adds (or that a failed run left). None when a
-    table is missing or empty, or the warehouse file is not there yet (a first build:
-    everything is new)."""
+def tests_ingested_after_by_table(warehouse: WarehouseResource) -> dict[str, str] | None:
+    """The newest ``ingested_at`` each stamped silver table had absorbed before this run: the
+    rows of its topic ingested after it are the ones this run adds (or that a failed run left).
+    None when a table is missing or empty, or the warehouse file is not there yet (a first
+    build: everything is new)."""
     if not Path(warehouse.path).exists():
         return None
     present = warehouse.query(
@@ -48,12 +50,21 @@ def tests_ingested_after(warehouse: WarehouseResource) -> str | None:
     if not set(STAMPED_TABLES) <= set(present):
         return None
     newest = " union all ".join(
-        f"select max(ingested_at) as newest from silver.{table}" for table in STAMPED_TABLES
+        f"select '{table}' as stamped, cast(max(ingested_at) as varchar) as newest "
+        f"from silver.{table}"
+        for table in STAMPED_TABLES
     )
-    found = warehouse.query(
-        f"select cast(min(newest) as varchar) as after, count(newest) as stamped from ({newest})"
-    ).row(0)
-    return str(found[0]) if found[1] == len(STAMPED_TABLES) else None
+    found = dict(warehouse.query(newest).iter_rows())
+    if any(found.get(table) is None for table in STAMPED_TABLES):
+        return None
+    return {table: str(found[table]) for table in STAMPED_TABLES}
+
+
+def tests_ingested_after(warehouse: WarehouseResource) -> str | None:
+    """The earliest of ``tests_ingested_after_by_table``: after it, every stamped table's new
+    rows (the instant for a model the macro cannot tie to one topic)."""
+    by_table = tests_ingested_after_by_table(warehouse)
+    return min(by_table.values()) if by_table else None
 
 
 class LayeredTranslator(DagsterDbtTranslator):
@@ -97,12 +108,18 @@ def fraud_dbt_models(
     """Silver and gold tables built by ``dbt build``, streamed as they finish."""
     # dbt's profile and sources read these
     os.environ.update(warehouse.dbt_env(delta.root, delta.storage_options))
-    after = tests_ingested_after(warehouse) if names.ARRIVALS_TAG in context.run.tags else None
-    if after is None:
-        os.environ.pop(TESTS_INGESTED_AFTER, None)  # whole models (set by an earlier run?)
+    by_table = (
+        tests_ingested_after_by_table(warehouse) if names.ARRIVALS_TAG in context.run.tags else None
+    )
+    if by_table is None:  # whole models (the variables may be set by an earlier run)
+        os.environ.pop(TESTS_INGESTED_AFTER, None)
+        os.environ.pop(TESTS_INGESTED_AFTER_BY_TABLE, None)
     else:
-        os.environ[TESTS_INGESTED_AFTER] = after
-        context.log.info(f"dbt tests check the rows ingested after {after}")
+        # each table's own instant: a quiet topic's older one would make the other topics'
+        # tests check every row ingested since (all of a set-up's history, in a benchmark)
+        os.environ[TESTS_INGESTED_AFTER] = min(by_table.values())
+        os.environ[TESTS_INGESTED_AFTER_BY_TABLE] = json.dumps(by_table)
+        context.log.info(f"dbt tests check the rows ingested after {by_table}")
     # dbt's unit tests check the SQL against fixed rows, not the data: CI runs them
     # (tests/dbt), every ingestion run would only pay for them (dbt's advice for production)
     invocation = dbt.cli(["build", "--exclude-resource-type", "unit_test"], context=context)

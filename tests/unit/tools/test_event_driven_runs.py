@@ -196,7 +196,11 @@ def test_arrival_runs_test_rows_ingested_after_the_oldest_stamped_table(tmp_path
     (it raised "database does not exist" and failed the first ingest run of the sensor path)."""
     import duckdb
 
-    from fraud_platform.defs.transform.assets import STAMPED_TABLES, tests_ingested_after
+    from fraud_platform.defs.transform.assets import (
+        STAMPED_TABLES,
+        tests_ingested_after,
+        tests_ingested_after_by_table,
+    )
     from fraud_platform.resources import WarehouseResource
 
     path = tmp_path / "warehouse.duckdb"
@@ -218,3 +222,8 @@ def test_arrival_runs_test_rows_ingested_after_the_oldest_stamped_table(tmp_path
             f"{newest[last]}:00+00' as ingested_at"
         )
     assert tests_ingested_after(warehouse).startswith("2026-03-01 02:00:00")
+    by_table = tests_ingested_after_by_table(warehouse)
+    assert by_table is not None
+    assert {table: by_table[table][:16] for table in by_table} == {
+        table: f"2026-03-01 {hour}" for table, hour in newest.items()
+    }
