@@ -22,7 +22,7 @@ from fraud_platform.resources import WarehouseResource
 # every event was validated against its contract on the way into bronze (required fields, enum
 # values), so these re-check the contract, ~0.2 s apiece for a few rows on 2 busy cores (three
 # Dagster events each). ``unique`` (keys after the incremental merges) and ``relationships``
-# still run on every arrival, over the newly ingested rows (``tests_ingested_after``);
+# still run on every arrival, over the newly ingested rows (``tests_ingested_after_by_table``);
 # scheduled, UI and CI runs (tests/dbt) run them all over whole models.
 SKIPPED_ON_ARRIVAL_TESTS = frozenset({"not_null", "accepted_values"})
 # Tests of the intermediate views are left out of arrival runs too: a view is recomputed by each
@@ -58,13 +58,6 @@ def tests_ingested_after_by_table(warehouse: WarehouseResource) -> dict[str, str
     if any(found.get(table) is None for table in STAMPED_TABLES):
         return None
     return {table: str(found[table]) for table in STAMPED_TABLES}
-
-
-def tests_ingested_after(warehouse: WarehouseResource) -> str | None:
-    """The earliest of ``tests_ingested_after_by_table``: after it, every stamped table's new
-    rows (the instant for a model the macro cannot tie to one topic)."""
-    by_table = tests_ingested_after_by_table(warehouse)
-    return min(by_table.values()) if by_table else None
 
 
 class LayeredTranslator(DagsterDbtTranslator):
