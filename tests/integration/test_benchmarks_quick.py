@@ -156,8 +156,8 @@ def test_benchmark_sensor_freshness_quick_brings_every_round_online() -> None:
 
 @pytest.mark.timeout(1500)  # the subprocess's own limit; pyproject's 900 s would cut it first
 def test_benchmark_refresh_scaling_quick_times_an_incremental_micro_batch_per_history() -> None:
-    # three histories, each set up from Kafka through every layer: ~4 min on an idle 2-core
-    # machine, ~8 min under a load of 8
+    # three histories, each set up from Kafka through every layer, then two micro-batches in
+    # fresh processes: ~6 min on an idle 2-core machine, ~12 min under a load of 4-5
     figures = _run("refresh_scaling", timeout_s=1500)
     assert figures["days"] == [10, 20, 40]
     assert figures["history_events"] == sorted(figures["history_events"])
@@ -165,6 +165,9 @@ def test_benchmark_refresh_scaling_quick_times_an_incremental_micro_batch_per_hi
     for row in figures["table"]:
         assert set(row["per_layer_s"]) == {"ingestion", "silver", "features", "snapshot"}
         assert row["bronze_rows_added"] == row["new_events"] > row["late_events"] > 0
+        # each timed hour ran in its own process; the figure is their median
+        assert len(row["batches_s"]) == 2 and all(s > 0 for s in row["batches_s"])
+        assert min(row["batches_s"]) <= row["microbatch_s"] <= max(row["batches_s"])
         # the online snapshot after the micro-batch is incremental: it reads the stale
         # partitions only (fewer rows than a full snapshot reads) and writes some entities
         assert row["snapshot_modes"] == ["incremental"]
