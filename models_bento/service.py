@@ -75,6 +75,7 @@ from fraud_platform.lib.storage.delta import DeltaStore
 from fraud_platform.lib.storage.redis_connection import connect
 from fraud_platform.names import MODEL_NAME
 from fraud_platform.settings import Settings
+from models_bento import early_refusal
 from models_bento.errors import REJECTED_REQUEST, RequestGuard, field_errors
 from models_bento.model_loading import (
     REGISTRY,
@@ -417,6 +418,7 @@ class FraudScorer:
 # 503, before any body is read. Then content type and size limits and the OpenAPI 3.0
 # /docs.json; then /score itself, answered below BentoML's API machinery (ScoreRoute).
 if _SERVING.scoring_max_concurrency:
+    early_refusal.install()  # the 503s given at once: by uvicorn's protocol, before any ASGI
     FraudScorer.add_asgi_middleware(
         FrontDoor,
         limit=-(-_SERVING.scoring_max_concurrency // _SERVING.scoring_workers),
