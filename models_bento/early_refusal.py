@@ -97,6 +97,13 @@ def _protocol_class() -> Any:
         _refused = False  # the request being parsed was answered: its body is dropped
         _answer_for: tuple[Any, Any] | None = None  # (default headers, shedder) it was built for
         _answer = b""
+        _announced = False
+
+        def connection_made(self, transport: Any) -> None:
+            if not _EarlyRefusalProtocol._announced:
+                _EarlyRefusalProtocol._announced = True
+                log.info("HTTP protocol: %s (503s at once before any ASGI work)", PROTOCOL_PATH)
+            super().connection_made(transport)
 
         def on_message_begin(self) -> None:
             self._refused = False

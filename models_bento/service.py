@@ -49,6 +49,7 @@ import math
 import random
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -335,6 +336,17 @@ class FraudScorer:
     def decide(self, txn: dict[str, Any], request_id: str | None = None) -> ScoreResponse:
         """/score once the request is validated (``txn``: ``TransactionRequest``'s fields):
         features, score, policy, the decision log and the metrics."""
+        response, finish = self.answer(txn, request_id)
+        finish()
+        return response
+
+    def answer(
+        self, txn: dict[str, Any], request_id: str | None = None
+    ) -> tuple[ScoreResponse, Callable[[], None]]:
+        """``decide`` up to the answer, and what is left: ``finish()`` produces the decision to
+        the decision log and records the metrics. ``ScoreRoute`` calls it once the answer is
+        sent: the caller does not wait for either (~40 us of CPU). The ``total`` stage is the
+        time to the answer."""
         started = time.perf_counter()
         request_id = request_id or new_request_id()
         served = self._current()  # this request's model, whatever is swapped in meanwhile
@@ -343,16 +355,7 @@ class FraudScorer:
         found = self.lookup.lookup(txn, scoring.service)  # what this model's service pins
         lookup_s = time.perf_counter() - started
         result = scoring.score(txn, found.values, degraded=found.degraded)
-        self.decision_log.append(
-            decision_event(
-                request_id=request_id,
-                scored_at=datetime.now(UTC),
-                txn=txn,
-                result=result,
-                lookup=found,
-                feature_service=scoring.service.name,
-            )
-        )
+        scored_at = datetime.now(UTC)
         response = ScoreResponse(
             request_id=request_id,
             transaction_id=txn["transaction_id"],
@@ -364,10 +367,29 @@ class FraudScorer:
             degraded=found.degraded,
             degraded_reason=found.degraded_reason,
         )
-        record_request(
-            channel=txn["channel"], found=found, result=result, lookup_s=lookup_s, started=started
-        )
-        return response
+        answered = time.perf_counter()
+
+        def finish() -> None:
+            self.decision_log.append(
+                decision_event(
+                    request_id=request_id,
+                    scored_at=scored_at,
+                    txn=txn,
+                    result=result,
+                    lookup=found,
+                    feature_service=scoring.service.name,
+                )
+            )
+            record_request(
+                channel=txn["channel"],
+                found=found,
+                result=result,
+                lookup_s=lookup_s,
+                started=started,
+                ended=answered,
+            )
+
+        return response, finish
 
     @bentoml.api(route="/model")
     def model_info(self) -> ServedModelInfo:
