@@ -13,7 +13,7 @@ type and size). What it keeps identical:
 
 * validation: ``TransactionRequest.model_validate_json`` on the body, as BentoML's JSON serde
   calls it, and BentoML's 400 body (``errors.validation_error_body``), logged as one WARNING
-  line like ``QuietRejectedRequests`` makes of BentoML's log;
+  line like ``errors.QuietRejectedRequests`` makes of BentoML's log;
 * the answer: ``FraudScorer.answer`` (``decide``, which the BentoML API calls, is ``answer`` then
   its ``finish``), serialized by pydantic as BentoML's serde does; an exception is BentoML's 500
   body, logged with its traceback;

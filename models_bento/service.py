@@ -77,7 +77,7 @@ from fraud_platform.lib.storage.redis_connection import connect
 from fraud_platform.names import MODEL_NAME
 from fraud_platform.settings import Settings
 from models_bento import early_refusal
-from models_bento.errors import REJECTED_REQUEST, RequestGuard, field_errors
+from models_bento.errors import QuietRejectedRequests, RequestGuard
 from models_bento.model_loading import (
     REGISTRY,
     BentoArgs,
@@ -111,25 +111,6 @@ def new_request_id() -> str:
     ``random`` module is seeded from ``os.urandom`` in each worker process (reseeded after a
     fork)."""
     return f"{random.getrandbits(128):032x}"
-
-
-class QuietRejectedRequests(logging.Filter):
-    """BentoML logs every request that fails validation as an ERROR with a traceback and the
-    request body (user ids, IPs). A client error is not a server error: log one WARNING line
-    with the field errors only (no input values)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        from pydantic import ValidationError
-
-        exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, ValidationError):
-            record.msg = REJECTED_REQUEST
-            record.args = (record.args[0] if record.args else "?", field_errors(exc))
-            record.exc_info = None
-            record.exc_text = None
-            record.levelno = logging.WARNING
-            record.levelname = "WARNING"
-        return True
 
 
 def online_store_client(
