@@ -17,6 +17,9 @@ shedder would admit or let wait in line, another path or method, a query string,
 ``Connection: close``, a pipelined request behind one in progress) goes
 the usual way, where the shedder decides again.
 
+It also gives each request cycle a ``one_write.OneWriteTransport``: an answer's head and body go
+out in one socket write.
+
 ``install()`` makes it uvicorn's ``http="auto"`` protocol in this process (BentoML's worker
 builds its ``uvicorn.Config`` with the default, after importing the service module). Without
 httptools, or with a uvicorn whose protocol lacks what this relies on, nothing changes (logged).
@@ -26,6 +29,8 @@ from __future__ import annotations
 
 import logging
 from typing import TYPE_CHECKING, Any
+
+from models_bento.one_write import OneWriteTransport
 
 if TYPE_CHECKING:
     from models_bento.shedding import LoadShedder
@@ -102,7 +107,10 @@ def _protocol_class() -> Any:
         def connection_made(self, transport: Any) -> None:
             if not _EarlyRefusalProtocol._announced:
                 _EarlyRefusalProtocol._announced = True
-                log.info("HTTP protocol: %s (503s at once before any ASGI work)", PROTOCOL_PATH)
+                log.info(
+                    "HTTP protocol: %s (503s at once before any ASGI work, one write per answer)",
+                    PROTOCOL_PATH,
+                )
             super().connection_made(transport)
 
         def on_message_begin(self) -> None:
@@ -111,8 +119,13 @@ def _protocol_class() -> Any:
 
         def on_headers_complete(self) -> None:
             shedder = _shedder
-            if shedder is None or not self._refuse(shedder):
-                super().on_headers_complete()
+            if shedder is not None and self._refuse(shedder):
+                return
+            before = self.cycle
+            super().on_headers_complete()
+            cycle = self.cycle
+            if cycle is not before and cycle is not None:  # one write per answer
+                cycle.transport = OneWriteTransport(self.transport, cycle)
 
         def on_body(self, body: bytes) -> None:
             if not self._refused:
