@@ -20,6 +20,7 @@ without input values).
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -169,3 +170,20 @@ class RequestGuard:
 
             self._docs = json.dumps(published_spec(self.service)).encode()
         return self._docs
+
+
+class QuietRejectedRequests(logging.Filter):
+    """BentoML logs every request that fails validation as an ERROR with a traceback and the
+    request body (user ids, IPs). A client error is not a server error: log one WARNING line
+    with the field errors only (no input values)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, ValidationError):
+            record.msg = REJECTED_REQUEST
+            record.args = (record.args[0] if record.args else "?", field_errors(exc))
+            record.exc_info = None
+            record.exc_text = None
+            record.levelno = logging.WARNING
+            record.levelname = "WARNING"
+        return True

@@ -49,6 +49,7 @@ import math
 import random
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -75,7 +76,8 @@ from fraud_platform.lib.storage.delta import DeltaStore
 from fraud_platform.lib.storage.redis_connection import connect
 from fraud_platform.names import MODEL_NAME
 from fraud_platform.settings import Settings
-from models_bento.errors import REJECTED_REQUEST, RequestGuard, field_errors
+from models_bento import early_refusal
+from models_bento.errors import QuietRejectedRequests, RequestGuard
 from models_bento.model_loading import (
     REGISTRY,
     BentoArgs,
@@ -109,25 +111,6 @@ def new_request_id() -> str:
     ``random`` module is seeded from ``os.urandom`` in each worker process (reseeded after a
     fork)."""
     return f"{random.getrandbits(128):032x}"
-
-
-class QuietRejectedRequests(logging.Filter):
-    """BentoML logs every request that fails validation as an ERROR with a traceback and the
-    request body (user ids, IPs). A client error is not a server error: log one WARNING line
-    with the field errors only (no input values)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        from pydantic import ValidationError
-
-        exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, ValidationError):
-            record.msg = REJECTED_REQUEST
-            record.args = (record.args[0] if record.args else "?", field_errors(exc))
-            record.exc_info = None
-            record.exc_text = None
-            record.levelno = logging.WARNING
-            record.levelname = "WARNING"
-        return True
 
 
 def online_store_client(
@@ -334,6 +317,17 @@ class FraudScorer:
     def decide(self, txn: dict[str, Any], request_id: str | None = None) -> ScoreResponse:
         """/score once the request is validated (``txn``: ``TransactionRequest``'s fields):
         features, score, policy, the decision log and the metrics."""
+        response, finish = self.answer(txn, request_id)
+        finish()
+        return response
+
+    def answer(
+        self, txn: dict[str, Any], request_id: str | None = None
+    ) -> tuple[ScoreResponse, Callable[[], None]]:
+        """``decide`` up to the answer, and what is left: ``finish()`` produces the decision to
+        the decision log and records the metrics. ``ScoreRoute`` calls it once the answer is
+        sent: the caller does not wait for either (~40 us of CPU). The ``total`` stage is the
+        time to the answer."""
         started = time.perf_counter()
         request_id = request_id or new_request_id()
         served = self._current()  # this request's model, whatever is swapped in meanwhile
@@ -342,16 +336,7 @@ class FraudScorer:
         found = self.lookup.lookup(txn, scoring.service)  # what this model's service pins
         lookup_s = time.perf_counter() - started
         result = scoring.score(txn, found.values, degraded=found.degraded)
-        self.decision_log.append(
-            decision_event(
-                request_id=request_id,
-                scored_at=datetime.now(UTC),
-                txn=txn,
-                result=result,
-                lookup=found,
-                feature_service=scoring.service.name,
-            )
-        )
+        scored_at = datetime.now(UTC)
         response = ScoreResponse(
             request_id=request_id,
             transaction_id=txn["transaction_id"],
@@ -363,10 +348,29 @@ class FraudScorer:
             degraded=found.degraded,
             degraded_reason=found.degraded_reason,
         )
-        record_request(
-            channel=txn["channel"], found=found, result=result, lookup_s=lookup_s, started=started
-        )
-        return response
+        answered = time.perf_counter()
+
+        def finish() -> None:
+            self.decision_log.append(
+                decision_event(
+                    request_id=request_id,
+                    scored_at=scored_at,
+                    txn=txn,
+                    result=result,
+                    lookup=found,
+                    feature_service=scoring.service.name,
+                )
+            )
+            record_request(
+                channel=txn["channel"],
+                found=found,
+                result=result,
+                lookup_s=lookup_s,
+                started=started,
+                ended=answered,
+            )
+
+        return response, finish
 
     @bentoml.api(route="/model")
     def model_info(self) -> ServedModelInfo:
@@ -417,6 +421,7 @@ class FraudScorer:
 # 503, before any body is read. Then content type and size limits and the OpenAPI 3.0
 # /docs.json; then /score itself, answered below BentoML's API machinery (ScoreRoute).
 if _SERVING.scoring_max_concurrency:
+    early_refusal.install()  # the 503s given at once: by uvicorn's protocol, before any ASGI
     FraudScorer.add_asgi_middleware(
         FrontDoor,
         limit=-(-_SERVING.scoring_max_concurrency // _SERVING.scoring_workers),

@@ -13,6 +13,9 @@ that whole stack: ~0.2 ms of CPU, out of ~1.6 ms for a scored request (py-spy, 2
 stack outside ours was ~15% of the event loop's samples). ``FrontDoor`` refuses before any of
 it: a refusal costs uvicorn's parsing and ours.
 
+Beneath even that, ``models_bento.early_refusal`` lets uvicorn's HTTP protocol answer the 503s
+this shedder would give at once (``refuse_now``) before any ASGI work starts for them.
+
 What that changes for operators: a refused request is counted only by our
 ``fraud_scorer_shed_requests_total`` (by reason), no longer in BentoML's
 ``bentoml_service_request_total``/duration series, which now count the requests admitted.
@@ -28,6 +31,7 @@ from collections.abc import Collection
 from typing import Any
 
 from fraud_platform.lib.serving.metrics import metrics
+from models_bento.early_refusal import set_front_shedder
 from models_bento.errors import JSON, ASGIApp, ErrorResponse, Receive, Scope, Send
 
 log = logging.getLogger("bentoml.fraud_scorer")
@@ -68,6 +72,7 @@ class LoadShedder:
         self.app = app
         self.limit = limit
         self.paths = frozenset(paths)
+        self.raw_paths = frozenset(path.encode() for path in self.paths)  # as uvicorn reads them
         self.max_wait_s = max_wait_s
         self.max_waiting = max_waiting if max_wait_s > 0 else 0
         self.in_progress = 0
@@ -93,6 +98,7 @@ class LoadShedder:
             ],
         }
         self._refusal_body = {"type": "http.response.body", "body": refusal, "more_body": False}
+        self.refusal = (self._refusal_start, refusal)  # what the 503 is made of
         self._shed = metrics().shed_request
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -116,6 +122,17 @@ class LoadShedder:
         finally:
             self.hold_s += (time.perf_counter() - admitted - self.hold_s) * HOLD_SMOOTHING
             self._release()
+
+    def refuse_now(self) -> str | None:
+        """Why a request arriving now would be refused at once (``"overload"``), None when it
+        would be admitted or wait in line. For ``early_refusal``: the request is not counted."""
+        if self.in_progress < self.limit:
+            return None
+        return self._refusal_reason()
+
+    def count_refusal(self, reason: str) -> None:
+        """Count a refusal made on this shedder's behalf (``early_refusal``)."""
+        self._shed(reason)
 
     def _refusal_reason(self) -> str | None:
         """``"overload"`` when waiting in line would be pointless: no line, a full one, or one
@@ -188,3 +205,5 @@ class FrontDoor:
             self.shedder = self.app = LoadShedder(self.app, **self.options)
             return
         self.shedder = application.middleware_stack = LoadShedder(stack, **self.options)
+        # in front of everything: what it refuses at once, the HTTP protocol may refuse for it
+        set_front_shedder(self.shedder)

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from models_bento.early_refusal import PROTOCOL_PATH
 from models_bento.errors import ErrorResponse
 from models_bento.schemas import ScoreResponse
 from models_bento.shedding import RETRY_AFTER_S
@@ -97,6 +98,11 @@ def test_past_the_bound_the_service_answers_503(bounded_scorer: Server, customer
 
     assert served("200") == len(scored)
     assert served("503") == 0
+
+
+def test_uvicorn_serves_with_the_early_refusal_protocol(bounded_scorer: Server):
+    # the 503s it gives are byte for byte the shedder's (tests/unit/serving/test_early_refusal.py)
+    assert f"HTTP protocol: {PROTOCOL_PATH}" in bounded_scorer.log_tail(1_000_000)
 
 
 def test_the_service_scores_again_once_the_burst_is_over(

@@ -387,10 +387,16 @@ def record_scored(
 
 
 def record_request(
-    *, channel: Any, found: Lookup, result: ScoreResult, lookup_s: float, started: float
+    *,
+    channel: Any,
+    found: Lookup,
+    result: ScoreResult,
+    lookup_s: float,
+    started: float,
+    ended: float | None = None,
 ) -> None:
     """``record_scored`` for one /score request: its lookup, the model's stages, and the total
-    since ``started`` (a ``time.perf_counter()``), measured now."""
+    from ``started`` to ``ended`` (``time.perf_counter()`` readings; ``ended``: now if None)."""
     record_scored(
         decision=result.decision,
         channel=channel,
@@ -399,6 +405,6 @@ def record_request(
         stage_seconds={
             "lookup": lookup_s,
             **result.stage_seconds,
-            "total": time.perf_counter() - started,
+            "total": (time.perf_counter() if ended is None else ended) - started,
         },
     )
