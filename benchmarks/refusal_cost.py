@@ -1,7 +1,9 @@
 """Server CPU of one 503 refusal past capacity (not collected by pytest).
 
-    .venv/bin/python benchmarks/refusal_cost.py [--rate 2000] [--duration 10] [--rounds 2]
-        [--baseline-src DIR]
+    .venv/bin/python benchmarks/refusal_cost.py [--quick] [--rate 2000] [--duration 10]
+        [--rounds 2] [--baseline-src DIR]
+
+``--quick``: 1,000 req/s for 3 s, one round.
 
 A uvicorn worker as BentoML runs it (uvloop, httptools) serving a Starlette application behind
 ``FrontDoor`` with a bound of 0: every ``POST /score`` is refused at once (503 ``overload``),
@@ -91,9 +93,10 @@ def measure(early: bool, src: Path, body: Path, rate: float, duration: float) ->
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rate", type=float, default=2000.0)
-    parser.add_argument("--duration", type=float, default=10.0)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--rate", type=float)
+    parser.add_argument("--duration", type=float)
+    parser.add_argument("--rounds", type=int)
     parser.add_argument("--baseline-src", type=Path, default=REPO_ROOT)
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--early", action="store_true", help=argparse.SUPPRESS)
@@ -101,6 +104,9 @@ def main() -> None:
     if args.serve:
         serve(args.serve, args.early)
         return
+    args.rate = args.rate or (1000.0 if args.quick else 2000.0)
+    args.duration = args.duration or (3.0 if args.quick else 10.0)
+    args.rounds = args.rounds or (1 if args.quick else 2)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         body = Path(tmp) / "body.jsonl"

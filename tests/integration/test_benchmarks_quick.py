@@ -63,6 +63,15 @@ def test_benchmark_serving_load_quick_drives_ping_and_score_open_loop() -> None:
     assert figures["one_row_vs_batch_score_mismatches"] == 0  # the service's score = batch's
 
 
+def test_benchmark_refusal_cost_quick_refuses_every_request_both_ways() -> None:
+    figures = _run("refusal_cost")
+    assert {row["protocol"] for row in figures["rows"]} == {"uvicorn", "early_refusal"}
+    for row in figures["rows"]:
+        # a bound of 0: the shedder (in the app, or for it in the protocol) refuses everything
+        assert row["sent"] > 0 and row["shed"] == row["sent"] and row["errors"] == 0
+        assert row["server_cpu_us_per_refusal"] > 0
+
+
 def test_benchmark_import_files_quick_reimport_adds_nothing() -> None:
     figures = _run("import_files")
     assert figures["events"] == 200_000
