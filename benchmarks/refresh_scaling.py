@@ -27,12 +27,14 @@ feature runs' source events read, the snapshot's rows read and entities written,
 snapshot's time on the same tables (``snapshot_full_s``, after the last hour), the set-up time
 and peak RSS, each hour's peak RSS and the garbage collector's pauses during its timed runs
 (``gc_pause_s``). The account-profiles source (PostgreSQL) is left out (its asset is told to
-skip: the profile features are null).
+skip: the profile features are null). ``--dagster-postgres URL`` keeps Dagster's storage (runs,
+events, the asset index) on PostgreSQL instead of SQLite, as in production.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -40,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +95,27 @@ def one_history(days: int, users: int, batches: int, env: dict[str, str]) -> dic
     }
 
 
+@contextlib.contextmanager
+def dagster_database(server_url: str | None, days: int) -> Iterator[str | None]:
+    """A fresh database on ``server_url`` (None: nothing), dropped afterwards."""
+    if not server_url:
+        yield None
+        return
+    import psycopg2
+
+    name = f"refresh_scaling_{os.getpid()}_{days}"
+    admin = psycopg2.connect(server_url)
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cursor:
+            cursor.execute(f'create database "{name}"')
+        yield server_url.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with admin.cursor() as cursor:
+            cursor.execute(f'drop database if exists "{name}" with (force)')
+        admin.close()
+
+
 def start_redis(workdir: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
     process = subprocess.Popen(
@@ -133,6 +157,13 @@ def main() -> None:
     parser.add_argument("--days", help="comma-separated history lengths")
     parser.add_argument("--users", type=int)
     parser.add_argument("--batches", type=int, help="timed hours per history (3; quick: 2)")
+    parser.add_argument(
+        "--dagster-postgres",
+        metavar="URL",
+        help="Dagster's storage on this PostgreSQL server (a fresh database per history, "
+        "dropped after), as a production deployment runs it; default: SQLite under each "
+        "history's data directory",
+    )
     parser.add_argument("--history-days", type=int, help=argparse.SUPPRESS)  # the children's
     parser.add_argument("--phase", help=argparse.SUPPRESS)  # setup | batch<N>
     args = parser.parse_args()
@@ -163,7 +194,10 @@ def main() -> None:
                     # nothing listens there: the profiles asset skips (module docstring)
                     "FRAUD_PLATFORM_PROFILES_PG_URL": f"postgresql://bench@127.0.0.1:{free_port()}/none",
                 }
-                row = one_history(days, users, args.batches, env)
+                with dagster_database(args.dagster_postgres, days) as dagster_url:
+                    if dagster_url:
+                        env["FRAUD_PLATFORM_DAGSTER_PG_URL"] = dagster_url
+                    row = one_history(days, users, args.batches, env)
                 rows.append(row)
                 print(
                     f"{days:>4} days: {row['history_events']:>9,} events, micro-batch "
