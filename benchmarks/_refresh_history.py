@@ -186,7 +186,7 @@ def set_up(days: int, users: int, batches: int) -> dict[str, Any]:
         since = end - timedelta(hours=batches - batch)
         events = list(merged_window(simulation, since=since, until=since + timedelta(hours=1)))
         late = late_transactions(simulation.transactions, since, batch)
-        hours.append(events + [(TRANSACTIONS, event) for event in late])
+        hours.append((events + [(TRANSACTIONS, event) for event in late], len(late)))
     _batches_file().write_bytes(pickle.dumps(hours))
     del simulation
     gc.collect()
@@ -225,14 +225,11 @@ def time_batch(batch: int, full_snapshot: bool) -> dict[str, Any]:
     spec = broker_spec()
     start_broker(spec)  # the set-up's broker, still running: returns at once
     os.environ["KAFKA_BOOTSTRAP_SERVERS"] = spec.bootstrap
-    events = pickle.loads(_batches_file().read_bytes())[batch]
+    events, late = pickle.loads(_batches_file().read_bytes())[batch]
     runner = Runner()
     feature_keys, snapshot_key = runner.feature_keys()
     delivered = produce(spec.bootstrap, event_messages(events))
     new = {topic: delivered.get(topic, 0) for topic in ALL_TOPICS}
-    late = sum(
-        1 for _, event in events if str(event.get("transaction_id", "")).endswith(f"-late{batch}")
-    )
     pauses = GcPauses()
     per_layer: dict[str, float] = {}
     clock = time.perf_counter()

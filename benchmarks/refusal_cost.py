@@ -29,9 +29,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root
 
-from benchmarks._common import REPO_ROOT, emit
+from benchmarks._common import REPO_ROOT, emit, free_port
 from benchmarks._server_stats import server_cpu_s
-from tests.serving.conftest import free_port
 
 GENERATOR = REPO_ROOT / "benchmarks" / "_open_loop.py"
 
