@@ -45,6 +45,16 @@ def dagster_yaml(settings: Settings) -> dict:
     if settings.dagster_postgres_url:
         # the URL (with any password) stays in the environment, never in the file
         config["storage"] = {"postgres": {"postgres_url": {"env": PG_URL_VARIABLE}}}
+    else:
+        # Dagster's own SQLite layout under DAGSTER_HOME, with connections reused instead of
+        # opened per operation (tools/dagster_sqlite.py says what that saves)
+        config["storage"] = {
+            "custom": {
+                "module": "fraud_platform.tools.dagster_sqlite",
+                "class": "PooledSqliteStorage",
+                "config": {"base_dir": {"env": "DAGSTER_HOME"}},
+            }
+        }
     return config
 
 
