@@ -7,6 +7,7 @@ and the daemon; they do not all exit on SIGTERM, so teardown signals the whole p
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -92,8 +93,10 @@ def stop_process_group(process: subprocess.Popen, port: int) -> None:
             break
         time.sleep(0.25)
     else:
-        # dagster's code server, gRPC server and webserver can outlive SIGTERM for a long time
-        os.killpg(pgid, signal.SIGKILL)
+        # dagster's code server, gRPC server and webserver can outlive SIGTERM for a long time;
+        # the group may also have ended since the last look
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
     process.wait(timeout=10)
     deadline = time.monotonic() + 10
     while (_group_alive(pgid) or not port_is_free(port)) and time.monotonic() < deadline:
