@@ -32,14 +32,15 @@ the backlog waited unseen in the loop and the socket. At 300 req/s on the shared
 (2026-12-06, load 8) that was p50 174 ms / p99 3.1 s with nothing shed, against 2.4 / 58 ms
 for BentoML's route. With the hand-off, requests waiting for the thread count as in progress.
 
-Except when the handler thread has nothing to do, the lookup was sent ahead and its reply is
-there within ``INLINE_REPLY_WAIT_S``: then the request is scored here, on the event loop, which
-reads the reply itself (no other thread reads the pipe then). The two thread hand-overs (to the
-handler thread, back to the loop) were most of what separated /score's p50 from /ping's once
-the lookup was sent ahead. The loop is blocked for that request (~0.5 ms), so at most
-``INLINE_SHARE`` of the loop's time goes to it: after a request scored here, the next ones are
-handed off for three times as long. Under load requests find the handler thread busy or the
-share used, and are handed off: the backlog stays in sight of the shedder, as above.
+Except when the handler thread has nothing to do (``HandlerThread.idle``: no call queued or
+running, a cancelled one included until the thread has dropped it), the lookup was sent ahead
+and its reply is there within ``INLINE_REPLY_WAIT_S``: then the request is scored here, on the
+event loop, which reads the reply itself (no other thread reads the pipe then). The two thread
+hand-overs (to the handler thread, back to the loop) were most of what separated /score's p50
+from /ping's once the lookup was sent ahead. The loop is blocked for that request (~0.5 ms), so
+at most ``INLINE_SHARE`` of the loop's time goes to it: after a request scored here, the next
+ones are handed off for three times as long. Under load requests find the handler thread busy
+or the share used, and are handed off: the backlog stays in sight of the shedder, as above.
 """
 
 from __future__ import annotations
@@ -105,7 +106,6 @@ class ScoreRoute:
         self._fields = tuple(TransactionRequest.model_fields)
         # started on first use, in the worker process
         self._handler = HandlerThread("score")
-        self._handed_off = 0  # requests on or waiting for the handler thread
         self._inline_after = 0.0  # perf_counter: no request scored on the loop before then
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -133,7 +133,7 @@ class ScoreRoute:
             started = time.perf_counter()
             if (
                 sent is not None
-                and not self._handed_off
+                and self._handler.idle
                 and started >= self._inline_after
                 and sent.pipe.ready(sent.number, INLINE_REPLY_WAIT_S)
             ):
@@ -142,13 +142,9 @@ class ScoreRoute:
                 ended = time.perf_counter()
                 self._inline_after = ended + (ended - started) * (1 / INLINE_SHARE - 1)
             else:
-                self._handed_off += 1
-                try:
-                    payload, finish = await self._handler.call(
-                        _answer, scorer, fields, request_id(scope), sent
-                    )
-                finally:
-                    self._handed_off -= 1
+                payload, finish = await self._handler.call(
+                    _answer, scorer, fields, request_id(scope), sent
+                )
         except Exception:
             log.exception("Exception on %s [POST]", self.path)
             await send_json(send, 500, INTERNAL_ERROR, self._headers)
