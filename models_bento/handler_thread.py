@@ -34,15 +34,6 @@ class HandlerThread:
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
-        # one writer each (the caller's thread, this thread): equal when no call is queued or
-        # running, a cancelled one included until the thread has dropped it
-        self._submitted = 0
-        self._finished = 0
-
-    @property
-    def idle(self) -> bool:
-        """No call queued or running (read on the caller's thread)."""
-        return self._submitted == self._finished
 
     def call(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
         """Queue ``fn(*args)``; the future (of the running loop) gets its result or exception."""
@@ -50,7 +41,6 @@ class HandlerThread:
         future: asyncio.Future[T] = loop.create_future()
         if self._thread is None:
             self._start()
-        self._submitted += 1
         self._jobs.put((loop, future, fn, args))
         return future
 
@@ -69,15 +59,12 @@ class HandlerThread:
         while (job := self._jobs.get()) is not None:
             loop, future, fn, args = job
             if future.cancelled():  # read across threads: at worst the call runs for nothing
-                self._finished += 1
                 continue
             try:
                 result = fn(*args)
             except BaseException as exc:  # noqa: BLE001 - handed to the caller
-                self._finished += 1
                 _hand_back(loop, _set_exception, future, exc)
             else:
-                self._finished += 1
                 _hand_back(loop, _set_result, future, result)
                 del result
             del job, future, fn, args  # not kept alive until the next call

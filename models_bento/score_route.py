@@ -31,28 +31,16 @@ admission to answer without yielding, so ``LoadShedder`` never saw more than one
 the backlog waited unseen in the loop and the socket. At 300 req/s on the shared machine
 (2026-12-06, load 8) that was p50 174 ms / p99 3.1 s with nothing shed, against 2.4 / 58 ms
 for BentoML's route. With the hand-off, requests waiting for the thread count as in progress.
-
-Except when the handler thread has nothing to do (``HandlerThread.idle``: no call queued or
-running, a cancelled one included until the thread has dropped it), the lookup was sent ahead
-and its reply is there within ``INLINE_REPLY_WAIT_S``: then the request is scored here, on the
-event loop, which reads the reply itself (no other thread reads the pipe then). The two thread
-hand-overs (to the handler thread, back to the loop) were most of what separated /score's p50
-from /ping's once the lookup was sent ahead. The loop is blocked for that request (~0.5 ms), so
-at most ``INLINE_SHARE`` of the loop's time goes to it: after a request scored here, the next
-ones are handed off for three times as long. Under load requests find the handler thread busy
-or the share used, and are handed off: the backlog stays in sight of the shedder, as above.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ValidationError
 
-from fraud_platform.lib.serving.prefetch import Sent
 from models_bento.errors import (
     REJECTED_REQUEST,
     ASGIApp,
@@ -70,8 +58,6 @@ from models_bento.schemas import TransactionRequest
 log = logging.getLogger("bentoml.fraud_scorer")
 
 REQUEST_ID_HEADER = b"x-request-id"
-INLINE_REPLY_WAIT_S = 0.001  # longest the event loop waits for a lookup's reply
-INLINE_SHARE = 0.25  # most of the event loop's time spent scoring requests itself
 # what BentoML answers when an API raises (api_endpoint_wrapper)
 INTERNAL_ERROR = (
     ErrorResponse(error="An unexpected error has occurred, please check the server log.")
@@ -81,10 +67,10 @@ INTERNAL_ERROR = (
 
 
 class Scorer(Protocol):
-    def prefetch(self, txn: dict[str, Any]) -> Sent | None: ...
+    def prefetch(self, txn: dict[str, Any]) -> Any: ...
 
     def answer(
-        self, txn: dict[str, Any], request_id: str | None = None, sent: Sent | None = None
+        self, txn: dict[str, Any], request_id: str | None = None, sent: Any = None
     ) -> tuple[BaseModel, Callable[[], None]]: ...
 
 
@@ -106,7 +92,6 @@ class ScoreRoute:
         self._fields = tuple(TransactionRequest.model_fields)
         # started on first use, in the worker process
         self._handler = HandlerThread("score")
-        self._inline_after = 0.0  # perf_counter: no request scored on the loop before then
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scorer = self.scorer()
@@ -130,21 +115,9 @@ class ScoreRoute:
         fields = {name: getattr(txn, name) for name in self._fields}
         try:
             sent = scorer.prefetch(fields)  # Redis works while the handler thread wakes up
-            started = time.perf_counter()
-            if (
-                sent is not None
-                and self._handler.idle
-                and started >= self._inline_after
-                and sent.pipe.ready(sent.number, INLINE_REPLY_WAIT_S)
-            ):
-                # nothing on or for the handler thread: scored here (see the module docstring)
-                payload, finish = _answer(scorer, fields, request_id(scope), sent)
-                ended = time.perf_counter()
-                self._inline_after = ended + (ended - started) * (1 / INLINE_SHARE - 1)
-            else:
-                payload, finish = await self._handler.call(
-                    _answer, scorer, fields, request_id(scope), sent
-                )
+            payload, finish = await self._handler.call(
+                _answer, scorer, fields, request_id(scope), sent
+            )
         except Exception:
             log.exception("Exception on %s [POST]", self.path)
             await send_json(send, 500, INTERNAL_ERROR, self._headers)
@@ -157,7 +130,7 @@ class ScoreRoute:
 
 
 def _answer(
-    scorer: Scorer, fields: dict[str, Any], request_id: str | None, sent: Sent | None
+    scorer: Scorer, fields: dict[str, Any], request_id: str | None, sent: Any
 ) -> tuple[bytes, Callable[[], None]]:
     response, finish = scorer.answer(fields, request_id, sent)
     return response.model_dump_json().encode(), finish

@@ -112,19 +112,3 @@ def test_paused_redis_costs_one_timeout(
     assert all(a.degraded for a in answers)
     assert "Timeout" in answers[0].degraded_reason
     assert 0.04 < elapsed < 0.2, elapsed
-
-
-def test_ready_only_for_the_next_reply(lookup: FeatureLookup, customer: Customer):
-    """``ScriptPipe.ready``: what ScoreRoute asks before reading a reply on the event loop."""
-    piped(lookup, customer)
-    txn = record_of(customer)
-    first, second = lookup.send(txn), lookup.send(txn)
-    assert not second.pipe.ready(second.number, 0.05)  # the first one's reply comes before
-    assert first.pipe.ready(first.number, 0.05)
-    assert not lookup.lookup(txn, sent=first).degraded
-    assert second.pipe.ready(second.number, 0.05)
-    assert not lookup.lookup(txn, sent=second).degraded
-    lookup.close()
-    third = record_of(customer)
-    assert not second.pipe.ready(second.number + 1, 0.05)  # closed
-    assert lookup.send(third) is None

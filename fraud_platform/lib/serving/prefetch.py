@@ -95,16 +95,6 @@ class ScriptPipe:
             self.broken = True
             raise
 
-    def ready(self, number: int, timeout: float) -> bool:
-        """Whether the reply to command ``number`` is the next one to read and has arrived, or
-        arrives within ``timeout`` (``reply`` then does not wait for Redis)."""
-        if self.broken or self._read != number - 1 or self._conn._sock is None:
-            return False
-        try:
-            return bool(self._conn.can_read(timeout))
-        except Exception:  # noqa: BLE001 - ``reply`` meets the error and says so
-            return False
-
     def close(self) -> None:
         self.broken = True
         self._conn.disconnect()

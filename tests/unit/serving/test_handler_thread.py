@@ -61,35 +61,3 @@ def test_a_call_cancelled_before_it_starts_is_not_run():
     asyncio.run(scenario())
     assert ran == ["after"]
     handler.stop()
-
-
-def test_idle_only_once_every_call_is_done_or_dropped():
-    """``idle`` (ScoreRoute scores on the event loop only then): a call whose caller gave up is
-    still running, or still queued, until the thread is done with it."""
-    handler = HandlerThread("test-handler")
-    started, gate = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        started.set()
-        gate.wait(5)
-
-    async def scenario() -> None:
-        assert handler.idle
-        running = handler.call(hold)
-        queued = handler.call(lambda: None)
-        assert await asyncio.to_thread(started.wait, 5)
-        running.cancel()
-        queued.cancel()
-        await asyncio.sleep(0.05)
-        assert not handler.idle  # the thread is still in gate.wait
-        gate.set()
-        for _ in range(100):
-            if handler.idle:
-                break
-            await asyncio.sleep(0.01)
-        assert handler.idle
-        assert await handler.call(lambda: 7) == 7
-        assert handler.idle
-
-    asyncio.run(scenario())
-    handler.stop()
