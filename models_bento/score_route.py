@@ -17,6 +17,8 @@ type and size). What it keeps identical:
 * the answer: ``FraudScorer.answer`` (``decide``, which the BentoML API calls, is ``answer`` then
   its ``finish``), serialized by pydantic as BentoML's serde does; an exception is BentoML's 500
   body, logged with its traceback;
+* the feature lookup: sent to Redis from here, before the hand-off (``FraudScorer.prefetch``,
+  ``fraud_platform.lib.serving.prefetch``), its reply read on the handler thread;
 * the decision log and the metrics: ``finish`` runs on the event loop once the answer is sent
   (written to the socket), so the client does not wait for them;
 * the OpenAPI document, the bento and hot reload: the ``/score`` API is still declared on the
@@ -65,8 +67,10 @@ INTERNAL_ERROR = (
 
 
 class Scorer(Protocol):
+    def prefetch(self, txn: dict[str, Any]) -> Any: ...
+
     def answer(
-        self, txn: dict[str, Any], request_id: str | None = None
+        self, txn: dict[str, Any], request_id: str | None = None, sent: Any = None
     ) -> tuple[BaseModel, Callable[[], None]]: ...
 
 
@@ -110,7 +114,10 @@ class ScoreRoute:
             return
         fields = {name: getattr(txn, name) for name in self._fields}
         try:
-            payload, finish = await self._handler.call(_answer, scorer, fields, request_id(scope))
+            sent = scorer.prefetch(fields)  # Redis works while the handler thread wakes up
+            payload, finish = await self._handler.call(
+                _answer, scorer, fields, request_id(scope), sent
+            )
         except Exception:
             log.exception("Exception on %s [POST]", self.path)
             await send_json(send, 500, INTERNAL_ERROR, self._headers)
@@ -123,9 +130,9 @@ class ScoreRoute:
 
 
 def _answer(
-    scorer: Scorer, fields: dict[str, Any], request_id: str | None
+    scorer: Scorer, fields: dict[str, Any], request_id: str | None, sent: Any
 ) -> tuple[bytes, Callable[[], None]]:
-    response, finish = scorer.answer(fields, request_id)
+    response, finish = scorer.answer(fields, request_id, sent)
     return response.model_dump_json().encode(), finish
 
 

@@ -117,11 +117,28 @@ class LoadShedder:
                 await send(self._refusal_body)
                 return
         admitted = time.perf_counter()
+        held = True
+
+        async def send_then_release(message: dict[str, Any]) -> None:
+            # The place is free once the answer's last byte is written, not when the app
+            # returns: ScoreRoute logs the decision after answering, and a keep-alive client's
+            # next request, parsed before that, was refused by early_refusal for the place
+            # its own previous request still held.
+            nonlocal held
+            await send(message)
+            if held and message["type"] == "http.response.body" and not message.get("more_body"):
+                held = False
+                self._done(admitted)
+
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, send_then_release)
         finally:
-            self.hold_s += (time.perf_counter() - admitted - self.hold_s) * HOLD_SMOOTHING
-            self._release()
+            if held:
+                self._done(admitted)
+
+    def _done(self, admitted: float) -> None:
+        self.hold_s += (time.perf_counter() - admitted - self.hold_s) * HOLD_SMOOTHING
+        self._release()
 
     def refuse_now(self) -> str | None:
         """Why a request arriving now would be refused at once (``"overload"``), None when it

@@ -248,7 +248,7 @@ class OneRowPredictor:
 
     For a scikit-learn baseline the call is ``predict_proba`` itself."""
 
-    __slots__ = ("_model", "_features", "_is_cat", "_cat_indices", "_baseline", "_leaf")
+    __slots__ = ("_model", "_features", "_is_cat", "_cat_indices", "_baseline", "_leaf", "_pool")
 
     def __init__(self, model: Any) -> None:
         inner = model.model if isinstance(model, TrainedModel) else model
@@ -256,6 +256,9 @@ class OneRowPredictor:
         self._leaf: Any = None  # LeafEvaluator | False (not applicable) once built
         if self._baseline is not None:
             return
+        from catboost import Pool  # once: an import statement per call cost ~5 us
+
+        self._pool = Pool
         self._model, features, categorical = model_signature(model)
         cat_set = frozenset(categorical)
         self._features = tuple(features)
@@ -269,10 +272,8 @@ class OneRowPredictor:
         """(score, the row as ``contributions`` takes it, or None when it cannot explain)."""
         if self._baseline is not None:
             return float(predict_proba(self._baseline, row, allow_missing=True)[0]), None
-        from catboost import Pool
-
         data = _rows_from_dicts((row,), self._features, self._is_cat, allow_missing=True)
-        pool = Pool(data, cat_features=self._cat_indices, thread_count=1)
+        pool = self._pool(data, cat_features=self._cat_indices, thread_count=1)
         leaf = self._leaf if self._leaf is not None else self._build_leaf_evaluator()
         if not leaf:
             score = self._model.predict(pool, prediction_type="Probability", thread_count=1)

@@ -18,14 +18,27 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import redis
+from redis.backoff import NoBackoff
+from redis.exceptions import NoScriptError
+from redis.retry import Retry
+
 from fraud_platform.lib.contracts.events import CONTROL_CHARACTERS, MAX_STRING_CHARS
 from fraud_platform.lib.features.catalog import FEATURE_GROUPS
-from fraud_platform.lib.features.online.reader import OnlineFeatureReader
+from fraud_platform.lib.features.online.reader import (
+    OnlineFeatureReader,
+    OnlineFeatures,
+    raise_wrong_type,
+)
 from fraud_platform.lib.features.registry import FeatureService
 from fraud_platform.lib.features.services import FRAUD_SCORING_V1
 from fraud_platform.lib.serving.metrics import metrics
+from fraud_platform.lib.serving.prefetch import ScriptPipe, Sent, send_lookup
+from fraud_platform.lib.storage.redis_connection import connect
 
 log = logging.getLogger(__name__)
+
+REDIS_TIMEOUT_S = 0.05
 
 # Groups whose absence is information, not an outage: no row means "the user never paid from
 # this device", "no fraud known at this merchant" (see catalog). Missing any other group makes
@@ -33,6 +46,23 @@ log = logging.getLogger(__name__)
 ABSENCE_IS_SIGNAL: frozenset[str] = frozenset(
     g.versioned_name for g in FEATURE_GROUPS if g.absence_is_signal
 )
+
+
+def online_store_client(
+    url: str, timeout_s: float = REDIS_TIMEOUT_S, ca_cert: str | None = None
+) -> redis.Redis:
+    """A Redis client that gives up after ``timeout_s``: no retries.
+
+    redis-py 8 retries a timed-out command 10 times with backoff by default: against a hung
+    Redis one lookup then takes ~5 s instead of 50 ms. Measured, hence ``Retry(NoBackoff(), 0)``.
+    """
+    return connect(
+        url,
+        ca_cert=ca_cert,
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+        retry=Retry(NoBackoff(), 0),
+    )
 
 
 @dataclass(frozen=True)
@@ -72,6 +102,10 @@ class FeatureLookup:
         self._absence_is_signal = absence_is_signal
         self._skip_until = 0.0
         self._last_error = ""
+        # the event loop's lookups (``send``): a pipe once one is wanted and Redis answers
+        self._pipe: ScriptPipe | None = None
+        self._want_pipe = False
+        self._next_pipe_try = 0.0
 
     def _reader_for(self, service: FeatureService) -> OnlineFeatureReader:
         reader = self._reader  # one read: another thread may swap it meanwhile
@@ -86,10 +120,43 @@ class FeatureLookup:
             values={}, age_seconds=dict.fromkeys(groups), degraded_reason=loggable_reason(reason)
         )
 
-    def lookup(self, txn: Mapping[str, Any], service: FeatureService | None = None) -> Lookup:
+    def send(self, txn: Mapping[str, Any], service: FeatureService | None = None) -> Sent | None:
+        """Start ``lookup(txn, service)`` from the event loop: its script call is written to
+        Redis now, its reply read by ``lookup(txn, service, sent)`` on the handler thread
+        (``prefetch``). None when it cannot be (no pipe yet, Redis being skipped, nothing to
+        ask): ``lookup`` then asks Redis itself. Never raises."""
+        self._want_pipe = True
+        pipe = self._pipe
+        if pipe is None or pipe.broken or time.monotonic() < self._skip_until:
+            return None
+        try:
+            reader = self._reader_for(service or self._service)
+            return send_lookup(pipe, reader, txn, txn["event_time"], time.perf_counter())
+        except Exception as exc:  # noqa: BLE001 - the handler thread asks through the client
+            # a failed write breaks the pipe (ScriptPipe.send): the handler thread closes it
+            log.debug("online lookup not sent ahead: %s: %s", type(exc).__name__, exc)
+            return None
+
+    def lookup(
+        self,
+        txn: Mapping[str, Any],
+        service: FeatureService | None = None,
+        sent: Sent | None = None,
+    ) -> Lookup:
         """Features of ``service`` (default: this lookup's) known strictly before
-        ``txn["event_time"]`` (point-in-time, as offline)."""
+        ``txn["event_time"]`` (point-in-time, as offline); ``sent``: what ``send`` returned
+        for this transaction."""
         service = service or self._service
+        if sent is not None and sent.reader.service is service:
+            if sent.pipe is self._pipe:
+                return self._read(sent)
+            # the pipe was closed after an earlier request failed: as if Redis was skipped
+            metrics().degraded_answer("online_store_skipped")
+            return self._unavailable(f"online store unavailable: {self._last_error}", service)
+        if self._pipe is not None and self._pipe.broken:
+            # a write failed on the event loop; the lookups sent before it (one thread, in
+            # order) have been read by now
+            self._close_pipe()
         if time.monotonic() < self._skip_until:
             metrics().degraded_answer("online_store_skipped")
             return self._unavailable(f"online store unavailable: {self._last_error}", service)
@@ -97,13 +164,66 @@ class FeatureLookup:
         try:
             online = self._reader_for(service).get_online_features(txn, now=txn["event_time"])
         except Exception as exc:  # noqa: BLE001 - any Redis failure degrades, loudly (logged)
-            metrics().lookup(time.perf_counter() - started, exc)
-            metrics().degraded_answer("online_store_error")
-            self._last_error = f"{type(exc).__name__}: {exc}"
-            self._skip_until = time.monotonic() + self._retry_after_s
-            log.error("online feature lookup failed, scoring degraded: %s", self._last_error)
-            return self._unavailable(f"online store unavailable: {self._last_error}", service)
+            return self._failed(exc, started, service)
         metrics().lookup(time.perf_counter() - started)
+        if self._want_pipe and self._pipe is None:
+            self._open_pipe()
+        return self._found(online)
+
+    def _read(self, sent: Sent) -> Lookup:
+        """``lookup`` of a transaction ``send`` wrote to the pipe: its reply."""
+        reader = sent.reader
+        try:
+            try:
+                fetched = sent.pipe.reply(sent.number)
+            except NoScriptError:  # the script cache was flushed: the client reloads it
+                fetched = reader.fetch(sent.keys, sent.now)
+            except redis.ResponseError as exc:
+                raise_wrong_type(exc)
+                raise
+            online = reader.result(sent.keys, fetched, sent.now)
+        except Exception as exc:  # noqa: BLE001 - as in lookup
+            if sent.pipe.broken:
+                self._close_pipe()
+            return self._failed(exc, sent.started, reader.service)
+        metrics().lookup(time.perf_counter() - sent.started)
+        return self._found(online)
+
+    def _failed(self, exc: Exception, started: float, service: FeatureService) -> Lookup:
+        pipe = self._pipe
+        if pipe is not None and (pipe.broken or not isinstance(exc, PIPE_KEEPS)):
+            self._close_pipe()  # the lookups in it meanwhile: as if Redis was skipped
+        metrics().lookup(time.perf_counter() - started, exc)
+        metrics().degraded_answer("online_store_error")
+        self._last_error = f"{type(exc).__name__}: {exc}"
+        self._skip_until = time.monotonic() + self._retry_after_s
+        log.error("online feature lookup failed, scoring degraded: %s", self._last_error)
+        return self._unavailable(f"online store unavailable: {self._last_error}", service)
+
+    def _open_pipe(self) -> None:
+        """On the handler thread, after a lookup through the client succeeded."""
+        if time.monotonic() < self._next_pipe_try:
+            return
+        try:
+            self._pipe = ScriptPipe.open(self._client)
+        except Exception as exc:  # noqa: BLE001 - lookups go through the client meanwhile
+            log.warning("online lookups not sent ahead: %s: %s", type(exc).__name__, exc)
+            self._next_pipe_try = time.monotonic() + self._retry_after_s
+            return
+        if self._pipe is None:
+            self._want_pipe = False  # not for this client (TLS, a cluster)
+
+    def _close_pipe(self) -> None:
+        pipe, self._pipe = self._pipe, None
+        if pipe is not None:
+            pipe.close()
+
+    def close(self) -> None:
+        """Close the pipe (the client is the caller's)."""
+        self._want_pipe = False
+        self._close_pipe()
+
+    def _found(self, online: OnlineFeatures) -> Lookup:
         missing = [g for g in online.missing_groups if g not in self._absence_is_signal]
         if missing:
             metrics().degraded_answer("missing_features", missing)
@@ -114,6 +234,9 @@ class FeatureLookup:
             degraded_reason=loggable_reason(reason) if reason else None,
         )
 
+
+# failures that leave a pipe's replies in step (a reply that is an error, rows not as expected)
+PIPE_KEEPS = (redis.ResponseError, ValueError)
 
 _CONTROL_RUN = re.compile(f"[{CONTROL_CHARACTERS}]+")
 

@@ -222,3 +222,31 @@ def test_front_door_refuses_in_front_of_the_middlewares_added_before_it():
         assert await first == 200
 
     asyncio.run(scenario())
+
+
+def test_the_place_is_free_once_the_answer_is_sent():
+    """An app that works on after its answer (ScoreRoute logs the decision then) no longer
+    holds the place: the next request is admitted, not refused."""
+
+    async def scenario() -> None:
+        after_answer = asyncio.Event()
+
+        async def app(scope: dict, receive: Any, send: Any) -> None:
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"{}"})
+            await after_answer.wait()
+
+        shedder = LoadShedder(app, limit=1, paths=[PATH], max_wait_s=0)
+        first = asyncio.create_task(request(shedder, 0))
+        await settle()
+        assert not first.done() and shedder.in_progress == 0
+        assert shedder.refuse_now() is None
+        second = asyncio.create_task(request(shedder, 1))
+        await settle()
+        assert not second.done() and shedder.in_progress == 0  # admitted and answered
+        after_answer.set()
+        answers = await asyncio.gather(first, second)
+        assert [status for status, _, _ in answers] == [200, 200]
+        assert shedder.in_progress == 0
+
+    asyncio.run(scenario())

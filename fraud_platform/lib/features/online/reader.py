@@ -86,6 +86,14 @@ def _parse_rows(raw_values: Sequence[bytes | str | None], count: int) -> list[An
     return rows
 
 
+def raise_wrong_type(exc: redis.ResponseError) -> None:
+    """A WRONGTYPE reply to the script as what it means here (else nothing)."""
+    if "WRONGTYPE" in str(exc):
+        raise ValueError(
+            f"not online rows of layout {ONLINE_LAYOUT_VERSION}: a key is not a sorted set ({exc})"
+        ) from None
+
+
 class OnlineFeatureReader:
     """Fetches a feature service's groups for one set of entities in ONE Redis round trip."""
 
@@ -135,9 +143,44 @@ class OnlineFeatureReader:
         """
         now = now or datetime.now(UTC)
         keys = self.keys_for(entities)
-        fetched = iter(self._fetch(keys, len(self._layout), now))
-        raw = [next(fetched) if key is not None else None for key in keys]
-        return self._decode(raw, now)
+        return self.result(keys, self._fetch(keys, len(self._layout), now), now)
+
+    def script_call(
+        self, entities: Mapping[str, Any], now: datetime
+    ) -> tuple[list[str | None], list[str], list[int]]:
+        """What ``get_online_features(entities, now)`` asks Redis, for a caller that sends it
+        itself (``EVALSHA script_sha len(wanted) *wanted *args``, no Redis Cluster): each
+        group's key (None where a join key is null), the script's KEYS (empty: nothing to ask)
+        and ARGV. ``result(keys, reply, now)`` then reads the reply."""
+        keys = self.keys_for(entities)
+        now_us = to_micros(now)
+        wanted: list[str] = []
+        args: list[int] = [now_us]
+        for layout, key in zip(self._layout, keys, strict=True):
+            if key is not None:
+                wanted.append(key)
+                args.append(now_us - layout.ttl_us)
+        return keys, wanted, args
+
+    @property
+    def script_sha(self) -> str:
+        return self._script.sha
+
+    @property
+    def cluster(self) -> bool:
+        return self._slot_scripts.cluster
+
+    def result(
+        self, keys: Sequence[str | None], fetched: Sequence[Any], now: datetime
+    ) -> OnlineFeatures:
+        """The features of one entity set from its groups' ``keys`` and the script's reply
+        (one row per non-None key)."""
+        rows = iter(fetched)
+        return self._decode([next(rows) if key is not None else None for key in keys], now)
+
+    def fetch(self, keys: Sequence[str | None], now: datetime) -> list[Any]:
+        """The script's reply for one entity set's ``keys``, through the client."""
+        return self._fetch(keys, len(self._layout), now)
 
     def _fetch(self, keys: Sequence[str | None], width: int, now: datetime) -> list[Any]:
         """The point-in-time row of each non-None key (None where none), in one script call.
@@ -156,11 +199,7 @@ class OnlineFeatureReader:
                 return self._fetch_by_slot(wanted, args)
             return self._script(keys=wanted, args=args)
         except redis.ResponseError as exc:
-            if "WRONGTYPE" in str(exc):
-                raise ValueError(
-                    f"not online rows of layout {ONLINE_LAYOUT_VERSION}: a key is not a sorted "
-                    f"set ({exc})"
-                ) from None
+            raise_wrong_type(exc)
             raise
 
     def _fetch_by_slot(self, keys: list[str], args: list[int]) -> list[Any]:
