@@ -171,8 +171,11 @@ class FeatureLookup:
         return self._found(online)
 
     def _read(self, sent: Sent) -> Lookup:
-        """``lookup`` of a transaction ``send`` wrote to the pipe: its reply."""
+        """``lookup`` of a transaction ``send`` wrote to the pipe: its reply. The lookup metric
+        is the time this thread waited for Redis: from the write or from taking the request up,
+        whichever is later (a request queued for the handler thread is not a slow Redis)."""
         reader = sent.reader
+        waited_from = max(sent.started, time.perf_counter())
         try:
             try:
                 fetched = sent.pipe.reply(sent.number)
@@ -185,8 +188,8 @@ class FeatureLookup:
         except Exception as exc:  # noqa: BLE001 - as in lookup
             if sent.pipe.broken:
                 self._close_pipe()
-            return self._failed(exc, sent.started, reader.service)
-        metrics().lookup(time.perf_counter() - sent.started)
+            return self._failed(exc, waited_from, reader.service)
+        metrics().lookup(time.perf_counter() - waited_from)
         return self._found(online)
 
     def _failed(self, exc: Exception, started: float, service: FeatureService) -> Lookup:
