@@ -60,34 +60,25 @@ for _, key in ipairs(KEYS) do
   local changed = false
   local new_members = 0
   local replaced = false
-  -- the key's newest score: a row above it has no stored row at its score to compare with
-  local top = redis.call('ZREVRANGE', key, 0, 0, 'WITHSCORES')
-  local newest = top[2] and tonumber(top[2])
   for j = 1, count do
     local score = ARGV[at]
     local version = tonumber(ARGV[at + 1])
     local member = ARGV[at + 2]
     at = at + 3
-    local value = tonumber(score)
     local wins = true
-    local same = 0
-    if newest ~= nil and value <= newest then
-      local rows = redis.call('ZRANGEBYSCORE', key, score, score)
-      same = #rows
-      for _, old in ipairs(rows) do
-        local old_version = tonumber(string.match(old, ',(%-?%d+)%]$'))
-        if old_version == nil or old_version > version then wins = false end
-      end
+    local same = redis.call('ZRANGEBYSCORE', key, score, score)
+    for _, old in ipairs(same) do
+      local old_version = tonumber(string.match(old, ',(%-?%d+)%]$'))
+      if old_version == nil or old_version > version then wins = false end
     end
     if wins then
-      if same > 0 then
+      if #same > 0 then
         redis.call('ZREMRANGEBYSCORE', key, score, score)
         replaced = true
       else
         new_members = new_members + 1
       end
       redis.call('ZADD', key, score, member)
-      if newest == nil or value > newest then newest = value end
       stored = stored + 1
       changed = true
     end
@@ -95,7 +86,8 @@ for _, key in ipairs(KEYS) do
   if changed then
     local card = redis.call('ZCARD', key)
     if card > min_rows then
-      local old_rows = redis.call('ZCOUNT', key, '-inf', '(' .. (newest - horizon))
+      local newest = redis.call('ZREVRANGE', key, 0, 0, 'WITHSCORES')
+      local old_rows = redis.call('ZCOUNT', key, '-inf', '(' .. (tonumber(newest[2]) - horizon))
       local removable = math.min(old_rows, card - min_rows)
       if removable > 0 then redis.call('ZREMRANGEBYRANK', key, 0, removable - 1) end
     end
