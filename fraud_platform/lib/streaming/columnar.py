@@ -79,15 +79,17 @@ def records_frame(
 @dataclass
 class StreamAdds:
     """One stream's events of a checkpoint: ``rows`` (``ENTITY``, ``_ID``, ``_PAYLOAD`` and the
-    stored columns) grouped by entity, and ``entities`` (``ENTITY``, ``count``, ``since``,
-    ``newest``: first and last event time in microseconds, ``key``, ``pxat``) in that order."""
+    stored columns) grouped by entity, ``entities`` (``ENTITY``, ``count``, ``since``,
+    ``newest``: first and last event time in microseconds, ``key``, ``pxat``) in that order,
+    and ``calls``: the RESP arguments of its ``ADD_LUA`` calls on a single server."""
 
     stream: EntityStream
     rows: pl.DataFrame
     entities: pl.DataFrame
+    calls: pl.DataFrame
 
 
-def stream_adds(stream: EntityStream, events: pl.DataFrame, store_prefix: str) -> StreamAdds:
+def _rows_query(stream: EntityStream, events: pl.DataFrame) -> pl.LazyFrame:
     keys = stream.join_keys
     entity = (
         pl.col(keys[0]).cast(pl.String)
@@ -105,7 +107,7 @@ def stream_adds(stream: EntityStream, events: pl.DataFrame, store_prefix: str) -
             kind = "float" if schema[name] == pl.Float64 else "str"
             payload.append(json_text(name, kind, schema[name]))
     payload.append(pl.lit("]"))
-    rows = (
+    return (
         events.lazy()
         .filter(pl.all_horizontal(pl.col(k).is_not_null() for k in keys))
         .select(
@@ -119,25 +121,60 @@ def stream_adds(stream: EntityStream, events: pl.DataFrame, store_prefix: str) -
         .sort(pl.col(_ROW).min().over(ENTITY), _ROW)
         .drop(_ROW)
     )
+
+
+def _entities_query(stream: EntityStream, rows: pl.DataFrame, store_prefix: str) -> pl.LazyFrame:
     retention_ms = stream.retention // HISTORY_HORIZON.resolution // 1000
     prefix = store_key(store_prefix, stream.name, "\0").split("\0")[0]
-    entities = (
-        rows.group_by(ENTITY, maintain_order=True)
+    return (
+        rows.lazy()
+        .group_by(ENTITY, maintain_order=True)
         .agg(
             pl.len().alias("count"),
             pl.col(AT).min().alias("since"),
             pl.col(AT).max().alias("newest"),
             pl.concat_str([resp_bulk(pl.col(_ID)), resp_bulk(pl.col(_PAYLOAD))])
             .str.join("")
-            .alias("events"),  # the RESP arguments of a single server's call (_packed_calls)
+            .alias("events"),
         )
         .with_columns(
             pl.concat_str([pl.lit(prefix), pl.col(ENTITY), pl.lit("}")]).alias("key"),
             (pl.col("newest") // 1000 + retention_ms + EXPIRY_MARGIN_MS).alias("pxat"),
         )
     )
-    rows_frame, entities_frame = pl.collect_all([rows, entities], engine="in-memory")
-    return StreamAdds(stream, rows_frame, entities_frame)
+
+
+def _calls_query(entities: pl.LazyFrame) -> pl.LazyFrame:
+    """The arguments of ``ADD_LUA`` calls of CHUNK_ENTITIES entities each."""
+    return (
+        entities.with_row_index(_CALL)
+        .group_by(pl.col(_CALL) // CHUNK_ENTITIES, maintain_order=True)
+        .agg(
+            pl.len().alias("keys"),
+            pl.col("count").sum().alias("events_count"),
+            resp_bulk(pl.col("key")).str.join("").alias("key_args"),
+            pl.concat_str([resp_bulk(pl.col("count")), resp_bulk(pl.col("pxat")), pl.col("events")])
+            .str.join("")
+            .alias("args"),
+        )
+        .select("keys", "events_count", "key_args", "args")
+    )
+
+
+def stream_adds(
+    streams: Sequence[EntityStream], events: pl.DataFrame, store_prefix: str
+) -> list[StreamAdds]:
+    """Each stream's ``StreamAdds`` of ``events``: two polars calls for all streams (a call's
+    fixed cost, paid per stream, was most of a small checkpoint's time)."""
+    if not streams:
+        return []
+    rows = pl.collect_all([_rows_query(s, events) for s in streams], engine="in-memory")
+    entities = [_entities_query(s, r, store_prefix) for s, r in zip(streams, rows, strict=True)]
+    frames = pl.collect_all([*entities, *(_calls_query(e) for e in entities)], engine="in-memory")
+    return [
+        StreamAdds(stream, rows[i], frames[i], frames[len(streams) + i])
+        for i, stream in enumerate(streams)
+    ]
 
 
 def cache_rows(adds: StreamAdds, added: pl.Series) -> pl.DataFrame:
@@ -157,24 +194,9 @@ def cache_rows(adds: StreamAdds, added: pl.Series) -> pl.DataFrame:
 
 
 def _packed_calls(adds: StreamAdds, sha: str) -> list[bytes]:
-    """``ADD_LUA`` calls of CHUNK_ENTITIES entities each, packed as EVALSHA commands."""
-    calls = (
-        adds.entities.lazy()
-        .with_row_index(_CALL)
-        .group_by(pl.col(_CALL) // CHUNK_ENTITIES, maintain_order=True)
-        .agg(
-            pl.len().alias("keys"),
-            pl.col("count").sum().alias("events_count"),
-            resp_bulk(pl.col("key")).str.join("").alias("key_args"),
-            pl.concat_str([resp_bulk(pl.col("count")), resp_bulk(pl.col("pxat")), pl.col("events")])
-            .str.join("")
-            .alias("args"),
-        )
-        .select("keys", "events_count", "key_args", "args")
-        .collect(engine="in-memory")
-    )
+    """``adds.calls`` as packed EVALSHA commands."""
     packed = []
-    for keys, events, key_args, args in calls.iter_rows():
+    for keys, events, key_args, args in adds.calls.iter_rows():
         arity = 3 + keys + 2 * keys + 2 * events  # EVALSHA sha numkeys, keys, args
         head = f"*{arity}\r\n$7\r\nEVALSHA\r\n" + resp_bulk_text(sha) + resp_bulk_text(keys)
         packed.append((head + key_args + args).encode())
