@@ -101,6 +101,7 @@ class StreamProcessor:
         self._store_prefix = store_prefix
         self._caches: dict[str, _Cache] = {}
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="online-writer")
+        self._store = ThreadPoolExecutor(max_workers=1, thread_name_prefix="entity-store")
 
     @property
     def client(self) -> redis.Redis:
@@ -125,20 +126,25 @@ class StreamProcessor:
 
     def _apply_frame(self, topic: str, events: pl.DataFrame, stats: BatchStats) -> None:
         """Apply ``events`` (``columnar.events_frame``) of ``topic``; returns once every row is
-        written (before the checkpoint commits). Every stream's events go to their stores in
-        ONE pipeline; then a stream's rows are written on the writer thread while the next
-        stream is computed (a reply wait releases the GIL)."""
+        written (before the checkpoint commits). Three stages overlap (a reply wait and a
+        polars query release the GIL): the store thread adds stream after stream's events to
+        their stores, this thread computes a stream's rows once its stores answered, and the
+        writer thread writes them. In-process, same window: 200-event checkpoints 91 vs 95-99
+        ms and 12k events 2.9-3.0 vs 3.0-3.2 s against all adds in one round trip first."""
         started = time.perf_counter()
         stats.events += events.height
         pending: list[Future[int]] = []
         streams = self._streams(topic) if events.height else []
         adds = [a for a in stream_adds(streams, events, self._store_prefix) if a.entities.height]
-        replies = add_stream_events(self._client, adds)
+        added = [self._store.submit(add_stream_events, self._client, [a]) for a in adds]
         try:
-            for stream_adds_, (versions, flags) in zip(adds, replies, strict=True):
+            for stream_adds_, reply in zip(adds, added, strict=True):
+                versions, flags = reply.result()[0]
                 pending.append(self._apply_stream(stream_adds_, versions, flags))
         finally:
-            for future in pending:  # every write finishes (or fails) before apply returns
+            for future in added:  # every add and write finishes (or fails) before returning
+                future.exception()
+            for future in pending:
                 stats.rows_written += future.result()
         stats.seconds += time.perf_counter() - started
 
