@@ -6,10 +6,11 @@ every entity stream reads: empty ids as missing (``nullif(id, '')`` in staging) 
 time as epoch microseconds (``AT``). ``stream_adds`` gives one entity stream's events grouped by
 entity (first appearance order, input order within an entity, as ``store.add_events`` expects),
 with each event's stored payload (the JSON array of ``EntityStream.columns``: floats as their
-shortest round-trip text, read back bit for bit) built by polars. ``add_stream_events`` adds
-every stream's events to their stores in ONE pipeline: on a single server the ``EVALSHA``
-commands are packed as RESP by polars (redis-py's packing and the per-event argument lists were
-~15% of the worker's samples, py-spy); on a Redis Cluster through ``store.add_events``.
+shortest round-trip text, read back bit for bit) built by polars, all streams in two polars
+calls. ``add_stream_events`` adds streams' events to their stores in one pipeline: on a single
+server the ``EVALSHA`` commands are packed as RESP by polars (redis-py's packing and the
+per-event argument lists were ~15% of the worker's samples, py-spy); on a Redis Cluster through
+``store.add_events``.
 """
 
 from __future__ import annotations
