@@ -183,6 +183,9 @@ def main() -> None:
     parser.add_argument("--rates", type=int, nargs="*", help="events/s (default 1000 5000 10000)")
     parser.add_argument("--backlog", type=int, help="events produced before the worker starts")
     parser.add_argument(
+        "--commit-interval", type=float, help="the worker's checkpoint interval, s (its default)"
+    )
+    parser.add_argument(
         "--profile",
         action="store_true",
         help="only: cProfile of the worker's processing (in-process, no broker), top 15",
@@ -225,6 +228,8 @@ def main() -> None:
         ]
         for contract, name in run.topics.items():
             command += ["--topic", f"{contract}={name}"]
+        if args.commit_interval is not None:
+            command += ["--commit-interval", str(args.commit_interval)]
         worker = subprocess.Popen(
             command, cwd=ROOT, stdout=(folder / "worker.log").open("wb"), stderr=subprocess.STDOUT
         )

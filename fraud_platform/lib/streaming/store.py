@@ -26,7 +26,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 import redis
 
 from fraud_platform.lib.features.online.scripts import PipelinedScript, key_chunks
@@ -98,12 +97,6 @@ class EntityBatch:
 class EntitySnapshot:
     version: int
     payloads: list[bytes]
-
-
-def encode_payload(values: Sequence[object]) -> bytes:
-    """An event's stored columns as JSON (floats as their shortest round-trip text: read back
-    bit for bit; the contract rejects non-finite amounts). orjson: 5x ``json``'s encoder here."""
-    return orjson.dumps(values)
 
 
 def add_events(client: redis.Redis, batches: Sequence[EntityBatch]) -> list[tuple[int, str]]:

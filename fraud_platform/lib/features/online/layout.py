@@ -75,7 +75,7 @@ def from_micros(value: int) -> datetime:
     return EPOCH + timedelta(0, 0, value)  # positional: twice as fast as microseconds=
 
 
-def _json_text(name: str, dtype: str, schema_dtype: pl.DataType) -> pl.Expr:
+def json_text(name: str, dtype: str, schema_dtype: pl.DataType) -> pl.Expr:
     """The JSON text of feature column ``name`` (``null`` where null)."""
     col = pl.col(name)
     if schema_dtype == pl.Null:
@@ -119,7 +119,7 @@ def encode_query(
     ft_us = pl.col(FEATURE_TIME).dt.epoch("us")
     parts: list[pl.Expr] = [pl.lit("["), ft_us.cast(pl.String)]
     for feature in group.features:
-        parts += [pl.lit(","), _json_text(feature.name, feature.dtype, schema[feature.name])]
+        parts += [pl.lit(","), json_text(feature.name, feature.dtype, schema[feature.name])]
     version_expr = pl.lit(version, pl.Int64) if isinstance(version, int) else version
     parts += [pl.lit(","), version_expr.cast(pl.Int64).cast(pl.String), pl.lit("]")]
     return rows.select(

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+import polars as pl
 import redis
 from redis.crc import key_slot
 
@@ -22,6 +23,19 @@ ScriptCall = tuple[Sequence[str], Sequence[Any]]  # (keys, args)
 # (client id, script sha) loaded by this process: callers make a PipelinedScript per batch. A
 # reused id or a server that lost its scripts only costs a NOSCRIPT reply and a reload.
 _LOADED: set[tuple[int, str]] = set()
+
+
+def resp_bulk(expr: pl.Expr) -> pl.Expr:
+    """A RESP bulk string of each value: ``$<bytes>\\r\\n<text>\\r\\n`` (``run_packed``)."""
+    text = expr.cast(pl.String)
+    return pl.concat_str(
+        [pl.lit("$"), text.str.len_bytes().cast(pl.String), pl.lit("\r\n"), text, pl.lit("\r\n")]
+    )
+
+
+def resp_bulk_text(value: str | int) -> str:
+    text = str(value)
+    return f"${len(text.encode())}\r\n{text}\r\n"
 
 
 def slot_of(key: str) -> int:

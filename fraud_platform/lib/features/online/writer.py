@@ -30,7 +30,13 @@ from fraud_platform.lib.features.online.layout import (
     HISTORY_MIN_ROWS,
     encode_rows,
 )
-from fraud_platform.lib.features.online.scripts import PipelinedScript, ScriptCall, slot_of
+from fraud_platform.lib.features.online.scripts import (
+    PipelinedScript,
+    ScriptCall,
+    resp_bulk,
+    resp_bulk_text,
+    slot_of,
+)
 from fraud_platform.lib.features.registry import ENTITY_KEY, FEATURE_TIME, FeatureGroup
 
 DEFAULT_BATCH_SIZE = 25000
@@ -145,19 +151,6 @@ def _cluster_calls(encoded: pl.DataFrame) -> Iterable[ScriptCall]:
         yield keys, args
 
 
-def _bulk(expr: pl.Expr) -> pl.Expr:
-    """A RESP bulk string of each value: ``$<bytes>\\r\\n<text>\\r\\n``."""
-    text = expr.cast(pl.String)
-    return pl.concat_str(
-        [pl.lit("$"), text.str.len_bytes().cast(pl.String), pl.lit("\r\n"), text, pl.lit("\r\n")]
-    )
-
-
-def _bulk_text(value: str | int) -> str:
-    text = str(value)
-    return f"${len(text.encode())}\r\n{text}\r\n"
-
-
 def _packed_calls(encoded: pl.DataFrame, sha: str) -> list[bytes]:
     """``_cluster_calls`` on a single server (no slots), packed as EVALSHA commands by polars:
     whole keys per call until it holds CHUNK_ROWS rows (the last key may pass it), no Python
@@ -167,7 +160,7 @@ def _packed_calls(encoded: pl.DataFrame, sha: str) -> list[bytes]:
         .agg(
             pl.len().alias("count"),
             pl.col("pxat").max(),
-            pl.concat_str([_bulk(pl.col(c)) for c in ("score", "version", "value")])
+            pl.concat_str([resp_bulk(pl.col(c)) for c in ("score", "version", "value")])
             .str.join("")
             .alias("rows"),
         )
@@ -176,19 +169,19 @@ def _packed_calls(encoded: pl.DataFrame, sha: str) -> list[bytes]:
     calls = per_key.group_by("call", maintain_order=True).agg(
         pl.len().alias("keys"),
         pl.col("count").sum().alias("row_count"),
-        _bulk(pl.col("key")).str.join("").alias("key_args"),
-        pl.concat_str([_bulk(pl.col("count")), _bulk(pl.col("pxat")), pl.col("rows")])
+        resp_bulk(pl.col("key")).str.join("").alias("key_args"),
+        pl.concat_str([resp_bulk(pl.col("count")), resp_bulk(pl.col("pxat")), pl.col("rows")])
         .str.join("")
         .alias("row_args"),
     )
     horizon_us = HISTORY_HORIZON // HISTORY_HORIZON.resolution
-    fixed = _bulk_text(horizon_us) + _bulk_text(HISTORY_MIN_ROWS)
+    fixed = resp_bulk_text(horizon_us) + resp_bulk_text(HISTORY_MIN_ROWS)
     packed = []
     for keys, rows, key_args, row_args in calls.select(
         "keys", "row_count", "key_args", "row_args"
     ).iter_rows():
         arity = 3 + keys + 2 + 2 * keys + 3 * rows  # EVALSHA sha numkeys, keys, args
-        head = f"*{arity}\r\n$7\r\nEVALSHA\r\n" + _bulk_text(sha) + _bulk_text(keys)
+        head = f"*{arity}\r\n$7\r\nEVALSHA\r\n" + resp_bulk_text(sha) + resp_bulk_text(keys)
         packed.append((head + key_args + fixed + row_args).encode())
     return packed
 
