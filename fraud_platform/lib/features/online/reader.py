@@ -153,14 +153,7 @@ class OnlineFeatureReader:
         group's key (None where a join key is null), the script's KEYS (empty: nothing to ask)
         and ARGV. ``result(keys, reply, now)`` then reads the reply."""
         keys = self.keys_for(entities)
-        now_us = to_micros(now)
-        wanted: list[str] = []
-        args: list[int] = [now_us]
-        for layout, key in zip(self._layout, keys, strict=True):
-            if key is not None:
-                wanted.append(key)
-                args.append(now_us - layout.ttl_us)
-        return keys, wanted, args
+        return (keys, *self._script_args(keys, len(self._layout), now))
 
     @property
     def script_sha(self) -> str:
@@ -185,13 +178,7 @@ class OnlineFeatureReader:
     def _fetch(self, keys: Sequence[str | None], width: int, now: datetime) -> list[Any]:
         """The point-in-time row of each non-None key (None where none), in one script call.
         ``keys`` are ``width`` per entity set, in the layout's group order."""
-        now_us = to_micros(now)
-        wanted: list[str] = []
-        args: list[int] = [now_us]
-        for i, key in enumerate(keys):
-            if key is not None:
-                wanted.append(key)
-                args.append(now_us - self._layout[i % width].ttl_us)
+        wanted, args = self._script_args(keys, width, now)
         if not wanted:
             return []
         try:
@@ -201,6 +188,20 @@ class OnlineFeatureReader:
         except redis.ResponseError as exc:
             raise_wrong_type(exc)
             raise
+
+    def _script_args(
+        self, keys: Sequence[str | None], width: int, now: datetime
+    ) -> tuple[list[str], list[int]]:
+        """The script's KEYS (the non-None ``keys``, ``width`` per entity set) and ARGV (now,
+        then each key's oldest row time within its group's TTL)."""
+        now_us = to_micros(now)
+        wanted: list[str] = []
+        args: list[int] = [now_us]
+        for i, key in enumerate(keys):
+            if key is not None:
+                wanted.append(key)
+                args.append(now_us - self._layout[i % width].ttl_us)
+        return wanted, args
 
     def _fetch_by_slot(self, keys: list[str], args: list[int]) -> list[Any]:
         """``_fetch`` on a Redis Cluster: one script call per hash slot (one per entity, the
