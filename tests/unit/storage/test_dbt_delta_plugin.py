@@ -8,6 +8,7 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+import pyarrow.dataset as ds
 import pytest
 from deltalake import DeltaTable, write_deltalake
 
@@ -92,3 +93,81 @@ def test_tables_with_deletion_vectors_go_to_the_built_in_plugin(tmp_path: Path) 
     table = DeltaTable(path)
     assert table.protocol().min_reader_version > 1
     assert files_dataset(table) is None
+
+
+def _arrivals(first_offset: int, first_arrival: dt.datetime, day: dt.date) -> pa.Table:
+    """Bronze-like rows: ``_offset`` and ``_ingested_at`` grow with arrival, the arrival times
+    with sub-millisecond parts (which Delta's statistics drop)."""
+    offsets = list(range(first_offset, first_offset + 4))
+    return pa.table(
+        {
+            "_offset": offsets,
+            "_ingested_at": [
+                first_arrival + dt.timedelta(microseconds=1_337 * i) for i in range(4)
+            ],
+            "_event_date": [day] * 4,
+        },
+        schema=pa.schema(
+            [
+                pa.field("_offset", pa.int64()),
+                pa.field("_ingested_at", pa.timestamp("us", tz="UTC")),
+                pa.field("_event_date", pa.date32()),
+            ]
+        ),
+    )
+
+
+def test_arrival_ranges_skip_older_files_and_keep_every_matching_row(tmp_path: Path) -> None:
+    path = str(tmp_path / "arrivals")
+    start = dt.datetime(2026, 4, 1, 8, tzinfo=dt.UTC)
+    for run in range(6):
+        arrival = start + dt.timedelta(hours=run, microseconds=371)
+        day = dt.date(2026, 4, 1 + run // 2)
+        write_deltalake(
+            path, _arrivals(10 * run, arrival, day), partition_by=["_event_date"], mode="append"
+        )
+    table = DeltaTable(path)
+    dataset = files_dataset(table)
+    assert dataset is not None
+    con = duckdb.connect()
+    con.register("files", dataset)
+    con.register("reference", table.to_pyarrow_dataset())
+
+    def rows(name: str, where: str) -> list[tuple]:
+        return con.execute(f"select * from {name} where {where} order by _offset").fetchall()
+
+    last_arrival = start + dt.timedelta(hours=5, microseconds=371 + 1_337 * 3)
+    # Just below the newest row's arrival, inside the millisecond the log's max is truncated to.
+    just_before = (last_arrival - dt.timedelta(microseconds=1)).isoformat()
+    for where in (
+        f"_ingested_at > timestamptz '{just_before}'",
+        f"_ingested_at > timestamptz '{(start + dt.timedelta(hours=4)).isoformat()}'",
+        "_offset >= 33 and _offset < 52",
+        "_offset > 1000",
+    ):
+        assert rows("files", where) == rows("reference", where), where
+    assert len(rows("files", f"_ingested_at > timestamptz '{just_before}'")) == 1
+
+    newest = ds.field("_offset") > 45
+    assert len(list(dataset.get_fragments(filter=newest))) == 1
+    since_hour_four = ds.field("_ingested_at") > pa.scalar(
+        start + dt.timedelta(hours=4), pa.timestamp("us", tz="UTC")
+    )
+    assert len(list(dataset.get_fragments(filter=since_hour_four))) == 2
+
+
+def test_partition_values_that_need_escaping_read_back(tmp_path: Path) -> None:
+    path = str(tmp_path / "escaped")
+    write_deltalake(
+        path,
+        pa.table({"_offset": [1, 2], "kind": ["a b:c/d", "plain"]}),
+        partition_by=["kind"],
+    )
+    table = DeltaTable(path)
+    dataset = files_dataset(table)
+    assert dataset is not None
+    assert sorted(dataset.to_table().to_pylist(), key=lambda row: row["_offset"]) == [
+        {"_offset": 1, "kind": "a b:c/d"},
+        {"_offset": 2, "kind": "plain"},
+    ]
+    assert len(list(dataset.get_fragments(filter=ds.field("_offset") > 1))) == 1
