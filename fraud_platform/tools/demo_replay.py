@@ -19,7 +19,7 @@ import json
 import statistics
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -28,20 +28,27 @@ from typing import Any
 import httpx
 import polars as pl
 
-from fraud_platform.lib.contracts.events import (
-    ACCOUNT_EVENTS,
-    TRANSACTIONS,
-    format_timestamp,
-)
+from fraud_platform.lib.contracts.events import ACCOUNT_EVENTS, TRANSACTIONS
 from fraud_platform.lib.features.catalog import FEATURE_GROUPS, USER_TXN_VELOCITY
-from fraud_platform.lib.features.online.layout import online_key, to_micros
+from fraud_platform.lib.features.online.layout import HISTORY_HORIZON, online_key, to_micros
 from fraud_platform.lib.kafka.producer import Producer, event_messages
 from fraud_platform.lib.streaming.freshness import FreshnessProbe, percentile
 from fraud_platform.lib.training.metrics import average_precision, roc_auc
 from fraud_platform.settings import Settings
+from fraud_platform.tools.demo_scorer import (
+    GatedScorer,
+    ScoredReplay,
+    count_degraded,
+    request_body,
+)
 
 Say = Callable[[str], None]
 TICK_S = 0.01
+# How far (in event time) publishing may run ahead of the oldest transaction waiting for the
+# stream worker: at ~3,000x real time a second of freshness is most of an hour, and the store
+# keeps an entity's rows for HISTORY_HORIZON after its newest one; a transaction scored later
+# than that behind a busy entity's newest events could find its row trimmed.
+MAX_AHEAD = HISTORY_HORIZON / 2
 
 
 @dataclass(frozen=True)
@@ -115,7 +122,10 @@ def realtime_replay(
     )
     if champion:
         replay |= compare_online_offline(
-            online, offline_scores(run.settings, champion, sample), truth
+            online.scores,
+            offline_scores(run.settings, champion, sample),
+            truth,
+            online.degraded_ids,
         )
     return replay, {k: v for k, v in stream.items() if k != "stream_worker_pid"}, layers
 
@@ -163,14 +173,6 @@ def start_stream_from_bronze(settings: Settings) -> dict[str, Any]:
     }
 
 
-def _request_body(txn: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        k: (format_timestamp(v) if k == "event_time" else v)
-        for k, v in txn.items()
-        if k != "schema_version"
-    }
-
-
 def _holdout_marker(settings: Settings, identity: Mapping[str, Any]) -> tuple[bool, Callable]:
     """(already published, mark as published) for this exact held-out period."""
     marker = settings.data_dir / "published_holdout.json"
@@ -188,64 +190,73 @@ def replay_in_real_time(
     rate: int,
     identity: Mapping[str, Any],
     say: Say = print,
-) -> tuple[dict[str, Any], dict[str, float]]:
-    """Publish ``events`` (event-time order) at ``rate``/s, scoring the transactions of
-    ``sample_ids`` as they arrive; returns the summary figures and the score per transaction.
-    A held-out period already published by an earlier run is only scored (no freshness)."""
+) -> tuple[dict[str, Any], ScoredReplay]:
+    """Publish ``events`` (event-time order) at ``rate``/s; each transaction of ``sample_ids``
+    is scored as it arrives, once the stream worker has applied every event published before it
+    (``AppliedBarrier``: what a deployment at the real rate sees); returns the summary figures
+    and what was scored. A held-out period already published by an earlier run is
+    only scored (no freshness)."""
     from fraud_platform.lib.storage.redis_connection import connect
+    from fraud_platform.lib.streaming.app import CONSUMER_GROUP
+    from fraud_platform.lib.streaming.applied import AppliedBarrier
 
     published, mark_published = _holdout_marker(settings, identity)
-    url = f"http://127.0.0.1:{settings.service_port}/score"
     client = connect(settings.redis_url, ca_cert=settings.redis_ca_cert, socket_timeout=30)
     probe = FreshnessProbe(client)
-    producer = None if published else Producer(settings.kafka_bootstrap, {"linger.ms": 2})
-    latencies: list[float] = []
-    scores: dict[str, float] = {}
-    decisions: dict[str, int] = {}
-    degraded, reasons = 0, Counter[str]()
+    barrier = producer = None
+    if not published:
+        barrier = AppliedBarrier(
+            settings.kafka_bootstrap, CONSUMER_GROUP, (TRANSACTIONS, ACCOUNT_EVENTS)
+        )
+        producer = Producer(settings.kafka_bootstrap, {"linger.ms": 2}, barrier.delivered)
+    scorer = GatedScorer(f"http://127.0.0.1:{settings.service_port}/score", barrier, say)
+    scorer.start(len(sample_ids))
     per_tick = max(1, int(rate * TICK_S))
     started = time.perf_counter()
-    with httpx.Client(timeout=10) as http:
+    try:
         for index, (topic, event) in enumerate(events):
             if producer is not None and index % per_tick == 0:
                 target = started + (index // per_tick) * TICK_S
                 while (wait := target - time.perf_counter()) > 0:
                     time.sleep(min(wait, 0.002))
+            while (
+                producer is not None
+                and (oldest := scorer.oldest_waiting()) is not None
+                and event["event_time"] - oldest > MAX_AHEAD
+            ):
+                producer.poll(0.002)  # serves the delivery reports the scorer waits for
             if topic == TRANSACTIONS and event["transaction_id"] in sample_ids:
-                sent = time.perf_counter()
-                response = http.post(url, json=_request_body(event))
-                latencies.append((time.perf_counter() - sent) * 1000)
-                response.raise_for_status()
-                answer = response.json()
-                scores[event["transaction_id"]] = float(answer["score"])
-                decisions[answer["decision"]] = decisions.get(answer["decision"], 0) + 1
-                degraded += _count_degraded(answer, reasons)
+                scorer.submit(event, published_before=index)
                 if producer is not None:
                     key = online_key(USER_TXN_VELOCITY, event["user_id"])
                     probe.watch(key, to_micros(event["event_time"]))
-                if len(scores) % 500 == 0:
-                    say(f"  scored {len(scores):,}/{len(sample_ids):,} as they arrived")
             if producer is not None:
                 producer.send(event_messages([(topic, event)]))
         if producer is not None:
             producer.flush()
             mark_published()
-    publish_s = time.perf_counter() - started
+        publish_s = time.perf_counter() - started
+        result = scorer.finish()
+    finally:
+        if barrier is not None:
+            barrier.close()
     seen, never = probe.stop()
-    ids = list(scores)
+    ids = list(result.scores)
     labels = [int(i in truth) for i in ids]
-    values = [scores[i] for i in ids]
-    ordered = sorted(latencies)
+    values = [result.scores[i] for i in ids]
+    ordered, waits = sorted(result.latencies_ms), sorted(result.gate_waits_ms)
     summary = {
         "replay_mode": "real time" if producer is not None else "scored only (already published)",
         "replay_events_published": 0 if producer is None else len(events),
         "replay_rate_events_per_s": round(len(events) / publish_s) if producer else None,
         "scored": len(ids),
-        "decisions": decisions,
-        "degraded": degraded,
-        "degraded_reasons": dict(reasons.most_common(3)),
+        "decisions": dict(result.decisions),
+        "degraded": result.degraded,
+        "degraded_reasons": dict(result.reasons.most_common(3)),
         "score_p50_ms": round(statistics.median(ordered), 3) if ordered else None,
         "score_p99_ms": round(percentile(ordered, 0.99) or 0, 3) if ordered else None,
+        "applied_wait_p50_ms": _round(percentile(waits, 0.5)),
+        "applied_wait_p99_ms": _round(percentile(waits, 0.99)),
         "online_freshness_p50_ms": _round(percentile(seen, 0.5)),
         "online_freshness_p99_ms": _round(percentile(seen, 0.99)),
         "online_freshness_samples": len(seen),
@@ -256,14 +267,7 @@ def replay_in_real_time(
         if sum(labels)
         else None,
     }
-    return summary, scores
-
-
-def _count_degraded(answer: Mapping[str, Any], reasons: Counter[str]) -> bool:
-    if answer.get("degraded"):
-        reasons[str(answer.get("degraded_reason"))] += 1
-        return True
-    return False
+    return summary, result
 
 
 def online_store_state(settings: Settings) -> dict[str, int]:
@@ -297,18 +301,13 @@ def snapshot_replay(
     store = online_store_state(settings)
     with httpx.Client(timeout=10) as client:
         for index, txn in enumerate(transactions, start=1):
-            body = {
-                k: (format_timestamp(v) if k == "event_time" else v)
-                for k, v in txn.items()
-                if k != "schema_version"
-            }
             started = time.perf_counter()
-            response = client.post(url, json=body)
+            response = client.post(url, json=request_body(txn))
             latencies.append((time.perf_counter() - started) * 1000)
             response.raise_for_status()
             answer = response.json()
             decisions[answer["decision"]] = decisions.get(answer["decision"], 0) + 1
-            degraded += _count_degraded(answer, reasons)
+            degraded += count_degraded(answer, reasons)
             scores.append(float(answer["score"]))
             labels.append(int(txn["transaction_id"] in truth))
             if index % 500 == 0:
@@ -368,18 +367,24 @@ def offline_scores(
 
 
 def compare_online_offline(
-    online: Mapping[str, float], offline: Mapping[str, float], truth: Mapping[str, str]
+    online: Mapping[str, float],
+    offline: Mapping[str, float],
+    truth: Mapping[str, str],
+    degraded: Collection[str] = (),
 ) -> dict[str, Any]:
-    """The offline backtest's AP on the transactions scored online, and how the scores differ."""
+    """The offline backtest's AP on the transactions scored online, and how the scores differ
+    (in all, and among the answers that were not degraded: those must agree)."""
     ids = [i for i in online if i in offline]
     labels = [int(i in truth) for i in ids]
     differences = sorted(abs(online[i] - offline[i]) for i in ids)
+    undegraded = [abs(online[i] - offline[i]) for i in ids if i not in degraded]
     return {
         "offline_average_precision": round(average_precision(labels, [offline[i] for i in ids]), 4)
         if sum(labels)
         else None,
         "online_offline_score_max_abs_diff": round(differences[-1], 6) if differences else None,
         "online_offline_scores_differing": sum(d > 1e-6 for d in differences),
+        "online_offline_undegraded_scores_differing": sum(d > 1e-6 for d in undegraded),
     }
 
 

@@ -144,12 +144,19 @@ def print_summary(summary: dict[str, Any], path: Path) -> None:
             f"({summary['online_freshness_samples']:,} rows, "
             f"{summary['online_freshness_never_seen']} never seen); {summary['replay_mode']}"
         )
+        say(
+            "  each transaction scored once the stream worker had applied every event published "
+            f"before it: waited p50 {summary['applied_wait_p50_ms']} ms, "
+            f"p99 {summary['applied_wait_p99_ms']} ms"
+        )
     if "offline_average_precision" in summary:
         say(
             f"  offline point-in-time backtest of the same transactions: AP "
             f"{summary['offline_average_precision']} (online {summary['replay_average_precision']}); "
             f"{summary['online_offline_scores_differing']} scores differ, max "
-            f"{summary['online_offline_score_max_abs_diff']}"
+            f"{summary['online_offline_score_max_abs_diff']} "
+            f"({summary.get('online_offline_undegraded_scores_differing', 'n/a')} of them "
+            "not degraded answers)"
         )
     say(
         f"scoring latency (HTTP, client side): p50 {summary['score_p50_ms']} ms, p99 {summary['score_p99_ms']} ms"

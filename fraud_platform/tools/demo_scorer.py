@@ -1,0 +1,115 @@
+"""The real-time replay's scoring thread: held-out transactions sent to ``POST /score`` in
+arrival order, each once the stream worker has applied what was published before it."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import httpx
+
+from fraud_platform.lib.contracts.events import format_timestamp
+from fraud_platform.lib.streaming.applied import AppliedBarrier
+
+
+@dataclass
+class ScoredReplay:
+    """What the scoring thread saw: scores by transaction, decisions, degraded answers, the
+    client-side latency of each request and each transaction's wait for the stream worker."""
+
+    scores: dict[str, float] = field(default_factory=dict)
+    decisions: Counter[str] = field(default_factory=Counter)
+    degraded: int = 0
+    degraded_ids: set[str] = field(default_factory=set)
+    reasons: Counter[str] = field(default_factory=Counter)
+    latencies_ms: list[float] = field(default_factory=list)
+    gate_waits_ms: list[float] = field(default_factory=list)
+
+
+def request_body(txn: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        k: (format_timestamp(v) if k == "event_time" else v)
+        for k, v in txn.items()
+        if k != "schema_version"
+    }
+
+
+def count_degraded(answer: Mapping[str, Any], reasons: Counter[str]) -> bool:
+    if answer.get("degraded"):
+        reasons[str(answer.get("degraded_reason"))] += 1
+        return True
+    return False
+
+
+class GatedScorer:
+    """``submit(txn, published_before=n)`` from the publishing loop; the thread waits for
+    ``barrier.wait_through(n)`` (no barrier: scores at once), then scores. ``finish`` returns
+    the results, or raises what stopped the thread."""
+
+    def __init__(self, url: str, barrier: AppliedBarrier | None, say: Callable[[str], None]):
+        self._url, self._barrier, self._say = url, barrier, say
+        self._queue: queue.Queue[tuple[dict[str, Any], int] | None] = queue.Queue()
+        self._result = ScoredReplay()
+        self._error: BaseException | None = None
+        self._expected = 0
+        self._waiting: deque[datetime] = deque()  # event times submitted, not yet scored
+        self._thread = threading.Thread(target=self._run, name="replay-scorer", daemon=True)
+
+    def start(self, expected: int) -> None:
+        self._expected = expected
+        self._thread.start()
+
+    def submit(self, txn: dict[str, Any], *, published_before: int) -> None:
+        if self._error is not None:
+            raise RuntimeError("the replay's scoring thread stopped") from self._error
+        self._waiting.append(txn["event_time"])
+        self._queue.put((txn, published_before))
+
+    def oldest_waiting(self) -> datetime | None:
+        """The event time of the oldest transaction submitted and not yet scored."""
+        try:
+            return self._waiting[0]
+        except IndexError:
+            return None
+
+    def finish(self) -> ScoredReplay:
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise RuntimeError("the replay's scoring thread stopped") from self._error
+        return self._result
+
+    def _run(self) -> None:
+        result = self._result
+        try:
+            with httpx.Client(timeout=10) as http:
+                while (item := self._queue.get()) is not None:
+                    txn, published_before = item
+                    if self._barrier is not None:
+                        waited = self._barrier.wait_through(published_before)
+                        result.gate_waits_ms.append(waited * 1000)
+                    sent = time.perf_counter()
+                    response = http.post(self._url, json=request_body(txn))
+                    result.latencies_ms.append((time.perf_counter() - sent) * 1000)
+                    response.raise_for_status()
+                    answer = response.json()
+                    result.scores[txn["transaction_id"]] = float(answer["score"])
+                    result.decisions[answer["decision"]] += 1
+                    if count_degraded(answer, result.reasons):
+                        result.degraded += 1
+                        result.degraded_ids.add(txn["transaction_id"])
+                    self._waiting.popleft()
+                    if len(result.scores) % 500 == 0:
+                        self._say(
+                            f"  scored {len(result.scores):,}/{self._expected:,} as they arrived"
+                        )
+        except BaseException as exc:  # reported by submit/finish in the publishing thread
+            self._error = exc
+            while self._queue.get() is not None:  # let the publisher finish its loop
+                pass
