@@ -43,10 +43,8 @@ class LeafIndexer:
         "_columns",
         "_borders",
         "_powers",
-        "_depth",
+        "_trees",
         "_cat_mask",
-        "_ctr_columns",
-        "_ctr_borders",
         "_part_type",
         "_combinations",
         "usable",
@@ -64,22 +62,6 @@ class LeafIndexer:
         self._as_true = np.array(as_true) if any(as_true) else None
         trees = [tree.get("splits") or [] for tree in info["oblivious_trees"]]
         depth = max(1, max(len(splits) for splits in trees))
-        columns = np.zeros((len(trees), depth), dtype=np.intp)
-        borders = np.full((len(trees), depth), _NEVER, dtype=np.float32)
-        cat_mask = np.zeros(len(trees), dtype=np.int64)
-        for t, splits in enumerate(trees):
-            for d, split in enumerate(splits):
-                if split["split_type"] == "FloatFeature":
-                    columns[t, d] = column_of[split["float_feature_index"]]
-                    borders[t, d] = np.float32(split["border"])
-                else:  # left at "never" here; learned per combination of categorical values
-                    cat_mask[t] |= 1 << d
-        self._columns = columns.ravel()
-        self._borders = borders.ravel()
-        self._depth = depth
-        self._powers = (1 << np.arange(depth, dtype=np.int64)).astype(np.int64)
-        self._cat_mask = cat_mask
-        self._part_type = np.uint16 if depth <= 16 else np.int64
         # the float borders CTR combinations read: which side of each is part of the key
         pairs = sorted(
             {
@@ -89,8 +71,28 @@ class LeafIndexer:
                 if e.get("combination_element") == "float_feature"
             }
         )
-        self._ctr_columns = np.array([c for c, _ in pairs], dtype=np.intp)
-        self._ctr_borders = np.array([b for _, b in pairs], dtype=np.float32)
+        # one row per tree, then rows of those CTR borders, `depth` to a row: one comparison
+        # and one product give every tree's float part and the key's bits (as integers)
+        extra = -(-len(pairs) // depth)
+        columns = np.zeros((len(trees) + extra, depth), dtype=np.intp)
+        borders = np.full((len(trees) + extra, depth), _NEVER, dtype=np.float32)
+        cat_mask = np.zeros(len(trees), dtype=np.int64)
+        for t, splits in enumerate(trees):
+            for d, split in enumerate(splits):
+                if split["split_type"] == "FloatFeature":
+                    columns[t, d] = column_of[split["float_feature_index"]]
+                    borders[t, d] = np.float32(split["border"])
+                else:  # left at "never" here; learned per combination of categorical values
+                    cat_mask[t] |= 1 << d
+        for i, (column, border) in enumerate(pairs):
+            columns[len(trees) + i // depth, i % depth] = column
+            borders[len(trees) + i // depth, i % depth] = border
+        self._columns = columns
+        self._borders = borders
+        self._trees = len(trees)
+        self._powers = 1 << np.arange(depth, dtype=np.int64)
+        self._cat_mask = cat_mask
+        self._part_type = np.uint16 if depth <= 16 else np.int64
         self._combinations: dict[tuple[Any, ...], np.ndarray] = {}
         self.usable = True  # False once CatBoost disagreed with the float part
 
@@ -115,41 +117,36 @@ class LeafIndexer:
         CatBoost's answer)."""
         if not self.usable:
             return None
-        x = self._floats_of(values)
-        learned = self._combinations.get(self._key(values, x))
+        codes = self._codes(values)
+        learned = self._combinations.get(self._key(values, codes))
         if learned is None:
             return None
-        return self._float_part(x) + learned
+        return codes[: self._trees] + learned
 
     def learn(self, values: Sequence[Any], leaves: np.ndarray) -> None:
         """Remember the categorical part of CatBoost's ``leaves`` for ``values``' combination;
         if the float part is not this indexer's, stop answering (``usable``)."""
         found = np.asarray(leaves, dtype=np.int64)
-        x = self._floats_of(values)
-        floats = self._float_part(x)
+        codes = self._codes(values)
+        floats = codes[: self._trees]
         categorical = found - floats
         if np.any((found & ~self._cat_mask) != floats) or np.any(categorical & ~self._cat_mask):
             self.usable = False
             return
         if len(self._combinations) < MAX_COMBINATIONS:  # 2 bytes a tree (depth <= 16)
-            self._combinations[self._key(values, x)] = categorical.astype(self._part_type)
+            self._combinations[self._key(values, codes)] = categorical.astype(self._part_type)
 
-    def _floats_of(self, values: Sequence[Any]) -> np.ndarray:
+    def _codes(self, values: Sequence[Any]) -> np.ndarray:
+        """Per tree its float splits' part of the leaf index, then the CTR borders' bits."""
         x = np.array(self._floats(values), dtype=np.float32)
         if self._as_true is not None:
             # a padding split compares with +inf too: still false (inf > inf is false)
             np.copyto(x, np.float32(np.inf), where=np.isnan(x) & self._as_true)
-        return x
+        return (x.take(self._columns) > self._borders) @ self._powers
 
-    def _key(self, values: Sequence[Any], x: np.ndarray) -> tuple[Any, ...]:
+    def _key(self, values: Sequence[Any], codes: np.ndarray) -> tuple[Any, ...]:
         cats = self._cats(values) if self._cats else ()
-        if not len(self._ctr_columns):
-            return cats
-        return (*cats, (x.take(self._ctr_columns) > self._ctr_borders).tobytes())
-
-    def _float_part(self, x: np.ndarray) -> np.ndarray:
-        passed = x.take(self._columns) > self._borders
-        return passed.reshape(-1, self._depth) @ self._powers
+        return (*cats, codes[self._trees :].tobytes())
 
 
 def _getter(indices: Sequence[int]) -> Any:

@@ -131,6 +131,7 @@ def test_an_evaluator_drops_an_indexer_that_disagrees(trained, monkeypatch) -> N
     cats = list(model.get_cat_feature_indices())
     probes = probe_rows(model, [i in cats for i in range(len(model.feature_names_))])
     assert LeafEvaluator.build(model, probes, cats).indexer is not None
-    monkeypatch.setattr(LeafIndexer, "_float_part", lambda self, x: np.zeros(1, dtype=np.int64))
+    wrong = LeafIndexer._codes
+    monkeypatch.setattr(LeafIndexer, "_codes", lambda self, values: wrong(self, values) + 1)
     evaluator = LeafEvaluator.build(model, probes, cats)
     assert evaluator is not None and evaluator.indexer is None  # CatBoost's leaves, then
