@@ -65,6 +65,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root
 from benchmarks._bench_model import model_metadata, train
 from benchmarks._capacity_search import search_capacity
 from benchmarks._common import REPO_ROOT, emit, redis_client
+from benchmarks._load_table import row, table_lines
 from benchmarks._server_stats import (
     decision_log_stats,
     degraded_answers,
@@ -121,26 +122,6 @@ def drive(
     if done.returncode != 0:
         raise RuntimeError(f"load generator failed: {done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def row(endpoint: str, rate: Any, figures: dict[str, Any]) -> dict[str, Any]:
-    keys = ("sent", "ok", "shed", "errors", "goodput_rps", "p50_ms", "p99_ms", "p999_ms")
-    return {
-        "endpoint": endpoint,
-        "rate": rate,
-        **{k: figures.get(k) for k in keys},
-        "send_lag_p99_ms": figures.get("send_lag_p99_ms"),
-        "p50_from_send_ms": figures.get("p50_from_send_ms"),
-        "p99_from_send_ms": figures.get("p99_from_send_ms"),
-        "generator_cpu_ms_per_req": figures.get("cpu_ms_per_req"),
-        "generator_nice": figures.get("nice"),
-        "statuses": figures.get("statuses"),
-        "server_cpu_ms_per_req": figures.get("server_cpu_ms_per_req"),
-        "server_runqueue_wait_ms_per_req": figures.get("server_runqueue_wait_ms_per_req"),
-        "loadavg_1m": figures.get("loadavg_1m"),
-        "server_p50_ms_bucket": figures.get("server_p50_ms"),
-        "server_p99_ms_bucket": figures.get("server_p99_ms"),
-    }
 
 
 def run(args: argparse.Namespace, tmp: Path) -> tuple[dict[str, Any], list[str]]:
@@ -389,24 +370,6 @@ def ok_per_cpu_s(figures: dict[str, Any]) -> float | None:
     (the neighbours' share of the CPU changes between phases; this does not follow it)."""
     cpu_s = figures["server_cpu_ms_per_req"] * figures["sent"] / 1000
     return round(figures["ok"] / cpu_s, 1) if cpu_s else None
-
-
-def table_lines(table: list[dict[str, Any]]) -> list[str]:
-    lines = [
-        f"{'endpoint':32s} {'rate':>6s} {'sent':>7s} {'ok':>7s} {'shed':>6s} {'err':>6s} "
-        f"{'goodput':>8s} {'p50':>8s} {'p99':>8s} {'p99.9':>8s} {'lag99':>7s} {'cpu/req':>7s} "
-        f"{'rqwait':>7s} {'load':>5s} {'srv99':>6s} {'sent99':>7s} {'gen/req':>7s}"
-    ]
-    for r in table:
-        lines.append(
-            f"{r['endpoint']:32s} {r['rate']!s:>6s} {r['sent']:>7} {r['ok']:>7} {r['shed']:>6} "
-            f"{r['errors']:>6} {r['goodput_rps']!s:>8s} {r['p50_ms']!s:>8s} {r['p99_ms']!s:>8s} "
-            f"{r['p999_ms']!s:>8s} {r['send_lag_p99_ms']!s:>7s} "
-            f"{r['server_cpu_ms_per_req']!s:>7s} {r['server_runqueue_wait_ms_per_req']!s:>7s} "
-            f"{r['loadavg_1m']!s:>5s} {r['server_p99_ms_bucket']!s:>6s} "
-            f"{r['p99_from_send_ms']!s:>7s} {r['generator_cpu_ms_per_req']!s:>7s}"
-        )
-    return lines
 
 
 def _bad_phase(name: str) -> bool:
