@@ -18,9 +18,13 @@ reported as ``gen/req``): requests at fixed scheduled times, latency from the sc
 same run, against the same server:
 
 * ``/ping`` (a no-op API: the framework's own floor) and ``/score`` at 100, 300 and 600 req/s;
-* the capacity: closed-loop throughput of ``/score`` with as many connections as the service's
-  concurrency bound (``capacity_connections``);
-* ``/score`` at 2x that capacity: goodput (200s per second), shed (503) and answered p99;
+* the capacity (``capacity_rps``): the highest open-loop rate of ``/score`` the server sustains
+  within budget: answered p99 <= 50 ms, shed + errors <= 0.5% of sent, goodput >= 99% of the
+  offered rate; found by ``benchmarks/_capacity_search.py`` (x1.5 steps from 400 req/s until one
+  fails, then bisection to 5%; ``--capacity-step-s`` seconds a step, 8 by default; at most 11
+  steps), each step in ``capacity_search`` and in the table (``/score search pass|fail``);
+* ``/score`` at 2x that rate: goodput (200s per second; ``goodput_at_2x_over_capacity`` is it
+  over ``capacity_rps``), shed (503) and answered p99;
 * a 10-minute soak at 300 req/s: p99 per minute, RSS of every server process at start and end
   (``soak_rss_growth``: their total, end over start; this tree's server only, not the baseline's).
 
@@ -59,7 +63,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root
 
 from benchmarks._bench_model import model_metadata, train
+from benchmarks._capacity_search import search_capacity
 from benchmarks._common import REPO_ROOT, emit, redis_client
+from benchmarks._load_table import row, table_lines
 from benchmarks._server_stats import (
     decision_log_stats,
     degraded_answers,
@@ -92,22 +98,9 @@ GENERATOR = REPO_ROOT / "benchmarks" / "_open_loop.py"
 RATES = (100, 300, 600)
 SOAK_RPS = 300
 PHASES = ("rates", "overload", "soak")
-# The capacity closed loop runs twice as many connections as the service's concurrency bound
-# (its setting; 8 when unbounded). With exactly the bound (4), a worker that accepted 3 of the
-# 4 connections (uvloop accepts what is pending in one go) left the other worker half idle and
-# refused the third in its line: 2026-12-06, load 7-8, 1,890 refused in 15 s and a capacity of
-# 423 against 592 req/s for the same code with an even split. With 8, each worker gets enough
-# to stay busy; a refused request is sent again 20 ms later (``_open_loop.CLOSED_RETRY_S``), not
-# at once, which made the loop measure its own retries (2026-12-05: 7,331 refusals in 15 s).
-UNBOUNDED_CAPACITY_CONNECTIONS = 8
-CAPACITY_CONNECTIONS_PER_BOUND = 2
-
-
-def capacity_connections() -> int:
-    from fraud_platform.settings import Settings
-
-    bound = Settings.from_env().scoring_max_concurrency
-    return bound * CAPACITY_CONNECTIONS_PER_BOUND if bound else UNBOUNDED_CAPACITY_CONNECTIONS
+CAPACITY_STEP_S = 8.0  # seconds per step of the capacity search (``_capacity_search``)
+CAPACITY_START_RPS = 400
+SETTLE_S = 1.0  # between two search steps: the last step's stragglers and its CPU settle
 
 
 def drive(
@@ -129,26 +122,6 @@ def drive(
     if done.returncode != 0:
         raise RuntimeError(f"load generator failed: {done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def row(endpoint: str, rate: Any, figures: dict[str, Any]) -> dict[str, Any]:
-    keys = ("sent", "ok", "shed", "errors", "goodput_rps", "p50_ms", "p99_ms", "p999_ms")
-    return {
-        "endpoint": endpoint,
-        "rate": rate,
-        **{k: figures.get(k) for k in keys},
-        "send_lag_p99_ms": figures.get("send_lag_p99_ms"),
-        "p50_from_send_ms": figures.get("p50_from_send_ms"),
-        "p99_from_send_ms": figures.get("p99_from_send_ms"),
-        "generator_cpu_ms_per_req": figures.get("cpu_ms_per_req"),
-        "generator_nice": figures.get("nice"),
-        "statuses": figures.get("statuses"),
-        "server_cpu_ms_per_req": figures.get("server_cpu_ms_per_req"),
-        "server_runqueue_wait_ms_per_req": figures.get("server_runqueue_wait_ms_per_req"),
-        "loadavg_1m": figures.get("loadavg_1m"),
-        "server_p50_ms_bucket": figures.get("server_p50_ms"),
-        "server_p99_ms_bucket": figures.get("server_p99_ms"),
-    }
 
 
 def run(args: argparse.Namespace, tmp: Path) -> tuple[dict[str, Any], list[str]]:
@@ -301,6 +274,7 @@ def run_phases(
     phases = args.phases or (("rates",) if args.quick else PHASES)
     rates = (args.rates or ((300,) if args.quick else RATES)) if "rates" in phases else ()
     duration = args.duration_s
+    step_s = args.capacity_step_s
 
     def name(label: str, endpoint: str) -> str:
         return f"{label} {endpoint}".strip()
@@ -327,19 +301,29 @@ def run_phases(
                     ping_server_cpu_ms_per_req=got_ping["server_cpu_ms_per_req"],
                 )
     if "overload" in phases:
-        connections = capacity_connections()
         capacities = {}
         for label, server in servers:
-            capacity = measured(
-                server, f"{server.url}/score", bodies, closed=connections, duration=15
-            )
-            capacities[label] = capacity["goodput_rps"]
+
+            def probe(rate: int, server: Server = server) -> dict[str, Any]:
+                time.sleep(SETTLE_S)
+                got = measured(server, f"{server.url}/score", bodies, rate=rate, duration=step_s)
+                return got | {"ok_per_server_cpu_s": ok_per_cpu_s(got)}
+
+            capacity, trace = search_capacity(probe, start=CAPACITY_START_RPS)
+            capacities[label] = capacity or CAPACITY_START_RPS
+            at_capacity = [t for t in trace if t["rate"] == capacity]
             figures[label].update(
-                capacity_rps=capacity["goodput_rps"],
-                capacity_shed=capacity["shed"],
-                capacity_ok_per_server_cpu_s=ok_per_cpu_s(capacity),
+                capacity_rps=capacity,
+                capacity_search=trace,
+                capacity_ok_per_server_cpu_s=at_capacity[-1]["ok_per_server_cpu_s"]
+                if at_capacity
+                else None,
             )
-            table.append(row(name(label, f"/score closed x{connections}"), "max", capacity))
+            for step in trace:
+                verdict = "pass" if step["passed"] else "fail"
+                table.append(
+                    row(name(label, f"/score search {verdict}"), step["rate"], step.pop("figures"))
+                )
         for label, server in servers:
             over = args.overload_rps or round(2 * capacities[label])
             got = measured(server, f"{server.url}/score", bodies, rate=over, duration=duration)
@@ -388,24 +372,6 @@ def ok_per_cpu_s(figures: dict[str, Any]) -> float | None:
     return round(figures["ok"] / cpu_s, 1) if cpu_s else None
 
 
-def table_lines(table: list[dict[str, Any]]) -> list[str]:
-    lines = [
-        f"{'endpoint':32s} {'rate':>6s} {'sent':>7s} {'ok':>7s} {'shed':>6s} {'err':>6s} "
-        f"{'goodput':>8s} {'p50':>8s} {'p99':>8s} {'p99.9':>8s} {'lag99':>7s} {'cpu/req':>7s} "
-        f"{'rqwait':>7s} {'load':>5s} {'srv99':>6s} {'sent99':>7s} {'gen/req':>7s}"
-    ]
-    for r in table:
-        lines.append(
-            f"{r['endpoint']:32s} {r['rate']!s:>6s} {r['sent']:>7} {r['ok']:>7} {r['shed']:>6} "
-            f"{r['errors']:>6} {r['goodput_rps']!s:>8s} {r['p50_ms']!s:>8s} {r['p99_ms']!s:>8s} "
-            f"{r['p999_ms']!s:>8s} {r['send_lag_p99_ms']!s:>7s} "
-            f"{r['server_cpu_ms_per_req']!s:>7s} {r['server_runqueue_wait_ms_per_req']!s:>7s} "
-            f"{r['loadavg_1m']!s:>5s} {r['server_p99_ms_bucket']!s:>6s} "
-            f"{r['p99_from_send_ms']!s:>7s} {r['generator_cpu_ms_per_req']!s:>7s}"
-        )
-    return lines
-
-
 def _bad_phase(name: str) -> bool:
     raise argparse.ArgumentTypeError(f"unknown phase {name!r}: choose from {PHASES}")
 
@@ -434,6 +400,12 @@ def main() -> None:
         "--quick: 300); the JSON's figures are those at 300 req/s",
     )
     parser.add_argument("--duration-s", type=float, default=20.0, help="seconds per rate")
+    parser.add_argument(
+        "--capacity-step-s",
+        type=float,
+        default=CAPACITY_STEP_S,
+        help="seconds per step of the open-loop capacity search",
+    )
     parser.add_argument(
         "--phases",
         type=lambda text: tuple(p for p in text.split(",") if p in PHASES or _bad_phase(p)),

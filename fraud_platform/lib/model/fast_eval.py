@@ -28,13 +28,25 @@ from typing import Any
 
 import numpy as np
 
+from fraud_platform.lib.model.leaf_index import LeafIndexer
+
 SHAP_TOLERANCE = 1e-9
 
 
 class LeafEvaluator:
     """Score and SHAP values of one row from ``calc_leaf_indexes``; see the module docstring."""
 
-    __slots__ = ("_model", "_values", "_trees", "_scale", "_bias", "_features", "_shap", "_offsets")
+    __slots__ = (
+        "_model",
+        "_values",
+        "_trees",
+        "_scale",
+        "_bias",
+        "_features",
+        "_shap",
+        "_offsets",
+        "indexer",
+    )
 
     def __init__(self, model: Any, trees: list[dict[str, Any]], info: dict[str, Any]) -> None:
         self._model = model
@@ -49,6 +61,8 @@ class LeafEvaluator:
         # (tree, leaf) -> index tree * width + leaf of the raveled values: one `take`, cheaper
         # than indexing in 2-d
         self._offsets = self._trees * width
+        # leaf indexes without a Pool (None: CatBoost's calc_leaf_indexes); checked in `_agrees`
+        self.indexer = LeafIndexer.of(info)
         flat_of_split = _split_features(info["features_info"])
         paths = [_leaf_contributions(tree, flat_of_split) for tree in trees]
         # (tree, leaf, k) -> k-th (feature, SHAP value) of the leaf's path; padding credits the
@@ -112,6 +126,8 @@ class LeafEvaluator:
             )
         )[:, :-1]
         all_leaves = self._model.calc_leaf_indexes(pool, thread_count=1)
+        if self.indexer is not None and not _indexer_agrees(self.indexer, rows, all_leaves):
+            self.indexer = None
         for i, leaves in enumerate(all_leaves):
             if self.probability(leaves) != float(expected[i]):
                 return False
@@ -120,6 +136,18 @@ class LeafEvaluator:
             ):
                 return False
         return True
+
+
+def _indexer_agrees(indexer: LeafIndexer, rows: Sequence[list[Any]], leaves: Any) -> bool:
+    """The indexer learns the rows' categorical combinations from CatBoost's leaves, then gives
+    every row's leaves itself: all equal to CatBoost's."""
+    for row, found in zip(rows, leaves, strict=True):
+        if indexer.leaves(row) is None:
+            indexer.learn(row, found)
+    return all(
+        (got := indexer.leaves(row)) is not None and np.array_equal(got, found)
+        for row, found in zip(rows, leaves, strict=True)
+    )
 
 
 def _split_features(features_info: dict[str, Any]) -> dict[int, tuple[int, ...]]:
