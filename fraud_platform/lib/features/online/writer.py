@@ -87,7 +87,9 @@ for _, key in ipairs(KEYS) do
     local card = redis.call('ZCARD', key)
     if card > min_rows then
       local newest = redis.call('ZREVRANGE', key, 0, 0, 'WITHSCORES')
-      local old_rows = redis.call('ZCOUNT', key, '-inf', '(' .. (tonumber(newest[2]) - horizon))
+      -- '%.0f': Lua's tostring ('%.14g') rounds a 16-digit microsecond time to 100 us
+      local cutoff = string.format('%.0f', tonumber(newest[2]) - horizon)
+      local old_rows = redis.call('ZCOUNT', key, '-inf', '(' .. cutoff)
       local removable = math.min(old_rows, card - min_rows)
       if removable > 0 then redis.call('ZREMRANGEBYRANK', key, 0, removable - 1) end
     end
