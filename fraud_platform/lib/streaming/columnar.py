@@ -31,7 +31,12 @@ from fraud_platform.lib.features.online.layout import (
     json_text,
     to_micros,
 )
-from fraud_platform.lib.features.online.scripts import PipelinedScript, resp_bulk, resp_bulk_text
+from fraud_platform.lib.features.online.scripts import (
+    PipelinedScript,
+    keyed_calls,
+    packed_evalsha,
+    resp_bulk,
+)
 from fraud_platform.lib.streaming.plan import ID_COLUMNS, EntityStream
 from fraud_platform.lib.streaming.store import (
     ADD_LUA,
@@ -42,7 +47,7 @@ from fraud_platform.lib.streaming.store import (
 )
 
 ENTITY, AT = "__entity", "__at"
-_ID, _PAYLOAD, _ROW, _CALL = "__id", "__payload", "__row", "__call"
+_ID, _PAYLOAD, _ROW = "__id", "__payload", "__row"
 EVENT_TIME = "event_time"
 
 
@@ -82,7 +87,7 @@ class StreamAdds:
     """One stream's events of a checkpoint: ``rows`` (``ENTITY``, ``_ID``, ``_PAYLOAD`` and the
     stored columns) grouped by entity, ``entities`` (``ENTITY``, ``count``, ``since``,
     ``newest``: first and last event time in microseconds, ``key``, ``pxat``) in that order,
-    and ``calls``: the RESP arguments of its ``ADD_LUA`` calls on a single server."""
+    and ``calls``: its ``ADD_LUA`` calls on a single server (``scripts.keyed_calls``)."""
 
     stream: EntityStream
     rows: pl.DataFrame
@@ -146,19 +151,13 @@ def _entities_query(stream: EntityStream, rows: pl.DataFrame, store_prefix: str)
 
 
 def _calls_query(entities: pl.LazyFrame) -> pl.LazyFrame:
-    """The arguments of ``ADD_LUA`` calls of CHUNK_ENTITIES entities each."""
-    return (
-        entities.with_row_index(_CALL)
-        .group_by(pl.col(_CALL) // CHUNK_ENTITIES, maintain_order=True)
-        .agg(
-            pl.len().alias("keys"),
-            pl.col("count").sum().alias("events_count"),
-            resp_bulk(pl.col("key")).str.join("").alias("key_args"),
-            pl.concat_str([resp_bulk(pl.col("count")), resp_bulk(pl.col("pxat")), pl.col("events")])
-            .str.join("")
-            .alias("args"),
-        )
-        .select("keys", "events_count", "key_args", "args")
+    """The ``keyed_calls`` of ``ADD_LUA`` calls of CHUNK_ENTITIES entities each."""
+    count = pl.col("count")
+    return keyed_calls(
+        entities,
+        call=pl.int_range(pl.len()) // CHUNK_ENTITIES,
+        argc=2 + 2 * count,
+        args=pl.concat_str([resp_bulk(count), resp_bulk(pl.col("pxat")), pl.col("events")]),
     )
 
 
@@ -194,16 +193,6 @@ def cache_rows(adds: StreamAdds, added: pl.Series) -> pl.DataFrame:
     )
 
 
-def _packed_calls(adds: StreamAdds, sha: str) -> list[bytes]:
-    """``adds.calls`` as packed EVALSHA commands."""
-    packed = []
-    for keys, events, key_args, args in adds.calls.iter_rows():
-        arity = 3 + keys + 2 * keys + 2 * events  # EVALSHA sha numkeys, keys, args
-        head = f"*{arity}\r\n$7\r\nEVALSHA\r\n" + resp_bulk_text(sha) + resp_bulk_text(keys)
-        packed.append((head + key_args + args).encode())
-    return packed
-
-
 def add_stream_events(
     client: redis.Redis, all_adds: Sequence[StreamAdds]
 ) -> list[tuple[list[int], list[str]]]:
@@ -218,7 +207,7 @@ def add_stream_events(
     def pack(sha: str) -> list[bytes]:
         packed: list[bytes] = []
         for adds in all_adds:
-            calls = _packed_calls(adds, sha)
+            calls = packed_evalsha(sha, adds.calls)
             counts.append(len(calls))
             packed += calls
         return packed

@@ -42,6 +42,7 @@ from fraud_platform.lib.features.online.writer import write_encoded
 from fraud_platform.lib.features.registry import ENTITY_KEY, FEATURE_TIME, FeatureGroup
 from fraud_platform.lib.features.targeted import SINCE, prepare_events, rows_since_query
 from fraud_platform.lib.ingestion.batch_validation import validate_batch
+from fraud_platform.lib.streaming.cache import EntityCache
 from fraud_platform.lib.streaming.columnar import (
     ENTITY,
     StreamAdds,
@@ -57,7 +58,6 @@ from fraud_platform.lib.streaming.store import read_entities, store_key
 
 _VERSION, _ENTITY = "__version", ENTITY
 MAX_CACHED_EVENTS = 5_000_000  # per entity stream; past it the copy restarts from the stores
-MAX_CACHE_CHUNKS = 64
 # Touched histories up to this size are recomputed whole (``compute_feature_group``), larger
 # ones only at the new rows (``targeted``); both equal the reference bit for bit. Measured
 # (load ~15): 60-event checkpoints cost 335 ms whole vs 402 ms targeted (a targeted query's
@@ -99,7 +99,7 @@ class StreamProcessor:
         self._client = client
         self.plan = stream_plan(groups)
         self._store_prefix = store_prefix
-        self._caches: dict[str, _Cache] = {}
+        self._caches: dict[str, EntityCache] = {}
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="online-writer")
         self._store = ThreadPoolExecutor(max_workers=1, thread_name_prefix="entity-store")
 
@@ -203,9 +203,9 @@ class StreamProcessor:
         from its store. Measured: reading every touched entity back at each checkpoint cost
         ~40% of the worker's time (benchmarks/stream_freshness.py, --profile in a script)."""
         stream = adds.stream
-        cache = self._caches.setdefault(stream.name, _Cache(None, {}))
-        if cache.frame is not None and cache.frame.height > MAX_CACHED_EVENTS:
-            self._caches[stream.name] = cache = _Cache(None, {})
+        cache = self._caches.get(stream.name)
+        if cache is None or cache.height > MAX_CACHED_EVENTS:
+            self._caches[stream.name] = cache = EntityCache()
         reload: list[str] = []
         for entity, version, flag in zip(entities, versions, flags, strict=True):
             # the version before this add: ours, or 0 (the store was empty: it holds just these)
@@ -216,9 +216,6 @@ class StreamProcessor:
         added = added_mask(flags)
         if reload:
             added = added & ~adds.rows[ENTITY].is_in(reload)
-        added_rows = cache_rows(adds, added) if added.any() else None
-        parts = [] if cache.frame is None else [cache.frame]
-        if reload:
             snapshots = read_entities(
                 self._client, [store_key(self._store_prefix, stream.name, e) for e in reload]
             )
@@ -228,26 +225,10 @@ class StreamProcessor:
                 cache.versions[entity] = snapshot.version
                 owners += [entity] * len(snapshot.payloads)
                 payloads += snapshot.payloads
-            if parts:
-                parts = [parts[0].filter(~pl.col(_ENTITY).is_in(reload))]
             rows = orjson.loads(b"[" + b",".join(payloads) + b"]")
-            parts.append(_events_frame(stream, owners, rows))
-        if added_rows is not None:
-            parts.append(added_rows)
-        if not parts:  # nothing added and nothing to read back: no event of these entities
-            parts = [cache_rows(adds, added)]
-        cache.frame = pl.concat(parts, how="vertical") if len(parts) > 1 else parts[0]
-        if cache.frame.n_chunks() > MAX_CACHE_CHUNKS:
-            cache.frame = cache.frame.rechunk()  # a chunk per checkpoint slows every filter
-        return cache.frame.filter(pl.col(_ENTITY).is_in(entities)).drop(_ENTITY)
-
-
-@dataclass
-class _Cache:
-    """A worker's in-memory copy of the entity stores it touched, and their versions."""
-
-    frame: pl.DataFrame | None
-    versions: dict[str, int]
+            cache.replace(reload, _events_frame(stream, owners, rows))
+        cache.add(cache_rows(adds, added))
+        return cache.rows_of(entities)
 
 
 def _events_frame(stream: EntityStream, entities: list[str], rows: list[list[Any]]) -> pl.DataFrame:

@@ -38,6 +38,38 @@ def resp_bulk_text(value: str | int) -> str:
     return f"${len(text.encode())}\r\n{text}\r\n"
 
 
+def keyed_calls(per_key: pl.LazyFrame, call: pl.Expr, argc: pl.Expr, args: pl.Expr) -> pl.LazyFrame:
+    """The script calls of ``per_key`` (one row per key, its ``key`` column), the keys in
+    order, grouped by ``call`` (each key's call number): per call ``keys`` (how many),
+    ``key_args`` (their RESP), ``argc`` and ``args`` (the sum and the RESP of each key's
+    ``argc``/``args``), for ``packed_evalsha``."""
+    return (
+        per_key.with_columns(call.alias("__call"))
+        .group_by("__call", maintain_order=True)
+        .agg(
+            pl.len().alias("keys"),
+            resp_bulk(pl.col("key")).str.join("").alias("key_args"),
+            argc.sum().alias("argc"),
+            args.str.join("").alias("args"),
+        )
+        .select("keys", "key_args", "argc", "args")
+    )
+
+
+def packed_evalsha(
+    sha: str, calls: pl.DataFrame, fixed_args: Sequence[str | int] = ()
+) -> list[bytes]:
+    """``keyed_calls`` as packed ``EVALSHA`` commands (``run_packed``), ``fixed_args`` before
+    each call's own arguments."""
+    fixed = "".join(resp_bulk_text(arg) for arg in fixed_args)
+    packed = []
+    for keys, key_args, argc, args in calls.select("keys", "key_args", "argc", "args").iter_rows():
+        arity = 3 + keys + len(fixed_args) + argc  # EVALSHA sha numkeys, keys, args
+        head = f"*{arity}\r\n$7\r\nEVALSHA\r\n" + resp_bulk_text(sha) + resp_bulk_text(keys)
+        packed.append((head + key_args + fixed + args).encode())
+    return packed
+
+
 def slot_of(key: str) -> int:
     """The cluster hash slot of ``key`` (its ``{hash tag}`` if it has one)."""
     return key_slot(key.encode())

@@ -33,8 +33,9 @@ from fraud_platform.lib.features.online.layout import (
 from fraud_platform.lib.features.online.scripts import (
     PipelinedScript,
     ScriptCall,
+    keyed_calls,
+    packed_evalsha,
     resp_bulk,
-    resp_bulk_text,
     slot_of,
 )
 from fraud_platform.lib.features.registry import ENTITY_KEY, FEATURE_TIME, FeatureGroup
@@ -87,7 +88,9 @@ for _, key in ipairs(KEYS) do
     local card = redis.call('ZCARD', key)
     if card > min_rows then
       local newest = redis.call('ZREVRANGE', key, 0, 0, 'WITHSCORES')
-      local old_rows = redis.call('ZCOUNT', key, '-inf', '(' .. (tonumber(newest[2]) - horizon))
+      -- '%.0f': Lua's tostring ('%.14g') rounds a 16-digit microsecond time to 100 us
+      local cutoff = string.format('%.0f', tonumber(newest[2]) - horizon)
+      local old_rows = redis.call('ZCOUNT', key, '-inf', '(' .. cutoff)
       local removable = math.min(old_rows, card - min_rows)
       if removable > 0 then redis.call('ZREMRANGEBYRANK', key, 0, removable - 1) end
     end
@@ -108,7 +111,7 @@ def _cluster_calls(encoded: pl.DataFrame) -> Iterable[ScriptCall]:
     """Script calls of about CHUNK_ROWS rows each, the rows of one key together (the history
     of a key is trimmed and its expiry moved once per call), for a Redis Cluster: a call never
     spans two hash slots, i.e. it holds the keys of one entity (layout.py's hash tag) or of
-    entities that happen to share a slot. A single server gets ``_packed_calls``."""
+    entities that happen to share a slot. A single server gets ``_calls``."""
     horizon_us = HISTORY_HORIZON // HISTORY_HORIZON.resolution
     keys: list[str] = []
     args: list[str | int] = [horizon_us, HISTORY_MIN_ROWS]
@@ -151,12 +154,12 @@ def _cluster_calls(encoded: pl.DataFrame) -> Iterable[ScriptCall]:
         yield keys, args
 
 
-def _packed_calls(encoded: pl.DataFrame, sha: str) -> list[bytes]:
-    """``_cluster_calls`` on a single server (no slots), packed as EVALSHA commands by polars:
-    whole keys per call until it holds CHUNK_ROWS rows (the last key may pass it), no Python
-    per row."""
+def _calls(encoded: pl.DataFrame) -> pl.DataFrame:
+    """``_cluster_calls`` on a single server (no slots), as ``keyed_calls``: whole keys per
+    call until it holds CHUNK_ROWS rows (the last key may pass it), no Python per row."""
     per_key = (
-        encoded.group_by("key", maintain_order=True)
+        encoded.lazy()
+        .group_by("key", maintain_order=True)
         .agg(
             pl.len().alias("count"),
             pl.col("pxat").max(),
@@ -164,26 +167,14 @@ def _packed_calls(encoded: pl.DataFrame, sha: str) -> list[bytes]:
             .str.join("")
             .alias("rows"),
         )
-        .with_columns(((pl.col("count").cum_sum() - pl.col("count")) // CHUNK_ROWS).alias("call"))
     )
-    calls = per_key.group_by("call", maintain_order=True).agg(
-        pl.len().alias("keys"),
-        pl.col("count").sum().alias("row_count"),
-        resp_bulk(pl.col("key")).str.join("").alias("key_args"),
-        pl.concat_str([resp_bulk(pl.col("count")), resp_bulk(pl.col("pxat")), pl.col("rows")])
-        .str.join("")
-        .alias("row_args"),
-    )
-    horizon_us = HISTORY_HORIZON // HISTORY_HORIZON.resolution
-    fixed = resp_bulk_text(horizon_us) + resp_bulk_text(HISTORY_MIN_ROWS)
-    packed = []
-    for keys, rows, key_args, row_args in calls.select(
-        "keys", "row_count", "key_args", "row_args"
-    ).iter_rows():
-        arity = 3 + keys + 2 + 2 * keys + 3 * rows  # EVALSHA sha numkeys, keys, args
-        head = f"*{arity}\r\n$7\r\nEVALSHA\r\n" + resp_bulk_text(sha) + resp_bulk_text(keys)
-        packed.append((head + key_args + fixed + row_args).encode())
-    return packed
+    count = pl.col("count")
+    return keyed_calls(
+        per_key,
+        call=(count.cum_sum() - count) // CHUNK_ROWS,
+        argc=2 + 3 * count,
+        args=pl.concat_str([resp_bulk(count), resp_bulk(pl.col("pxat")), pl.col("rows")]),
+    ).collect(engine="in-memory")
 
 
 def write_encoded(client: redis.Redis, encoded: pl.DataFrame) -> int:
@@ -202,7 +193,10 @@ def write_encoded(client: redis.Redis, encoded: pl.DataFrame) -> int:
     script = PipelinedScript(client, WRITE_ROWS_LUA)
     if script.cluster:
         return sum(script.run(_cluster_calls(encoded), CLUSTER_CALLS_PER_PIPELINE))
-    return sum(script.run_packed(lambda sha: _packed_calls(encoded, sha), CALLS_PER_PIPELINE))
+    calls = _calls(encoded)
+    horizon_us = HISTORY_HORIZON // HISTORY_HORIZON.resolution
+    fixed = (horizon_us, HISTORY_MIN_ROWS)
+    return sum(script.run_packed(lambda sha: packed_evalsha(sha, calls, fixed), CALLS_PER_PIPELINE))
 
 
 def write_rows(
