@@ -19,7 +19,7 @@ import json
 import statistics
 import time
 from collections import Counter
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -38,6 +38,7 @@ from fraud_platform.settings import Settings
 from fraud_platform.tools.demo_scorer import (
     GatedScorer,
     ScoredReplay,
+    compare_online_offline,
     count_degraded,
     request_body,
 )
@@ -364,28 +365,6 @@ def offline_scores(
     frame = build_training_frame(transactions, group_rows, service)
     values = predict_proba(model, frame)
     return dict(zip(frame["transaction_id"].to_list(), map(float, values), strict=True))
-
-
-def compare_online_offline(
-    online: Mapping[str, float],
-    offline: Mapping[str, float],
-    truth: Mapping[str, str],
-    degraded: Collection[str] = (),
-) -> dict[str, Any]:
-    """The offline backtest's AP on the transactions scored online, and how the scores differ
-    (in all, and among the answers that were not degraded: those must agree)."""
-    ids = [i for i in online if i in offline]
-    labels = [int(i in truth) for i in ids]
-    differences = sorted(abs(online[i] - offline[i]) for i in ids)
-    undegraded = [abs(online[i] - offline[i]) for i in ids if i not in degraded]
-    return {
-        "offline_average_precision": round(average_precision(labels, [offline[i] for i in ids]), 4)
-        if sum(labels)
-        else None,
-        "online_offline_score_max_abs_diff": round(differences[-1], 6) if differences else None,
-        "online_offline_scores_differing": sum(d > 1e-6 for d in differences),
-        "online_offline_undegraded_scores_differing": sum(d > 1e-6 for d in undegraded),
-    }
 
 
 def holdout_events(

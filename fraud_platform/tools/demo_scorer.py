@@ -1,5 +1,6 @@
-"""The real-time replay's scoring thread: held-out transactions sent to ``POST /score`` in
-arrival order, each once the stream worker has applied what was published before it."""
+"""The real-time replay's scoring thread (held-out transactions sent to ``POST /score`` in
+arrival order, each once the stream worker has applied what was published before it) and the
+comparison of what it scored with the offline point-in-time backtest."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import queue
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -16,6 +17,7 @@ import httpx
 
 from fraud_platform.lib.contracts.events import format_timestamp
 from fraud_platform.lib.streaming.applied import AppliedBarrier
+from fraud_platform.lib.training.metrics import average_precision
 
 
 @dataclass
@@ -113,3 +115,25 @@ class GatedScorer:
             self._error = exc
             while self._queue.get() is not None:  # let the publisher finish its loop
                 pass
+
+
+def compare_online_offline(
+    online: Mapping[str, float],
+    offline: Mapping[str, float],
+    truth: Mapping[str, str],
+    degraded: Collection[str] = (),
+) -> dict[str, Any]:
+    """The offline backtest's AP on the transactions scored online, and how the scores differ
+    (in all, and among the answers that were not degraded: those must agree)."""
+    ids = [i for i in online if i in offline]
+    labels = [int(i in truth) for i in ids]
+    differences = sorted(abs(online[i] - offline[i]) for i in ids)
+    undegraded = [abs(online[i] - offline[i]) for i in ids if i not in degraded]
+    return {
+        "offline_average_precision": round(average_precision(labels, [offline[i] for i in ids]), 4)
+        if sum(labels)
+        else None,
+        "online_offline_score_max_abs_diff": round(differences[-1], 6) if differences else None,
+        "online_offline_scores_differing": sum(d > 1e-6 for d in differences),
+        "online_offline_undegraded_scores_differing": sum(d > 1e-6 for d in undegraded),
+    }
