@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import statistics
 import time
-from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -33,14 +31,11 @@ from fraud_platform.lib.features.catalog import FEATURE_GROUPS, USER_TXN_VELOCIT
 from fraud_platform.lib.features.online.layout import HISTORY_HORIZON, online_key, to_micros
 from fraud_platform.lib.kafka.producer import Producer, event_messages
 from fraud_platform.lib.streaming.freshness import FreshnessProbe, percentile
-from fraud_platform.lib.training.metrics import average_precision, roc_auc
 from fraud_platform.settings import Settings
 from fraud_platform.tools.demo_scorer import (
     GatedScorer,
     ScoredReplay,
     compare_online_offline,
-    count_degraded,
-    request_body,
 )
 
 Say = Callable[[str], None]
@@ -242,31 +237,18 @@ def replay_in_real_time(
         if barrier is not None:
             barrier.close()
     seen, never = probe.stop()
-    ids = list(result.scores)
-    labels = [int(i in truth) for i in ids]
-    values = [result.scores[i] for i in ids]
-    ordered, waits = sorted(result.latencies_ms), sorted(result.gate_waits_ms)
+    waits = sorted(result.gate_waits_ms)
     summary = {
         "replay_mode": "real time" if producer is not None else "scored only (already published)",
         "replay_events_published": 0 if producer is None else len(events),
         "replay_rate_events_per_s": round(len(events) / publish_s) if producer else None,
-        "scored": len(ids),
-        "decisions": dict(result.decisions),
-        "degraded": result.degraded,
-        "degraded_reasons": dict(result.reasons.most_common(3)),
-        "score_p50_ms": round(statistics.median(ordered), 3) if ordered else None,
-        "score_p99_ms": round(percentile(ordered, 0.99) or 0, 3) if ordered else None,
+        **result.summary(truth),
         "applied_wait_p50_ms": _round(percentile(waits, 0.5)),
         "applied_wait_p99_ms": _round(percentile(waits, 0.99)),
         "online_freshness_p50_ms": _round(percentile(seen, 0.5)),
         "online_freshness_p99_ms": _round(percentile(seen, 0.99)),
         "online_freshness_samples": len(seen),
         "online_freshness_never_seen": never,
-        "replay_frauds": sum(labels),
-        "replay_auc": round(roc_auc(labels, values), 4) if 0 < sum(labels) < len(labels) else None,
-        "replay_average_precision": round(average_precision(labels, values), 4)
-        if sum(labels)
-        else None,
     }
     return summary, result
 
@@ -294,40 +276,14 @@ def snapshot_replay(
     """Send held-out transactions to ``/score`` one by one against the online store as the
     batch path left it (the default demo); latency measured client-side."""
     url = f"http://127.0.0.1:{settings.service_port}/score"
-    latencies: list[float] = []
-    decisions: dict[str, int] = {}
-    scores: list[float] = []
-    labels: list[int] = []
-    degraded, reasons = 0, Counter[str]()
+    result = ScoredReplay()
     store = online_store_state(settings)
     with httpx.Client(timeout=10) as client:
         for index, txn in enumerate(transactions, start=1):
-            started = time.perf_counter()
-            response = client.post(url, json=request_body(txn))
-            latencies.append((time.perf_counter() - started) * 1000)
-            response.raise_for_status()
-            answer = response.json()
-            decisions[answer["decision"]] = decisions.get(answer["decision"], 0) + 1
-            degraded += count_degraded(answer, reasons)
-            scores.append(float(answer["score"]))
-            labels.append(int(txn["transaction_id"] in truth))
+            result.score(client, url, txn)
             if index % 500 == 0:
                 say(f"  scored {index:,}/{len(transactions):,}")
-    ordered = sorted(latencies)
-    return {
-        "scored": len(latencies),
-        "decisions": decisions,
-        "degraded": degraded,
-        "degraded_reasons": dict(reasons.most_common(3)),
-        **store,
-        "score_p50_ms": round(statistics.median(ordered), 3),
-        "score_p99_ms": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], 3),
-        "replay_frauds": sum(labels),
-        "replay_auc": round(roc_auc(labels, scores), 4) if 0 < sum(labels) < len(labels) else None,
-        "replay_average_precision": round(average_precision(labels, scores), 4)
-        if sum(labels)
-        else None,
-    }
+    return {**result.summary(truth), **store}
 
 
 def _round(value: float | None) -> float | None:

@@ -5,6 +5,7 @@ comparison of what it scored with the offline point-in-time backtest."""
 from __future__ import annotations
 
 import queue
+import statistics
 import threading
 import time
 from collections import Counter, deque
@@ -17,21 +18,57 @@ import httpx
 
 from fraud_platform.lib.contracts.events import format_timestamp
 from fraud_platform.lib.streaming.applied import AppliedBarrier
-from fraud_platform.lib.training.metrics import average_precision
+from fraud_platform.lib.streaming.freshness import percentile
+from fraud_platform.lib.training.metrics import average_precision, roc_auc
 
 
 @dataclass
 class ScoredReplay:
-    """What the scoring thread saw: scores by transaction, decisions, degraded answers, the
-    client-side latency of each request and each transaction's wait for the stream worker."""
+    """What a replay's ``POST /score`` calls answered: scores by transaction, decisions, the
+    degraded answers and why, the client-side latency of each request and (real time) each
+    transaction's wait for the stream worker."""
 
     scores: dict[str, float] = field(default_factory=dict)
     decisions: Counter[str] = field(default_factory=Counter)
-    degraded: int = 0
     degraded_ids: set[str] = field(default_factory=set)
     reasons: Counter[str] = field(default_factory=Counter)
     latencies_ms: list[float] = field(default_factory=list)
     gate_waits_ms: list[float] = field(default_factory=list)
+
+    def score(self, http: httpx.Client, url: str, txn: Mapping[str, Any]) -> None:
+        """Send ``txn`` to ``url`` and record the answer."""
+        sent = time.perf_counter()
+        response = http.post(url, json=request_body(txn))
+        self.latencies_ms.append((time.perf_counter() - sent) * 1000)
+        response.raise_for_status()
+        answer = response.json()
+        self.scores[txn["transaction_id"]] = float(answer["score"])
+        self.decisions[answer["decision"]] += 1
+        if answer.get("degraded"):
+            self.degraded_ids.add(txn["transaction_id"])
+            self.reasons[str(answer.get("degraded_reason"))] += 1
+
+    def summary(self, truth: Mapping[str, str]) -> dict[str, Any]:
+        """The figures every replay reports: decisions, degraded answers, client latency, and
+        AUC / AP against ``truth`` (the frauds' transaction ids)."""
+        ids = list(self.scores)
+        labels = [int(i in truth) for i in ids]
+        values = [self.scores[i] for i in ids]
+        ordered = sorted(self.latencies_ms)
+        frauds = sum(labels)
+        return {
+            "scored": len(ids),
+            "decisions": dict(self.decisions),
+            "degraded": len(self.degraded_ids),
+            "degraded_reasons": dict(self.reasons.most_common(3)),
+            "score_p50_ms": round(statistics.median(ordered), 3) if ordered else None,
+            "score_p99_ms": round(percentile(ordered, 0.99) or 0, 3) if ordered else None,
+            "replay_frauds": frauds,
+            "replay_auc": round(roc_auc(labels, values), 4) if 0 < frauds < len(labels) else None,
+            "replay_average_precision": round(average_precision(labels, values), 4)
+            if frauds
+            else None,
+        }
 
 
 def request_body(txn: Mapping[str, Any]) -> dict[str, Any]:
@@ -40,13 +77,6 @@ def request_body(txn: Mapping[str, Any]) -> dict[str, Any]:
         for k, v in txn.items()
         if k != "schema_version"
     }
-
-
-def count_degraded(answer: Mapping[str, Any], reasons: Counter[str]) -> bool:
-    if answer.get("degraded"):
-        reasons[str(answer.get("degraded_reason"))] += 1
-        return True
-    return False
 
 
 class GatedScorer:
@@ -74,7 +104,10 @@ class GatedScorer:
         self._queue.put((txn, published_before))
 
     def oldest_waiting(self) -> datetime | None:
-        """The event time of the oldest transaction submitted and not yet scored."""
+        """The event time of the oldest transaction submitted and not yet scored (raises what
+        stopped the thread: its queue would never drain)."""
+        if self._error is not None:
+            raise RuntimeError("the replay's scoring thread stopped") from self._error
         try:
             return self._waiting[0]
         except IndexError:
@@ -96,16 +129,7 @@ class GatedScorer:
                     if self._barrier is not None:
                         waited = self._barrier.wait_through(published_before)
                         result.gate_waits_ms.append(waited * 1000)
-                    sent = time.perf_counter()
-                    response = http.post(self._url, json=request_body(txn))
-                    result.latencies_ms.append((time.perf_counter() - sent) * 1000)
-                    response.raise_for_status()
-                    answer = response.json()
-                    result.scores[txn["transaction_id"]] = float(answer["score"])
-                    result.decisions[answer["decision"]] += 1
-                    if count_degraded(answer, result.reasons):
-                        result.degraded += 1
-                        result.degraded_ids.add(txn["transaction_id"])
+                    result.score(http, self._url, txn)
                     self._waiting.popleft()
                     if len(result.scores) % 500 == 0:
                         self._say(

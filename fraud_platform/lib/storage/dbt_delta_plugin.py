@@ -22,6 +22,8 @@ mapping), local files, every file under its ``column=value`` partition folders, 
 
 from __future__ import annotations
 
+import functools
+import operator
 from datetime import timedelta
 from typing import Any
 from urllib.parse import unquote
@@ -39,8 +41,8 @@ _TIMESTAMP_SLACK = timedelta(milliseconds=1)
 
 
 def _range_guarantees(table: DeltaTable, schema: pa.Schema) -> dict[str, pc.Expression]:
-    """Per file (its path relative to the table root, as ``file_uris`` spells it): ``min <= column <= max`` for each of
-    ``_RANGE_COLUMNS`` the file has statistics for and no nulls in."""
+    """Per file (its path relative to the table root, as ``file_uris`` spells it):
+    ``min <= column <= max`` for each of ``_RANGE_COLUMNS`` it has statistics and no nulls for."""
     columns = [name for name in _RANGE_COLUMNS if name in schema.names]
     if not columns:
         return {}
@@ -58,10 +60,7 @@ def _range_guarantees(table: DeltaTable, schema: pa.Schema) -> dict[str, pc.Expr
             field = pc.field(name)
             terms += [field >= pa.scalar(low, kind), field <= pa.scalar(high, kind)]
         if terms:
-            guarantee = terms[0]
-            for term in terms[1:]:
-                guarantee = guarantee & term
-            guarantees[unquote(action["path"])] = guarantee
+            guarantees[unquote(action["path"])] = functools.reduce(operator.and_, terms)
     return guarantees
 
 

@@ -1,7 +1,7 @@
 """Wait until a consumer group has applied every message published before a given one.
 
 The real-time demo publishes the held-out days about 3,000 times faster than they happened, so
-a second of stream freshness would hide half an hour of event time from each lookup. A deployment
+a second of stream freshness would hide most of an hour of event time from each lookup. A deployment
 running at the real rate sees, at a transaction, every earlier event of its entities (they are
 minutes apart, freshness is under a second). ``AppliedBarrier`` lets the replay score a
 transaction only once the stream worker has committed (so applied: its sink flushes before the
