@@ -6,7 +6,8 @@ of work) only to rewrite rows the batch snapshot already holds. Bronze knows exa
 batch path has ingested: its Delta log records, per partition, the next offset to read, in the
 same commit as the rows. So from ONE bronze version per topic:
 
-1. the entity stores are seeded with the events the stream keeps (``retention`` before now),
+1. the entity stores are seeded with the events the stream keeps (every event of each entity
+   whose newest event is within ``retention`` of now),
    in partition and offset order (the first copy of an event id wins, as in silver and as the
    worker would have stored them), without computing rows: the snapshot has them;
 2. the group's offsets are set to the recorded positions: the worker starts at the first event
@@ -29,11 +30,12 @@ from confluent_kafka import Consumer, TopicPartition
 from fraud_platform.lib.ingestion.bronze import positions_at
 from fraud_platform.lib.kafka.admin import admin_config
 from fraud_platform.lib.storage.delta import DeltaStore
-from fraud_platform.lib.streaming.plan import ID_COLUMNS
+from fraud_platform.lib.streaming.plan import ID_COLUMNS, EntityStream
 from fraud_platform.lib.streaming.processor import StreamProcessor
 from fraud_platform.names import bronze_table
 
 SEED_CHUNK = 20_000  # events per seeding call: bounded memory for the record dicts
+_SEED = "__seed_stream_"  # per stream: whether the event is seeded into that stream's stores
 
 
 @dataclass
@@ -83,6 +85,17 @@ def bronze_position(store: DeltaStore, topic: str) -> tuple[int | None, dict[int
     return table.version(), positions_at(table, topic)
 
 
+def _kept(stream: EntityStream, now: datetime) -> pl.Expr:
+    """True for every event of an entity whose newest event is within ``stream.retention`` of
+    ``now``: what a worker that had run all along would hold (a store expires only after its
+    entity's newest event, so it keeps old events the lifetime features read, such as the last
+    password change a month ago, and the batch path counts them too)."""
+    keys = [pl.col(k) for k in stream.join_keys]
+    present = pl.all_horizontal([k.is_not_null() & (k.cast(pl.String) != "") for k in keys])
+    newest = pl.col(stream.time_column).max().over(keys)
+    return present & (newest >= now - stream.retention)
+
+
 def _records(frame: pl.DataFrame) -> list[dict]:
     """Bronze rows as the worker's records: empty ids as missing (``parse_events``)."""
     present = [c for c in ID_COLUMNS if c in frame.columns]
@@ -116,21 +129,23 @@ def bootstrap_group(
         commits += [TopicPartition(name, p, o) for p, o in sorted(positions.items())]
         if version is None:
             continue
-        retention = max(s.retention for s in processor.plan if s.topic == contract)
-        time_column = next(s.time_column for s in processor.plan if s.topic == contract)
+        streams = [s for s in processor.plan if s.topic == contract]
         rows = (
             pl.scan_delta(
                 store.uri(bronze_table(name)),
                 version=version,
                 storage_options=dict(store.storage_options) or None,
             )
-            .filter(pl.col(time_column) >= now - retention)
+            .with_columns(_kept(s, now).alias(f"{_SEED}{i}") for i, s in enumerate(streams))
+            .filter(pl.any_horizontal(pl.col(f"{_SEED}{i}") for i in range(len(streams))))
             .sort("_partition", "_offset")
             .collect()
         )
         seeded = 0
+        masks = [f"{_SEED}{i}" for i in range(len(streams))]
         for chunk in rows.iter_slices(SEED_CHUNK):
-            seeded += processor.seed(contract, _records(chunk))
+            keep = {s.name: chunk[mask] for s, mask in zip(streams, masks, strict=True)}
+            seeded += processor.seed(contract, _records(chunk.drop(masks)), keep)
         result.seeded_events[contract] = seeded
     if commits:
         _commit(bootstrap, consumer_group, commits)

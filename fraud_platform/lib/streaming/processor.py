@@ -148,14 +148,29 @@ class StreamProcessor:
                 stats.rows_written += future.result()
         stats.seconds += time.perf_counter() - started
 
-    def seed(self, topic: str, records: list[dict[str, Any]]) -> int:
+    def seed(
+        self,
+        topic: str,
+        records: list[dict[str, Any]],
+        keep: Mapping[str, pl.Series] | None = None,
+    ) -> int:
         """Add already-applied events of ``topic`` to the entity stores without computing rows
-        (``bootstrap``: the batch path already wrote their rows); returns events stored."""
+        (``bootstrap``: the batch path already wrote their rows); ``keep``: per stream name, a
+        mask of the records that stream stores (default: all). Returns events stored."""
         if not records:
             return 0
         streams = self._streams(topic)
         events = records_frame(streams, records)
-        adds = stream_adds(streams, events, self._store_prefix)
+        if keep is None:
+            adds = stream_adds(streams, events, self._store_prefix)
+        else:
+            adds = [
+                add
+                for stream in streams
+                for add in stream_adds(
+                    [stream], events.filter(keep[stream.name]), self._store_prefix
+                )
+            ]
         replies = add_stream_events(self._client, adds)
         return sum(flag.count("1") for _, flags in replies for flag in flags)
 
