@@ -51,7 +51,7 @@ class DemoConfig:
     seed: int = 7
     holdout_days: int = 2
     replay_limit: int = 2000
-    realtime: bool = False  # publish the held-out period while the stream worker runs
+    realtime: bool = True  # publish the held-out period while the stream worker runs
     replay_rate: int = 400  # held-out events published per second (realtime)
 
 

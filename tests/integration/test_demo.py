@@ -42,7 +42,7 @@ def _demo(env: dict[str, str], *options: str) -> dict:
         [
             str(Path(sys.executable).parent / "fraud-platform"),
             "demo",
-            *(options or ("--days", "24", "--users", "400", "--replay-limit", "150")),
+            *(options or ("--snapshot", "--days", "24", "--users", "400", "--replay-limit", "150")),
         ],
         cwd=ROOT,
         env=env,
@@ -132,13 +132,13 @@ def test_demo_runs_end_to_end_and_a_second_run_adds_nothing(
 def test_realtime_demo_streams_the_held_out_period_and_the_batch_path_catches_up(
     demo_env: dict[str, str],
 ) -> None:
-    """``demo --realtime``: the stream worker starts where bronze stands, the held-out period
-    is published while it runs and scored as it arrives, then the batch path catches up, and
-    the online scores equal the offline point-in-time backtest's."""
+    """``demo`` (real time by default): the stream worker starts where bronze stands, the
+    held-out period is published while it runs and scored as it arrives, then the batch path
+    catches up, and the online scores equal the offline point-in-time backtest's."""
     summary = _demo(
         demo_env,
         *("--days", "24", "--users", "300", "--replay-limit", "100"),
-        *("--realtime", "--replay-rate", "300"),
+        *("--replay-rate", "300"),
     )
     assert summary["replay_mode"] == "real time"
     assert summary["stream_started_from"] == "bronze"
