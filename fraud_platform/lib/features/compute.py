@@ -20,6 +20,7 @@ from fraud_platform.lib.features.registry import (
 
 KEY_SEPARATOR = "|"
 _TIEBREAK = "__tiebreak"
+LIFETIME_SPAN = "__lifetime_span"
 # How an event was delivered, not what it says: a re-delivery raises silver's delivery_count
 # (the first copy's other columns stay), and must not reorder events (defs/features/changed.py
 # recomputes only the entities with newly ingested events).
@@ -127,6 +128,27 @@ def _helper_columns(feature: Feature) -> list[str]:
     return [name for name in names if name != feature.name]
 
 
+def lifetime_gap(group: FeatureGroup) -> timedelta:
+    """How long an entity may go without an event of the group's source before its lifetime
+    aggregates start again from nothing: the group's TTL, or its longest window if longer.
+
+    Why lifetime aggregates restart at all: the online path forgets an entity after that long
+    (its rows expire with the TTL, the stream worker's store of its events with the longest TTL
+    or window: ``streaming/plan.py``), so an entity back after such a gap has only its new
+    events there. The offline rows follow the same rule, or training would see a device's count
+    from a year ago that serving cannot know (a device unused for the 90-day TTL is new again,
+    as its lookups already said)."""
+    windows = [f.window for f in group.features if f.window is not None]
+    return max([group.ttl, *windows])
+
+
+def lifetime_span(gap: timedelta) -> pl.Expr:
+    """Per entity, over events sorted by (entity, time): how many gaps of ``gap`` or longer
+    came before each event; lifetime aggregates run within one (entity, span)."""
+    restarts = (pl.col(FEATURE_TIME).diff().over(ENTITY_KEY) >= gap).fill_null(False)
+    return restarts.cast(pl.Int32).cum_sum().over(ENTITY_KEY).alias(LIFETIME_SPAN)
+
+
 def _lifetime_agg(feature: Feature) -> pl.Expr:
     value = _masked(feature)
     if feature.function == "count":
@@ -143,7 +165,7 @@ def _lifetime_agg(feature: Feature) -> pl.Expr:
         expr = value.fill_null(0).cum_sum() / value.is_not_null().cast(pl.Int64).cum_sum()
     else:
         raise ValueError(f"{feature.name}: {feature.function} has no lifetime form")
-    return expr.over(ENTITY_KEY).alias(feature.name)
+    return expr.over(ENTITY_KEY, LIFETIME_SPAN).alias(feature.name)
 
 
 def _cast(feature: Feature) -> pl.Expr:
@@ -198,9 +220,9 @@ def feature_group_query(group: FeatureGroup, source: pl.DataFrame | pl.LazyFrame
         )
     if exprs.lifetime:
         frames.append(
-            events.select(ENTITY_KEY, FEATURE_TIME, *exprs.lifetime).unique(
-                subset=[ENTITY_KEY, FEATURE_TIME], keep="last", maintain_order=True
-            )
+            events.with_columns(lifetime_span(lifetime_gap(group)))
+            .select(ENTITY_KEY, FEATURE_TIME, *exprs.lifetime)
+            .unique(subset=[ENTITY_KEY, FEATURE_TIME], keep="last", maintain_order=True)
         )
 
     rows = events.select(ENTITY_KEY, FEATURE_TIME, *keys).unique(

@@ -7,7 +7,9 @@ every windowed feature. A lifetime aggregate depends on all of the entity's hist
 at ``start`` is the value of the entity's last row before ``start`` (for count, max, min and
 last the value IS the state), so a range continues from that state exactly:
 count = state + count since, max = max(state, max since), min likewise, last = last since or
-state. Results equal the whole-history computation row for row (tests/unit/features).
+state, until the entity's first gap of ``compute.lifetime_gap`` within the range (there the
+whole history restarts too). Results equal the whole-history computation row for row
+(tests/unit/features).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from datetime import datetime, timedelta
 
 import polars as pl
 
-from fraud_platform.lib.features.compute import compute_feature_group
+from fraud_platform.lib.features.compute import compute_feature_group, lifetime_gap
 from fraud_platform.lib.features.registry import (
     ENTITY_KEY,
     FEATURE_TIME,
@@ -27,6 +29,7 @@ from fraud_platform.lib.features.registry import (
 
 CHECKPOINTABLE = frozenset({"count", "max", "min", "last"})
 STATE_SUFFIX = "__state"
+_STATE_TIME = "__state_time"
 
 
 def longest_window(group: FeatureGroup) -> timedelta:
@@ -111,10 +114,26 @@ def compute_rows_from(
             dataclasses.replace(group, features=tuple(lifetime)), source.filter(at >= start)
         ).select(ENTITY_KEY, FEATURE_TIME, *[f.name for f in lifetime])
         known = state.select(
-            ENTITY_KEY, *[pl.col(f.name).alias(f.name + STATE_SUFFIX) for f in lifetime]
+            ENTITY_KEY,
+            pl.col(FEATURE_TIME).alias(_STATE_TIME),
+            *[pl.col(f.name).alias(f.name + STATE_SUFFIX) for f in lifetime],
         )
-        continued = since.join(known, on=ENTITY_KEY, how="left").select(
-            ENTITY_KEY, FEATURE_TIME, *[_continued(f) for f in lifetime]
+        # the state carries on until the entity's first gap of lifetime_gap (compute.py): from
+        # the first row after one, the range's own aggregates are the whole history's
+        previous = pl.col(FEATURE_TIME).shift(1).over(ENTITY_KEY).fill_null(pl.col(_STATE_TIME))
+        restarted = ((pl.col(FEATURE_TIME) - previous) >= lifetime_gap(group)).fill_null(False)
+        carried = restarted.cast(pl.Int8).cum_max().over(ENTITY_KEY) == 0
+        continued = (
+            since.join(known, on=ENTITY_KEY, how="left")
+            .sort(ENTITY_KEY, FEATURE_TIME)
+            .select(
+                ENTITY_KEY,
+                FEATURE_TIME,
+                *[
+                    pl.when(carried).then(_continued(f)).otherwise(pl.col(f.name)).alias(f.name)
+                    for f in lifetime
+                ],
+            )
         )
         rows = rows.drop([f.name for f in lifetime], strict=False).join(
             continued, on=[ENTITY_KEY, FEATURE_TIME], how="left"

@@ -35,6 +35,8 @@ from fraud_platform.lib.features.compute import (
     _window_aggs,
     entity_key_expr,
     features_by_window,
+    lifetime_gap,
+    lifetime_span,
 )
 from fraud_platform.lib.features.registry import ENTITY_KEY, FEATURE_TIME, Feature, FeatureGroup
 
@@ -104,7 +106,9 @@ def rows_since_query(
     for window, features in windows.items():
         rows = rows.join(_window_rows(indexed, points, window, features), on=_ROW, how="left")
     if lifetime:
-        values = indexed.select(_INDEX, *[_lifetime_agg(f) for f in lifetime])
+        values = indexed.with_columns(lifetime_span(lifetime_gap(group))).select(
+            _INDEX, *[_lifetime_agg(f) for f in lifetime]
+        )
         at_high = points.select(_ROW, _HIGH).join(values, left_on=_HIGH, right_on=_INDEX)
         rows = rows.join(at_high.drop(_HIGH), on=_ROW, how="left")
     return rows.select(ENTITY_KEY, *keys, FEATURE_TIME, *[_cast(f) for f in group.features]).sort(
