@@ -31,6 +31,20 @@ pytestmark = [
 ]
 
 
+def _history_in_bronze(stream_rig: StreamRig, history: list, tmp_path: Path) -> DeltaStore:
+    """``history`` produced and ingested into bronze (the batch path's part before a bootstrap)."""
+    stream_rig.produce(history)
+    store = DeltaStore(str(tmp_path / "delta"))
+    for contract in (TRANSACTIONS, ACCOUNT_EVENTS):
+        ingest_backlog(
+            stream_rig.topics[contract],
+            bootstrap=stream_rig.bootstrap,
+            store=store,
+            contract=contract,
+        )
+    return store
+
+
 def test_a_new_group_starts_at_bronze_with_seeded_stores_and_exact_rows(
     stream_rig: StreamRig, redis_client: redis.Redis, tmp_path: Path
 ) -> None:
@@ -42,15 +56,7 @@ def test_a_new_group_starts_at_bronze_with_seeded_stores_and_exact_rows(
         span=timedelta(minutes=35),
     )
     history, new = events[:1000], events[1000:]
-    stream_rig.produce(history)
-    store = DeltaStore(str(tmp_path / "delta"))
-    for contract in (TRANSACTIONS, ACCOUNT_EVENTS):
-        ingest_backlog(
-            stream_rig.topics[contract],
-            bootstrap=stream_rig.bootstrap,
-            store=store,
-            contract=contract,
-        )
+    store = _history_in_bronze(stream_rig, history, tmp_path)
     # the batch path's online snapshot of the history (each entity's latest row)
     for group in (g for g in FEATURE_GROUPS if g.stream):
         source = records_frame(stream_rig.sent[SILVER_TOPICS[group.source]])
@@ -103,15 +109,7 @@ def test_seeding_keeps_every_event_of_an_entity_still_within_retention(
         start=real_now - timedelta(minutes=40),
         span=timedelta(minutes=35),
     )
-    stream_rig.produce(history)
-    store = DeltaStore(str(tmp_path / "delta"))
-    for contract in (TRANSACTIONS, ACCOUNT_EVENTS):
-        ingest_backlog(
-            stream_rig.topics[contract],
-            bootstrap=stream_rig.bootstrap,
-            store=store,
-            contract=contract,
-        )
+    store = _history_in_bronze(stream_rig, history, tmp_path)
     processor = StreamProcessor(
         redis_client, FEATURE_GROUPS, store_prefix=f"test:{stream_rig.prefix}"
     )
