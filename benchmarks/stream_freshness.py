@@ -159,6 +159,8 @@ def _profile(n: int = 20_000, batch: int = 2_000) -> None:
         users=2000,
     )
     profiler = cProfile.Profile()
+    client.config_resetstat()  # a private redis-server: commandstats of this run only
+    redis_cpu = _redis_cpu_seconds(client)
     started = time.perf_counter()
     try:
         profiler.enable()
@@ -171,10 +173,29 @@ def _profile(n: int = 20_000, batch: int = 2_000) -> None:
     finally:
         _delete_matching(client, f"*{prefix}*")
     seconds = time.perf_counter() - started
+    redis_cpu = _redis_cpu_seconds(client) - redis_cpu
+    stats = client.info("commandstats")
     out = io.StringIO()
     pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(15)
     print(out.getvalue())
-    print(json.dumps({"events": n, "batch": batch, "events_per_s": round(n / seconds)}))
+    # Lua's redis.call()s are counted per command (EVALSHA's time includes them)
+    calls = {k.removeprefix("cmdstat_"): v["calls"] / n for k, v in stats.items()}
+    print(json.dumps({k: round(v, 2) for k, v in sorted(calls.items()) if v >= 0.01}))
+    print(
+        json.dumps(
+            {
+                "events": n,
+                "batch": batch,
+                "events_per_s": round(n / seconds),
+                "redis_cpu_us_per_event": round(redis_cpu / n * 1e6, 1),
+            }
+        )
+    )
+
+
+def _redis_cpu_seconds(client: redis.Redis) -> float:
+    info = client.info("cpu")
+    return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
 
 
 def main() -> None:
@@ -188,7 +209,8 @@ def main() -> None:
     parser.add_argument(
         "--profile",
         action="store_true",
-        help="only: cProfile of the worker's processing (in-process, no broker), top 15",
+        help="only: cProfile of the worker's processing (in-process, no broker), top 15, and"
+        " Redis calls and CPU per event (resets the server's commandstats)",
     )
     args = parser.parse_args()
     if args.profile:

@@ -31,7 +31,7 @@ import orjson
 import polars as pl
 import redis
 
-from fraud_platform.lib.features.compute import feature_group_query
+from fraud_platform.lib.features.compute import entity_key_expr, feature_group_query
 from fraud_platform.lib.features.online.layout import (
     HISTORY_HORIZON,
     HISTORY_MIN_ROWS,
@@ -44,6 +44,7 @@ from fraud_platform.lib.features.targeted import SINCE, prepare_events, rows_sin
 from fraud_platform.lib.ingestion.batch_validation import validate_batch
 from fraud_platform.lib.streaming.cache import EntityCache
 from fraud_platform.lib.streaming.columnar import (
+    AT,
     ENTITY,
     StreamAdds,
     add_stream_events,
@@ -53,7 +54,7 @@ from fraud_platform.lib.streaming.columnar import (
     records_frame,
     stream_adds,
 )
-from fraud_platform.lib.streaming.plan import EntityStream, stream_plan
+from fraud_platform.lib.streaming.plan import EntityStream, StreamView, stream_plan
 from fraud_platform.lib.streaming.store import read_entities, store_key
 
 _VERSION, _ENTITY = "__version", ENTITY
@@ -188,23 +189,35 @@ class StreamProcessor:
                 adds.entities["since"].alias(SINCE),
             ]
         )
-        if frame.height <= WHOLE_HISTORY_MAX_EVENTS:
-            rows = [feature_group_query(group, frame) for group in stream.groups]
-        else:
-            events = prepare_events(stream.groups[0], frame)  # the groups share the order
-            rows = [rows_since_query(group, events, touched) for group in stream.groups]
-        # encoded in the same query, all groups in one write (a pipeline round trip and a
-        # polars call per group before). In memory: under polars' "auto" engine some of these
-        # small queries ran on the streaming engine, whose threads took ~23% of the worker's
-        # CPU (317 -> 260 µs per event in one comparison, issue 12's note).
-        encoded = pl.collect_all(
-            [
-                encode_query(group, _rows_to_write(query, touched), pl.col(_VERSION))
-                for group, query in zip(stream.groups, rows, strict=True)
-            ],
-            engine="in-memory",
-        )
-        checked = [check_encoded(g, e) for g, e in zip(stream.groups, encoded, strict=True)]
+        views = [(v, touched) for v in stream.views if v.join_keys == stream.join_keys]
+        derived = [v for v in stream.views if v.join_keys != stream.join_keys]
+        if derived:
+            found = pl.collect_all([_view_touched(v, adds, touched) for v in derived])
+            views += [(v, t) for v, t in zip(derived, found, strict=True) if t.height]
+        whole = frame.height <= WHOLE_HISTORY_MAX_EVENTS
+        groups: list[FeatureGroup] = []
+        queries: list[pl.LazyFrame] = []
+        for view, view_touched in views:
+            source = frame if view.columns == stream.columns else frame.select(view.columns)
+            if whole:
+                if view.join_keys != stream.join_keys:  # only the touched (user, x) pairs
+                    keys = view_touched[ENTITY_KEY].implode()
+                    source = source.lazy().filter(entity_key_expr(view.join_keys).is_in(keys))
+                rows = [feature_group_query(group, source) for group in view.groups]
+            else:
+                events = prepare_events(view.groups[0], source)  # the groups share the order
+                rows = [rows_since_query(group, events, view_touched) for group in view.groups]
+            groups += view.groups
+            # encoded in the same query, all groups in one write (a pipeline round trip and a
+            # polars call per group before). In memory: under polars' "auto" engine some of
+            # these small queries ran on the streaming engine, whose threads took ~23% of the
+            # worker's CPU (317 -> 260 µs per event in one comparison, issue 12's note).
+            queries += [
+                encode_query(group, _rows_to_write(query, view_touched), pl.col(_VERSION))
+                for group, query in zip(view.groups, rows, strict=True)
+            ]
+        encoded = pl.collect_all(queries, engine="in-memory")
+        checked = [check_encoded(g, e) for g, e in zip(groups, encoded, strict=True)]
         return self._writer.submit(write_encoded, self._client, pl.concat(checked))
 
     def _update_cache(
@@ -261,6 +274,22 @@ def _events_frame(stream: EntityStream, entities: list[str], rows: list[list[Any
     return frame.with_columns(
         pl.col(stream.time_column).cast(pl.Datetime("us", "UTC")),
         pl.Series(_ENTITY, entities, dtype=pl.String),
+    )
+
+
+def _view_touched(view: StreamView, adds: StreamAdds, touched: pl.DataFrame) -> pl.LazyFrame:
+    """``touched`` (``ENTITY_KEY``, ``_VERSION``, ``SINCE``) of a view whose entity extends the
+    stream's (``user_device`` of ``user``): its entities among the added events, each with its
+    earliest event time and the version of the stream entity holding it (a superset of its
+    events, so the versions of its rows grow with what was known)."""
+    versions = touched.lazy().select(pl.col(ENTITY_KEY).alias(ENTITY), pl.col(_VERSION))
+    return (
+        adds.rows.lazy()
+        .filter(pl.all_horizontal(pl.col(k).is_not_null() for k in view.join_keys))
+        .group_by(entity_key_expr(view.join_keys), maintain_order=True)
+        .agg(pl.col(ENTITY).first(), pl.col(AT).min().alias(SINCE))
+        .join(versions, on=ENTITY, how="inner")
+        .select(ENTITY_KEY, _VERSION, SINCE)
     )
 
 

@@ -1,6 +1,8 @@
-"""Each entity's events, kept in Redis for the stream worker: one hash per (topic, entity).
+"""Each entity's events, kept in Redis for the stream worker: one hash per (topic, entity) of
+each ``plan.EntityStream`` (views whose entity extends the stream's, ``user_device`` of
+``user``, read the stream's store).
 
-Key: ``fps:1:{<topic>:<entity kind>:<entity key>}`` (a hash tag: one slot per entity). Fields:
+Key: ``fps:2:{<topic>:<entity kind>:<entity key>}`` (a hash tag: one slot per entity). Fields:
 ``<event id>`` -> the event's stored columns as a JSON array (``plan.EntityStream.columns``),
 ``#n`` -> how many events were ever added (the entity's version).
 
@@ -30,7 +32,7 @@ import redis
 
 from fraud_platform.lib.features.online.scripts import PipelinedScript, key_chunks
 
-STORE_LAYOUT_VERSION = 1
+STORE_LAYOUT_VERSION = 2  # 2: one store per stream of views (plan.py), not per view
 VERSION_FIELD = "#n"
 CHUNK_ENTITIES = 200
 

@@ -33,7 +33,21 @@ def test_stream_plan_maintains_every_stream_group_and_no_batch_only_one() -> Non
     user_txn = by_name["transactions:user"]
     # what the two velocity versions read, and the longest of their TTLs and windows
     assert set(user_txn.columns) >= {"event_time", "transaction_id", "amount", "channel"}
-    assert user_txn.retention.days == 30
+    # views of entities extending the user's read the user's store: one copy per event, kept
+    # for the longest TTL or window of all of them (user_counterparty_history_v1: 180 days)
+    assert [v.entity_name for v in user_txn.views] == [
+        "user",
+        "user_device",
+        "user_country",
+        "user_counterparty",
+    ]
+    assert "counterparty_id" in user_txn.columns
+    assert user_txn.retention.days == 180
+    assert by_name["transactions:card"].retention.days == 30
+    assert "transactions:user_device" not in by_name
+    # a view reads what its groups read, in the order its own store held it
+    device = user_txn.views[1]
+    assert device.columns == ("event_time", "transaction_id", "device_id", "user_id")
     assert by_name["account_events:user"].columns[:2] == ("event_time", "event_id")
 
 
