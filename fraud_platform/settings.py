@@ -21,7 +21,7 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_SCORING_MAX_CONCURRENCY = 4
 DEFAULT_SCORING_MAX_QUEUE_WAIT_MS = 10
 # a line younger than this is a burst, not overload: it may stand (and a request wait) this long
-DEFAULT_SCORING_BURST_MS = 50
+DEFAULT_SCORING_BURST_MS = 20
 REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
 DELTA_OPTION_PREFIX = "FRAUD_PLATFORM_DELTA_OPT_"
 # variables whose value may carry a password: Dagster resources take them as ``dg.EnvVar`` when
@@ -131,9 +131,9 @@ class Settings:
     progress across all workers, split evenly, beyond which a request waits in line),
     ``scoring_max_queue_wait_ms`` (FRAUD_PLATFORM_SCORING_MAX_QUEUE_WAIT_MS, default 10: how long
     it may wait before the 503 with Retry-After; 0 = answer 503 at once past the bound),
-    ``scoring_burst_ms`` (FRAUD_PLATFORM_SCORING_BURST_MS, default 50: a line younger than this is
-    a burst, whose requests may wait until it is that old; only a line standing longer, one that
-    does not drain, gets the shorter wait; 0 = ``scoring_max_queue_wait_ms`` always) and
+    ``scoring_burst_ms`` (FRAUD_PLATFORM_SCORING_BURST_MS, default 20: a request joining a line
+    younger than this, a burst, may wait this long; only a line standing longer, one that does
+    not drain, gets the shorter wait; 0 = ``scoring_max_queue_wait_ms`` always) and
     ``scoring_access_log`` (FRAUD_PLATFORM_SCORING_ACCESS_LOG, BentoML's per-request log line;
     off by default: it costs CPU on the request path and the decision log records every decision)
     and ``scoring_fast_route`` (FRAUD_PLATFORM_SCORING_FAST_ROUTE, default on: ``/score`` answered
