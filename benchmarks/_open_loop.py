@@ -303,7 +303,13 @@ async def _main(args: argparse.Namespace) -> dict:
         elapsed = await generator.open_loop(args.rate, args.duration)
     for conn in generator.idle:
         conn.close()
-    return generator.summary(elapsed, args.bucket_s)
+    summary = generator.summary(elapsed, args.bucket_s)
+    if args.latencies_out:  # every answered request's latency (ms), for pooling across runs
+        with open(args.latencies_out, "w") as out:
+            out.writelines(
+                f"{lat * 1000:.4f}\n" for _, lat, status, _ in generator.results if status == 200
+            )
+    return summary
 
 
 def main() -> None:
@@ -314,6 +320,9 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--closed", type=int, default=0)
     parser.add_argument("--bucket-s", type=float, default=None)
+    parser.add_argument(
+        "--latencies-out", help="file to write every answered request's latency to (ms a line)"
+    )
     parser.add_argument(
         "--nice",
         type=int,

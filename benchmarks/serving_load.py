@@ -14,10 +14,15 @@ path that differ from ``predict_proba`` on the same rows (0: bit-identical).
 
 Load comes from ``benchmarks/_open_loop.py`` in its own process, at niceness -10 (when
 permitted: scheduled ahead of the server on the shared cores; its own CPU per request is
-reported as ``gen/req``): requests at fixed scheduled times, latency from the schedule. In the
-same run, against the same server:
+reported as ``gen/req``): requests at fixed scheduled times, latency from the schedule. Each
+server first answers the whole mix once, unreported (a combination of categorical values the
+leaf indexer has not seen costs a CatBoost call: without it the first ~2,000 requests measured
+a colder server than the rest). In the same run, against the same server:
 
-* ``/ping`` (a no-op API: the framework's own floor) and ``/score`` at 100, 300 and 600 req/s;
+* ``/ping`` (a no-op API: the framework's own floor) and ``/score`` at 100, 300 and 600 req/s,
+  in ``--rounds`` (5) alternating rounds of each (``benchmarks/_rounds.py``): p50 over all
+  rounds, and ``p50_ratio_score_over_ping``, the median of the rounds' ratios (at 300 req/s;
+  ``p50_ratio_by_rate`` at each);
 * the capacity (``capacity_rps``): the highest open-loop rate of ``/score`` the server sustains
   within budget: answered p99 <= 50 ms, shed + errors <= 0.5% of sent, goodput >= 99% of the
   offered rate; found by ``benchmarks/_capacity_search.py`` (x1.5 steps from 400 req/s until one
@@ -33,7 +38,8 @@ runnable but waiting for a CPU per request (``rqwait``, from schedstat): on a sh
 neighbours' share of the latency. At the end: degraded answers by reason (Redis timeouts under
 load show there).
 
-``--quick``: ``/ping`` and ``/score`` at 300 req/s for 20 s each; no capacity, no soak.
+``--quick``: ``/ping`` and ``/score`` at 300 req/s for 20 s each (5 rounds of 4 s); no capacity,
+no soak.
 ``--quick --rates 150,300 --duration-s 30``: other rates and phase lengths (CPU comparisons).
 ``--phases overload`` (or any of ``rates,overload,soak``): only those phases, e.g. the capacity
 and 2x-capacity phases alone; ``--soak-s 180`` a shorter soak.
@@ -52,7 +58,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -65,17 +70,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root
 from benchmarks._bench_model import model_metadata, train
 from benchmarks._capacity_search import search_capacity
 from benchmarks._common import REPO_ROOT, emit, redis_client
+from benchmarks._drive import drive, measured, ok_per_cpu_s
 from benchmarks._load_table import row, table_lines
-from benchmarks._server_stats import (
-    decision_log_stats,
-    degraded_answers,
-    histogram_quantile_ms,
-    server_cpu_s,
-    server_duration_buckets,
-    server_rss_mb,
-    server_runqueue_wait_s,
-    shed_requests,
-)
+from benchmarks._rounds import alternating_rounds
+from benchmarks._server_stats import decision_log_stats, degraded_answers, server_rss_mb
 from benchmarks._serving_setup import (
     private_redis,
     realistic_thresholds,
@@ -94,34 +92,13 @@ from tests.serving.conftest import (
     stop_server,
 )
 
-GENERATOR = REPO_ROOT / "benchmarks" / "_open_loop.py"
 RATES = (100, 300, 600)
 SOAK_RPS = 300
+WARM_UP_RPS = 250
 PHASES = ("rates", "overload", "soak")
 CAPACITY_STEP_S = 8.0  # seconds per step of the capacity search (``_capacity_search``)
 CAPACITY_START_RPS = 400
 SETTLE_S = 1.0  # between two search steps: the last step's stragglers and its CPU settle
-
-
-def drive(
-    url: str,
-    bodies: Path,
-    *,
-    rate: float = 0,
-    duration: float,
-    closed: int = 0,
-    bucket_s: float | None = None,
-) -> dict[str, Any]:
-    """One run of the generator in its own process; its JSON summary."""
-    command = [sys.executable, str(GENERATOR), "--url", url, "--bodies", str(bodies)]
-    command += ["--duration", str(duration)]
-    command += ["--closed", str(closed)] if closed else ["--rate", str(rate)]
-    if bucket_s:
-        command += ["--bucket-s", str(bucket_s)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=duration + 120)
-    if done.returncode != 0:
-        raise RuntimeError(f"load generator failed: {done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def run(args: argparse.Namespace, tmp: Path) -> tuple[dict[str, Any], list[str]]:
@@ -198,8 +175,10 @@ def _run(args: argparse.Namespace, tmp: Path, redis_url: str) -> tuple[dict[str,
     table: list[dict[str, Any]] = []
     try:
         for _, server in servers:
-            drive(f"{server.url}/score", bodies, rate=50, duration=3)  # warm-up, not reported
-        run_phases(args, servers, bodies, ping, figures, table)
+            # warm-up, not reported: the whole mix once, so every combination of categorical
+            # values has been seen (the first costs a CatBoost call: leaf_index.LeafIndexer)
+            drive(f"{server.url}/score", bodies, rate=WARM_UP_RPS, duration=len(mix) / WARM_UP_RPS)
+        run_phases(args, servers, bodies, ping, figures, table, tmp)
         for label, server in servers:
             figures[label]["degraded_answers"] = degraded_answers(server.url)
     finally:
@@ -234,31 +213,8 @@ def _run(args: argparse.Namespace, tmp: Path, redis_url: str) -> tuple[dict[str,
 def empty_results() -> dict[str, Any]:
     keys = ("p50_ms", "p99_ms", "ping_p50_ms", "ping_p99_ms", "errors", "shed", "capacity_rps")
     keys += ("goodput_at_2x_rps", "answered_p99_at_2x_ms", "shed_at_2x", "soak_rss_growth")
+    keys += ("p50_ratio_score_over_ping",)
     return {"rate": 300, **dict.fromkeys(keys), "soak_p99_ms_per_minute": None}
-
-
-def measured(server: Server, url: str, body_file: Path, **kwargs: Any) -> dict[str, Any]:
-    """``drive`` plus the server's CPU per request sent (robust to a noisy machine: the
-    neighbours' load shows in latency, not in our CPU) and the load average after."""
-    pid = server.process.pid
-    cpu = server_cpu_s(pid)
-    waited = server_runqueue_wait_s(pid)
-    histogram = server_duration_buckets(server.url)
-    shed = shed_requests(server.url)
-    figures = drive(url, body_file, **kwargs)
-    if url.endswith("/score"):
-        histogram_after = server_duration_buckets(server.url)
-        for name, q in (("server_p50_ms", 0.5), ("server_p99_ms", 0.99)):
-            figures[name] = histogram_quantile_ms(histogram, histogram_after, q)
-    figures["server_shed"] = {
-        reason: count - shed.get(reason, 0.0) for reason, count in shed_requests(server.url).items()
-    }
-    used = server_cpu_s(pid) - cpu
-    waited = server_runqueue_wait_s(pid) - waited
-    figures["server_cpu_ms_per_req"] = round(used * 1000 / max(figures["sent"], 1), 3)
-    figures["server_runqueue_wait_ms_per_req"] = round(waited * 1000 / max(figures["sent"], 1), 3)
-    figures["loadavg_1m"] = round(os.getloadavg()[0], 2)
-    return figures
 
 
 def run_phases(
@@ -268,6 +224,7 @@ def run_phases(
     ping: Path,
     figures: dict[str, dict[str, Any]],
     table: list[dict[str, Any]],
+    tmp: Path,
 ) -> None:
     """Each phase against every server in turn (this tree's, then the baseline's): two builds
     compared on the same machine minutes apart at most, not across runs."""
@@ -279,10 +236,17 @@ def run_phases(
     def name(label: str, endpoint: str) -> str:
         return f"{label} {endpoint}".strip()
 
+    def one_round(server: Server, endpoint: str, rate: float, seconds: float, out: Path) -> Any:
+        body_file = ping if endpoint == "/ping" else bodies
+        url = f"{server.url}{endpoint}"
+        return measured(server, url, body_file, rate=rate, duration=seconds, latencies_out=out)
+
     for rate in rates:
-        for label, server in servers:
-            got_ping = measured(server, f"{server.url}/ping", ping, rate=rate, duration=duration)
-            got = measured(server, f"{server.url}/score", bodies, rate=rate, duration=duration)
+        rounds = alternating_rounds(servers, one_round, rate, duration, args.rounds, tmp)
+        for label, _ in servers:
+            got_ping, got = rounds[label]["/ping"], rounds[label]["/score"]
+            ratio = rounds[label]["p50_ratio_score_over_ping"]
+            figures[label].setdefault("p50_ratio_by_rate", {})[rate] = ratio
             table += [
                 row(name(label, "/ping"), rate, got_ping),
                 row(name(label, "/score"), rate, got),
@@ -299,6 +263,10 @@ def run_phases(
                     shed=got["shed"],
                     server_cpu_ms_per_req=got["server_cpu_ms_per_req"],
                     ping_server_cpu_ms_per_req=got_ping["server_cpu_ms_per_req"],
+                    p50_ratio_score_over_ping=ratio,
+                    p50_ratios=rounds[label]["p50_ratios"],
+                    ping_round_p50_ms=got_ping["round_p50_ms"],
+                    score_round_p50_ms=got["round_p50_ms"],
                 )
     if "overload" in phases:
         capacities = {}
@@ -357,19 +325,13 @@ def run_phases(
                 soak_p99_ms_per_minute=soak["p99_ms_per_bucket"],
                 soak_errors=soak["errors"],
                 soak_shed=soak["shed"],
+                soak_server_shed=soak["server_shed"],
                 soak_p50_ms=soak["p50_ms"],
                 soak_p99_ms=soak["p99_ms"],
                 soak_rss_mb_start=rss_start,
                 soak_rss_mb_end=rss_end,
                 soak_rss_growth=round(total_end / total_start - 1, 4) if total_start else None,
             )
-
-
-def ok_per_cpu_s(figures: dict[str, Any]) -> float | None:
-    """200s per second of server CPU: the goodput a phase would have had with the whole machine
-    (the neighbours' share of the CPU changes between phases; this does not follow it)."""
-    cpu_s = figures["server_cpu_ms_per_req"] * figures["sent"] / 1000
-    return round(figures["ok"] / cpu_s, 1) if cpu_s else None
 
 
 def _bad_phase(name: str) -> bool:
@@ -399,7 +361,12 @@ def main() -> None:
         help="comma-separated rates for the /ping and /score phases (default: 100,300,600; "
         "--quick: 300); the JSON's figures are those at 300 req/s",
     )
-    parser.add_argument("--duration-s", type=float, default=20.0, help="seconds per rate")
+    parser.add_argument(
+        "--duration-s", type=float, default=20.0, help="seconds per rate and endpoint"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="alternating /ping and /score rounds per rate"
+    )
     parser.add_argument(
         "--capacity-step-s",
         type=float,

@@ -20,6 +20,8 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 # queue of this depth waits < 50 ms (benchmarks/serving_load.py measures it)
 DEFAULT_SCORING_MAX_CONCURRENCY = 4
 DEFAULT_SCORING_MAX_QUEUE_WAIT_MS = 10
+# a line younger than this is a burst, not overload: it may stand (and a request wait) this long
+DEFAULT_SCORING_BURST_MS = 20
 REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
 DELTA_OPTION_PREFIX = "FRAUD_PLATFORM_DELTA_OPT_"
 # variables whose value may carry a password: Dagster resources take them as ``dg.EnvVar`` when
@@ -128,7 +130,10 @@ class Settings:
     CPU core), ``scoring_max_concurrency`` (FRAUD_PLATFORM_SCORING_MAX_CONCURRENCY, requests in
     progress across all workers, split evenly, beyond which a request waits in line),
     ``scoring_max_queue_wait_ms`` (FRAUD_PLATFORM_SCORING_MAX_QUEUE_WAIT_MS, default 10: how long
-    it may wait before the 503 with Retry-After; 0 = answer 503 at once past the bound) and
+    it may wait before the 503 with Retry-After; 0 = answer 503 at once past the bound),
+    ``scoring_burst_ms`` (FRAUD_PLATFORM_SCORING_BURST_MS, default 20: a request joining a line
+    younger than this, a burst, may wait this long; only a line standing longer, one that does
+    not drain, gets the shorter wait; 0 = ``scoring_max_queue_wait_ms`` always) and
     ``scoring_access_log`` (FRAUD_PLATFORM_SCORING_ACCESS_LOG, BentoML's per-request log line;
     off by default: it costs CPU on the request path and the decision log records every decision)
     and ``scoring_fast_route`` (FRAUD_PLATFORM_SCORING_FAST_ROUTE, default on: ``/score`` answered
@@ -184,6 +189,7 @@ class Settings:
     scoring_workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     scoring_max_concurrency: int = DEFAULT_SCORING_MAX_CONCURRENCY
     scoring_max_queue_wait_ms: int = DEFAULT_SCORING_MAX_QUEUE_WAIT_MS
+    scoring_burst_ms: int = DEFAULT_SCORING_BURST_MS
     scoring_access_log: bool = False
     scoring_fast_route: bool = True
     partitions_start: date = date(2024, 1, 1)
@@ -209,6 +215,8 @@ class Settings:
             raise SettingsError(
                 f"FRAUD_PLATFORM_SCORING_MAX_QUEUE_WAIT_MS={self.scoring_max_queue_wait_ms} is < 0"
             )
+        if self.scoring_burst_ms < 0:
+            raise SettingsError(f"FRAUD_PLATFORM_SCORING_BURST_MS={self.scoring_burst_ms} is < 0")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -245,6 +253,7 @@ class Settings:
             scoring_max_queue_wait_ms=_int(
                 env, "FRAUD_PLATFORM_SCORING_MAX_QUEUE_WAIT_MS", DEFAULT_SCORING_MAX_QUEUE_WAIT_MS
             ),
+            scoring_burst_ms=_int(env, "FRAUD_PLATFORM_SCORING_BURST_MS", DEFAULT_SCORING_BURST_MS),
             scoring_access_log=_bool(env, "FRAUD_PLATFORM_SCORING_ACCESS_LOG", False),
             scoring_fast_route=_bool(env, "FRAUD_PLATFORM_SCORING_FAST_ROUTE", True),
             partitions_start=_date(env, "FRAUD_PLATFORM_PARTITIONS_START", date(2024, 1, 1)),

@@ -400,16 +400,16 @@ class FraudScorer:
         logging.getLogger(BENTOML_ERROR_LOGGER).removeFilter(self._log_filter)
 
 
-# In front of everything, BentoML's HTTP metrics, tracing and timeout included (FrontDoor):
-# past the concurrency bound, a line of at most FRAUD_PLATFORM_SCORING_MAX_QUEUE_WAIT_MS, then
-# 503, before any body is read. Then content type and size limits and the OpenAPI 3.0
-# /docs.json; then /score itself, answered below BentoML's API machinery (ScoreRoute).
+# In front of everything, BentoML's HTTP metrics, tracing and timeout included (FrontDoor): past
+# the concurrency bound a short line (shedding.py), then 503, before any body is read. Then content
+# type and size limits and the OpenAPI 3.0 /docs.json; then /score itself (ScoreRoute).
 if _SERVING.scoring_max_concurrency:
     early_refusal.install()  # the 503s given at once: by uvicorn's protocol, before any ASGI
     FraudScorer.add_asgi_middleware(
         FrontDoor,
         limit=-(-_SERVING.scoring_max_concurrency // _SERVING.scoring_workers),
         max_wait_s=_SERVING.scoring_max_queue_wait_ms / 1000,
+        burst_s=_SERVING.scoring_burst_ms / 1000,
         paths=[method.route for method in FraudScorer.apis.values()],
     )
 FraudScorer.add_asgi_middleware(RequestGuard, service=FraudScorer)

@@ -59,7 +59,10 @@ def test_benchmark_serving_load_quick_drives_ping_and_score_open_loop() -> None:
     assert keys | {"goodput_at_2x_rps", "soak_rss_growth"} <= set(figures)
     assert figures["rate"] == 300 and figures["p50_ms"] > 0 and figures["ping_p50_ms"] > 0
     assert {row["endpoint"] for row in figures["table"]} == {"/ping", "/score"}
-    assert all(row["sent"] == 6_000 for row in figures["table"])
+    assert all(row["sent"] == 6_000 for row in figures["table"])  # 5 rounds of 4 s
+    # the median of the 5 rounds' /score over /ping p50, each round's pair minutes apart at most
+    assert len(figures["p50_ratios"]) == 5
+    assert figures["p50_ratio_score_over_ping"] == sorted(figures["p50_ratios"])[2] > 0
     assert figures["one_row_vs_batch_score_mismatches"] == 0  # the service's score = batch's
 
 

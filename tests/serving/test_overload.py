@@ -117,6 +117,47 @@ def test_the_service_scores_again_once_the_burst_is_over(
         assert client.get("/metrics").status_code == 200  # not subject to the bound
 
 
+@pytest.fixture(scope="module")
+def burst_scorer(registered_model: Registered, customer: Customer) -> Iterator[Server]:
+    """A bound of one, a 1 ms line for overload, and a burst allowance far above what a burst of
+    ``SMALL_BURST`` takes to score."""
+    server = start_server(
+        registered_model,
+        REDIS_URL,
+        "burst",
+        extra_env={
+            "FRAUD_PLATFORM_SCORING_MAX_CONCURRENCY": "1",
+            "FRAUD_PLATFORM_SCORING_MAX_QUEUE_WAIT_MS": "1",
+            "FRAUD_PLATFORM_SCORING_BURST_MS": "5000",
+        },
+        workers=1,
+    )
+    yield server
+    stop_server(server)
+
+
+SMALL_BURST = 20
+
+
+def test_a_short_burst_waits_in_line_instead_of_being_refused(
+    burst_scorer: Server, customer: Customer
+):
+    """What a worker stalled for a moment sees on its return: a few requests at once on an
+    otherwise idle service. They queue (the line is younger than the burst allowance) and are
+    all scored; with the 1 ms line alone most of them were refused."""
+    with httpx.Client(base_url=burst_scorer.url, timeout=CLIENT_TIMEOUT_S) as client:
+        assert client.post("/score", json=customer.transaction()).status_code == 200  # warm
+    before = scrape(burst_scorer)
+    answers = asyncio.run(
+        burst(burst_scorer.url, [customer.transaction() for _ in range(SMALL_BURST)])
+    )
+    statuses = [a.status_code if isinstance(a, httpx.Response) else repr(a) for a in answers]
+    assert statuses == [200] * SMALL_BURST
+    after = scrape(burst_scorer)
+    for reason in ("overload", "queue_timeout"):
+        assert value(after, SHED, reason=reason) == value(before, SHED, reason=reason)
+
+
 def test_the_untraced_routes_are_the_api_routes():
     from models_bento.service import API_ROUTES, FraudScorer
 

@@ -6,6 +6,7 @@ import pytest
 
 from fraud_platform.settings import (
     DEFAULT_REDIS_URL,
+    DEFAULT_SCORING_BURST_MS,
     DEFAULT_SCORING_MAX_CONCURRENCY,
     DEFAULT_SCORING_MAX_QUEUE_WAIT_MS,
     Settings,
@@ -90,6 +91,8 @@ def test_settings_scoring_service_defaults_one_worker_per_core_bounded_no_access
     assert settings.scoring_workers == (os.cpu_count() or 1)
     assert settings.scoring_max_concurrency == DEFAULT_SCORING_MAX_CONCURRENCY > 0
     assert settings.scoring_max_queue_wait_ms == DEFAULT_SCORING_MAX_QUEUE_WAIT_MS > 0
+    # a burst may wait longer than a line standing in overload
+    assert settings.scoring_burst_ms == DEFAULT_SCORING_BURST_MS > DEFAULT_SCORING_MAX_QUEUE_WAIT_MS
     assert settings.scoring_access_log is False
     assert settings.scoring_fast_route is True
 
@@ -100,12 +103,14 @@ def test_settings_scoring_service_read_from_the_environment() -> None:
             "FRAUD_PLATFORM_SCORING_WORKERS": "3",
             "FRAUD_PLATFORM_SCORING_MAX_CONCURRENCY": "0",
             "FRAUD_PLATFORM_SCORING_MAX_QUEUE_WAIT_MS": "0",
+            "FRAUD_PLATFORM_SCORING_BURST_MS": "7",
             "FRAUD_PLATFORM_SCORING_ACCESS_LOG": "true",
             "FRAUD_PLATFORM_SCORING_FAST_ROUTE": "false",
         }
     )
     assert (settings.scoring_workers, settings.scoring_max_concurrency) == (3, 0)
     assert settings.scoring_max_queue_wait_ms == 0
+    assert settings.scoring_burst_ms == 7
     assert settings.scoring_access_log is True
     assert settings.scoring_fast_route is False
 
@@ -117,6 +122,7 @@ def test_settings_scoring_service_read_from_the_environment() -> None:
         ("FRAUD_PLATFORM_SCORING_WORKERS", "two", "is not an integer"),
         ("FRAUD_PLATFORM_SCORING_MAX_CONCURRENCY", "-1", "is < 0"),
         ("FRAUD_PLATFORM_SCORING_MAX_QUEUE_WAIT_MS", "-1", "is < 0"),
+        ("FRAUD_PLATFORM_SCORING_BURST_MS", "-1", "is < 0"),
         ("FRAUD_PLATFORM_SCORING_ACCESS_LOG", "maybe", "is not a boolean"),
     ],
 )

@@ -250,3 +250,62 @@ def test_the_place_is_free_once_the_answer_is_sent():
         assert shedder.in_progress == 0
 
     asyncio.run(scenario())
+
+
+def test_a_burst_waits_burst_s_not_just_max_wait_s():
+    """A line younger than ``burst_s`` is a burst (a stalled worker catching up), not overload:
+    its requests wait past ``max_wait_s``, even when the recent hold time says the line is slow."""
+
+    async def scenario() -> None:
+        app = HeldApp()
+        shedder = LoadShedder(app, limit=1, paths=[PATH], max_wait_s=0.01, burst_s=LONG_S)
+        shedder.hold_s = 0.03  # a stall inflated it: 3x max_wait_s (the pace rule's refusal)
+        before = {r: shed_count(r) for r in ("overload", "queue_timeout")}
+        held = asyncio.create_task(request(shedder, 0))
+        await settle()
+        waiting = [asyncio.create_task(request(shedder, n)) for n in (1, 2)]
+        await asyncio.sleep(0.1)  # 10x max_wait_s
+        assert not any(task.done() for task in waiting)
+        assert (shedder.in_progress, shedder.waiting) == (1, 2)
+        for n in range(3):
+            app.let_go(n)
+        answers = await asyncio.gather(held, *waiting)
+        assert [status for status, _, _ in answers] == [200, 200, 200]
+        assert {r: shed_count(r) for r in before} == before
+
+    asyncio.run(scenario())
+
+
+def test_a_line_standing_longer_than_burst_s_gets_max_wait_and_the_pace_rule():
+    """Overload: a line that has not drained in ``burst_s``; a request joining it waits at most
+    ``max_wait_s``, or is refused at once when the line's pace says it would wait longer."""
+
+    async def scenario() -> None:
+        app = HeldApp()
+        shedder = LoadShedder(app, limit=1, paths=[PATH], max_wait_s=SHORT_S, burst_s=LONG_S)
+        loop = asyncio.get_running_loop()
+        held = asyncio.create_task(request(shedder, 0))
+        await settle()
+        first = asyncio.create_task(request(shedder, 1))  # forms the line: may wait LONG_S
+        await settle()
+        shedder.formed = loop.time() - 2 * LONG_S  # the line has stood longer than burst_s
+        timeouts = shed_count("queue_timeout")
+        started = loop.time()
+        status, _, _ = await asyncio.wait_for(request(shedder, 2), timeout=LONG_S)
+        assert status == 503
+        assert loop.time() - started < LONG_S / 2  # after max_wait_s, not at the line's age
+        assert shed_count("queue_timeout") == timeouts + 1
+        assert not first.done()  # the burst's request still waits its turn
+
+        shedder.hold_s = 10 * SHORT_S
+        overloads = shed_count("overload")
+        started = loop.time()
+        status, _, _ = await request(shedder, 3)
+        assert status == 503
+        assert loop.time() - started < SHORT_S  # at once
+        assert shed_count("overload") == overloads + 1
+        app.let_go(0)
+        app.let_go(1)
+        assert [(await held)[0], (await first)[0]] == [200, 200]
+
+    asyncio.run(scenario())
