@@ -116,6 +116,8 @@ def realtime_replay(
         asset_config=run.batch_config,
         partitions_from=events[0][1]["event_time"].date().isoformat() if events else None,
     )
+    for layer in layers:  # apart from the first pass's in the summary's layer_seconds
+        layer.layer = f"catch-up {layer.layer}"
     if champion:
         replay |= compare_online_offline(
             online.scores,
