@@ -16,6 +16,7 @@ from fraud_platform.lib.features.registry import (
     FEATURE_TIME,
     Feature,
     FeatureGroup,
+    per_group,
 )
 
 KEY_SEPARATOR = "|"
@@ -243,33 +244,30 @@ class _GroupExprs:
     casts: list[pl.Expr]
 
 
-_EXPRS: dict[int, tuple[FeatureGroup, _GroupExprs]] = {}
+_EXPRS: dict = {}
 
 
 def _group_exprs(group: FeatureGroup) -> _GroupExprs:
     """Built once per group object: the stream worker builds its queries at every checkpoint
     (building the 10 stream groups' queries: 7.3 ms -> 3.6 ms; collecting them ~60 ms)."""
-    hit = _EXPRS.get(id(group))
-    if hit is not None and hit[0] is group:
-        return hit[1]
-    windows, lifetime = features_by_window(group)
-    exprs = _GroupExprs(
-        windows=tuple(
-            (
-                window,
-                [agg for f in features for agg in _window_aggs(f)],
-                [e for f in features if (e := _finish_window(f)) is not None],
-                [c for f in features for c in _helper_columns(f)],
-            )
-            for window, features in windows.items()
-        ),
-        lifetime=[_lifetime_agg(f) for f in lifetime],
-        casts=[_cast(f) for f in group.features],
-    )
-    if len(_EXPRS) >= 1_000:  # groups made on the fly (tests): keep the cache bounded
-        _EXPRS.clear()
-    _EXPRS[id(group)] = (group, exprs)
-    return exprs
+
+    def build() -> _GroupExprs:
+        windows, lifetime = features_by_window(group)
+        return _GroupExprs(
+            windows=tuple(
+                (
+                    window,
+                    [agg for f in features for agg in _window_aggs(f)],
+                    [e for f in features if (e := _finish_window(f)) is not None],
+                    [c for f in features for c in _helper_columns(f)],
+                )
+                for window, features in windows.items()
+            ),
+            lifetime=[_lifetime_agg(f) for f in lifetime],
+            casts=[_cast(f) for f in group.features],
+        )
+
+    return per_group(_EXPRS, group, (), build)
 
 
 def compute_feature_group_between(

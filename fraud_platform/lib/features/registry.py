@@ -27,9 +27,10 @@ Semantics (stated once, tested in tests/unit/features/):
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Literal
+from typing import Literal, TypeVar
 
 AggFunction = Literal["count", "sum", "mean", "std", "max", "min", "n_unique", "last"]
 Dtype = Literal["float", "int", "str", "ts"]
@@ -205,3 +206,20 @@ def validate_registry(groups: tuple[FeatureGroup, ...]) -> None:
                 raise ValueError(f"{feature.name}: window must be positive")
             if feature.column is None and feature.function != "count":
                 raise ValueError(f"{feature.name}: {feature.function} needs a column")
+
+
+T = TypeVar("T")
+
+
+def per_group(cache: dict, group: FeatureGroup, variant: Hashable, build: Callable[[], T]) -> T:
+    """``build()`` once per group object (and ``variant``), kept in ``cache``: expressions the
+    stream worker would otherwise rebuild at every checkpoint. Keyed by identity, checked
+    against the object (an id can be reused); bounded for groups made on the fly (tests)."""
+    hit = cache.get((id(group), variant))
+    if hit is not None and hit[0] is group:
+        return hit[1]
+    if len(cache) >= 1_000:
+        cache.clear()
+    value = build()
+    cache[(id(group), variant)] = (group, value)
+    return value

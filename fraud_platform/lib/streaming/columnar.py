@@ -111,7 +111,7 @@ def _rows_query(stream: EntityStream, events: pl.DataFrame) -> pl.LazyFrame:
             payload.append(pl.col(AT).cast(pl.String))
         else:
             kind = "float" if schema[name] == pl.Float64 else "str"
-            payload.append(json_text(name, kind, schema[name]))
+            payload.append(json_text(name, kind, schema[name] == pl.Null))
     payload.append(pl.lit("]"))
     return (
         events.lazy()
