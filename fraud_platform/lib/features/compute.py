@@ -18,6 +18,7 @@ from fraud_platform.lib.features.registry import (
     FeatureGroup,
     per_group,
 )
+from fraud_platform.lib.features.windows import FIXED_POINT_SCALE, INVERSE_SCALE, stored_group
 
 KEY_SEPARATOR = "|"
 _TIEBREAK = "__tiebreak"
@@ -63,8 +64,6 @@ def _masked(feature: Feature) -> pl.Expr:
 #   DECIMAL(38, 8) sum: exact, order-free; 0.05 s for 300k events), then divide once;
 # - deviations are taken over the window's own values (two-pass, in event order; a list per
 #   row, 10x the kernel's time, so only where a deviation is declared).
-FIXED_POINT_SCALE = 10**8
-_INVERSE_SCALE = 1.0 / FIXED_POINT_SCALE
 _VALUES, _FIXED_SUM, _COUNT = "__values", "__fixed_sum", "__count"
 
 
@@ -117,7 +116,7 @@ def _finish_window(feature: Feature) -> pl.Expr | None:
         # itself, and the mean divides a column by a column.
         total = pl.col(name + _FIXED_SUM).cast(pl.Float64)
         if feature.function == "sum":
-            return (total * _INVERSE_SCALE).alias(name)
+            return (total * INVERSE_SCALE).alias(name)
         count = pl.col(name + _COUNT).cast(pl.Float64)
         return pl.when(count > 0).then(total / (count * FIXED_POINT_SCALE)).alias(name)
     return None
@@ -164,9 +163,18 @@ def _lifetime_agg(feature: Feature) -> pl.Expr:
         expr = value.forward_fill()
     elif feature.function == "mean":
         expr = value.fill_null(0).cum_sum() / value.is_not_null().cast(pl.Int64).cum_sum()
+    elif feature.function == "fixed_sum":  # the prefix totals of windows.py
+        expr = _fixed_point(value).cum_sum()
+    elif feature.function == "fixed_sumsq":
+        fixed = _fixed_point(value)
+        expr = (fixed * fixed).cum_sum()
     else:
         raise ValueError(f"{feature.name}: {feature.function} has no lifetime form")
     return expr.over(ENTITY_KEY, LIFETIME_SPAN).alias(feature.name)
+
+
+# Exact integers of up to 38 digits: Delta has no 128-bit integer type (arithmetic casts to Int128).
+FIXED_DTYPE = pl.Decimal(38, 0)
 
 
 def _cast(feature: Feature) -> pl.Expr:
@@ -175,6 +183,7 @@ def _cast(feature: Feature) -> pl.Expr:
         "int": pl.Int64,
         "str": pl.String,
         "ts": pl.Datetime("us", "UTC"),
+        "fixed": FIXED_DTYPE,
     }[feature.dtype]
     col = pl.col(feature.name)
     if feature.dtype == "int":
@@ -189,7 +198,9 @@ def compute_feature_group(group: FeatureGroup, source: pl.DataFrame | pl.LazyFra
 
 def feature_group_query(group: FeatureGroup, source: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
     """``compute_feature_group`` as one lazy query (the stream worker collects its groups'
-    queries together with ``pl.collect_all``)."""
+    queries together with ``pl.collect_all``). The rows hold ``windows.stored_group``'s hidden
+    columns too."""
+    group = stored_group(group)
     keys = list(group.entity.join_keys)
     source = source.lazy()
     columns = source.collect_schema().names()

@@ -32,8 +32,10 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Literal, TypeVar
 
-AggFunction = Literal["count", "sum", "mean", "std", "max", "min", "n_unique", "last"]
-Dtype = Literal["float", "int", "str", "ts"]
+AggFunction = Literal[
+    "count", "sum", "mean", "std", "max", "min", "n_unique", "last", "fixed_sum", "fixed_sumsq"
+]
+Dtype = Literal["float", "int", "str", "ts", "fixed"]
 WhereOp = Literal["==", "<", ">"]
 
 FEATURE_TIME = "feature_time"

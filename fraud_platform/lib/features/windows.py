@@ -1,0 +1,161 @@
+"""Windows as of the lookup: a count, sum, mean or deviation over a window, served or joined at
+time ``t``, covers the source events in ``(b, t)``, where ``b`` is ``t - window`` rounded UP to
+the window's granule (``window / GRANULES_PER_WINDOW``: 1 minute for 1 hour, 24 minutes for 24
+hours, 12 hours for 30 days). So the window ends at the lookup, not at the entity's last event
+(a user last seen three weeks ago has counted nothing in the last hour), and it is never longer
+than declared (at most one granule shorter).
+
+How it is computed, offline and online alike, from stored rows (one per entity and event time):
+each row carries hidden prefix totals of the entity's events up to and including its time
+(per aggregated column and filter: how many values, their sum in fixed point and their sum of
+squares, as exact integers), and the time its lifetime span started (``compute.lifetime_span``:
+totals restart after a gap of the group's TTL or longest window). A window at ``t`` is the
+difference of the totals of two rows: the latest row strictly before ``t`` (the point-in-time
+row, within the TTL as every feature) minus the latest row at or before ``b`` (none, or one
+of an earlier span: nothing to subtract). The online store keeps, besides its recent rows, the
+last row of each granule a future lookup can start a window in (``online/history.py``).
+
+The difference of exact integers is exact, and the value is then one float expression of it
+(``lookup_value`` here, ``lookup_value_expr`` for polars), the same operations in the same order
+on both paths: the online store's answers equal the point-in-time join's bit for bit.
+
+Max, min and distinct counts over a window stay as of the row's own time (the entity's last
+event before the lookup), as do lifetime aggregates (``last`` values, times since).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from datetime import timedelta
+
+import polars as pl
+
+from fraud_platform.lib.features.registry import Feature, FeatureGroup, per_group
+
+AT_LOOKUP = frozenset({"count", "sum", "mean", "std"})
+GRANULES_PER_WINDOW = 60
+SPAN_START = "__span_start"
+FIXED_POINT_SCALE = 10**8  # the fixed point of sums (compute.py): 8 decimal places
+INVERSE_SCALE = 1.0 / FIXED_POINT_SCALE
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def at_lookup(feature: Feature) -> bool:
+    """True for a windowed count, sum, mean or deviation: evaluated at the lookup's time."""
+    return feature.window is not None and feature.function in AT_LOOKUP
+
+
+def granule_us(window: timedelta) -> int:
+    return (window // _MICROSECOND) // GRANULES_PER_WINDOW
+
+
+def window_start_us(t_us: int, window: timedelta) -> int:
+    """``b``: ``t - window`` rounded up to the window's granule (epoch microseconds)."""
+    g = granule_us(window)
+    return -((window // _MICROSECOND - t_us) // g) * g
+
+
+@dataclass(frozen=True)
+class Totals:
+    """The hidden prefix-total columns of one (column, filter): count, fixed-point sum, fixed-
+    point sum of squares (None where no feature of the group needs it)."""
+
+    count: str | None
+    fixed_sum: str | None
+    fixed_sumsq: str | None
+
+
+@dataclass(frozen=True)
+class LookupFeature:
+    name: str
+    function: str  # count, sum, mean, std
+    window: timedelta
+    totals: Totals
+
+
+@dataclass(frozen=True)
+class LookupPlan:
+    """A group's windows as of the lookup: its stored group (declared + hidden features), its
+    at-lookup features and their distinct windows (ascending)."""
+
+    stored: FeatureGroup
+    features: tuple[LookupFeature, ...]
+    windows: tuple[timedelta, ...]
+
+
+_NEEDS = {"count": "n", "sum": "s", "mean": "ns", "std": "nsq"}
+_PLANS: dict = {}
+
+
+def lookup_plan(group: FeatureGroup) -> LookupPlan:
+    """The group's plan, built once per group object."""
+    return per_group(_PLANS, group, "lookup", lambda: _plan(group))
+
+
+def stored_group(group: FeatureGroup) -> FeatureGroup:
+    """``group`` with the hidden columns its rows store: the prefix totals of its at-lookup
+    features and the span start (the group itself when it has no at-lookup feature)."""
+    return lookup_plan(group).stored
+
+
+def _plan(group: FeatureGroup) -> LookupPlan:
+    declared = [f for f in group.features if not f.name.startswith("__")]
+    keys: list[tuple[str | None, tuple | None]] = []
+    needs: dict[tuple[str | None, tuple | None], set[str]] = {}
+    for feature in declared:
+        if at_lookup(feature):
+            key = (feature.column, feature.where)
+            if key not in needs:
+                keys.append(key)
+                needs[key] = set()
+            needs[key] |= set(_NEEDS[feature.function])
+    if not keys:
+        return LookupPlan(group, (), ())
+    hidden: list[Feature] = []
+    totals: dict[tuple[str | None, tuple | None], Totals] = {}
+    for i, key in enumerate(keys):
+        column, where = key
+        names = {part: f"__{part}{i}" for part in needs[key]}
+        for part, function, dtype in (("n", "count", "int"), ("s", "fixed_sum", "fixed")):
+            if part in names:
+                hidden.append(Feature(names[part], function, column, None, where, dtype))  # type: ignore[arg-type]
+        if "q" in names:
+            hidden.append(Feature(names["q"], "fixed_sumsq", column, None, where, "fixed"))
+        totals[key] = Totals(names.get("n"), names.get("s"), names.get("q"))
+    hidden.append(Feature(SPAN_START, "min", group.event_time_column, None, None, "ts"))
+    stored = dataclasses.replace(group, features=(*declared, *hidden))
+    features = tuple(
+        LookupFeature(f.name, f.function, f.window, totals[(f.column, f.where)])  # type: ignore[arg-type]
+        for f in declared
+        if at_lookup(f)
+    )
+    windows = tuple(sorted({f.window for f in features}))
+    return LookupPlan(stored, features, windows)
+
+
+def lookup_value(function: str, n: int, s: int, q: int) -> int | float | None:
+    """A window's value from its totals' differences (count ``n``, fixed-point sum ``s`` and
+    sum of squares ``q``): the same float operations as ``lookup_value_expr``."""
+    if function == "count":
+        return n
+    if function == "sum":
+        return float(s) * INVERSE_SCALE
+    if function == "mean":
+        return float(s) / (float(n) * FIXED_POINT_SCALE) if n > 0 else None
+    if n < 2:  # std, ddof 1
+        return None
+    return math.sqrt(float(n * q - s * s) / float(n * (n - 1))) * INVERSE_SCALE
+
+
+def lookup_value_expr(function: str, n: pl.Expr, s: pl.Expr, q: pl.Expr) -> pl.Expr:
+    """``lookup_value`` over columns of differences (Int128)."""
+    if function == "count":
+        return n.cast(pl.Int64)
+    if function == "sum":
+        return s.cast(pl.Float64) * INVERSE_SCALE
+    if function == "mean":
+        return pl.when(n > 0).then(s.cast(pl.Float64) / (n.cast(pl.Float64) * FIXED_POINT_SCALE))
+    variance = (n * q - s * s).cast(pl.Float64) / (n * (n - 1)).cast(pl.Float64)
+    return pl.when(n >= 2).then(variance.sqrt() * INVERSE_SCALE)
