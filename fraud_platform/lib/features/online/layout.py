@@ -20,8 +20,9 @@ JSON strings. The reader (``reader.py``) turns each element back into its declar
 Why several rows: a transaction may be scored before, while or after the stream worker applies
 it (and later events of its entity). The lookup at ``t`` takes the latest row with
 ``feature_time < t`` within the TTL (``ZREVRANGEBYSCORE key (t t-ttl LIMIT 0 1``), so rows of
-the transaction itself or later never hide the one it must see. Every row newer than
-``HISTORY_HORIZON`` before the entity's newest row is kept, and at least ``HISTORY_MIN_ROWS``.
+the transaction itself or later never hide the one it must see. The rows kept (``history.py``)
+are those a lookup up to ``HISTORY_HORIZON`` before the entity's newest row reads (its row and
+its windows' start rows), and at least ``HISTORY_MIN_ROWS``.
 
 Every write goes through ONE Lua script (``writer.py``) that compares on feature_time: a row
 never replaces a row of another feature_time (an older row can never hide a newer one), and at
@@ -106,8 +107,9 @@ def json_text(name: str, dtype: str, all_null: bool = False) -> pl.Expr:
 def encode_rows(
     group: FeatureGroup, latest_rows: pl.DataFrame, version: pl.Expr | int = 0
 ) -> pl.DataFrame:
-    """``key``, ``score`` (feature_time, epoch us), ``version``, ``value`` (the JSON member) and
-    ``pxat`` (expiry, epoch ms) of each row, vectorised. ``version`` is the writer_version (an
+    """``key``, ``score`` (feature_time, epoch us), ``version``, ``value`` (the JSON member),
+    ``pxat`` (expiry, epoch ms) and ``retain`` (the group's keep-rule arguments for the write
+    script, ``history.retain_text``) of each row, vectorised. ``version`` is the writer_version (an
     int, or an expression over ``latest_rows``).
 
     Raises ``ValueError`` if an entity key or a feature_time is null.
@@ -119,6 +121,8 @@ def encode_query(
     group: FeatureGroup, rows: pl.DataFrame | pl.LazyFrame, version: pl.Expr | int = 0
 ) -> pl.LazyFrame:
     """``encode_rows`` as a lazy query, without the null check (``check_encoded``)."""
+    from fraud_platform.lib.features.online.history import retain_text  # history imports us
+
     rows = rows.lazy()
     schema = rows.collect_schema()
     ttl_ms = int(group.ttl.total_seconds() * 1000)
@@ -134,6 +138,7 @@ def encode_query(
         version=version_expr.cast(pl.Int64),
         value=pl.concat_str(parts),
         pxat=ft_us // 1000 + (ttl_ms + EXPIRY_MARGIN_MS),
+        retain=pl.lit(retain_text(group)),
     )
 
 

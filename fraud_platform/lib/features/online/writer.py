@@ -10,8 +10,9 @@ counter). The script runs atomically in Redis, so the two never fight:
 * at the same feature_time the stored row is replaced only by a writer_version at least as
   high (the stream's rows, computed from more events, win over an older computation; the batch
   snapshot replaces only a batch row);
-* the entity keeps every row within ``HISTORY_HORIZON`` of its newest row, at least
-  ``HISTORY_MIN_ROWS``, and the key expires ``ttl`` + 7 days after its newest row.
+* the entity keeps the rows ``history.online_history`` keeps of every row written to it (the
+  rows a lookup up to ``HISTORY_HORIZON`` before its newest row reads, at least
+  ``HISTORY_MIN_ROWS``), and the key expires ``ttl`` + 7 days after its newest row.
 
 Each script call takes ``CHUNK_ROWS`` rows (one round trip per call, calls pipelined). Measured
 here: ~150k rows/s for single-row keys (``benchmarks/snapshot.py``); layout 2's plain ``SET``
@@ -47,19 +48,52 @@ CALLS_PER_PIPELINE = 20
 CLUSTER_CALLS_PER_PIPELINE = 2000
 
 # KEYS: one per entity. ARGV: horizon_us, min_rows, then per key: row count, pxat (the
-# latest expiry of its rows), then per row: score, version, member.
+# latest expiry of its rows), the number of at-lookup windows, (window_us, granule_us) of each,
+# then per row: score, version, member.
 # Returns how many rows were stored (the others lost the comparison).
+#
+# The keep rule (history.py) is applied incrementally: with the key's rows before the call all
+# kept relative to its newest time N1 (and dropped rows never needed again), only these can be
+# dropped after it: the new rows and the rows before them (their successor changed), the rows
+# that fell out of the HISTORY_MIN_ROWS newest, and the rows whose successor lies where a
+# threshold moved from N1 to N2: [N1 - H, N2 - H) and, per window, (b_w(N1 - H), b_w(N2 - H)].
+# In the stream's usual call (rows newer than the key's) that is a ZREVRANGE and a ZRANGEBYSCORE
+# over the last few seconds' band; a window's band is read only when b_w moved to a new granule.
 WRITE_ROWS_LUA = """
 local horizon = tonumber(ARGV[1])
 local min_rows = tonumber(ARGV[2])
 local stored = 0
 local at = 3
+
+-- ceil(x / g), exact: the integers (< 2^53) and their products are exact doubles, only the
+-- division rounds (by less than one)
+local function ceil_div(x, g)
+  local q = math.floor(x / g)
+  if q * g < x then q = q + 1 end
+  if (q - 1) * g >= x then q = q - 1 end
+  return q
+end
+
+-- '%.0f': Lua's tostring ('%.14g') rounds a 16-digit microsecond time to 100 us
+local function fmt(x) return string.format('%.0f', x) end
+
 for _, key in ipairs(KEYS) do
   local count = tonumber(ARGV[at])
   local pxat = ARGV[at + 1]
-  at = at + 2
+  local nwin = tonumber(ARGV[at + 2])
+  at = at + 3
+  local ws, gs = {}, {}
+  for i = 1, nwin do
+    ws[i] = tonumber(ARGV[at])
+    gs[i] = tonumber(ARGV[at + 1])
+    at = at + 2
+  end
+  local top = redis.call('ZREVRANGE', key, 0, 0, 'WITHSCORES')
+  local n1 = nil
+  if #top > 0 then n1 = tonumber(top[2]) end
+  local n2 = n1
   local changed = false
-  local new_members = 0
+  local new_scores, new_members = {}, {}
   local replaced = false
   for j = 1, count do
     local score = ARGV[at]
@@ -77,26 +111,67 @@ for _, key in ipairs(KEYS) do
         redis.call('ZREMRANGEBYSCORE', key, score, score)
         replaced = true
       else
-        new_members = new_members + 1
+        local t = tonumber(score)
+        new_scores[#new_scores + 1] = t
+        new_members[#new_members + 1] = member
+        if n2 == nil or t > n2 then n2 = t end
       end
       redis.call('ZADD', key, score, member)
       stored = stored + 1
       changed = true
     end
   end
-  if changed then
-    local card = redis.call('ZCARD', key)
-    if card > min_rows then
-      local newest = redis.call('ZREVRANGE', key, 0, 0, 'WITHSCORES')
-      -- '%.0f': Lua's tostring ('%.14g') rounds a 16-digit microsecond time to 100 us
-      local cutoff = string.format('%.0f', tonumber(newest[2]) - horizon)
-      local old_rows = redis.call('ZCOUNT', key, '-inf', '(' .. cutoff)
-      local removable = math.min(old_rows, card - min_rows)
-      if removable > 0 then redis.call('ZREMRANGEBYRANK', key, 0, removable - 1) end
+  local new = #new_scores
+  if new > 0 then
+    -- the MIN_ROWS-th newest row and the rows that fell out of the MIN_ROWS newest
+    local ranked = redis.call('ZREVRANGE', key, min_rows - 1, min_rows - 1 + new, 'WITHSCORES')
+    if #ranked >= 4 then  -- more than min_rows rows: some may go
+      local t_min = tonumber(ranked[2])
+      local start = n2 - horizon
+      local bounds = {}
+      for i = 1, nwin do bounds[i] = ceil_div(start - ws[i], gs[i]) * gs[i] end
+      local function check(member, ft, succ)
+        if succ == nil or ft >= t_min or succ >= start then return end
+        for i = 1, nwin do
+          local g = gs[i]
+          if succ > bounds[i] and ceil_div(ft, g) ~= ceil_div(succ, g) then return end
+        end
+        redis.call('ZREM', key, member)
+      end
+      -- the rows whose successor's time is in [lo, hi]
+      local function band(lo, hi)
+        if lo > hi then return end
+        local rows = redis.call('ZRANGEBYSCORE', key, fmt(lo), fmt(hi), 'WITHSCORES')
+        if #rows == 0 then return end
+        local prev = redis.call('ZREVRANGEBYSCORE', key, '(' .. fmt(lo), '-inf', 'WITHSCORES', 'LIMIT', 0, 1)
+        if #prev > 0 then check(prev[1], tonumber(prev[2]), tonumber(rows[2])) end
+        for i = 1, #rows - 2, 2 do check(rows[i], tonumber(rows[i + 1]), tonumber(rows[i + 3])) end
+      end
+      for i = 3, #ranked, 2 do check(ranked[i], tonumber(ranked[i + 1]), tonumber(ranked[i - 1])) end
+      if n1 ~= nil and n2 > n1 then
+        local start1 = n1 - horizon
+        band(start1, start - 1)
+        for i = 1, nwin do
+          local g = gs[i]
+          band(ceil_div(start1 - ws[i], g) * g + 1, bounds[i])
+        end
+      end
+      for k = 1, new do
+        local t = new_scores[k]
+        if t < start then
+          local s = fmt(t)
+          local prev = redis.call('ZREVRANGEBYSCORE', key, '(' .. s, '-inf', 'WITHSCORES', 'LIMIT', 0, 1)
+          if #prev > 0 then check(prev[1], tonumber(prev[2]), t) end
+          local succ = redis.call('ZRANGEBYSCORE', key, '(' .. s, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+          if #succ > 0 then check(new_members[k], t, tonumber(succ[2])) end
+        end
+      end
     end
+  end
+  if changed then
     -- only this call's members: the key did not exist, so it has no expiry to compare with;
     -- a replaced row may have been the key's only one (the key was deleted and made anew)
-    if card == new_members or (replaced and redis.call('PTTL', key) == -1) then
+    if n1 == nil or (replaced and redis.call('PTTL', key) == -1) then
       redis.call('PEXPIREAT', key, pxat)
     else
       redis.call('PEXPIREAT', key, pxat, 'GT')
@@ -116,8 +191,10 @@ def _cluster_calls(encoded: pl.DataFrame) -> Iterable[ScriptCall]:
     keys: list[str] = []
     args: list[str | int] = [horizon_us, HISTORY_MIN_ROWS]
     rows = 0
-    grouped = encoded.group_by("key", maintain_order=True).agg(
-        pl.len().alias("count"), pl.col("pxat").max()
+    grouped = (
+        _with_retain(encoded)
+        .group_by("key", maintain_order=True)
+        .agg(pl.len().alias("count"), pl.col("pxat").max(), pl.col("retain").first())
     )
     slot_column = pl.Series("slot", [slot_of(key) for key in grouped["key"]], pl.Int32)
     grouped = grouped.with_columns(slot_column).sort("slot", maintain_order=True)
@@ -129,11 +206,12 @@ def _cluster_calls(encoded: pl.DataFrame) -> Iterable[ScriptCall]:
     scores, versions, values = (flat[c].to_list() for c in ("score", "version", "value"))
     previous_slot = None
     at = 0
-    for i, (key, count, pxat) in enumerate(
+    for i, (key, count, pxat, retain) in enumerate(
         zip(
             grouped["key"].to_list(),
             grouped["count"].to_list(),
             grouped["pxat"].to_list(),
+            grouped["retain"].to_list(),
             strict=True,
         )
     ):
@@ -142,7 +220,7 @@ def _cluster_calls(encoded: pl.DataFrame) -> Iterable[ScriptCall]:
             keys, args, rows = [], [horizon_us, HISTORY_MIN_ROWS], 0
         previous_slot = slots[i]
         keys.append(key)
-        args += [count, pxat]
+        args += [count, pxat, *retain.split(" ")]
         for j in range(at, at + count):
             args += [scores[j], versions[j], values[j]]
         at += count
@@ -158,23 +236,40 @@ def _calls(encoded: pl.DataFrame) -> pl.DataFrame:
     """``_cluster_calls`` on a single server (no slots), as ``keyed_calls``: whole keys per
     call until it holds CHUNK_ROWS rows (the last key may pass it), no Python per row."""
     per_key = (
-        encoded.lazy()
+        _with_retain(encoded)
+        .lazy()
         .group_by("key", maintain_order=True)
         .agg(
             pl.len().alias("count"),
             pl.col("pxat").max(),
+            pl.col("retain").first(),
             pl.concat_str([resp_bulk(pl.col(c)) for c in ("score", "version", "value")])
             .str.join("")
             .alias("rows"),
         )
     )
     count = pl.col("count")
+    retain = pl.col("retain").str.split(" ")
     return keyed_calls(
         per_key,
         call=(count.cum_sum() - count) // CHUNK_ROWS,
-        argc=2 + 3 * count,
-        args=pl.concat_str([resp_bulk(count), resp_bulk(pl.col("pxat")), pl.col("rows")]),
+        argc=2 + retain.list.len() + 3 * count,
+        args=pl.concat_str(
+            [
+                resp_bulk(count),
+                resp_bulk(pl.col("pxat")),
+                retain.list.eval(resp_bulk(pl.element())).list.join(""),
+                pl.col("rows"),
+            ]
+        ),
     ).collect(engine="in-memory")
+
+
+def _with_retain(encoded: pl.DataFrame) -> pl.DataFrame:
+    """``encoded`` with its ``retain`` column (frames encoded without one: no windows)."""
+    if "retain" in encoded.columns:
+        return encoded
+    return encoded.with_columns(retain=pl.lit("0"))
 
 
 def write_encoded(client: redis.Redis, encoded: pl.DataFrame) -> int:
