@@ -1,7 +1,8 @@
 """The online writer's compare-on-write script against a model of its rules, on a real Redis.
 
 Random calls mix the stream's usual call (every row newer than the key's rows) with late,
-replayed and same-feature_time rows, across the history horizon's boundary to the microsecond
+replayed and same-feature_time rows (frames without a ``retain`` column: a group without
+at-lookup windows), across the history horizon's boundary to the microsecond
 (main's script rounded the boundary to 100 us: Lua's tostring of a 16-digit time). After every call each key holds exactly the
 model's rows and expiry, and the script reports the model's count of stored rows.
 """
@@ -50,11 +51,10 @@ def _model_write(stored: Rows, rows: list[tuple[int, int, str]]) -> int:
         if old is None or old[0] <= version:
             stored[score] = (version, member)
             wins += 1
-    if wins:
-        newest = max(stored)
-        kept = sorted(stored, reverse=True)[:HISTORY_MIN_ROWS]
-        for score in list(stored):
-            if score < newest - HORIZON_US and score not in kept:
+    if wins:  # history.py's rule without windows: the row before each t >= N - H, min rows
+        times = sorted(stored)
+        for i, score in enumerate(times[:-HISTORY_MIN_ROWS]):
+            if times[i + 1] < times[-1] - HORIZON_US:
                 del stored[score]
     return wins
 
