@@ -32,12 +32,8 @@ import polars as pl
 import redis
 
 from fraud_platform.lib.features.compute import entity_key_expr, feature_group_query
-from fraud_platform.lib.features.online.layout import (
-    HISTORY_HORIZON,
-    HISTORY_MIN_ROWS,
-    check_encoded,
-    encode_query,
-)
+from fraud_platform.lib.features.online.history import online_history_query
+from fraud_platform.lib.features.online.layout import check_encoded, encode_query
 from fraud_platform.lib.features.online.writer import write_encoded
 from fraud_platform.lib.features.registry import ENTITY_KEY, FEATURE_TIME, FeatureGroup
 from fraud_platform.lib.features.targeted import SINCE, prepare_events, rows_since_query
@@ -213,7 +209,7 @@ class StreamProcessor:
             # these small queries ran on the streaming engine, whose threads took ~23% of the
             # worker's CPU (317 -> 260 µs per event in one comparison, issue 12's note).
             queries += [
-                encode_query(group, _rows_to_write(query, view_touched), pl.col(_VERSION))
+                encode_query(group, _rows_to_write(group, query, view_touched), pl.col(_VERSION))
                 for group, query in zip(view.groups, rows, strict=True)
             ]
         encoded = pl.collect_all(queries, engine="in-memory")
@@ -293,20 +289,13 @@ def _view_touched(view: StreamView, adds: StreamAdds, touched: pl.DataFrame) -> 
     )
 
 
-def _rows_to_write(rows: pl.LazyFrame, touched: pl.DataFrame) -> pl.LazyFrame:
+def _rows_to_write(group: FeatureGroup, rows: pl.LazyFrame, touched: pl.DataFrame) -> pl.LazyFrame:
     """Rows at or after each entity's earliest new event (a late event changes every later row)
-    that the online history keeps: within HISTORY_HORIZON of the entity's newest row, or among
-    its newest HISTORY_MIN_ROWS."""
-    horizon_us = HISTORY_HORIZON // HISTORY_HORIZON.resolution
+    that the online history keeps (``online_history``: whether a row is kept depends only on the
+    next row and the entity's newest, both at or after SINCE too)."""
     ft_us = pl.col(FEATURE_TIME).dt.epoch("us")
-    return (
-        rows.join(touched.lazy(), on=ENTITY_KEY, how="inner")
-        .filter(ft_us >= pl.col(SINCE))
-        .filter(
-            (ft_us >= ft_us.max().over(ENTITY_KEY) - horizon_us)
-            | (ft_us.rank("ordinal", descending=True).over(ENTITY_KEY) <= HISTORY_MIN_ROWS)
-        )
-    )
+    since = rows.join(touched.lazy(), on=ENTITY_KEY, how="inner").filter(ft_us >= pl.col(SINCE))
+    return online_history_query(group, since)
 
 
 def apply_records(

@@ -1,10 +1,13 @@
 """The batch path's online snapshot of one feature group, incremental by default.
 
-What the store holds after a snapshot is defined by the full snapshot: the newest row of every
-entity of the offline table, written through the compare-on-write script (``writer.py``). The
-incremental snapshot writes the same rows, but only for the entities whose newest row differs
-from the one the previous snapshot wrote; for every other entity the full snapshot's write would
-repeat a row the store already holds (same feature_time, same writer_version 0: a no-op).
+What the store holds after a snapshot is defined by the full snapshot: the rows of every entity
+of the offline table the online history keeps (``history.online_history``: the rows a lookup
+up to an hour after the entity's newest row reads; for a group without windows as of the lookup
+just the newest row), written through the compare-on-write script (``writer.py``). The
+incremental snapshot writes the same rows, but only for the entities whose rows (the newest
+row, for a group without such windows) differ from the ones the previous snapshot read; for
+every other entity the full snapshot's write would repeat rows the store already holds (same
+feature_time, same writer_version 0: a no-op).
 
 The checkpoint is the Delta version (and table id) the previous snapshot read, kept per group
 in a hash in the online store itself (``checkpoint_key``): a store that was flushed, or a new
@@ -18,7 +21,11 @@ checkpoint's version and the current one:
    (a row of an earlier partition is older than every row of P); those later partitions are read
    only for the entities seen in P (with the usual stale range, D..today, there are none);
 4. entities whose newest row (as encoded for Redis) differs are written; an entity whose rows in
-   P all disappeared has its newest row looked up in the partitions before min(P), newest first.
+   P all disappeared has its newest row looked up in the partitions before min(P), newest first;
+5. for a group with windows as of the lookup, the entities with any differing row are written:
+   their rows from ``H`` + the longest window + its granule before the earliest newest row of
+   them (the partitions from that day to min(P) are read for them), and the row before those
+   where the rule may keep it (looked up as in 4.), filtered by ``online_history``.
 
 The checkpoint is saved after the writes: a crash in between repeats the same writes next time.
 A checkpoint whose version can no longer be read (its log entries or, after a VACUUM, its files
@@ -37,9 +44,20 @@ from deltalake import DeltaTable
 from deltalake.exceptions import DeltaError
 
 from fraud_platform.lib.features.compute import latest_per_entity
-from fraud_platform.lib.features.online.layout import ONLINE_LAYOUT_VERSION, encode_rows
+from fraud_platform.lib.features.online.history import (
+    HORIZON_US,
+    online_history,
+    retained_windows,
+)
+from fraud_platform.lib.features.online.layout import (
+    HISTORY_MIN_ROWS,
+    ONLINE_LAYOUT_VERSION,
+    encode_rows,
+    from_micros,
+)
 from fraud_platform.lib.features.online.writer import write_snapshot
 from fraud_platform.lib.features.registry import ENTITY_KEY, FEATURE_TIME, FeatureGroup
+from fraud_platform.lib.features.windows import stored_group
 from fraud_platform.lib.storage.delta import DeltaStore
 
 
@@ -152,9 +170,12 @@ def _newest_rows_before(
     return pl.concat(found)
 
 
+def _encoded(group: FeatureGroup, rows: pl.DataFrame) -> pl.DataFrame:
+    return rows.select(ENTITY_KEY).with_columns(encode_rows(group, rows)["value"])
+
+
 def _encoded_latest(group: FeatureGroup, rows: pl.DataFrame) -> pl.DataFrame:
-    latest = latest_per_entity(rows)
-    return latest.select(ENTITY_KEY).with_columns(encode_rows(group, latest)["value"])
+    return _encoded(group, latest_per_entity(rows))
 
 
 def snapshot_group(
@@ -199,11 +220,17 @@ def _full(
 ) -> GroupSnapshot:
     version = current.version()
     rows = store.read(table, version=version)
-    latest = latest_per_entity(rows)
-    stored = write_snapshot(client, group, latest)
+    written = _kept(group, rows)
+    stored = write_snapshot(client, group, written)
     save_checkpoint(client, group, Checkpoint(current.metadata().id, version))
     partitions = rows[partition_column].n_unique() if rows.height else 0
-    return GroupSnapshot("full", reason, version, partitions, rows.height, latest.height, stored)
+    entities = written[ENTITY_KEY].n_unique()
+    return GroupSnapshot("full", reason, version, partitions, rows.height, entities, stored)
+
+
+def _kept(group: FeatureGroup, rows: pl.DataFrame) -> pl.DataFrame:
+    """The rows of ``rows`` the online store keeps (module docstring)."""
+    return online_history(group, rows) if retained_windows(group) else latest_per_entity(rows)
 
 
 def _incremental(
@@ -217,7 +244,9 @@ def _incremental(
 ) -> GroupSnapshot:
     version = current.version()
     schema = pl.scan_delta(store.uri(table), version=version).collect_schema()
-    columns = [ENTITY_KEY, FEATURE_TIME, *group.feature_names]
+    # the hidden columns too (``windows.stored_group``), as the full snapshot's whole rows
+    stored_names = [n for n in stored_group(group).feature_names if n in schema]
+    columns = [ENTITY_KEY, FEATURE_TIME, *stored_names]
     try:
         previous = store.open(table, version=checkpoint.version)
         changed = changed_partitions(previous, current, partition_column)
@@ -236,6 +265,11 @@ def _incremental(
     after = _read(current, partition_column, later, columns, schema).filter(
         pl.col(ENTITY_KEY).is_in(seen.implode())
     )
+    if retained_windows(group):
+        read = _Read(current, partition_column, columns, schema, earlier)
+        return _incremental_history(
+            client, group, checkpoint, read, changed, later, old, new, after
+        )
     latest_new = _encoded_latest(group, pl.concat([new, after]))
     latest_old = _encoded_latest(group, pl.concat([old, after]))
     differs = latest_new.join(
@@ -258,3 +292,97 @@ def _incremental(
         stored,
         gone.height,
     )
+
+
+@dataclass(frozen=True)
+class _Read:
+    """How to read more of the current version (``_incremental_history``)."""
+
+    table: DeltaTable
+    partition_column: str
+    columns: list[str]
+    schema: pl.Schema
+    earlier: list[date]  # the partitions before min(P)
+
+    def rows(self, partitions: list[date], entities: pl.DataFrame) -> pl.DataFrame:
+        rows = _read(self.table, self.partition_column, partitions, self.columns, self.schema)
+        return rows.join(entities, on=ENTITY_KEY, how="semi")
+
+    def newest_before(self, partitions: list[date], entities: pl.DataFrame) -> pl.DataFrame:
+        return _newest_rows_before(
+            self.table, self.partition_column, partitions, entities, self.columns, self.schema
+        )
+
+
+def _incremental_history(
+    client: redis.Redis,
+    group: FeatureGroup,
+    checkpoint: Checkpoint,
+    read: _Read,
+    changed: list[date],
+    later: list[date],
+    old: pl.DataFrame,
+    new: pl.DataFrame,
+    after: pl.DataFrame,
+) -> GroupSnapshot:
+    """Step 5 of the module docstring: a group with windows as of the lookup."""
+    version = read.table.version()
+    now, before = pl.concat([new, after]), pl.concat([old, after])
+    encoded_now, encoded_before = _encoded(group, now), _encoded(group, before)
+    on = [ENTITY_KEY, "value"]
+    differs = pl.concat(
+        [
+            encoded_now.join(encoded_before, on=on, how="anti", nulls_equal=True),
+            encoded_before.join(encoded_now, on=on, how="anti", nulls_equal=True),
+        ]
+    ).select(pl.col(ENTITY_KEY).unique())
+    rows = now.join(differs, on=ENTITY_KEY, how="semi")
+    # entities whose rows of P all disappeared: their newest row is in an earlier partition
+    gone = differs.join(rows, on=ENTITY_KEY, how="anti")
+    looked_up = read.newest_before(read.earlier, gone)
+    rows = pl.concat([rows, looked_up])
+    rows_read = new.height + old.height + after.height + looked_up.height
+    span: list[date] = []
+    if rows.height:
+        window, granule = retained_windows(group)[-1]
+        reach = _earliest_newest(rows)
+        first_day = from_micros(reach - HORIZON_US - window - granule).date()
+        span = [p for p in read.earlier if p >= first_day]
+        extra = read.rows(span, differs)
+        rows_read += extra.height
+        rows = pl.concat([rows, extra]).unique([ENTITY_KEY, FEATURE_TIME], maintain_order=True)
+        older = [p for p in read.earlier if p < first_day]
+        preceding = read.newest_before(older, _needing_older(group, rows))
+        rows_read += preceding.height
+        rows = pl.concat([rows, preceding]).unique([ENTITY_KEY, FEATURE_TIME], maintain_order=True)
+    written = online_history(group, rows)
+    stored = write_snapshot(client, group, written)
+    save_checkpoint(client, group, Checkpoint(checkpoint.table_id, version))
+    return GroupSnapshot(
+        "incremental",
+        f"versions {checkpoint.version}..{version}",
+        version,
+        len(changed) + len(later) + len(span),
+        rows_read,
+        differs.height,
+        stored,
+        gone.height,
+    )
+
+
+def _earliest_newest(rows: pl.DataFrame) -> int:
+    """The earliest of the entities' newest feature_times (epoch microseconds)."""
+    newest = rows.group_by(ENTITY_KEY).agg(pl.col(FEATURE_TIME).dt.epoch("us").max())
+    return int(newest[FEATURE_TIME].min())  # type: ignore[arg-type]
+
+
+def _needing_older(group: FeatureGroup, rows: pl.DataFrame) -> pl.DataFrame:
+    """Entities of ``rows`` whose kept rows may include an older one: fewer than
+    HISTORY_MIN_ROWS rows, or none at or before their longest window's first start ``b_w(N -
+    H)`` (the latest row at or before it is kept)."""
+    window, granule = retained_windows(group)[-1]
+    ft_us = pl.col(FEATURE_TIME).dt.epoch("us")
+    start = ft_us.max() - HORIZON_US - window
+    bound = -((-start) // granule) * granule
+    needs = ((pl.len() < HISTORY_MIN_ROWS) | (ft_us.min() > bound)).alias("needs")
+    return rows.group_by(ENTITY_KEY).agg(needs).filter("needs").select(ENTITY_KEY)
