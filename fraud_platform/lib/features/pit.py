@@ -143,7 +143,8 @@ def _at_lookup(
     hidden = _hidden_columns(lookups)
     totals = [n for n in hidden if n != SPAN_START]
     at_t = rows.select(
-        pl.col(SPAN_START).gather(matched), *[pl.col(n).cast(pl.Int128).gather(matched) for n in totals]
+        pl.col(SPAN_START).gather(matched),
+        *[pl.col(n).cast(pl.Int128).gather(matched) for n in totals],
     )
     by_window: dict[timedelta, pl.DataFrame] = {}
     for window, found in starts.items():
@@ -154,10 +155,7 @@ def _at_lookup(
         )
         same_span = (before[_TIME] >= at_t[SPAN_START]).fill_null(False)
         by_window[window] = at_t.select(
-            [
-                (pl.col(n) - pl.when(same_span).then(before[n]).otherwise(0)).alias(n)
-                for n in totals
-            ]
+            [(pl.col(n) - pl.when(same_span).then(before[n]).otherwise(0)).alias(n) for n in totals]
         )
     values = []
     for feature in lookups:

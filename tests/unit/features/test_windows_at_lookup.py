@@ -17,8 +17,8 @@ from fraud_platform.lib.features.catalog import FEATURE_GROUPS
 from fraud_platform.lib.features.compute import compute_feature_group
 from fraud_platform.lib.features.pit import point_in_time_join
 from fraud_platform.lib.features.registry import Feature, FeatureGroup
-from fraud_platform.lib.simulation import SimulationConfig, simulate
 from fraud_platform.lib.features.windows import at_lookup
+from fraud_platform.lib.simulation import SimulationConfig, simulate
 
 START = datetime(2026, 10, 1, tzinfo=UTC)
 DAYS = 20
