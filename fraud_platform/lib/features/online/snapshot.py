@@ -40,6 +40,7 @@ from fraud_platform.lib.features.compute import latest_per_entity
 from fraud_platform.lib.features.online.layout import ONLINE_LAYOUT_VERSION, encode_rows
 from fraud_platform.lib.features.online.writer import write_snapshot
 from fraud_platform.lib.features.registry import ENTITY_KEY, FEATURE_TIME, FeatureGroup
+from fraud_platform.lib.features.windows import stored_group
 from fraud_platform.lib.storage.delta import DeltaStore
 
 
@@ -217,7 +218,7 @@ def _incremental(
 ) -> GroupSnapshot:
     version = current.version()
     schema = pl.scan_delta(store.uri(table), version=version).collect_schema()
-    columns = [ENTITY_KEY, FEATURE_TIME, *group.feature_names]
+    columns = [ENTITY_KEY, FEATURE_TIME, *stored_group(group).feature_names]
     try:
         previous = store.open(table, version=checkpoint.version)
         changed = changed_partitions(previous, current, partition_column)
