@@ -56,19 +56,24 @@ class OnlineFeatures:
 
 # KEYS: the rows' keys. ARGV: now (epoch us), then per key: the oldest feature_time in its
 # TTL, how many window starts, the starts. Returns per key its point-in-time row, then the row
-# at or before each start (false where none; no start is read for a key without a row).
+# at or before each start: false where there is none, and where it is the point-in-time row
+# itself (a start at or after that row: the reader knows it is the row, and the window empty).
 READ_ROWS_LUA = """
 local now = '(' .. ARGV[1]
 local out = {}
 local at = 2
 for _, key in ipairs(KEYS) do
-  local rows = redis.call('ZREVRANGEBYSCORE', key, now, ARGV[at], 'LIMIT', 0, 1)
-  local row = rows[1] or false
+  local rows = redis.call('ZREVRANGEBYSCORE', key, now, ARGV[at], 'WITHSCORES', 'LIMIT', 0, 1)
   local starts = tonumber(ARGV[at + 1])
-  out[#out + 1] = row
+  out[#out + 1] = rows[1] or false
+  local score = rows[2] and tonumber(rows[2])
   for j = 1, starts do
-    local before = row and redis.call('ZREVRANGEBYSCORE', key, ARGV[at + 1 + j], '-inf', 'LIMIT', 0, 1)
-    out[#out + 1] = (row and before[1]) or false
+    local start = ARGV[at + 1 + j]
+    local before = false
+    if score and tonumber(start) < score then
+      before = redis.call('ZREVRANGEBYSCORE', key, start, '-inf', 'LIMIT', 0, 1)[1] or false
+    end
+    out[#out + 1] = before
   end
   at = at + 2 + starts
 end
@@ -138,12 +143,19 @@ def _group_layout(group: FeatureGroup) -> _GroupLayout:
     )
 
 
-def _at_lookup(layout: _GroupLayout, row: list[Any], starts: Sequence[Any]) -> list[Any]:
+def _at_lookup(
+    layout: _GroupLayout, row: list[Any], starts: Sequence[Any], starts_us: Sequence[int]
+) -> list[Any]:
     """The group's declared values of ``row`` with its at-lookup windows evaluated: the row's
-    totals minus those of each window's start row (none, or of an earlier span: zero)."""
+    totals minus those of each window's start row (``starts``, at or before ``starts_us``:
+    the row itself where the start is not before it, zero where there is none or it is of an
+    earlier span)."""
     values = row[1 : len(layout.features) + 1]
     span = row[layout.span]
-    valid = [start if start is not None and start[0] >= span else None for start in starts]
+    valid = [
+        row if start_us >= row[0] else start if start is not None and start[0] >= span else None
+        for start, start_us in zip(starts, starts_us, strict=True)
+    ]
     for position, function, index, count, fixed_sum, fixed_sumsq in layout.lookups:
         start = valid[index]
         n = s = q = 0
@@ -369,7 +381,8 @@ class OnlineFeatureReader:
             feature_times[name] = epoch + delta(0, 0, row[0])
             ages[name] = (now_us - row[0]) / 1_000_000
             if layout.lookups:
-                flat += _at_lookup(layout, row, found[1:])
+                starts_us = [window_start_us(now_us, window) for window in layout.windows]
+                flat += _at_lookup(layout, row, found[1:], starts_us)
             else:
                 flat += row[1 : len(layout.features) + 1]
         for position in self._ts_positions:
