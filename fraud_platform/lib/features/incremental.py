@@ -19,15 +19,17 @@ from datetime import datetime, timedelta
 
 import polars as pl
 
-from fraud_platform.lib.features.compute import compute_feature_group, lifetime_gap
+from fraud_platform.lib.features.compute import FIXED_DTYPE, compute_feature_group, lifetime_gap
 from fraud_platform.lib.features.registry import (
     ENTITY_KEY,
     FEATURE_TIME,
     Feature,
     FeatureGroup,
 )
+from fraud_platform.lib.features.windows import stored_group
 
-CHECKPOINTABLE = frozenset({"count", "max", "min", "last"})
+# fixed_sum(sq): the exact integer prefix totals of windows.py, continued like a count
+CHECKPOINTABLE = frozenset({"count", "max", "min", "last", "fixed_sum", "fixed_sumsq"})
 STATE_SUFFIX = "__state"
 _STATE_TIME = "__state_time"
 
@@ -38,7 +40,8 @@ def longest_window(group: FeatureGroup) -> timedelta:
 
 
 def lifetime_features(group: FeatureGroup) -> list[Feature]:
-    return [f for f in group.features if f.window is None]
+    """The group's lifetime features, the hidden prefix totals of ``windows`` among them."""
+    return [f for f in stored_group(group).features if f.window is None]
 
 
 def is_incremental(group: FeatureGroup) -> bool:
@@ -78,6 +81,9 @@ def _continued(feature: Feature) -> pl.Expr:
     since, state = pl.col(feature.name), pl.col(feature.name + STATE_SUFFIX)
     if feature.function == "count":
         return (since + state.fill_null(0)).alias(feature.name)
+    if feature.function in ("fixed_sum", "fixed_sumsq"):
+        total = since.cast(pl.Int128) + state.cast(pl.Int128).fill_null(0)
+        return total.cast(FIXED_DTYPE).alias(feature.name)
     if feature.function == "max":
         return pl.max_horizontal(since, state).alias(feature.name)
     if feature.function == "min":
@@ -109,6 +115,7 @@ def compute_rows_from(
         dataclasses.replace(group, features=windowed or group.features), source
     )
     rows = rows.filter(pl.col(FEATURE_TIME) >= start)
+    group = stored_group(group)
     if lifetime:
         since = compute_feature_group(
             dataclasses.replace(group, features=tuple(lifetime)), source.filter(at >= start)

@@ -2,19 +2,29 @@
 
 For a row at time ``t`` and each group, take the group's latest row of the same entity with
 ``feature_time < t`` (strictly: equal timestamps are NOT visible, so an event never sees
-itself) and ``t - feature_time <= ttl``; otherwise the group's features are null.
+itself) and ``t - feature_time <= ttl``; otherwise the group's features are null. Windowed
+counts, sums, means and deviations are evaluated at ``t`` (``windows.py``): that row's prefix
+totals minus those of the latest row at or before the window's start ``b``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import timedelta
 
 import polars as pl
 
 from fraud_platform.lib.features.compute import entity_key_expr
 from fraud_platform.lib.features.registry import ENTITY_KEY, FEATURE_TIME, FeatureGroup
+from fraud_platform.lib.features.windows import (
+    SPAN_START,
+    LookupFeature,
+    granule_us,
+    lookup_plan,
+    lookup_value_expr,
+)
 
-_ROW, _MATCH, _KEY, _TIME = "__row", "__match", "__key", "__feature_time"
+_ROW, _MATCH, _KEY, _TIME, _START = "__row", "__match", "__key", "__feature_time", "__start"
 
 
 def point_in_time_join(
@@ -51,10 +61,12 @@ def point_in_time_join(
         names = [n for n in group.feature_names if wanted is None or n in wanted]
         if not names:
             continue
+        lookups = [f for f in lookup_plan(group).features if f.name in names]
+        hidden = _hidden_columns(lookups)
         rows = (
             group_rows[group.versioned_name]
             .lazy()
-            .select(ENTITY_KEY, FEATURE_TIME, *names)
+            .select(ENTITY_KEY, FEATURE_TIME, *[n for n in names if n not in hidden], *hidden)
             .collect(engine="in-memory")
         )
         right = rows.select(
@@ -62,8 +74,9 @@ def point_in_time_join(
         ).with_row_index(_MATCH)
         if not right[_TIME].is_sorted():  # offline tables are written in feature_time order
             right = right.sort(_TIME)
+        entity_times = left.select(time_column, entity_key_expr(group.entity.join_keys).alias(_KEY))
         matched = (
-            left.select(time_column, entity_key_expr(group.entity.join_keys).alias(_KEY)).join_asof(
+            entity_times.join_asof(
                 right,
                 left_on=time_column,
                 right_on=_TIME,
@@ -74,5 +87,81 @@ def point_in_time_join(
                 tolerance=group.ttl,  # t - feature_time <= ttl, else no match (nulls)
             )
         )[_MATCH].gather(back_to_row_order)
-        parts.append(rows.select(pl.col(names).gather(matched)))
+        values = rows.select(pl.col([n for n in names if n not in hidden]).gather(matched))
+        if lookups:
+            starts = {
+                window: _window_start_matches(entity_times, time_column, right, window)
+                for window in {f.window for f in lookups}
+            }
+            at_lookup = _at_lookup(rows, lookups, matched, starts, back_to_row_order)
+            values = values.with_columns(at_lookup)
+        parts.append(values.select(names))
     return pl.concat(parts, how="horizontal")
+
+
+def _hidden_columns(lookups: Sequence[LookupFeature]) -> list[str]:
+    """The prefix totals (and the span start) the at-lookup features read."""
+    if not lookups:
+        return []
+    names = {SPAN_START}
+    for feature in lookups:
+        totals = feature.totals
+        names |= {n for n in (totals.count, totals.fixed_sum, totals.fixed_sumsq) if n}
+    return sorted(names)
+
+
+def _window_start_matches(
+    entity_times: pl.DataFrame, time_column: str, right: pl.DataFrame, window: timedelta
+) -> pl.Series:
+    """Per entity row (time order): the group row at or before the window's start ``b``."""
+    g = granule_us(window)
+    window_us = window // timedelta(microseconds=1)
+    t_us = pl.col(time_column).dt.epoch("us")
+    start = (-((window_us - t_us) // g) * g).cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
+    return entity_times.select(
+        start.cast(right[_TIME].dtype).alias(_START), pl.col(_KEY)
+    ).join_asof(
+        right,
+        left_on=_START,
+        right_on=_TIME,
+        by=_KEY,
+        strategy="backward",
+        allow_exact_matches=True,  # the window is (b, t): an event at b is before it
+        check_sortedness=False,  # b grows with t
+    )[_MATCH]
+
+
+def _at_lookup(
+    rows: pl.DataFrame,
+    lookups: Sequence[LookupFeature],
+    matched: pl.Series,
+    starts: Mapping[timedelta, pl.Series],
+    back_to_row_order: pl.Series,
+) -> list[pl.Series]:
+    """The at-lookup features: totals at the point-in-time row minus those at the window's
+    start row (zero without one, or for one of an earlier lifetime span)."""
+    hidden = _hidden_columns(lookups)
+    totals = [n for n in hidden if n != SPAN_START]
+    at_t = rows.select(
+        pl.col(SPAN_START).gather(matched),
+        *[pl.col(n).cast(pl.Int128).gather(matched) for n in totals],
+    )
+    by_window: dict[timedelta, pl.DataFrame] = {}
+    for window, found in starts.items():
+        at_start = found.gather(back_to_row_order)
+        before = rows.select(
+            pl.col(FEATURE_TIME).gather(at_start).alias(_TIME),
+            *[pl.col(n).cast(pl.Int128).gather(at_start) for n in totals],
+        )
+        same_span = (before[_TIME] >= at_t[SPAN_START]).fill_null(False)
+        by_window[window] = at_t.select(
+            [(pl.col(n) - pl.when(same_span).then(before[n]).otherwise(0)).alias(n) for n in totals]
+        )
+    values = []
+    for feature in lookups:
+        diff = by_window[feature.window]
+        parts = (feature.totals.count, feature.totals.fixed_sum, feature.totals.fixed_sumsq)
+        n, s, q = (pl.col(p) if p else pl.lit(0, pl.Int128) for p in parts)
+        expr = lookup_value_expr(feature.function, n, s, q)
+        values.append(diff.select(expr.alias(feature.name)).to_series())
+    return values

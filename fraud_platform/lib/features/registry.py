@@ -12,11 +12,15 @@ within a service, so a model's input columns are unambiguous.
 
 Semantics (stated once, tested in tests/unit/features/):
 - A group emits one row per (entity, source event time). The row's ``feature_time`` is that
-  event time: the moment the values became known. Window aggregates cover source events with
-  time in ``(feature_time - window, feature_time]`` (all events sharing the timestamp included).
+  event time: the moment the values became known. A row's window aggregates cover source
+  events with time in ``(feature_time - window, feature_time]`` (all events sharing the
+  timestamp included).
 - A lookup at time ``t`` sees the latest row with ``feature_time < t`` (strictly before; an
   event never sees itself or anything at its own timestamp) and ``t - feature_time <= ttl``;
-  otherwise every feature of the group is null.
+  otherwise every feature of the group is null. Windowed counts, sums, means and deviations
+  are served as of ``t`` itself: over the events in ``(b, t)``, ``b`` being ``t - window``
+  rounded up to 1/60 of the window (``windows.py``); max, min and distinct counts over a
+  window, and lifetime aggregates, are the row's.
 - Source events whose join keys are null (e.g. a card payment has no p2p counterparty) belong
   to no entity: they emit no row, and a lookup with a null join key finds nothing.
 - A row's window aggregates depend only on its window's events: sums and means are taken in

@@ -125,7 +125,8 @@ def test_a_range_from_its_lookback_and_lifetime_state_equals_the_full_computatio
 
 
 def test_a_state_carries_entities_without_new_rows() -> None:
-    group = FEATURE_GROUPS[0]
+    velocity = FEATURE_GROUPS[0]
+    group = dataclasses.replace(velocity, features=(velocity.feature("user_last_txn_time"),))
     at = START + timedelta(hours=1)
     rows = pl.DataFrame(
         {

@@ -96,27 +96,29 @@ def test_a_card_without_history_has_no_ratio() -> None:
     assert row["seconds_since_last_card_spend"] is None
 
 
+# m1's transactions: T0, T0 + 1h, T0 + 2h. Windows end at the lookup (``windows.py``): at
+# T0 + 3d the 24-hour window is empty and 7 days hold all three; from the label's day on only
+# 30 days do (the 7-day window starts at 2026-03-01 03:36, its 2.8-hour granule rounding up).
 @pytest.mark.parametrize(
-    ("at", "known"),
+    ("at", "known", "counts"),
     [
-        (T0 + 3 * D, False),  # long before the label arrives
-        (LABEL_TIME - timedelta(seconds=1), False),  # one second before it arrives
-        (LABEL_TIME, False),  # at the same instant: strictly before only
-        (LABEL_TIME + timedelta(seconds=1), True),
-        (LABEL_TIME + H, True),
+        (T0 + 3 * D, False, (0, 3, 3)),  # long before the label arrives
+        (LABEL_TIME - timedelta(seconds=1), False, (0, 0, 3)),  # one second before it arrives
+        (LABEL_TIME, False, (0, 0, 3)),  # at the same instant: strictly before only
+        (LABEL_TIME + timedelta(seconds=1), True, (0, 0, 3)),
+        (LABEL_TIME + H, True, (0, 0, 3)),
     ],
 )
 def test_merchant_fraud_rates_count_only_labels_known_before_the_lookup(
-    at: datetime, known: bool
+    at: datetime, known: bool, counts: tuple[int, int, int]
 ) -> None:
     row = _features([_txn("q2", at, "c1", "m1", 20.0)]).row(0, named=True)
-    # m1's latest transaction row is t2 (T0 + 2h): t1, t4, t2 in every window
-    assert row["merchant_txn_count_24h"] == 3 and row["merchant_txn_count_7d"] == 3
-    assert row["merchant_txn_count_30d"] == 3
-    expected = 1 / 3 if known else 0.0
-    assert row["merchant_fraud_rate_1d"] == pytest.approx(expected)
-    assert row["merchant_fraud_rate_7d"] == pytest.approx(expected)
-    assert row["merchant_fraud_rate_30d"] == pytest.approx(expected)
+    names = ("merchant_txn_count_24h", "merchant_txn_count_7d", "merchant_txn_count_30d")
+    assert tuple(row[name] for name in names) == counts
+    labels = 1 if known else 0
+    for rate, count in zip(("1d", "7d", "30d"), counts, strict=True):
+        expected = None if count == 0 else pytest.approx(labels / count)  # x / 0: null
+        assert row[f"merchant_fraud_rate_{rate}"] == expected, rate
     assert row["merchant_fraud_labels_7d"] == (1 if known else None)  # no row: none known
     if known:
         elapsed = (at - LABEL_TIME).total_seconds()

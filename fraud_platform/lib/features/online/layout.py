@@ -1,8 +1,8 @@
 """The online store's layout: each entity's recent feature rows in Redis, one sorted set per entity.
 
-Key layout (version ``ONLINE_LAYOUT_VERSION`` = 4)::
+Key layout (version ``ONLINE_LAYOUT_VERSION`` = 5)::
 
-    fp:4:<group name>:v<group version>:{<entity name>:<entity key>}
+    fp:5:<group name>:v<group version>:{<entity name>:<entity key>}
         ->  sorted set of rows, score = feature_time
 
 The braces are a Redis Cluster hash tag: every group of one entity hashes to one slot, so a
@@ -10,8 +10,9 @@ script call may take all of an entity's keys (``scripts.py``); on a single serve
 just characters of the key.
 
 Member: a JSON array ``[feature_time, f1, f2, ..., fn, writer_version]``: the row's feature_time
-in epoch microseconds (also its score), the group's features in their declared order, then the
-version of the knowledge that computed it (``0`` for the batch snapshot, the entity's event
+in epoch microseconds (also its score), the group's features in their declared order followed
+by the hidden columns of ``windows.stored_group`` (prefix totals as JSON integers, the span
+start), then the version of the knowledge that computed it (``0`` for the batch snapshot, the entity's event
 counter for the stream worker). A null feature is ``null``; ints are JSON integers; floats are
 their shortest round-trip decimal text (polars' formatting, bit-exact through ``float()``; NaN
 and +-Infinity as Python's ``json`` writes them); timestamps are epoch microseconds; strings are
@@ -45,8 +46,9 @@ from fraud_platform.lib.features.registry import (
     FeatureGroup,
     per_group,
 )
+from fraud_platform.lib.features.windows import stored_group
 
-ONLINE_LAYOUT_VERSION = 4
+ONLINE_LAYOUT_VERSION = 5
 # Rows kept per entity: every row within this much of the entity's newest row, and at least
 # HISTORY_MIN_ROWS. A lookup lagging the stream by more than the horizon may find no row before
 # its time (the contract accepts events up to 10 minutes in the future; scoring lags seconds).
@@ -96,6 +98,8 @@ def json_text(name: str, dtype: str, all_null: bool = False) -> pl.Expr:
         )
     elif dtype == "int":
         text = col.cast(pl.Int64).cast(pl.String)
+    elif dtype == "fixed":  # the exact prefix totals of windows.py: JSON integers of any size
+        text = col.cast(pl.Int128).cast(pl.String)
     elif dtype == "ts":
         text = col.dt.epoch("us").cast(pl.String)
     else:  # str: JSON-escaped by encoding a one-field struct {"s":...} and cutting the braces
@@ -127,7 +131,8 @@ def encode_query(
     schema = rows.collect_schema()
     ttl_ms = int(group.ttl.total_seconds() * 1000)
     ft_us = pl.col(FEATURE_TIME).dt.epoch("us")
-    parts = list(_member_parts(group, tuple(schema[f.name] == pl.Null for f in group.features)))
+    stored = stored_group(group)
+    parts = list(_member_parts(stored, tuple(schema[f.name] == pl.Null for f in stored.features)))
     version_expr = pl.lit(version, pl.Int64) if isinstance(version, int) else version
     parts += [pl.lit(","), version_expr.cast(pl.Int64).cast(pl.String), pl.lit("]")]
     return rows.select(

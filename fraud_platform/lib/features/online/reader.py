@@ -5,9 +5,11 @@ One Lua script call (``READ_ROWS_LUA``) takes the keys of every group the servic
 (layout.py), also for many entities at once (``get_online_features_many``), and returns, per
 key, the latest row with ``feature_time < now`` within the group's TTL
 (``ZREVRANGEBYSCORE key (now now-ttl LIMIT 0 1``): the point-in-time row, even while newer rows
-of the entity (the transaction being scored, later events) are already stored. The rows are
-parsed as one JSON array and the TTL and "strictly before" rule are checked again here, so
-what it serves equals the offline point-in-time join.
+of the entity (the transaction being scored, later events) are already stored; and, for a
+group with windows evaluated at the lookup (``windows.py``), the latest row at or before each
+window's start (``ZREVRANGEBYSCORE key b -inf LIMIT 0 1``), whose prefix totals the window
+subtracts. The rows are parsed as one JSON array and the TTL and "strictly before" rule are
+checked again here, so what it serves equals the offline point-in-time join.
 """
 
 from __future__ import annotations
@@ -31,6 +33,12 @@ from fraud_platform.lib.features.online.layout import (
 )
 from fraud_platform.lib.features.online.scripts import PipelinedScript, slot_of
 from fraud_platform.lib.features.registry import FeatureGroup, FeatureService
+from fraud_platform.lib.features.windows import (
+    SPAN_START,
+    lookup_plan,
+    lookup_value,
+    window_start_us,
+)
 
 
 @dataclass
@@ -46,13 +54,28 @@ class OnlineFeatures:
         return [name for name, ft in self.feature_times.items() if ft is None]
 
 
-# KEYS: the rows' keys. ARGV: now (epoch us), then per key the oldest feature_time in its TTL.
+# KEYS: the rows' keys. ARGV: now (epoch us), then per key: the oldest feature_time in its
+# TTL, how many window starts, the starts. Returns per key its point-in-time row, then the row
+# at or before each start: false where there is none, and where it is the point-in-time row
+# itself (a start at or after that row: the reader knows it is the row, and the window empty).
 READ_ROWS_LUA = """
 local now = '(' .. ARGV[1]
 local out = {}
-for i, key in ipairs(KEYS) do
-  local rows = redis.call('ZREVRANGEBYSCORE', key, now, ARGV[i + 1], 'LIMIT', 0, 1)
-  out[i] = rows[1] or false
+local at = 2
+for _, key in ipairs(KEYS) do
+  local rows = redis.call('ZREVRANGEBYSCORE', key, now, ARGV[at], 'WITHSCORES', 'LIMIT', 0, 1)
+  local starts = tonumber(ARGV[at + 1])
+  out[#out + 1] = rows[1] or false
+  local score = rows[2] and tonumber(rows[2])
+  for j = 1, starts do
+    local start = ARGV[at + 1 + j]
+    local before = false
+    if score and tonumber(start) < score then
+      before = redis.call('ZREVRANGEBYSCORE', key, start, '-inf', 'LIMIT', 0, 1)[1] or false
+    end
+    out[#out + 1] = before
+  end
+  at = at + 2 + starts
 end
 return out
 """
@@ -61,13 +84,89 @@ return out
 _scan_json = json.scanner.make_scanner(json.JSONDecoder())
 
 
+class _Lookup(NamedTuple):
+    """An at-lookup feature: its position among the group's features, its function, which of
+    the group's window starts it subtracts, and the row positions of its totals (None: 0)."""
+
+    position: int
+    function: str
+    start: int
+    count: int | None
+    fixed_sum: int | None
+    fixed_sumsq: int | None
+
+
 class _GroupLayout(NamedTuple):
     name: str  # versioned name
     prefix: str  # of its keys
     join_keys: tuple[str, ...]
     ttl_us: int
-    features: tuple[str, ...]  # in stored order
+    features: tuple[str, ...]  # declared, in stored order
     nulls: tuple[None, ...]  # one per feature
+    width: int  # a stored row's length: feature_time, stored features, writer_version
+    windows: tuple[timedelta, ...]  # of the at-lookup features: a start row each
+    lookups: tuple[_Lookup, ...]
+    span: int  # the row position of the span start (0 without lookups)
+
+
+def _group_layout(group: FeatureGroup) -> _GroupLayout:
+    plan = lookup_plan(group)
+    stored = [f.name for f in plan.stored.features]
+    row_position = {name: i + 1 for i, name in enumerate(stored)}  # row[0] is feature_time
+    declared = tuple(group.feature_names)
+
+    def position(name: str | None) -> int | None:
+        return None if name is None else row_position[name]
+
+    lookups = tuple(
+        _Lookup(
+            declared.index(f.name),
+            f.function,
+            plan.windows.index(f.window),
+            position(f.totals.count),
+            position(f.totals.fixed_sum),
+            position(f.totals.fixed_sumsq),
+        )
+        for f in plan.features
+    )
+    return _GroupLayout(
+        name=group.versioned_name,
+        prefix=key_prefix(group),
+        join_keys=tuple(group.entity.join_keys),
+        ttl_us=group.ttl // timedelta(microseconds=1),
+        features=declared,
+        nulls=(None,) * len(declared),
+        width=len(stored) + 2,
+        windows=plan.windows,
+        lookups=lookups,
+        span=row_position.get(SPAN_START, 0),
+    )
+
+
+def _at_lookup(
+    layout: _GroupLayout, row: list[Any], starts: Sequence[Any], starts_us: Sequence[int]
+) -> list[Any]:
+    """The group's declared values of ``row`` with its at-lookup windows evaluated: the row's
+    totals minus those of each window's start row (``starts``, at or before ``starts_us``:
+    the row itself where the start is not before it, zero where there is none or it is of an
+    earlier span)."""
+    values = row[1 : len(layout.features) + 1]
+    span = row[layout.span]
+    valid = [
+        row if start_us >= row[0] else start if start is not None and start[0] >= span else None
+        for start, start_us in zip(starts, starts_us, strict=True)
+    ]
+    for position, function, index, count, fixed_sum, fixed_sumsq in layout.lookups:
+        start = valid[index]
+        n = s = q = 0
+        if count is not None:
+            n = row[count] - (start[count] if start is not None else 0)
+        if fixed_sum is not None:
+            s = row[fixed_sum] - (start[fixed_sum] if start is not None else 0)
+        if fixed_sumsq is not None:
+            q = row[fixed_sumsq] - (start[fixed_sumsq] if start is not None else 0)
+        values[position] = lookup_value(function, n, s, q)
+    return values
 
 
 def _parse_rows(raw_values: Sequence[bytes | str | None], count: int) -> list[Any]:
@@ -101,17 +200,7 @@ class OnlineFeatureReader:
         self._client = client
         self.service = service
         self._groups: Sequence[FeatureGroup] = service.groups
-        self._layout = [
-            _GroupLayout(
-                name=group.versioned_name,
-                prefix=key_prefix(group),
-                join_keys=tuple(group.entity.join_keys),
-                ttl_us=group.ttl // timedelta(microseconds=1),
-                features=tuple(group.feature_names),
-                nulls=(None,) * len(group.features),
-            )
-            for group in self._groups
-        ]
+        self._layout = [_group_layout(group) for group in self._groups]
         self._script = client.register_script(READ_ROWS_LUA)
         self._slot_scripts = PipelinedScript(client, READ_ROWS_LUA)  # used on a Redis Cluster
         self._feature_names = [name for layout in self._layout for name in layout.features]
@@ -167,23 +256,38 @@ class OnlineFeatureReader:
         self, keys: Sequence[str | None], fetched: Sequence[Any], now: datetime
     ) -> OnlineFeatures:
         """The features of one entity set from its groups' ``keys`` and the script's reply
-        (one row per non-None key)."""
-        rows = iter(fetched)
-        return self._decode([next(rows) if key is not None else None for key in keys], now)
+        (per non-None key: its row, then its window start rows)."""
+        return self._decode_rows(self._rows_per_key(keys, fetched), now)
+
+    def _rows_per_key(
+        self, keys: Sequence[str | None], fetched: Sequence[Any]
+    ) -> list[list[Any] | None]:
+        """The reply's rows parsed (one JSON parse), per key: [row, *start rows] (None for a
+        None key)."""
+        width = len(self._layout)
+        parsed = iter(_parse_rows(fetched, len(fetched)))
+        per_key: list[list[Any] | None] = []
+        for i, key in enumerate(keys):
+            if key is None:
+                per_key.append(None)
+                continue
+            per_key.append([next(parsed) for _ in range(1 + len(self._layout[i % width].windows))])
+        return per_key
 
     def fetch(self, keys: Sequence[str | None], now: datetime) -> list[Any]:
         """The script's reply for one entity set's ``keys``, through the client."""
         return self._fetch(keys, len(self._layout), now)
 
     def _fetch(self, keys: Sequence[str | None], width: int, now: datetime) -> list[Any]:
-        """The point-in-time row of each non-None key (None where none), in one script call.
-        ``keys`` are ``width`` per entity set, in the layout's group order."""
-        wanted, args = self._script_args(keys, width, now)
+        """Per non-None key its point-in-time row and window start rows (None where none), in
+        one script call. ``keys`` are ``width`` per entity set, in the layout's group order."""
+        wanted, per_key = self._key_args(keys, width, now)
         if not wanted:
             return []
         try:
             if self._slot_scripts.cluster:
-                return self._fetch_by_slot(wanted, args)
+                return self._fetch_by_slot(wanted, per_key, now)
+            args = [to_micros(now), *(arg for key_args in per_key for arg in key_args)]
             return self._script(keys=wanted, args=args)
         except redis.ResponseError as exc:
             raise_wrong_type(exc)
@@ -193,76 +297,94 @@ class OnlineFeatureReader:
         self, keys: Sequence[str | None], width: int, now: datetime
     ) -> tuple[list[str], list[int]]:
         """The script's KEYS (the non-None ``keys``, ``width`` per entity set) and ARGV (now,
-        then each key's oldest row time within its group's TTL)."""
+        then per key its oldest row time within its group's TTL and its window starts)."""
+        wanted, per_key = self._key_args(keys, width, now)
+        return wanted, [to_micros(now), *(arg for key_args in per_key for arg in key_args)]
+
+    def _key_args(
+        self, keys: Sequence[str | None], width: int, now: datetime
+    ) -> tuple[list[str], list[list[int]]]:
         now_us = to_micros(now)
+        starts = [[window_start_us(now_us, w) for w in layout.windows] for layout in self._layout]
         wanted: list[str] = []
-        args: list[int] = [now_us]
+        per_key: list[list[int]] = []
         for i, key in enumerate(keys):
             if key is not None:
+                group = i % width
                 wanted.append(key)
-                args.append(now_us - self._layout[i % width].ttl_us)
-        return wanted, args
+                per_key.append(
+                    [now_us - self._layout[group].ttl_us, len(starts[group]), *starts[group]]
+                )
+        return wanted, per_key
 
-    def _fetch_by_slot(self, keys: list[str], args: list[int]) -> list[Any]:
+    def _fetch_by_slot(self, keys: list[str], per_key: list[list[int]], now: datetime) -> list[Any]:
         """``_fetch`` on a Redis Cluster: one script call per hash slot (one per entity, the
         layout's hash tag), all in one pipeline: one round trip per node, the nodes in
         parallel (at most the cluster's primary count, 3 here, for one request)."""
         by_slot: dict[int, list[int]] = {}
         for position, key in enumerate(keys):
             by_slot.setdefault(slot_of(key), []).append(position)
+        now_us = to_micros(now)
         calls = [
-            ([keys[i] for i in positions], [args[0], *(args[i + 1] for i in positions)])
+            (
+                [keys[i] for i in positions],
+                [now_us, *(arg for i in positions for arg in per_key[i])],
+            )
             for positions in by_slot.values()
         ]
-        rows: list[Any] = [None] * len(keys)
+        replies: list[list[Any]] = [[] for _ in keys]
         results = self._slot_scripts.run(calls, calls_per_pipeline=len(calls))
         for positions, found in zip(by_slot.values(), results, strict=True):
-            for position, row in zip(positions, found, strict=True):
-                rows[position] = row
-        return rows
+            found = iter(found)
+            for position in positions:
+                replies[position] = [next(found) for _ in range(per_key[position][1] + 1)]
+        return [row for reply in replies for row in reply]
 
     def get_online_features_many(
         self, entities: Sequence[Mapping[str, Any]], now: datetime | None = None
     ) -> list[OnlineFeatures]:
-        """``get_online_features`` for several entity sets, all in ONE ``MGET``."""
+        """``get_online_features`` for several entity sets, all in ONE script call."""
         now = now or datetime.now(UTC)
         width = len(self._layout)
         keys = [key for ents in entities for key in self.keys_for(ents)]
-        fetched = iter(self._fetch(keys, width, now))
-        raw = [next(fetched) if key is not None else None for key in keys]
-        rows = _parse_rows(raw, len(raw))  # one parse for all entities
+        rows = self._rows_per_key(keys, self._fetch(keys, width, now))  # one parse for all
         return [self._decode_rows(rows[i : i + width], now) for i in range(0, len(rows), width)]
 
-    def _decode(self, raw_values: Sequence[bytes | str | None], now: datetime) -> OnlineFeatures:
-        """One entity set's stored values (one per group, None if absent) as of ``now``.
-
-        JSON gives floats as floats (polars writes them with a "." or an exponent), ints and
-        strings as such; only timestamps need converting.
-        """
-        return self._decode_rows(_parse_rows(raw_values, len(self._layout)), now)
-
     def _decode_rows(self, rows: Sequence[list[Any] | None], now: datetime) -> OnlineFeatures:
+        """One entity set's stored rows (per group: [row, *window start rows], None if no key)
+        as of ``now``. JSON gives floats as floats (polars writes them with a "." or an
+        exponent), ints and strings as such; only timestamps need converting."""
         flat: list[Any] = []  # every feature of every group, in self._feature_names order
         feature_times: dict[str, datetime | None] = {}
         ages: dict[str, float | None] = {}
         now_us = to_micros(now)
         epoch, delta = EPOCH, timedelta  # from_micros inlined: ~20 calls per entity
-        for (name, _, _, ttl_us, features, nulls), row in zip(self._layout, rows, strict=True):
-            if row is not None and (
-                type(row) is not list
-                or len(row) != len(features) + 2
-                or type(row[0]) is not int
-                or type(row[-1]) is not int
-            ):
-                raise ValueError(f"{name}: not a stored row of {len(features)} features: {row!r}")
+        for layout, found in zip(self._layout, rows, strict=True):
+            name = layout.name
+            row = None if found is None else found[0]
+            if found is not None:
+                for stored in found:
+                    if stored is not None and (
+                        type(stored) is not list
+                        or len(stored) != layout.width
+                        or type(stored[0]) is not int
+                        or type(stored[-1]) is not int
+                    ):
+                        raise ValueError(
+                            f"{name}: not a stored row of {layout.width - 2} columns: {stored!r}"
+                        )
             # absent, from the future of `now`, or expired: not visible
-            if row is None or row[0] >= now_us or now_us - row[0] > ttl_us:
+            if row is None or row[0] >= now_us or now_us - row[0] > layout.ttl_us:
                 feature_times[name] = ages[name] = None
-                flat += nulls
+                flat += layout.nulls
                 continue
             feature_times[name] = epoch + delta(0, 0, row[0])
             ages[name] = (now_us - row[0]) / 1_000_000
-            flat += row[1:-1]  # without feature_time and writer_version
+            if layout.lookups:
+                starts_us = [window_start_us(now_us, window) for window in layout.windows]
+                flat += _at_lookup(layout, row, found[1:], starts_us)
+            else:
+                flat += row[1 : len(layout.features) + 1]
         for position in self._ts_positions:
             if (micros := flat[position]) is not None:
                 flat[position] = epoch + delta(0, 0, micros)

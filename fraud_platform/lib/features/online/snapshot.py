@@ -244,9 +244,7 @@ def _incremental(
 ) -> GroupSnapshot:
     version = current.version()
     schema = pl.scan_delta(store.uri(table), version=version).collect_schema()
-    # the hidden columns too (``windows.stored_group``), as the full snapshot's whole rows
-    stored_names = [n for n in stored_group(group).feature_names if n in schema]
-    columns = [ENTITY_KEY, FEATURE_TIME, *stored_names]
+    columns = [ENTITY_KEY, FEATURE_TIME, *stored_group(group).feature_names]
     try:
         previous = store.open(table, version=checkpoint.version)
         changed = changed_partitions(previous, current, partition_column)

@@ -40,6 +40,7 @@ from fraud_platform.lib.features.online.scripts import (
     slot_of,
 )
 from fraud_platform.lib.features.registry import ENTITY_KEY, FEATURE_TIME, FeatureGroup
+from fraud_platform.lib.features.windows import stored_group
 
 DEFAULT_BATCH_SIZE = 25000
 CHUNK_ROWS = 500  # rows per script call: long enough to amortise the call, short for latency
@@ -280,7 +281,7 @@ def write_encoded(client: redis.Redis, encoded: pl.DataFrame) -> int:
     a call holds one slot's keys (a few rows: one entity's), so a pipeline takes
     CLUSTER_CALLS_PER_PIPELINE calls and costs one round trip per node, the nodes in parallel.
 
-    A key holding something other than a layout-4 sorted set makes Redis refuse the script
+    A key holding something other than a layout-5 sorted set makes Redis refuse the script
     (``redis.ResponseError``, WRONGTYPE).
     """
     if encoded.height == 0:
@@ -331,5 +332,5 @@ def write_snapshot(
     """
     if latest_rows.height == 0:
         return 0
-    rows = latest_rows.select(ENTITY_KEY, FEATURE_TIME, *group.feature_names)
+    rows = latest_rows.select(ENTITY_KEY, FEATURE_TIME, *stored_group(group).feature_names)
     return write_rows(client, group, rows, version=0, batch_size=batch_size)
