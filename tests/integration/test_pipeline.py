@@ -236,7 +236,8 @@ def test_pipeline_replay_online_equals_point_in_time_at_many_instants(platform: 
     (hour-of-day features unchanged) until every instant lies in the future.
     """
     from fraud_platform.defs.features.assets import feature_table
-    from fraud_platform.lib.features.compute import compute_feature_group, latest_per_entity
+    from fraud_platform.lib.features.compute import compute_feature_group
+    from fraud_platform.lib.features.online.history import online_history
     from fraud_platform.lib.features.online.writer import write_snapshot
     from fraud_platform.lib.features.pit import point_in_time_join
     from fraud_platform.lib.features.request import model_row
@@ -270,7 +271,9 @@ def test_pipeline_replay_online_equals_point_in_time_at_many_instants(platform: 
             client.flushdb()
             for group in service.groups:
                 seen = sources[group.source].filter(pl.col(group.event_time_column) < t)
-                write_snapshot(client, group, latest_per_entity(compute_feature_group(group, seen)))
+                write_snapshot(
+                    client, group, online_history(group, compute_feature_group(group, seen))
+                )
             upcoming = transactions.filter(pl.col("event_time") >= t).head(REPLAY_TXNS_PER_INSTANT)
             at_t = upcoming.with_columns(
                 pl.lit(t).cast(upcoming["event_time"].dtype).alias("event_time")

@@ -14,6 +14,7 @@ import pytest
 import redis
 
 from fraud_platform.lib.features.compute import compute_feature_group, latest_per_entity
+from fraud_platform.lib.features.online.history import online_history
 from fraud_platform.lib.features.online.layout import (
     EXPIRY_MARGIN_MS,
     ONLINE_LAYOUT_VERSION,
@@ -111,7 +112,7 @@ def check_online_equals_latest_offline(client: redis.Redis) -> int:
     try:
         offline = {g.versioned_name: compute_feature_group(g, events) for g in TXN_GROUPS}
         for group in TXN_GROUPS:
-            write_snapshot(client, group, latest_per_entity(offline[group.versioned_name]))
+            write_snapshot(client, group, online_history(group, offline[group.versioned_name]))
         for user in users:
             latest = events.filter(pl.col("user_id") == user).tail(1).row(0, named=True)
             entities = {
@@ -154,7 +155,9 @@ def check_replay_at_random_instants(client: redis.Redis) -> int:
             # of a later instant would be history more than HISTORY_HORIZON ahead of t)
             _cleanup(client, users)
             for group in TXN_GROUPS:
-                write_snapshot(client, group, latest_per_entity(compute_feature_group(group, seen)))
+                write_snapshot(
+                    client, group, online_history(group, compute_feature_group(group, seen))
+                )
             for user in users:
                 entities = {
                     "user_id": user,

@@ -16,6 +16,7 @@ from redis.cluster import RedisCluster
 from fraud_platform.lib.features.catalog import FEATURE_GROUPS
 from fraud_platform.lib.features.compute import compute_feature_group, latest_per_entity
 from fraud_platform.lib.features.online.client import redis_client
+from fraud_platform.lib.features.online.history import online_history
 from fraud_platform.lib.features.online.layout import online_key
 from fraud_platform.lib.features.online.scripts import slot_of
 from fraud_platform.lib.features.online.writer import write_snapshot
@@ -97,7 +98,9 @@ def test_the_scoring_lookup_reads_point_in_time_rows_from_the_cluster(
     lookup = FeatureLookup(cluster_client, FRAUD_SCORING_V1)
     try:
         for group in TXN_GROUPS:
-            write_snapshot(cluster_client, group, latest_per_entity(offline[group.versioned_name]))
+            write_snapshot(
+                cluster_client, group, online_history(group, offline[group.versioned_name])
+            )
         now = events["event_time"].max() + timedelta(minutes=1)
         checked = 0
         for txn in events.group_by("user_id").agg(pl.all().last()).iter_rows(named=True):

@@ -12,7 +12,8 @@ import redis
 
 from fraud_platform.lib.contracts.events import ACCOUNT_EVENTS, TRANSACTIONS
 from fraud_platform.lib.features.catalog import FEATURE_GROUPS
-from fraud_platform.lib.features.compute import compute_feature_group, latest_per_entity
+from fraud_platform.lib.features.compute import compute_feature_group
+from fraud_platform.lib.features.online.history import online_history
 from fraud_platform.lib.features.online.writer import write_snapshot
 from fraud_platform.lib.ingestion.bronze import ingest_backlog
 from fraud_platform.lib.storage.delta import DeltaStore
@@ -60,7 +61,9 @@ def test_a_new_group_starts_at_bronze_with_seeded_stores_and_exact_rows(
     # the batch path's online snapshot of the history (each entity's latest row)
     for group in (g for g in FEATURE_GROUPS if g.stream):
         source = records_frame(stream_rig.sent[SILVER_TOPICS[group.source]])
-        write_snapshot(redis_client, group, latest_per_entity(compute_feature_group(group, source)))
+        write_snapshot(
+            redis_client, group, online_history(group, compute_feature_group(group, source))
+        )
 
     processor = StreamProcessor(
         redis_client, FEATURE_GROUPS, store_prefix=f"test:{stream_rig.prefix}"
