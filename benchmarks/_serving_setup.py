@@ -19,6 +19,7 @@ from fraud_platform.lib.features.catalog import FEATURE_GROUPS
 from fraud_platform.lib.features.compute import KEY_SEPARATOR
 from fraud_platform.lib.features.online.writer import write_snapshot
 from fraud_platform.lib.features.registry import ENTITY_KEY, FEATURE_TIME, FeatureGroup
+from fraud_platform.lib.features.windows import uniform_totals
 from tests.serving.conftest import free_port
 
 
@@ -65,6 +66,7 @@ def write_features(client: Any, mix: list[dict[str, Any]], feature_time: datetim
                 ENTITY_KEY: key,
                 FEATURE_TIME: feature_time,
                 **{name: _value(group, name, feature_time, i) for name in group.feature_names},
+                **uniform_totals(group, 1 + i % 3, float(i % 97), feature_time),
             }
             for i, key in enumerate(keys)
         ]

@@ -38,10 +38,17 @@ import polars as pl
 
 from benchmarks._common import emit, latency_ms, profiled, redis_client
 from fraud_platform.lib.features.compute import KEY_SEPARATOR
+from fraud_platform.lib.features.online.layout import to_micros
 from fraud_platform.lib.features.online.reader import OnlineFeatureReader, OnlineFeatures
 from fraud_platform.lib.features.online.writer import write_snapshot
 from fraud_platform.lib.features.registry import ENTITY_KEY, FEATURE_TIME, FeatureGroup
 from fraud_platform.lib.features.services import FRAUD_SCORING_V1
+from fraud_platform.lib.features.windows import (
+    lookup_plan,
+    lookup_value,
+    uniform_totals,
+    window_start_us,
+)
 
 SERVICE = FRAUD_SCORING_V1
 COUNTRIES = ["DE", "FR", "GB", "US", "NL", "ES", "IT", "PL"]
@@ -95,7 +102,13 @@ def group_frame(group: FeatureGroup, n: int, now: datetime, seed: int) -> pl.Dat
             columns[feature.name] = with_nulls(
                 pl.Series([f"s{v}" for v in rng.integers(0, 50, n)]), null
             )
-    return pl.DataFrame(columns)
+    # the hidden totals the windows are served from: `counts` events of one value per row
+    counts = rng.integers(1, 50, n).tolist()
+    values = rng.normal(100.0, 50.0, n).round(2).tolist()
+    times = columns[FEATURE_TIME].to_list()
+    hidden = [uniform_totals(group, c, v, t) for c, v, t in zip(counts, values, times, strict=True)]
+    frame = pl.DataFrame(columns)
+    return frame.hstack(pl.DataFrame(hidden)) if hidden and hidden[0] else frame
 
 
 def with_nulls(values: pl.Series, null: np.ndarray) -> pl.Series:
@@ -106,8 +119,11 @@ def raw_fetch(client: Any, keys: Sequence[str]) -> list[Any]:
     return client.mget(keys)
 
 
-def expected_for(frames: Mapping[str, pl.DataFrame], ents: Mapping[str, str]) -> OnlineFeatures:
-    """Brute force: scan each written frame for the entity's row."""
+def expected_for(
+    frames: Mapping[str, pl.DataFrame], ents: Mapping[str, str], now: datetime
+) -> OnlineFeatures:
+    """Brute force: scan each written frame for the entity's row; a window served at ``now``
+    holds the row's totals if the row is after the window's start, else nothing."""
     values: dict[str, Any] = {}
     times: dict[str, datetime | None] = {}
     for group in SERVICE.groups:
@@ -119,6 +135,15 @@ def expected_for(frames: Mapping[str, pl.DataFrame], ents: Mapping[str, str]) ->
         times[group.versioned_name] = row[FEATURE_TIME] if row else None
         for name in group.feature_names:
             values[name] = row[name] if row else None
+        for feature in lookup_plan(group).features if row else ():
+            start = window_start_us(to_micros(now), feature.window)
+            inside = to_micros(row[FEATURE_TIME]) > start
+            totals = feature.totals
+            n, s, q = (
+                row[name] if name and inside else 0
+                for name in (totals.count, totals.fixed_sum, totals.fixed_sumsq)
+            )
+            values[feature.name] = lookup_value(feature.function, n, s, q)
     return OnlineFeatures(values=values, feature_times=times)
 
 
@@ -143,14 +168,16 @@ def verify(
     """Fetched (single and batch) == written for ``sample`` entities and some absent ones."""
     ids = rng.sample(range(n_entities), sample)
     absent = [n_entities + i for i in range(5)]
+    now = datetime.now(UTC)
     for i in [*ids, *absent]:
         ents = entity(i)
-        check(reader.get_online_features(ents), expected_for(frames, ents), f"entity {i}")
+        got = reader.get_online_features(ents, now)
+        check(got, expected_for(frames, ents, now), f"entity {i}")
     for start in range(0, len(ids), BATCH):
         chunk = [*ids[start : start + BATCH], absent[0]]
-        got = reader.get_online_features_many([entity(i) for i in chunk])
-        for i, features in zip(chunk, got, strict=True):
-            check(features, expected_for(frames, entity(i)), f"batch entity {i}")
+        got_many = reader.get_online_features_many([entity(i) for i in chunk], now)
+        for i, features in zip(chunk, got_many, strict=True):
+            check(features, expected_for(frames, entity(i), now), f"batch entity {i}")
     return len(ids) + len(absent)
 
 

@@ -20,6 +20,7 @@ from fraud_platform.lib.features.online.layout import online_key
 from fraud_platform.lib.features.online.writer import write_snapshot
 from fraud_platform.lib.features.registry import ENTITY_KEY, FEATURE_TIME, FeatureService
 from fraud_platform.lib.features.services import FRAUD_SCORING_V1, FRAUD_SCORING_V2
+from fraud_platform.lib.features.windows import uniform_totals
 from fraud_platform.lib.serving.lookup import FeatureLookup
 from fraud_platform.lib.serving.scoring import ScoringModel
 
@@ -70,6 +71,8 @@ def v2_only(redis_client: redis.Redis) -> Iterator[Customer]:
     for name in USER_TXN_VELOCITY_V2.feature_names:
         row[name] = _group_value(USER_TXN_VELOCITY_V2, name, known.feature_time)
     row.update(user_txn_count_1h=V2_COUNT_1H, user_amount_min_7d=V2_MIN_7D)
+    # the 1-hour count is served from the row's totals: V2_COUNT_1H events
+    row.update(uniform_totals(USER_TXN_VELOCITY_V2, V2_COUNT_1H, 40.0, known.feature_time))
     write_snapshot(redis_client, USER_TXN_VELOCITY_V2, pl.DataFrame([row]))
     assert redis_client.delete(online_key(USER_TXN_VELOCITY, known.user_id)) == 1
     yield known

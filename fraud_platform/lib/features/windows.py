@@ -159,3 +159,14 @@ def lookup_value_expr(function: str, n: pl.Expr, s: pl.Expr, q: pl.Expr) -> pl.E
         return pl.when(n > 0).then(s.cast(pl.Float64) / (n.cast(pl.Float64) * FIXED_POINT_SCALE))
     variance = (n * q - s * s).cast(pl.Float64) / (n * (n - 1)).cast(pl.Float64)
     return pl.when(n >= 2).then(variance.sqrt() * INVERSE_SCALE)
+
+
+def uniform_totals(group: FeatureGroup, events: int, value: float, span_start: object) -> dict:
+    """The hidden columns of a row of ``group`` after ``events`` events of equal ``value``
+    (each filter passed): for fixtures and benchmarks that write hand-made rows. A lookup of
+    such a lone row serves counts ``events``, sums ``events * value``, means ``value`` and
+    deviations 0 (or null below two events)."""
+    fixed = round(value * FIXED_POINT_SCALE)
+    hidden = [f for f in stored_group(group).features if f.name.startswith("__")]
+    totals = {"count": events, "fixed_sum": events * fixed, "fixed_sumsq": events * fixed * fixed}
+    return {f.name: span_start if f.name == SPAN_START else totals[f.function] for f in hidden}
