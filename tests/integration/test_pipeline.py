@@ -146,19 +146,28 @@ def test_pipeline_model_is_registered_with_lineage_and_promoted(platform: dict) 
 
 
 def test_pipeline_online_store_serves_latest_offline_values(platform: dict) -> None:
+    from fraud_platform.lib.features.pit import point_in_time_join
+
     settings = platform["settings"]
     offline = _delta(settings, f"features/{USER_TXN_VELOCITY.versioned_name}")
     latest = (
         offline.sort("feature_time").group_by("entity_key", maintain_order=True).last().head(20)
     )
     reader = OnlineFeatureReader(redis.Redis.from_url(REDIS_DB_URL), FRAUD_SCORING_V1)
-    now = datetime.now(UTC)
-    for row in latest.iter_rows(named=True):
+    # an hour after each user's last event: the 1-hour windows have emptied, the rest not
+    lookups = latest.select("user_id", (pl.col("feature_time") + timedelta(hours=1, seconds=1)))
+    lookups = lookups.rename({"feature_time": "event_time"})
+    expected = point_in_time_join(
+        lookups, [USER_TXN_VELOCITY], {USER_TXN_VELOCITY.versioned_name: offline}
+    )
+    for row in expected.iter_rows(named=True):
         online = reader.get_online_features(
-            {"user_id": row["user_id"], "card_id": "-", "device_id": "-", "country": "-"}, now=now
+            {"user_id": row["user_id"], "card_id": "-", "device_id": "-", "country": "-"},
+            now=row["event_time"],
         )
         for name in USER_TXN_VELOCITY.feature_names:
             assert online.values[name] == row[name], (row["user_id"], name)
+        assert row["user_txn_count_1h"] == 0 and row["user_txn_count_7d"] > 0
 
 
 def test_pipeline_training_set_records_input_versions(platform: dict) -> None:
