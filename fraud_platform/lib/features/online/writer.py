@@ -1,7 +1,7 @@
 """Writes feature rows online (layout.py) through ONE Lua script that compares on feature_time.
 
 Both writers of the online store go through ``write_rows``: the batch snapshot
-(``write_snapshot``: each entity's latest row, writer_version 0) and the stream worker
+(``write_snapshot``: ``snapshot.snapshot_rows`` of each entity, writer_version 0) and the stream worker
 (``lib/streaming``: every row of the events it applied, writer_version = the entity's event
 counter). The script runs atomically in Redis, so the two never fight:
 
@@ -345,8 +345,8 @@ def write_snapshot(
     *,
     batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> int:
-    """Write each entity's latest row from the batch path (writer_version 0); returns the rows
-    stored. A row the stream already holds at the same feature_time stays the stream's, and a
+    """Write rows from the batch path (writer_version 0: each entity's latest row, or its
+    ``online_history``); returns the rows stored. A row the stream already holds at the same feature_time stays the stream's, and a
     newer stream row stays the newest: the batch snapshot adds history, never hides it.
     """
     if latest_rows.height == 0:
