@@ -14,7 +14,6 @@ import pytest
 import redis
 
 from fraud_platform.lib.features.compute import compute_feature_group, latest_per_entity
-from fraud_platform.lib.features.online.history import online_history
 from fraud_platform.lib.features.online.layout import (
     EXPIRY_MARGIN_MS,
     ONLINE_LAYOUT_VERSION,
@@ -22,6 +21,7 @@ from fraud_platform.lib.features.online.layout import (
     to_micros,
 )
 from fraud_platform.lib.features.online.reader import OnlineFeatureReader, OnlineFeatures
+from fraud_platform.lib.features.online.snapshot import snapshot_rows
 from fraud_platform.lib.features.online.writer import write_rows, write_snapshot
 from fraud_platform.lib.features.pit import point_in_time_join
 from fraud_platform.lib.features.registry import Entity, Feature, FeatureGroup, FeatureService
@@ -112,7 +112,7 @@ def check_online_equals_latest_offline(client: redis.Redis) -> int:
     try:
         offline = {g.versioned_name: compute_feature_group(g, events) for g in TXN_GROUPS}
         for group in TXN_GROUPS:
-            write_snapshot(client, group, online_history(group, offline[group.versioned_name]))
+            write_snapshot(client, group, snapshot_rows(group, offline[group.versioned_name]))
         for user in users:
             latest = events.filter(pl.col("user_id") == user).tail(1).row(0, named=True)
             entities = {
@@ -156,7 +156,7 @@ def check_replay_at_random_instants(client: redis.Redis) -> int:
             _cleanup(client, users)
             for group in TXN_GROUPS:
                 write_snapshot(
-                    client, group, online_history(group, compute_feature_group(group, seen))
+                    client, group, snapshot_rows(group, compute_feature_group(group, seen))
                 )
             for user in users:
                 entities = {

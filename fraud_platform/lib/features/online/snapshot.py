@@ -220,7 +220,7 @@ def _full(
 ) -> GroupSnapshot:
     version = current.version()
     rows = store.read(table, version=version)
-    written = _kept(group, rows)
+    written = snapshot_rows(group, rows)
     stored = write_snapshot(client, group, written)
     save_checkpoint(client, group, Checkpoint(current.metadata().id, version))
     partitions = rows[partition_column].n_unique() if rows.height else 0
@@ -228,7 +228,7 @@ def _full(
     return GroupSnapshot("full", reason, version, partitions, rows.height, entities, stored)
 
 
-def _kept(group: FeatureGroup, rows: pl.DataFrame) -> pl.DataFrame:
+def snapshot_rows(group: FeatureGroup, rows: pl.DataFrame) -> pl.DataFrame:
     """The rows of ``rows`` the online store keeps (module docstring)."""
     return online_history(group, rows) if retained_windows(group) else latest_per_entity(rows)
 

@@ -1,7 +1,7 @@
 """Writes feature rows online (layout.py) through ONE Lua script that compares on feature_time.
 
 Both writers of the online store go through ``write_rows``: the batch snapshot
-(``write_snapshot``: each entity's latest row, writer_version 0) and the stream worker
+(``write_snapshot``: ``snapshot.snapshot_rows`` of each entity, writer_version 0) and the stream worker
 (``lib/streaming``: every row of the events it applied, writer_version = the entity's event
 counter). The script runs atomically in Redis, so the two never fight:
 
@@ -78,12 +78,36 @@ end
 -- '%.0f': Lua's tostring ('%.14g') rounds a 16-digit microsecond time to 100 us
 local function fmt(x) return string.format('%.0f', x) end
 
-for _, key in ipairs(KEYS) do
+-- the key being trimmed (set per key; functions defined once, not per key)
+local key, nwin, start, t_min
+local ws, gs, bounds, drop = {}, {}, {}, {}
+
+-- history.py's rule for the row at ft whose successor is at succ: drop it unless kept
+local function check(member, ft, succ)
+  if succ == nil or ft >= t_min or succ >= start then return end
+  for i = 1, nwin do
+    local g = gs[i]
+    if succ > bounds[i] and ceil_div(ft, g) ~= ceil_div(succ, g) then return end
+  end
+  drop[#drop + 1] = member  -- removed at the end: decisions do not depend on each other
+end
+
+-- check the rows whose successor's time is in [lo, hi]
+local function band(lo, hi)
+  if lo > hi then return end
+  local rows = redis.call('ZRANGEBYSCORE', key, fmt(lo), fmt(hi), 'WITHSCORES')
+  if #rows == 0 then return end
+  local prev = redis.call('ZREVRANGEBYSCORE', key, '(' .. fmt(lo), '-inf', 'WITHSCORES', 'LIMIT', 0, 1)
+  if #prev > 0 then check(prev[1], tonumber(prev[2]), tonumber(rows[2])) end
+  for i = 1, #rows - 2, 2 do check(rows[i], tonumber(rows[i + 1]), tonumber(rows[i + 3])) end
+end
+
+for _, k in ipairs(KEYS) do
+  key = k
   local count = tonumber(ARGV[at])
   local pxat = ARGV[at + 1]
-  local nwin = tonumber(ARGV[at + 2])
+  nwin = tonumber(ARGV[at + 2])
   at = at + 3
-  local ws, gs = {}, {}
   for i = 1, nwin do
     ws[i] = tonumber(ARGV[at])
     gs[i] = tonumber(ARGV[at + 1])
@@ -123,50 +147,45 @@ for _, key in ipairs(KEYS) do
     end
   end
   local new = #new_scores
+  if n1 == nil and new <= min_rows then new = 0 end  -- a new key of at most min_rows rows
+  local ranked = nil
   if new > 0 then
-    -- the MIN_ROWS-th newest row and the rows that fell out of the MIN_ROWS newest
-    local ranked = redis.call('ZREVRANGE', key, min_rows - 1, min_rows - 1 + new, 'WITHSCORES')
-    if #ranked >= 4 then  -- more than min_rows rows: some may go
-      local t_min = tonumber(ranked[2])
-      local start = n2 - horizon
-      local bounds = {}
-      for i = 1, nwin do bounds[i] = ceil_div(start - ws[i], gs[i]) * gs[i] end
-      local function check(member, ft, succ)
-        if succ == nil or ft >= t_min or succ >= start then return end
-        for i = 1, nwin do
-          local g = gs[i]
-          if succ > bounds[i] and ceil_div(ft, g) ~= ceil_div(succ, g) then return end
-        end
-        redis.call('ZREM', key, member)
-      end
-      -- the rows whose successor's time is in [lo, hi]
-      local function band(lo, hi)
-        if lo > hi then return end
-        local rows = redis.call('ZRANGEBYSCORE', key, fmt(lo), fmt(hi), 'WITHSCORES')
-        if #rows == 0 then return end
-        local prev = redis.call('ZREVRANGEBYSCORE', key, '(' .. fmt(lo), '-inf', 'WITHSCORES', 'LIMIT', 0, 1)
-        if #prev > 0 then check(prev[1], tonumber(prev[2]), tonumber(rows[2])) end
-        for i = 1, #rows - 2, 2 do check(rows[i], tonumber(rows[i + 1]), tonumber(rows[i + 3])) end
-      end
+    start = n2 - horizon
+    -- rows at or after t_min are among the MIN_ROWS newest: kept. When the newest MIN_ROWS +
+    -- new rows are all within the horizon (the stream's usual call), no older row is among
+    -- them (t_min = start) and none of them can go: a ZCOUNT instead of their members
+    t_min = start
+    if redis.call('ZCOUNT', key, fmt(start), '+inf') < min_rows + new then
+      ranked = redis.call('ZREVRANGE', key, min_rows - 1, min_rows - 1 + new, 'WITHSCORES')
+      if #ranked < 4 then new = 0 else t_min = tonumber(ranked[2]) end  -- <= min_rows rows
+    end
+  end
+  if new > 0 then
+    for i = 1, nwin do bounds[i] = ceil_div(start - ws[i], gs[i]) * gs[i] end
+    drop = {}
+    if ranked then
       for i = 3, #ranked, 2 do check(ranked[i], tonumber(ranked[i + 1]), tonumber(ranked[i - 1])) end
-      if n1 ~= nil and n2 > n1 then
-        local start1 = n1 - horizon
-        band(start1, start - 1)
-        for i = 1, nwin do
-          local g = gs[i]
-          band(ceil_div(start1 - ws[i], g) * g + 1, bounds[i])
-        end
+    end
+    if n1 ~= nil and n2 > n1 then
+      local start1 = n1 - horizon
+      band(start1, start - 1)
+      for i = 1, nwin do
+        local g = gs[i]
+        band(ceil_div(start1 - ws[i], g) * g + 1, bounds[i])
       end
-      for k = 1, new do
-        local t = new_scores[k]
-        if t < start then
-          local s = fmt(t)
-          local prev = redis.call('ZREVRANGEBYSCORE', key, '(' .. s, '-inf', 'WITHSCORES', 'LIMIT', 0, 1)
-          if #prev > 0 then check(prev[1], tonumber(prev[2]), t) end
-          local succ = redis.call('ZRANGEBYSCORE', key, '(' .. s, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
-          if #succ > 0 then check(new_members[k], t, tonumber(succ[2])) end
-        end
+    end
+    for j = 1, #new_scores do
+      local t = new_scores[j]
+      if t < start then
+        local s = fmt(t)
+        local prev = redis.call('ZREVRANGEBYSCORE', key, '(' .. s, '-inf', 'WITHSCORES', 'LIMIT', 0, 1)
+        if #prev > 0 then check(prev[1], tonumber(prev[2]), t) end
+        local succ = redis.call('ZRANGEBYSCORE', key, '(' .. s, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+        if #succ > 0 then check(new_members[j], t, tonumber(succ[2])) end
       end
+    end
+    for i = 1, #drop, 1000 do  -- unpack's stack limit: a band may hold an hour of rows
+      redis.call('ZREM', key, unpack(drop, i, math.min(i + 999, #drop)))
     end
   end
   if changed then
@@ -326,8 +345,8 @@ def write_snapshot(
     *,
     batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> int:
-    """Write each entity's latest row from the batch path (writer_version 0); returns the rows
-    stored. A row the stream already holds at the same feature_time stays the stream's, and a
+    """Write rows from the batch path (writer_version 0: each entity's latest row, or its
+    ``online_history``); returns the rows stored. A row the stream already holds at the same feature_time stays the stream's, and a
     newer stream row stays the newest: the batch snapshot adds history, never hides it.
     """
     if latest_rows.height == 0:
