@@ -38,13 +38,19 @@ CHUNK_ENTITIES = 200
 
 # KEYS: entity hashes. ARGV per key: count, pxat, then count x (id, payload).
 # Returns per key: {version, flags} where flags has a "1" per event added, "0" per event the
-# store already held.
+# store already held. An expiry is never set less than an hour ahead of the server's clock: a
+# call adding only an entity's older events (the bootstrap seeds bronze in offset order, a
+# chunk at a time: a counterparty's first weeks of events came before its newer ones) would
+# otherwise delete the store it had just added to, and with it the events the entity's lifetime
+# totals count (the real-time demo served counts of 7 where the batch path counted 11).
 ADD_LUA = """
 local out = {}
 local at = 1
+local clock = redis.call('TIME')
+local soonest = clock[1] * 1000 + math.floor(clock[2] / 1000) + 3600000
 for i, key in ipairs(KEYS) do
   local count = tonumber(ARGV[at])
-  local pxat = ARGV[at + 1]
+  local pxat = string.format('%.0f', math.max(tonumber(ARGV[at + 1]), soonest))
   at = at + 2
   local added = 0
   local flags = {}
