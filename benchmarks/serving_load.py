@@ -5,10 +5,17 @@
 Starts a real ``bentoml serve`` of ``models_bento.service:FraudScorer`` (workers, concurrency
 limit and access log as its settings say; see ``fraud_platform.settings``) on a 400-tree
 depth-6 CatBoost (``--quick``: 100 trees) registered in a temporary model store, with online
-features in a private ``redis-server`` of the run for every entity of the request mix, and its decision
-log produced to an embedded noida broker (so decisions are delivered, as in production, rather
-than piling up for a Kafka that is not there). The mix is one simulated day (``fraud_platform.lib.simulation``: its channels, amounts, p2p counterparties),
-sent without ``event_time`` (scored as of now). Before serving, the mix is scored in process
+features in a private ``redis-server`` of the run for every entity of the request mix, and its
+decision log produced to an embedded broker (so decisions are delivered, as in production, rather
+than piling up for a Kafka that is not there): tansu, memory-only (``--broker noida``: noida).
+Not noida by default: its ``autosave`` thread rewrites the whole Kafka state to one JSON file
+over and over, so its CPU grows with the records it holds; in a 10-minute soak at 300 req/s
+(2026-12-06) it took ~0.2 of a core in the first minute and 0.6-0.7 from the second on (the file
+1.2 GB by minute 7, RSS up to 2.4 GB), on the 2 cores the server and the generator share: a
+test broker's cost that a production Kafka on its own machines does not put on the service.
+tansu used ~0.02 of a core throughout (its RSS grows by the records it holds, ~70 MB a minute).
+The mix is one simulated day (``fraud_platform.lib.simulation``: its channels, amounts, p2p
+counterparties), sent without ``event_time`` (scored as of now). Before serving, the mix is scored in process
 (thresholds) and ``one_row_vs_batch_score_mismatches`` counts scores of the service's one-row
 path that differ from ``predict_proba`` on the same rows (0: bit-identical).
 
@@ -31,7 +38,9 @@ a colder server than the rest). In the same run, against the same server:
 * ``/score`` at 2x that rate: goodput (200s per second; ``goodput_at_2x_over_capacity`` is it
   over ``capacity_rps``), shed (503) and answered p99;
 * a 10-minute soak at 300 req/s: p99 per minute, RSS of every server process at start and end
-  (``soak_rss_growth``: their total, end over start; this tree's server only, not the baseline's).
+  (``soak_rss_growth``: their total, end over start; this tree's server only, not the baseline's)
+  and the cores used per minute by the server, the broker and the whole machine
+  (``soak_cores_per_minute``, ``benchmarks/_soak.py``).
 
 Per phase also: the server's CPU per request sent (``cpu/req``) and the time its threads spent
 runnable but waiting for a CPU per request (``rqwait``, from schedstat): on a shared machine the
@@ -73,13 +82,14 @@ from benchmarks._common import REPO_ROOT, emit, redis_client
 from benchmarks._drive import drive, measured, ok_per_cpu_s
 from benchmarks._load_table import row, table_lines
 from benchmarks._rounds import alternating_rounds
-from benchmarks._server_stats import decision_log_stats, degraded_answers, server_rss_mb
+from benchmarks._server_stats import decision_log_stats, degraded_answers
 from benchmarks._serving_setup import (
     private_redis,
     realistic_thresholds,
     request_mix,
     write_features,
 )
+from benchmarks._soak import soak_phase
 from fraud_platform.lib.contracts.events import SCORES
 from fraud_platform.lib.kafka.admin import ensure_topics
 from fraud_platform.tools.brokers import BrokerSpec, start_broker, stop_broker
@@ -123,8 +133,8 @@ def _run(args: argparse.Namespace, tmp: Path, redis_url: str) -> tuple[dict[str,
     tag = store.save_catboost("fraud_catboost", model, metadata=metadata, labels={})
     store.promote(tag)
     registered = Registered(data_dir, data_dir / "bentoml", tag, model, metadata)
-    broker = BrokerSpec("noida", free_port(), tmp / "broker")
-    start_broker(broker)
+    broker = BrokerSpec(args.broker, free_port(), tmp / "broker")
+    broker_pid = start_broker(broker)
     ensure_topics(broker.bootstrap, [SCORES], partitions=2, retention_ms=600_000)
     servers: list[tuple[str, Server]] = []
     try:
@@ -161,6 +171,7 @@ def _run(args: argparse.Namespace, tmp: Path, redis_url: str) -> tuple[dict[str,
             c: sum(t["channel"] == c for t in mix) for c in {t["channel"] for t in mix}
         },
         "online_keys_written": written,
+        "broker": args.broker,
         "loadavg_1m_at_start": round(os.getloadavg()[0], 2),
         "server_env": {
             k: v
@@ -178,7 +189,7 @@ def _run(args: argparse.Namespace, tmp: Path, redis_url: str) -> tuple[dict[str,
             # warm-up, not reported: the whole mix once, so every combination of categorical
             # values has been seen (the first costs a CatBoost call: leaf_index.LeafIndexer)
             drive(f"{server.url}/score", bodies, rate=WARM_UP_RPS, duration=len(mix) / WARM_UP_RPS)
-        run_phases(args, servers, bodies, ping, figures, table, tmp)
+        run_phases(args, servers, bodies, ping, figures, table, tmp, broker_pid)
         for label, server in servers:
             figures[label]["degraded_answers"] = degraded_answers(server.url)
     finally:
@@ -225,6 +236,7 @@ def run_phases(
     figures: dict[str, dict[str, Any]],
     table: list[dict[str, Any]],
     tmp: Path,
+    broker_pid: int | None = None,
 ) -> None:
     """Each phase against every server in turn (this tree's, then the baseline's): two builds
     compared on the same machine minutes apart at most, not across runs."""
@@ -309,29 +321,9 @@ def run_phases(
             )
     if "soak" in phases:
         for label, server in servers[:1]:  # this tree's server only: 10 minutes each
-            rss_start = server_rss_mb(server.process.pid)
-            soak = measured(
-                server,
-                f"{server.url}/score",
-                bodies,
-                rate=SOAK_RPS,
-                duration=args.soak_s,
-                bucket_s=60,
-            )
-            rss_end = server_rss_mb(server.process.pid)
-            table.append(row(name(label, "/score soak"), SOAK_RPS, soak))
-            total_start, total_end = sum(rss_start.values()), sum(rss_end.values())
-            figures[label].update(
-                soak_p99_ms_per_minute=soak["p99_ms_per_bucket"],
-                soak_errors=soak["errors"],
-                soak_shed=soak["shed"],
-                soak_server_shed=soak["server_shed"],
-                soak_p50_ms=soak["p50_ms"],
-                soak_p99_ms=soak["p99_ms"],
-                soak_rss_mb_start=rss_start,
-                soak_rss_mb_end=rss_end,
-                soak_rss_growth=round(total_end / total_start - 1, 4) if total_start else None,
-            )
+            soak = soak_phase(server, bodies, rate=SOAK_RPS, seconds=args.soak_s, broker=broker_pid)
+            table.append(row(name(label, "/score soak"), SOAK_RPS, soak.pop("figures")))
+            figures[label].update(soak)
 
 
 def _bad_phase(name: str) -> bool:
@@ -342,6 +334,13 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--soak-s", type=float, default=600.0)
+    parser.add_argument(
+        "--broker",
+        choices=("tansu", "noida"),
+        default="tansu",
+        help="the embedded broker the decision log produces to (module docstring: why not "
+        "noida by default)",
+    )
     parser.add_argument(
         "--baseline-src",
         type=Path,
