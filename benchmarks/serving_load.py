@@ -10,7 +10,7 @@ decision log produced to an embedded broker (so decisions are delivered, as in p
 than piling up for a Kafka that is not there): tansu, memory-only (``--broker noida``: noida).
 Not noida by default: its ``autosave`` thread rewrites the whole Kafka state to one JSON file
 over and over, so its CPU grows with the records it holds; in a 10-minute soak at 300 req/s
-(2026-12-06) it took ~0.2 of a core in the first minute and 0.6-0.7 from the second on (the file
+(2026-12-06) it took ~0.2 of a core in the first minute and 0.5-0.7 from the second on (the file
 1.2 GB by minute 7, RSS up to 2.4 GB), on the 2 cores the server and the generator share: a
 test broker's cost that a production Kafka on its own machines does not put on the service.
 tansu used ~0.02 of a core throughout (its RSS grows by the records it holds, ~70 MB a minute).
