@@ -22,10 +22,10 @@ checkpoint's version and the current one:
    only for the entities seen in P (with the usual stale range, D..today, there are none);
 4. entities whose newest row (as encoded for Redis) differs are written; an entity whose rows in
    P all disappeared has its newest row looked up in the partitions before min(P), newest first;
-5. for a group with windows as of the lookup, the entities with any differing row are written:
-   their rows from ``H`` + the longest window + its granule before the earliest newest row of
-   them (the partitions from that day to min(P) are read for them), and the row before those
-   where the rule may keep it (looked up as in 4.), filtered by ``online_history``.
+5. for a group with windows as of the lookup, the entities with any differing row: the rows
+   ``online_history`` keeps from each one's first differing row on (a late event changes the
+   totals of every later row; the older rows are unchanged and in the store already). An entity
+   whose rows in P all disappeared has its newest row looked up as in 4.
 
 The checkpoint is saved after the writes: a crash in between repeats the same writes next time.
 A checkpoint whose version can no longer be read (its log entries or, after a VACUUM, its files
@@ -45,15 +45,12 @@ from deltalake.exceptions import DeltaError
 
 from fraud_platform.lib.features.compute import latest_per_entity
 from fraud_platform.lib.features.online.history import (
-    HORIZON_US,
     online_history,
     retained_windows,
 )
 from fraud_platform.lib.features.online.layout import (
-    HISTORY_MIN_ROWS,
     ONLINE_LAYOUT_VERSION,
     encode_rows,
-    from_micros,
 )
 from fraud_platform.lib.features.online.writer import write_snapshot
 from fraud_platform.lib.features.registry import ENTITY_KEY, FEATURE_TIME, FeatureGroup
@@ -302,10 +299,6 @@ class _Read:
     schema: pl.Schema
     earlier: list[date]  # the partitions before min(P)
 
-    def rows(self, partitions: list[date], entities: pl.DataFrame) -> pl.DataFrame:
-        rows = _read(self.table, self.partition_column, partitions, self.columns, self.schema)
-        return rows.join(entities, on=ENTITY_KEY, how="semi")
-
     def newest_before(self, partitions: list[date], entities: pl.DataFrame) -> pl.DataFrame:
         return _newest_rows_before(
             self.table, self.partition_column, partitions, entities, self.columns, self.schema
@@ -326,61 +319,46 @@ def _incremental_history(
     """Step 5 of the module docstring: a group with windows as of the lookup."""
     version = read.table.version()
     now, before = pl.concat([new, after]), pl.concat([old, after])
-    encoded_now, encoded_before = _encoded(group, now), _encoded(group, before)
+    encoded_now, encoded_before = _encoded_rows(group, now), _encoded_rows(group, before)
     on = [ENTITY_KEY, "value"]
-    differs = pl.concat(
-        [
-            encoded_now.join(encoded_before, on=on, how="anti", nulls_equal=True),
-            encoded_before.join(encoded_now, on=on, how="anti", nulls_equal=True),
-        ]
-    ).select(pl.col(ENTITY_KEY).unique())
-    rows = now.join(differs, on=ENTITY_KEY, how="semi")
+    first = (
+        pl.concat(
+            [
+                encoded_now.join(encoded_before, on=on, how="anti", nulls_equal=True),
+                encoded_before.join(encoded_now, on=on, how="anti", nulls_equal=True),
+            ]
+        )
+        .group_by(ENTITY_KEY)
+        .agg(pl.col(FEATURE_TIME).min().alias(_FIRST))
+    )
+    rows = now.join(first, on=ENTITY_KEY, how="inner")
     # entities whose rows of P all disappeared: their newest row is in an earlier partition
-    gone = differs.join(rows, on=ENTITY_KEY, how="anti")
+    gone = first.join(rows, on=ENTITY_KEY, how="anti").select(ENTITY_KEY)
     looked_up = read.newest_before(read.earlier, gone)
-    rows = pl.concat([rows, looked_up])
-    rows_read = new.height + old.height + after.height + looked_up.height
-    span: list[date] = []
-    if rows.height:
-        window, granule = retained_windows(group)[-1]
-        reach = _earliest_newest(rows)
-        first_day = from_micros(reach - HORIZON_US - window - granule).date()
-        span = [p for p in read.earlier if p >= first_day]
-        extra = read.rows(span, differs)
-        rows_read += extra.height
-        rows = pl.concat([rows, extra]).unique([ENTITY_KEY, FEATURE_TIME], maintain_order=True)
-        older = [p for p in read.earlier if p < first_day]
-        preceding = read.newest_before(older, _needing_older(group, rows))
-        rows_read += preceding.height
-        rows = pl.concat([rows, preceding]).unique([ENTITY_KEY, FEATURE_TIME], maintain_order=True)
-    written = online_history(group, rows)
+    # an entity's rows from its first differing one on hold its newest, and each of them its
+    # successor: the rule decides them as it would over the whole history. Its older rows are
+    # what the store holds already (written before, or dropped by the write script's trim,
+    # which also re-decides them now that newer rows arrive)
+    kept = online_history(group, rows.drop(_FIRST)).join(first, on=ENTITY_KEY, how="inner")
+    written = pl.concat(
+        [kept.filter(pl.col(FEATURE_TIME) >= pl.col(_FIRST)).drop(_FIRST), looked_up]
+    )
     stored = write_snapshot(client, group, written)
     save_checkpoint(client, group, Checkpoint(checkpoint.table_id, version))
     return GroupSnapshot(
         "incremental",
         f"versions {checkpoint.version}..{version}",
         version,
-        len(changed) + len(later) + len(span),
-        rows_read,
-        differs.height,
+        len(changed) + len(later),
+        new.height + old.height + after.height + looked_up.height,
+        first.height,
         stored,
         gone.height,
     )
 
 
-def _earliest_newest(rows: pl.DataFrame) -> int:
-    """The earliest of the entities' newest feature_times (epoch microseconds)."""
-    newest = rows.group_by(ENTITY_KEY).agg(pl.col(FEATURE_TIME).dt.epoch("us").max())
-    return int(newest[FEATURE_TIME].min())  # type: ignore[arg-type]
+_FIRST = "__first_differing"
 
 
-def _needing_older(group: FeatureGroup, rows: pl.DataFrame) -> pl.DataFrame:
-    """Entities of ``rows`` whose kept rows may include an older one: fewer than
-    HISTORY_MIN_ROWS rows, or none at or before their longest window's first start ``b_w(N -
-    H)`` (the latest row at or before it is kept)."""
-    window, granule = retained_windows(group)[-1]
-    ft_us = pl.col(FEATURE_TIME).dt.epoch("us")
-    start = ft_us.max() - HORIZON_US - window
-    bound = -((-start) // granule) * granule
-    needs = ((pl.len() < HISTORY_MIN_ROWS) | (ft_us.min() > bound)).alias("needs")
-    return rows.group_by(ENTITY_KEY).agg(needs).filter("needs").select(ENTITY_KEY)
+def _encoded_rows(group: FeatureGroup, rows: pl.DataFrame) -> pl.DataFrame:
+    return rows.select(ENTITY_KEY, FEATURE_TIME).with_columns(encode_rows(group, rows)["value"])
