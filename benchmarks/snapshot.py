@@ -46,8 +46,10 @@ from fraud_platform.lib.features.online.layout import (
 )
 from fraud_platform.lib.features.online.writer import DEFAULT_BATCH_SIZE, write_snapshot
 from fraud_platform.lib.features.registry import ENTITY_KEY, FEATURE_TIME
+from fraud_platform.lib.features.windows import stored_group, uniform_totals
 
 GROUP = USER_TXN_VELOCITY
+STORED = stored_group(GROUP)  # its declared features and the hidden ones a row carries
 TARGET_ROWS_PER_S = 200_000
 BATCH = DEFAULT_BATCH_SIZE  # write_snapshot's default batch_size
 
@@ -71,7 +73,14 @@ def synthesize(n: int, now: datetime, seed: int = 5) -> pl.DataFrame:
             columns[feature.name] = pl.Series(feature_us).cast(ts)
         else:
             columns[feature.name] = pl.Series(np.abs(rng.normal(80.0, 60.0, n)))
-    frame = pl.DataFrame(columns)
+    # the hidden prefix totals windows at the lookup read: `count` events of one amount each
+    counts = rng.integers(1, 500, n).tolist()
+    amounts = np.abs(rng.normal(80.0, 60.0, n)).round(2).tolist()
+    starts = (pl.Series(feature_us) - 86_400_000_000).cast(ts).to_list()
+    totals = pl.DataFrame(
+        [uniform_totals(GROUP, c, a, t) for c, a, t in zip(counts, amounts, starts, strict=True)]
+    )
+    frame = pl.DataFrame(columns).hstack(totals)
     null_std = pl.Series(rng.random(n) < 0.1)
     return frame.with_columns(
         pl.when(null_std)
@@ -82,7 +91,7 @@ def synthesize(n: int, now: datetime, seed: int = 5) -> pl.DataFrame:
 
 
 def encode_batches(rows: pl.DataFrame) -> list[pl.DataFrame]:
-    columns = [ENTITY_KEY, FEATURE_TIME, *GROUP.feature_names]
+    columns = [ENTITY_KEY, FEATURE_TIME, *STORED.feature_names]
     return list(encode_rows(GROUP, rows.select(columns)).iter_slices(BATCH))
 
 
@@ -90,7 +99,7 @@ def redispy_write(client: Any, batches: list[list[tuple[str, int, int, str, int]
     """The rows as sorted-set members, no comparison: ZADD + PEXPIREAT per key, pipelined."""
     for batch in batches:
         pipe = client.pipeline(transaction=False)
-        for key, score, _, value, pxat in batch:
+        for key, score, _, value, pxat, *_ in batch:
             pipe.zadd(key, {value: score})
             pipe.pexpireat(key, pxat)
         pipe.execute()
@@ -115,13 +124,17 @@ def verify(client: Any, rows: pl.DataFrame, sample: int, rng: random.Random) -> 
             continue
         stored = json.loads(members[0])
         want_ft = to_micros(row[FEATURE_TIME])
-        if len(stored) != 2 + len(GROUP.features) or stored[-1] != 0:
-            errors.append(f"{key}: {stored!r} is not a layout-3 batch row")
+        if len(stored) != 2 + len(STORED.features) or stored[-1] != 0:
+            errors.append(f"{key}: {stored!r} is not a layout-5 batch row")
             continue
         if stored[0] != want_ft or type(stored[0]) is not int:
             errors.append(f"{key}: feature_time {stored[0]!r}, expected {want_ft}")
-        for feature, got in zip(GROUP.features, stored[1:-1], strict=True):
+        for feature, got in zip(STORED.features, stored[1:-1], strict=True):
             value, kind = row[feature.name], feature.dtype
+            if kind == "fixed":  # a hidden total: an exact integer
+                if got != value or type(got) is not int:
+                    errors.append(f"{key}: {feature.name} stored {got!r}, written {value!r}")
+                continue
             if value is None or got is None:
                 if value is not got:
                     errors.append(f"{key}: {feature.name} stored {got!r}, written {value!r}")
