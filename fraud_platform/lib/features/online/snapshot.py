@@ -275,17 +275,35 @@ def _incremental(
     gone = latest_old.select(ENTITY_KEY).join(latest_new, on=ENTITY_KEY, how="anti")
     looked_up = _newest_rows_before(current, partition_column, earlier, gone, columns, schema)
     latest = latest_per_entity(pl.concat([candidates, looked_up]))
-    stored = write_snapshot(client, group, latest)
+    rows_read = new.height + old.height + after.height + looked_up.height
+    partitions = len(changed) + len(later)
+    return _written(client, group, checkpoint, version, latest, partitions, rows_read, gone.height)
+
+
+def _written(
+    client: redis.Redis,
+    group: FeatureGroup,
+    checkpoint: Checkpoint,
+    version: int,
+    rows: pl.DataFrame,
+    partitions: int,
+    rows_read: int,
+    gone: int,
+    entities: int | None = None,
+) -> GroupSnapshot:
+    """Write an incremental snapshot's ``rows``, then its checkpoint (a crash in between
+    repeats the same writes next time)."""
+    stored = write_snapshot(client, group, rows)
     save_checkpoint(client, group, Checkpoint(checkpoint.table_id, version))
     return GroupSnapshot(
         "incremental",
         f"versions {checkpoint.version}..{version}",
         version,
-        len(changed) + len(later),
-        new.height + old.height + after.height + looked_up.height,
-        latest.height,
+        partitions,
+        rows_read,
+        rows.height if entities is None else entities,
         stored,
-        gone.height,
+        gone,
     )
 
 
@@ -343,17 +361,18 @@ def _incremental_history(
     written = pl.concat(
         [kept.filter(pl.col(FEATURE_TIME) >= pl.col(_FIRST)).drop(_FIRST), looked_up]
     )
-    stored = write_snapshot(client, group, written)
-    save_checkpoint(client, group, Checkpoint(checkpoint.table_id, version))
-    return GroupSnapshot(
-        "incremental",
-        f"versions {checkpoint.version}..{version}",
+    rows_read = new.height + old.height + after.height + looked_up.height
+    partitions = len(changed) + len(later)
+    return _written(
+        client,
+        group,
+        checkpoint,
         version,
-        len(changed) + len(later),
-        new.height + old.height + after.height + looked_up.height,
-        first.height,
-        stored,
+        written,
+        partitions,
+        rows_read,
         gone.height,
+        first.height,
     )
 
 
