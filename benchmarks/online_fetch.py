@@ -44,8 +44,10 @@ from fraud_platform.lib.features.online.writer import write_snapshot
 from fraud_platform.lib.features.registry import ENTITY_KEY, FEATURE_TIME, FeatureGroup
 from fraud_platform.lib.features.services import FRAUD_SCORING_V1
 from fraud_platform.lib.features.windows import (
+    lookup_granule,
     lookup_plan,
     lookup_value,
+    profile_value,
     uniform_totals,
     window_start_us,
 )
@@ -136,6 +138,12 @@ def expected_for(
         for name in group.feature_names:
             values[name] = row[name] if row else None
         for feature in lookup_plan(group).features if row else ():
+            if (profile := feature.profile) is not None:
+                first = lookup_granule(to_micros(now), feature.window)
+                values[feature.name] = profile_value(
+                    feature.function, row[profile.granules], row[profile.values], first
+                )
+                continue
             start = window_start_us(to_micros(now), feature.window)
             inside = to_micros(row[FEATURE_TIME]) > start
             totals = feature.totals

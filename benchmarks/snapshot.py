@@ -77,8 +77,12 @@ def synthesize(n: int, now: datetime, seed: int = 5) -> pl.DataFrame:
     counts = rng.integers(1, 500, n).tolist()
     amounts = np.abs(rng.normal(80.0, 60.0, n)).round(2).tolist()
     starts = (pl.Series(feature_us) - 86_400_000_000).cast(ts).to_list()
+    feature_times = pl.Series(feature_us).cast(ts).to_list()
     totals = pl.DataFrame(
-        [uniform_totals(GROUP, c, a, t) for c, a, t in zip(counts, amounts, starts, strict=True)]
+        [
+            uniform_totals(GROUP, c, a, t, f)
+            for c, a, t, f in zip(counts, amounts, starts, feature_times, strict=True)
+        ]
     )
     frame = pl.DataFrame(columns).hstack(totals)
     null_std = pl.Series(rng.random(n) < 0.1)

@@ -161,11 +161,13 @@ def redis_client() -> Iterator[redis.Redis]:
 
 def _group_value(group: FeatureGroup, name: str, feature_time: datetime) -> Any:
     """What the online store serves for ``name`` after ``write_customer``: windowed counts,
-    sums, means and deviations from the row's totals (two events of 40.0, ``uniform_totals``),
-    the rest as written."""
+    sums, means, deviations, maxima, minima and distinct counts from the row's totals and
+    profiles (two events of 40.0, ``uniform_totals``), the rest as written."""
     feature = group.feature(name)
     if at_lookup(feature):
-        return {"count": 2, "sum": 80.0, "mean": 40.0, "std": 0.0}[feature.function]
+        return {"count": 2, "sum": 80.0, "mean": 40.0, "std": 0.0, "max": 40.0, "min": 40.0}.get(
+            feature.function, 2
+        )
     dtype = feature.dtype
     if dtype == "ts":
         return feature_time - timedelta(minutes=30)
@@ -232,7 +234,7 @@ def write_customer(client: redis.Redis, feature_time: datetime) -> Customer:
         key = KEY_SEPARATOR.join(ids[k] for k in group.entity.join_keys)
         row = {ENTITY_KEY: key, FEATURE_TIME: feature_time}
         row.update({name: _group_value(group, name, feature_time) for name in group.feature_names})
-        row.update(uniform_totals(group, 2, 40.0, feature_time - timedelta(days=1)))
+        row.update(uniform_totals(group, 2, 40.0, feature_time - timedelta(days=1), feature_time))
         write_snapshot(client, group, pl.DataFrame([row]))
     return customer
 

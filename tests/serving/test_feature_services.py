@@ -20,7 +20,7 @@ from fraud_platform.lib.features.online.layout import online_key
 from fraud_platform.lib.features.online.writer import write_snapshot
 from fraud_platform.lib.features.registry import ENTITY_KEY, FEATURE_TIME, FeatureService
 from fraud_platform.lib.features.services import FRAUD_SCORING_V1, FRAUD_SCORING_V2
-from fraud_platform.lib.features.windows import uniform_totals
+from fraud_platform.lib.features.windows import lookup_plan, uniform_totals
 from fraud_platform.lib.serving.lookup import FeatureLookup
 from fraud_platform.lib.serving.scoring import ScoringModel
 
@@ -73,6 +73,11 @@ def v2_only(redis_client: redis.Redis) -> Iterator[Customer]:
     row.update(user_txn_count_1h=V2_COUNT_1H, user_amount_min_7d=V2_MIN_7D)
     # the 1-hour count is served from the row's totals: V2_COUNT_1H events
     row.update(uniform_totals(USER_TXN_VELOCITY_V2, V2_COUNT_1H, 40.0, known.feature_time))
+    # the 7-day minimum is served from the row's profile: one granule whose minimum is V2_MIN_7D
+    plan = lookup_plan(USER_TXN_VELOCITY_V2)
+    minimum = next(f.profile for f in plan.features if f.name == "user_amount_min_7d")
+    assert minimum is not None
+    row[minimum.values] = [V2_MIN_7D]
     write_snapshot(redis_client, USER_TXN_VELOCITY_V2, pl.DataFrame([row]))
     assert redis_client.delete(online_key(USER_TXN_VELOCITY, known.user_id)) == 1
     yield known

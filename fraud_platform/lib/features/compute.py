@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 
 import polars as pl
 
+from fraud_platform.lib.features.profiles import profile_query
 from fraud_platform.lib.features.registry import (
     ENTITY_KEY,
     FEATURE_TIME,
@@ -18,7 +19,7 @@ from fraud_platform.lib.features.registry import (
     FeatureGroup,
     per_group,
 )
-from fraud_platform.lib.features.windows import FIXED_POINT_SCALE, INVERSE_SCALE, stored_group
+from fraud_platform.lib.features.windows import FIXED_POINT_SCALE, INVERSE_SCALE, lookup_plan
 
 KEY_SEPARATOR = "|"
 _TIEBREAK = "__tiebreak"
@@ -72,11 +73,16 @@ def _fixed_point(value: pl.Expr) -> pl.Expr:
     return (value.cast(pl.Float64) * FIXED_POINT_SCALE).round().cast(pl.Int128).fill_null(0)
 
 
+PROFILE_COLUMNS = frozenset({"profile_granules", "profile_values"})
+
+
 def features_by_window(group: FeatureGroup) -> tuple[dict[timedelta, list[Feature]], list[Feature]]:
     """The group's windowed features by window (declaration order) and its lifetime ones."""
     windows: dict[timedelta, list[Feature]] = {}
     lifetime: list[Feature] = []
     for feature in group.features:
+        if feature.function in PROFILE_COLUMNS:
+            continue  # the window profiles of windows.py: profiles.profile_query
         if feature.window is None:
             lifetime.append(feature)
         else:
@@ -184,6 +190,8 @@ def _cast(feature: Feature) -> pl.Expr:
         "str": pl.String,
         "ts": pl.Datetime("us", "UTC"),
         "fixed": FIXED_DTYPE,
+        "ilist": pl.List(pl.Int64),
+        "flist": pl.List(pl.Float64),
     }[feature.dtype]
     col = pl.col(feature.name)
     if feature.dtype == "int":
@@ -200,7 +208,8 @@ def feature_group_query(group: FeatureGroup, source: pl.DataFrame | pl.LazyFrame
     """``compute_feature_group`` as one lazy query (the stream worker collects its groups'
     queries together with ``pl.collect_all``). The rows hold ``windows.stored_group``'s hidden
     columns too."""
-    group = stored_group(group)
+    plan = lookup_plan(group)
+    group = plan.stored
     keys = list(group.entity.join_keys)
     source = source.lazy()
     columns = source.collect_schema().names()
@@ -236,6 +245,10 @@ def feature_group_query(group: FeatureGroup, source: pl.DataFrame | pl.LazyFrame
             .select(ENTITY_KEY, FEATURE_TIME, *exprs.lifetime)
             .unique(subset=[ENTITY_KEY, FEATURE_TIME], keep="last", maintain_order=True)
         )
+
+    for profile in plan.profiles:
+        values = group.feature(profile.values)
+        frames.append(profile_query(events, profile, _masked(values)))
 
     rows = events.select(ENTITY_KEY, FEATURE_TIME, *keys).unique(
         subset=[ENTITY_KEY, FEATURE_TIME], keep="last", maintain_order=True

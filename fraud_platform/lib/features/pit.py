@@ -4,7 +4,8 @@ For a row at time ``t`` and each group, take the group's latest row of the same 
 ``feature_time < t`` (strictly: equal timestamps are NOT visible, so an event never sees
 itself) and ``t - feature_time <= ttl``; otherwise the group's features are null. Windowed
 counts, sums, means and deviations are evaluated at ``t`` (``windows.py``): that row's prefix
-totals minus those of the latest row at or before the window's start ``b``.
+totals minus those of the latest row at or before the window's start ``b``; windowed maxima,
+minima and distinct counts from that row's profile, over its granules from ``b`` on.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from fraud_platform.lib.features.windows import (
     granule_us,
     lookup_plan,
     lookup_value_expr,
+    profile_value_expr,
 )
 
 _ROW, _MATCH, _KEY, _TIME, _START = "__row", "__match", "__key", "__feature_time", "__start"
@@ -88,26 +90,59 @@ def point_in_time_join(
             )
         )[_MATCH].gather(back_to_row_order)
         values = rows.select(pl.col([n for n in names if n not in hidden]).gather(matched))
-        if lookups:
+        totaled = [f for f in lookups if f.totals is not None]
+        if totaled:
             starts = {
                 window: _window_start_matches(entity_times, time_column, right, window)
-                for window in {f.window for f in lookups}
+                for window in {f.window for f in totaled}
             }
-            at_lookup = _at_lookup(rows, lookups, matched, starts, back_to_row_order)
+            at_lookup = _at_lookup(rows, totaled, matched, starts, back_to_row_order)
             values = values.with_columns(at_lookup)
+        profiled = [f for f in lookups if f.profile is not None]
+        if profiled:
+            times = left[time_column].gather(back_to_row_order)
+            values = values.with_columns(_from_profiles(rows, profiled, matched, times))
         parts.append(values.select(names))
     return pl.concat(parts, how="horizontal")
 
 
 def _hidden_columns(lookups: Sequence[LookupFeature]) -> list[str]:
-    """The prefix totals (and the span start) the at-lookup features read."""
-    if not lookups:
-        return []
-    names = {SPAN_START}
+    """The prefix totals (and the span start) and the profiles the at-lookup features read."""
+    names: set[str] = set()
     for feature in lookups:
-        totals = feature.totals
-        names |= {n for n in (totals.count, totals.fixed_sum, totals.fixed_sumsq) if n}
+        if (totals := feature.totals) is not None:
+            names |= {SPAN_START}
+            names |= {n for n in (totals.count, totals.fixed_sum, totals.fixed_sumsq) if n}
+        if (profile := feature.profile) is not None:
+            names |= {profile.granules, profile.values}
     return sorted(names)
+
+
+def _from_profiles(
+    rows: pl.DataFrame, lookups: Sequence[LookupFeature], matched: pl.Series, times: pl.Series
+) -> list[pl.Series]:
+    """The windowed maxima, minima and distinct counts at ``times`` (entity row order) from
+    the profiles of the matched rows (null without a matched row)."""
+    t_us = times.dt.epoch("us")
+    values = []
+    for feature in lookups:
+        profile = feature.profile
+        assert profile is not None
+        g = granule_us(feature.window)
+        window_us = feature.window // timedelta(microseconds=1)
+        frame = pl.DataFrame(
+            {
+                "k": rows[profile.granules].gather(matched),
+                "v": rows[profile.values].gather(matched),
+                "first": -((window_us - t_us) // g),  # windows.lookup_granule
+                "found": matched.is_not_null(),
+            }
+        )
+        value = profile_value_expr(feature.function, pl.col("k"), pl.col("v"), pl.col("first"))
+        values.append(
+            frame.select(pl.when(pl.col("found")).then(value).alias(feature.name)).to_series()
+        )
+    return values
 
 
 def _window_start_matches(
@@ -140,8 +175,14 @@ def _at_lookup(
 ) -> list[pl.Series]:
     """The at-lookup features: totals at the point-in-time row minus those at the window's
     start row (zero without one, or for one of an earlier lifetime span)."""
-    hidden = _hidden_columns(lookups)
-    totals = [n for n in hidden if n != SPAN_START]
+    totals = sorted(
+        {
+            n
+            for f in lookups
+            for n in (f.totals.count, f.totals.fixed_sum, f.totals.fixed_sumsq)
+            if n
+        }  # type: ignore[union-attr]
+    )
     at_t = rows.select(
         pl.col(SPAN_START).gather(matched),
         *[pl.col(n).cast(pl.Int128).gather(matched) for n in totals],
@@ -160,7 +201,9 @@ def _at_lookup(
     values = []
     for feature in lookups:
         diff = by_window[feature.window]
-        parts = (feature.totals.count, feature.totals.fixed_sum, feature.totals.fixed_sumsq)
+        totals_of = feature.totals
+        assert totals_of is not None
+        parts = (totals_of.count, totals_of.fixed_sum, totals_of.fixed_sumsq)
         n, s, q = (pl.col(p) if p else pl.lit(0, pl.Int128) for p in parts)
         expr = lookup_value_expr(feature.function, n, s, q)
         values.append(diff.select(expr.alias(feature.name)).to_series())

@@ -38,8 +38,9 @@ from fraud_platform.lib.features.compute import (
     lifetime_gap,
     lifetime_span,
 )
+from fraud_platform.lib.features.profiles import profile_query
 from fraud_platform.lib.features.registry import ENTITY_KEY, FEATURE_TIME, Feature, FeatureGroup
-from fraud_platform.lib.features.windows import stored_group
+from fraud_platform.lib.features.windows import lookup_plan
 
 ADDITIVE = frozenset({"count", "sum", "mean"})  # windows of these are differences of totals
 SINCE = "__since"  # per entity: the earliest feature_time whose row is wanted (epoch us)
@@ -83,7 +84,8 @@ def rows_since_query(
     queries together (``pl.collect_all``). Measured: the same steps run eagerly cost ~66
     polars calls per group, ~19 ms per group per checkpoint whatever its size (load ~14).
     The rows hold ``windows.stored_group``'s hidden columns too."""
-    group = stored_group(group)
+    plan = lookup_plan(group)
+    group = plan.stored
     keys = list(group.entity.join_keys)
     wanted = since.lazy()
     # a filter keeps the events' order (a lazy join need not): the row index is their order
@@ -114,6 +116,10 @@ def rows_since_query(
         )
         at_high = points.select(_ROW, _HIGH).join(values, left_on=_HIGH, right_on=_INDEX)
         rows = rows.join(at_high.drop(_HIGH), on=_ROW, how="left")
+    for profile in plan.profiles:
+        value = _masked(group.feature(profile.values))
+        profiles = profile_query(indexed, profile, value, since=wanted)
+        rows = rows.join(profiles, on=[ENTITY_KEY, FEATURE_TIME], how="left")
     return rows.select(ENTITY_KEY, *keys, FEATURE_TIME, *[_cast(f) for f in group.features]).sort(
         FEATURE_TIME, ENTITY_KEY
     )

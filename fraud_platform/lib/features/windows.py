@@ -19,31 +19,41 @@ The difference of exact integers is exact, and the value is then one float expre
 (``lookup_value`` here, ``lookup_value_expr`` for polars), the same operations in the same order
 on both paths: the online store's answers equal the point-in-time join's bit for bit.
 
-Max, min and distinct counts over a window stay as of the row's own time (the entity's last
-event before the lookup), as do lifetime aggregates (``last`` values, times since).
+A windowed max, min or distinct count at ``t`` covers the same ``(b, t)``, from the point-in-time
+row alone: each row carries a hidden *profile* of its window (``profiles.py``): per granule that
+a later lookup's window can still reach, the max (min) of the granule's values, or how many
+distinct values were last seen in it. The lookup aggregates the entries of granules after ``b``
+(``profile_value``, ``profile_value_expr``). Max and min are exact values and distinct counts
+integers, so both paths agree exactly. Lifetime aggregates (``last`` values, times since) stay
+as of the row's own time (the entity's last event before the lookup).
 """
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import math
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import polars as pl
 
 from fraud_platform.lib.features.registry import Feature, FeatureGroup, per_group
 
-AT_LOOKUP = frozenset({"count", "sum", "mean", "std"})
+TOTALED = frozenset({"count", "sum", "mean", "std"})
+PROFILED = frozenset({"max", "min", "n_unique"})
+AT_LOOKUP = TOTALED | PROFILED
 GRANULES_PER_WINDOW = 60
 SPAN_START = "__span_start"
 FIXED_POINT_SCALE = 10**8  # the fixed point of sums (compute.py): 8 decimal places
 INVERSE_SCALE = 1.0 / FIXED_POINT_SCALE
 _MICROSECOND = timedelta(microseconds=1)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def at_lookup(feature: Feature) -> bool:
-    """True for a windowed count, sum, mean or deviation: evaluated at the lookup's time."""
+    """True for a windowed count, sum, mean, deviation, max, min or distinct count: evaluated
+    at the lookup's time."""
     return feature.window is not None and feature.function in AT_LOOKUP
 
 
@@ -57,6 +67,12 @@ def window_start_us(t_us: int, window: timedelta) -> int:
     return -((window // _MICROSECOND - t_us) // g) * g
 
 
+def lookup_granule(t_us: int, window: timedelta) -> int:
+    """The first granule of the window of a lookup at ``t_us``: granule ``k`` holds the times
+    ``(k * g, (k + 1) * g]``, so the window ``(b, t)`` holds granules ``b / g`` and later."""
+    return window_start_us(t_us, window) // granule_us(window)
+
+
 @dataclass(frozen=True)
 class Totals:
     """The hidden prefix-total columns of one (column, filter): count, fixed-point sum, fixed-
@@ -68,21 +84,37 @@ class Totals:
 
 
 @dataclass(frozen=True)
+class Profile:
+    """A window's hidden profile columns (``profiles.py``): ascending granule indices, and per
+    granule the max or min of its values, or the number of distinct values last seen in it."""
+
+    function: str  # max, min, n_unique
+    column: str | None
+    where: tuple | None
+    window: timedelta
+    granules: str
+    values: str
+
+
+@dataclass(frozen=True)
 class LookupFeature:
     name: str
-    function: str  # count, sum, mean, std
+    function: str  # count, sum, mean, std (totals); max, min, n_unique (profile)
     window: timedelta
-    totals: Totals
+    totals: Totals | None
+    profile: Profile | None = None
 
 
 @dataclass(frozen=True)
 class LookupPlan:
     """A group's windows as of the lookup: its stored group (declared + hidden features), its
-    at-lookup features and their distinct windows (ascending)."""
+    at-lookup features, the distinct windows (ascending) of those evaluated from totals (each
+    needs a window start row) and the profiles the rows carry."""
 
     stored: FeatureGroup
     features: tuple[LookupFeature, ...]
     windows: tuple[timedelta, ...]
+    profiles: tuple[Profile, ...] = ()
 
 
 _NEEDS = {"count": "n", "sum": "s", "mean": "ns", "std": "nsq"}
@@ -95,8 +127,8 @@ def lookup_plan(group: FeatureGroup) -> LookupPlan:
 
 
 def stored_group(group: FeatureGroup) -> FeatureGroup:
-    """``group`` with the hidden columns its rows store: the prefix totals of its at-lookup
-    features and the span start (the group itself when it has no at-lookup feature)."""
+    """``group`` with the hidden columns its rows store: the prefix totals and the span start,
+    the profiles (the group itself when it has no at-lookup feature)."""
     return lookup_plan(group).stored
 
 
@@ -104,14 +136,21 @@ def _plan(group: FeatureGroup) -> LookupPlan:
     declared = [f for f in group.features if not f.name.startswith("__")]
     keys: list[tuple[str | None, tuple | None]] = []
     needs: dict[tuple[str | None, tuple | None], set[str]] = {}
+    profiles: dict[tuple, Profile] = {}
     for feature in declared:
-        if at_lookup(feature):
-            key = (feature.column, feature.where)
-            if key not in needs:
-                keys.append(key)
-                needs[key] = set()
-            needs[key] |= set(_NEEDS[feature.function])
-    if not keys:
+        if not at_lookup(feature):
+            continue
+        if feature.function in PROFILED:
+            key = (feature.function, feature.column, feature.where, feature.window)
+            j = len(profiles)
+            profiles.setdefault(key, Profile(*key, f"__k{j}", f"__v{j}"))  # type: ignore[arg-type]
+            continue
+        key = (feature.column, feature.where)
+        if key not in needs:
+            keys.append(key)
+            needs[key] = set()
+        needs[key] |= set(_NEEDS[feature.function])
+    if not keys and not profiles:
         return LookupPlan(group, (), ())
     hidden: list[Feature] = []
     totals: dict[tuple[str | None, tuple | None], Totals] = {}
@@ -124,15 +163,45 @@ def _plan(group: FeatureGroup) -> LookupPlan:
         if "q" in names:
             hidden.append(Feature(names["q"], "fixed_sumsq", column, None, where, "fixed"))
         totals[key] = Totals(names.get("n"), names.get("s"), names.get("q"))
-    hidden.append(Feature(SPAN_START, "min", group.event_time_column, None, None, "ts"))
+    if keys:
+        hidden.append(Feature(SPAN_START, "min", group.event_time_column, None, None, "ts"))
+    for profile in profiles.values():
+        hidden += _profile_features(profile, declared)
     stored = dataclasses.replace(group, features=(*declared, *hidden))
     features = tuple(
         LookupFeature(f.name, f.function, f.window, totals[(f.column, f.where)])  # type: ignore[arg-type]
+        if f.function in TOTALED
+        else LookupFeature(
+            f.name,
+            f.function,
+            f.window,  # type: ignore[arg-type]
+            None,
+            profiles[(f.function, f.column, f.where, f.window)],
+        )
         for f in declared
         if at_lookup(f)
     )
-    windows = tuple(sorted({f.window for f in features}))
-    return LookupPlan(stored, features, windows)
+    windows = tuple(sorted({f.window for f in features if f.totals is not None}))
+    return LookupPlan(stored, features, windows, tuple(profiles.values()))
+
+
+def _profile_features(profile: Profile, declared: list[Feature]) -> list[Feature]:
+    """The two hidden columns of ``profile`` (values: integer lists for distinct counts and
+    integer features, else float lists)."""
+    dtype = next(
+        f.dtype
+        for f in declared
+        if (f.function, f.column, f.where, f.window)
+        == (profile.function, profile.column, profile.where, profile.window)
+    )
+    if profile.function != "n_unique" and dtype not in ("float", "int"):
+        raise ValueError(f"a windowed {profile.function} of {dtype} values is not supported")
+    values_dtype = "ilist" if profile.function == "n_unique" or dtype == "int" else "flist"
+    column, window, where = profile.column, profile.window, profile.where
+    return [
+        Feature(profile.granules, "profile_granules", column, window, where, "ilist"),
+        Feature(profile.values, "profile_values", column, window, where, values_dtype),  # type: ignore[arg-type]
+    ]
 
 
 def lookup_value(function: str, n: int, s: int, q: int) -> int | float | None:
@@ -161,12 +230,60 @@ def lookup_value_expr(function: str, n: pl.Expr, s: pl.Expr, q: pl.Expr) -> pl.E
     return pl.when(n >= 2).then(variance.sqrt() * INVERSE_SCALE)
 
 
-def uniform_totals(group: FeatureGroup, events: int, value: float, span_start: object) -> dict:
-    """The hidden columns of a row of ``group`` after ``events`` events of equal ``value``
-    (each filter passed): for fixtures and benchmarks that write hand-made rows. A lookup of
-    such a lone row serves counts ``events``, sums ``events * value``, means ``value`` and
-    deviations 0 (or null below two events)."""
+def profile_value(
+    function: str, granules: list[int] | None, values: list | None, first_granule: int
+) -> int | float | None:
+    """A window's max, min or distinct count from a row's profile: over its granules from
+    ``first_granule`` on (``lookup_granule``)."""
+    if not granules:
+        return 0 if function == "n_unique" else None
+    tail = values[bisect.bisect_left(granules, first_granule) :]  # type: ignore[index]
+    if function == "n_unique":
+        return sum(tail)
+    if not tail:
+        return None
+    return max(tail) if function == "max" else min(tail)
+
+
+def profile_value_expr(
+    function: str, granules: pl.Expr, values: pl.Expr, first_granule: pl.Expr
+) -> pl.Expr:
+    """``profile_value`` over list columns (null lists: no entries)."""
+    before = (granules - first_granule).list.eval(pl.element() < 0).list.sum()
+    tail = values.list.slice(before.fill_null(0))
+    if function == "n_unique":
+        return tail.list.sum().fill_null(0).cast(pl.Int64)
+    return tail.list.max() if function == "max" else tail.list.min()
+
+
+def uniform_totals(
+    group: FeatureGroup,
+    events: int,
+    value: float,
+    span_start: datetime,
+    feature_time: datetime | None = None,
+) -> dict:
+    """The hidden columns of a row of ``group`` at ``feature_time`` (default ``span_start``)
+    after ``events`` events of equal ``value`` (each filter passed), all in the row's own
+    granule: for fixtures and benchmarks that write hand-made rows. A lookup of such a lone row
+    serves counts ``events``, sums ``events * value``, means ``value``, deviations 0 (or null
+    below two events), max and min ``value`` and distinct counts ``events`` while its granule
+    is in the window."""
     fixed = round(value * FIXED_POINT_SCALE)
-    hidden = [f for f in stored_group(group).features if f.name.startswith("__")]
+    plan = lookup_plan(group)
+    hidden = [f for f in plan.stored.features if f.name.startswith("__")]
     totals = {"count": events, "fixed_sum": events * fixed, "fixed_sumsq": events * fixed * fixed}
-    return {f.name: span_start if f.name == SPAN_START else totals[f.function] for f in hidden}
+    at_us = (feature_time or span_start) - _EPOCH
+    at_us = at_us // _MICROSECOND
+    profiles: dict[str, list] = {}
+    for profile in plan.profiles:
+        profiles[profile.granules] = [-((-at_us) // granule_us(profile.window)) - 1]
+        profiles[profile.values] = [events if profile.function == "n_unique" else value]
+    return {
+        f.name: span_start
+        if f.name == SPAN_START
+        else profiles[f.name]
+        if f.name in profiles
+        else totals[f.function]
+        for f in hidden
+    }

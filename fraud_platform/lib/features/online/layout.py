@@ -1,8 +1,8 @@
 """The online store's layout: each entity's recent feature rows in Redis, one sorted set per entity.
 
-Key layout (version ``ONLINE_LAYOUT_VERSION`` = 5)::
+Key layout (version ``ONLINE_LAYOUT_VERSION`` = 6)::
 
-    fp:5:<group name>:v<group version>:{<entity name>:<entity key>}
+    fp:6:<group name>:v<group version>:{<entity name>:<entity key>}
         ->  sorted set of rows, score = feature_time
 
 The braces are a Redis Cluster hash tag: every group of one entity hashes to one slot, so a
@@ -12,7 +12,7 @@ just characters of the key.
 Member: a JSON array ``[feature_time, f1, f2, ..., fn, writer_version]``: the row's feature_time
 in epoch microseconds (also its score), the group's features in their declared order followed
 by the hidden columns of ``windows.stored_group`` (prefix totals as JSON integers, the span
-start), then the version of the knowledge that computed it (``0`` for the batch snapshot, the entity's event
+start, window profiles as JSON arrays), then the version of the knowledge that computed it (``0`` for the batch snapshot, the entity's event
 counter for the stream worker). A null feature is ``null``; ints are JSON integers; floats are
 their shortest round-trip decimal text (polars' formatting, bit-exact through ``float()``; NaN
 and +-Infinity as Python's ``json`` writes them); timestamps are epoch microseconds; strings are
@@ -48,7 +48,7 @@ from fraud_platform.lib.features.registry import (
 )
 from fraud_platform.lib.features.windows import stored_group
 
-ONLINE_LAYOUT_VERSION = 5
+ONLINE_LAYOUT_VERSION = 6
 # Rows kept per entity: every row within this much of the entity's newest row, and at least
 # HISTORY_MIN_ROWS. A lookup lagging the stream by more than the horizon may find no row before
 # its time (the contract accepts events up to 10 minutes in the future; scoring lags seconds).
@@ -90,12 +90,13 @@ def json_text(name: str, dtype: str, all_null: bool = False) -> pl.Expr:
     if all_null:
         return pl.lit("null")
     if dtype == "float":
-        value = col.cast(pl.Float64)
-        text = (
-            pl.when(value.is_infinite())
-            .then(pl.when(value > 0).then(pl.lit("Infinity")).otherwise(pl.lit("-Infinity")))
-            .otherwise(value.cast(pl.String))  # shortest round-trip text, NaN as "NaN"
+        text = _float_text(col)
+    elif dtype in ("ilist", "flist"):  # the window profiles of windows.py: JSON arrays
+        element = pl.element()
+        element = (
+            element.cast(pl.Int64).cast(pl.String) if dtype == "ilist" else _float_text(element)
         )
+        text = pl.concat_str(pl.lit("["), col.list.eval(element).list.join(","), pl.lit("]"))
     elif dtype == "int":
         text = col.cast(pl.Int64).cast(pl.String)
     elif dtype == "fixed":  # the exact prefix totals of windows.py: JSON integers of any size
@@ -106,6 +107,15 @@ def json_text(name: str, dtype: str, all_null: bool = False) -> pl.Expr:
         encoded = pl.struct(col.cast(pl.String).alias("s")).struct.json_encode()
         text = encoded.str.slice(5, encoded.str.len_chars() - 6)
     return text.fill_null(pl.lit("null"))
+
+
+def _float_text(value: pl.Expr) -> pl.Expr:
+    value = value.cast(pl.Float64)
+    return (
+        pl.when(value.is_infinite())
+        .then(pl.when(value > 0).then(pl.lit("Infinity")).otherwise(pl.lit("-Infinity")))
+        .otherwise(value.cast(pl.String))  # shortest round-trip text, NaN as "NaN"
+    )
 
 
 def encode_rows(

@@ -8,7 +8,8 @@ key, the latest row with ``feature_time < now`` within the group's TTL
 of the entity (the transaction being scored, later events) are already stored; and, for a
 group with windows evaluated at the lookup (``windows.py``), the latest row at or before each
 window's start (``ZREVRANGEBYSCORE key b -inf LIMIT 0 1``), whose prefix totals the window
-subtracts. The rows are parsed as one JSON array and the TTL and "strictly before" rule are
+subtracts; windowed maxima, minima and distinct counts come from the point-in-time row's
+profiles (``profiles.py``) alone. The rows are parsed as one JSON array and the TTL and "strictly before" rule are
 checked again here, so what it serves equals the offline point-in-time join.
 """
 
@@ -35,8 +36,10 @@ from fraud_platform.lib.features.online.scripts import PipelinedScript, slot_of
 from fraud_platform.lib.features.registry import FeatureGroup, FeatureService
 from fraud_platform.lib.features.windows import (
     SPAN_START,
+    granule_us,
     lookup_plan,
     lookup_value,
+    profile_value,
     window_start_us,
 )
 
@@ -96,6 +99,18 @@ class _Lookup(NamedTuple):
     fixed_sumsq: int | None
 
 
+class _ProfileLookup(NamedTuple):
+    """A windowed max, min or distinct count: its position among the group's features, its
+    function, window and granule (microseconds), and the row positions of its profile."""
+
+    position: int
+    function: str
+    window_us: int
+    granule_us: int
+    granules: int
+    values: int
+
+
 class _GroupLayout(NamedTuple):
     name: str  # versioned name
     prefix: str  # of its keys
@@ -106,6 +121,7 @@ class _GroupLayout(NamedTuple):
     width: int  # a stored row's length: feature_time, stored features, writer_version
     windows: tuple[timedelta, ...]  # of the at-lookup features: a start row each
     lookups: tuple[_Lookup, ...]
+    profiles: tuple[_ProfileLookup, ...]
     span: int  # the row position of the span start (0 without lookups)
 
 
@@ -128,6 +144,19 @@ def _group_layout(group: FeatureGroup) -> _GroupLayout:
             position(f.totals.fixed_sumsq),
         )
         for f in plan.features
+        if f.totals is not None
+    )
+    profiles = tuple(
+        _ProfileLookup(
+            declared.index(f.name),
+            f.function,
+            f.window // timedelta(microseconds=1),
+            granule_us(f.window),
+            row_position[f.profile.granules],
+            row_position[f.profile.values],
+        )
+        for f in plan.features
+        if f.profile is not None
     )
     return _GroupLayout(
         name=group.versioned_name,
@@ -139,18 +168,26 @@ def _group_layout(group: FeatureGroup) -> _GroupLayout:
         width=len(stored) + 2,
         windows=plan.windows,
         lookups=lookups,
+        profiles=profiles,
         span=row_position.get(SPAN_START, 0),
     )
 
 
 def _at_lookup(
-    layout: _GroupLayout, row: list[Any], starts: Sequence[Any], starts_us: Sequence[int]
+    layout: _GroupLayout, row: list[Any], starts: Sequence[Any], now_us: int
 ) -> list[Any]:
-    """The group's declared values of ``row`` with its at-lookup windows evaluated: the row's
-    totals minus those of each window's start row (``starts``, at or before ``starts_us``:
-    the row itself where the start is not before it, zero where there is none or it is of an
-    earlier span)."""
+    """The group's declared values of ``row`` with its at-lookup windows evaluated at
+    ``now_us``: the row's totals minus those of each window's start row (``starts``, at or
+    before the window's start: the row itself where the start is not before it, zero where
+    there is none or it is of an earlier span); maxima, minima and distinct counts from the
+    row's profiles, over the granules from the window's start on."""
     values = row[1 : len(layout.features) + 1]
+    for position, function, window_us, g, granules, profile in layout.profiles:
+        first = -((window_us - now_us) // g)  # windows.lookup_granule
+        values[position] = profile_value(function, row[granules], row[profile], first)
+    if not layout.lookups:
+        return values
+    starts_us = [window_start_us(now_us, window) for window in layout.windows]
     span = row[layout.span]
     valid = [
         row if start_us >= row[0] else start if start is not None and start[0] >= span else None
@@ -380,9 +417,8 @@ class OnlineFeatureReader:
                 continue
             feature_times[name] = epoch + delta(0, 0, row[0])
             ages[name] = (now_us - row[0]) / 1_000_000
-            if layout.lookups:
-                starts_us = [window_start_us(now_us, window) for window in layout.windows]
-                flat += _at_lookup(layout, row, found[1:], starts_us)
+            if layout.lookups or layout.profiles:
+                flat += _at_lookup(layout, row, found[1:], now_us)
             else:
                 flat += row[1 : len(layout.features) + 1]
         for position in self._ts_positions:

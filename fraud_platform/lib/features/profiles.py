@@ -1,0 +1,156 @@
+"""The hidden window profiles behind windowed max, min and distinct counts at the lookup
+(``windows.py``).
+
+A row of an entity at time ``p`` carries, per profiled (function, column, filter, window), two
+lists over the granules a lookup at ``t > p`` can still reach (``k >= lookup_granule(p + 1)``),
+ascending, computed from the entity's events in ``(p - window, p]`` that pass the filter (null
+values ignored):
+
+- max (min): per granule, the last of the values above (below) every later value (a lookup's
+  max over granules ``>= m`` is the max of these: a value some later one beats never is);
+- distinct counts: per granule, how many distinct values were last seen (at or before ``p``)
+  in it.
+
+A lookup at ``t`` aggregates the entries from ``lookup_granule(t)`` on: the window ``(b, t)``.
+
+Only *record* events change a profile: a value above (below) every earlier value of its
+granule, or the first of its value in its granule. So the window lists are built at the
+records alone, and every row takes the profile of its entity's latest record at or before it,
+cut to its own reachable granules (a row between two records has the same per-granule
+aggregates; the cut drops the granules that left its window). The lists are reduced flat (one
+row per record and window member, then runs in order) rather than by grouping or per-list
+expressions: on the demo's 30 days x 2,000 users, ``merchant_distinct_users_24h`` (26.7M
+window members) took 18 s grouped, 4.3 s with per-list expressions, 2.7 s flat;
+``user_amount_max_7d`` 5.2, 1.1 and 1.2 s.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import polars as pl
+
+from fraud_platform.lib.features.registry import ENTITY_KEY, FEATURE_TIME
+from fraud_platform.lib.features.windows import Profile, granule_us
+
+_K, _V, _RECORD, _KEEP = "__granule", "__value", "__record_time", "__keep"
+_NEXT, _CP, _AT, _TOTAL = "__next", "__change", "__at", "__total"
+_SINCE = "__since"  # targeted.SINCE (epoch us): the earliest row wanted per entity
+_US = timedelta(microseconds=1)
+
+
+def granule_expr(t_us: pl.Expr, g: int) -> pl.Expr:
+    """The granule of times ``t_us``: granule ``k`` holds ``(k * g, (k + 1) * g]``."""
+    return -((-t_us) // g) - 1
+
+
+def profile_query(
+    events: pl.LazyFrame,
+    profile: Profile,
+    value: pl.Expr,
+    since: pl.LazyFrame | None = None,
+) -> pl.LazyFrame:
+    """(ENTITY_KEY, FEATURE_TIME, granules, values) of each row of ``events`` (sorted by
+    entity and time) whose profile has entries; ``value`` is the aggregated column, null where
+    the event does not pass the filter. ``since`` (ENTITY_KEY, ``targeted.SINCE``): only the
+    rows from each entity's SINCE on are wanted, so only the records they read are listed."""
+    g = granule_us(profile.window)
+    t_us = pl.col(FEATURE_TIME).dt.epoch("us")
+    marked = events.select(
+        ENTITY_KEY, FEATURE_TIME, value.alias(_V), granule_expr(t_us, g).alias(_K)
+    ).filter(pl.col(_V).is_not_null())
+    records = marked.filter(_is_record(profile.function))
+    if profile.function == "n_unique":  # when the record's value is next seen in a later granule
+        following = pl.col(FEATURE_TIME).shift(-1).over(ENTITY_KEY, _V)
+        records = records.with_columns(following.alias(_NEXT))
+    if since is not None:
+        records = _records_read_since(records, since, profile.window)
+    listed = [_K, _NEXT if profile.function == "n_unique" else _V]
+    windows = (
+        records.rolling(
+            index_column=FEATURE_TIME, period=profile.window, group_by=ENTITY_KEY, closed="right"
+        )
+        .agg(*listed)
+        .unique(subset=[ENTITY_KEY, FEATURE_TIME], keep="last", maintain_order=True)
+        .with_row_index(_CP)
+    )
+    # one row per (record, record in its window), in the records' order within each window
+    flat = windows.select(_CP, ENTITY_KEY, pl.col(FEATURE_TIME).alias(_RECORD), *listed).explode(
+        *listed
+    )
+    if profile.function == "n_unique":
+        # a value's last record as of the window's end: not seen again by then; counted per
+        # granule as runs (granules ascend within a window)
+        last = flat.filter(pl.col(_NEXT).is_null() | (pl.col(_NEXT) > pl.col(_RECORD)))
+        last = last.with_row_index(_AT).with_columns(pl.len().alias(_TOTAL))
+        new_run = (pl.col(_CP) != pl.col(_CP).shift(1)) | (pl.col(_K) != pl.col(_K).shift(1))
+        run_length = pl.col(_AT).shift(-1).fill_null(pl.col(_TOTAL)) - pl.col(_AT)
+        entries = last.filter(new_run.fill_null(True)).with_columns(
+            run_length.cast(pl.Int64).alias(_V)
+        )
+    else:
+        later = pl.col(_V).cum_max(reverse=True) if profile.function == "max" else None
+        later = (later if later is not None else pl.col(_V).cum_min(reverse=True)).shift(-1)
+        later = later.over(_CP)
+        beats = pl.col(_V) > later if profile.function == "max" else pl.col(_V) < later
+        entries = flat.filter(later.is_null() | beats)
+    lists = (
+        entries.group_by(_CP, maintain_order=True)
+        .agg(pl.col(ENTITY_KEY, _RECORD).first(), pl.col(_K), pl.col(_V))
+        .drop(_CP)
+    )
+    rows = (
+        events.select(ENTITY_KEY, FEATURE_TIME)
+        .unique(subset=[ENTITY_KEY, FEATURE_TIME], keep="last", maintain_order=True)
+        .sort(FEATURE_TIME)
+    )
+    window_us = profile.window // _US
+    first = -((window_us - 1 - t_us) // g)  # lookup_granule(p + 1 us)
+    cut = (pl.col(_K) - first).list.eval(pl.element() < 0).list.sum()
+    return (
+        rows.join_asof(
+            lists.sort(_RECORD),
+            left_on=FEATURE_TIME,
+            right_on=_RECORD,
+            by=ENTITY_KEY,
+            strategy="backward",
+            check_sortedness=False,
+        )
+        .with_columns(cut.alias(_KEEP))
+        .select(
+            ENTITY_KEY,
+            FEATURE_TIME,
+            pl.col(_K).list.slice(pl.col(_KEEP)).alias(profile.granules),
+            pl.col(_V).list.slice(pl.col(_KEEP)).alias(profile.values),
+        )
+        .filter(pl.col(profile.granules).list.len() > 0)
+    )
+
+
+def _is_record(function: str) -> pl.Expr:
+    """Events that change their entity's profile: the first of a value in its granule, or a
+    value above (below) every earlier value of its granule."""
+    if function == "n_unique":
+        return pl.col(_V).is_first_distinct().over(ENTITY_KEY, _K)
+    earlier = pl.col(_V).cum_max() if function == "max" else pl.col(_V).cum_min()
+    earlier = earlier.shift(1).over(ENTITY_KEY, _K)
+    beats = pl.col(_V) > earlier if function == "max" else pl.col(_V) < earlier
+    return earlier.is_null() | beats
+
+
+def _records_read_since(
+    records: pl.LazyFrame, since: pl.LazyFrame, window: timedelta
+) -> pl.LazyFrame:
+    """The records the rows from each entity's SINCE on read: from the window before its
+    latest record before SINCE (rows there take that record's profile) on."""
+    since_time = pl.col(_SINCE).cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
+    with_since = records.join(
+        since.select(ENTITY_KEY, since_time.alias(_SINCE)),
+        on=ENTITY_KEY,
+        how="inner",
+        maintain_order="left",  # the rolling lists are in the events' order
+    )
+    before = pl.col(FEATURE_TIME) < pl.col(_SINCE)
+    anchor = pl.when(before).then(pl.col(FEATURE_TIME)).max().over(ENTITY_KEY)
+    start = pl.coalesce(anchor, pl.col(_SINCE)) - window
+    return with_since.filter(pl.col(FEATURE_TIME) > start).drop(_SINCE)
