@@ -32,6 +32,7 @@ from fraud_platform.defs.partitions import (
 from fraud_platform.lib.features.catalog import FEATURE_GROUPS
 from fraud_platform.lib.features.compute import compute_feature_group
 from fraud_platform.lib.features.incremental import (
+    compute_lifetime,
     compute_rows_from,
     is_incremental,
     lifetime_state,
@@ -115,7 +116,8 @@ def compute_range(
     checkpoints of the range's day boundaries are rewritten."""
     if not is_incremental(group):
         source = _source_events(warehouse, group, end)
-        rows = compute_feature_group(group, source).filter(pl.col(FEATURE_TIME) >= start)
+        rows = compute_feature_group(group, source, wanted_from=start)
+        rows = rows.filter(pl.col(FEATURE_TIME) >= start)
         return rows, source.height, "whole history", None
     previous = recorded_mark(delta, feature_table(group))
     last = _last_day(end)
@@ -126,7 +128,7 @@ def compute_range(
     if state is None:  # the whole history, read once: the state at start, then the range
         history = _source_events(warehouse, group, end)
         before = history.filter(pl.col(group.event_time_column) < start)
-        state = lifetime_state(group, compute_feature_group(group, before))
+        state = lifetime_state(group, compute_lifetime(group, before))
         rows, _ = _every_entity_rows(warehouse, group, state, start, end, history)
         how, read = "whole history", history.height
     elif (

@@ -199,12 +199,19 @@ def _cast(feature: Feature) -> pl.Expr:
     return col.cast(dtype)
 
 
-def compute_feature_group(group: FeatureGroup, source: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
-    """All rows of ``group`` from its source events: entity key columns, feature_time, features."""
-    return feature_group_query(group, source).collect()
+def compute_feature_group(
+    group: FeatureGroup, source: pl.DataFrame | pl.LazyFrame, wanted_from: datetime | None = None
+) -> pl.DataFrame:
+    """All rows of ``group`` from its source events: entity key columns, feature_time, features.
+
+    ``wanted_from``: the caller keeps only the rows from then on; the window profiles of
+    earlier rows are then left incomplete (``profiles.profile_query``'s ``since``)."""
+    return feature_group_query(group, source, wanted_from).collect()
 
 
-def feature_group_query(group: FeatureGroup, source: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
+def feature_group_query(
+    group: FeatureGroup, source: pl.DataFrame | pl.LazyFrame, wanted_from: datetime | None = None
+) -> pl.LazyFrame:
     """``compute_feature_group`` as one lazy query (the stream worker collects its groups'
     queries together with ``pl.collect_all``). The rows hold ``windows.stored_group``'s hidden
     columns too."""
@@ -248,7 +255,7 @@ def feature_group_query(group: FeatureGroup, source: pl.DataFrame | pl.LazyFrame
 
     for profile in plan.profiles:
         values = group.feature(profile.values)
-        frames.append(profile_query(events, profile, _masked(values)))
+        frames.append(profile_query(events, profile, _masked(values), since=wanted_from))
 
     rows = events.select(ENTITY_KEY, FEATURE_TIME, *keys).unique(
         subset=[ENTITY_KEY, FEATURE_TIME], keep="last", maintain_order=True
@@ -305,7 +312,7 @@ def compute_feature_group_between(
     (``incremental.compute_rows_from`` needs only the lookback and a lifetime state).
     """
     events = source.lazy().filter(pl.col(group.event_time_column) < end)
-    rows = compute_feature_group(group, events)
+    rows = compute_feature_group(group, events, wanted_from=start)
     return rows.filter(pl.col(FEATURE_TIME) >= start)
 
 

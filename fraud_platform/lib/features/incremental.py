@@ -61,6 +61,19 @@ def state_columns(group: FeatureGroup) -> list[str]:
     ]
 
 
+def compute_lifetime(group: FeatureGroup, source: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
+    """``compute_feature_group``'s rows with only the lifetime columns (``state_columns``): what
+    ``lifetime_state`` needs, without computing a single window."""
+    return compute_feature_group(_lifetime_only(group), source)
+
+
+def _lifetime_only(group: FeatureGroup) -> FeatureGroup:
+    """The stored group's lifetime features alone, restarting after the group's own gap (the
+    ``ttl`` stands in for the windows left out: ``compute.lifetime_gap``)."""
+    lifetime = tuple(lifetime_features(group))
+    return dataclasses.replace(stored_group(group), features=lifetime, ttl=lifetime_gap(group))
+
+
 def lifetime_state(
     group: FeatureGroup, rows: pl.DataFrame, previous: pl.DataFrame | None = None
 ) -> pl.DataFrame:
@@ -112,14 +125,14 @@ def compute_rows_from(
     lifetime = lifetime_features(group)
     windowed = tuple(f for f in group.features if f.window is not None)
     rows = compute_feature_group(
-        dataclasses.replace(group, features=windowed or group.features), source
+        dataclasses.replace(group, features=windowed or group.features), source, wanted_from=start
     )
     rows = rows.filter(pl.col(FEATURE_TIME) >= start)
     group = stored_group(group)
     if lifetime:
-        since = compute_feature_group(
-            dataclasses.replace(group, features=tuple(lifetime)), source.filter(at >= start)
-        ).select(ENTITY_KEY, FEATURE_TIME, *[f.name for f in lifetime])
+        since = compute_feature_group(_lifetime_only(group), source.filter(at >= start)).select(
+            ENTITY_KEY, FEATURE_TIME, *[f.name for f in lifetime]
+        )
         known = state.select(
             ENTITY_KEY,
             pl.col(FEATURE_TIME).alias(_STATE_TIME),

@@ -26,7 +26,7 @@ window members) took 18 s grouped, 4.3 s with per-list expressions, 2.7 s flat;
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import polars as pl
 
@@ -48,12 +48,13 @@ def profile_query(
     events: pl.LazyFrame,
     profile: Profile,
     value: pl.Expr,
-    since: pl.LazyFrame | None = None,
+    since: pl.LazyFrame | datetime | None = None,
 ) -> pl.LazyFrame:
     """(ENTITY_KEY, FEATURE_TIME, granules, values) of each row of ``events`` (sorted by
     entity and time) whose profile has entries; ``value`` is the aggregated column, null where
-    the event does not pass the filter. ``since`` (ENTITY_KEY, ``targeted.SINCE``): only the
-    rows from each entity's SINCE on are wanted, so only the records they read are listed."""
+    the event does not pass the filter. ``since`` (ENTITY_KEY, ``targeted.SINCE``; or one
+    time for every entity): only the rows from each entity's SINCE on are wanted, so only the
+    records they read are listed (the profiles of earlier rows are then incomplete)."""
     g = granule_us(profile.window)
     t_us = pl.col(FEATURE_TIME).dt.epoch("us")
     marked = events.select(
@@ -139,17 +140,20 @@ def _is_record(function: str) -> pl.Expr:
 
 
 def _records_read_since(
-    records: pl.LazyFrame, since: pl.LazyFrame, window: timedelta
+    records: pl.LazyFrame, since: pl.LazyFrame | datetime, window: timedelta
 ) -> pl.LazyFrame:
     """The records the rows from each entity's SINCE on read: from the window before its
     latest record before SINCE (rows there take that record's profile) on."""
-    since_time = pl.col(_SINCE).cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
-    with_since = records.join(
-        since.select(ENTITY_KEY, since_time.alias(_SINCE)),
-        on=ENTITY_KEY,
-        how="inner",
-        maintain_order="left",  # the rolling lists are in the events' order
-    )
+    if isinstance(since, datetime):
+        with_since = records.with_columns(pl.lit(since, pl.Datetime("us", "UTC")).alias(_SINCE))
+    else:
+        since_time = pl.col(_SINCE).cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
+        with_since = records.join(
+            since.select(ENTITY_KEY, since_time.alias(_SINCE)),
+            on=ENTITY_KEY,
+            how="inner",
+            maintain_order="left",  # the rolling lists are in the events' order
+        )
     before = pl.col(FEATURE_TIME) < pl.col(_SINCE)
     anchor = pl.when(before).then(pl.col(FEATURE_TIME)).max().over(ENTITY_KEY)
     start = pl.coalesce(anchor, pl.col(_SINCE)) - window
