@@ -3,6 +3,7 @@ longest window): the rule the online path follows (its rows and its stores of ev
 applied by the whole-history computation, by ranges continued from a lifetime state and by the
 stream worker's rows of chosen points alike."""
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
 import polars as pl
@@ -16,12 +17,13 @@ from fraud_platform.lib.features.catalog import (
 )
 from fraud_platform.lib.features.compute import compute_feature_group, lifetime_gap
 from fraud_platform.lib.features.incremental import (
+    compute_lifetime,
     compute_rows_from,
     is_incremental,
     lifetime_features,
     lifetime_state,
 )
-from fraud_platform.lib.features.registry import ENTITY_KEY, FEATURE_TIME
+from fraud_platform.lib.features.registry import ENTITY_KEY, FEATURE_TIME, Feature
 from fraud_platform.lib.features.targeted import SINCE, compute_rows_since, prepare_events
 from fraud_platform.lib.simulation import SimulationConfig, simulate
 
@@ -122,3 +124,24 @@ def test_ranges_and_stream_points_restart_where_the_whole_history_does(
         wanted = full.filter(pl.col(FEATURE_TIME).dt.epoch("us") >= since_us)
         assert got.height == wanted.height > 0
         assert_frame_equal(got, wanted, check_exact=True)
+
+
+def test_the_lifetime_state_alone_restarts_after_the_longest_window_not_the_ttl() -> None:
+    """``compute_lifetime`` leaves the windows out: its spans must still restart after the
+    group's own gap (here the 7-day window, longer than the 1-day TTL)."""
+    group = dataclasses.replace(
+        USER_DEVICE_HISTORY,
+        ttl=DAY,
+        features=(
+            *USER_DEVICE_HISTORY.features,
+            Feature("user_device_txn_count_7d", "count", None, 7 * DAY, None, "int"),
+        ),
+    )
+    times = [T0, T0 + 3 * DAY, T0 + 5 * DAY, T0 + 20 * DAY, T0 + 21 * DAY]
+    source = pl.DataFrame(
+        {"event_time": times, "user_id": ["u"] * 5, "device_id": ["d"] * 5},
+        schema_overrides={"event_time": TS},
+    )
+    whole = lifetime_state(group, compute_feature_group(group, source))
+    assert whole["user_device_txn_count"].to_list() == [2]  # restarted at day 20 only
+    assert_frame_equal(lifetime_state(group, compute_lifetime(group, source)), whole)
