@@ -200,17 +200,22 @@ def _cast(feature: Feature) -> pl.Expr:
 
 
 def compute_feature_group(
-    group: FeatureGroup, source: pl.DataFrame | pl.LazyFrame, wanted_from: datetime | None = None
+    group: FeatureGroup,
+    source: pl.DataFrame | pl.LazyFrame,
+    wanted_from: datetime | pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """All rows of ``group`` from its source events: entity key columns, feature_time, features.
 
-    ``wanted_from``: the caller keeps only the rows from then on; the window profiles of
-    earlier rows are then left incomplete (``profiles.profile_query``'s ``since``)."""
+    ``wanted_from``: the caller keeps only the rows from then on (one time, or per entity:
+    ``ENTITY_KEY`` and ``targeted.SINCE``); the window profiles of earlier rows (and of other
+    entities') are then left incomplete (``profiles.profile_query``'s ``since``)."""
     return feature_group_query(group, source, wanted_from).collect()
 
 
 def feature_group_query(
-    group: FeatureGroup, source: pl.DataFrame | pl.LazyFrame, wanted_from: datetime | None = None
+    group: FeatureGroup,
+    source: pl.DataFrame | pl.LazyFrame,
+    wanted_from: datetime | pl.DataFrame | None = None,
 ) -> pl.LazyFrame:
     """``compute_feature_group`` as one lazy query (the stream worker collects its groups'
     queries together with ``pl.collect_all``). The rows hold ``windows.stored_group``'s hidden
@@ -255,7 +260,8 @@ def feature_group_query(
 
     for profile in plan.profiles:
         values = group.feature(profile.values)
-        frames.append(profile_query(events, profile, _masked(values), since=wanted_from))
+        since = wanted_from.lazy() if isinstance(wanted_from, pl.DataFrame) else wanted_from
+        frames.append(profile_query(events, profile, _masked(values), since=since))
 
     rows = events.select(ENTITY_KEY, FEATURE_TIME, *keys).unique(
         subset=[ENTITY_KEY, FEATURE_TIME], keep="last", maintain_order=True

@@ -53,10 +53,16 @@ def profile_query(
     """(ENTITY_KEY, FEATURE_TIME, granules, values) of each row of ``events`` (sorted by
     entity and time) whose profile has entries; ``value`` is the aggregated column, null where
     the event does not pass the filter. ``since`` (ENTITY_KEY, ``targeted.SINCE``; or one
-    time for every entity): only the rows from each entity's SINCE on are wanted, so only the
-    records they read are listed (the profiles of earlier rows are then incomplete)."""
+    time for every entity): only the rows from each entity's SINCE on are wanted. They read
+    only the records of granules after ``SINCE - window`` (a row's profile is cut at its first
+    reachable granule, and a max's or distinct count's entries depend on no earlier event), so
+    only the events from the start of that granule on are listed."""
     g = granule_us(profile.window)
     t_us = pl.col(FEATURE_TIME).dt.epoch("us")
+    if since is not None:  # the records rows from SINCE read: their windows' whole granules
+        events = _with_since(events, since).filter(
+            pl.col(FEATURE_TIME) > pl.col(_SINCE) - profile.window - timedelta(microseconds=g)
+        )
     marked = events.select(
         ENTITY_KEY, FEATURE_TIME, value.alias(_V), granule_expr(t_us, g).alias(_K)
     ).filter(pl.col(_V).is_not_null())
@@ -64,8 +70,6 @@ def profile_query(
     if profile.function == "n_unique":  # when the record's value is next seen in a later granule
         following = pl.col(FEATURE_TIME).shift(-1).over(ENTITY_KEY, _V)
         records = records.with_columns(following.alias(_NEXT))
-    if since is not None:
-        records = _records_read_since(records, since, profile.window)
     listed = [_K, _NEXT if profile.function == "n_unique" else _V]
     windows = (
         records.rolling(
@@ -100,10 +104,11 @@ def profile_query(
         .agg(pl.col(ENTITY_KEY, _RECORD).first(), pl.col(_K), pl.col(_V))
         .drop(_CP)
     )
-    rows = (
-        events.select(ENTITY_KEY, FEATURE_TIME)
-        .unique(subset=[ENTITY_KEY, FEATURE_TIME], keep="last", maintain_order=True)
-        .sort(FEATURE_TIME)
+    rows = events.select(ENTITY_KEY, FEATURE_TIME, *([_SINCE] if since is not None else []))
+    if since is not None:
+        rows = rows.filter(pl.col(FEATURE_TIME) >= pl.col(_SINCE)).drop(_SINCE)
+    rows = rows.unique(subset=[ENTITY_KEY, FEATURE_TIME], keep="last", maintain_order=True).sort(
+        FEATURE_TIME
     )
     window_us = profile.window // _US
     first = -((window_us - 1 - t_us) // g)  # lookup_granule(p + 1 us)
@@ -139,22 +144,14 @@ def _is_record(function: str) -> pl.Expr:
     return earlier.is_null() | beats
 
 
-def _records_read_since(
-    records: pl.LazyFrame, since: pl.LazyFrame | datetime, window: timedelta
-) -> pl.LazyFrame:
-    """The records the rows from each entity's SINCE on read: from the window before its
-    latest record before SINCE (rows there take that record's profile) on."""
+def _with_since(events: pl.LazyFrame, since: pl.LazyFrame | datetime) -> pl.LazyFrame:
+    """``events`` with each entity's SINCE as a time (entities without one dropped)."""
     if isinstance(since, datetime):
-        with_since = records.with_columns(pl.lit(since, pl.Datetime("us", "UTC")).alias(_SINCE))
-    else:
-        since_time = pl.col(_SINCE).cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
-        with_since = records.join(
-            since.select(ENTITY_KEY, since_time.alias(_SINCE)),
-            on=ENTITY_KEY,
-            how="inner",
-            maintain_order="left",  # the rolling lists are in the events' order
-        )
-    before = pl.col(FEATURE_TIME) < pl.col(_SINCE)
-    anchor = pl.when(before).then(pl.col(FEATURE_TIME)).max().over(ENTITY_KEY)
-    start = pl.coalesce(anchor, pl.col(_SINCE)) - window
-    return with_since.filter(pl.col(FEATURE_TIME) > start).drop(_SINCE)
+        return events.with_columns(pl.lit(since, pl.Datetime("us", "UTC")).alias(_SINCE))
+    since_time = pl.col(_SINCE).cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
+    return events.join(
+        since.select(ENTITY_KEY, since_time.alias(_SINCE)),
+        on=ENTITY_KEY,
+        how="inner",
+        maintain_order="left",  # the rolling lists are in the events' order
+    )

@@ -199,7 +199,7 @@ class StreamProcessor:
                 if view.join_keys != stream.join_keys:  # only the touched (user, x) pairs
                     keys = view_touched[ENTITY_KEY].implode()
                     source = source.lazy().filter(entity_key_expr(view.join_keys).is_in(keys))
-                rows = [feature_group_query(group, source) for group in view.groups]
+                rows = [feature_group_query(g, source, view_touched) for g in view.groups]
             else:
                 events = prepare_events(view.groups[0], source)  # the groups share the order
                 rows = [rows_since_query(group, events, view_touched) for group in view.groups]
