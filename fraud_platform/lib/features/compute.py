@@ -260,8 +260,7 @@ def feature_group_query(
 
     for profile in plan.profiles:
         values = group.feature(profile.values)
-        since = wanted_from.lazy() if isinstance(wanted_from, pl.DataFrame) else wanted_from
-        frames.append(profile_query(events, profile, _masked(values), since=since))
+        frames.append(profile_query(events, profile, _masked(values), since=wanted_from))
 
     rows = events.select(ENTITY_KEY, FEATURE_TIME, *keys).unique(
         subset=[ENTITY_KEY, FEATURE_TIME], keep="last", maintain_order=True

@@ -35,6 +35,7 @@ from fraud_platform.lib.features.windows import Profile, granule_us
 
 _K, _V, _RECORD, _KEEP = "__granule", "__value", "__record_time", "__keep"
 _NEXT, _CP, _AT, _TOTAL = "__next", "__change", "__at", "__total"
+_FROM, _LOW = "__from", "__low"
 _SINCE = "__since"  # targeted.SINCE (epoch us): the earliest row wanted per entity
 _US = timedelta(microseconds=1)
 
@@ -48,7 +49,7 @@ def profile_query(
     events: pl.LazyFrame,
     profile: Profile,
     value: pl.Expr,
-    since: pl.LazyFrame | datetime | None = None,
+    since: pl.DataFrame | datetime | None = None,
 ) -> pl.LazyFrame:
     """(ENTITY_KEY, FEATURE_TIME, granules, values) of each row of ``events`` (sorted by
     entity and time) whose profile has entries; ``value`` is the aggregated column, null where
@@ -64,25 +65,21 @@ def profile_query(
             pl.col(FEATURE_TIME) > pl.col(_SINCE) - profile.window - timedelta(microseconds=g)
         )
     marked = events.select(
-        ENTITY_KEY, FEATURE_TIME, value.alias(_V), granule_expr(t_us, g).alias(_K)
+        ENTITY_KEY,
+        FEATURE_TIME,
+        value.alias(_V),
+        granule_expr(t_us, g).alias(_K),
+        *([_SINCE] if since is not None else []),
     ).filter(pl.col(_V).is_not_null())
     records = marked.filter(_is_record(profile.function))
     if profile.function == "n_unique":  # when the record's value is next seen in a later granule
-        following = pl.col(FEATURE_TIME).shift(-1).over(ENTITY_KEY, _V)
-        records = records.with_columns(following.alias(_NEXT))
+        records = _with_next_sighting(records)
     listed = [_K, _NEXT if profile.function == "n_unique" else _V]
-    windows = (
-        records.rolling(
-            index_column=FEATURE_TIME, period=profile.window, group_by=ENTITY_KEY, closed="right"
-        )
-        .agg(*listed)
-        .unique(subset=[ENTITY_KEY, FEATURE_TIME], keep="last", maintain_order=True)
-        .with_row_index(_CP)
-    )
     # one row per (record, record in its window), in the records' order within each window
-    flat = windows.select(_CP, ENTITY_KEY, pl.col(FEATURE_TIME).alias(_RECORD), *listed).explode(
-        *listed
-    )
+    if since is None:
+        flat = _rolling_members(records, listed, profile.window)
+    else:
+        flat = _members_from_anchor(records, listed, profile.window)
     if profile.function == "n_unique":
         # a value's last record as of the window's end: not seen again by then; counted per
         # granule as runs (granules ascend within a window)
@@ -94,11 +91,8 @@ def profile_query(
             run_length.cast(pl.Int64).alias(_V)
         )
     else:
-        later = pl.col(_V).cum_max(reverse=True) if profile.function == "max" else None
-        later = (later if later is not None else pl.col(_V).cum_min(reverse=True)).shift(-1)
-        later = later.over(_CP)
-        beats = pl.col(_V) > later if profile.function == "max" else pl.col(_V) < later
-        entries = flat.filter(later.is_null() | beats)
+        unbeaten = _beats_all(pl.col(_CP), pl.col(_V), profile.function, later=True)
+        entries = flat.filter(unbeaten)
     lists = (
         entries.group_by(_CP, maintain_order=True)
         .agg(pl.col(ENTITY_KEY, _RECORD).first(), pl.col(_K), pl.col(_V))
@@ -133,25 +127,104 @@ def profile_query(
     )
 
 
+def _rolling_members(records: pl.LazyFrame, listed: list[str], window: timedelta) -> pl.LazyFrame:
+    """The window members of every record (the last of each time): polars' rolling lists."""
+    windows = (
+        records.rolling(
+            index_column=FEATURE_TIME, period=window, group_by=ENTITY_KEY, closed="right"
+        )
+        .agg(*listed)
+        .unique(subset=[ENTITY_KEY, FEATURE_TIME], keep="last", maintain_order=True)
+        .with_row_index(_CP)
+    )
+    return windows.select(_CP, ENTITY_KEY, pl.col(FEATURE_TIME).alias(_RECORD), *listed).explode(
+        *listed
+    )
+
+
+def _members_from_anchor(
+    records: pl.LazyFrame, listed: list[str], window: timedelta
+) -> pl.LazyFrame:
+    """``_rolling_members`` of the records the rows from SINCE take (the latest before SINCE,
+    the anchor, and every later one) alone: each window a run of the sorted records found by
+    an as-of join (a stream checkpoint's new rows of a busy merchant would otherwise list
+    every window of its last day)."""
+    indexed = records.with_row_index(_AT)
+    anchor = pl.when(pl.col(FEATURE_TIME) < pl.col(_SINCE)).then(pl.col(FEATURE_TIME))
+    first = pl.coalesce(anchor.max().over(ENTITY_KEY), pl.col(_SINCE))
+    change_points = (
+        indexed.filter(pl.col(FEATURE_TIME) >= first)
+        .group_by(ENTITY_KEY, FEATURE_TIME, maintain_order=True)
+        .agg(pl.col(_AT).last().alias(_CP))  # the last record of a time ends its window
+        .with_columns((pl.col(FEATURE_TIME) - window).alias(_FROM))
+        .sort(_FROM)
+        .join_asof(
+            indexed.select(ENTITY_KEY, pl.col(FEATURE_TIME).alias(_FROM), pl.col(_AT).alias(_LOW)),
+            on=_FROM,
+            by=ENTITY_KEY,
+            strategy="forward",
+            allow_exact_matches=False,  # the window is (c - w, c]
+            check_sortedness=False,
+        )
+        .sort(_CP)
+    )
+    members = change_points.select(
+        _CP,
+        ENTITY_KEY,
+        pl.col(FEATURE_TIME).alias(_RECORD),
+        pl.int_ranges(_LOW, pl.col(_CP) + 1).alias(_AT),
+    ).explode(_AT)
+    return members.join(
+        indexed.select(_AT, *listed), on=_AT, how="left", maintain_order="left"
+    ).drop(_AT)
+
+
 def _is_record(function: str) -> pl.Expr:
     """Events that change their entity's profile: the first of a value in its granule, or a
-    value above (below) every earlier value of its granule."""
+    value above (below) every earlier value of its granule (events sorted by entity, time)."""
     if function == "n_unique":
-        return pl.col(_V).is_first_distinct().over(ENTITY_KEY, _K)
-    earlier = pl.col(_V).cum_max() if function == "max" else pl.col(_V).cum_min()
-    earlier = earlier.shift(1).over(ENTITY_KEY, _K)
-    beats = pl.col(_V) > earlier if function == "max" else pl.col(_V) < earlier
-    return earlier.is_null() | beats
+        return pl.struct(ENTITY_KEY, _K, _V).is_first_distinct()
+    new = (pl.col(ENTITY_KEY) != pl.col(ENTITY_KEY).shift(1)) | (pl.col(_K) != pl.col(_K).shift(1))
+    return _beats_all(new.fill_null(True).cum_sum(), pl.col(_V), function, later=False)
 
 
-def _with_since(events: pl.LazyFrame, since: pl.LazyFrame | datetime) -> pl.LazyFrame:
+def _beats_all(segment: pl.Expr, value: pl.Expr, function: str, *, later: bool) -> pl.Expr:
+    """Whether each value is above (max) or below (min) every earlier (``later``: every later)
+    value of its segment; ``segment``: contiguous, ascending integers. One cumulative max over
+    ``segment * width + rank`` instead of a window per segment: ``over`` took 17-23 ms for
+    10,000 events of 5,000 (entity, granule) pairs, this ~2 ms."""
+    rank = value.rank("dense", descending=function == "min").cast(pl.Int64)
+    width = pl.len().cast(pl.Int64) + 1
+    order = segment.cast(pl.Int64)
+    if later:  # later segments must rank below this one: number them downwards
+        order = order.max() - order
+    key = order * width + rank
+    base = order * width
+    best = key.cum_max(reverse=True).shift(-1) if later else key.cum_max().shift(1)
+    return best.is_null() | (best < base) | (key > best)
+
+
+def _with_next_sighting(records: pl.LazyFrame) -> pl.LazyFrame:
+    """``_NEXT``: when each record's value is next recorded for its entity (null: never). By
+    sorting on (entity, value) rather than a window per pair (~4x faster)."""
+    same = (pl.col(ENTITY_KEY) == pl.col(ENTITY_KEY).shift(-1)) & (
+        pl.col(_V) == pl.col(_V).shift(-1)
+    )
+    return (
+        records.with_row_index(_AT)
+        .sort(ENTITY_KEY, _V, _AT)
+        .with_columns(pl.when(same).then(pl.col(FEATURE_TIME).shift(-1)).alias(_NEXT))
+        .sort(_AT)
+        .drop(_AT)
+    )
+
+
+def _with_since(events: pl.LazyFrame, since: pl.DataFrame | datetime) -> pl.LazyFrame:
     """``events`` with each entity's SINCE as a time (entities without one dropped)."""
     if isinstance(since, datetime):
         return events.with_columns(pl.lit(since, pl.Datetime("us", "UTC")).alias(_SINCE))
-    since_time = pl.col(_SINCE).cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
-    return events.join(
-        since.select(ENTITY_KEY, since_time.alias(_SINCE)),
-        on=ENTITY_KEY,
-        how="inner",
-        maintain_order="left",  # the rolling lists are in the events' order
+    since_us = pl.col(ENTITY_KEY).replace_strict(
+        since[ENTITY_KEY], since[_SINCE], default=None, return_dtype=pl.Int64
     )
+    since_time = since_us.cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
+    return events.with_columns(since_time.alias(_SINCE)).filter(pl.col(_SINCE).is_not_null())

@@ -118,7 +118,7 @@ def rows_since_query(
         rows = rows.join(at_high.drop(_HIGH), on=_ROW, how="left")
     for profile in plan.profiles:
         value = _masked(group.feature(profile.values))
-        profiles = profile_query(indexed, profile, value, since=wanted)
+        profiles = profile_query(indexed, profile, value, since=since)
         rows = rows.join(profiles, on=[ENTITY_KEY, FEATURE_TIME], how="left")
     return rows.select(ENTITY_KEY, *keys, FEATURE_TIME, *[_cast(f) for f in group.features]).sort(
         FEATURE_TIME, ENTITY_KEY
