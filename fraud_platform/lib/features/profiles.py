@@ -76,10 +76,10 @@ def profile_query(
         records = _with_next_sighting(records)
     listed = [_K, _NEXT if profile.function == "n_unique" else _V]
     # one row per (record, record in its window), in the records' order within each window
-    if since is None:
-        flat = _rolling_members(records, listed, profile.window)
-    else:
+    if isinstance(since, pl.DataFrame):  # a few rows per entity: their windows alone
         flat = _members_from_anchor(records, listed, profile.window)
+    else:  # every row (from one time on): polars' rolling lists build them fastest
+        flat = _rolling_members(records, listed, profile.window)
     if profile.function == "n_unique":
         # a value's last record as of the window's end: not seen again by then; counted per
         # granule as runs (granules ascend within a window)
