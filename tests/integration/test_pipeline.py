@@ -236,13 +236,24 @@ def _shift_times(frame: pl.DataFrame, shift: timedelta) -> pl.DataFrame:
     )
 
 
+def _shift_profiles(group, rows: pl.DataFrame, shift: timedelta) -> pl.DataFrame:
+    """The rows' window profiles moved by ``shift`` too: they number granules from the epoch."""
+    from fraud_platform.lib.features.windows import granule_us, lookup_plan
+
+    shift_us = shift // timedelta(microseconds=1)
+    return rows.with_columns(
+        pl.col(p.granules) + shift_us // granule_us(p.window) for p in lookup_plan(group).profiles
+    )
+
+
 def test_pipeline_replay_online_equals_point_in_time_at_many_instants(platform: dict) -> None:
     """At random instants t: refresh the online store from the silver events before t (what a
     refresh at t would write) and score the next transactions through the online path; the
     pipeline's offline tables joined point in time at t give every feature identically.
 
-    Redis expires keys on the wall clock, so the whole history is moved forward by whole days
-    (hour-of-day features unchanged) until every instant lies in the future.
+    Redis expires keys on the wall clock, so the whole history is moved forward by whole weeks
+    (hour-of-day features unchanged) until every instant lies in the future: a multiple of
+    every window's granule (2.8 h for 7 days), which the rows' window profiles number.
     """
     from fraud_platform.defs.features.assets import feature_table
     from fraud_platform.lib.features.compute import compute_feature_group
@@ -254,14 +265,16 @@ def test_pipeline_replay_online_equals_point_in_time_at_many_instants(platform: 
 
     settings = platform["settings"]
     service = FRAUD_SCORING_V1
-    shift = timedelta(days=DAYS + 2)
+    shift = timedelta(weeks=-(-(DAYS + 2) // 7))
     warehouse = WarehouseResource(path=str(settings.warehouse_path))
     sources = {
         name: _shift_times(warehouse.table(name), shift)
         for name in {g.source for g in service.groups}
     }
     offline = {
-        g.versioned_name: _shift_times(_delta(settings, feature_table(g)), shift)
+        g.versioned_name: _shift_profiles(
+            g, _shift_times(_delta(settings, feature_table(g)), shift), shift
+        )
         for g in service.groups
     }
     transactions = sources["fct_transactions"].sort("event_time")
