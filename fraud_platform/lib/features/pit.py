@@ -21,6 +21,7 @@ from fraud_platform.lib.features.windows import (
     SPAN_START,
     LookupFeature,
     granule_us,
+    lookup_granule_expr,
     lookup_plan,
     lookup_value_expr,
     profile_value_expr,
@@ -128,13 +129,11 @@ def _from_profiles(
     for feature in lookups:
         profile = feature.profile
         assert profile is not None
-        g = granule_us(feature.window)
-        window_us = feature.window // timedelta(microseconds=1)
         frame = pl.DataFrame(
             {
                 "k": rows[profile.granules].gather(matched),
                 "v": rows[profile.values].gather(matched),
-                "first": -((window_us - t_us) // g),  # windows.lookup_granule
+                "first": lookup_granule_expr(t_us, feature.window),
                 "found": matched.is_not_null(),
             }
         )

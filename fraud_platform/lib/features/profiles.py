@@ -31,7 +31,7 @@ from datetime import datetime, timedelta
 import polars as pl
 
 from fraud_platform.lib.features.registry import ENTITY_KEY, FEATURE_TIME
-from fraud_platform.lib.features.windows import Profile, granule_us
+from fraud_platform.lib.features.windows import Profile, granule_us, lookup_granule_expr
 
 _K, _V, _RECORD, _KEEP = "__granule", "__value", "__record_time", "__keep"
 _NEXT, _CP, _AT, _TOTAL = "__next", "__change", "__at", "__total"
@@ -104,8 +104,7 @@ def profile_query(
     rows = rows.unique(subset=[ENTITY_KEY, FEATURE_TIME], keep="last", maintain_order=True).sort(
         FEATURE_TIME
     )
-    window_us = profile.window // _US
-    first = -((window_us - 1 - t_us) // g)  # lookup_granule(p + 1 us)
+    first = lookup_granule_expr(t_us + 1, profile.window)  # the first lookup after the row
     cut = (pl.col(_K) - first).list.eval(pl.element() < 0).list.sum()
     return (
         rows.join_asof(

@@ -73,6 +73,11 @@ def lookup_granule(t_us: int, window: timedelta) -> int:
     return window_start_us(t_us, window) // granule_us(window)
 
 
+def lookup_granule_expr(t_us: pl.Expr, window: timedelta) -> pl.Expr:
+    """``lookup_granule`` over a column of epoch microseconds."""
+    return -((window // _MICROSECOND - t_us) // granule_us(window))
+
+
 @dataclass(frozen=True)
 class Totals:
     """The hidden prefix-total columns of one (column, filter): count, fixed-point sum, fixed-
