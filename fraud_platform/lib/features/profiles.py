@@ -37,7 +37,6 @@ _K, _V, _RECORD, _KEEP = "__granule", "__value", "__record_time", "__keep"
 _NEXT, _CP, _AT, _TOTAL = "__next", "__change", "__at", "__total"
 _FROM, _LOW = "__from", "__low"
 _SINCE = "__since"  # targeted.SINCE (epoch us): the earliest row wanted per entity
-_US = timedelta(microseconds=1)
 
 
 def granule_expr(t_us: pl.Expr, g: int) -> pl.Expr:
