@@ -125,8 +125,12 @@ for _, k in ipairs(KEYS) do
     local version = tonumber(ARGV[at + 1])
     local member = ARGV[at + 2]
     at = at + 3
+    local t = tonumber(score)
     local wins = true
-    local same = redis.call('ZRANGEBYSCORE', key, score, score)
+    -- n2 is the key's newest score: a newer row has no row at its time to compare with (the
+    -- stream's usual row: one Lua call fewer per row, ~7 of ~42 per event)
+    local same = {}
+    if n2 ~= nil and t <= n2 then same = redis.call('ZRANGEBYSCORE', key, score, score) end
     for _, old in ipairs(same) do
       local old_version = tonumber(string.match(old, ',(%-?%d+)%]$'))
       if old_version == nil or old_version > version then wins = false end
@@ -136,7 +140,6 @@ for _, k in ipairs(KEYS) do
         redis.call('ZREMRANGEBYSCORE', key, score, score)
         replaced = true
       else
-        local t = tonumber(score)
         new_scores[#new_scores + 1] = t
         new_members[#new_members + 1] = member
         if n2 == nil or t > n2 then n2 = t end
