@@ -1,0 +1,109 @@
+"""Groups of one stream view computed once: a group whose stored columns are all among another
+group's (version 1 of a group beside version 2, which adds a feature) takes its rows from that
+group's query, its columns renamed, instead of evaluating the same windows and profiles twice.
+
+The rows are the same values: a declared feature is shared only when its declaration is equal,
+hidden totals only for the same (column, filter), profiles only for the same (function, column,
+filter, window), and only between groups of one entity, source, event time and lifetime gap (the
+gap restarts lifetime aggregates and prefix totals). The stream's mismatch checks compare every
+group's rows with ``compute_feature_group`` of that group itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fraud_platform.lib.features.compute import lifetime_gap
+from fraud_platform.lib.features.registry import FeatureGroup
+from fraud_platform.lib.features.windows import SPAN_START, LookupPlan, Totals, lookup_plan
+
+
+@dataclass(frozen=True)
+class ServedGroup:
+    """``group``'s rows come from the rows computed for ``computed``: its stored column
+    ``columns[c]`` is ``computed``'s column ``c`` (identity when ``computed is group``)."""
+
+    group: FeatureGroup
+    computed: FeatureGroup
+    columns: dict[str, str]
+
+
+def served_groups(groups: tuple[FeatureGroup, ...]) -> list[ServedGroup]:
+    """Per group of ``groups`` (in order), the group whose rows it takes: the group with the
+    most stored columns that holds all of its own (earliest first on a tie, so two groups of
+    equal definitions are both served from the first)."""
+    stored = [lookup_plan(g).stored.features for g in groups]
+    served: list[ServedGroup] = []
+    for group in groups:
+        best: ServedGroup | None = None
+        best_width = -1
+        for candidate, features in zip(groups, stored, strict=True):
+            columns = _columns_from(group, candidate)
+            if columns is not None and len(features) > best_width:
+                best, best_width = ServedGroup(group, candidate, columns), len(features)
+        assert best is not None  # a group always holds its own columns
+        served.append(best)
+    return served
+
+
+def _columns_from(group: FeatureGroup, computed: FeatureGroup) -> dict[str, str] | None:
+    """``computed``'s stored column -> ``group``'s, for every stored column of ``group``; None
+    unless ``computed``'s rows hold them all with the same values."""
+    same_rows = (
+        group.entity.join_keys == computed.entity.join_keys
+        and group.source == computed.source
+        and group.event_time_column == computed.event_time_column
+        and lifetime_gap(group) == lifetime_gap(computed)
+    )
+    if not same_rows:
+        return None
+    plan, other = lookup_plan(group), lookup_plan(computed)
+    theirs = set(other.stored.features)
+    columns: dict[str, str] = {}
+    for feature in group.features:  # declared: the same declaration
+        if feature not in theirs:
+            return None
+        columns[feature.name] = feature.name
+    for key, totals in _totals_by_key(group, plan).items():
+        found = _totals_by_key(computed, other).get(key)
+        if found is None:
+            return None
+        for mine, their in zip(
+            (totals.count, totals.fixed_sum, totals.fixed_sumsq),
+            (found.count, found.fixed_sum, found.fixed_sumsq),
+            strict=True,
+        ):
+            if mine is not None:
+                if their is None:
+                    return None
+                columns[their] = mine
+    profiles = {(p.function, p.column, p.where, p.window): p for p in other.profiles}
+    for profile in plan.profiles:
+        found_profile = profiles.get(
+            (profile.function, profile.column, profile.where, profile.window)
+        )
+        if found_profile is None:
+            return None
+        columns[found_profile.granules] = profile.granules
+        columns[found_profile.values] = profile.values
+    names = {f.name for f in plan.stored.features}
+    if SPAN_START in names:
+        if SPAN_START not in {f.name for f in other.stored.features}:
+            return None
+        columns[SPAN_START] = SPAN_START
+    if set(columns.values()) != names:  # a hidden column this does not know how to share
+        return None
+    dtypes = {f.name: f.dtype for f in other.stored.features}
+    if any(dtypes[c] != plan.stored.feature(mine).dtype for c, mine in columns.items()):
+        return None
+    return columns
+
+
+def _totals_by_key(group: FeatureGroup, plan: LookupPlan) -> dict[tuple, Totals]:
+    """The group's prefix totals by (column, filter) of the features they serve."""
+    declared = {f.name: f for f in group.features}
+    return {
+        (declared[f.name].column, declared[f.name].where): f.totals
+        for f in plan.features
+        if f.totals is not None
+    }
