@@ -16,7 +16,9 @@ import redis
 
 from fraud_platform.lib.features.catalog import USER_TXN_VELOCITY
 from fraud_platform.lib.features.online.reader import OnlineFeatureReader
+from fraud_platform.lib.features.registry import FeatureGroup
 from fraud_platform.lib.features.services import FRAUD_SCORING_V1
+from fraud_platform.lib.features.windows import granule_us, lookup_plan
 from fraud_platform.lib.simulation import SimulationConfig, publish, simulate
 from fraud_platform.lib.storage.delta import DeltaStore
 from fraud_platform.resources.model_store import ModelStoreResource
@@ -236,10 +238,8 @@ def _shift_times(frame: pl.DataFrame, shift: timedelta) -> pl.DataFrame:
     )
 
 
-def _shift_profiles(group, rows: pl.DataFrame, shift: timedelta) -> pl.DataFrame:
+def _shift_profiles(group: FeatureGroup, rows: pl.DataFrame, shift: timedelta) -> pl.DataFrame:
     """The rows' window profiles moved by ``shift`` too: they number granules from the epoch."""
-    from fraud_platform.lib.features.windows import granule_us, lookup_plan
-
     shift_us = shift // timedelta(microseconds=1)
     return rows.with_columns(
         pl.col(p.granules) + shift_us // granule_us(p.window) for p in lookup_plan(group).profiles

@@ -64,8 +64,9 @@ def _columns_from(group: FeatureGroup, computed: FeatureGroup) -> dict[str, str]
         if feature not in theirs:
             return None
         columns[feature.name] = feature.name
+    their_totals = _totals_by_key(computed, other)
     for key, totals in _totals_by_key(group, plan).items():
-        found = _totals_by_key(computed, other).get(key)
+        found = their_totals.get(key)
         if found is None:
             return None
         for mine, their in zip(
