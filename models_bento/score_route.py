@@ -17,24 +17,27 @@ type and size). What it keeps identical:
 * the answer: ``FraudScorer.answer`` (``decide``, which the BentoML API calls, is ``answer`` then
   its ``finish``), serialized by pydantic as BentoML's serde does; an exception is BentoML's 500
   body, logged with its traceback;
-* the feature lookup: sent to Redis from here, before the hand-off (``FraudScorer.prefetch``,
-  ``fraud_platform.lib.serving.prefetch``), its reply read on the handler thread;
+* the feature lookup: sent to Redis from here (``FraudScorer.prefetch``,
+  ``fraud_platform.lib.serving.prefetch``) and its reply awaited on the event loop;
 * the decision log and the metrics: ``finish`` runs on the event loop once the answer is sent
   (written to the socket), so the client does not wait for them;
 * the OpenAPI document, the bento and hot reload: the ``/score`` API is still declared on the
   service, and answers the requests that arrive before the service instance is ready.
 
-The request is scored on one handler thread per worker (``HandlerThread``: the hand-off for
-half the CPU of ``run_in_executor``), as BentoML's route did (one at a time), not on the event
-loop. Scored on the loop it cost ~0.1 ms less CPU, but a request then ran from
-admission to answer without yielding, so ``LoadShedder`` never saw more than one in progress:
-the backlog waited unseen in the loop and the socket. At 300 req/s on the shared machine
-(2026-12-06, load 8) that was p50 174 ms / p99 3.1 s with nothing shed, against 2.4 / 58 ms
-for BentoML's route. With the hand-off, requests waiting for the thread count as in progress.
+A request whose lookup went to Redis ahead is scored on the event loop once the reply is in: it
+yields while Redis works, so requests behind it are read, admitted or refused by
+``LoadShedder`` meanwhile. Without a pipe (TLS, a Redis Cluster, before the first lookup
+through the client opens one) it is scored on one handler thread per worker
+(``HandlerThread``), whose lookup blocks. Scoring on the loop with a lookup that blocked it
+(2026-12-06) left ``LoadShedder`` blind: the backlog waited unseen in the socket, p50 174 ms /
+p99 3.1 s at 300 req/s with nothing shed. Awaited instead (2026-12-07, same run as the handler
+thread's route, ``--baseline-src``): server CPU per request 1.26 vs 1.54 ms at 300 req/s,
+capacity 1,350 vs 788 req/s, goodput at 2x capacity 107% of it with answered p99 24 ms.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -114,10 +117,15 @@ class ScoreRoute:
             return
         fields = {name: getattr(txn, name) for name in self._fields}
         try:
-            sent = scorer.prefetch(fields)  # Redis works while the handler thread wakes up
-            payload, finish = await self._handler.call(
-                _answer, scorer, fields, request_id(scope), sent
-            )
+            sent = scorer.prefetch(fields)
+            if sent is None:  # no pipe to Redis (yet): asked through the client, on the thread
+                payload, finish = await self._handler.call(
+                    _answer, scorer, fields, request_id(scope), None
+                )
+            else:
+                with contextlib.suppress(Exception):  # the lookup reads the failure, degrades
+                    await sent.reply
+                payload, finish = _answer(scorer, fields, request_id(scope), sent)
         except Exception:
             log.exception("Exception on %s [POST]", self.path)
             await send_json(send, 500, INTERNAL_ERROR, self._headers)

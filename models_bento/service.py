@@ -311,7 +311,7 @@ class FraudScorer:
         the decision log and records the metrics. ``ScoreRoute`` calls it once the answer is
         sent: the caller does not wait for either (~40 us of CPU). The ``total`` stage is the
         time to the answer. ``sent``: what ``prefetch(txn)`` returned."""
-        started = time.perf_counter()
+        started = time.perf_counter() if sent is None else sent.started
         request_id = request_id or new_request_id()
         served = self._current()  # this request's model, whatever is swapped in meanwhile
         scoring = served.scoring

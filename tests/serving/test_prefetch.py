@@ -1,10 +1,13 @@
-"""Feature lookups sent ahead (``FeatureLookup.send``, ``prefetch.ScriptPipe``) against the real
-Redis: the same answers as a lookup through the client, in step when replies go unread, after
-the script cache is flushed and when Redis drops the connection."""
+"""Feature lookups sent ahead on the event loop (``FeatureLookup.send``, ``prefetch.ScriptPipe``)
+against the real Redis: the same answers as a lookup through the client, each reply to its own
+request (also when one is cancelled), after the script cache is flushed, when Redis drops the
+connection and when it stops answering."""
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 import pytest
@@ -26,97 +29,171 @@ def record_of(customer: Customer, **overrides) -> dict:
     )
 
 
-@pytest.fixture
-def lookup() -> FeatureLookup:
-    found = FeatureLookup(online_store_client(REDIS_URL), retry_after_s=0.3)
-    yield found
-    found.close()
+def on_loop(body: Callable[[FeatureLookup], Awaitable[None]]) -> None:
+    """``body(lookup)`` on an event loop, as the scoring service's worker runs it."""
+
+    async def main() -> None:
+        lookup = FeatureLookup(online_store_client(REDIS_URL), retry_after_s=0.3)
+        try:
+            await body(lookup)
+        finally:
+            lookup.close()
+            await asyncio.sleep(0.01)  # the pipe closes on the loop
+
+    asyncio.run(main())
 
 
-def piped(lookup: FeatureLookup, customer: Customer) -> None:
+async def piped(lookup: FeatureLookup, customer: Customer) -> None:
     """Make ``lookup`` open its pipe: a send is wanted, then a lookup through the client."""
     assert lookup.send(record_of(customer)) is None  # no pipe yet
     assert not lookup.lookup(record_of(customer)).degraded
-    assert lookup._pipe is not None
+    for _ in range(200):
+        if lookup._pipe is not None:
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError("no pipe opened")
 
 
-def test_sent_lookup_answers_as_the_client_does(lookup: FeatureLookup, customer: Customer):
-    piped(lookup, customer)
-    for overrides in ({}, {"device_id": "d-never-seen"}, {"amount": 9.5}):
-        txn = record_of(customer, **overrides)
-        sent = lookup.send(txn)
-        assert sent is not None
-        assert lookup.lookup(txn, sent=sent) == lookup.lookup(txn)
-
-
-def test_unread_replies_are_dropped_in_order(lookup: FeatureLookup, customer: Customer):
-    piped(lookup, customer)
-    known, unknown = record_of(customer), record_of(customer, device_id="d-never-seen")
-    lookup.send(known)  # never read (a request cancelled before the handler took it up)
-    lookup.send(known)
-    sent = lookup.send(unknown)
-    found = lookup.lookup(unknown, sent=sent)
-    assert found == lookup.lookup(unknown)
-    assert found.age_seconds["user_device_history_v1"] is None  # its own reply, not the first
-    again = lookup.send(known)
-    assert lookup.lookup(known, sent=again) == lookup.lookup(known)
-
-
-def test_flushed_script_is_loaded_again(
-    lookup: FeatureLookup, customer: Customer, redis_client: redis.Redis
-):
-    piped(lookup, customer)
-    txn = record_of(customer)
-    expected = lookup.lookup(txn)
-    redis_client.script_flush()
-    first, second = lookup.send(txn), lookup.send(txn)
-    assert lookup.lookup(txn, sent=first) == expected  # NOSCRIPT: asked through the client
-    assert lookup.lookup(txn, sent=second) == expected  # the pipe is still in step
-
-
-def test_dropped_connection_degrades_then_recovers(
-    lookup: FeatureLookup, customer: Customer, redis_client: redis.Redis
-):
-    piped(lookup, customer)
-    txn = record_of(customer)
-    host, port = lookup._pipe._sock.getsockname()[:2]
-    redis_client.client_kill(f"{host}:{port}")
-    first, second = lookup.send(txn), lookup.send(txn)
-    failed = lookup.lookup(txn, sent=first)
-    assert failed.degraded and "online store unavailable" in failed.degraded_reason
-    # sent on the same connection: not tried again, as any lookup within retry_after_s
-    skipped = lookup.lookup(txn, sent=second)
-    assert skipped.degraded and skipped.values == {}
-    assert lookup.send(txn) is None  # nothing sent while Redis is being skipped
-    time.sleep(0.35)
-    assert not lookup.lookup(txn).degraded  # through the client, then a new pipe
-    sent = lookup.send(txn)
-    assert sent is not None and not lookup.lookup(txn, sent=sent).degraded
-
-
-def test_paused_redis_costs_one_timeout(
-    lookup: FeatureLookup, customer: Customer, redis_client: redis.Redis
-):
-    """Redis not answering (``CLIENT PAUSE``): the first sent lookup times out, the ones sent
-    behind it on the same connection are answered as skipped, without waiting for a timeout
-    of their own (counted: one timeout, two skipped answers)."""
-    piped(lookup, customer)
-    txn = record_of(customer)
-    timeouts_before = _sample("fraud_scorer_redis_errors_total", kind="timeout")
-    skipped_before = _sample("fraud_scorer_degraded_total", reason="online_store_skipped")
-    redis_client.client_pause(300)
+async def answered(lookup: FeatureLookup, txn: dict, sent) -> object:
+    """What ``ScoreRoute`` does with a sent lookup: wait for its reply, then read it."""
+    assert sent is not None
     try:
-        sent = [lookup.send(txn) for _ in range(3)]
-        answers = [lookup.lookup(txn, sent=s) for s in sent]
-    finally:
-        time.sleep(0.3)  # the pause ends
-    assert all(s is not None for s in sent)
-    assert all(a.degraded for a in answers)
-    assert "Timeout" in answers[0].degraded_reason
-    assert _sample("fraud_scorer_redis_errors_total", kind="timeout") == timeouts_before + 1
-    assert (
-        _sample("fraud_scorer_degraded_total", reason="online_store_skipped") == skipped_before + 2
-    )
+        await sent.reply
+    except Exception:  # noqa: BLE001 - the lookup reads the failure
+        pass
+    return lookup.lookup(txn, sent=sent)
+
+
+def test_sent_lookup_answers_as_the_client_does(customer: Customer):
+    async def body(lookup: FeatureLookup) -> None:
+        await piped(lookup, customer)
+        for overrides in ({}, {"device_id": "d-never-seen"}, {"amount": 9.5}):
+            txn = record_of(customer, **overrides)
+            found = await answered(lookup, txn, lookup.send(txn))
+            assert found == lookup.lookup(txn)
+            assert not found.degraded
+
+    on_loop(body)
+
+
+def test_each_reply_answers_its_own_request(customer: Customer):
+    async def body(lookup: FeatureLookup) -> None:
+        await piped(lookup, customer)
+        known, unknown = record_of(customer), record_of(customer, device_id="d-never-seen")
+        cancelled = lookup.send(known)  # a request that went away before its reply
+        first, second = lookup.send(known), lookup.send(unknown)
+        cancelled.reply.cancel()
+        # read in the other order than sent, as tasks resume
+        found_unknown = await answered(lookup, unknown, second)
+        found_known = await answered(lookup, known, first)
+        assert found_unknown == lookup.lookup(unknown)
+        assert found_unknown.age_seconds["user_device_history_v1"] is None  # its own reply
+        assert found_known == lookup.lookup(known)
+        assert found_known.age_seconds["user_device_history_v1"] is not None
+        again = lookup.send(known)
+        assert await answered(lookup, known, again) == lookup.lookup(known)
+
+    on_loop(body)
+
+
+def test_flushed_script_is_loaded_again(customer: Customer, redis_client: redis.Redis):
+    async def body(lookup: FeatureLookup) -> None:
+        await piped(lookup, customer)
+        txn = record_of(customer)
+        expected = lookup.lookup(txn)
+        redis_client.script_flush()
+        first, second = lookup.send(txn), lookup.send(txn)
+        assert await answered(lookup, txn, first) == expected  # NOSCRIPT: through the client
+        assert await answered(lookup, txn, second) == expected
+        third = lookup.send(txn)  # the pipe is still in step
+        assert third is not None and await answered(lookup, txn, third) == expected
+
+    on_loop(body)
+
+
+def test_dropped_connection_degrades_then_recovers(customer: Customer, redis_client: redis.Redis):
+    async def body(lookup: FeatureLookup) -> None:
+        await piped(lookup, customer)
+        txn = record_of(customer)
+        host, port = lookup._pipe.local_address[:2]
+        redis_client.client_kill(f"{host}:{port}")
+        first, second = lookup.send(txn), lookup.send(txn)  # before the loop sees it closed
+        failed = await answered(lookup, txn, first)
+        assert failed.degraded and "online store unavailable" in failed.degraded_reason
+        # behind it on the same connection: not tried again, as any lookup within retry_after_s
+        skipped = await answered(lookup, txn, second)
+        assert skipped.degraded and skipped.values == {}
+        assert lookup.send(txn) is None  # nothing sent while Redis is being skipped
+        await asyncio.sleep(0.35)
+        assert lookup.send(txn) is None  # the pipe is gone: through the client ...
+        assert not lookup.lookup(txn).degraded  # ... which opens a new pipe
+        for _ in range(200):
+            if (sent := lookup.send(txn)) is not None:
+                break
+            await asyncio.sleep(0.005)
+        assert not (await answered(lookup, txn, sent)).degraded
+
+    on_loop(body)
+
+
+def test_idle_connection_dropped_goes_through_the_client(
+    customer: Customer, redis_client: redis.Redis
+):
+    """A pipe whose connection drops while nothing is in flight: the next lookup is not
+    degraded (asked through the client), and the pipe comes back."""
+
+    async def body(lookup: FeatureLookup) -> None:
+        await piped(lookup, customer)
+        txn = record_of(customer)
+        broken = lookup._pipe
+        host, port = broken.local_address[:2]
+        redis_client.client_kill(f"{host}:{port}")
+        for _ in range(200):
+            if broken.broken:
+                break
+            await asyncio.sleep(0.005)
+        assert broken.broken
+        assert lookup.send(txn) is None
+        assert not lookup.lookup(txn).degraded
+        for _ in range(200):
+            if lookup._pipe is not None and lookup._pipe is not broken:
+                break
+            await asyncio.sleep(0.005)
+        sent = lookup.send(txn)
+        assert sent is not None and sent.pipe is not broken
+        assert not (await answered(lookup, txn, sent)).degraded
+
+    on_loop(body)
+
+
+def test_paused_redis_costs_one_timeout(customer: Customer, redis_client: redis.Redis):
+    """Redis not answering (``CLIENT PAUSE``): the first sent lookup times out, the ones sent
+    behind it on the same connection are answered as skipped at the same moment, without a
+    timeout of their own (counted: one timeout, two skipped answers)."""
+
+    async def body(lookup: FeatureLookup) -> None:
+        await piped(lookup, customer)
+        txn = record_of(customer)
+        timeouts_before = _sample("fraud_scorer_redis_errors_total", kind="timeout")
+        skipped_before = _sample("fraud_scorer_degraded_total", reason="online_store_skipped")
+        redis_client.client_pause(300)
+        try:
+            started = time.perf_counter()
+            sent = [lookup.send(txn) for _ in range(3)]
+            answers = [await answered(lookup, txn, s) for s in sent]
+            waited = time.perf_counter() - started
+        finally:
+            await asyncio.sleep(0.3)  # the pause ends
+        assert all(a.degraded for a in answers)
+        assert "Timeout" in answers[0].degraded_reason
+        assert waited < 0.25  # one 50 ms timeout, not three, not the pause
+        assert _sample("fraud_scorer_redis_errors_total", kind="timeout") == timeouts_before + 1
+        assert (
+            _sample("fraud_scorer_degraded_total", reason="online_store_skipped")
+            == skipped_before + 2
+        )
+
+    on_loop(body)
 
 
 def _sample(name: str, **labels: str) -> float:

@@ -11,6 +11,7 @@ No BentoML or Dagster import here.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -33,7 +34,7 @@ from fraud_platform.lib.features.online.reader import (
 from fraud_platform.lib.features.registry import FeatureService
 from fraud_platform.lib.features.services import FRAUD_SCORING_V1
 from fraud_platform.lib.serving.metrics import metrics
-from fraud_platform.lib.serving.prefetch import ScriptPipe, Sent, send_lookup
+from fraud_platform.lib.serving.prefetch import PipeBroken, ScriptPipe, Sent, send_lookup
 from fraud_platform.lib.storage.redis_connection import connect
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,12 @@ def online_store_client(
         socket_connect_timeout=timeout_s,
         retry=Retry(NoBackoff(), 0),
     )
+
+
+def timeout_of(client: Any) -> float:
+    """The socket timeout of ``client``'s connections (``REDIS_TIMEOUT_S`` if it has none)."""
+    kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
+    return kwargs.get("socket_timeout") or REDIS_TIMEOUT_S
 
 
 @dataclass(frozen=True)
@@ -103,9 +110,12 @@ class FeatureLookup:
         self._skip_until = 0.0
         self._last_error = ""
         # the event loop's lookups (``send``): a pipe once one is wanted and Redis answers
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._pipe: ScriptPipe | None = None
         self._want_pipe = False
+        self._opening = False
         self._next_pipe_try = 0.0
+        self._timeout_s = timeout_of(client)
 
     def _reader_for(self, service: FeatureService) -> OnlineFeatureReader:
         reader = self._reader  # one read: another thread may swap it meanwhile
@@ -121,19 +131,20 @@ class FeatureLookup:
         )
 
     def send(self, txn: Mapping[str, Any], service: FeatureService | None = None) -> Sent | None:
-        """Start ``lookup(txn, service)`` from the event loop: its script call is written to
-        Redis now, its reply read by ``lookup(txn, service, sent)`` on the handler thread
+        """Start ``lookup(txn, service)`` on the event loop: its script call is written to
+        Redis now; once ``sent.reply`` is done, ``lookup(txn, service, sent)`` reads it
         (``prefetch``). None when it cannot be (no pipe yet, Redis being skipped, nothing to
         ask): ``lookup`` then asks Redis itself. Never raises."""
         self._want_pipe = True
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
         pipe = self._pipe
         if pipe is None or pipe.broken or time.monotonic() < self._skip_until:
             return None
         try:
             reader = self._reader_for(service or self._service)
             return send_lookup(pipe, reader, txn, txn["event_time"], time.perf_counter())
-        except Exception as exc:  # noqa: BLE001 - the handler thread asks through the client
-            # a failed write breaks the pipe (ScriptPipe.send): the handler thread closes it
+        except Exception as exc:  # noqa: BLE001 - lookup() asks through the client
             log.debug("online lookup not sent ahead: %s: %s", type(exc).__name__, exc)
             return None
 
@@ -145,17 +156,11 @@ class FeatureLookup:
     ) -> Lookup:
         """Features of ``service`` (default: this lookup's) known strictly before
         ``txn["event_time"]`` (point-in-time, as offline); ``sent``: what ``send`` returned
-        for this transaction."""
+        for this transaction, its reply done."""
         service = service or self._service
         if sent is not None and sent.reader.service is service:
-            if sent.pipe is self._pipe:
-                return self._read(sent)
-            # the pipe was closed after an earlier request failed: as if Redis was skipped
-            metrics().degraded_answer("online_store_skipped")
-            return self._unavailable(f"online store unavailable: {self._last_error}", service)
-        if self._pipe is not None and self._pipe.broken:
-            # a write failed on the event loop; the lookups sent before it (one thread, in
-            # order) have been read by now
+            return self._read(sent)
+        if self._pipe is not None and self._pipe.broken:  # the connection dropped, or timed out
             self._close_pipe()
         if time.monotonic() < self._skip_until:
             metrics().degraded_answer("online_store_skipped")
@@ -172,24 +177,27 @@ class FeatureLookup:
 
     def _read(self, sent: Sent) -> Lookup:
         """``lookup`` of a transaction ``send`` wrote to the pipe: its reply. The lookup metric
-        is the time this thread waited for Redis: from the write or from taking the request up,
-        whichever is later (a request queued for the handler thread is not a slow Redis)."""
+        is Redis' time: from the write to the reply's arrival."""
         reader = sent.reader
-        waited_from = max(sent.started, time.perf_counter())
         try:
             try:
-                fetched = sent.pipe.reply(sent.number)
+                reply = sent.reply.result()
+            except PipeBroken:  # behind a request that failed: as if Redis was skipped
+                metrics().degraded_answer("online_store_skipped")
+                return self._unavailable(
+                    f"online store unavailable: {self._last_error}", reader.service
+                )
             except NoScriptError:  # the script cache was flushed: the client reloads it
-                fetched = reader.fetch(sent.keys, sent.now)
+                fetched, arrived = reader.fetch(sent.keys, sent.now), time.perf_counter()
             except redis.ResponseError as exc:
                 raise_wrong_type(exc)
                 raise
+            else:
+                fetched, arrived = reply.value, reply.arrived
             online = reader.result(sent.keys, fetched, sent.now)
         except Exception as exc:  # noqa: BLE001 - as in lookup
-            if sent.pipe.broken:
-                self._close_pipe()
-            return self._failed(exc, waited_from, reader.service)
-        metrics().lookup(time.perf_counter() - waited_from)
+            return self._failed(exc, sent.started, reader.service)
+        metrics().lookup(arrived - sent.started)
         return self._found(online)
 
     def _failed(self, exc: Exception, started: float, service: FeatureService) -> Lookup:
@@ -204,22 +212,39 @@ class FeatureLookup:
         return self._unavailable(f"online store unavailable: {self._last_error}", service)
 
     def _open_pipe(self) -> None:
-        """On the handler thread, after a lookup through the client succeeded."""
-        if time.monotonic() < self._next_pipe_try:
+        """After a lookup through the client succeeded (any thread): open a pipe on the loop."""
+        loop = self._loop
+        if loop is None or self._opening or time.monotonic() < self._next_pipe_try:
             return
+        self._opening = True
         try:
-            self._pipe = ScriptPipe.open(self._client)
+            asyncio.run_coroutine_threadsafe(self._open_on_loop(loop), loop)
+        except RuntimeError:  # the loop is closed
+            self._opening = False
+
+    async def _open_on_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        try:
+            pipe = await ScriptPipe.open(self._client, loop, self._timeout_s)
         except Exception as exc:  # noqa: BLE001 - lookups go through the client meanwhile
             log.warning("online lookups not sent ahead: %s: %s", type(exc).__name__, exc)
             self._next_pipe_try = time.monotonic() + self._retry_after_s
             return
-        if self._pipe is None:
+        finally:
+            self._opening = False
+        if pipe is None:
             self._want_pipe = False  # not for this client (TLS, a cluster)
+        else:
+            self._pipe = pipe
 
     def _close_pipe(self) -> None:
+        """Close the pipe (any thread: closed on its loop)."""
         pipe, self._pipe = self._pipe, None
-        if pipe is not None:
-            pipe.close()
+        if pipe is None or self._loop is None:
+            return
+        try:
+            self._loop.call_soon_threadsafe(pipe.close)
+        except RuntimeError:  # the loop is closed, and the pipe's transport with it
+            pass
 
     def close(self) -> None:
         """Close the pipe (the client is the caller's)."""

@@ -137,7 +137,7 @@ class ServingMetrics:
         self.lookup_seconds = prom.Histogram(
             "online_lookup_seconds",
             "Online-store round trip of one lookup, by outcome (ok, error); sent ahead from "
-            "the event loop: the handler thread's wait for the reply.",
+            "the event loop: from the write to the reply's arrival.",
             ["outcome"],
             namespace=ns,
             buckets=LOOKUP_BUCKETS,
