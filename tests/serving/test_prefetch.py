@@ -16,6 +16,7 @@ from prometheus_client import REGISTRY
 
 from fraud_platform.lib.contracts.events import TRANSACTIONS, validate_record
 from fraud_platform.lib.serving.lookup import FeatureLookup, online_store_client
+from fraud_platform.lib.serving.prefetch import PipeBroken, ScriptPipe
 
 from .conftest import REDIS_URL, Customer
 
@@ -198,3 +199,32 @@ def test_paused_redis_costs_one_timeout(customer: Customer, redis_client: redis.
 
 def _sample(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_a_reply_that_is_not_resp_breaks_the_pipe():
+    """A peer answering something that is not RESP (not Redis, a proxy's error page): the
+    request waiting fails with ``InvalidResponse``, the one behind it as broken, nothing hangs."""
+
+    async def main() -> None:
+        async def not_redis(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.read(100)
+            writer.write(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+            await writer.drain()
+
+        server = await asyncio.start_server(not_redis, "127.0.0.1", 0)
+        host, port = server.sockets[0].getsockname()[:2]
+        loop = asyncio.get_running_loop()
+        pipe = ScriptPipe(loop, timeout_s=1.0, encoding=None)
+        await loop.create_connection(lambda: pipe, host, port)
+        first, second = pipe.send(b"*1\r\n$4\r\nPING\r\n"), pipe.send(b"*1\r\n$4\r\nPING\r\n")
+        with pytest.raises(redis.InvalidResponse):
+            await asyncio.wait_for(first, 0.5)
+        with pytest.raises(PipeBroken):
+            await asyncio.wait_for(second, 0.5)
+        assert pipe.broken
+        with pytest.raises(PipeBroken):
+            pipe.send(b"*1\r\n$4\r\nPING\r\n")
+        server.close()
+        await server.wait_closed()
+
+    asyncio.run(main())

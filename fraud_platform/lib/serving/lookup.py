@@ -158,8 +158,11 @@ class FeatureLookup:
         ``txn["event_time"]`` (point-in-time, as offline); ``sent``: what ``send`` returned
         for this transaction, its reply done."""
         service = service or self._service
-        if sent is not None and sent.reader.service is service:
-            return self._read(sent)
+        if sent is not None:
+            if sent.reader.service is service:
+                return self._read(sent)
+            if sent.reply.done() and not sent.reply.cancelled():
+                sent.reply.exception()  # another model's lookup: its failure is not this one's
         if self._pipe is not None and self._pipe.broken:  # the connection dropped, or timed out
             self._close_pipe()
         if time.monotonic() < self._skip_until:

@@ -112,7 +112,14 @@ class ScriptPipe(asyncio.Protocol):
         reader = self._reader
         reader.feed(data)
         arrived = time.perf_counter()
-        while (value := reader.gets()) is not False:
+        while True:
+            try:
+                value = reader.gets()
+            except redis.InvalidResponse as exc:  # not RESP: nothing after it can be trusted
+                self._break(exc)
+                return
+            if value is False:
+                return
             if not self._waiting:
                 self._break(redis.InvalidResponse("a reply nobody asked for"))
                 return

@@ -15,12 +15,10 @@ checked again here, so what it serves equals the offline point-in-time join.
 
 from __future__ import annotations
 
-import json
-import json.scanner
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any
 
 import redis
 
@@ -29,18 +27,15 @@ from fraud_platform.lib.features.online.layout import (
     EPOCH,
     KEY_SUFFIX,
     ONLINE_LAYOUT_VERSION,
-    key_prefix,
     to_micros,
+)
+from fraud_platform.lib.features.online.read_rows import (
+    at_lookup_values,
+    group_layout,
+    parse_rows,
 )
 from fraud_platform.lib.features.online.scripts import PipelinedScript, packed_command, slot_of
 from fraud_platform.lib.features.registry import FeatureGroup, FeatureService
-from fraud_platform.lib.features.windows import (
-    SPAN_START,
-    granule_us,
-    lookup_plan,
-    lookup_value,
-    profile_value,
-)
 
 
 @dataclass
@@ -100,148 +95,6 @@ end
 return out
 """
 
-# The C scanner behind json.loads, called directly: (value, end) of the JSON text at an index.
-_scan_json = json.scanner.make_scanner(json.JSONDecoder())
-
-
-class _Lookup(NamedTuple):
-    """An at-lookup feature: its position among the group's features, its function, which of
-    the group's window starts it subtracts, and the row positions of its totals (None: 0)."""
-
-    position: int
-    function: str
-    start: int
-    count: int | None
-    fixed_sum: int | None
-    fixed_sumsq: int | None
-
-
-class _ProfileLookup(NamedTuple):
-    """A windowed max, min or distinct count: its position among the group's features, its
-    function, window and granule (microseconds), and the row positions of its profile."""
-
-    position: int
-    function: str
-    window_us: int
-    granule_us: int
-    granules: int
-    values: int
-
-
-class _GroupLayout(NamedTuple):
-    name: str  # versioned name
-    prefix: str  # of its keys
-    join_keys: tuple[str, ...]
-    ttl_us: int
-    features: tuple[str, ...]  # declared, in stored order
-    nulls: tuple[None, ...]  # one per feature
-    width: int  # a stored row's length: feature_time, stored features, writer_version
-    windows: tuple[timedelta, ...]  # of the at-lookup features: a start row each
-    window_granules: tuple[tuple[int, int], ...]  # per window: its length and granule (us)
-    lookups: tuple[_Lookup, ...]
-    profiles: tuple[_ProfileLookup, ...]
-    span: int  # the row position of the span start (0 without lookups)
-
-
-def _group_layout(group: FeatureGroup) -> _GroupLayout:
-    plan = lookup_plan(group)
-    stored = [f.name for f in plan.stored.features]
-    row_position = {name: i + 1 for i, name in enumerate(stored)}  # row[0] is feature_time
-    declared = tuple(group.feature_names)
-
-    def position(name: str | None) -> int | None:
-        return None if name is None else row_position[name]
-
-    lookups = tuple(
-        _Lookup(
-            declared.index(f.name),
-            f.function,
-            plan.windows.index(f.window),
-            position(f.totals.count),
-            position(f.totals.fixed_sum),
-            position(f.totals.fixed_sumsq),
-        )
-        for f in plan.features
-        if f.totals is not None
-    )
-    profiles = tuple(
-        _ProfileLookup(
-            declared.index(f.name),
-            f.function,
-            f.window // timedelta(microseconds=1),
-            granule_us(f.window),
-            row_position[f.profile.granules],
-            row_position[f.profile.values],
-        )
-        for f in plan.features
-        if f.profile is not None
-    )
-    return _GroupLayout(
-        name=group.versioned_name,
-        prefix=key_prefix(group),
-        join_keys=tuple(group.entity.join_keys),
-        ttl_us=group.ttl // timedelta(microseconds=1),
-        features=declared,
-        nulls=(None,) * len(declared),
-        width=len(stored) + 2,
-        windows=plan.windows,
-        window_granules=tuple(
-            (w // timedelta(microseconds=1), granule_us(w)) for w in plan.windows
-        ),
-        lookups=lookups,
-        profiles=profiles,
-        span=row_position.get(SPAN_START, 0),
-    )
-
-
-def _at_lookup(
-    layout: _GroupLayout, row: list[Any], starts: Sequence[Any], now_us: int
-) -> list[Any]:
-    """The group's declared values of ``row`` with its at-lookup windows evaluated at
-    ``now_us``: the row's totals minus those of each window's start row (``starts``, at or
-    before the window's start: the row itself where the start is not before it, zero where
-    there is none or it is of an earlier span); maxima, minima and distinct counts from the
-    row's profiles, over the granules from the window's start on."""
-    values = row[1 : len(layout.features) + 1]
-    for position, function, window_us, g, granules, profile in layout.profiles:
-        first = -((window_us - now_us) // g)  # windows.lookup_granule
-        values[position] = profile_value(function, row[granules], row[profile], first)
-    if not layout.lookups:
-        return values
-    starts_us = [-((w - now_us) // g) * g for w, g in layout.window_granules]  # window_start_us
-    span = row[layout.span]
-    valid = [
-        row if start_us >= row[0] else start if start is not None and start[0] >= span else None
-        for start, start_us in zip(starts, starts_us, strict=True)
-    ]
-    for position, function, index, count, fixed_sum, fixed_sumsq in layout.lookups:
-        start = valid[index]
-        n = s = q = 0
-        if count is not None:
-            n = row[count] - (start[count] if start is not None else 0)
-        if fixed_sum is not None:
-            s = row[fixed_sum] - (start[fixed_sum] if start is not None else 0)
-        if fixed_sumsq is not None:
-            q = row[fixed_sumsq] - (start[fixed_sumsq] if start is not None else 0)
-        values[position] = lookup_value(function, n, s, q)
-    return values
-
-
-def _parse_rows(raw_values: Sequence[bytes | str | None], count: int) -> list[Any]:
-    """The stored rows (None where absent), parsed as ONE JSON array: one C call, not ``count``."""
-    try:
-        joined = b",".join([b"null" if raw is None else raw for raw in raw_values]).decode()
-    except TypeError:  # str values: a client with decode_responses=True
-        joined = ",".join(["null" if raw is None else str(raw) for raw in raw_values])
-    text = f"[{joined}]"
-    try:
-        rows, end = _scan_json(text, 0)
-    except (ValueError, StopIteration) as exc:  # the C scanner raises both
-        raise ValueError(f"not online rows of layout {ONLINE_LAYOUT_VERSION}: {exc!r}") from None
-    if end != len(text) or len(rows) != count:
-        raise ValueError(f"not online rows of layout {ONLINE_LAYOUT_VERSION}: {text[:120]!r}")
-    return rows
-
 
 def raise_wrong_type(exc: redis.ResponseError) -> None:
     """A WRONGTYPE reply to the script as what it means here (else nothing)."""
@@ -258,7 +111,7 @@ class OnlineFeatureReader:
         self._client = client
         self.service = service
         self._groups: Sequence[FeatureGroup] = service.groups
-        self._layout = [_group_layout(group) for group in self._groups]
+        self._layout = [group_layout(group) for group in self._groups]
         self._script = client.register_script(READ_ROWS_LUA)
         self._slot_scripts = PipelinedScript(client, READ_ROWS_LUA)  # used on a Redis Cluster
         self._feature_names = [name for layout in self._layout for name in layout.features]
@@ -332,7 +185,7 @@ class OnlineFeatureReader:
         """The reply's rows parsed (one JSON parse), per key: [row, *start rows] (None for a
         None key)."""
         width = len(self._layout)
-        parsed = _parse_rows(fetched, len(fetched))
+        parsed = parse_rows(fetched, len(fetched))
         per_key: list[list[Any] | None] = []
         at = 0
         for i, key in enumerate(keys):
@@ -457,7 +310,7 @@ class OnlineFeatureReader:
             feature_times[name] = epoch + delta(0, 0, row[0])
             ages[name] = (now_us - row[0]) / 1_000_000
             if layout.lookups or layout.profiles:
-                flat += _at_lookup(layout, row, found[1:], now_us)
+                flat += at_lookup_values(layout, row, found[1:], now_us)
             else:
                 flat += row[1 : len(layout.features) + 1]
         for position in self._ts_positions:
