@@ -143,12 +143,12 @@ class ScriptPipe(asyncio.Protocol):
         if self.broken or self._transport is None:
             raise PipeBroken("the pipe is closed")
         future: asyncio.Future[Reply] = self._loop.create_future()
-        timer = self._loop.call_later(self._timeout_s, self._timed_out, future)
+        timer = self._loop.call_later(self._timeout_s, self._timed_out)
         self._waiting.append((future, timer))
         self._transport.write(packed)
         return future
 
-    def _timed_out(self, future: asyncio.Future[Reply]) -> None:
+    def _timed_out(self) -> None:
         budget_ms = self._timeout_s * 1000
         self._break(redis.TimeoutError(f"no reply from Redis within {budget_ms:.0f} ms"))
 

@@ -114,6 +114,12 @@ def group_layout(group: FeatureGroup) -> GroupLayout:
     )
 
 
+def window_starts_us(layout: GroupLayout, now_us: int) -> list[int]:
+    """``windows.window_start_us`` of each of the group's windows, from precomputed integers
+    (a ``timedelta`` division per window and lookup was a third of the arguments' cost)."""
+    return [-((w - now_us) // g) * g for w, g in layout.window_granules]
+
+
 def at_lookup_values(
     layout: GroupLayout, row: list[Any], starts: Sequence[Any], now_us: int
 ) -> list[Any]:
@@ -128,7 +134,7 @@ def at_lookup_values(
         values[position] = profile_value(function, row[granules], row[profile], first)
     if not layout.lookups:
         return values
-    starts_us = [-((w - now_us) // g) * g for w, g in layout.window_granules]  # window_start_us
+    starts_us = window_starts_us(layout, now_us)
     span = row[layout.span]
     valid = [
         row if start_us >= row[0] else start if start is not None and start[0] >= span else None

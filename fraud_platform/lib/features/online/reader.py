@@ -33,6 +33,7 @@ from fraud_platform.lib.features.online.read_rows import (
     at_lookup_values,
     group_layout,
     parse_rows,
+    window_starts_us,
 )
 from fraud_platform.lib.features.online.scripts import PipelinedScript, packed_command, slot_of
 from fraud_platform.lib.features.registry import FeatureGroup, FeatureService
@@ -79,10 +80,8 @@ for _, key in ipairs(KEYS) do
   for j = 1, starts do
     local start = ARGV[at + 1 + j]
     local before = false
-    if score and tonumber(start) < score then
-      if not rows[3] then
-        before = false
-      elseif previous <= tonumber(start) then
+    if score and rows[3] and tonumber(start) < score then  -- no older row: none at the start
+      if previous <= tonumber(start) then
         before = rows[3]
       else
         before = redis.call('ZREVRANGEBYSCORE', key, start, '-inf', 'LIMIT', 0, 1)[1] or false
@@ -231,11 +230,7 @@ class OnlineFeatureReader:
     ) -> tuple[list[str], list[list[int]]]:
         now_us = to_micros(now)
         per_group = [
-            [
-                now_us - layout.ttl_us,
-                len(layout.window_granules),
-                *[-((w - now_us) // g) * g for w, g in layout.window_granules],  # window_start_us
-            ]
+            [now_us - layout.ttl_us, len(layout.windows), *window_starts_us(layout, now_us)]
             for layout in self._layout
         ]
         wanted: list[str] = []
