@@ -78,10 +78,12 @@ class Producer:
         self._client = confluent_kafka.Producer(settings)
         self._on_delivery = on_delivery
         self._sent = 0
+        self._settled = 0  # acknowledged or failed
         self.delivered: Counter[str] = Counter()
         self.failures: list[str] = []
 
     def _acknowledged(self, err: Any, msg: Any) -> None:
+        self._settled += 1
         if err is None:
             self.delivered[msg.topic()] += 1
         else:
@@ -118,6 +120,7 @@ class Producer:
                     # confluent-kafka 2.12 raises here what 2.16 reported by callback): a
                     # failed message like any other, so flush raises ProduceFailed
                     self.failures.append(f"{topic}: {exc.args[0] if exc.args else exc}")
+                    self._settled += 1
                     if report is not None:
                         report(Delivery(index, topic, target, -1, str(exc)))
                     break
@@ -151,9 +154,10 @@ class Producer:
 
         Raises ``ProduceFailed`` if messages are still queued after ``timeout_s`` or failed.
         """
-        remaining = self._client.flush(timeout_s)
-        if remaining:
-            raise ProduceFailed(f"{remaining} messages still undelivered after {timeout_s}s")
+        if self._client.flush(timeout_s):
+            # flush's own count includes librdkafka's pending protocol requests, not only messages
+            undelivered = self._sent - self._settled
+            raise ProduceFailed(f"{undelivered} messages still undelivered after {timeout_s}s")
         if self.failures:
             failures, self.failures = self.failures, []
             raise ProduceFailed(f"{len(failures)} messages failed, first: {failures[0]}")
