@@ -149,34 +149,75 @@ def lifetime_gap(group: FeatureGroup) -> timedelta:
 
 
 def lifetime_span(gap: timedelta) -> pl.Expr:
-    """Per entity, over events sorted by (entity, time): how many gaps of ``gap`` or longer
-    came before each event; lifetime aggregates run within one (entity, span)."""
-    restarts = (pl.col(FEATURE_TIME).diff().over(ENTITY_KEY) >= gap).fill_null(False)
-    return restarts.cast(pl.Int32).cum_sum().over(ENTITY_KEY).alias(LIFETIME_SPAN)
+    """Over events sorted by (entity, time): a number per (entity, span), ascending through the
+    frame, a new one at each entity's first event and after each gap of ``gap`` or longer;
+    lifetime aggregates run within one span. One pass over the frame, not a window per entity:
+    ``diff().over()`` and ``cum_sum().over()`` cost 1.65 and 0.72 ms for 2,000 events of 1,600
+    entities against 0.03 ms for a plain cumulative sum."""
+    new_entity = pl.col(ENTITY_KEY) != pl.col(ENTITY_KEY).shift(1)
+    restart = new_entity.fill_null(True) | (pl.col(FEATURE_TIME).diff() >= gap).fill_null(True)
+    return restart.cast(pl.Int64).cum_sum().alias(LIFETIME_SPAN)
 
 
 def _lifetime_agg(feature: Feature) -> pl.Expr:
+    """The lifetime aggregate of ``feature`` at each event, within its span (``lifetime_span``
+    numbers the spans of a frame sorted by entity and time).
+
+    Integer totals and the max or min of integers and times are computed over the whole frame
+    and cut at span starts (exact: Int128 sums wrap, so a span's total is the same difference
+    modulo 2**128 as its own cumulative sum); float sums, means and last values, whose result
+    would depend on the cut, run per span (``over``). Measured on the stream groups' lifetime
+    columns, 2,000 events: 1.8-9.1 ms per group with every column ``over`` its span, 0.5-2.0
+    ms so (32,000 events: 3.6-28 ms, 1.0-8.1 ms)."""
     value = _masked(feature)
-    if feature.function == "count":
-        expr = value.is_not_null().cast(pl.Int64).cum_sum()
-    elif feature.function == "sum":
+    function = feature.function
+    if function in ("count", "fixed_sum", "fixed_sumsq"):
+        if function == "count":
+            added = value.is_not_null().cast(pl.Int64)
+        else:
+            fixed = _fixed_point(value)
+            added = fixed if function == "fixed_sum" else fixed * fixed
+        return _span_total(added).alias(feature.name)
+    if function in ("max", "min") and feature.dtype in ("int", "ts"):
+        return _span_best(value, function).alias(feature.name)
+    if function == "sum":
         expr = value.fill_null(0).cum_sum()
-    elif feature.function == "max":
+    elif function == "max":
         expr = value.cum_max().forward_fill()  # cum_max leaves filtered-out (null) rows null
-    elif feature.function == "min":
+    elif function == "min":
         expr = value.cum_min().forward_fill()
-    elif feature.function == "last":
+    elif function == "last":
         expr = value.forward_fill()
-    elif feature.function == "mean":
+    elif function == "mean":
         expr = value.fill_null(0).cum_sum() / value.is_not_null().cast(pl.Int64).cum_sum()
-    elif feature.function == "fixed_sum":  # the prefix totals of windows.py
-        expr = _fixed_point(value).cum_sum()
-    elif feature.function == "fixed_sumsq":
-        fixed = _fixed_point(value)
-        expr = (fixed * fixed).cum_sum()
     else:
-        raise ValueError(f"{feature.name}: {feature.function} has no lifetime form")
+        raise ValueError(f"{feature.name}: {function} has no lifetime form")
     return expr.over(ENTITY_KEY, LIFETIME_SPAN).alias(feature.name)
+
+
+def _span_starts() -> pl.Expr:
+    span = pl.col(LIFETIME_SPAN)
+    return (span != span.shift(1)).fill_null(True)
+
+
+def _span_total(added: pl.Expr) -> pl.Expr:
+    """The running total of integers ``added`` within each span."""
+    total = added.cum_sum()
+    before_span = pl.when(_span_starts()).then(total - added).forward_fill()
+    return total - before_span
+
+
+def _span_best(value: pl.Expr, function: str) -> pl.Expr:
+    """The running max (min) of ``value`` within each span, null before its first value: one
+    cumulative max over ``span * width + rank`` (spans ascend, so an earlier span's key is
+    below every key of a later one), then the value where the running key was set."""
+    rank = value.rank("dense", descending=function == "min").cast(pl.Int64)
+    width = pl.len().cast(pl.Int64) + 1
+    span = pl.col(LIFETIME_SPAN)
+    key = span * width + rank
+    best = key.cum_max().forward_fill()
+    at_best = pl.when(key == best).then(value).forward_fill()
+    return pl.when(best > span * width).then(at_best)
 
 
 # Exact integers of up to 38 digits: Delta has no 128-bit integer type (arithmetic casts to Int128).
