@@ -210,7 +210,9 @@ def _span_total(added: pl.Expr) -> pl.Expr:
 def _span_best(value: pl.Expr, function: str) -> pl.Expr:
     """The running max (min) of ``value`` within each span, null before its first value: one
     cumulative max over ``span * width + rank`` (spans ascend, so an earlier span's key is
-    below every key of a later one), then the value where the running key was set."""
+    below every key of a later one), then the value where the running key was set. Not
+    ``profiles.beats_all``: it expects no nulls (a null row's key leaves the next row's
+    running max null, which it reads as a record); here filtered-out values are null."""
     rank = value.rank("dense", descending=function == "min").cast(pl.Int64)
     width = pl.len().cast(pl.Int64) + 1
     span = pl.col(LIFETIME_SPAN)
