@@ -19,7 +19,12 @@ from fraud_platform.lib.features.registry import (
     FeatureGroup,
     per_group,
 )
-from fraud_platform.lib.features.windows import FIXED_POINT_SCALE, INVERSE_SCALE, lookup_plan
+from fraud_platform.lib.features.windows import (
+    FIXED_POINT_SCALE,
+    INVERSE_SCALE,
+    at_lookup,
+    lookup_plan,
+)
 
 KEY_SEPARATOR = "|"
 _TIEBREAK = "__tiebreak"
@@ -76,13 +81,18 @@ def _fixed_point(value: pl.Expr) -> pl.Expr:
 PROFILE_COLUMNS = frozenset({"profile_granules", "profile_values"})
 
 
-def features_by_window(group: FeatureGroup) -> tuple[dict[timedelta, list[Feature]], list[Feature]]:
-    """The group's windowed features by window (declaration order) and its lifetime ones."""
+def features_by_window(
+    group: FeatureGroup, *, at_lookup_values: bool = True
+) -> tuple[dict[timedelta, list[Feature]], list[Feature]]:
+    """The group's windowed features by window (declaration order) and its lifetime ones
+    (``at_lookup_values=False``: without the features evaluated at the lookup)."""
     windows: dict[timedelta, list[Feature]] = {}
     lifetime: list[Feature] = []
     for feature in group.features:
         if feature.function in PROFILE_COLUMNS:
             continue  # the window profiles of windows.py: profiles.profile_query
+        if not at_lookup_values and at_lookup(feature):
+            continue
         if feature.window is None:
             lifetime.append(feature)
         else:
@@ -226,16 +236,23 @@ def _span_best(value: pl.Expr, function: str) -> pl.Expr:
 FIXED_DTYPE = pl.Decimal(38, 0)
 
 
-def _cast(feature: Feature) -> pl.Expr:
-    dtype = {
-        "float": pl.Float64,
-        "int": pl.Int64,
-        "str": pl.String,
-        "ts": pl.Datetime("us", "UTC"),
-        "fixed": FIXED_DTYPE,
-        "ilist": pl.List(pl.Int64),
-        "flist": pl.List(pl.Float64),
-    }[feature.dtype]
+_DTYPES = {
+    "float": pl.Float64,
+    "int": pl.Int64,
+    "str": pl.String,
+    "ts": pl.Datetime("us", "UTC"),
+    "fixed": FIXED_DTYPE,
+    "ilist": pl.List(pl.Int64),
+    "flist": pl.List(pl.Float64),
+}
+
+
+def _cast(feature: Feature, at_lookup_values: bool = True) -> pl.Expr:
+    """The feature's column in its dtype; null for a feature evaluated at the lookup when
+    ``at_lookup_values`` is False (``feature_group_query``)."""
+    dtype = _DTYPES[feature.dtype]
+    if not at_lookup_values and at_lookup(feature):
+        return pl.lit(None, dtype).alias(feature.name)
     col = pl.col(feature.name)
     if feature.dtype == "int":
         col = col.fill_null(0)
@@ -259,10 +276,15 @@ def feature_group_query(
     group: FeatureGroup,
     source: pl.DataFrame | pl.LazyFrame,
     wanted_from: datetime | pl.DataFrame | None = None,
+    *,
+    at_lookup_values: bool = True,
 ) -> pl.LazyFrame:
     """``compute_feature_group`` as one lazy query (the stream worker collects its groups'
     queries together with ``pl.collect_all``). The rows hold ``windows.stored_group``'s hidden
-    columns too."""
+    columns too. ``at_lookup_values=False`` leaves the windowed features evaluated at the
+    lookup (``windows.at_lookup``) null rather than evaluated at the row: the online store
+    never holds them (``layout.py``), its reader and the point-in-time join compute them from
+    the hidden columns, so the stream worker skips their rolling windows."""
     plan = lookup_plan(group)
     group = plan.stored
     keys = list(group.entity.join_keys)
@@ -283,7 +305,7 @@ def feature_group_query(
         .sort(ENTITY_KEY, FEATURE_TIME, _TIEBREAK)
     )
     frames: list[pl.LazyFrame] = []
-    exprs = _group_exprs(group)
+    exprs = _group_exprs(group, at_lookup_values)
     for window, aggs, finish, helpers in exprs.windows:
         frames.append(
             events.rolling(
@@ -326,12 +348,12 @@ class _GroupExprs:
 _EXPRS: dict = {}
 
 
-def _group_exprs(group: FeatureGroup) -> _GroupExprs:
+def _group_exprs(group: FeatureGroup, at_lookup_values: bool = True) -> _GroupExprs:
     """Built once per group object: the stream worker builds its queries at every checkpoint
     (building the 10 stream groups' queries: 7.3 ms -> 3.6 ms; collecting them ~60 ms)."""
 
     def build() -> _GroupExprs:
-        windows, lifetime = features_by_window(group)
+        windows, lifetime = features_by_window(group, at_lookup_values=at_lookup_values)
         return _GroupExprs(
             windows=tuple(
                 (
@@ -343,10 +365,10 @@ def _group_exprs(group: FeatureGroup) -> _GroupExprs:
                 for window, features in windows.items()
             ),
             lifetime=[_lifetime_agg(f) for f in lifetime],
-            casts=[_cast(f) for f in group.features],
+            casts=[_cast(f, at_lookup_values) for f in group.features],
         )
 
-    return per_group(_EXPRS, group, (), build)
+    return per_group(_EXPRS, group, at_lookup_values, build)
 
 
 def compute_feature_group_between(

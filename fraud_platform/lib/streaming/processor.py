@@ -214,9 +214,9 @@ class StreamProcessor:
                 group, root = served.group, served.computed
                 if id(root) not in computed:
                     computed[id(root)] = (
-                        feature_group_query(root, source, view_touched)
+                        feature_group_query(root, source, view_touched, at_lookup_values=False)
                         if whole
-                        else rows_since_query(root, source, view_touched)
+                        else rows_since_query(root, source, view_touched, at_lookup_values=False)
                     )
                 rows = _served_rows(served, computed[id(root)])
                 groups.append(group)

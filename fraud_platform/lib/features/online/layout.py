@@ -10,7 +10,9 @@ script call may take all of an entity's keys (``scripts.py``); on a single serve
 just characters of the key.
 
 Member: a JSON array ``[feature_time, f1, f2, ..., fn, writer_version]``: the row's feature_time
-in epoch microseconds (also its score), the group's features in their declared order followed
+in epoch microseconds (also its score), the group's features in their declared order (``null``
+for a windowed feature evaluated at the lookup, ``windows.at_lookup``: the reader computes it
+from the hidden columns, so its value as of the row is neither stored nor computed online) followed
 by the hidden columns of ``windows.stored_group`` (prefix totals as JSON integers, the span
 start, window profiles as JSON arrays), then the version of the knowledge that computed it (``0`` for the batch snapshot, the entity's event
 counter for the stream worker). A null feature is ``null``; ints are JSON integers; floats are
@@ -46,7 +48,7 @@ from fraud_platform.lib.features.registry import (
     FeatureGroup,
     per_group,
 )
-from fraud_platform.lib.features.windows import stored_group
+from fraud_platform.lib.features.windows import at_lookup, stored_group
 
 ONLINE_LAYOUT_VERSION = 6
 # Rows kept per entity: every row within this much of the entity's newest row, and at least
@@ -166,7 +168,14 @@ def _member_parts(group: FeatureGroup, nulls: tuple[bool, ...]) -> tuple[pl.Expr
     def build() -> tuple[pl.Expr, ...]:
         parts: list[pl.Expr] = [pl.lit("["), pl.col(FEATURE_TIME).dt.epoch("us").cast(pl.String)]
         for feature, null in zip(group.features, nulls, strict=True):
-            parts += [pl.lit(","), json_text(feature.name, feature.dtype, null)]
+            # an at-lookup feature is evaluated from the hidden columns at the lookup: its
+            # value as of the row is never read, so never stored
+            text = (
+                pl.lit("null")
+                if at_lookup(feature)
+                else json_text(feature.name, feature.dtype, null)
+            )
+            parts += [pl.lit(","), text]
         return tuple(parts)
 
     return per_group(_PARTS, group, nulls, build)
