@@ -70,19 +70,42 @@ def keep_expr(group: FeatureGroup, ft_us: pl.Expr, succ_us: pl.Expr, newest_us: 
 def online_history_query(group: FeatureGroup, rows: pl.LazyFrame) -> pl.LazyFrame:
     """``online_history`` as a lazy query (rows sorted by entity and feature_time)."""
     ft_us = pl.col(FEATURE_TIME).dt.epoch("us")
-    after = ft_us.shift(-1)
-    # the next greater feature_time: a row tied with the next one takes that one's successor
-    succ = pl.when(after != ft_us).then(after).backward_fill()
     by_entity = rows.sort(ENTITY_KEY, FEATURE_TIME).with_columns(
-        __ft=ft_us,
-        __succ=succ.over(ENTITY_KEY),
-        __newest=ft_us.max().over(ENTITY_KEY),
-        __rank=ft_us.rank("dense", descending=True).over(ENTITY_KEY),
+        _entity_relative(ft_us, pl.col(ENTITY_KEY))
     )
     keep = keep_expr(group, pl.col("__ft"), pl.col("__succ"), pl.col("__newest")) | (
         pl.col("__rank") <= HISTORY_MIN_ROWS
     )
     return by_entity.filter(keep).drop("__ft", "__succ", "__newest", "__rank")
+
+
+_NO_SUCCESSOR = -(2**63)  # below any epoch microsecond a row can have
+
+
+def _entity_relative(ft_us: pl.Expr, entity: pl.Expr) -> list[pl.Expr]:
+    """Per row of a frame sorted by (entity, time): ``__ft``; ``__succ``, the entity's next
+    greater time (null: none; a row tied with the next takes that one's); ``__newest``, the
+    entity's newest time; ``__rank``, the dense rank of its time from the newest (1). Over the
+    whole frame, cut at the entity's last row, rather than a window per entity: three
+    ``over(ENTITY_KEY)`` cost ~1.6 ms each for 2,000 rows of ~1,600 entities (issue 12's
+    note), a stream checkpoint evaluates them for each of its groups."""
+    last_of_entity = (entity != entity.shift(-1)).fill_null(True)
+    after = ft_us.shift(-1)
+    successor = (
+        pl.when(last_of_entity)
+        .then(pl.lit(_NO_SUCCESSOR, pl.Int64))
+        .when(after != ft_us)
+        .then(after)
+        .backward_fill()  # ties take the next row's; the entity's last row stops the fill
+    )
+    last_of_time = (last_of_entity | (after != ft_us)).cast(pl.Int64)
+    from_end = last_of_time.cum_sum(reverse=True)  # distinct times from here to the frame's end
+    return [
+        ft_us.alias("__ft"),
+        pl.when(successor != _NO_SUCCESSOR).then(successor).alias("__succ"),
+        pl.when(last_of_entity).then(ft_us).backward_fill().alias("__newest"),
+        (from_end - pl.when(last_of_entity).then(from_end).backward_fill() + 1).alias("__rank"),
+    ]
 
 
 def online_history(group: FeatureGroup, rows: pl.DataFrame) -> pl.DataFrame:
