@@ -30,8 +30,9 @@ from fraud_platform.defs.partitions import (
     sharded_feature_partitions,
 )
 from fraud_platform.lib.features.catalog import FEATURE_GROUPS
-from fraud_platform.lib.features.compute import compute_feature_group_between, shard_source
+from fraud_platform.lib.features.compute import compute_feature_group_between
 from fraud_platform.lib.features.registry import ENTITY_KEY, FEATURE_TIME, FeatureGroup
+from fraud_platform.lib.features.shards import shard_source
 from fraud_platform.lib.storage.delta import DeltaStore
 from fraud_platform.resources import WarehouseResource
 

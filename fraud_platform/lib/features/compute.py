@@ -5,7 +5,6 @@ One row per (entity, source event time); see ``registry`` for the semantics.
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -389,35 +388,3 @@ def compute_feature_group_between(
 def latest_per_entity(rows: pl.DataFrame) -> pl.DataFrame:
     """The newest row of each entity: what the online store holds."""
     return rows.sort(FEATURE_TIME).unique(subset=[ENTITY_KEY], keep="last", maintain_order=True)
-
-
-def entity_shards(entity_keys: pl.Series, shards: int) -> pl.Series:
-    """The shard (0..shards-1) of each entity key: CRC-32 of its UTF-8 text, modulo ``shards``.
-
-    CRC-32 (zlib), not polars' ``hash``: polars documents its hash as unstable across versions,
-    and every run worker of a sharded backfill must put an entity in the same shard.
-    """
-    if shards < 1:
-        raise ValueError(f"shards must be at least 1, not {shards}")
-    return entity_keys.map_elements(
-        lambda key: zlib.crc32(key.encode()) % shards, return_dtype=pl.Int64
-    )
-
-
-def shard_source(
-    group: FeatureGroup, source: pl.DataFrame | pl.LazyFrame, shard: int, shards: int
-) -> pl.LazyFrame:
-    """The source events of the entities of ``group`` in ``shard`` of ``shards``: an entity's
-    rows depend only on its own events, so ``compute_feature_group`` over each shard's events
-    gives disjoint row sets whose union is the unsharded result."""
-    if not 0 <= shard < shards:
-        raise ValueError(f"shard {shard} is not in 0..{shards - 1}")
-    source = source.lazy()
-    keys = source.select(entity_key_expr(group.entity.join_keys)).unique().drop_nulls().collect()
-    keys = keys.filter(entity_shards(keys[ENTITY_KEY], shards) == shard)
-    shard_key = "__shard_entity_key"
-    return (
-        source.with_columns(entity_key_expr(group.entity.join_keys).alias(shard_key))
-        .join(keys.lazy().rename({ENTITY_KEY: shard_key}), on=shard_key, how="semi")
-        .drop(shard_key)
-    )

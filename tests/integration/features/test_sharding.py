@@ -9,12 +9,9 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from fraud_platform.lib.features.catalog import FEATURE_GROUPS
-from fraud_platform.lib.features.compute import (
-    compute_feature_group_between,
-    entity_shards,
-    shard_source,
-)
+from fraud_platform.lib.features.compute import compute_feature_group_between
 from fraud_platform.lib.features.registry import ENTITY_KEY, FEATURE_TIME
+from fraud_platform.lib.features.shards import entity_shards, shard_source
 from fraud_platform.lib.simulation import SimulationConfig, simulate
 from fraud_platform.lib.simulation.profiles import simulated_profiles
 
