@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 
 import polars as pl
 
-from fraud_platform.lib.features.profiles import profile_query
+from fraud_platform.lib.features.profiles import profile_query, with_since
 from fraud_platform.lib.features.registry import (
     ENTITY_KEY,
     FEATURE_TIME,
@@ -322,9 +322,12 @@ def feature_group_query(
             .unique(subset=[ENTITY_KEY, FEATURE_TIME], keep="last", maintain_order=True)
         )
 
+    located = with_since(events, wanted_from) if plan.profiles and wanted_from is not None else None
     for profile in plan.profiles:
         values = group.feature(profile.values)
-        frames.append(profile_query(events, profile, _masked(values), since=wanted_from))
+        frames.append(
+            profile_query(events, profile, _masked(values), since=wanted_from, located=located)
+        )
 
     rows = events.select(ENTITY_KEY, FEATURE_TIME, *keys).unique(
         subset=[ENTITY_KEY, FEATURE_TIME], keep="last", maintain_order=True

@@ -49,6 +49,7 @@ def profile_query(
     profile: Profile,
     value: pl.Expr,
     since: pl.DataFrame | datetime | None = None,
+    located: pl.LazyFrame | None = None,
 ) -> pl.LazyFrame:
     """(ENTITY_KEY, FEATURE_TIME, granules, values) of each row of ``events`` (sorted by
     entity and time) whose profile has entries; ``value`` is the aggregated column, null where
@@ -56,11 +57,18 @@ def profile_query(
     time for every entity): only the rows from each entity's SINCE on are wanted. They read
     only the records of granules after ``SINCE - window`` (a row's profile is cut at its first
     reachable granule, and a max's or distinct count's entries depend on no earlier event), so
-    only the events from the start of that granule on are listed."""
+    only the events from the start of that granule on are listed. ``located``:
+    ``with_since(events, since)``, one object for a group's profiles (its rows are then one
+    subplan of the group's query)."""
     g = granule_us(profile.window)
     t_us = pl.col(FEATURE_TIME).dt.epoch("us")
+    rows = events.select(ENTITY_KEY, FEATURE_TIME)
     if since is not None:  # the records rows from SINCE read: their windows' whole granules
-        events = _with_since(events, since).filter(
+        located = with_since(events, since) if located is None else located
+        rows = located.filter(pl.col(FEATURE_TIME) >= pl.col(_SINCE)).select(
+            ENTITY_KEY, FEATURE_TIME
+        )
+        events = located.filter(
             pl.col(FEATURE_TIME) > pl.col(_SINCE) - profile.window - timedelta(microseconds=g)
         )
     marked = events.select(
@@ -97,9 +105,6 @@ def profile_query(
         .agg(pl.col(ENTITY_KEY, _RECORD).first(), pl.col(_K), pl.col(_V))
         .drop(_CP)
     )
-    rows = events.select(ENTITY_KEY, FEATURE_TIME, *([_SINCE] if since is not None else []))
-    if since is not None:
-        rows = rows.filter(pl.col(FEATURE_TIME) >= pl.col(_SINCE)).drop(_SINCE)
     rows = rows.unique(subset=[ENTITY_KEY, FEATURE_TIME], keep="last", maintain_order=True).sort(
         FEATURE_TIME
     )
@@ -217,7 +222,7 @@ def _with_next_sighting(records: pl.LazyFrame) -> pl.LazyFrame:
     )
 
 
-def _with_since(events: pl.LazyFrame, since: pl.DataFrame | datetime) -> pl.LazyFrame:
+def with_since(events: pl.LazyFrame, since: pl.DataFrame | datetime) -> pl.LazyFrame:
     """``events`` with each entity's SINCE as a time (entities without one dropped)."""
     if isinstance(since, datetime):
         return events.with_columns(pl.lit(since, pl.Datetime("us", "UTC")).alias(_SINCE))

@@ -38,7 +38,7 @@ from fraud_platform.lib.features.compute import (
     lifetime_gap,
     lifetime_span,
 )
-from fraud_platform.lib.features.profiles import profile_query
+from fraud_platform.lib.features.profiles import profile_query, with_since
 from fraud_platform.lib.features.registry import ENTITY_KEY, FEATURE_TIME, Feature, FeatureGroup
 from fraud_platform.lib.features.windows import lookup_plan
 
@@ -121,9 +121,10 @@ def rows_since_query(
         )
         at_high = points.select(_ROW, _HIGH).join(values, left_on=_HIGH, right_on=_INDEX)
         rows = rows.join(at_high.drop(_HIGH), on=_ROW, how="left")
+    located = with_since(indexed, since) if plan.profiles else None
     for profile in plan.profiles:
         value = _masked(group.feature(profile.values))
-        profiles = profile_query(indexed, profile, value, since=since)
+        profiles = profile_query(indexed, profile, value, since=since, located=located)
         rows = rows.join(profiles, on=[ENTITY_KEY, FEATURE_TIME], how="left")
     casts = [_cast(f, at_lookup_values) for f in group.features]
     return rows.select(ENTITY_KEY, *keys, FEATURE_TIME, *casts).sort(FEATURE_TIME, ENTITY_KEY)
