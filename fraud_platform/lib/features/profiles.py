@@ -153,10 +153,13 @@ def _members_from_anchor(
     an as-of join (a stream checkpoint's new rows of a busy merchant would otherwise list
     every window of its last day)."""
     indexed = records.with_row_index(_AT)
-    anchor = pl.when(pl.col(FEATURE_TIME) < pl.col(_SINCE)).then(pl.col(FEATURE_TIME))
-    first = pl.coalesce(anchor.max().over(ENTITY_KEY), pl.col(_SINCE))
+    # an entity's records before SINCE come first: the anchor is the last of them (of its
+    # time: the change point of a time is its last record). Not ``max().over(ENTITY_KEY)``
+    # (a window per entity, per profile and checkpoint)
+    before = pl.col(FEATURE_TIME) < pl.col(_SINCE)
+    next_before = (pl.col(ENTITY_KEY) == pl.col(ENTITY_KEY).shift(-1)) & before.shift(-1)
     change_points = (
-        indexed.filter(pl.col(FEATURE_TIME) >= first)
+        indexed.filter(~before | ~next_before.fill_null(False))
         .group_by(ENTITY_KEY, FEATURE_TIME, maintain_order=True)
         .agg(pl.col(_AT).last().alias(_CP))  # the last record of a time ends its window
         .with_columns((pl.col(FEATURE_TIME) - window).alias(_FROM))
