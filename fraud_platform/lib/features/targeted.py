@@ -26,11 +26,10 @@ from fraud_platform.lib.features.compute import (
     _COUNT,
     _FIXED_SUM,
     _TIEBREAK,
-    _cast,
     _finish_window,
     _fixed_point,
+    _group_exprs,
     _helper_columns,
-    _lifetime_agg,
     _masked,
     _window_aggs,
     entity_key_expr,
@@ -115,9 +114,10 @@ def rows_since_query(
     windows, lifetime = features_by_window(group, at_lookup_values=at_lookup_values)
     for window, features in windows.items():
         rows = rows.join(_window_rows(indexed, points, window, features), on=_ROW, how="left")
+    exprs = _group_exprs(group, at_lookup_values)  # built once per group (compute.py)
     if lifetime:
         values = indexed.with_columns(lifetime_span(lifetime_gap(group))).select(
-            _INDEX, *[_lifetime_agg(f) for f in lifetime]
+            _INDEX, *exprs.lifetime
         )
         at_high = points.select(_ROW, _HIGH).join(values, left_on=_HIGH, right_on=_INDEX)
         rows = rows.join(at_high.drop(_HIGH), on=_ROW, how="left")
@@ -126,8 +126,7 @@ def rows_since_query(
         value = _masked(group.feature(profile.values))
         profiles = profile_query(indexed, profile, value, since=since, located=located)
         rows = rows.join(profiles, on=[ENTITY_KEY, FEATURE_TIME], how="left")
-    casts = [_cast(f, at_lookup_values) for f in group.features]
-    return rows.select(ENTITY_KEY, *keys, FEATURE_TIME, *casts).sort(FEATURE_TIME, ENTITY_KEY)
+    return rows.select(ENTITY_KEY, *keys, FEATURE_TIME, *exprs.casts).sort(FEATURE_TIME, ENTITY_KEY)
 
 
 def _window_rows(

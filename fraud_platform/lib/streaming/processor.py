@@ -217,9 +217,8 @@ class StreamProcessor:
                 # a polars call per group before). In memory: under polars' "auto" engine some
                 # of these small queries ran on the streaming engine, whose threads took ~23% of
                 # the worker's CPU (317 -> 260 µs per event in one comparison, issue 12's note).
-                queries.append(
-                    encode_query(group, _rows_to_write(group, rows, view_touched), pl.col(_VERSION))
-                )
+                to_write = _rows_to_write(group, rows, view_touched)
+                queries.append(encode_query(group, to_write, pl.col(_VERSION), typed=True))
         encoded = pl.collect_all(queries, engine="in-memory")
         checked = [check_encoded(g, e) for g, e in zip(groups, encoded, strict=True)]
         return self._writer.submit(write_encoded, self._client, pl.concat(checked))

@@ -134,17 +134,28 @@ def encode_rows(
 
 
 def encode_query(
-    group: FeatureGroup, rows: pl.DataFrame | pl.LazyFrame, version: pl.Expr | int = 0
+    group: FeatureGroup,
+    rows: pl.DataFrame | pl.LazyFrame,
+    version: pl.Expr | int = 0,
+    *,
+    typed: bool = False,
 ) -> pl.LazyFrame:
-    """``encode_rows`` as a lazy query, without the null check (``check_encoded``)."""
+    """``encode_rows`` as a lazy query, without the null check (``check_encoded``). ``typed``:
+    every feature column has its declared dtype (none of polars' Null dtype, as the rows of
+    ``compute``/``targeted``), so the query's schema is not resolved (~2 ms per stream group
+    and checkpoint, a tenth of a 60-event checkpoint's query building)."""
     from fraud_platform.lib.features.online.history import retain_text  # history imports us
 
     rows = rows.lazy()
-    schema = rows.collect_schema()
     ttl_ms = int(group.ttl.total_seconds() * 1000)
     ft_us = pl.col(FEATURE_TIME).dt.epoch("us")
     stored = stored_group(group)
-    parts = list(_member_parts(stored, tuple(schema[f.name] == pl.Null for f in stored.features)))
+    if typed:
+        nulls = (False,) * len(stored.features)
+    else:
+        schema = rows.collect_schema()
+        nulls = tuple(schema[f.name] == pl.Null for f in stored.features)
+    parts = list(_member_parts(stored, nulls))
     version_expr = pl.lit(version, pl.Int64) if isinstance(version, int) else version
     parts += [pl.lit(","), version_expr.cast(pl.Int64).cast(pl.String), pl.lit("]")]
     return rows.select(
