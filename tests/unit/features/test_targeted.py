@@ -10,9 +10,15 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from fraud_platform.lib.features.catalog import FEATURE_GROUPS
-from fraud_platform.lib.features.compute import compute_feature_group
+from fraud_platform.lib.features.compute import compute_feature_group, feature_group_query
 from fraud_platform.lib.features.registry import ENTITY_KEY, FEATURE_TIME, FeatureGroup
-from fraud_platform.lib.features.targeted import SINCE, compute_rows_since, prepare_events
+from fraud_platform.lib.features.targeted import (
+    SINCE,
+    compute_rows_since,
+    prepare_events,
+    rows_since_query,
+)
+from fraud_platform.lib.features.windows import at_lookup
 from fraud_platform.lib.streaming.plan import stream_plan
 
 T0 = datetime(2026, 10, 1, tzinfo=UTC)
@@ -71,3 +77,27 @@ def test_rows_since_equal_the_whole_history_rows(stream, group: FeatureGroup) ->
     got = compute_rows_since(group, prepare_events(group, source), since)
     assert got.height == wanted.height > 0
     assert_frame_equal(got, wanted.drop(SINCE), check_exact=True)
+
+
+@pytest.mark.parametrize(
+    ("stream", "group"), STREAM_GROUPS, ids=[g.versioned_name for _, g in STREAM_GROUPS]
+)
+def test_rows_without_at_lookup_values_keep_every_other_column(stream, group: FeatureGroup) -> None:
+    """The stream's rows (``at_lookup_values=False``): the features evaluated at the lookup are
+    typed nulls, every other column (lifetime values, prefix totals, profiles) the reference's
+    bit for bit, through both the targeted and the whole-history query."""
+    source = _source(stream.columns, 800, seed=len(group.name) + 1)
+    reference = compute_feature_group(group, source)
+    at = [f.name for f in group.features if at_lookup(f)]
+    expected = reference.with_columns(pl.lit(None, reference.schema[n]).alias(n) for n in at)
+    since = pl.DataFrame(
+        {ENTITY_KEY: reference[ENTITY_KEY].unique(), SINCE: 0},
+        schema={ENTITY_KEY: pl.String, SINCE: pl.Int64},
+    )
+    targeted = rows_since_query(
+        group, prepare_events(group, source), since, at_lookup_values=False
+    ).collect()
+    whole = feature_group_query(group, source, at_lookup_values=False).collect()
+    assert targeted.height == reference.height > 0
+    assert_frame_equal(targeted, expected, check_exact=True)
+    assert_frame_equal(whole, expected, check_exact=True)
