@@ -203,9 +203,7 @@ def replay_in_real_time(
     probe = FreshnessProbe(client)
     barrier = producer = None
     if not published:
-        barrier = AppliedBarrier(
-            settings.kafka_bootstrap, CONSUMER_GROUP, (TRANSACTIONS, ACCOUNT_EVENTS)
-        )
+        barrier = AppliedBarrier(client, CONSUMER_GROUP, (TRANSACTIONS, ACCOUNT_EVENTS))
         producer = Producer(settings.kafka_bootstrap, {"linger.ms": 2}, barrier.delivered)
     scorer = GatedScorer(f"http://127.0.0.1:{settings.service_port}/score", barrier, say)
     scorer.start(len(sample_ids))

@@ -18,6 +18,7 @@ from fraud_platform.lib.kafka import admin as kafka_admin
 from fraud_platform.lib.storage.redis_connection import connect, ping
 from fraud_platform.lib.streaming.app import (
     CONSUMER_GROUP,
+    DEFAULT_APPLY_INTERVAL_S,
     DEFAULT_COMMIT_INTERVAL_S,
     build_application,
     run_worker,
@@ -35,6 +36,7 @@ def run(
     consumer_group: str = CONSUMER_GROUP,
     store_prefix: str = "",
     commit_interval_s: float = DEFAULT_COMMIT_INTERVAL_S,
+    apply_interval_s: float = DEFAULT_APPLY_INTERVAL_S,
     redis_ca_cert: str | None = None,
 ) -> None:
     client = connect(redis_url, ca_cert=redis_ca_cert, socket_timeout=30)
@@ -47,6 +49,7 @@ def run(
         consumer_group=consumer_group,
         state_dir=state_dir,
         commit_interval_s=commit_interval_s,
+        apply_interval_s=apply_interval_s,
     )
     groups = [g.versioned_name for s in processor.plan for g in s.groups]
     logging.getLogger(__name__).info("stream worker maintaining %s", ", ".join(groups))
@@ -77,6 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--store-prefix", default="")
     parser.add_argument("--commit-interval", type=float, default=DEFAULT_COMMIT_INTERVAL_S)
     parser.add_argument(
+        "--apply-interval",
+        type=float,
+        default=DEFAULT_APPLY_INTERVAL_S,
+        help="least seconds between the starts of two applications of the arrived events",
+    )
+    parser.add_argument(
         "--topic",
         action="append",
         default=[],
@@ -95,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         consumer_group=args.group,
         store_prefix=args.store_prefix,
         commit_interval_s=args.commit_interval,
+        apply_interval_s=args.apply_interval,
         redis_ca_cert=args.redis_ca_cert or settings.redis_ca_cert,
     )
     return 0

@@ -1,6 +1,6 @@
-"""``AppliedBarrier`` (the real-time replay's gate) against real brokers: it returns once the
-consumer group has committed past every message published before the awaited one, per
-partition, and not before."""
+"""``AppliedBarrier`` (the real-time replay's gate) against real brokers and Redis: it returns
+once the consumer group has applied every message published before the awaited one, per
+partition (the offsets the worker records with ``health.beat``), and not before."""
 
 from __future__ import annotations
 
@@ -8,31 +8,24 @@ import threading
 import uuid
 from collections.abc import Callable
 
-from confluent_kafka import Consumer, TopicPartition
+import redis
 
 from fraud_platform.lib.kafka.admin import admin_config
 from fraud_platform.lib.kafka.producer import Delivery, Message, Producer
 from fraud_platform.lib.streaming.applied import AppliedBarrier
+from fraud_platform.lib.streaming.health import applied_key, beat, heartbeat_key
 from fraud_platform.tools.brokers import BrokerSpec
+from tests.redis_server import redis_db_url
 
 
-def _commit(bootstrap: str, group: str, offsets: dict[tuple[str, int], int]) -> None:
-    consumer = Consumer({**admin_config(bootstrap), "group.id": group, "enable.auto.commit": False})
-    try:
-        consumer.commit(
-            offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()],
-            asynchronous=False,
-        )
-    finally:
-        consumer.close()
-
-
-def test_waits_for_every_partition_to_be_committed_past_the_earlier_messages(
+def test_waits_for_every_partition_to_be_applied_past_the_earlier_messages(
     kafka_broker: BrokerSpec, make_topic: Callable[..., str]
 ) -> None:
     topic, other = make_topic("applied", partitions=3), make_topic("ignored")
     group = f"g_{uuid.uuid4().hex[:8]}"
-    barrier = AppliedBarrier(kafka_broker.bootstrap, group, [topic])
+    client = redis.Redis.from_url(redis_db_url(0))
+    beat(client, group, 0, {(topic, p): 10_000 for p in range(3)})  # an earlier broker's
+    barrier = AppliedBarrier(client, group, [topic])
     deliveries: list[Delivery] = []
 
     def delivered(delivery: Delivery) -> None:
@@ -65,13 +58,10 @@ def test_waits_for_every_partition_to_be_committed_past_the_earlier_messages(
     thread = threading.Thread(target=wait, daemon=True)
     thread.start()
     lagging = (topic, 1)
-    _commit(
-        kafka_broker.bootstrap,
-        group,
-        {key: offset - (1 if key == lagging else 0) for key, offset in needed.items()},
-    )
+    beat(client, group, 19, {k: o - (1 if k == lagging else 0) for k, o in needed.items()})
     assert not done.wait(1.0), "returned while partition 1 still lagged by one message"
-    _commit(kafka_broker.bootstrap, group, {lagging: needed[lagging]})
-    assert done.wait(30), "did not return once every partition was committed"
+    beat(client, group, 1, {lagging: needed[lagging]})
+    assert done.wait(30), "did not return once every partition was applied"
     assert waited and waited[0] >= 1.0
     barrier.close()
+    client.delete(applied_key(group), heartbeat_key(group))

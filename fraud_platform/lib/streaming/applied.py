@@ -4,21 +4,22 @@ The real-time demo publishes the held-out days about 3,000 times faster than the
 a second of stream freshness would hide most of an hour of event time from each lookup. A deployment
 running at the real rate sees, at a transaction, every earlier event of its entities (they are
 minutes apart, freshness is under a second). ``AppliedBarrier`` lets the replay score a
-transaction only once the stream worker has committed (so applied: its sink flushes before the
-commit) every message published before it, which is what that deployment's lookup would see.
+transaction only once the stream worker has applied every message published before it (the
+worker records, per partition, the offset after the last record it applied: ``health.beat``),
+which is what that deployment's lookup would see. Not the committed offsets: the worker applies
+records as they arrive and commits them only every ``commit_interval``.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections.abc import Iterable
 
-from confluent_kafka import Consumer, TopicPartition
+import redis
 
-from fraud_platform.lib.kafka.admin import admin_config
 from fraud_platform.lib.kafka.producer import Delivery
+from fraud_platform.lib.streaming.health import applied_key, applied_offsets
 
 POLL_S = 0.01
 
@@ -29,18 +30,15 @@ class DeliveryFailed(RuntimeError):
 
 class AppliedBarrier:
     """``delivered`` is the producer's ``on_delivery``; ``wait_through(n)`` returns once the
-    group has committed past every one of the first ``n`` messages sent through it."""
+    group has applied every one of the first ``n`` messages sent through it."""
 
-    def __init__(self, bootstrap: str, consumer_group: str, topics: Iterable[str]) -> None:
+    def __init__(self, client: redis.Redis, consumer_group: str, topics: Iterable[str]) -> None:
         self._topics = set(topics)
-        self._consumer = Consumer(
-            {
-                **admin_config(bootstrap),
-                "group.id": consumer_group,
-                "client.id": f"applied-{uuid.uuid4().hex[:6]}",
-                "enable.auto.commit": False,
-            }
-        )
+        self._client = client
+        self._group = consumer_group
+        # offsets recorded against an earlier broker (one that was reset) would let every wait
+        # pass: the worker records each partition again as it applies the messages awaited
+        client.delete(applied_key(consumer_group))
         self._where: dict[int, tuple[str, int, int]] = {}
         self._arrived = threading.Condition()
         self._next = 0  # messages folded into _needed so far
@@ -56,7 +54,7 @@ class AppliedBarrier:
             self._arrived.notify_all()
 
     def wait_through(self, count: int, timeout_s: float = 60.0) -> float:
-        """Block until the first ``count`` messages are committed by the group; returns the
+        """Block until the first ``count`` messages are applied by the group; returns the
         seconds waited. Raises ``TimeoutError`` past ``timeout_s``."""
         started = time.perf_counter()
         deadline = started + timeout_s
@@ -74,13 +72,13 @@ class AppliedBarrier:
                     key = (topic, partition)
                     self._needed[key] = max(self._needed.get(key, -1), offset)
                 self._next += 1
-        needed = [TopicPartition(t, p) for t, p in self._needed]
+        needed = list(self._needed)
         while needed:
-            committed = self._consumer.committed(needed, timeout=10)
+            applied = applied_offsets(self._client, self._group, needed)
             needed = [
-                TopicPartition(tp.topic, tp.partition)
-                for tp in committed
-                if tp.offset <= self._needed[(tp.topic, tp.partition)]
+                key
+                for key, offset in zip(needed, applied, strict=True)
+                if offset <= self._needed[key]
             ]
             if not needed:
                 break
@@ -90,4 +88,4 @@ class AppliedBarrier:
         return time.perf_counter() - started
 
     def close(self) -> None:
-        self._consumer.close()
+        """Nothing to release (kept for the callers' ``finally``)."""

@@ -1,11 +1,11 @@
-"""How far behind the stream worker is: consumer lag (Kafka) and the age of its last batch
-(a heartbeat the worker writes to Redis at every checkpoint)."""
+"""How far behind the stream worker is: consumer lag (Kafka), the age of its last batch (a
+heartbeat the worker writes to Redis at every application) and the offsets it applied."""
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import redis
@@ -18,13 +18,40 @@ def heartbeat_key(consumer_group: str) -> str:
     return f"fps:heartbeat:{consumer_group}"
 
 
-def beat(client: redis.Redis, consumer_group: str, events: int) -> None:
-    """Record that a batch of ``events`` was applied now."""
+def applied_key(consumer_group: str) -> str:
+    return f"fps:applied:{consumer_group}"
+
+
+def beat(
+    client: redis.Redis,
+    consumer_group: str,
+    events: int,
+    applied: Mapping[tuple[str, int], int] | None = None,
+) -> None:
+    """Record that a batch of ``events`` was applied now; ``applied``: per (broker topic,
+    partition) the offset after the last record applied. The worker applies records before
+    its checkpoint commits them, so these run ahead of the committed offsets."""
     key = heartbeat_key(consumer_group)
     pipe = client.pipeline(transaction=False)
     pipe.hset(key, "last_batch_ms", int(time.time() * 1000))
     pipe.hincrby(key, "events", events)
+    if applied:
+        # overwritten, not only raised: a worker replaying a partition it took over moves the
+        # offset back for a moment, which only makes a reader wait longer
+        members = {f"{topic}:{partition}": offset for (topic, partition), offset in applied.items()}
+        pipe.zadd(applied_key(consumer_group), members)  # type: ignore[arg-type]
     pipe.execute()
+
+
+def applied_offsets(
+    client: redis.Redis, consumer_group: str, partitions: Sequence[tuple[str, int]]
+) -> list[int]:
+    """Per (broker topic, partition) the offset after the last record the group applied (-1:
+    none)."""
+    if not partitions:
+        return []
+    scores = client.zmscore(applied_key(consumer_group), [f"{t}:{p}" for t, p in partitions])
+    return [-1 if score is None else int(score) for score in scores]
 
 
 def last_batch_age_s(client: redis.Redis, consumer_group: str) -> float | None:
