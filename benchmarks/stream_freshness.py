@@ -1,6 +1,6 @@
 """Stream worker freshness and throughput: event produced -> value readable online.
 
-Starts an embedded noida broker on a free port, topics with 3 partitions, and ONE stream worker
+Starts an embedded broker (``--broker``: noida, the default, or tansu) on a free port, topics with 3 partitions, and ONE stream worker
 process (``python -m fraud_platform.tools.stream_worker``) maintaining every stream group,
 against the real Redis at 127.0.0.1:6379 (keys under a unique prefix, deleted afterwards).
 
@@ -15,6 +15,7 @@ against the real Redis at 127.0.0.1:6379 (keys under a unique prefix, deleted af
 
     python benchmarks/stream_freshness.py            # rates 1k, 5k, 10k events/s, 10 s each, 20k backlog
     python benchmarks/stream_freshness.py --quick    # one rate (300/s, 10 s), 3k backlog
+    python benchmarks/stream_freshness.py --broker tansu   # on a broker that waits like Kafka
 """
 
 from __future__ import annotations
