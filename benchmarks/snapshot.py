@@ -155,7 +155,8 @@ def verify(client: Any, rows: pl.DataFrame, sample: int, rng: random.Random) -> 
             )
             if not same:
                 errors.append(f"{key}: {feature.name} stored {got!r}, written {value!r}")
-        expire_ms = want_ft // 1000 + int(GROUP.ttl.total_seconds() * 1000) + EXPIRY_MARGIN_MS
+        hour_end_ms = (want_ft // 1000 // 3_600_000 + 1) * 3_600_000  # expiry counts from it
+        expire_ms = hour_end_ms + int(GROUP.ttl.total_seconds() * 1000) + EXPIRY_MARGIN_MS
         pttl = client.pttl(key)
         if not 0 < pttl <= expire_ms - now_ms + 1_000 or pttl < expire_ms - now_ms - 60_000:
             errors.append(f"{key}: pttl {pttl} ms, expected about {expire_ms - now_ms} ms")

@@ -316,21 +316,45 @@ def test_null_features_and_a_feature_turned_null_leaves_no_stale_value(
     assert own_db.dbsize() == 2
 
 
-def test_keys_expire_at_feature_time_plus_ttl(own_db: redis.Redis) -> None:
+def _hour_end(t: datetime) -> datetime:
+    return t.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+
+
+def test_keys_expire_at_the_end_of_the_feature_times_hour_plus_ttl(own_db: redis.Redis) -> None:
     grace = timedelta(milliseconds=EXPIRY_MARGIN_MS)
-    ft = datetime.now(UTC) - ROUND_TRIP.ttl - grace + timedelta(hours=1)  # ~1 h left
+    ft = datetime.now(UTC) - ROUND_TRIP.ttl - grace + timedelta(hours=1)  # 1-2 h left
     write_snapshot(own_db, ROUND_TRIP, _frame(["a"], [ft], rt_int=[1]))
     key = online_key(ROUND_TRIP, "a")
     assert key.startswith(f"fp:{ONLINE_LAYOUT_VERSION}:online_round_trip_test:v1:")
-    expires_at_ms = (to_micros(ft) + (ROUND_TRIP.ttl + grace) // timedelta(microseconds=1)) // 1000
+    expires_at_ms = to_micros(_hour_end(ft) + ROUND_TRIP.ttl + grace) // 1000
     assert own_db.execute_command("PEXPIRETIME", key) == expires_at_ms
     assert [json.loads(m) for m in own_db.zrange(key, 0, -1)] == [
         [to_micros(ft), None, 1, None, None, 0]
     ]
 
     # already past its TTL: Redis drops it at once (PEXPIREAT in the past)
-    write_snapshot(own_db, ROUND_TRIP, _frame(["old"], [ft - timedelta(hours=2)], rt_int=[1]))
+    write_snapshot(own_db, ROUND_TRIP, _frame(["old"], [ft - timedelta(hours=3)], rt_int=[1]))
     assert not own_db.exists(online_key(ROUND_TRIP, "old"))
+
+
+def test_the_expiry_moves_only_when_the_newest_row_enters_a_new_hour(own_db: redis.Redis) -> None:
+    keep = ROUND_TRIP.ttl + timedelta(milliseconds=EXPIRY_MARGIN_MS)
+    hour = _hour_end(datetime.now(UTC)) - timedelta(hours=5)
+    key = online_key(ROUND_TRIP, "a")
+    write_snapshot(own_db, ROUND_TRIP, _frame(["a"], [hour + timedelta(minutes=10)], rt_int=[1]))
+    first = to_micros(hour + timedelta(hours=1) + keep) // 1000
+    assert own_db.execute_command("PEXPIRETIME", key) == first
+    # as a key written before expiries were rounded: its expiry is what a newer row of the same
+    # hour leaves alone, and what a row of the next hour raises
+    own_db.pexpireat(key, first - 600_000)
+    write_snapshot(own_db, ROUND_TRIP, _frame(["a"], [hour + timedelta(minutes=50)], rt_int=[2]))
+    assert own_db.execute_command("PEXPIRETIME", key) == first - 600_000
+    write_snapshot(own_db, ROUND_TRIP, _frame(["a"], [hour + timedelta(minutes=70)], rt_int=[3]))
+    assert own_db.execute_command("PEXPIRETIME", key) == first + 3_600_000
+    # an older row never lowers it
+    write_snapshot(own_db, ROUND_TRIP, _frame(["a"], [hour - timedelta(minutes=30)], rt_int=[0]))
+    assert own_db.execute_command("PEXPIRETIME", key) == first + 3_600_000
+    assert own_db.zcard(key) == 4
 
 
 def test_null_keys_are_refused_before_anything_is_written(own_db: redis.Redis) -> None:

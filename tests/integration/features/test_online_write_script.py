@@ -4,7 +4,9 @@ Random calls mix the stream's usual call (every row newer than the key's rows) w
 replayed and same-feature_time rows (frames without a ``retain`` column: a group without
 at-lookup windows), across the history horizon's boundary to the microsecond
 (main's script rounded the boundary to 100 us: Lua's tostring of a 16-digit time). After every call each key holds exactly the
-model's rows and expiry, and the script reports the model's count of stored rows.
+model's rows and expiry, and the script reports the model's count of stored rows. A call's
+expiry is, as ``layout.encode_rows`` makes it, a function of the hour of its newest row, so a
+key expires a fixed time after the end of its newest row's hour.
 """
 
 from __future__ import annotations
@@ -17,7 +19,11 @@ import polars as pl
 import pytest
 import redis
 
-from fraud_platform.lib.features.online.layout import HISTORY_HORIZON, HISTORY_MIN_ROWS
+from fraud_platform.lib.features.online.layout import (
+    EXPIRY_GRANULE_MS,
+    HISTORY_HORIZON,
+    HISTORY_MIN_ROWS,
+)
 from fraud_platform.lib.features.online.writer import write_encoded
 from tests.redis_server import redis_db_url
 
@@ -26,6 +32,11 @@ pytestmark = pytest.mark.integration
 HORIZON_US = HISTORY_HORIZON // HISTORY_HORIZON.resolution
 T0 = 1_750_000_000_123_456  # a 16-digit microsecond time: Lua's '%.14g' would round it
 FAR_MS = 4_000_000_000_000  # expiries far in the future: nothing expires during the test
+
+
+def _expiry(score_us: int) -> int:
+    return (score_us // 1000 // EXPIRY_GRANULE_MS + 1) * EXPIRY_GRANULE_MS + FAR_MS
+
 
 Rows = dict[int, tuple[int, str]]  # score -> (writer_version, member)
 
@@ -79,18 +90,14 @@ def test_write_script_keeps_the_model_rows_and_expiry(client: redis.Redis) -> No
     prefix = f"wst-{uuid.uuid4().hex[:8]}"
     keys = [f"{prefix}:{{k{i}}}" for i in range(4)]
     model: dict[str, Rows] = {key: {} for key in keys}
-    expiry: dict[str, int] = {}
     try:
         for tag in range(300):
             frames = []
             expected = 0
             for key in rng.sample(keys, rng.randint(1, len(keys))):
                 rows = _random_rows(rng, model[key], tag)
-                pxat = FAR_MS + rng.randint(0, 10**6)
-                stored = _model_write(model[key], rows)
-                expected += stored
-                if stored:
-                    expiry[key] = max(expiry.get(key, 0), pxat)
+                pxat = _expiry(max(r[0] for r in rows))
+                expected += _model_write(model[key], rows)
                 frames.append(
                     pl.DataFrame(
                         {
@@ -108,7 +115,8 @@ def test_write_script_keeps_the_model_rows_and_expiry(client: redis.Redis) -> No
                 assert [(m.decode(), int(s)) for m, s in held] == [
                     (member, score) for score, (_, member) in sorted(model[key].items())
                 ], (tag, key)
-                if key in expiry:
-                    assert client.execute_command("PEXPIRETIME", key) == expiry[key], (tag, key)
+                if model[key]:
+                    want = _expiry(max(model[key]))
+                    assert client.execute_command("PEXPIRETIME", key) == want, (tag, key)
     finally:
         client.delete(*keys)

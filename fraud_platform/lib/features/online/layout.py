@@ -61,6 +61,10 @@ HISTORY_MIN_ROWS = 4
 # after the fact (a replay of held-out days, a backtest through the service, a late request)
 # that would still have seen it at their event time.
 EXPIRY_MARGIN_MS = 7 * 86_400_000
+# A row's expiry counts from the end of the hour of its feature_time, so the write script moves
+# a key's expiry only when its newest row enters a new hour (``PEXPIREAT`` was ~5 of the ~35
+# Redis calls per streamed event).
+EXPIRY_GRANULE_MS = 3_600_000
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -165,7 +169,8 @@ def encode_query(
         score=ft_us,
         version=version_expr.cast(pl.Int64),
         value=pl.concat_str(parts),
-        pxat=ft_us // 1000 + (ttl_ms + EXPIRY_MARGIN_MS),
+        pxat=(ft_us // 1000 // EXPIRY_GRANULE_MS + 1) * EXPIRY_GRANULE_MS
+        + (ttl_ms + EXPIRY_MARGIN_MS),
         retain=pl.lit(retain_text(group)),
     )
 

@@ -12,7 +12,9 @@ counter). The script runs atomically in Redis, so the two never fight:
   snapshot replaces only a batch row);
 * the entity keeps the rows ``history.online_history`` keeps of every row written to it (the
   rows a lookup up to ``HISTORY_HORIZON`` before its newest row reads, at least
-  ``HISTORY_MIN_ROWS``), and the key expires ``ttl`` + 7 days after its newest row.
+  ``HISTORY_MIN_ROWS``), and the key expires ``ttl`` + 7 days after the end of its newest
+  row's hour (``EXPIRY_GRANULE_MS``: the script moves it only when the newest row enters a new
+  hour; a key written before expiries were rounded may expire up to an hour sooner).
 
 Each script call takes ``CHUNK_ROWS`` rows (one round trip per call, calls pipelined). Measured
 here: ~150k rows/s for single-row keys (``benchmarks/snapshot.py``); layout 2's plain ``SET``
@@ -27,6 +29,7 @@ import polars as pl
 import redis
 
 from fraud_platform.lib.features.online.layout import (
+    EXPIRY_GRANULE_MS,
     HISTORY_HORIZON,
     HISTORY_MIN_ROWS,
     encode_rows,
@@ -63,6 +66,7 @@ CLUSTER_CALLS_PER_PIPELINE = 2000
 WRITE_ROWS_LUA = """
 local horizon = tonumber(ARGV[1])
 local min_rows = tonumber(ARGV[2])
+local granule_us = GRANULE_US
 local stored = 0
 local at = 3
 
@@ -72,6 +76,14 @@ local function ceil_div(x, g)
   local q = math.floor(x / g)
   if q * g < x then q = q + 1 end
   if (q - 1) * g >= x then q = q - 1 end
+  return q
+end
+
+-- floor(x / g), exact (as ceil_div)
+local function floor_div(x, g)
+  local q = math.floor(x / g)
+  if q * g > x then q = q - 1 end
+  if (q + 1) * g <= x then q = q + 1 end
   return q
 end
 
@@ -196,13 +208,15 @@ for _, k in ipairs(KEYS) do
     -- a replaced row may have been the key's only one (the key was deleted and made anew)
     if n1 == nil or (replaced and redis.call('PTTL', key) == -1) then
       redis.call('PEXPIREAT', key, pxat)
-    else
+    elseif floor_div(n2, granule_us) ~= floor_div(n1, granule_us) then
+      -- a row's expiry is a function of its feature_time's hour (layout.py): the key's
+      -- expiry already covers a newest row in the hour of the previous newest
       redis.call('PEXPIREAT', key, pxat, 'GT')
     end
   end
 end
 return stored
-"""
+""".replace("GRANULE_US", str(EXPIRY_GRANULE_MS * 1000))
 
 
 def _cluster_calls(encoded: pl.DataFrame) -> Iterable[ScriptCall]:
