@@ -40,6 +40,7 @@ import polars as pl
 from benchmarks._common import emit, profiled, redis_client
 from fraud_platform.lib.features.catalog import USER_TXN_VELOCITY
 from fraud_platform.lib.features.online.layout import (
+    EXPIRY_GRANULE_MS,
     EXPIRY_MARGIN_MS,
     encode_rows,
     online_key,
@@ -155,7 +156,7 @@ def verify(client: Any, rows: pl.DataFrame, sample: int, rng: random.Random) -> 
             )
             if not same:
                 errors.append(f"{key}: {feature.name} stored {got!r}, written {value!r}")
-        hour_end_ms = (want_ft // 1000 // 3_600_000 + 1) * 3_600_000  # expiry counts from it
+        hour_end_ms = (want_ft // 1000 // EXPIRY_GRANULE_MS + 1) * EXPIRY_GRANULE_MS
         expire_ms = hour_end_ms + int(GROUP.ttl.total_seconds() * 1000) + EXPIRY_MARGIN_MS
         pttl = client.pttl(key)
         if not 0 < pttl <= expire_ms - now_ms + 1_000 or pttl < expire_ms - now_ms - 60_000:

@@ -1,7 +1,8 @@
 """Stream worker freshness and throughput: event produced -> value readable online.
 
-Starts an embedded broker (``--broker``: noida, the default, or tansu) on a free port, topics with 3 partitions, and ONE stream worker
-process (``python -m fraud_platform.tools.stream_worker``) maintaining every stream group,
+Starts an embedded broker (``--broker``: noida, the default, or tansu) on a free port, topics
+with 3 partitions, and ONE stream worker process (``python -m fraud_platform.tools.stream_worker``)
+maintaining every stream group,
 against the real Redis at 127.0.0.1:6379 (keys under a unique prefix, deleted afterwards).
 
 1. Throughput: a backlog of events is produced first; ``worker_events_per_s`` = backlog /

@@ -209,33 +209,29 @@ def replay_in_real_time(
     scorer.start(len(sample_ids))
     per_tick = max(1, int(rate * TICK_S))
     started = time.perf_counter()
-    try:
-        for index, (topic, event) in enumerate(events):
-            if producer is not None and index % per_tick == 0:
-                target = started + (index // per_tick) * TICK_S
-                while (wait := target - time.perf_counter()) > 0:
-                    time.sleep(min(wait, 0.002))
-            while (
-                producer is not None
-                and (oldest := scorer.oldest_waiting()) is not None
-                and event["event_time"] - oldest > MAX_AHEAD
-            ):
-                producer.poll(0.002)  # serves the delivery reports the scorer waits for
-            if topic == TRANSACTIONS and event["transaction_id"] in sample_ids:
-                scorer.submit(event, published_before=index)
-                if producer is not None:
-                    key = online_key(USER_TXN_VELOCITY, event["user_id"])
-                    probe.watch(key, to_micros(event["event_time"]))
+    for index, (topic, event) in enumerate(events):
+        if producer is not None and index % per_tick == 0:
+            target = started + (index // per_tick) * TICK_S
+            while (wait := target - time.perf_counter()) > 0:
+                time.sleep(min(wait, 0.002))
+        while (
+            producer is not None
+            and (oldest := scorer.oldest_waiting()) is not None
+            and event["event_time"] - oldest > MAX_AHEAD
+        ):
+            producer.poll(0.002)  # serves the delivery reports the scorer waits for
+        if topic == TRANSACTIONS and event["transaction_id"] in sample_ids:
+            scorer.submit(event, published_before=index)
             if producer is not None:
-                producer.send(event_messages([(topic, event)]))
+                key = online_key(USER_TXN_VELOCITY, event["user_id"])
+                probe.watch(key, to_micros(event["event_time"]))
         if producer is not None:
-            producer.flush()
-            mark_published()
-        publish_s = time.perf_counter() - started
-        result = scorer.finish()
-    finally:
-        if barrier is not None:
-            barrier.close()
+            producer.send(event_messages([(topic, event)]))
+    if producer is not None:
+        producer.flush()
+        mark_published()
+    publish_s = time.perf_counter() - started
+    result = scorer.finish()
     seen, never = probe.stop()
     waits = sorted(result.gate_waits_ms)
     summary = {

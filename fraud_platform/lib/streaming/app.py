@@ -153,14 +153,13 @@ class OnlineStoreSink(BatchingSink):
     def _apply_records(self, records: list[tuple[str, int, int, bytes | None]]) -> None:
         """The records of each topic in ONE application: the per-call cost (a Redis round
         trip and a polars computation per entity stream) is paid once per topic."""
-        by_topic: dict[str, list[bytes | None]] = {}
-        applied: dict[str, dict[tuple[str, int], int]] = {}
+        by_topic: dict[str, tuple[list[bytes | None], dict[tuple[str, int], int]]] = {}
         for topic, partition, offset, value in records:
-            by_topic.setdefault(topic, []).append(value)
-            ends = applied.setdefault(topic, {})
-            ends[(topic, partition)] = max(ends.get((topic, partition), 0), offset + 1)
-        for topic, values in by_topic.items():
-            self._apply(topic, values, applied[topic])
+            values, ends = by_topic.setdefault(topic, ([], {}))
+            values.append(value)
+            ends[(topic, partition)] = offset + 1  # a partition's records come in offset order
+        for topic, (values, ends) in by_topic.items():
+            self._apply(topic, values, ends)
 
     def _apply(
         self, broker_topic: str, values: list[bytes | None], applied: dict[tuple[str, int], int]

@@ -86,6 +86,3 @@ class AppliedBarrier:
                 raise TimeoutError(f"{len(needed)} partitions not applied within {timeout_s} s")
             time.sleep(POLL_S)
         return time.perf_counter() - started
-
-    def close(self) -> None:
-        """Nothing to release (kept for the callers' ``finally``)."""
