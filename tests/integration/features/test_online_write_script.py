@@ -2,7 +2,7 @@
 
 Random calls mix the stream's usual call (every row newer than the key's rows) with late,
 replayed and same-feature_time rows (frames without a ``retain`` column: a group without
-at-lookup windows), across the history horizon's boundary to the microsecond
+at-lookup windows), across the history horizon's boundary (counted from the newest row's minute) to the microsecond
 (main's script rounded the boundary to 100 us: Lua's tostring of a 16-digit time). After every call each key holds exactly the
 model's rows and expiry, and the script reports the model's count of stored rows. A call's
 expiry is, as ``layout.encode_rows`` makes it, a function of the hour of its newest row, so a
@@ -21,6 +21,7 @@ import redis
 
 from fraud_platform.lib.features.online.layout import (
     EXPIRY_GRANULE_MS,
+    HISTORY_GRANULE,
     HISTORY_HORIZON,
     HISTORY_MIN_ROWS,
 )
@@ -30,6 +31,7 @@ from tests.redis_server import redis_db_url
 pytestmark = pytest.mark.integration
 
 HORIZON_US = HISTORY_HORIZON // HISTORY_HORIZON.resolution
+GRANULE_US = HISTORY_GRANULE // HISTORY_GRANULE.resolution
 T0 = 1_750_000_000_123_456  # a 16-digit microsecond time: Lua's '%.14g' would round it
 FAR_MS = 4_000_000_000_000  # expiries far in the future: nothing expires during the test
 
@@ -64,10 +66,16 @@ def _model_write(stored: Rows, rows: list[tuple[int, int, str]]) -> int:
             wins += 1
     if wins:  # history.py's rule without windows: the row before each t >= N - H, min rows
         times = sorted(stored)
+        start = _start(times[-1])
         for i, score in enumerate(times[:-HISTORY_MIN_ROWS]):
-            if times[i + 1] < times[-1] - HORIZON_US:
+            if times[i + 1] < start:
                 del stored[score]
     return wins
+
+
+def _start(newest: int) -> int:
+    """N - H: the horizon counts back from the newest row's time rounded down to the granule."""
+    return newest - newest % GRANULE_US - HORIZON_US
 
 
 def _random_rows(rng: random.Random, stored: Rows, tag: int) -> list[tuple[int, int, str]]:
@@ -75,11 +83,11 @@ def _random_rows(rng: random.Random, stored: Rows, tag: int) -> list[tuple[int, 
     count = rng.choice([1, 1, 2, 3, 7])
     kind = rng.random()
     if kind < 0.5 or not stored:  # newer rows (the stream's usual call), sometimes far ahead
-        step = rng.choice([1, 1_000, HORIZON_US // 3, HORIZON_US, HORIZON_US + 1])
+        step = rng.choice([1, 1_000, GRANULE_US, HORIZON_US // 3, HORIZON_US, HORIZON_US + 1])
         scores = [newest + step * (i + 1) for i in range(count)]
         rng.shuffle(scores)
     elif kind < 0.8:  # late rows, at or around stored feature_times
-        scores = [rng.choice([*stored, newest - HORIZON_US, newest + 1]) for _ in range(count)]
+        scores = [rng.choice([*stored, _start(newest), newest + 1]) for _ in range(count)]
     else:  # newer rows, two of them at the same feature_time
         scores = [newest + 5, newest + 5, *(newest + 6 + i for i in range(count))]
     return [(s, (v := rng.randint(0, 4)), _member(s, v, tag)) for s in scores]

@@ -1,7 +1,8 @@
 """``online_history`` against a brute-force reference of what lookups read.
 
 For random entities (bursts, gaps of hours to weeks, equal feature_times) the rows kept are
-exactly the rows some lookup at ``t >= N - H`` reads (the latest row before ``t``; per window
+exactly the rows some lookup at ``t >= N - H`` reads (``N`` the newest row's time rounded down
+to ``HISTORY_GRANULE``) (the latest row before ``t``; per window
 the latest row at or before ``b_w(t)``, found by enumerating every granule boundary a window
 can start at), plus the ``HISTORY_MIN_ROWS`` newest; random lookups up to 40 days after ``N``
 find what they read among the kept rows; and dropping any row the rule drops changes no other
@@ -23,6 +24,7 @@ from fraud_platform.lib.features.catalog import (
     USER_TXN_VELOCITY,
 )
 from fraud_platform.lib.features.online.history import (
+    GRANULE_US,
     HORIZON_US,
     online_history,
     retain_text,
@@ -59,11 +61,12 @@ def latest_before(times: list[int], t: int, inclusive: bool) -> int | None:
 
 
 def needed(group: FeatureGroup, times: list[int]) -> set[int]:
-    """Brute force: the times some lookup at t >= N - H reads, and the newest MIN_ROWS."""
+    """Brute force: the times some lookup at t >= N - H reads (N: the newest time rounded down
+    to the granule), and the newest MIN_ROWS."""
     times = sorted(set(times))
     newest = times[-1]
     want = set(times[-HISTORY_MIN_ROWS:])
-    start = newest - HORIZON_US
+    start = newest - newest % GRANULE_US - HORIZON_US
     # the latest row before t, t >= N - H: t = N - H and just after each row from then on
     for t in [start, *(x + 1 for x in times if x + 1 >= start)]:
         if (row := latest_before(times, t, inclusive=False)) is not None:
@@ -152,9 +155,10 @@ def test_duplicates_and_single_rows() -> None:
 def test_lookup_start_is_the_rules_bound() -> None:
     """(c)'s bound ``b_w(N - H)`` against the brief's ``N - H - w``: a row whose successor
     lies in the same granule as ``N - H - w`` but after it is read by no lookup."""
-    window, granule = retained_windows(USER_TXN_VELOCITY)[0]  # 1 h, 1 min
+    window, granule = retained_windows(USER_TXN_VELOCITY)[1]  # 1 day, 24 min
     newest = T0
-    start = newest - HORIZON_US - window  # a granule boundary + T0 % granule
+    start = newest - newest % GRANULE_US - HORIZON_US - window
+    assert start % granule  # not a boundary of the window's granule
     g_end = -(-start // granule) * granule  # its granule's end
     succ = start + 1 if start + 1 <= g_end else start  # same granule as N - H - w, after it
     old = g_end - granule - 5 * MINUTE  # an earlier granule

@@ -1,7 +1,7 @@
 """The rows of an entity the online store keeps: the keep rule, in polars.
 
-A lookup at ``t`` (``t >= N - H``: ``N`` the entity's newest row's feature_time, ``H`` =
-``HISTORY_HORIZON``) reads the latest row strictly before ``t`` and, for each at-lookup window
+A lookup at ``t`` (``t >= N - H``: ``N`` the entity's newest row's feature_time rounded down to
+``HISTORY_GRANULE``, ``H`` = ``HISTORY_HORIZON``) reads the latest row strictly before ``t`` and, for each at-lookup window
 ``w`` of the group (``windows.lookup_plan``), the latest row at or before ``b_w(t)``
 (``windows.window_start_us``: ``t - w`` rounded up to the window's granule ``g_w``). With rows
 sorted by feature_time and ``succ(r)`` the next row (of a greater feature_time), row ``r`` is
@@ -20,7 +20,8 @@ So the rule keeps exactly the rows some lookup at ``t >= N - H`` reads. A row it
 changes the decision of another row (its predecessor's successor changes from ``x`` to
 ``succ(x)``, both in one granule past ``b_w(N - H)`` or both at or before it), and a row it
 dropped is never kept again after rows are added (``N`` only grows, a new successor lies
-between the old two): so the store's incremental trim (``writer.py``'s script, which applies
+between the old two, and ``N`` moves only when the newest row enters a new granule): so the
+store's incremental trim (``writer.py``'s script, which applies
 the same rule to the rows whose successor or thresholds changed) keeps what this function keeps
 of every row ever written. Rows of one feature_time count as one (the store holds one).
 """
@@ -31,12 +32,17 @@ from datetime import timedelta
 
 import polars as pl
 
-from fraud_platform.lib.features.online.layout import HISTORY_HORIZON, HISTORY_MIN_ROWS
+from fraud_platform.lib.features.online.layout import (
+    HISTORY_GRANULE,
+    HISTORY_HORIZON,
+    HISTORY_MIN_ROWS,
+)
 from fraud_platform.lib.features.registry import ENTITY_KEY, FEATURE_TIME, FeatureGroup
 from fraud_platform.lib.features.windows import granule_us, lookup_plan
 
 _US = timedelta(microseconds=1)
 HORIZON_US = HISTORY_HORIZON // _US
+GRANULE_US = HISTORY_GRANULE // _US
 
 
 def retained_windows(group: FeatureGroup) -> tuple[tuple[int, int], ...]:
@@ -58,7 +64,7 @@ def _ceil_div(x: pl.Expr, g: int) -> pl.Expr:
 def keep_expr(group: FeatureGroup, ft_us: pl.Expr, succ_us: pl.Expr, newest_us: pl.Expr) -> pl.Expr:
     """Conditions (a) and (c) of the rule (module docstring) for rows of times ``ft_us`` with
     successors ``succ_us`` (null: none) and the entity's newest time ``newest_us``."""
-    start = newest_us - HORIZON_US
+    start = newest_us // GRANULE_US * GRANULE_US - HORIZON_US
     keep = succ_us.is_null() | (succ_us >= start)
     for window, granule in retained_windows(group):
         lookup_start = _ceil_div(start - window, granule) * granule  # b_w(N - H)

@@ -11,8 +11,8 @@ counter). The script runs atomically in Redis, so the two never fight:
   high (the stream's rows, computed from more events, win over an older computation; the batch
   snapshot replaces only a batch row);
 * the entity keeps the rows ``history.online_history`` keeps of every row written to it (the
-  rows a lookup up to ``HISTORY_HORIZON`` before its newest row reads, at least
-  ``HISTORY_MIN_ROWS``), and the key expires ``ttl`` + 7 days after the end of its newest
+  rows a lookup up to ``HISTORY_HORIZON`` before its newest row's minute reads, at least
+  ``HISTORY_MIN_ROWS``; older rows are trimmed when the newest row enters a new minute), and the key expires ``ttl`` + 7 days after the end of its newest
   row's hour (``EXPIRY_GRANULE_MS``: the script moves it only when the newest row enters a new
   hour; a key written before expiries were rounded may expire up to an hour sooner).
 
@@ -30,6 +30,7 @@ import redis
 
 from fraud_platform.lib.features.online.layout import (
     EXPIRY_GRANULE_MS,
+    HISTORY_GRANULE,
     HISTORY_HORIZON,
     HISTORY_MIN_ROWS,
     encode_rows,
@@ -60,13 +61,16 @@ CLUSTER_CALLS_PER_PIPELINE = 2000
 # kept relative to its newest time N1 (and dropped rows never needed again), only these can be
 # dropped after it: the new rows and the rows before them (their successor changed), the rows
 # that fell out of the HISTORY_MIN_ROWS newest, and the rows whose successor lies where a
-# threshold moved from N1 to N2: [N1 - H, N2 - H) and, per window, (b_w(N1 - H), b_w(N2 - H)].
-# In the stream's usual call (rows newer than the key's) that is a ZREVRANGE and a ZRANGEBYSCORE
-# over the last few seconds' band; a window's band is read only when b_w moved to a new granule.
+# threshold moved from N1 to N2: [N1 - H, N2 - H) and, per window, (b_w(N1 - H), b_w(N2 - H)],
+# N1 and N2 the key's newest times before and after rounded down to HISTORY_GRANULE. In the
+# stream's usual call (rows newer than the key's, in the minute of its newest) nothing moved: a
+# ZCOUNT; a band is read only when N moved to a new minute, a window's only when b_w moved to a
+# new granule.
 WRITE_ROWS_LUA = """
 local horizon = tonumber(ARGV[1])
 local min_rows = tonumber(ARGV[2])
 local granule_us = GRANULE_US
+local trim_us = TRIM_US
 local stored = 0
 local at = 3
 
@@ -165,7 +169,7 @@ for _, k in ipairs(KEYS) do
   if n1 == nil and new <= min_rows then new = 0 end  -- a new key of at most min_rows rows
   local ranked = nil
   if new > 0 then
-    start = n2 - horizon
+    start = floor_div(n2, trim_us) * trim_us - horizon
     -- rows at or after t_min are among the MIN_ROWS newest: kept. When the newest MIN_ROWS +
     -- new rows are all within the horizon (the stream's usual call), no older row is among
     -- them (t_min = start) and none of them can go: a ZCOUNT instead of their members
@@ -182,7 +186,7 @@ for _, k in ipairs(KEYS) do
       for i = 3, #ranked, 2 do check(ranked[i], tonumber(ranked[i + 1]), tonumber(ranked[i - 1])) end
     end
     if n1 ~= nil and n2 > n1 then
-      local start1 = n1 - horizon
+      local start1 = floor_div(n1, trim_us) * trim_us - horizon
       band(start1, start - 1)
       for i = 1, nwin do
         local g = gs[i]
@@ -216,7 +220,9 @@ for _, k in ipairs(KEYS) do
   end
 end
 return stored
-""".replace("GRANULE_US", str(EXPIRY_GRANULE_MS * 1000))
+""".replace("GRANULE_US", str(EXPIRY_GRANULE_MS * 1000)).replace(
+    "TRIM_US", str(HISTORY_GRANULE // HISTORY_GRANULE.resolution)
+)
 
 
 def _cluster_calls(encoded: pl.DataFrame) -> Iterable[ScriptCall]:
