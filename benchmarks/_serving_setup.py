@@ -19,6 +19,7 @@ from fraud_platform.lib.features.catalog import FEATURE_GROUPS
 from fraud_platform.lib.features.compute import KEY_SEPARATOR
 from fraud_platform.lib.features.online.writer import write_snapshot
 from fraud_platform.lib.features.registry import ENTITY_KEY, FEATURE_TIME, FeatureGroup
+from fraud_platform.lib.features.shared import hosts_of
 from fraud_platform.lib.features.windows import uniform_totals
 from tests.serving.conftest import free_port
 
@@ -53,7 +54,7 @@ def write_features(client: Any, mix: list[dict[str, Any]], feature_time: datetim
     import polars as pl
 
     written = 0
-    for group in FEATURE_GROUPS:
+    for group in hosts_of(FEATURE_GROUPS):  # a group another serves is read from its rows
         keys = sorted(
             {
                 KEY_SEPARATOR.join(str(t[k]) for k in group.entity.join_keys)

@@ -43,6 +43,7 @@ from fraud_platform.lib.features.online.reader import OnlineFeatureReader, Onlin
 from fraud_platform.lib.features.online.writer import write_snapshot
 from fraud_platform.lib.features.registry import ENTITY_KEY, FEATURE_TIME, FeatureGroup
 from fraud_platform.lib.features.services import FRAUD_SCORING_V1
+from fraud_platform.lib.features.shared import hosts_of, storage_host  # noqa: E402
 from fraud_platform.lib.features.windows import (
     lookup_granule,
     lookup_plan,
@@ -126,15 +127,17 @@ def expected_for(
 ) -> OnlineFeatures:
     """Brute force: scan each written frame for the entity's row; a window served at ``now``
     holds the row's totals if the row is after the window's start, else nothing."""
-    values: dict[str, Any] = {}
+    served: dict[str, Any] = {}
     times: dict[str, datetime | None] = {}
-    for group in SERVICE.groups:
+    for served_group in SERVICE.groups:
+        values: dict[str, Any] = {}
+        group = storage_host(served_group)  # the group whose rows serve it (written)
         key = KEY_SEPARATOR.join(ents[j] for j in group.entity.join_keys)
         rows = frames[group.versioned_name].filter(pl.col(ENTITY_KEY) == key).to_dicts()
         if len(rows) > 1:
             raise Mismatch(f"{group.versioned_name}: {len(rows)} written rows for {key}")
         row = rows[0] if rows else None
-        times[group.versioned_name] = row[FEATURE_TIME] if row else None
+        times[served_group.versioned_name] = row[FEATURE_TIME] if row else None
         for name in group.feature_names:
             values[name] = row[name] if row else None
         for feature in lookup_plan(group).features if row else ():
@@ -152,7 +155,8 @@ def expected_for(
                 for name in (totals.count, totals.fixed_sum, totals.fixed_sumsq)
             )
             values[feature.name] = lookup_value(feature.function, n, s, q)
-    return OnlineFeatures(values=values, feature_times=times)
+        served.update({name: values[name] for name in served_group.feature_names})
+    return OnlineFeatures(values=served, feature_times=times)
 
 
 def check(got: OnlineFeatures, want: OnlineFeatures, label: str) -> None:
@@ -244,10 +248,10 @@ def main() -> int:
         now = datetime.now(UTC) - timedelta(seconds=1)
         frames = {
             g.versioned_name: group_frame(g, n_entities, now, seed)
-            for seed, g in enumerate(SERVICE.groups)
+            for seed, g in enumerate(hosts_of(SERVICE.groups))
         }
         started = time.perf_counter()
-        for group in SERVICE.groups:
+        for group in hosts_of(SERVICE.groups):
             write_snapshot(client, group, frames[group.versioned_name])
         lines.append(
             f"wrote {n_entities} entities x {len(SERVICE.groups)} groups in "

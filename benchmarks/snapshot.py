@@ -10,7 +10,7 @@ Redis at 127.0.0.1:6379, database 9 (flushed before, between and after), in the 
 * redis-py: the rows of layout 3 written WITHOUT comparing (``ZADD key score member`` and
   ``PEXPIREAT`` per key), values encoded beforehand, through a redis-py pipeline: what the
   store costs without the compare-on-write script;
-* ``write_snapshot(client, USER_TXN_VELOCITY, rows)``: encoding included, through the
+* ``write_snapshot(client, USER_TXN_VELOCITY_V2, rows)``: encoding included, through the
   compare-on-write Lua script (layout 3). Its encoding time (``encode_rows``) is reported.
 
 Then a sample of keys is read back and compared with the frame (JSON row decoded: feature_time,
@@ -38,7 +38,7 @@ import numpy as np
 import polars as pl
 
 from benchmarks._common import emit, profiled, redis_client
-from fraud_platform.lib.features.catalog import USER_TXN_VELOCITY
+from fraud_platform.lib.features.catalog import USER_TXN_VELOCITY_V2
 from fraud_platform.lib.features.online.layout import (
     EXPIRY_GRANULE_MS,
     EXPIRY_MARGIN_MS,
@@ -50,7 +50,7 @@ from fraud_platform.lib.features.online.writer import DEFAULT_BATCH_SIZE, write_
 from fraud_platform.lib.features.registry import ENTITY_KEY, FEATURE_TIME
 from fraud_platform.lib.features.windows import at_lookup, stored_group, uniform_totals
 
-GROUP = USER_TXN_VELOCITY
+GROUP = USER_TXN_VELOCITY_V2  # version 1 is served from its rows
 STORED = stored_group(GROUP)  # its declared features and the hidden ones a row carries
 TARGET_ROWS_PER_S = 200_000
 BATCH = DEFAULT_BATCH_SIZE  # write_snapshot's default batch_size

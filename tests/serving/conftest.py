@@ -37,6 +37,7 @@ from fraud_platform.lib.features.registry import (
     FeatureService,
 )
 from fraud_platform.lib.features.services import FRAUD_SCORING_V1
+from fraud_platform.lib.features.shared import hosts_of
 from fraud_platform.lib.features.windows import at_lookup, uniform_totals
 from fraud_platform.lib.kafka.admin import ensure_topics
 from fraud_platform.lib.model.input import to_model_input
@@ -230,7 +231,7 @@ def write_customer(client: redis.Redis, feature_time: datetime) -> Customer:
         "merchant_id": customer.merchant_id,
         "counterparty_id": customer.counterparty_id,
     }
-    for group in FEATURE_GROUPS:
+    for group in hosts_of(FEATURE_GROUPS):  # a group another serves is read from its rows
         key = KEY_SEPARATOR.join(ids[k] for k in group.entity.join_keys)
         row = {ENTITY_KEY: key, FEATURE_TIME: feature_time}
         row.update({name: _group_value(group, name, feature_time) for name in group.feature_names})

@@ -33,6 +33,7 @@ from fraud_platform.lib.features.catalog import FEATURE_GROUPS
 from fraud_platform.lib.features.compute import KEY_SEPARATOR
 from fraud_platform.lib.features.online.layout import online_key
 from fraud_platform.lib.features.services import FRAUD_SCORING_V1
+from fraud_platform.lib.features.shared import hosts_of
 from fraud_platform.lib.serving.lookup import FeatureLookup
 from fraud_platform.lib.serving.scoring import ScoringModel
 from fraud_platform.settings import Settings, SettingsError
@@ -193,7 +194,7 @@ def customer(redis_client: redis.Redis) -> Iterator[Customer]:
     }
     keys = [
         online_key(group, KEY_SEPARATOR.join(ids[k] for k in group.entity.join_keys))
-        for group in FEATURE_GROUPS
+        for group in hosts_of(FEATURE_GROUPS)
     ]
     # the country-only group's key is shared by every test customer: leave it to its TTL
     keys = [key for key in keys if any(i in key for i in written.ids)]

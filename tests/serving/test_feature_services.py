@@ -65,7 +65,8 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def v2_only(redis_client: redis.Redis) -> Iterator[Customer]:
-    """A customer whose user features exist only as user_txn_velocity_v2 (v1's key deleted)."""
+    """A customer whose user_txn_velocity_v2 row holds values only that row can give (version
+    1 is read from version 2's rows: ``shared.storage_host``)."""
     known = write_customer(redis_client, datetime.now(UTC) - timedelta(minutes=5))
     row: dict[str, Any] = {ENTITY_KEY: known.user_id, FEATURE_TIME: known.feature_time}
     for name in USER_TXN_VELOCITY_V2.feature_names:
@@ -79,7 +80,9 @@ def v2_only(redis_client: redis.Redis) -> Iterator[Customer]:
     assert minimum is not None
     row[minimum.values] = [V2_MIN_7D]
     write_snapshot(redis_client, USER_TXN_VELOCITY_V2, pl.DataFrame([row]))
-    assert redis_client.delete(online_key(USER_TXN_VELOCITY, known.user_id)) == 1
+    assert online_key(USER_TXN_VELOCITY, known.user_id) == online_key(
+        USER_TXN_VELOCITY_V2, known.user_id
+    )
     yield known
     delete_customer(redis_client, known)
 
@@ -121,9 +124,12 @@ def test_model_without_a_recorded_service_reads_v1(
     assert found.values["user_txn_count_1h"] == 2
     assert "user_amount_min_7d" not in found.values
     assert set(found.age_seconds) == set(FRAUD_SCORING_V1.group_names)
-    # v1 reads v1's key only: the customer whose v1 row is gone is degraded for v1
-    missing = lookup.lookup(record_of(v2_only), scoring.service)
-    assert missing.degraded_reason == "no online features for groups: user_txn_velocity_v1"
+    # v1 reads version 2's row: its count, without version 2's own feature
+    from_v2 = lookup.lookup(record_of(v2_only), scoring.service)
+    assert not from_v2.degraded, from_v2.degraded_reason
+    assert from_v2.values["user_txn_count_1h"] == V2_COUNT_1H
+    assert "user_amount_min_7d" not in from_v2.values
+    assert from_v2.age_seconds["user_txn_velocity_v1"] is not None
 
 
 def test_one_lookup_follows_whichever_model_scores(
@@ -135,5 +141,6 @@ def test_one_lookup_follows_whichever_model_scores(
     for scoring in (v2, v1, v2, v1):
         found = lookup.lookup(txn, scoring.service)
         pinned = scoring.service is FRAUD_SCORING_V2
-        assert found.degraded is not pinned
+        assert not found.degraded, found.degraded_reason
+        assert found.values["user_txn_count_1h"] == V2_COUNT_1H
         assert found.values.get("user_amount_min_7d") == (V2_MIN_7D if pinned else None)

@@ -36,6 +36,7 @@ from fraud_platform.lib.features.online.history import online_history_query
 from fraud_platform.lib.features.online.layout import check_encoded, encode_query
 from fraud_platform.lib.features.online.writer import write_encoded
 from fraud_platform.lib.features.registry import ENTITY_KEY, FEATURE_TIME, FeatureGroup
+from fraud_platform.lib.features.shared import ServedGroup, hosted, served_groups, storage_host
 from fraud_platform.lib.features.targeted import SINCE, prepare_events, rows_since_query
 from fraud_platform.lib.ingestion.batch_validation import validate_batch
 from fraud_platform.lib.streaming.cache import EntityCache
@@ -51,7 +52,6 @@ from fraud_platform.lib.streaming.columnar import (
     stream_adds,
 )
 from fraud_platform.lib.streaming.plan import EntityStream, StreamView, stream_plan
-from fraud_platform.lib.streaming.shared import ServedGroup, served_groups
 from fraud_platform.lib.streaming.store import read_entities, store_key
 
 _VERSION, _ENTITY = "__version", ENTITY
@@ -90,6 +90,13 @@ class StreamProcessor:
         store_prefix: str = "",
     ) -> None:
         self._client = client
+        for group in groups:
+            host = storage_host(group)
+            if all(host is not other for other in groups):
+                raise ValueError(
+                    f"{group.versioned_name} is served from {host.versioned_name}'s online rows:"
+                    " maintain that group too"
+                )
         self.plan = stream_plan(groups)
         self._store_prefix = store_prefix
         self._caches: dict[str, EntityCache] = {}
@@ -219,6 +226,8 @@ class StreamProcessor:
             computed: dict[int, pl.LazyFrame] = {}
             for served in self._served[id(view)]:
                 group, root = served.group, served.computed
+                if hosted(group):  # its host's rows serve it (``shared.storage_host``)
+                    continue
                 if id(root) not in computed:
                     computed[id(root)] = rows_since_query(
                         root, source, view_touched, at_lookup_values=False

@@ -17,6 +17,7 @@ import redis
 from fraud_platform.lib.features.compute import compute_feature_group
 from fraud_platform.lib.features.online.layout import encode_rows
 from fraud_platform.lib.features.registry import FeatureGroup
+from fraud_platform.lib.features.shared import hosted
 from fraud_platform.lib.streaming.plan import SILVER_TOPICS
 
 PIPELINE_KEYS = 2000
@@ -49,7 +50,7 @@ def online_mismatches(
     compared = mismatched = 0
     details: list[str] = []
     for group in groups:
-        if not group.stream:
+        if not group.stream or hosted(group):  # a hosted group's rows are its host's
             continue
         records = records_by_topic.get(SILVER_TOPICS[group.source], [])
         if not records:

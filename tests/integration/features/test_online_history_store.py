@@ -24,7 +24,7 @@ import redis
 from fraud_platform.lib.features.catalog import (
     CARD_VELOCITY,
     USER_DEVICE_HISTORY,
-    USER_TXN_VELOCITY,
+    USER_TXN_VELOCITY_V2,
 )
 from fraud_platform.lib.features.online.history import online_history
 from fraud_platform.lib.features.online.layout import (
@@ -47,7 +47,7 @@ from tests.unit.features.test_online_history import random_times as unit_times
 
 pytestmark = pytest.mark.integration
 
-GROUPS = [USER_TXN_VELOCITY, CARD_VELOCITY, USER_DEVICE_HISTORY]
+GROUPS = [USER_TXN_VELOCITY_V2, CARD_VELOCITY, USER_DEVICE_HISTORY]
 SHIFT = to_micros(datetime.now(UTC)) - T0 + 61 * DAY  # from yesterday on: no key expires
 
 

@@ -34,7 +34,9 @@ the same feature_time it replaces the stored row only if its writer_version is n
 key expires ``ttl`` + 7 days after its newest feature_time; the reader applies the TTL and the
 "strictly before" rule itself, so what it serves equals the offline point-in-time join. Because
 the layout and the group version are in the key, a new version of a group (or of the layout) is
-written beside the old one.
+written beside the old one, except that a version whose columns a later version of the catalog
+holds with the same TTL is served from that version's keys (``shared.storage_host``) and never
+written itself.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from fraud_platform.lib.features.registry import (
     FeatureGroup,
     per_group,
 )
+from fraud_platform.lib.features.shared import hosted, storage_host
 from fraud_platform.lib.features.windows import at_lookup, stored_group
 
 ONLINE_LAYOUT_VERSION = 6
@@ -79,8 +82,10 @@ def online_key(group: FeatureGroup, entity_key: str) -> str:
 
 
 def key_prefix(group: FeatureGroup) -> str:
-    """The key of an entity is this, its entity key, then ``KEY_SUFFIX``."""
-    return f"fp:{ONLINE_LAYOUT_VERSION}:{group.name}:v{group.version}:{{{group.entity.name}:"
+    """The key of an entity is this, its entity key, then ``KEY_SUFFIX``: of the group whose
+    rows serve ``group`` (``shared.storage_host``: a later version of it holding its columns)."""
+    host = storage_host(group)
+    return f"fp:{ONLINE_LAYOUT_VERSION}:{host.name}:v{host.version}:{{{host.entity.name}:"
 
 
 KEY_SUFFIX = "}"
@@ -155,6 +160,10 @@ def encode_query(
     ``compute``/``targeted``), so the query's schema is not resolved (~2 ms per stream group
     and checkpoint, a tenth of a 60-event checkpoint's query building)."""
     from fraud_platform.lib.features.online.history import retain_text  # history imports us
+
+    if hosted(group):  # its keys hold the host's members: a row of its own would replace one
+        host = storage_host(group).versioned_name
+        raise ValueError(f"{group.versioned_name} is served from {host}'s online rows: write those")
 
     rows = rows.lazy()
     ttl_ms = int(group.ttl.total_seconds() * 1000)

@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 
 from fraud_platform.lib.features.online.layout import ONLINE_LAYOUT_VERSION, key_prefix
 from fraud_platform.lib.features.registry import FeatureGroup
+from fraud_platform.lib.features.shared import storage_host
 from fraud_platform.lib.features.windows import (
     SPAN_START,
     granule_us,
@@ -53,17 +54,36 @@ class GroupLayout(NamedTuple):
     prefix: str  # of its keys
     join_keys: tuple[str, ...]
     ttl_us: int
-    features: tuple[str, ...]  # declared, in stored order
-    nulls: tuple[None, ...]  # one per feature
+    features: tuple[str, ...]  # declared by the rows' group, in stored order
+    nulls: tuple[None, ...]  # one per declared feature of the group read
     width: int  # a stored row's length: feature_time, stored features, writer_version
     windows: tuple[timedelta, ...]  # of the at-lookup features: a start row each
     window_granules: tuple[tuple[int, int], ...]  # per window: its length and granule (us)
     lookups: tuple[_Lookup, ...]
     profiles: tuple[_ProfileLookup, ...]
     span: int  # the row position of the span start (0 without lookups)
+    declared: tuple[str, ...]  # the features of the group read
+    # their positions among ``features`` when the rows are another group's (``storage_host``)
+    project: tuple[int, ...] | None
 
 
 def group_layout(group: FeatureGroup) -> GroupLayout:
+    """How ``group``'s values come from its stored rows (those of ``storage_host(group)``:
+    the host's values evaluated, then ``group``'s picked by name)."""
+    host = storage_host(group)
+    layout = _rows_layout(host)
+    if host is group:
+        return layout
+    declared = tuple(group.feature_names)
+    return layout._replace(
+        name=group.versioned_name,
+        nulls=(None,) * len(declared),
+        declared=declared,
+        project=tuple(layout.features.index(name) for name in declared),
+    )
+
+
+def _rows_layout(group: FeatureGroup) -> GroupLayout:
     plan = lookup_plan(group)
     stored = [f.name for f in plan.stored.features]
     row_position = {name: i + 1 for i, name in enumerate(stored)}  # row[0] is feature_time
@@ -111,6 +131,8 @@ def group_layout(group: FeatureGroup) -> GroupLayout:
         lookups=lookups,
         profiles=profiles,
         span=row_position.get(SPAN_START, 0),
+        declared=declared,
+        project=None,
     )
 
 

@@ -113,7 +113,7 @@ class OnlineFeatureReader:
         self._layout = [group_layout(group) for group in self._groups]
         self._script = client.register_script(READ_ROWS_LUA)
         self._slot_scripts = PipelinedScript(client, READ_ROWS_LUA)  # used on a Redis Cluster
-        self._feature_names = [name for layout in self._layout for name in layout.features]
+        self._feature_names = [name for layout in self._layout for name in layout.declared]
         dtypes = [f.dtype for group in self._groups for f in group.features]
         self._ts_positions = [i for i, dtype in enumerate(dtypes) if dtype == "ts"]
 
@@ -305,9 +305,13 @@ class OnlineFeatureReader:
             feature_times[name] = epoch + delta(0, 0, row[0])
             ages[name] = (now_us - row[0]) / 1_000_000
             if layout.lookups or layout.profiles:
-                flat += at_lookup_values(layout, row, found[1:], now_us)
+                values = at_lookup_values(layout, row, found[1:], now_us)
             else:
-                flat += row[1 : len(layout.features) + 1]
+                values = row[1 : len(layout.features) + 1]
+            if layout.project is None:
+                flat += values
+            else:  # another group's rows (``storage_host``): this group's features of them
+                flat += [values[i] for i in layout.project]
         for position in self._ts_positions:
             if (micros := flat[position]) is not None:
                 flat[position] = epoch + delta(0, 0, micros)

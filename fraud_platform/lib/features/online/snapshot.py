@@ -54,6 +54,7 @@ from fraud_platform.lib.features.online.layout import (
 )
 from fraud_platform.lib.features.online.writer import write_snapshot
 from fraud_platform.lib.features.registry import ENTITY_KEY, FEATURE_TIME, FeatureGroup
+from fraud_platform.lib.features.shared import hosted, storage_host
 from fraud_platform.lib.features.windows import stored_group
 from fraud_platform.lib.storage.delta import DeltaStore
 
@@ -92,7 +93,7 @@ def save_checkpoint(client: redis.Redis, group: FeatureGroup, checkpoint: Checkp
 class GroupSnapshot:
     """What one group's snapshot did (the asset's metadata)."""
 
-    mode: str  # "full", "incremental" or "unchanged"
+    mode: str  # "full", "incremental", "unchanged" or "hosted" (another group's rows serve it)
     reason: str
     version: int
     partitions_read: int
@@ -186,7 +187,11 @@ def snapshot_group(
 ) -> GroupSnapshot:
     """Bring the online store up to date with the offline ``table`` of ``group`` (module
     docstring); a full snapshot when ``full``, without a usable checkpoint, or when the table
-    was recreated."""
+    was recreated. A group served from another group's rows (``shared.storage_host``) writes
+    nothing: the host's snapshot writes its rows."""
+    if hosted(group):
+        host = storage_host(group).versioned_name
+        return GroupSnapshot("hosted", f"served from {host}'s rows", 0, 0, 0, 0, 0)
     current = store.open(table)
     version = current.version()
     checkpoint = None if full else read_checkpoint(client, group)

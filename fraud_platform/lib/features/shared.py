@@ -1,18 +1,28 @@
-"""Groups of one stream view computed once: a group whose stored columns are all among another
-group's (version 1 of a group beside version 2, which adds a feature) takes its rows from that
-group's query, its columns renamed, instead of evaluating the same windows and profiles twice.
+"""Groups whose rows another group holds: a group whose stored columns are all among another
+group's (version 1 of a group beside version 2, which adds a feature).
 
 The rows are the same values: a declared feature is shared only when its declaration is equal,
 hidden totals only for the same (column, filter), profiles only for the same (function, column,
 filter, window), and only between groups of one entity, source, event time and lifetime gap (the
-gap restarts lifetime aggregates and prefix totals). The stream's mismatch checks compare every
-group's rows with ``compute_feature_group`` of that group itself.
+gap restarts lifetime aggregates and prefix totals). Two uses:
+
+* ``served_groups``: in one stream view the stream worker computes such a group's rows from the
+  other's query, its columns renamed, instead of evaluating the same windows and profiles twice
+  (the stream's mismatch checks compare every group's rows with ``compute_feature_group`` of
+  that group itself);
+* ``storage_host``: online, a version of a group is served from the rows of a later version of
+  it in the catalog with the same TTL (``online/layout.py``): one key per entity written instead
+  of two (the version 1 rows were 2 of ~8 row keys per transaction, ~17% of the write script's
+  Redis time).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cache
 
+from fraud_platform.lib.features.catalog import FEATURE_GROUPS
 from fraud_platform.lib.features.compute import lifetime_gap
 from fraud_platform.lib.features.registry import FeatureGroup
 from fraud_platform.lib.features.windows import SPAN_START, LookupPlan, Totals, lookup_plan
@@ -44,6 +54,48 @@ def served_groups(groups: tuple[FeatureGroup, ...]) -> list[ServedGroup]:
         assert best is not None  # a group always holds its own columns
         served.append(best)
     return served
+
+
+def storage_host(group: FeatureGroup) -> FeatureGroup:
+    """The group whose online rows serve ``group``: the catalog's latest version of the same
+    group, with the same TTL, whose rows hold all of ``group``'s stored columns (so its keys'
+    history keeps every row a lookup of ``group`` reads); ``group`` itself if none does or
+    ``group`` is not the catalog's."""
+    found = _catalog_hosts().get(group.versioned_name)
+    return group if found is None or found[0] != group else found[1]
+
+
+def hosts_of(groups: Iterable[FeatureGroup]) -> list[FeatureGroup]:
+    """The groups whose online rows serve ``groups`` (``storage_host``), each once, in order:
+    what a writer writes so that every one of ``groups`` can be read."""
+    found: dict[str, FeatureGroup] = {}
+    for group in groups:
+        host = storage_host(group)
+        found.setdefault(host.versioned_name, host)
+    return list(found.values())
+
+
+@cache
+def _catalog_hosts() -> dict[str, tuple[FeatureGroup, FeatureGroup]]:
+    """Per catalog group (versioned name): the group and its host, for those hosted."""
+    hosts: dict[str, tuple[FeatureGroup, FeatureGroup]] = {}
+    for group in FEATURE_GROUPS:
+        candidates = [
+            other
+            for other in FEATURE_GROUPS
+            if other.name == group.name
+            and other.version > group.version
+            and other.ttl == group.ttl
+            and _columns_from(group, other) is not None
+        ]
+        if candidates:
+            hosts[group.versioned_name] = (group, max(candidates, key=lambda g: g.version))
+    return hosts
+
+
+def hosted(group: FeatureGroup) -> bool:
+    """Whether ``group``'s online rows are another group's (``storage_host``)."""
+    return storage_host(group) is not group
 
 
 def _columns_from(group: FeatureGroup, computed: FeatureGroup) -> dict[str, str] | None:

@@ -1,4 +1,4 @@
-"""Groups computed once per stream view (``streaming/shared.py``): which group serves which, and
+"""Groups computed once per stream view (``features/shared.py``): which group serves which, and
 that a served group's renamed rows equal its own ``compute_feature_group`` column by column."""
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from fraud_platform.lib.features.catalog import (
 )
 from fraud_platform.lib.features.compute import compute_feature_group
 from fraud_platform.lib.features.registry import ENTITY_KEY, FEATURE_TIME, FeatureGroup
+from fraud_platform.lib.features.shared import served_groups
 from fraud_platform.lib.features.windows import stored_group
 from fraud_platform.lib.simulation import SimulationConfig, simulate
-from fraud_platform.lib.streaming.shared import served_groups
 
 START = datetime(2026, 10, 1, tzinfo=UTC)
 
