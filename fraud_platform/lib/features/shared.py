@@ -18,7 +18,7 @@ gap restarts lifetime aggregates and prefix totals). Two uses:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
 
@@ -77,12 +77,17 @@ def hosts_of(groups: Iterable[FeatureGroup]) -> list[FeatureGroup]:
 
 @cache
 def _catalog_hosts() -> dict[str, tuple[FeatureGroup, FeatureGroup]]:
-    """Per catalog group (versioned name): the group and its host, for those hosted."""
+    return hosts_in(FEATURE_GROUPS)
+
+
+def hosts_in(groups: Sequence[FeatureGroup]) -> dict[str, tuple[FeatureGroup, FeatureGroup]]:
+    """Per group of ``groups`` stored in another's rows (versioned name): the group and its
+    host, the latest later version of it with the same TTL that holds its columns."""
     hosts: dict[str, tuple[FeatureGroup, FeatureGroup]] = {}
-    for group in FEATURE_GROUPS:
+    for group in groups:
         candidates = [
             other
-            for other in FEATURE_GROUPS
+            for other in groups
             if other.name == group.name
             and other.version > group.version
             and other.ttl == group.ttl
