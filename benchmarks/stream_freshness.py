@@ -230,7 +230,8 @@ def main() -> None:
         return
     rates = args.rates or ([300] if args.quick else [1000, 5000, 10000])
     seconds = 10.0
-    backlog = args.backlog or (3_000 if args.quick else 20_000)
+    # enough for several applications: the drain rate runs from the first one applied
+    backlog = args.backlog or (10_000 if args.quick else 20_000)
     users = 1000 if args.quick else 10_000
     folder = Path(tempfile.mkdtemp(prefix="stream_bench_"))
     spec = BrokerSpec(args.broker, _free_port(), folder / "broker")
