@@ -2,8 +2,8 @@
 
 A lookup at ``t`` (``t >= N - H``: ``N`` the entity's newest row's feature_time rounded down to
 ``HISTORY_GRANULE``, ``H`` = ``HISTORY_HORIZON``) reads the latest row strictly before ``t``
-and, for each at-lookup window ``w`` of the group (``windows.lookup_plan``), the latest row at or before ``b_w(t)``
-(``windows.window_start_us``: ``t - w`` rounded up to the window's granule ``g_w``). With rows
+and, for each at-lookup window ``w`` of the group (``windows.lookup_plan``), the latest row at
+or before ``b_w(t)`` (``windows.window_start_us``: ``t - w`` rounded up to the window's granule ``g_w``). With rows
 sorted by feature_time and ``succ(r)`` the next row (of a greater feature_time), row ``r`` is
 kept iff
 

@@ -13,8 +13,8 @@ counter). The script runs atomically in Redis, so the two never fight:
 * the entity keeps the rows ``history.online_history`` keeps of every row written to it (the
   rows a lookup up to ``HISTORY_HORIZON`` before its newest row's minute reads, at least
   ``HISTORY_MIN_ROWS``; older rows are trimmed when the newest row enters a new minute), and
-  the key expires ``ttl`` + 7 days after the end of its newest row's hour (``EXPIRY_GRANULE_MS``: the script moves it only when the newest row enters a new
-  hour; a key written before expiries were rounded may expire up to an hour sooner).
+  the key expires ``ttl`` + 7 days after the end of its newest row's hour
+  (``EXPIRY_GRANULE_MS``: the script moves it only when the newest row enters a new hour; a key written before expiries were rounded may expire up to an hour sooner).
 
 Each script call takes ``CHUNK_ROWS`` rows (one round trip per call, calls pipelined). Measured
 here: ~150k rows/s for single-row keys (``benchmarks/snapshot.py``); layout 2's plain ``SET``
