@@ -10,13 +10,16 @@ against the real Redis at 127.0.0.1:6379 (keys under a unique prefix, deleted af
 2. Freshness, per rate: events produced at a constant rate with event_time = now; for every
    20th transaction the time from its produce call until its ``user_txn_velocity_v1`` row (or
    a later one) is in Redis (``lib/streaming/freshness``, polled every 5 ms) is recorded:
-   ``freshness_p50_ms``/``p99_ms``.
+   ``freshness_p50_ms``/``p99_ms``; per second of the phase (``freshness_p99_ms_by_second``:
+   level when the worker keeps up, growing when it falls behind), the rate the generator
+   reached and the events not yet applied when it finished.
 3. ``mismatches``: every online row of every stream group against ``compute_feature_group``
    over all events produced (must be 0).
 
     python benchmarks/stream_freshness.py            # rates 1k, 5k, 10k events/s, 10 s each, 20k backlog
-    python benchmarks/stream_freshness.py --quick    # one rate (300/s, 10 s), 3k backlog
+    python benchmarks/stream_freshness.py --quick    # one rate (300/s, 10 s), 10k backlog
     python benchmarks/stream_freshness.py --broker tansu   # on a broker that waits like Kafka
+    python benchmarks/stream_freshness.py --rates 10000 --seconds 30   # kept up with? (by second)
 """
 
 from __future__ import annotations
@@ -115,7 +118,9 @@ class Run:
         return int(self.client.hget(heartbeat_key(f"{self.prefix}group"), "events") or 0)
 
 
-def _constant_rate(run: Run, rate: int, seconds: float, users: int) -> tuple[list[float], int, int]:
+def _constant_rate(run: Run, rate: int, seconds: float, users: int) -> dict:
+    """One phase at ``rate``: freshness of the sampled rows, overall and by second of the
+    phase; the rate the generator reached; the events not yet applied when it finished."""
     events = run.events(int(rate * seconds), users)
     probe = FreshnessProbe(run.client)
     tick = 0.01
@@ -137,8 +142,24 @@ def _constant_rate(run: Run, rate: int, seconds: float, users: int) -> tuple[lis
                 probe.watch(key, to_micros(event["event_time"]))
         run.producer.poll(0)
     run.producer.flush(30)
+    produced_s = time.perf_counter() - start
+    behind = sum(len(v) for v in run.sent.values()) - run.applied_events()
     freshness, unseen = probe.stop(grace_s=30)
-    return freshness, len(events), unseen
+    return {
+        "rate": rate,
+        "events": len(events),
+        "produced_per_s": round(len(events) / produced_s),
+        "samples": len(freshness),
+        # sampled rows not visible 30 s after the last event was produced (not in p99)
+        "samples_not_visible_after_30s": unseen,
+        "freshness_p50_ms": round(_pct(freshness, 0.5), 1),
+        "freshness_p99_ms": round(_pct(freshness, 0.99), 1),
+        # kept up with: level from second to second; falling behind: growing
+        "freshness_p99_ms_by_second": [
+            round(_pct(b, 0.99)) if b else None for b in probe.by_second(start)
+        ],
+        "events_unapplied_at_end": behind,
+    }
 
 
 def _profile(n: int = 20_000, batch: int = 2_000) -> None:
@@ -205,6 +226,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--rates", type=int, nargs="*", help="events/s (default 1000 5000 10000)")
     parser.add_argument("--backlog", type=int, help="events produced before the worker starts")
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of each rate's phase")
     parser.add_argument(
         "--broker",
         choices=("noida", "tansu"),
@@ -229,7 +251,6 @@ def main() -> None:
         _profile()
         return
     rates = args.rates or ([300] if args.quick else [1000, 5000, 10000])
-    seconds = 10.0
     # enough for several applications: the drain rate runs from the first one applied
     backlog = args.backlog or (10_000 if args.quick else 20_000)
     users = 1000 if args.quick else 10_000
@@ -273,14 +294,19 @@ def main() -> None:
         first = None
         deadline = time.monotonic() + 600
         cpu_first = None
-        while run.applied_events() < backlog and time.monotonic() < deadline:
-            if first is None and run.applied_events() > 0:
+        while time.monotonic() < deadline:
+            applied = run.applied_events()
+            if first is None and applied > 0:
                 cpu_first = _cpu_seconds(worker.pid)
-                first = (time.perf_counter(), run.applied_events())
+                first = (time.perf_counter(), applied)
+            if applied >= backlog:
+                break
             time.sleep(0.01)
         drained = time.perf_counter()
         cpu_drained = _cpu_seconds(worker.pid)
         assert first is not None, (folder / "worker.log").read_text()[-2000:]
+        # one application took the whole backlog: no rate between two observations
+        assert first[1] < backlog, f"the {backlog}-event backlog applied at once: raise --backlog"
         worker_rate = (backlog - first[1]) / max(drained - first[0], 1e-9)
         # CPU seconds of the worker per drained event: less noisy than the rate on a shared box
         cpu_us = (
@@ -292,16 +318,7 @@ def main() -> None:
             f"backlog {backlog} events: worker {worker_rate:,.0f} events/s, {cpu_us} CPU us/event"
         )
         for rate in rates:
-            freshness, n, unseen = _constant_rate(run, rate, seconds, users)
-            row = {
-                "rate": rate,
-                "events": n,
-                "samples": len(freshness),
-                # sampled rows not visible 30 s after the last event was produced (not in p99)
-                "samples_not_visible_after_30s": unseen,
-                "freshness_p50_ms": round(_pct(freshness, 0.5), 1),
-                "freshness_p99_ms": round(_pct(freshness, 0.99), 1),
-            }
+            row = _constant_rate(run, rate, args.seconds, users)
             print(json.dumps(row))
             results["rates"].append(row)
         total = sum(len(v) for v in run.sent.values())

@@ -24,6 +24,7 @@ class FreshnessProbe:
         self._client = client
         self._pending: dict[tuple[str, int], float] = {}
         self._seen_ms: list[float] = []
+        self._seen_at: list[tuple[float, float]] = []  # (perf_counter at watch, latency ms)
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._deadline = float("inf")
@@ -50,6 +51,7 @@ class FreshnessProbe:
                     for ((key, score), sent_at), count in zip(items, found, strict=True):
                         if count:
                             self._seen_ms.append((now - sent_at) * 1000)
+                            self._seen_at.append((sent_at, (now - sent_at) * 1000))
                             self._pending.pop((key, score), None)
             time.sleep(POLL_INTERVAL_S)
 
@@ -59,6 +61,17 @@ class FreshnessProbe:
         self._thread.join()
         with self._lock:
             return sorted(self._seen_ms), len(self._pending)
+
+    def by_second(self, origin: float) -> list[list[float]]:
+        """The latencies (ms, sorted) of the rows seen, by whole seconds of their watch time
+        after ``origin`` (a ``time.perf_counter()``): whether a rate is kept up with shows as
+        a tail that stays level rather than one that grows second by second."""
+        buckets: dict[int, list[float]] = {}
+        with self._lock:
+            for sent_at, latency in self._seen_at:
+                buckets.setdefault(max(0, int(sent_at - origin)), []).append(latency)
+        last = max(buckets, default=-1)
+        return [sorted(buckets.get(second, [])) for second in range(last + 1)]
 
 
 def percentile(ordered: list[float], q: float) -> float | None:
