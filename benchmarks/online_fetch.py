@@ -43,7 +43,7 @@ from fraud_platform.lib.features.online.reader import OnlineFeatureReader, Onlin
 from fraud_platform.lib.features.online.writer import write_snapshot
 from fraud_platform.lib.features.registry import ENTITY_KEY, FEATURE_TIME, FeatureGroup
 from fraud_platform.lib.features.services import FRAUD_SCORING_V1
-from fraud_platform.lib.features.shared import hosts_of, storage_host  # noqa: E402
+from fraud_platform.lib.features.shared import hosts_of, storage_host
 from fraud_platform.lib.features.windows import (
     lookup_granule,
     lookup_plan,

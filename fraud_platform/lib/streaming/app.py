@@ -175,28 +175,28 @@ class OnlineStoreSink(BatchingSink):
         if not started:
             self._written(len(records))
         for i, (topic, future, ends) in enumerate(started):
-            last = i == len(started) - 1  # the writer thread finishes them in order
-            future.add_done_callback(
-                functools.partial(self._on_written, topic, ends, len(records) if last else 0)
-            )
+            # the writer thread finishes them in order: the last topic's ends the application
+            application = len(records) if i == len(started) - 1 else None
+            future.add_done_callback(functools.partial(self._on_written, topic, ends, application))
 
     def _on_written(
         self,
         topic: str,
         ends: dict[tuple[str, int], int],
-        records: int,
+        application: int | None,
         future: Future[BatchStats],
     ) -> None:
         """On the writer thread: the rows of one topic's records are written (or failed);
-        ``records`` are the application's records counted applied with it (its last topic)."""
+        ``application``: for the application's last topic, its record count (all of them
+        are applied now), else None."""
         try:
             self._record(topic, future.result(), ends)
         except BaseException as exc:  # noqa: BLE001 - raised by the next flush
             log.exception("applying %s records failed", topic)
             self._fail(exc)
         finally:
-            if records:
-                self._written(records)
+            if application is not None:
+                self._written(application)
 
     def _fail(self, exc: BaseException) -> None:
         with self._changed:

@@ -3,9 +3,9 @@
 A lookup at ``t`` (``t >= N - H``: ``N`` the entity's newest row's feature_time rounded down to
 ``HISTORY_GRANULE``, ``H`` = ``HISTORY_HORIZON``) reads the latest row strictly before ``t``
 and, for each at-lookup window ``w`` of the group (``windows.lookup_plan``), the latest row at
-or before ``b_w(t)`` (``windows.window_start_us``: ``t - w`` rounded up to the window's granule ``g_w``). With rows
-sorted by feature_time and ``succ(r)`` the next row (of a greater feature_time), row ``r`` is
-kept iff
+or before ``b_w(t)`` (``windows.window_start_us``: ``t - w`` rounded up to the window's
+granule ``g_w``). With rows sorted by feature_time and ``succ(r)`` the next row (of a greater
+feature_time), row ``r`` is kept iff
 
 (a) ``succ(r)`` does not exist or ``succ(r) >= N - H`` (r is the latest row before some
     ``t >= N - H``), or
@@ -21,8 +21,9 @@ changes the decision of another row (its predecessor's successor changes from ``
 ``succ(x)``, both in one granule past ``b_w(N - H)`` or both at or before it), and a row it
 dropped is never kept again after rows are added (``N`` only grows, a new successor lies
 between the old two, and ``N`` moves only when the newest row enters a new granule): so the
-store's incremental trim (``writer.py``'s script, which applies the same rule to the rows whose successor or thresholds changed) keeps what this function keeps
-of every row ever written. Rows of one feature_time count as one (the store holds one).
+store's incremental trim (``writer.py``'s script, which applies the same rule to the rows
+whose successor or thresholds changed) keeps what this function keeps of every row ever
+written. Rows of one feature_time count as one (the store holds one).
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Writes feature rows online (layout.py) through ONE Lua script that compares on feature_time.
 
 Both writers of the online store go through ``write_rows``: the batch snapshot
-(``write_snapshot``: ``snapshot.snapshot_rows`` of each entity, writer_version 0) and the stream worker
-(``lib/streaming``: every row of the events it applied, writer_version = the entity's event
-counter). The script runs atomically in Redis, so the two never fight:
+(``write_snapshot``: ``snapshot.snapshot_rows`` of each entity, writer_version 0) and the
+stream worker (``lib/streaming``: every row of the events it applied, writer_version = the
+entity's event counter). The script runs atomically in Redis, so the two never fight:
 
 * a row goes to its own feature_time (its score): an older row can never replace or hide a
   newer one, whatever order the writes land in;
@@ -14,7 +14,8 @@ counter). The script runs atomically in Redis, so the two never fight:
   rows a lookup up to ``HISTORY_HORIZON`` before its newest row's minute reads, at least
   ``HISTORY_MIN_ROWS``; older rows are trimmed when the newest row enters a new minute), and
   the key expires ``ttl`` + 7 days after the end of its newest row's hour
-  (``EXPIRY_GRANULE_MS``: the script moves it only when the newest row enters a new hour; a key written before expiries were rounded may expire up to an hour sooner).
+  (``EXPIRY_GRANULE_MS``: the script moves it only when the newest row enters a new hour; a
+  key written before expiries were rounded may expire up to an hour sooner).
 
 Each script call takes ``CHUNK_ROWS`` rows (one round trip per call, calls pipelined). Measured
 here: ~150k rows/s for single-row keys (``benchmarks/snapshot.py``); layout 2's plain ``SET``
@@ -369,8 +370,9 @@ def write_snapshot(
     batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> int:
     """Write rows from the batch path (writer_version 0: each entity's latest row, or its
-    ``online_history``); returns the rows stored. A row the stream already holds at the same feature_time stays the stream's, and a
-    newer stream row stays the newest: the batch snapshot adds history, never hides it.
+    ``online_history``); returns the rows stored. A row the stream already holds at the same
+    feature_time stays the stream's, and a newer stream row stays the newest: the batch
+    snapshot adds history, never hides it.
     """
     if latest_rows.height == 0:
         return 0
