@@ -155,11 +155,19 @@ def _members_from_anchor(
     indexed = records.with_row_index(_AT)
     # an entity's records before SINCE come first: the anchor is the last of them (of its
     # time: the change point of a time is its last record). Not ``max().over(ENTITY_KEY)``
-    # (a window per entity, per profile and checkpoint)
+    # (a window per entity, per profile and checkpoint). A record AT SINCE is the change
+    # point of the entity's first row from SINCE (rows take the latest at or before them),
+    # so no row takes the anchor then: the usual stream case (a new event is a record of its
+    # granule), whose anchor window was half of the members listed (in process, 10,000
+    # users with 25 events each: user_txn_velocity_v2's five profiles 882 -> 368 ms with
+    # every anchor left out)
     before = pl.col(FEATURE_TIME) < pl.col(_SINCE)
-    next_before = (pl.col(ENTITY_KEY) == pl.col(ENTITY_KEY).shift(-1)) & before.shift(-1)
+    same_next = pl.col(ENTITY_KEY) == pl.col(ENTITY_KEY).shift(-1)
+    next_before = same_next & before.shift(-1)
+    next_at_since = same_next & (pl.col(FEATURE_TIME).shift(-1) == pl.col(_SINCE))
+    anchor = ~next_before.fill_null(False) & ~next_at_since.fill_null(False)
     change_points = (
-        indexed.filter(~before | ~next_before.fill_null(False))
+        indexed.filter(~before | anchor)
         .group_by(ENTITY_KEY, FEATURE_TIME, maintain_order=True)
         .agg(pl.col(_AT).last().alias(_CP))  # the last record of a time ends its window
         .with_columns((pl.col(FEATURE_TIME) - window).alias(_FROM))
