@@ -69,6 +69,15 @@ def _service_errors() -> Iterator[None]:
         _fail(str(exc))
 
 
+@contextmanager
+def _failing_with(error: type[Exception], code: int) -> Iterator[None]:
+    """``error`` ends the command with its message and ``code``, not a traceback."""
+    try:
+        yield
+    except error as exc:
+        _fail(str(exc), code)
+
+
 def _known_layers(names: list[str] | None) -> list[str] | None:
     unknown = [name for name in names or [] if name not in LAYERS]
     if unknown:
@@ -112,14 +121,24 @@ def demo(
         int,
         typer.Option(help="Held-out events published per second (event-time order) in the replay."),
     ] = 400,
+    fresh: Annotated[
+        bool,
+        typer.Option(
+            "--fresh",
+            help="Start over: stop the services of the data directory, delete it and the "
+            "platform's keys in Redis (online rows, stream stores). A held-out period an "
+            "earlier run replayed is not replayed again without it.",
+        ),
+    ] = False,
 ) -> None:
     """Run the whole pipeline end to end on the embedded defaults and print a summary."""
     from fraud_platform.tools.demo import SCALES, DemoConfig, run_demo
+    from fraud_platform.tools.demo_state import NotADataDirectory
 
     if scale not in SCALES:
         _fail(f"unknown scale {scale!r}; known: {', '.join(SCALES)}", 2)
     settings = _settings()
-    with _service_errors():
+    with _service_errors(), _failing_with(NotADataDirectory, 2):
         run_demo(
             settings,
             DemoConfig(
@@ -131,6 +150,7 @@ def demo(
                 realtime=realtime,
                 replay_rate=replay_rate,
             ),
+            fresh=fresh,
         )
 
 

@@ -109,7 +109,8 @@ def seed_simulated_profiles(
     return True
 
 
-def run_demo(settings: Settings, config: DemoConfig) -> dict[str, Any]:
+def run_demo(settings: Settings, config: DemoConfig, *, fresh: bool = False) -> dict[str, Any]:
+    """``fresh``: start over (``demo_state.start_over``) instead of resuming this data directory."""
     from fraud_platform.lib.simulation import SimulationConfig, simulate_chunks
     from fraud_platform.lib.simulation.engine import DEFAULT_CHUNK_DAYS
     from fraud_platform.tools.demo_publish import (
@@ -124,6 +125,7 @@ def run_demo(settings: Settings, config: DemoConfig) -> dict[str, Any]:
         realtime_replay,
         snapshot_replay,
     )
+    from fraud_platform.tools.demo_state import clear_platform_keys, start_over
     from fraud_platform.tools.instance import prepare_dagster_home
     from fraud_platform.tools.pipeline import (
         LayerResult,
@@ -137,13 +139,19 @@ def run_demo(settings: Settings, config: DemoConfig) -> dict[str, Any]:
     from fraud_platform.tools.serving_process import start_scoring_service, stop_scoring_service
 
     wall = time.perf_counter()
+    if fresh:
+        start_over(settings, _say)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     _say(f"data directory: {settings.data_dir}")
     _say("services:")
     for line in services_up(settings).lines():
         _say(f"  {line}")
 
-    start = _previous_start(settings, config) or recent_start(config.days)
+    previous_start = _previous_start(settings, config)
+    if previous_start is None:  # a new run: not an earlier run's online rows and stores
+        if removed := clear_platform_keys(settings):
+            _say(f"  online store: {removed:,} keys an earlier run left removed")
+    start = previous_start or recent_start(config.days)
     cutoff = start + timedelta(days=config.days - config.holdout_days)
     profiles = seed_simulated_profiles(settings, config.seed, config.users, start, _say)
 

@@ -45,6 +45,8 @@ TICK_S = 0.01
 # keeps an entity's rows for HISTORY_HORIZON after its newest one; a transaction scored later
 # than that behind a busy entity's newest events could find its row trimmed.
 MAX_AHEAD = HISTORY_HORIZON / 2
+REPLAY_FIGURES = "replay_figures.json"  # in the data directory: the replay's summary figures
+ALREADY_REPLAYED = "already replayed (the figures of the run that replayed it)"
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,15 @@ def realtime_replay(
         f"  {stream['stream_started_from']}: {stream['stream_seeded_events']:,} events seeded "
         f"into its entity stores in {stream['stream_bootstrap_s']} s"
     )
+    stream_figures = {k: v for k, v in stream.items() if k != "stream_worker_pid"}
+    earlier = earlier_replay(run.settings, identity)
+    if earlier is not None:
+        say(
+            "the held-out period was replayed by an earlier run in this data directory: its "
+            "figures below (the online store has moved past the period, so its lookups would "
+            "read rows the keep rule dropped; `fraud-platform demo --fresh` replays it again)"
+        )
+        return earlier, stream_figures, []
     say("starting the scoring service ...")
     service = start_scoring_service(run.settings)
     try:
@@ -125,7 +136,8 @@ def realtime_replay(
             truth,
             online.degraded_ids,
         )
-    return replay, {k: v for k, v in stream.items() if k != "stream_worker_pid"}, layers
+    (run.settings.data_dir / REPLAY_FIGURES).write_text(json.dumps(replay, default=str))
+    return replay, stream_figures, layers
 
 
 def _wait_for_stream(settings: Settings, timeout_s: float = 120.0) -> dict[str, Any]:
@@ -179,6 +191,29 @@ def _holdout_marker(settings: Settings, identity: Mapping[str, Any]) -> tuple[bo
     return done, lambda: marker.write_text(json.dumps({"key": key}))
 
 
+def earlier_replay(settings: Settings, identity: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The summary figures of this exact held-out period's replay by an earlier run in this
+    data directory (none scored if that run stopped before its figures were written); None
+    when it was not replayed."""
+    published, _ = _holdout_marker(settings, identity)
+    if not published:
+        return None
+    path = settings.data_dir / REPLAY_FIGURES
+    figures = json.loads(path.read_text()) if path.exists() else dict(NOT_SCORED)
+    return {**figures, "replay_mode": ALREADY_REPLAYED, "replay_events_published": 0}
+
+
+NOT_SCORED: dict[str, Any] = {
+    "scored": 0,
+    "decisions": {},
+    "degraded": 0,
+    "replay_auc": None,
+    "replay_average_precision": None,
+    "score_p50_ms": None,
+    "score_p99_ms": None,
+}
+
+
 def replay_in_real_time(
     settings: Settings,
     events: list[tuple[str, dict[str, Any]]],
@@ -192,52 +227,44 @@ def replay_in_real_time(
     """Publish ``events`` (event-time order) at ``rate``/s; each transaction of ``sample_ids``
     is scored as it arrives, once the stream worker has applied every event published before it
     (``AppliedBarrier``: what a deployment at the real rate sees); returns the summary figures
-    and what was scored. A held-out period already published by an earlier run is
-    only scored (no freshness)."""
+    and what was scored. A period published before is not replayed (``earlier_replay``)."""
     from fraud_platform.lib.storage.redis_connection import connect
     from fraud_platform.lib.streaming.app import CONSUMER_GROUP
     from fraud_platform.lib.streaming.applied import AppliedBarrier
 
-    published, mark_published = _holdout_marker(settings, identity)
+    _, mark_published = _holdout_marker(settings, identity)
     client = connect(settings.redis_url, ca_cert=settings.redis_ca_cert, socket_timeout=30)
     probe = FreshnessProbe(client)
-    barrier = producer = None
-    if not published:
-        barrier = AppliedBarrier(client, CONSUMER_GROUP, (TRANSACTIONS, ACCOUNT_EVENTS))
-        producer = Producer(settings.kafka_bootstrap, {"linger.ms": 2}, barrier.delivered)
+    barrier = AppliedBarrier(client, CONSUMER_GROUP, (TRANSACTIONS, ACCOUNT_EVENTS))
+    producer = Producer(settings.kafka_bootstrap, {"linger.ms": 2}, barrier.delivered)
     scorer = GatedScorer(f"http://127.0.0.1:{settings.service_port}/score", barrier, say)
     scorer.start(len(sample_ids))
     per_tick = max(1, int(rate * TICK_S))
     started = time.perf_counter()
     for index, (topic, event) in enumerate(events):
-        if producer is not None and index % per_tick == 0:
+        if index % per_tick == 0:
             target = started + (index // per_tick) * TICK_S
             while (wait := target - time.perf_counter()) > 0:
                 time.sleep(min(wait, 0.002))
-        while (
-            producer is not None
-            and (oldest := scorer.oldest_waiting()) is not None
-            and event["event_time"] - oldest > MAX_AHEAD
-        ):
+        while (oldest := scorer.oldest_waiting()) is not None and event[
+            "event_time"
+        ] - oldest > MAX_AHEAD:
             producer.poll(0.002)  # serves the delivery reports the scorer waits for
         if topic == TRANSACTIONS and event["transaction_id"] in sample_ids:
             scorer.submit(event, published_before=index)
-            if producer is not None:
-                key = online_key(USER_TXN_VELOCITY, event["user_id"])
-                probe.watch(key, to_micros(event["event_time"]))
-        if producer is not None:
-            producer.send(event_messages([(topic, event)]))
-    if producer is not None:
-        producer.flush()
-        mark_published()
+            key = online_key(USER_TXN_VELOCITY, event["user_id"])
+            probe.watch(key, to_micros(event["event_time"]))
+        producer.send(event_messages([(topic, event)]))
+    producer.flush()
+    mark_published()
     publish_s = time.perf_counter() - started
     result = scorer.finish()
     seen, never = probe.stop()
     waits = sorted(result.gate_waits_ms)
     summary = {
-        "replay_mode": "real time" if producer is not None else "scored only (already published)",
-        "replay_events_published": 0 if producer is None else len(events),
-        "replay_rate_events_per_s": round(len(events) / publish_s) if producer else None,
+        "replay_mode": "real time",
+        "replay_events_published": len(events),
+        "replay_rate_events_per_s": round(len(events) / publish_s),
         **result.summary(truth),
         "applied_wait_p50_ms": _round(percentile(waits, 0.5)),
         "applied_wait_p99_ms": _round(percentile(waits, 0.99)),

@@ -137,6 +137,11 @@ def print_summary(summary: dict[str, Any], path: Path) -> None:
         f"  decisions ingested from the scores topic into bronze/scores: {summary['decisions_ingested']:,}"
     )
     say(f"  replay AUC {summary['replay_auc']}, AP {summary['replay_average_precision']}")
+    if summary.get("replay_mode", "").startswith("already replayed"):
+        say(
+            "  the held-out period was replayed by an earlier run in this data directory: these "
+            "are its figures (`fraud-platform demo --fresh` replays it again)"
+        )
     if summary.get("replay_mode") == "real time":
         say(
             f"  online freshness (event produced -> row readable): p50 "

@@ -134,12 +134,17 @@ def test_realtime_demo_streams_the_held_out_period_and_the_batch_path_catches_up
 ) -> None:
     """``demo`` (real time by default): the stream worker starts where bronze stands, the
     held-out period is published while it runs and scored as it arrives, then the batch path
-    catches up, and the online scores equal the offline point-in-time backtest's."""
-    summary = _demo(
-        demo_env,
-        *("--days", "24", "--users", "300", "--replay-limit", "100"),
-        *("--replay-rate", "300"),
-    )
+    catches up, and the online scores equal the offline point-in-time backtest's. The online
+    store starts without an earlier run's keys; a second run does not replay the period again
+    (the online store moved past it) and reports the first run's figures."""
+    options = ("--days", "24", "--users", "300", "--replay-limit", "100", "--replay-rate", "300")
+    left = redis.Redis.from_url(REDIS_DB_URL)
+    left.set("fp:5:user_txn_velocity:v2:{user:u1}", b"an earlier run's row")
+    left.hset("fps:2:{transactions:user:u1}", "v", 1)
+    left.set("not-the-platform's", b"kept")
+    summary = _demo(demo_env, *options)
+    assert not left.exists("fp:5:user_txn_velocity:v2:{user:u1}", "fps:2:{transactions:user:u1}")
+    assert left.get("not-the-platform's") == b"kept"
     assert summary["replay_mode"] == "real time"
     assert summary["stream_started_from"] == "bronze"
     assert summary["stream_seeded_events"] > 5_000
@@ -159,6 +164,21 @@ def test_realtime_demo_streams_the_held_out_period_and_the_batch_path_catches_up
     assert summary["checks"][SKEW_CHECK]
     failed = [k for k, ok in summary["checks"].items() if not ok]
     assert set(failed) <= set(summary["check_warnings"]) | DRIFT_CHECKS, failed
+
+    second = _demo(demo_env, *options)
+    assert second["replay_mode"].startswith("already replayed"), second["replay_mode"]
+    assert second["events_published"] == 0 and second["decisions_ingested"] == 0
+    for figure in (
+        "scored",
+        "decisions",
+        "degraded",
+        "replay_average_precision",
+        "offline_average_precision",
+        "online_offline_undegraded_scores_differing",
+    ):
+        assert second[figure] == summary[figure], figure
+    failed = [k for k, ok in second["checks"].items() if not ok]
+    assert set(failed) <= set(second["check_warnings"]) | DRIFT_CHECKS, failed
 
 
 def _skew_check_catches_a_tampered_value(data_dir: Path) -> None:
