@@ -137,7 +137,11 @@ class Settings:
     ``scoring_access_log`` (FRAUD_PLATFORM_SCORING_ACCESS_LOG, BentoML's per-request log line;
     off by default: it costs CPU on the request path and the decision log records every decision)
     and ``scoring_fast_route`` (FRAUD_PLATFORM_SCORING_FAST_ROUTE, default on: ``/score`` answered
-    below BentoML's API machinery, ``models_bento/score_route.py``; off: by BentoML's route).
+    below BentoML's API machinery, ``models_bento/score_route.py``; off: by BentoML's route),
+    ``scoring_route_front`` (FRAUD_PLATFORM_SCORING_ROUTE_FRONT, default on: that route in
+    front of BentoML's middlewares, behind the shedder, counted in BentoML's request metrics
+    after the answer, ``models_bento/traffic_metrics.py``; inside them when off, or when the
+    access log is on or there is no concurrency bound).
 
     ``feature_shards`` (FRAUD_PLATFORM_FEATURE_SHARDS, default 1) adds the sharded feature
     backfill (date x entity-hash shard partitions, README "Redis Cluster and sharded
@@ -192,6 +196,7 @@ class Settings:
     scoring_burst_ms: int = DEFAULT_SCORING_BURST_MS
     scoring_access_log: bool = False
     scoring_fast_route: bool = True
+    scoring_route_front: bool = True
     partitions_start: date = date(2024, 1, 1)
     feature_shards: int = 1
     training_as_of: datetime | None = None
@@ -256,6 +261,7 @@ class Settings:
             scoring_burst_ms=_int(env, "FRAUD_PLATFORM_SCORING_BURST_MS", DEFAULT_SCORING_BURST_MS),
             scoring_access_log=_bool(env, "FRAUD_PLATFORM_SCORING_ACCESS_LOG", False),
             scoring_fast_route=_bool(env, "FRAUD_PLATFORM_SCORING_FAST_ROUTE", True),
+            scoring_route_front=_bool(env, "FRAUD_PLATFORM_SCORING_ROUTE_FRONT", True),
             partitions_start=_date(env, "FRAUD_PLATFORM_PARTITIONS_START", date(2024, 1, 1)),
             feature_shards=_int(env, "FRAUD_PLATFORM_FEATURE_SHARDS", 1),
             training_as_of=_datetime(env, "FRAUD_PLATFORM_TRAINING_AS_OF"),

@@ -43,6 +43,7 @@ No Dagster import: this process shares the feature definitions only through
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import math
@@ -401,17 +402,37 @@ class FraudScorer:
 
 
 # In front of everything, BentoML's HTTP metrics, tracing and timeout included (FrontDoor): past
-# the concurrency bound a short line (shedding.py), then 503, before any body is read. Then content
-# type and size limits and the OpenAPI 3.0 /docs.json; then /score itself (ScoreRoute).
+# the concurrency bound a short line (shedding.py), then 503, before any body is read. Then
+# /score itself (ScoreRoute, with the content type and size limits; BentoML's request metrics
+# recorded after the answer); then BentoML's stack, in which the limits and the OpenAPI 3.0
+# /docs.json (RequestGuard) come first. With the access log on (BentoML's middleware writes it)
+# or the route off the front: /score innermost.
+_ROUTE_IN_FRONT = (
+    _SERVING.scoring_fast_route
+    and _SERVING.scoring_route_front
+    and _SERVING.scoring_max_concurrency > 0
+    and not _SERVING.scoring_access_log
+)
 if _SERVING.scoring_max_concurrency:
     early_refusal.install()  # the 503s given at once: by uvicorn's protocol, before any ASGI
     FraudScorer.add_asgi_middleware(
         FrontDoor,
+        front=(
+            functools.partial(
+                ScoreRoute,
+                scorer=in_service,
+                server_name=FraudScorer.name,
+                guard=functools.partial(RequestGuard, service=FraudScorer),
+                count_requests=True,
+            )
+            if _ROUTE_IN_FRONT
+            else None
+        ),
         limit=-(-_SERVING.scoring_max_concurrency // _SERVING.scoring_workers),
         max_wait_s=_SERVING.scoring_max_queue_wait_ms / 1000,
         burst_s=_SERVING.scoring_burst_ms / 1000,
         paths=[method.route for method in FraudScorer.apis.values()],
     )
 FraudScorer.add_asgi_middleware(RequestGuard, service=FraudScorer)
-if _SERVING.scoring_fast_route:
+if _SERVING.scoring_fast_route and not _ROUTE_IN_FRONT:
     FraudScorer.add_asgi_middleware(ScoreRoute, scorer=in_service, server_name=FraudScorer.name)

@@ -27,7 +27,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any
 
 from fraud_platform.lib.serving.metrics import metrics
@@ -230,8 +230,12 @@ class FrontDoor:
     here, where it was added (logged).
     """
 
-    def __init__(self, app: ASGIApp, **options: Any) -> None:
+    def __init__(
+        self, app: ASGIApp, front: Callable[[ASGIApp], ASGIApp] | None = None, **options: Any
+    ) -> None:
+        """``front``: wraps the stack before the shedder does (``ScoreRoute`` in front)."""
         self.app = app
+        self.front = front
         self.options = options
         self.shedder: LoadShedder | None = None
 
@@ -244,8 +248,11 @@ class FrontDoor:
         stack = getattr(application, "middleware_stack", None)
         if stack is None:
             log.warning("no Starlette middleware stack to front: load shedding inside it")
-            self.shedder = self.app = LoadShedder(self.app, **self.options)
+            inner = self.app if self.front is None else self.front(self.app)
+            self.shedder = self.app = LoadShedder(inner, **self.options)
             return
+        if self.front is not None:
+            stack = self.front(stack)
         self.shedder = application.middleware_stack = LoadShedder(stack, **self.options)
         # in front of everything: what it refuses at once, the HTTP protocol may refuse for it
         set_front_shedder(self.shedder)
