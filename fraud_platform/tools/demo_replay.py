@@ -246,9 +246,8 @@ def replay_in_real_time(
             target = started + (index // per_tick) * TICK_S
             while (wait := target - time.perf_counter()) > 0:
                 time.sleep(min(wait, 0.002))
-        while (oldest := scorer.oldest_waiting()) is not None and event[
-            "event_time"
-        ] - oldest > MAX_AHEAD:
+        event_time = event["event_time"]
+        while (oldest := scorer.oldest_waiting()) is not None and event_time - oldest > MAX_AHEAD:
             producer.poll(0.002)  # serves the delivery reports the scorer waits for
         if topic == TRANSACTIONS and event["transaction_id"] in sample_ids:
             scorer.submit(event, published_before=index)
