@@ -12,7 +12,8 @@ BentoML's HTTP metrics, OpenTelemetry's excluded-URL check (the API routes are n
 the timeout no longer run for ``/score``. It applies ``RequestGuard``'s content type and size
 limits itself (``guard``) and records BentoML's request metrics after the answer
 (``count_requests``, ``traffic_metrics.py``): same run, 300 req/s, three ``--quick`` runs
-against the route inside them (``FRAUD_PLATFORM_SCORING_ROUTE_FRONT=false``): ``/score`` p50
+(the first before the recording and the guard) against the route inside them
+(``FRAUD_PLATFORM_SCORING_ROUTE_FRONT=false``): ``/score`` p50
 over ``/ping``'s 1.25 / 1.26 / 1.28 against 1.45 / 1.32 / 1.32, p50 1.39 / 1.59 / 1.59 ms
 against 1.45 / 1.63 / 1.66. Inside them (innermost) when that setting is off, the access log
 is on (BentoML's middleware writes it) or there is no concurrency bound. What it keeps
