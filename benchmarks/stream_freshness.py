@@ -47,6 +47,7 @@ from fraud_platform.lib.contracts.events import encode_event, event_key  # noqa:
 from fraud_platform.lib.features.catalog import FEATURE_GROUPS, USER_TXN_VELOCITY  # noqa: E402
 from fraud_platform.lib.features.online.layout import online_key, to_micros  # noqa: E402
 from fraud_platform.lib.kafka.admin import admin_config, ensure_topics  # noqa: E402
+from fraud_platform.lib.storage.redis_connection import unlink_matching  # noqa: E402
 from fraud_platform.lib.streaming.freshness import FreshnessProbe  # noqa: E402
 from fraud_platform.lib.streaming.health import heartbeat_key  # noqa: E402
 from fraud_platform.lib.streaming.verify import online_mismatches  # noqa: E402
@@ -61,18 +62,6 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def _delete_matching(client: redis.Redis, pattern: str) -> None:
-    """UNLINK the keys matching ``pattern``, a pipeline per scanned page."""
-    batch: list[bytes] = []
-    for key in client.scan_iter(match=pattern, count=50_000):
-        batch.append(key)
-        if len(batch) >= 5_000:
-            client.unlink(*batch)
-            batch = []
-    if batch:
-        client.unlink(*batch)
 
 
 def _cpu_seconds(pid: int) -> float | None:
@@ -194,7 +183,7 @@ def _profile(n: int = 20_000, batch: int = 2_000) -> None:
             apply_records(processor, by_topic)
         profiler.disable()
     finally:
-        _delete_matching(client, f"*{prefix}*")
+        unlink_matching(client, f"*{prefix}*")
     seconds = time.perf_counter() - started
     redis_cpu = _redis_cpu_seconds(client) - redis_cpu
     stats = client.info("commandstats")
@@ -345,7 +334,7 @@ def main() -> None:
         if worker is not None:
             worker.terminate()
             worker.wait(30)
-        _delete_matching(run.client, f"*{prefix}*")
+        unlink_matching(run.client, f"*{prefix}*")
         stop_broker(spec)
     print(json.dumps(results))
 

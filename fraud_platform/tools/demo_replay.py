@@ -37,6 +37,7 @@ from fraud_platform.tools.demo_scorer import (
     ScoredReplay,
     compare_online_offline,
 )
+from fraud_platform.tools.demo_state import ALREADY_REPLAYED
 
 Say = Callable[[str], None]
 TICK_S = 0.01
@@ -46,7 +47,6 @@ TICK_S = 0.01
 # than that behind a busy entity's newest events could find its row trimmed.
 MAX_AHEAD = HISTORY_HORIZON / 2
 REPLAY_FIGURES = "replay_figures.json"  # in the data directory: the replay's summary figures
-ALREADY_REPLAYED = "already replayed (the figures of the run that replayed it)"
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from typing import Any
 
 from fraud_platform import names
 from fraud_platform.settings import Settings
+from fraud_platform.tools.demo_state import ALREADY_REPLAYED
 
 
 def say(message: str) -> None:
@@ -137,7 +138,7 @@ def print_summary(summary: dict[str, Any], path: Path) -> None:
         f"  decisions ingested from the scores topic into bronze/scores: {summary['decisions_ingested']:,}"
     )
     say(f"  replay AUC {summary['replay_auc']}, AP {summary['replay_average_precision']}")
-    if summary.get("replay_mode", "").startswith("already replayed"):
+    if summary.get("replay_mode") == ALREADY_REPLAYED:
         say(
             "  the held-out period was replayed by an earlier run in this data directory: these "
             "are its figures (`fraud-platform demo --fresh` replays it again)"

@@ -21,6 +21,8 @@ from pathlib import Path
 from fraud_platform.settings import Settings, redact_url
 
 PLATFORM_KEY_PATTERNS = ("fp:*", "fps:*")
+# the replay_mode of a run whose held-out period an earlier run in its data directory replayed
+ALREADY_REPLAYED = "already replayed (the figures of the run that replayed it)"
 # a directory holding one of these is a platform data directory ``start_over`` may delete
 DATA_DIR_MARKERS = ("published_simulation.json", "dagster_home", "services", "delta")
 
@@ -28,23 +30,13 @@ DATA_DIR_MARKERS = ("published_simulation.json", "dagster_home", "services", "de
 def clear_platform_keys(settings: Settings) -> int:
     """UNLINK the platform's keys (online rows, checkpoints, the stream's stores) in the
     settings' Redis database; returns how many there were."""
-    from fraud_platform.lib.storage.redis_connection import connect
+    from fraud_platform.lib.storage.redis_connection import connect, unlink_matching
 
     client = connect(settings.redis_url, ca_cert=settings.redis_ca_cert, socket_timeout=30)
-    removed = 0
     try:
-        for pattern in PLATFORM_KEY_PATTERNS:
-            batch: list[bytes] = []
-            for key in client.scan_iter(match=pattern, count=10_000):
-                batch.append(key)
-                if len(batch) >= 5_000:
-                    removed += int(client.unlink(*batch))
-                    batch = []
-            if batch:
-                removed += int(client.unlink(*batch))
+        return sum(unlink_matching(client, pattern) for pattern in PLATFORM_KEY_PATTERNS)
     finally:
         client.close()
-    return removed
 
 
 class NotADataDirectory(ValueError):
@@ -57,7 +49,7 @@ def is_platform_data_dir(path: Path) -> bool:
 
 def start_over(settings: Settings, say: Callable[[str], None] = print) -> None:
     """Remove the platform's keys from Redis, stop the services this data directory started
-    and delete it. Raises ``ValueError`` for a directory that does not look like a platform
+    and delete it. Raises ``NotADataDirectory`` for a directory that does not look like a platform
     data directory (nothing is deleted)."""
     from fraud_platform.tools.services import services_down
 

@@ -62,7 +62,9 @@ def storage_host(group: FeatureGroup) -> FeatureGroup:
     history keeps every row a lookup of ``group`` reads); ``group`` itself if none does or
     ``group`` is not the catalog's."""
     found = _catalog_hosts().get(group.versioned_name)
-    return group if found is None or found[0] != group else found[1]
+    if found is None or (found[0] is not group and found[0] != group):  # `is`: no field walk
+        return group
+    return found[1]
 
 
 def hosts_of(groups: Iterable[FeatureGroup]) -> list[FeatureGroup]:

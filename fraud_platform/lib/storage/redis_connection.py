@@ -32,6 +32,21 @@ def connect(url: str, *, ca_cert: str | None = None, **options: Any) -> redis.Re
     return redis_client(url, **options)
 
 
+def unlink_matching(client: redis.Redis, pattern: str, batch: int = 5_000) -> int:
+    """UNLINK the keys matching ``pattern`` (``SCAN``, one ``UNLINK`` per ``batch`` keys);
+    returns how many there were."""
+    removed = 0
+    keys: list[bytes] = []
+    for key in client.scan_iter(match=pattern, count=10_000):
+        keys.append(key)
+        if len(keys) >= batch:
+            removed += int(client.unlink(*keys))
+            keys = []
+    if keys:
+        removed += int(client.unlink(*keys))
+    return removed
+
+
 def ping(client: redis.Redis, url: str) -> None:
     """``PING`` the server; raise ``RedisConnectionError`` with the likely cause."""
     shown = redact_url(url)

@@ -23,8 +23,7 @@ class FreshnessProbe:
     def __init__(self, client: redis.Redis) -> None:
         self._client = client
         self._pending: dict[tuple[str, int], float] = {}
-        self._seen_ms: list[float] = []
-        self._seen_at: list[tuple[float, float]] = []  # (perf_counter at watch, latency ms)
+        self._seen: list[tuple[float, float]] = []  # (perf_counter at watch, latency ms)
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._deadline = float("inf")
@@ -50,8 +49,7 @@ class FreshnessProbe:
                 with self._lock:
                     for ((key, score), sent_at), count in zip(items, found, strict=True):
                         if count:
-                            self._seen_ms.append((now - sent_at) * 1000)
-                            self._seen_at.append((sent_at, (now - sent_at) * 1000))
+                            self._seen.append((sent_at, (now - sent_at) * 1000))
                             self._pending.pop((key, score), None)
             time.sleep(POLL_INTERVAL_S)
 
@@ -60,7 +58,7 @@ class FreshnessProbe:
         self._stopping.set()
         self._thread.join()
         with self._lock:
-            return sorted(self._seen_ms), len(self._pending)
+            return sorted(latency for _, latency in self._seen), len(self._pending)
 
     def by_second(self, origin: float) -> list[list[float]]:
         """The latencies (ms, sorted) of the rows seen, by whole seconds of their watch time
@@ -68,7 +66,7 @@ class FreshnessProbe:
         a tail that stays level rather than one that grows second by second."""
         buckets: dict[int, list[float]] = {}
         with self._lock:
-            for sent_at, latency in self._seen_at:
+            for sent_at, latency in self._seen:
                 buckets.setdefault(max(0, int(sent_at - origin)), []).append(latency)
         last = max(buckets, default=-1)
         return [sorted(buckets.get(second, [])) for second in range(last + 1)]

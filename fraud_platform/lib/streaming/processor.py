@@ -100,9 +100,12 @@ class StreamProcessor:
         self.plan = stream_plan(groups)
         self._store_prefix = store_prefix
         self._caches: dict[str, EntityCache] = {}
-        # which group's rows serve each group, per view: fixed by the plan
+        # which group's rows serve each group, per view: fixed by the plan; a group another
+        # group's online rows serve (``shared.storage_host``) is not written at all
         self._served = {
-            id(view): served_groups(view.groups) for stream in self.plan for view in stream.views
+            id(view): [s for s in served_groups(view.groups) if not hosted(s.group)]
+            for stream in self.plan
+            for view in stream.views
         }
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="online-writer")
         self._store = ThreadPoolExecutor(max_workers=1, thread_name_prefix="entity-store")
@@ -226,8 +229,6 @@ class StreamProcessor:
             computed: dict[int, pl.LazyFrame] = {}
             for served in self._served[id(view)]:
                 group, root = served.group, served.computed
-                if hosted(group):  # its host's rows serve it (``shared.storage_host``)
-                    continue
                 if id(root) not in computed:
                     computed[id(root)] = rows_since_query(
                         root, source, view_touched, at_lookup_values=False
